@@ -1,0 +1,7 @@
+"""irlvla-gym: Gymnasium environments, a reward world model and PPO baselines re-implementing IRL-VLA (arXiv 2508.06571)
+on NAVSIM v2-shaped driving scenes."""
+
+from irlvla_gym.scenes.scene import Scene
+
+__version__ = "0.1.0"
+__all__ = ["Scene", "__version__"]

@@ -1,0 +1,38 @@
+"""The ``irlvla`` command line. Each feature area registers its own subcommands (``register(subparsers)``)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Modules that add subcommands; each exposes ``register(subparsers)`` and sets ``func`` on its parsers.
+SUBCOMMAND_MODULES = (
+    "irlvla_gym.scenes.cli",
+    "irlvla_gym.pipeline",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="irlvla", description="IRL-VLA gym: scenes, scoring, reward model, baselines")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from irlvla_gym.utils import limit_torch_threads
+
+    limit_torch_threads()
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError) as exc:  # user errors: one clear line, no traceback
+        print(f"irlvla: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Process-level helpers: thread limits, atomic file writes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def limit_torch_threads(num_threads: int | None = None) -> None:
+    """One torch/BLAS thread per worker process by default: on a busy 2-core box, two threads can be 50x slower.
+
+    Honours ``IRLVLA_NUM_THREADS``; torch is only touched if it is already imported (keeps start-up light).
+    """
+    n = int(num_threads or os.environ.get("IRLVLA_NUM_THREADS", 1))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, str(n))
+    import sys
+
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb"):
+    """Write to a temp file beside ``path`` and rename it into place on success: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
