@@ -1,0 +1,1079 @@
+"""ScenarioNet / MetaDrive "scenario description" (SD) pickles -> canonical :class:`Scene` windows.
+
+Works for files converted from nuScenes, Waymo (WOMD, current and old v0.3 layouts), nuPlan and Argoverse 2 by
+ScenarioNet (format: ``../shared/docs/data-formats.md``, section 2). Pickles are only read through the restricted
+unpickler (:func:`irlvla_gym.scenes.safe_pickle.load_pickle` with ``SCENARIONET_ALLOWLIST``).
+
+Public API::
+
+    iter_scenes(path, drivable_area=None, stride=1, map_radius=100.0)   # files / folders -> Scene | SkippedItem
+    load_scenario(path) -> dict                                         # safe load + schema check
+    scenes_from_scenario(scenario, drivable_area=None, ...)             # one scenario dict -> Scene | SkippedItem
+
+Conversion rules (what the code below does, and why):
+
+* **Windows.** The file's ``metadata.ts`` (10 Hz) is sampled at 2 Hz. A window at t0 needs the sdc valid at the 4
+  history times t0 - 1.5 .. t0 and the 8 future times t0 + 0.5 .. t0 + 4.0 s. Candidate t0 lie on the grid
+  ``ts[0] + k * 0.5 s`` (for nuScenes these are exactly the annotated keyframes; the 10 Hz steps between them are
+  the converter's interpolation), starting at the first complete window, stepping by ``stride * 0.5`` s.
+* **Ego reference point.** Scene poses are rear-axle poses. WOMD / nuPlan / AV2 sdc positions are box centres, so the
+  ego is moved back by ``vehicle.rear_axle_to_center`` along its heading, consistently for history and future.
+  nuScenes sdc positions are the nuScenes ``ego_pose`` translation, whose origin is already the rear-axle midpoint,
+  so no shift is applied (``ego_reference="auto"``; override with ``"center"`` / ``"rear_axle"``).
+* **Ego vehicle.** Length, width and height are the median of the sdc's valid sizes (the nuScenes converter swaps
+  length and width of the ego: when length < width they are swapped back); overhangs and wheelbase keep the
+  proportions of the default :class:`EgoVehicle` (Pacifica). nuPlan ``ego_vehicle_parameters`` are used if present.
+* **Ego dynamics.** Velocity = the file's world velocity rotated into the body frame at each history time.
+  Acceleration = backward difference of the world velocity over 0.5 s (forward difference at the first step of the
+  file; no future information leaks into t0), rotated into the body frame and clipped to +-15 m/s^2.
+* **Agents.** Every track but the sdc, at the 9 times t0 .. t0 + 4 s, in the t0 ego frame (box centres). Kept if it
+  is valid and inside the ``map_radius`` square at one of those times. Missing / non-positive sizes get category
+  defaults; non-finite positions are marked invalid.
+* **Map.** Lanes (``LANE_*``) keep their full centrelines (no cutting) if their polygon touches the ego-aligned square
+  of half-size ``map_radius``. Boundaries: from ``width`` if present, else from the listed left/right boundary
+  features (distance of each centreline vertex to the boundary polyline), else from the file's lane ``polygon``
+  (normal rays through each vertex clipped by the polygon), else the centreline offset by the default half-width
+  1.75 m. Lane polygon: the file's ``polygon`` when present (nuScenes lanes, nuPlan), else left boundary + reversed
+  right boundary. Successors: ``exit_lanes`` plus reversed ``entry_lanes``; files without either (nuScenes) get them
+  geometrically: end point of A within 0.5 m of the start of B and tangents within 60 degrees. Neighbours from
+  ``left_neighbor`` / ``right_neighbor`` (the one covering most of the lane). Connectors: ``LANE_SURFACE_UNSTRUCTURE``
+  (nuPlan), and for nuScenes the lane features without a ``polygon`` (the converter writes nuScenes lane connectors
+  that way, with a placeholder 100 km/h limit that is therefore dropped to NaN). ``lane_is_intersection``: the
+  connectors if the file has any, else (WOMD) lanes entered from a fork (a predecessor with >= 2 successors) or
+  leading into a merge (a successor with >= 2 predecessors). ``intersections``: union of the intersection lanes'
+  polygons (morphological closing, 0.5 m). Crosswalks: CROSSWALK / CROSS_WALK polygons.
+* **Drivable area.** A user GeoJSON (Polygon / MultiPolygon / Feature(Collection), same map frame) when given (the
+  nuScenes files have no drivable polygons); otherwise the union of the lane polygons and DRIVEWAY polygons closed
+  with a 0.5 m buffer (fills slivers between adjacent lanes without growing the outline). Clipped to the square.
+* **Traffic lights.** ``dynamic_map_states`` (current and old v0.3 layouts, Waymo enum ints or strings, nuPlan
+  TRAFFIC_LIGHT_*) -> ``lane_light_state`` at the 9 times; several lights on one lane -> the most restrictive.
+* **Route.** The sdc's logged rear-axle path from t0 to the end of the file is matched to lanes: each point's
+  candidate lanes are those whose polygon contains it with a heading within 60 degrees; the walk stays in the
+  current lane while it can, then prefers a successor of it, then the lane the path stays in longest. The route is
+  extended ahead through successors (the straightest one) up to 150 m of centreline beyond the ego. Command:
+  :func:`route_command` with look-ahead max(expert 4 s path length, 10 m); if no route was found, the expert's
+  lateral displacement at 4 s decides.
+* **Ids.** Map and track keys are str; entry/exit/neighbour ids may be int: everything is compared through ``str``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
+
+import numpy as np
+
+from irlvla_gym.scenes.geometry import rotate_vectors, to_local
+from irlvla_gym.scenes.safe_pickle import SCENARIONET_ALLOWLIST, UnsafePickleError, load_pickle
+from irlvla_gym.scenes.scene import (
+    AGENT_CATEGORIES, BARRIER, BICYCLE, DT, GENERIC_OBJECT, LIGHT_GREEN, LIGHT_NONE, LIGHT_RED, LIGHT_YELLOW,
+    NUM_FUTURE, NUM_HISTORY, NUM_TIMES, PACIFICA, PEDESTRIAN, TRAFFIC_CONE, VEHICLE, Agents, EgoState, EgoVehicle,
+    MapData, PolygonSet, Ragged, Scene, SceneMetadata, SceneValidationError, command_from_lateral, route_command,
+    wrap_angle,
+)
+from irlvla_gym.scenes.sources import SkippedItem
+
+__all__ = [
+    "ScenarioNetFormatError", "iter_scenes", "load_scenario", "check_scenario", "scenes_from_scenario",
+    "load_drivable_area", "NON_SCENARIO_FILES", "DEFAULT_HALF_WIDTH",
+]
+
+NON_SCENARIO_FILES = frozenset({"dataset_summary.pkl", "dataset_mapping.pkl"})
+"""File names in a ScenarioNet folder that are indexes, not scenarios."""
+DEFAULT_HALF_WIDTH = 1.75
+"""Half lane width (m) used when a lane carries no width, boundary or polygon information."""
+ROUTE_AHEAD_M = 150.0
+"""Route centreline length (m) kept beyond the ego's t0 position when extending through successors."""
+_MAX_ACCEL = 15.0  # m/s^2, clip for finite-difference ego acceleration
+_HEADING_TOL = math.radians(60.0)
+_SUCC_DIST = 0.5  # m, geometric successor inference
+_CLOSING = 0.5  # m, morphological closing of unions of lane polygons
+
+_TRACK_CATEGORY = {
+    "VEHICLE": VEHICLE, "PEDESTRIAN": PEDESTRIAN, "CYCLIST": BICYCLE, "TRAFFIC_CONE": TRAFFIC_CONE,
+    "TRAFFIC_BARRIER": BARRIER, "OTHER": GENERIC_OBJECT, "TRAFFIC_OBJECT": GENERIC_OBJECT,
+}
+_DEFAULT_SIZE = np.array([  # (6, 3) [length, width, height] per AGENT_CATEGORIES entry
+    [4.5, 2.0, 1.6], [0.6, 0.6, 1.7], [1.8, 0.7, 1.5], [0.4, 0.4, 0.8], [2.0, 0.5, 1.0], [1.0, 1.0, 1.0]])
+assert len(_DEFAULT_SIZE) == len(AGENT_CATEGORIES)
+
+_WAYMO_ENUM = ("LANE_STATE_UNKNOWN", "LANE_STATE_ARROW_STOP", "LANE_STATE_ARROW_CAUTION", "LANE_STATE_ARROW_GO",
+               "LANE_STATE_STOP", "LANE_STATE_CAUTION", "LANE_STATE_GO", "LANE_STATE_FLASHING_STOP",
+               "LANE_STATE_FLASHING_CAUTION")
+_LIGHT_COLOUR = {
+    "LANE_STATE_STOP": LIGHT_RED, "LANE_STATE_ARROW_STOP": LIGHT_RED,
+    "LANE_STATE_CAUTION": LIGHT_YELLOW, "LANE_STATE_ARROW_CAUTION": LIGHT_YELLOW,
+    "LANE_STATE_FLASHING_CAUTION": LIGHT_YELLOW,
+    "LANE_STATE_GO": LIGHT_GREEN, "LANE_STATE_ARROW_GO": LIGHT_GREEN,
+    "LANE_STATE_UNKNOWN": LIGHT_NONE, "LANE_STATE_FLASHING_STOP": LIGHT_NONE,
+    "TRAFFIC_LIGHT_RED": LIGHT_RED, "TRAFFIC_LIGHT_YELLOW": LIGHT_YELLOW, "TRAFFIC_LIGHT_GREEN": LIGHT_GREEN,
+    "TRAFFIC_LIGHT_UNKNOWN": LIGHT_NONE,
+}
+
+_LICENCES = {
+    "nuscenes": "CC BY-NC-SA 4.0 (nuScenes via ScenarioNet)",
+    "waymo": "Waymo Open Dataset License Agreement, non-commercial (WOMD via ScenarioNet)",
+    "nuplan": "nuPlan dataset licence, non-commercial (nuPlan via ScenarioNet)",
+    "av2": "CC BY-NC-SA 4.0 (Argoverse 2 via ScenarioNet)",
+}
+
+
+class ScenarioNetFormatError(ValueError):
+    """A ScenarioNet file is unreadable or does not match the expected schema. Names the file and the field."""
+
+    def __init__(self, source: str, field_name: str, problem: str):
+        self.source = source
+        self.field = field_name
+        self.problem = problem
+        super().__init__(f"{source}: field {field_name!r}: {problem}")
+
+
+# ====================================================================================================================
+# Loading and schema check
+# ====================================================================================================================
+
+
+def load_scenario(path: str | os.PathLike) -> dict:
+    """Load one ScenarioNet scenario pickle safely and check its schema.
+
+    Raises:
+        ScenarioNetFormatError: not a readable pickle, refused by the restricted unpickler, or a required key is
+            missing / malformed. The message names the file and the field.
+    """
+    path = Path(path)
+    try:
+        scenario = load_pickle(path, SCENARIONET_ALLOWLIST)
+    except UnsafePickleError as exc:
+        raise ScenarioNetFormatError(str(path), "<pickle>", f"unsafe pickle refused: {exc}") from None
+    except (FileNotFoundError, ValueError) as exc:
+        raise ScenarioNetFormatError(str(path), "<pickle>", str(exc).replace(f"{path}: ", "")) from None
+    except Exception as exc:  # noqa: BLE001 - anything else a corrupt stream can raise (MemoryError excluded)
+        raise ScenarioNetFormatError(str(path), "<pickle>", f"not a readable pickle ({type(exc).__name__}: {exc})")
+    check_scenario(scenario, str(path))
+    return scenario
+
+
+def _require(d: Any, key: str, where: str, source: str) -> Any:
+    if not isinstance(d, Mapping):
+        raise ScenarioNetFormatError(source, where, f"expected a dict, got {type(d).__name__}")
+    if key not in d:
+        raise ScenarioNetFormatError(source, f"{where}.{key}" if where else key, "missing")
+    return d[key]
+
+
+def check_scenario(scenario: Any, source: str = "<scenario>") -> None:
+    """Check the parts of the schema the converter relies on; raise :class:`ScenarioNetFormatError` on the first
+    problem (naming ``source`` and the dotted field path)."""
+    if not isinstance(scenario, Mapping):
+        raise ScenarioNetFormatError(source, "<top level>", f"expected a dict, got {type(scenario).__name__}")
+    meta = _require(scenario, "metadata", "", source)
+    tracks = _require(scenario, "tracks", "", source)
+    mf = _require(scenario, "map_features", "", source)
+    if not isinstance(tracks, Mapping):
+        raise ScenarioNetFormatError(source, "tracks", f"expected a dict, got {type(tracks).__name__}")
+    if not isinstance(mf, Mapping):
+        raise ScenarioNetFormatError(source, "map_features", f"expected a dict, got {type(mf).__name__}")
+    dyn = scenario.get("dynamic_map_states", {})
+    if dyn is not None and not isinstance(dyn, Mapping):
+        raise ScenarioNetFormatError(source, "dynamic_map_states", f"expected a dict, got {type(dyn).__name__}")
+    ts = np.asarray(_require(meta, "ts", "metadata", source))
+    if ts.ndim != 1 or len(ts) < 2 or ts.dtype.kind not in "fiu" or not np.all(np.isfinite(ts)):
+        raise ScenarioNetFormatError(source, "metadata.ts", f"expected a finite (T,) number array, got {ts.shape}")
+    if np.any(np.diff(ts) <= 0):
+        raise ScenarioNetFormatError(source, "metadata.ts", "timestamps must increase strictly")
+    T = len(ts)
+    sdc_id = _require(meta, "sdc_id", "metadata", source)
+    coord = meta.get("coordinate", "right-handed")
+    if coord not in ("right-handed", "waymo"):
+        raise ScenarioNetFormatError(source, "metadata.coordinate", f"unsupported coordinate system {coord!r}")
+    if str(sdc_id) not in {str(k) for k in tracks}:
+        raise ScenarioNetFormatError(source, "metadata.sdc_id", f"{sdc_id!r} is not a key of 'tracks'")
+    for tid, track in tracks.items():
+        where = f"tracks[{tid!r}]"
+        _require(track, "type", where, source)
+        state = _require(track, "state", where, source)
+        for key, ncols in (("position", 2), ("heading", 0), ("valid", 0)):
+            arr = np.asarray(_require(state, key, f"{where}.state", source))
+            ok = arr.ndim == (2 if ncols else 1) and len(arr) == T and (not ncols or arr.shape[1] >= ncols)
+            if key == "heading" and arr.ndim == 2 and arr.shape[1] == 1 and len(arr) == T:
+                ok = True
+            if not ok or arr.dtype.kind not in "fiub":
+                raise ScenarioNetFormatError(source, f"{where}.state.{key}",
+                                             f"expected a ({T}{', >=2' if ncols else ''}) number array, "
+                                             f"got {arr.shape} {arr.dtype}")
+        if not any(k in state for k in ("length", "size")):
+            raise ScenarioNetFormatError(source, f"{where}.state.length", "missing (and no 'size' column)")
+    sdc = _find(tracks, sdc_id)["state"]
+    valid = np.asarray(sdc["valid"]).astype(bool)
+    pos = np.asarray(sdc["position"], dtype=np.float64)[:, :2]
+    head = np.asarray(sdc["heading"], dtype=np.float64).reshape(T)
+    bad = valid & ~(np.isfinite(pos).all(1) & np.isfinite(head))
+    if bad.any():
+        raise ScenarioNetFormatError(source, f"tracks[{sdc_id!r}].state.position",
+                                     f"non-finite sdc pose at valid step {int(np.argmax(bad))}")
+    for fid, feat in mf.items():
+        ftype = _require(feat, "type", f"map_features[{fid!r}]", source)
+        if str(ftype).startswith("LANE"):
+            line = _require(feat, "polyline", f"map_features[{fid!r}]", source)
+            arr = np.asarray(line, dtype=object if not len(line) else None)
+            if arr.ndim != 2 or arr.shape[1] < 2:
+                raise ScenarioNetFormatError(source, f"map_features[{fid!r}].polyline",
+                                             f"expected an (N, >=2) array, got shape {arr.shape}")
+
+
+def _find(d: Mapping, key: Any) -> Any:
+    if key in d:
+        return d[key]
+    skey = str(key)
+    for k, v in d.items():
+        if str(k) == skey:
+            return v
+    raise KeyError(key)
+
+
+# ====================================================================================================================
+# Tracks
+# ====================================================================================================================
+
+
+@dataclass
+class _Tracks:
+    """All tracks as dense arrays over the file's T steps (world frame).
+
+    ids (N,) str; category (N,) int8; xy (N, T, 2) m; heading (N, T) rad (unwrapped as in the file);
+    velocity (N, T, 2) m/s; size (N, T, 3) [length, width, height] m; valid (N, T) bool.
+    """
+
+    ids: np.ndarray
+    category: np.ndarray
+    xy: np.ndarray
+    heading: np.ndarray
+    velocity: np.ndarray
+    size: np.ndarray
+    valid: np.ndarray
+
+
+def _size_columns(state: Mapping, T: int) -> np.ndarray:
+    """(T, 3) [length, width, height] from length/width/height columns ((T,1) or (T,)) or a ``size`` (T,3)."""
+    out = np.full((T, 3), np.nan)
+    if "size" in state:
+        s = np.asarray(state["size"], dtype=np.float64).reshape(T, -1)
+        out[:, :min(3, s.shape[1])] = s[:, :3]
+    for j, key in enumerate(("length", "width", "height")):
+        if key in state:
+            out[:, j] = np.asarray(state[key], dtype=np.float64).reshape(T, -1)[:, 0]
+    return out
+
+
+def _read_tracks(tracks: Mapping, T: int, ts: np.ndarray) -> _Tracks:
+    ids = list(tracks.keys())
+    N = len(ids)
+    xy = np.zeros((N, T, 2))
+    heading = np.zeros((N, T))
+    vel = np.zeros((N, T, 2))
+    size = np.zeros((N, T, 3))
+    valid = np.zeros((N, T), bool)
+    cat = np.zeros(N, np.int8)
+    for n, tid in enumerate(ids):
+        tr = tracks[tid]
+        st = tr["state"]
+        xy[n] = np.asarray(st["position"], dtype=np.float64)[:, :2]
+        heading[n] = np.asarray(st["heading"], dtype=np.float64).reshape(T)
+        valid[n] = np.asarray(st["valid"]).reshape(T).astype(bool)
+        size[n] = _size_columns(st, T)
+        cat[n] = _TRACK_CATEGORY.get(str(tr.get("type", "OTHER")).upper(), GENERIC_OBJECT)
+        if "velocity" in st:
+            vel[n] = np.asarray(st["velocity"], dtype=np.float64).reshape(T, -1)[:, :2]
+        else:
+            vel[n] = np.gradient(xy[n], ts, axis=0)
+    valid &= np.isfinite(xy).all(-1) & np.isfinite(heading)
+    # Velocity: finite differences where the file's value is unusable.
+    badv = ~np.isfinite(vel).all(-1)
+    if badv.any():
+        fd = np.gradient(np.nan_to_num(xy), ts, axis=1)
+        vel[badv] = fd[badv]
+    # Sizes: category defaults where missing or non-positive.
+    bads = ~(np.isfinite(size) & (size > 0))
+    size = np.where(bads, _DEFAULT_SIZE[cat][:, None, :], size)
+    return _Tracks(np.asarray([str(i) for i in ids]), cat, xy, heading, vel, size, valid)
+
+
+# ====================================================================================================================
+# Map (world frame, built once per scenario)
+# ====================================================================================================================
+
+
+@dataclass
+class _WorldMap:
+    """The scenario's map in the world frame, with the indexes needed to crop it per window."""
+
+    lane_ids: np.ndarray  # (L,) str
+    centerlines: list  # L x (n, 2)
+    lefts: list
+    rights: list
+    rings: list  # L x (m, 2) lane polygon exteriors
+    polygons: np.ndarray  # (L,) shapely Polygons
+    tree: Any  # STRtree over polygons
+    speed: np.ndarray  # (L,) m/s, NaN unknown
+    is_connector: np.ndarray  # (L,) bool
+    is_intersection: np.ndarray  # (L,) bool
+    successors: np.ndarray  # (E, 2) int64
+    left_nb: np.ndarray  # (L,) int64
+    right_nb: np.ndarray
+    light: np.ndarray  # (T, L) int8
+    crosswalks: list  # shapely Polygons
+    drivable: Any  # shapely geometry or None
+    intersections: Any  # shapely geometry or None
+
+
+def _as_xy(a: Any) -> np.ndarray:
+    """(n, 2) float64 from an array or a list of lists/tuples; extra columns (z, or nuScenes yaw) dropped."""
+    arr = np.asarray(a, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] < 2:
+        return np.zeros((0, 2))
+    arr = arr[:, :2]
+    return arr[np.isfinite(arr).all(1)]
+
+
+def _dedup(line: np.ndarray, tol: float = 1e-3) -> np.ndarray:
+    if len(line) < 2:
+        return line
+    keep = np.r_[True, np.linalg.norm(np.diff(line, axis=0), axis=1) > tol]
+    return line[keep]
+
+
+def _normals(line: np.ndarray) -> np.ndarray:
+    """(n, 2) unit left normals of a polyline (tangent by central differences)."""
+    t = np.gradient(line, axis=0)
+    t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-9)
+    return np.stack([-t[:, 1], t[:, 0]], axis=1)
+
+
+def _speed_limit(feat: Mapping) -> float:
+    for key, scale in (("speed_limit_mps", 1.0), ("speed_limit_kmh", 1 / 3.6), ("speed_limit_mph", 0.44704)):
+        v = feat.get(key)
+        if v is None:
+            continue
+        try:
+            v = float(np.asarray(v, dtype=np.float64).reshape(-1)[0]) * scale
+        except (TypeError, ValueError, IndexError):
+            continue
+        if np.isfinite(v) and 0 < v <= 60:
+            return v
+    return float("nan")
+
+
+def _id_list(value: Any) -> list[str]:
+    """Ids from a list of str/int, a list of neighbour dicts (feature_id) or a single value, as str."""
+    if value is None:
+        return []
+    if isinstance(value, (str, int, np.integer)):
+        return [str(value)]
+    if isinstance(value, Mapping):
+        value = [value]
+    out = []
+    for v in np.asarray(value, dtype=object).reshape(-1) if not isinstance(value, list) else value:
+        if isinstance(v, Mapping):
+            if "feature_id" in v:
+                out.append(str(v["feature_id"]))
+        elif v is not None:
+            out.append(str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v))
+    return out
+
+
+def _widths_from_boundaries(line: np.ndarray, entries: Any, features: Mapping) -> np.ndarray:
+    """(n,) per-vertex distance (m) to the boundary features listed in ``entries`` (NaN where not covered)."""
+    import shapely
+
+    out = np.full(len(line), np.nan)
+    if not entries:
+        return out
+    if isinstance(entries, Mapping):
+        entries = [entries]
+    pts = shapely.points(line)
+    for e in entries:
+        if not isinstance(e, Mapping):
+            continue
+        try:
+            feat = _find(features, e.get("boundary_feature_id"))
+        except KeyError:
+            continue
+        bl = _as_xy(feat.get("polyline", feat.get("polygon", [])))
+        if len(bl) < 2:
+            continue
+        try:
+            i0 = int(float(e.get("lane_start_index", 0)))
+            i1 = int(float(e.get("lane_end_index", len(line) - 1)))
+        except (TypeError, ValueError):
+            i0, i1 = 0, len(line) - 1
+        i0, i1 = max(0, i0), min(len(line) - 1, i1)
+        if i1 < i0:
+            continue
+        out[i0:i1 + 1] = shapely.distance(pts[i0:i1 + 1], shapely.linestrings(bl))
+    return out
+
+
+def _widths_from_polygon(line: np.ndarray, poly: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(n,), (n,) left/right distances (m) from each vertex to the lane polygon along the vertex normal."""
+    import shapely
+
+    n = _normals(line)
+    reach = 8.0
+    rays = shapely.linestrings(np.stack([line - reach * n, line + reach * n], axis=1))
+    inter = shapely.intersection(rays, poly)
+    coords, idx = shapely.get_coordinates(inter, return_index=True)
+    left = np.full(len(line), np.nan)
+    right = np.full(len(line), np.nan)
+    if len(coords):
+        s = np.einsum("ij,ij->i", coords - line[idx], n[idx])
+        lmax = np.full(len(line), -np.inf)
+        rmin = np.full(len(line), np.inf)
+        np.maximum.at(lmax, idx, s)
+        np.minimum.at(rmin, idx, s)
+        ok = np.isfinite(lmax) & (lmax > 0.2) & (lmax < reach - 0.01)
+        left[ok] = lmax[ok]
+        ok = np.isfinite(rmin) & (rmin < -0.2) & (rmin > -reach + 0.01)
+        right[ok] = -rmin[ok]
+    return left, right
+
+
+def _fill(w: np.ndarray, default: float = DEFAULT_HALF_WIDTH) -> np.ndarray:
+    """Fill NaN widths by interpolation between known vertices (default if none), clipped to [0.5, 5] m."""
+    ok = np.isfinite(w)
+    if not ok.any():
+        return np.full(len(w), default)
+    if not ok.all():
+        i = np.arange(len(w))
+        w = np.interp(i, i[ok], w[ok])
+    return np.clip(w, 0.5, 5.0)
+
+
+def _polygon_exterior(geom: Any) -> Any:
+    """A valid single shapely Polygon from a possibly invalid / multi geometry (largest part)."""
+    import shapely
+
+    if not geom.is_valid:
+        geom = shapely.make_valid(geom)
+    if geom.geom_type != "Polygon":
+        parts = [g for g in getattr(geom, "geoms", [geom]) if g.geom_type == "Polygon" and not g.is_empty]
+        if not parts:
+            return None
+        geom = max(parts, key=lambda g: g.area)
+    return geom if not geom.is_empty and geom.area > 1e-3 else None
+
+
+def _closing(geoms: Sequence, d: float = _CLOSING) -> Any:
+    """Union of polygons with a morphological closing of ``d`` m (fills slivers, keeps the outline)."""
+    import shapely
+
+    if not len(geoms):
+        return None
+    u = shapely.unary_union(shapely.buffer(np.asarray(geoms, dtype=object), d, join_style="mitre"))
+    return shapely.buffer(u, -d, join_style="mitre")
+
+
+def _light_colours(values: Any) -> np.ndarray:
+    """Map a (T,) sequence of light states (str, None, or Waymo enum ints) to LIGHT_* indices."""
+    arr = np.asarray(values, dtype=object).reshape(-1)
+    out = np.zeros(len(arr), np.int8)
+    for i, v in enumerate(arr):
+        if v is None:
+            continue
+        if isinstance(v, (int, np.integer, float, np.floating)):
+            k = int(v)
+            v = _WAYMO_ENUM[k] if 0 <= k < len(_WAYMO_ENUM) else None
+        out[i] = _LIGHT_COLOUR.get(str(v).upper(), LIGHT_NONE) if v is not None else LIGHT_NONE
+    return out
+
+
+def _build_world_map(scn: Mapping, T: int, drivable: Any, source: str) -> _WorldMap:
+    import shapely
+    from shapely.geometry import Polygon
+
+    dataset = str(scn["metadata"].get("dataset", "")).lower()
+    is_nuscenes = "nuscenes" in dataset
+    features: Mapping = scn["map_features"]
+    lane_items = [(str(k), f) for k, f in features.items() if str(f.get("type", "")).startswith("LANE")]
+    any_polygon = any("polygon" in f for _, f in lane_items)
+
+    ids, cls, lefts, rights, rings, polys, speed, conn = [], [], [], [], [], [], [], []
+    feats = []
+    for fid, f in lane_items:
+        line = _dedup(_as_xy(f["polyline"]))
+        if len(line) < 2:
+            continue
+        n = _normals(line)
+        file_poly = None
+        if "polygon" in f:
+            ring = _as_xy(f["polygon"])
+            if len(ring) >= 3:
+                file_poly = _polygon_exterior(Polygon(ring))
+        if "width" in f and np.asarray(f["width"]).size:
+            w = np.asarray(f["width"], dtype=np.float64).reshape(len(_as_xy(f["polyline"])), -1)
+            w = w[: len(line)] if len(w) >= len(line) else np.resize(w, (len(line), w.shape[1]))
+            wl, wr = _fill(w[:, 0]), _fill(w[:, -1])
+        else:
+            wl = _widths_from_boundaries(line, f.get("left_boundaries"), features)
+            wr = _widths_from_boundaries(line, f.get("right_boundaries"), features)
+            if file_poly is not None and (np.isnan(wl).any() or np.isnan(wr).any()):
+                pl, pr = _widths_from_polygon(line, file_poly)
+                wl, wr = np.where(np.isnan(wl), pl, wl), np.where(np.isnan(wr), pr, wr)
+            wl, wr = _fill(wl), _fill(wr)
+        left, right = line + wl[:, None] * n, line - wr[:, None] * n
+        poly = file_poly if file_poly is not None else _polygon_exterior(
+            Polygon(np.concatenate([left, right[::-1]])))
+        if poly is None:
+            continue
+        is_conn = str(f["type"]) == "LANE_SURFACE_UNSTRUCTURE" or (is_nuscenes and any_polygon and "polygon" not in f)
+        sp = _speed_limit(f)
+        if is_nuscenes and is_conn:
+            sp = float("nan")  # the nuScenes converter writes a placeholder 100 km/h on every lane connector
+        ids.append(fid)
+        cls.append(line)
+        lefts.append(left)
+        rights.append(right)
+        polys.append(poly)
+        rings.append(np.asarray(poly.exterior.coords)[:-1, :2])
+        speed.append(sp)
+        conn.append(is_conn)
+        feats.append(f)
+    L = len(ids)
+    index = {k: i for i, k in enumerate(ids)}
+
+    # Successors.
+    has_graph = any(("exit_lanes" in f) or ("entry_lanes" in f) for f in feats)
+    edges: set[tuple[int, int]] = set()
+    if has_graph:
+        for i, f in enumerate(feats):
+            for s in _id_list(f.get("exit_lanes")):
+                if s in index and index[s] != i:
+                    edges.add((i, index[s]))
+            for p in _id_list(f.get("entry_lanes")):
+                if p in index and index[p] != i:
+                    edges.add((index[p], i))
+    elif L:
+        from scipy.spatial import cKDTree
+
+        starts = np.array([c[0] for c in cls])
+        ends = np.array([c[-1] for c in cls])
+        h_start = np.array([math.atan2(*(c[1] - c[0])[::-1]) for c in cls])
+        h_end = np.array([math.atan2(*(c[-1] - c[-2])[::-1]) for c in cls])
+        for a, bs in enumerate(cKDTree(starts).query_ball_point(ends, _SUCC_DIST)):
+            for b in bs:
+                if b != a and abs(wrap_angle(h_start[b] - h_end[a])) < _HEADING_TOL:
+                    edges.add((a, b))
+    succ = np.array(sorted(edges), np.int64).reshape(-1, 2)
+
+    # Neighbours.
+    left_nb = -np.ones(L, np.int64)
+    right_nb = -np.ones(L, np.int64)
+    for i, f in enumerate(feats):
+        for key, arr in (("left_neighbor", left_nb), ("right_neighbor", right_nb)):
+            val = f.get(key)
+            if not val:
+                continue
+            entries = [val] if isinstance(val, Mapping) else list(val)
+            best, best_len = -1, -1.0
+            for e in entries:
+                nid = _id_list(e)
+                if not nid or nid[0] not in index or index[nid[0]] == i:
+                    continue
+                span = 0.0
+                if isinstance(e, Mapping):
+                    try:
+                        span = float(e.get("self_end_index", 0)) - float(e.get("self_start_index", 0))
+                    except (TypeError, ValueError):
+                        span = 0.0
+                if span > best_len:
+                    best, best_len = index[nid[0]], span
+            arr[i] = best
+
+    # Connectors / intersections.
+    is_conn = np.asarray(conn, bool)
+    if is_conn.any() or not len(succ):
+        is_inter = is_conn.copy()
+    else:
+        n_succ = np.bincount(succ[:, 0], minlength=L)
+        n_pred = np.bincount(succ[:, 1], minlength=L)
+        is_inter = np.zeros(L, bool)
+        is_inter[succ[n_succ[succ[:, 0]] >= 2, 1]] = True  # entered from a fork
+        is_inter[succ[n_pred[succ[:, 1]] >= 2, 0]] = True  # leads into a merge
+
+    # Traffic lights.
+    light = np.zeros((T, L), np.int8)
+    for key, tl in (scn.get("dynamic_map_states") or {}).items():
+        if not isinstance(tl, Mapping):
+            continue
+        state = tl.get("state", {})
+        obj = state.get("object_state") if isinstance(state, Mapping) else None
+        if obj is None:
+            continue
+        lane = tl.get("lane")
+        if lane is None and isinstance(state, Mapping) and "lane" in state:
+            lanes = np.asarray(state["lane"]).reshape(-1)
+            lanes = lanes[lanes != 0] if lanes.dtype.kind in "iuf" else lanes
+            if len(lanes):
+                vals, counts = np.unique(lanes.astype(str) if lanes.dtype.kind != "f" else lanes.astype(np.int64),
+                                         return_counts=True)
+                lane = vals[np.argmax(counts)]
+        lane_ids = _id_list(lane if lane is not None else key)
+        cols = [index[x] for x in lane_ids if x in index]
+        if not cols:
+            continue
+        colours = _light_colours(obj)
+        if len(colours) != T:
+            colours = np.resize(colours, T) if len(colours) else np.zeros(T, np.int8)
+        for c in cols:
+            light[:, c] = np.maximum(light[:, c], colours)
+
+    # Crosswalks, drivable area, intersections.
+    crosswalks = []
+    driveways = []
+    for f in features.values():
+        t = str(f.get("type", ""))
+        if t in ("CROSSWALK", "CROSS_WALK", "DRIVEWAY"):
+            ring = _as_xy(f.get("polygon", f.get("polyline", [])))
+            if len(ring) >= 3:
+                p = _polygon_exterior(Polygon(ring))
+                if p is not None:
+                    (driveways if t == "DRIVEWAY" else crosswalks).append(p)
+    polygons = np.asarray(polys, dtype=object)
+    if drivable is None:
+        drivable = _closing(list(polys) + driveways)
+    inter_polys = [p for p, m in zip(polys, is_inter) if m]
+    intersections = _closing(inter_polys) if inter_polys else None
+    return _WorldMap(
+        lane_ids=np.asarray(ids, dtype=str) if L else np.zeros(0, "<U1"), centerlines=cls, lefts=lefts,
+        rights=rights, rings=rings, polygons=polygons, tree=shapely.STRtree(polygons),
+        speed=np.asarray(speed, np.float32), is_connector=is_conn, is_intersection=is_inter, successors=succ,
+        left_nb=left_nb, right_nb=right_nb, light=light, crosswalks=crosswalks, drivable=drivable,
+        intersections=intersections)
+
+
+def load_drivable_area(path: str | os.PathLike) -> Any:
+    """Read a GeoJSON drivable area (Polygon, MultiPolygon, Feature, FeatureCollection or GeometryCollection) in
+    the scenario's map frame; returns one valid shapely geometry."""
+    import shapely
+    from shapely.geometry import shape
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ScenarioNetFormatError(str(path), "<geojson>", f"cannot read GeoJSON: {exc}") from None
+
+    def geoms(obj: Mapping) -> Iterable:
+        t = obj.get("type")
+        if t == "FeatureCollection":
+            for feat in obj.get("features", []):
+                yield from geoms(feat)
+        elif t == "Feature":
+            if obj.get("geometry"):
+                yield from geoms(obj["geometry"])
+        elif t == "GeometryCollection":
+            for g in obj.get("geometries", []):
+                yield from geoms(g)
+        elif t in ("Polygon", "MultiPolygon"):
+            yield shape(obj)
+
+    parts = list(geoms(data)) if isinstance(data, Mapping) else []
+    if not parts:
+        raise ScenarioNetFormatError(str(path), "type", "no Polygon / MultiPolygon geometry found")
+    # Parts of one MultiPolygon may overlap (the Boston file does): validate each polygon on its own, then union.
+    polys = []
+    for part in parts:
+        for p in getattr(part, "geoms", [part]):
+            v = shapely.make_valid(p)
+            polys.extend(g for g in getattr(v, "geoms", [v]) if g.geom_type == "Polygon" and not g.is_empty)
+            if v.geom_type == "MultiPolygon":
+                pass
+    return shapely.unary_union(polys)
+
+
+# ====================================================================================================================
+# Windows
+# ====================================================================================================================
+
+
+_WINDOW_OFFSETS = np.arange(-(NUM_HISTORY - 1), NUM_FUTURE + 1) * DT  # (12,) -1.5 .. 4.0 s
+
+
+def _time_index(ts: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Index of the file step at each target time (s), or -1 if none lies within a quarter file step."""
+    dt = float(np.median(np.diff(ts)))
+    j = np.clip(np.searchsorted(ts, targets), 1, len(ts) - 1)
+    j = np.where(np.abs(ts[j - 1] - targets) <= np.abs(ts[j] - targets), j - 1, j)
+    return np.where(np.abs(ts[j] - targets) <= 0.25 * dt, j, -1)
+
+
+def _ego_vehicle(meta: Mapping, size: np.ndarray, valid: np.ndarray) -> EgoVehicle:
+    """Ego dimensions: nuPlan ego_vehicle_parameters if usable, else the sdc's median size with Pacifica
+    proportions (length/width swapped back when length < width)."""
+    p = meta.get("ego_vehicle_parameters")
+    if isinstance(p, Mapping):
+        try:
+            v = EgoVehicle(width=float(p["width"]), front_length=float(p["front_length"]),
+                           rear_length=float(p["rear_length"]), wheelbase=float(p.get("wheel_base", p.get("wheelbase"))),
+                           height=float(p.get("height", PACIFICA.height)))
+            if all(0.2 < x < 40 for x in (v.width, v.front_length, v.rear_length, v.wheelbase, v.height)):
+                return v
+        except (KeyError, TypeError, ValueError):
+            pass
+    s = size[valid]
+    if not len(s):
+        return PACIFICA
+    length, width, height = np.median(s, axis=0)
+    if length < width:
+        length, width = width, length
+    if not (1.0 < length < 30 and 0.5 < width < 5):
+        return PACIFICA
+    k = length / PACIFICA.length
+    height = height if 0.5 < height < 6 else PACIFICA.height
+    return EgoVehicle(width=float(width), front_length=PACIFICA.front_length * k, rear_length=PACIFICA.rear_length * k,
+                      wheelbase=PACIFICA.wheelbase * k, height=float(height))
+
+
+class _Converter:
+    """Per-scenario state: dense tracks, the world map and the window grid."""
+
+    def __init__(self, scn: Mapping, *, drivable_area: Any, stride: int, map_radius: float, source: str,
+                 ego_reference: str):
+        meta = scn["metadata"]
+        self.source = source
+        self.ts = np.asarray(meta["ts"], dtype=np.float64)
+        T = len(self.ts)
+        self.T = T
+        self.map_radius = float(map_radius)
+        self.stride = int(stride)
+        self.dataset = str(meta.get("dataset", "")).lower()
+        self.scenario_id = str(scn.get("id", meta.get("scenario_id", "")) or Path(source).stem)
+        self.map_name = str(meta.get("map") or meta.get("map_version") or self.dataset or "unknown")
+        self.licence = next((v for k, v in _LICENCES.items() if k in self.dataset),
+                            "see the source dataset's licence (via ScenarioNet)")
+        tracks = _read_tracks(scn["tracks"], T, self.ts)
+        sdc_key = str(meta["sdc_id"])
+        sdc = int(np.flatnonzero(tracks.ids == sdc_key)[0])
+        self.vehicle = _ego_vehicle(meta, tracks.size[sdc], tracks.valid[sdc])
+        if ego_reference == "auto":
+            ego_reference = "rear_axle" if "nuscenes" in self.dataset else "center"
+        shift = self.vehicle.rear_axle_to_center if ego_reference == "center" else 0.0
+        h = tracks.heading[sdc]
+        self.ego_xy = tracks.xy[sdc] - shift * np.stack([np.cos(h), np.sin(h)], -1)  # (T, 2) rear axle
+        self.ego_heading = h
+        self.ego_vel = tracks.velocity[sdc]
+        self.ego_valid = tracks.valid[sdc]
+        others = np.arange(len(tracks.ids)) != sdc
+        self.tracks = _Tracks(*(getattr(tracks, f)[others] for f in
+                                ("ids", "category", "xy", "heading", "velocity", "size", "valid")))
+        self.world = _build_world_map(scn, T, drivable_area, source)
+
+    # ---- window grid -------------------------------------------------------------------------------------------
+
+    def window_starts(self) -> list[int]:
+        """File indices of the t0 of each complete window (grid ts[0] + k * 0.5 s, first complete, then stride)."""
+        ts = self.ts
+        grid = ts[0] + np.arange(0, int((ts[-1] - ts[0]) / DT + 1e-6) + 1) * DT
+        idx = _time_index(ts, grid)
+        cand = []
+        for g, i in zip(grid, idx):
+            if i < 0:
+                continue
+            w = _time_index(ts, g + _WINDOW_OFFSETS)
+            if np.all(w >= 0) and self.ego_valid[w].all():
+                cand.append(int(i))
+        return cand[:: self.stride]
+
+    # ---- one window ----------------------------------------------------------------------------------------------
+
+    def scene(self, i0: int) -> Scene:
+        ts = self.ts
+        w = _time_index(ts, ts[i0] + _WINDOW_OFFSETS)  # (12,)
+        hist_i, fut_i, agent_i = w[:NUM_HISTORY], w[NUM_HISTORY:], w[NUM_HISTORY - 1:]
+        o_xy, o_yaw = self.ego_xy[i0], float(self.ego_heading[i0])
+
+        # Ego.
+        def poses(idx: np.ndarray) -> np.ndarray:
+            out = np.empty((len(idx), 3))
+            out[:, :2] = to_local(self.ego_xy[idx], o_xy, o_yaw)
+            out[:, 2] = wrap_angle(self.ego_heading[idx] - o_yaw)
+            return out
+
+        history, future = poses(hist_i), poses(fut_i)
+        history[-1] = 0.0
+        hv = np.stack([rotate_vectors(self.ego_vel[k], self.ego_heading[k]) for k in hist_i])
+        n_back = max(1, int(round(DT / float(np.median(np.diff(ts))))))
+        acc = []
+        for k in hist_i:
+            a, b = (k - n_back, k) if k - n_back >= 0 and self.ego_valid[k - n_back] else (k, min(k + n_back,
+                                                                                                   self.T - 1))
+            dv = (self.ego_vel[b] - self.ego_vel[a]) / max(ts[b] - ts[a], 1e-6) if b != a else np.zeros(2)
+            acc.append(rotate_vectors(dv, self.ego_heading[k]))
+        ha = np.clip(np.nan_to_num(np.asarray(acc)), -_MAX_ACCEL, _MAX_ACCEL)
+        ego = EgoState(history, hv, ha, future, self.vehicle)
+
+        agents = self._agents(agent_i, o_xy, o_yaw)
+        mp, lane_sel = self._map(agent_i, o_xy, o_yaw)
+        route = self._route(i0, o_xy, o_yaw, mp, lane_sel)
+        path = np.concatenate([np.zeros((1, 2)), future[:, :2]])
+        travel = float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum())
+        token = f"scenarionet-{self.dataset or 'sd'}-{self.scenario_id}-{int(round((ts[i0] - ts[0]) * 10)):04d}"
+        meta = SceneMetadata(token=token, source="scenarionet", log_name=self.scenario_id, map_name=self.map_name,
+                             timestamp_us=int(round(ts[i0] * 1e6)), licence=self.licence)
+        scene = Scene(meta, ego, agents, mp, route, 0, validate=False)
+        if len(route):
+            command = route_command(scene.route_centerline(), max(travel, 10.0))
+        else:
+            command = command_from_lateral(float(future[-1, 1]))
+        return Scene(meta, ego, agents, mp, route, command)
+
+    def _agents(self, idx: np.ndarray, o_xy: np.ndarray, o_yaw: float) -> Agents:
+        tr = self.tracks
+        if not len(tr.ids):
+            return Agents.empty()
+        xy = to_local(tr.xy[:, idx], o_xy, o_yaw)  # (N, 9, 2)
+        valid = tr.valid[:, idx]
+        r = self.map_radius
+        inside = valid & (np.abs(xy) <= r).all(-1)
+        keep = inside.any(1)
+        if not keep.any():
+            return Agents.empty()
+        xy, valid = xy[keep], valid[keep]
+        boxes = np.zeros((NUM_TIMES, int(keep.sum()), 8))
+        boxes[..., 0:2] = xy.transpose(1, 0, 2)
+        boxes[..., 2] = wrap_angle(tr.heading[keep][:, idx] - o_yaw).T
+        boxes[..., 3:6] = tr.size[keep][:, idx].transpose(1, 0, 2)
+        boxes[..., 6:8] = rotate_vectors(tr.velocity[keep][:, idx], o_yaw).transpose(1, 0, 2)
+        boxes = np.where(valid.T[..., None] & np.isfinite(boxes), boxes, 0.0)
+        return Agents(boxes, valid.T.copy(), tr.category[keep].copy(), tr.ids[keep].copy())
+
+    def _map(self, idx: np.ndarray, o_xy: np.ndarray, o_yaw: float) -> tuple[MapData, np.ndarray]:
+        import shapely
+        from shapely.geometry import Polygon
+
+        wm = self.world
+        r = self.map_radius
+        c, s = math.cos(o_yaw), math.sin(o_yaw)
+        rot = np.array([[c, -s], [s, c]])
+        square_local = np.array([[-r, -r], [r, -r], [r, r], [-r, r]])
+        square = Polygon(square_local @ rot.T + o_xy)
+        sel = np.sort(wm.tree.query(square, predicate="intersects")) if len(wm.lane_ids) else np.zeros(0, np.int64)
+        remap = -np.ones(len(wm.lane_ids) + 1, np.int64)
+        remap[sel] = np.arange(len(sel))
+
+        def loc(lines: list) -> list:
+            return [to_local(lines[i], o_xy, o_yaw) for i in sel]
+
+        succ = wm.successors
+        if len(succ):
+            succ = remap[succ]
+            succ = succ[(succ >= 0).all(1)]
+        bbox = (o_xy[0] - r * math.sqrt(2), o_xy[1] - r * math.sqrt(2), o_xy[0] + r * math.sqrt(2),
+                o_xy[1] + r * math.sqrt(2))
+
+        def local_polys(geom: Any) -> PolygonSet:
+            if geom is None or geom.is_empty:
+                return PolygonSet.empty()
+            g = shapely.clip_by_rect(geom, *bbox)
+            if g.is_empty:
+                return PolygonSet.empty()
+            g = shapely.transform(g, lambda p: to_local(p, o_xy, o_yaw))
+            g = shapely.clip_by_rect(g, -r, -r, r, r)
+            parts = [p for p in getattr(g, "geoms", [g]) if p.geom_type == "Polygon" and p.area > 1e-2]
+            return PolygonSet.from_shapely(parts)
+
+        cw = [p for p in wm.crosswalks if p.intersects(square)]
+        mp = MapData.from_lists(
+            lane_ids=list(wm.lane_ids[sel]), centerlines=loc(wm.centerlines), left_boundaries=loc(wm.lefts),
+            right_boundaries=loc(wm.rights), lane_polygons=PolygonSet.from_exteriors(loc(wm.rings)),
+            drivable_area=local_polys(wm.drivable), speed_limits=wm.speed[sel], is_connector=wm.is_connector[sel],
+            is_intersection=wm.is_intersection[sel], successors=[tuple(e) for e in succ],
+            left_neighbor=remap[wm.left_nb[sel]], right_neighbor=remap[wm.right_nb[sel]],
+            light_state=wm.light[idx][:, sel], intersections=local_polys(wm.intersections),
+            crosswalks=PolygonSet.from_exteriors([to_local(np.asarray(p.exterior.coords)[:-1], o_xy, o_yaw)
+                                                  for p in cw]),
+        )
+        return mp, sel
+
+    # ---- route -----------------------------------------------------------------------------------------------
+
+    def _route(self, i0: int, o_xy: np.ndarray, o_yaw: float, mp: MapData, sel: np.ndarray) -> np.ndarray:
+        """Ordered local lane indices the logged sdc path (t0 .. end of file) drives through, extended ahead."""
+        import shapely
+
+        L = len(sel)
+        if L == 0:
+            return np.zeros(0, np.int64)
+        k = np.arange(i0, self.T)
+        k = k[self.ego_valid[k]]
+        xy = to_local(self.ego_xy[k], o_xy, o_yaw)
+        yaw = wrap_angle(self.ego_heading[k] - o_yaw)
+        # Keep points inside the crop, ~1 m apart.
+        inside = (np.abs(xy) <= self.map_radius).all(1)
+        cut = np.argmin(inside) if not inside.all() else len(xy)
+        xy, yaw = xy[:cut], yaw[:cut]
+        if not len(xy):
+            return np.zeros(0, np.int64)
+        step = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(xy, axis=0), axis=1))]
+        take = np.r_[0, np.flatnonzero(np.diff(np.floor(step / 1.0)) > 0) + 1]
+        xy, yaw = xy[take], yaw[take]
+        P = len(xy)
+        polys = np.asarray(self.world.polygons[sel], dtype=object)
+        tree = shapely.STRtree(polys)
+        # Polygons are in world frame: query with world points.
+        world_pts = self.ego_xy[k][:cut][take]
+        pi, li = tree.query(shapely.points(world_pts), predicate="intersects")
+        M = np.zeros((P, L), bool)
+        if len(pi):
+            # heading check: direction of the nearest centreline segment
+            ok = np.zeros(len(pi), bool)
+            for j in np.unique(li):
+                m = li == j
+                line = mp.lane_centerlines[int(j)].astype(np.float64)
+                seg = np.diff(line, axis=0)
+                a = line[:-1]
+                pts = xy[pi[m]]
+                t = np.clip(np.einsum("mij,ij->mi", pts[:, None] - a[None], seg) /
+                            np.maximum(np.einsum("ij,ij->i", seg, seg), 1e-9), 0, 1)
+                d = np.linalg.norm(pts[:, None] - (a[None] + t[..., None] * seg[None]), axis=-1)
+                kk = np.argmin(d, axis=1)
+                hd = np.arctan2(seg[kk, 1], seg[kk, 0])
+                ok[m] = np.abs(wrap_angle(hd - yaw[pi[m]])) < _HEADING_TOL
+            M[pi[ok], li[ok]] = True
+        run = np.zeros((P + 1, L), np.int64)
+        for p in range(P - 1, -1, -1):
+            run[p] = np.where(M[p], run[p + 1] + 1, 0)
+        succ = mp.lane_successors
+        route: list[int] = []
+        p = 0
+        while p < P:
+            cand = np.flatnonzero(M[p])
+            if not len(cand):
+                p += 1
+                continue
+            if route:
+                nxt = set(succ[succ[:, 0] == route[-1], 1].tolist())
+                pref = [c for c in cand if c in nxt]
+                if pref:
+                    cand = np.asarray(pref)
+            best = int(cand[np.argmax(run[p, cand])])
+            if best not in route:
+                route.append(best)
+            p += max(1, int(run[p, best]))
+        # Extend ahead through successors (straightest), until ROUTE_AHEAD_M of centreline past the ego.
+        if route:
+            def length_ahead() -> float:
+                line = np.concatenate([mp.lane_centerlines[i] for i in route]).astype(np.float64)
+                segs = np.linalg.norm(np.diff(line, axis=0), axis=1)
+                cum = np.r_[0.0, np.cumsum(segs)]
+                return float(cum[-1] - cum[np.argmin(np.linalg.norm(line, axis=1))])
+
+            while length_ahead() < ROUTE_AHEAD_M:
+                last = route[-1]
+                nxt = [int(n) for n in succ[succ[:, 0] == last, 1] if int(n) not in route]
+                if not nxt:
+                    break
+                cl = mp.lane_centerlines[last].astype(np.float64)
+                h_end = math.atan2(*(cl[-1] - cl[-2])[::-1])
+                turn = []
+                for n in nxt:
+                    c2 = mp.lane_centerlines[n].astype(np.float64)
+                    turn.append(abs(wrap_angle(math.atan2(*(c2[-1] - c2[0])[::-1]) - h_end)))
+                route.append(nxt[int(np.argmin(turn))])
+        return np.asarray(route, np.int64)
+
+
+# ====================================================================================================================
+# Public entry points
+# ====================================================================================================================
+
+
+def _resolve_drivable(drivable_area: Any) -> Any:
+    if drivable_area is None or hasattr(drivable_area, "geom_type"):
+        return drivable_area
+    return load_drivable_area(drivable_area)
+
+
+def scenes_from_scenario(
+    scenario: Mapping,
+    *,
+    drivable_area: str | os.PathLike | Any | None = None,
+    stride: int = 1,
+    map_radius: float = 100.0,
+    source: str | None = None,
+    ego_reference: Literal["auto", "center", "rear_axle"] = "auto",
+) -> Iterator[Scene | SkippedItem]:
+    """Convert one scenario dict into its 2 Hz scene windows.
+
+    Args:
+        scenario: a ScenarioNet scenario dict (e.g. from :func:`load_scenario`); checked with :func:`check_scenario`.
+        drivable_area: GeoJSON path or a shapely geometry in the map frame; None derives it from the lanes.
+        stride: take every ``stride``-th window (windows are 0.5 s apart).
+        map_radius: half-size (m) of the ego-aligned square that crops map and agents.
+        source: name used in errors and skipped items (default: the scenario id).
+        ego_reference: where the file's sdc position lies on the vehicle ('auto': rear axle for nuScenes, box centre
+            otherwise).
+
+    Yields:
+        One :class:`Scene` per complete window, or a :class:`SkippedItem` for a window that failed validation.
+
+    Raises:
+        ScenarioNetFormatError: the scenario fails the schema check or its map cannot be built.
+    """
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if ego_reference not in ("auto", "center", "rear_axle"):
+        raise ValueError(f"ego_reference must be 'auto', 'center' or 'rear_axle', got {ego_reference!r}")
+    src = source or str(scenario.get("id", "<scenario>") if isinstance(scenario, Mapping) else "<scenario>")
+    check_scenario(scenario, src)
+    try:
+        conv = _Converter(scenario, drivable_area=_resolve_drivable(drivable_area), stride=stride,
+                          map_radius=map_radius, source=src, ego_reference=ego_reference)
+    except ScenarioNetFormatError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ScenarioNetFormatError(src, "<conversion>", f"{type(exc).__name__}: {exc}") from None
+    for i0 in conv.window_starts():
+        try:
+            yield conv.scene(i0)
+        except (SceneValidationError, ValueError, IndexError, KeyError) as exc:
+            yield SkippedItem(f"{src}@t={conv.ts[i0]:.1f}s", f"{type(exc).__name__}: {exc}")
+
+
+def _scenario_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*.pkl") if p.name not in NON_SCENARIO_FILES)
+    return [path]
+
+
+def iter_scenes(
+    path: str | os.PathLike,
+    *,
+    drivable_area: str | os.PathLike | None = None,
+    stride: int = 1,
+    map_radius: float = 100.0,
+    ego_reference: Literal["auto", "center", "rear_axle"] = "auto",
+) -> Iterator[Scene | SkippedItem]:
+    """Scenes from one ScenarioNet ``.pkl`` or a folder of them (searched recursively; ``dataset_summary.pkl`` and
+    ``dataset_mapping.pkl`` are skipped as indexes).
+
+    A file that cannot be read or converted yields one :class:`SkippedItem` (naming the file and field) and the
+    iteration continues with the next file. See :func:`scenes_from_scenario` for the arguments.
+    """
+    path = Path(path)
+    if path.is_file() and path.name in NON_SCENARIO_FILES:
+        return
+    if not path.exists():
+        yield SkippedItem(str(path), "no such file or directory")
+        return
+    geom = _resolve_drivable(drivable_area)
+    for f in _scenario_files(path):
+        try:
+            scenario = load_scenario(f)
+            yield from scenes_from_scenario(scenario, drivable_area=geom, stride=stride, map_radius=map_radius,
+                                            source=str(f), ego_reference=ego_reference)
+        except ScenarioNetFormatError as exc:
+            yield SkippedItem(str(f), str(exc))
