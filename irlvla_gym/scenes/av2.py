@@ -79,7 +79,7 @@ import numpy as np
 from irlvla_gym.scenes.geometry import centerline_from_boundaries, polyline_length, to_local
 from irlvla_gym.scenes.scene import (
     AGENT_CATEGORIES, AGENT_TIMES, COMMAND_UNKNOWN, FUTURE_TIMES, HISTORY_TIMES, LIGHT_NONE, MAP_FLOAT, NUM_TIMES, Agents, EgoState,
-    EgoVehicle, MapData, PolygonSet, Ragged, Scene, SceneMetadata, SceneValidationError, command_from_lateral, route_command, wrap_angle,
+    EgoVehicle, MapData, PolygonSet, Ragged, Scene, SceneMetadata, SceneValidationError, command_from_lateral, concat_polylines, route_command, wrap_angle,
 )
 from irlvla_gym.scenes.sources import SkippedItem
 
@@ -819,10 +819,10 @@ def _window_scene(log: AV2Log, t0_sweep: int, map_radius: float) -> Scene:
     lookahead = float(np.linalg.norm(np.diff(path_xy, axis=0), axis=1).sum())
     meta = SceneMetadata(token=f"{log.log_id}-{t0_sweep:03d}", source="av2", log_name=log.log_id,
                          map_name=log.city, timestamp_us=t0 // 1000, licence=AV2_LICENCE)
-    scene = Scene(meta, ego, agents, map_data, route_scene, COMMAND_UNKNOWN)
-    command = (route_command(scene.route_centerline(), lookahead) if len(route_scene)
+    route_centerline = concat_polylines([map_data.lane_centerlines[int(i)] for i in route_scene])
+    command = (route_command(route_centerline, lookahead) if len(route_scene)
                else command_from_lateral(float(ego.future[-1, 1])))
-    return scene.replace(command=command)
+    return Scene(meta, ego, agents, map_data, route_scene, command)
 
 
 def scenes_from_log(log: AV2Log, stride: int = 1, *, map_radius: float = 100.0) -> Iterator[Scene | SkippedItem]:
