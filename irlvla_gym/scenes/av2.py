@@ -78,8 +78,9 @@ import numpy as np
 
 from irlvla_gym.scenes.geometry import centerline_from_boundaries, polyline_length, to_local
 from irlvla_gym.scenes.scene import (
-    AGENT_CATEGORIES, AGENT_TIMES, COMMAND_UNKNOWN, FUTURE_TIMES, HISTORY_TIMES, LIGHT_NONE, MAP_FLOAT, NUM_TIMES, Agents, EgoState,
-    EgoVehicle, MapData, PolygonSet, Ragged, Scene, SceneMetadata, SceneValidationError, command_from_lateral, concat_polylines, route_command, wrap_angle,
+    AGENT_CATEGORIES, AGENT_TIMES, FUTURE_TIMES, HISTORY_TIMES, LIGHT_NONE, MAP_FLOAT, NUM_TIMES, Agents, EgoState,
+    EgoVehicle, MapData, PolygonSet, Ragged, Scene, SceneMetadata, SceneValidationError, command_from_lateral,
+    concat_polylines, route_command, wrap_angle,
 )
 from irlvla_gym.scenes.sources import SkippedItem
 

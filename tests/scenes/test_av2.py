@@ -48,7 +48,8 @@ def _write_synthetic_log(log_dir: Path, duration_s: float = 12.0) -> None:
     n = len(t_pose)
     feather.write_feather(pa.table({
         "timestamp_ns": T_START + np.round(t_pose * 1e9).astype(np.int64),
-        "qw": np.full(n, np.cos(HEADING / 2)), "qx": np.zeros(n), "qy": np.zeros(n), "qz": np.full(n, np.sin(HEADING / 2)),
+        "qw": np.full(n, np.cos(HEADING / 2)), "qx": np.zeros(n), "qy": np.zeros(n),
+        "qz": np.full(n, np.sin(HEADING / 2)),
         "tx_m": xy[:, 0], "ty_m": xy[:, 1], "tz_m": np.zeros(n),
     }), log_dir / av2.POSE_FILE)
     t_sweep = t_pose[::10]  # 10 Hz, every sweep has an exact pose
@@ -210,8 +211,9 @@ def test_iter_scenes_skips_a_bad_log_and_continues(tmp_path: Path) -> None:
 
 
 def test_category_table_covers_all_av2_classes() -> None:
-    av2_classes = ("ANIMAL ARTICULATED_BUS BICYCLE BICYCLIST BOLLARD BOX_TRUCK BUS CONSTRUCTION_BARREL CONSTRUCTION_CONE "
-                   "DOG LARGE_VEHICLE MESSAGE_BOARD_TRAILER MOBILE_PEDESTRIAN_CROSSING_SIGN MOTORCYCLE MOTORCYCLIST "
+    av2_classes = ("ANIMAL ARTICULATED_BUS BICYCLE BICYCLIST BOLLARD BOX_TRUCK BUS CONSTRUCTION_BARREL "
+                   "CONSTRUCTION_CONE DOG LARGE_VEHICLE MESSAGE_BOARD_TRAILER MOBILE_PEDESTRIAN_CROSSING_SIGN "
+                   "MOTORCYCLE MOTORCYCLIST "
                    "OFFICIAL_SIGNALER PEDESTRIAN RAILED_VEHICLE REGULAR_VEHICLE SCHOOL_BUS SIGN STOP_SIGN STROLLER "
                    "TRAFFIC_LIGHT_TRAILER TRUCK TRUCK_CAB VEHICULAR_TRAILER WHEELCHAIR WHEELED_DEVICE WHEELED_RIDER")
     assert set(av2.AV2_CATEGORY_TO_SCENE) == set(av2_classes.split())
