@@ -26,8 +26,8 @@ Resampling to the scene's exact 0.5 s times:
   20 Hz, then rotated into the body frame at each time;
 * agents: the nearest annotation sweep (sweeps are ~100 ms apart; 5 sweeps ~ 0.501 s, so the offset stays < 50 ms);
   velocity by a centred finite difference over +-2 sweeps of the same track (0.4 s baseline, one-sided at the
-  track's ends), in the city frame, then rotated into the t0 ego frame. The valid mask says whether the track has a
-  box at that sweep.
+  track's ends; capped at MAX_SPEED), in the city frame, then rotated into the t0 ego frame. The valid mask says
+  whether the track has a box at that sweep.
 
 Category table (:data:`AV2_CATEGORY_TO_SCENE`): the 30 AV2 classes onto the 6 scene categories. Riders and
 two-wheelers (BICYCLE, BICYCLIST, MOTORCYCLE, MOTORCYCLIST, WHEELED_DEVICE, WHEELED_RIDER) -> bicycle;
@@ -78,8 +78,8 @@ import numpy as np
 
 from irlvla_gym.scenes.geometry import centerline_from_boundaries, polyline_length, to_local
 from irlvla_gym.scenes.scene import (
-    AGENT_CATEGORIES, AGENT_TIMES, FUTURE_TIMES, HISTORY_TIMES, LIGHT_NONE, MAP_FLOAT, NUM_TIMES, Agents, EgoState,
-    EgoVehicle, MapData, PolygonSet, Ragged, Scene, SceneMetadata, SceneValidationError, command_from_lateral,
+    AGENT_CATEGORIES, AGENT_TIMES, FUTURE_TIMES, HISTORY_TIMES, LIGHT_NONE, MAP_FLOAT, MAX_SPEED, NUM_TIMES, Agents,
+    EgoState, EgoVehicle, MapData, PolygonSet, Ragged, Scene, SceneMetadata, SceneValidationError, command_from_lateral,
     concat_polylines, route_command, wrap_angle,
 )
 from irlvla_gym.scenes.sources import SkippedItem
@@ -337,7 +337,7 @@ class AV2Log:
     box_valid: np.ndarray
     map: AV2Map
     route_ts: np.ndarray
-    route_candidates: list
+    route_candidates: list[list[int]]
     route_persistence: np.ndarray
 
     def ego_poses(self, ts: np.ndarray) -> np.ndarray:
@@ -505,6 +505,9 @@ def _load_annotations(log_dir: Path, pose_ts: np.ndarray, pose_rot: np.ndarray, 
     hi, lo = np.minimum(idx + 2, end), np.maximum(idx - 2, start)
     dt = (t_sorted[hi] - t_sorted[lo]) / NS
     vel_sorted = np.where(dt[:, None] > 0, (xy_sorted[hi] - xy_sorted[lo]) / np.maximum(dt, 1e-9)[:, None], 0.0)
+    # A track-id swap in the labels would give an absurd speed and fail the whole window's validation: cap it.
+    speed = np.linalg.norm(vel_sorted, axis=1, keepdims=True)
+    vel_sorted *= np.minimum(1.0, MAX_SPEED / np.maximum(speed, 1e-9))
     vel = np.empty_like(vel_sorted)
     vel[order] = vel_sorted
 
