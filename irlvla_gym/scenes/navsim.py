@@ -1,0 +1,1466 @@
+"""NAVSIM / OpenScene source: NAVSIM log pickles + nuPlan map GeoPackages -> :class:`Scene`, and back.
+
+Reading (data-formats.md sections 1 and 4):
+
+* :class:`NuPlanMapReader` loads one nuPlan vector map (``<root>/nuplan-maps-v1.0.json`` -> version ->
+  ``<root>/<map>/<version>/map.gpkg``) with sqlite3 + shapely, in UTM metres, with the devkit's graph semantics
+  (section 1.6), proximal square queries on STRtrees (1.7) and PDMDrivableMap's drivable-area rule.
+* :func:`iter_scenes` windows each ``<log>.pkl`` (a list of 2 Hz frame dicts) like NAVSIM's SceneFilter and turns every
+  window into a Scene in the ego frame at t0 (the last history frame). Bad scenes become
+  :class:`~irlvla_gym.scenes.sources.SkippedItem` naming the file, frame and field; iteration continues.
+
+Writing: :func:`export_navsim` writes scenes in exactly that layout (a maps root with the json + a GeoPackage, and a
+logs folder of pickles holding every frame key of section 4), so the reader can be tested by round trips without the
+real (licensed, very large) NAVSIM files.
+
+Conventions of the export (documented choices, see :func:`export_navsim`): all scenes share one map; scene k is placed
+at its own UTM offset on a grid (``spacing`` metres apart) with its own heading, so their maps never overlap within
+the reader's crop radius. Each scene becomes a block of ``4 + num_future_frames`` consecutive frames of its log
+(default 14 = NAVSIM's non-overlapping ``frame_interval``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import shapely
+from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
+from shapely.geometry.base import BaseGeometry
+from shapely.strtree import STRtree
+
+from irlvla_gym.scenes.geometry import poses_to_local, to_global, to_local
+from irlvla_gym.scenes.gpkg import (
+    MAP_UTM_EPSG, Feature, GeoPackage, GeoPackageError, Layer, project_geometries, utm_zone_from_epsg,
+    write_geopackage,
+)
+from irlvla_gym.scenes.safe_pickle import NAVSIM_ALLOWLIST, UnsafePickleError, load_pickle
+from irlvla_gym.scenes.scene import (
+    AGENT_CATEGORIES, BARRIER, BICYCLE, CAMERA_CHANNELS, COMMAND_UNKNOWN, DT, GENERIC_OBJECT, LIGHT_GREEN,
+    LIGHT_NONE, LIGHT_RED, MAX_COORD, NUM_FUTURE, NUM_HISTORY, NUM_TIMES, PEDESTRIAN, TRAFFIC_CONE, VEHICLE, Agents,
+    EgoState, MapData, PolygonSet, Ragged, Scene, SceneMetadata, SceneValidationError, wrap_angle,
+)
+from irlvla_gym.scenes.sources import SkippedItem
+
+MAPS_VERSION = "nuplan-maps-v1.0"
+"""Name of the maps-root json (``<root>/nuplan-maps-v1.0.json``) and of the devkit's map version."""
+
+MAP_VERSIONS = {
+    "sg-one-north": "9.17.1964",
+    "us-ma-boston": "9.12.1817",
+    "us-nv-las-vegas-strip": "9.15.1915",
+    "us-pa-pittsburgh-hazelwood": "9.17.1937",
+}
+"""Map versions listed in the devkit docs; the reader always resolves them through the json."""
+
+NAVSIM_LICENCE = "CC BY-NC-SA 4.0 (nuPlan / OpenScene data)"
+
+NAME_TO_CATEGORY = {
+    "vehicle": VEHICLE, "pedestrian": PEDESTRIAN, "bicycle": BICYCLE, "traffic_cone": TRAFFIC_CONE,
+    "barrier": BARRIER, "czone_sign": GENERIC_OBJECT, "generic_object": GENERIC_OBJECT,
+}
+"""OpenScene ``gt_names`` -> :data:`AGENT_CATEGORIES` index (unknown names -> generic_object)."""
+
+CATEGORY_TO_NAME = ("vehicle", "pedestrian", "bicycle", "traffic_cone", "barrier", "generic_object")
+
+REQUIRED_FRAME_KEYS = ("token", "timestamp", "log_name", "map_location", "roadblock_ids", "ego2global_translation",
+                       "ego2global_rotation", "ego_dynamic_state", "traffic_lights", "driving_command")
+"""Frame keys the reader needs (``anns`` is optional: absent in the test split; ``cams`` optional)."""
+
+DEFAULT_UTM_ORIGINS = {
+    "us-nv-las-vegas-strip": (664753.7, 3999465.6),
+    "us-ma-boston": (330000.0, 4690000.0),
+    "us-pa-pittsburgh-hazelwood": (587000.0, 4473000.0),
+    "sg-one-north": (366000.0, 143000.0),
+}
+
+
+class NavsimFormatError(ValueError):
+    """A NAVSIM log or nuPlan map does not have the expected layout; the message names the file and the field."""
+
+
+class NuPlanMapError(GeoPackageError):
+    """The nuPlan maps root, its json or the map GeoPackage is missing or malformed (file and item named)."""
+
+
+# =====================================================================================================================
+# nuPlan map
+# =====================================================================================================================
+
+LANE, LANE_CONNECTOR, ROADBLOCK, ROADBLOCK_CONNECTOR = "lane", "lane_connector", "roadblock", "roadblock_connector"
+STOP_LINE, CROSSWALK, INTERSECTION, WALKWAYS, CARPARK_AREA = "stop_line", "crosswalk", "intersection", "walkways", \
+    "carpark_area"
+MAP_LAYERS = (LANE, LANE_CONNECTOR, ROADBLOCK, ROADBLOCK_CONNECTOR, STOP_LINE, CROSSWALK, INTERSECTION, WALKWAYS,
+              CARPARK_AREA)
+"""Layers :meth:`NuPlanMapReader.proximal` answers (the devkit's get_proximal_map_objects layers)."""
+
+_REQUIRED_TABLES: dict[str, tuple[str, ...]] = {
+    "lanes_polygons": ("lane_group_fid",),
+    "lane_connectors": ("exit_lane_fid", "entry_lane_fid", "lane_group_connector_fid"),
+    "baseline_paths": (),
+    "lane_groups_polygons": (),
+    "lane_group_connectors": ("from_lane_group_fid", "to_lane_group_fid"),
+}
+_OPTIONAL_TABLES = ("boundaries", "gen_lane_connectors_scaled_width_polygons", "stop_polygons", "intersections",
+                    "crosswalks", "carpark_areas", "road_segments", "generic_drivable_areas", "walkways")
+
+
+def _int_or_none(v: Any) -> int | None:
+    """An integer attribute that may be NULL / NaN / a numeric string."""
+    if v is None:
+        return None
+    if isinstance(v, float):
+        return None if math.isnan(v) else int(v)
+    if isinstance(v, str):
+        v = v.strip()
+        if not v:
+            return None
+        try:
+            return int(float(v))
+        except ValueError:
+            return None
+    return int(v)
+
+
+def _float_or_nan(v: Any) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+    return f if math.isfinite(f) and f > 0 else float("nan")
+
+
+def _fid_list(v: Any) -> tuple[int, ...]:
+    """'12,15' / '' / None / 12 -> (12, 15) / () / () / (12,)."""
+    if v is None:
+        return ()
+    if isinstance(v, (int, np.integer)):
+        return (int(v),)
+    out = []
+    for part in str(v).replace(";", ",").split(","):
+        i = _int_or_none(part)
+        if i is not None:
+            out.append(i)
+    return tuple(out)
+
+
+def _line_coords(geom: BaseGeometry | None) -> np.ndarray | None:
+    """(n, 2) vertices of a LineString (the longest part of a MultiLineString); None if empty/degenerate."""
+    if geom is None or geom.is_empty:
+        return None
+    if geom.geom_type == "MultiLineString":
+        geom = max(geom.geoms, key=lambda g: g.length)
+    if geom.geom_type != "LineString":
+        return None
+    xy = np.asarray(geom.coords, dtype=np.float64)[:, :2]
+    return xy if len(xy) >= 2 else None
+
+
+def _largest_polygon(geom: BaseGeometry | None) -> Polygon | None:
+    if geom is None or geom.is_empty:
+        return None
+    if geom.geom_type == "Polygon":
+        return geom
+    polys = [g for g in getattr(geom, "geoms", []) if g.geom_type == "Polygon" and not g.is_empty]
+    return max(polys, key=lambda g: g.area) if polys else None
+
+
+def _orient_along(line: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Return ``line`` or its reverse, whichever runs in the direction of ``reference`` (both (n, 2))."""
+    same = np.linalg.norm(line[0] - reference[0]) + np.linalg.norm(line[-1] - reference[-1])
+    rev = np.linalg.norm(line[-1] - reference[0]) + np.linalg.norm(line[0] - reference[-1])
+    return line[::-1].copy() if rev < same else line
+
+
+def _heading_at(line: np.ndarray, point: np.ndarray) -> float:
+    """Heading (rad) of the polyline segment nearest to ``point``."""
+    a, d = line[:-1], np.diff(line, axis=0)
+    L2 = np.maximum(np.einsum("ij,ij->i", d, d), 1e-12)
+    t = np.clip(np.einsum("ij,ij->i", point - a, d) / L2, 0.0, 1.0)
+    k = int(np.argmin(np.linalg.norm(a + t[:, None] * d - point, axis=1)))
+    return float(np.arctan2(d[k, 1], d[k, 0]))
+
+
+def _end_heading(line: np.ndarray, start: bool) -> float:
+    d = line[1] - line[0] if start else line[-1] - line[-2]
+    return float(np.arctan2(d[1], d[0]))
+
+
+@dataclass
+class MapLane:
+    """A lane or lane connector of a nuPlan map, in UTM metres.
+
+    Attributes:
+        fid: feature id (lanes_polygons / lane_connectors).
+        is_connector: True for a lane connector.
+        baseline: (n, 2) centreline vertices in driving direction (baseline_paths, not resampled).
+        polygon: lane polygon (lanes_polygons / gen_lane_connectors_scaled_width_polygons).
+        left_boundary / right_boundary: (n, 2) boundaries oriented along the baseline.
+        group: lane_group_fid (lane) or lane_group_connector_fid (connector); None if NULL.
+        lane_index: lanes only, numbered left -> right (smaller = further left).
+        speed_limit: m/s, NaN unknown.
+        exit_lane / entry_lane: connectors only: upstream / downstream lane fid.
+        stop_line_fids: connectors only: traffic_light_stop_line_fids (non-empty = has a traffic light).
+    """
+
+    fid: int
+    is_connector: bool
+    baseline: np.ndarray
+    polygon: Polygon
+    left_boundary: np.ndarray
+    right_boundary: np.ndarray
+    group: int | None
+    lane_index: int | None = None
+    speed_limit: float = float("nan")
+    exit_lane: int | None = None
+    entry_lane: int | None = None
+    stop_line_fids: tuple[int, ...] = ()
+
+    @property
+    def key(self) -> tuple[bool, int]:
+        return (self.is_connector, self.fid)
+
+
+@dataclass
+class RoadblockConnector:
+    """A lane_group_connectors row: polygon (UTM m) and the roadblocks it joins."""
+
+    fid: int
+    polygon: BaseGeometry
+    from_roadblock: int | None
+    to_roadblock: int | None
+    intersection: int | None
+
+
+class NuPlanMapReader:
+    """One nuPlan vector map (GeoPackage) in memory, in UTM metres, with devkit-like queries.
+
+    Args:
+        maps_root: folder holding ``nuplan-maps-v1.0.json`` (default: the ``NUPLAN_MAPS_ROOT`` environment variable).
+        map_name: map location, e.g. ``us-nv-las-vegas-strip`` (NAVSIM ``frame["map_location"]``); a trailing
+            ``.gpkg`` is stripped like the devkit does.
+
+    Raises:
+        NuPlanMapError: missing root / json / map entry / version / gpkg, a missing required table or column, or a map
+            without lanes. The message names the file and the item.
+
+    Layers loaded (data-formats.md 1.5): lanes_polygons, lane_connectors (+ gen_lane_connectors_scaled_width_polygons),
+    baseline_paths, boundaries, lane_groups_polygons, lane_group_connectors, stop_polygons, intersections,
+    crosswalks, carpark_areas, road_segments, generic_drivable_areas, walkways. Only the first five are required.
+    """
+
+    def __init__(self, maps_root: str | os.PathLike | None = None, map_name: str = "us-nv-las-vegas-strip"):
+        if maps_root is None:
+            maps_root = os.environ.get("NUPLAN_MAPS_ROOT")
+            if not maps_root:
+                raise NuPlanMapError("no maps root given and the NUPLAN_MAPS_ROOT environment variable is not set")
+        self.maps_root = Path(maps_root)
+        self.map_name = map_name[:-5] if map_name.endswith(".gpkg") else map_name
+        json_path = self.maps_root / f"{MAPS_VERSION}.json"
+        if not json_path.is_file():
+            raise NuPlanMapError(f"{json_path}: maps json not found (maps root {self.maps_root})")
+        try:
+            index = json.loads(json_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise NuPlanMapError(f"{json_path}: not valid json ({exc})") from None
+        entry = index.get(self.map_name) if isinstance(index, dict) else None
+        if not isinstance(entry, dict):
+            raise NuPlanMapError(f"{json_path}: no entry for map {self.map_name!r} (has {sorted(index)[:8]})"
+                                 if isinstance(index, dict) else f"{json_path}: top level must be an object")
+        version = entry.get("version")
+        if not isinstance(version, str) or not version:
+            raise NuPlanMapError(f"{json_path}: field [{self.map_name!r}]['version'] is missing or not a string")
+        self.version = version
+        self.gpkg_path = self.maps_root / self.map_name / version / "map.gpkg"
+        if not self.gpkg_path.is_file():
+            raise NuPlanMapError(f"{self.gpkg_path}: map GeoPackage not found (from {json_path}, version {version})")
+        try:
+            gp = GeoPackage(self.gpkg_path)
+        except GeoPackageError as exc:
+            raise NuPlanMapError(str(exc)) from None
+        with gp:
+            if gp.projected_epsg is None:
+                gp.projected_epsg = MAP_UTM_EPSG.get(self.map_name)
+            self._load(gp)
+
+    # ---- loading --------------------------------------------------------------------------------------------------
+
+    def _table(self, gp: GeoPackage, table: str, required: bool) -> list[Feature]:
+        if not gp.has_table(table):
+            if required:
+                raise NuPlanMapError(f"{self.gpkg_path}: required table {table!r} is missing")
+            return []
+        cols = gp.columns(table)
+        for c in _REQUIRED_TABLES.get(table, ()):
+            if c not in cols:
+                raise NuPlanMapError(f"{self.gpkg_path}: table {table!r}: required column {c!r} is missing")
+        try:
+            return gp.read_features(table)
+        except GeoPackageError as exc:
+            raise NuPlanMapError(str(exc)) from None
+
+    def _load(self, gp: GeoPackage) -> None:
+        t = {name: self._table(gp, name, True) for name in _REQUIRED_TABLES}
+        t.update({name: self._table(gp, name, False) for name in _OPTIONAL_TABLES})
+        path = self.gpkg_path
+
+        baselines: dict[tuple[bool, int], np.ndarray] = {}
+        bcols = t["baseline_paths"][0].attributes if t["baseline_paths"] else {}
+        if t["baseline_paths"] and "lane_fid" not in bcols and "lane_connector_fid" not in bcols:
+            raise NuPlanMapError(f"{path}: table 'baseline_paths' needs a 'lane_fid' or 'lane_connector_fid' column")
+        for f in t["baseline_paths"]:
+            xy = _line_coords(f.geometry)
+            if xy is None:
+                continue
+            lf, cf = _int_or_none(f.attributes.get("lane_fid")), _int_or_none(f.attributes.get("lane_connector_fid"))
+            if lf is not None:
+                baselines[(False, lf)] = xy
+            elif cf is not None:
+                baselines[(True, cf)] = xy
+        self.boundaries: dict[int, np.ndarray] = {}
+        for f in t["boundaries"]:
+            xy = _line_coords(f.geometry)
+            if xy is not None:
+                self.boundaries[f.fid] = xy
+        conn_poly: dict[int, Feature] = {}
+        for f in t["gen_lane_connectors_scaled_width_polygons"]:
+            cf = _int_or_none(f.attributes.get("lane_connector_fid"))
+            if cf is not None:
+                conn_poly[cf] = f
+
+        self.lanes: dict[int, MapLane] = {}
+        self.connectors: dict[int, MapLane] = {}
+        self.dropped_lanes: list[str] = []
+        for f in t["lanes_polygons"]:
+            a = f.attributes
+            lane = self._make_lane(f.fid, False, baselines.get((False, f.fid)), _largest_polygon(f.geometry),
+                                   a.get("left_boundary_fid"), a.get("right_boundary_fid"))
+            if lane is None:
+                continue
+            lane.group = _int_or_none(a.get("lane_group_fid"))
+            lane.lane_index = _int_or_none(a.get("lane_index"))
+            lane.speed_limit = _float_or_nan(a.get("speed_limit_mps"))
+            self.lanes[f.fid] = lane
+        for f in t["lane_connectors"]:
+            a = f.attributes
+            pf = conn_poly.get(f.fid)
+            pa = pf.attributes if pf is not None else {}
+            baseline = baselines.get((True, f.fid))
+            if baseline is None:
+                baseline = _line_coords(f.geometry)  # the connector's own LineString
+            lane = self._make_lane(f.fid, True, baseline, _largest_polygon(pf.geometry) if pf is not None else None,
+                                   pa.get("left_boundary_fid"), pa.get("right_boundary_fid"))
+            if lane is None:
+                continue
+            lane.group = _int_or_none(a.get("lane_group_connector_fid"))
+            lane.speed_limit = _float_or_nan(a.get("speed_limit_mps"))
+            lane.exit_lane = _int_or_none(a.get("exit_lane_fid"))
+            lane.entry_lane = _int_or_none(a.get("entry_lane_fid"))
+            lane.stop_line_fids = _fid_list(a.get("traffic_light_stop_line_fids"))
+            self.connectors[f.fid] = lane
+        if not self.lanes and not self.connectors:
+            raise NuPlanMapError(f"{path}: the map has no usable lanes or lane connectors (empty map?)")
+
+        # Graph (1.6): lane -> connectors whose exit lane it is; connector -> its entry lane.
+        self.lane_out: dict[int, list[int]] = {}
+        self.lane_in: dict[int, list[int]] = {}
+        for c in self.connectors.values():
+            if c.exit_lane is not None:
+                self.lane_out.setdefault(c.exit_lane, []).append(c.fid)
+            if c.entry_lane is not None:
+                self.lane_in.setdefault(c.entry_lane, []).append(c.fid)
+        self.group_lanes: dict[int, list[int]] = {}
+        for ln in self.lanes.values():
+            if ln.group is not None:
+                self.group_lanes.setdefault(ln.group, []).append(ln.fid)
+        self.group_connectors: dict[int, list[int]] = {}
+        for c in self.connectors.values():
+            if c.group is not None:
+                self.group_connectors.setdefault(c.group, []).append(c.fid)
+        self._by_index = {(ln.group, ln.lane_index): ln.fid for ln in self.lanes.values()
+                          if ln.group is not None and ln.lane_index is not None}
+
+        self.roadblocks: dict[int, BaseGeometry] = {f.fid: f.geometry for f in t["lane_groups_polygons"]
+                                                    if f.geometry is not None and not f.geometry.is_empty}
+        self.roadblock_connectors: dict[int, RoadblockConnector] = {}
+        for f in t["lane_group_connectors"]:
+            if f.geometry is None or f.geometry.is_empty:
+                continue
+            a = f.attributes
+            self.roadblock_connectors[f.fid] = RoadblockConnector(
+                f.fid, f.geometry, _int_or_none(a.get("from_lane_group_fid")), _int_or_none(a.get("to_lane_group_fid")),
+                _int_or_none(a.get("intersection_fid")))
+
+        def polys(name: str) -> dict[int, BaseGeometry]:
+            return {f.fid: f.geometry for f in t[name] if f.geometry is not None and not f.geometry.is_empty}
+
+        self.stop_lines = polys("stop_polygons")
+        self.stop_line_types = {f.fid: _int_or_none(f.attributes.get("stop_polygon_type_fid"))
+                                for f in t["stop_polygons"]}
+        self.intersections = polys("intersections")
+        self.crosswalks = polys("crosswalks")
+        self.carparks = polys("carpark_areas")
+        self.walkways = polys("walkways")
+        self.road_segments = polys("road_segments")
+        self.generic_drivable_areas = polys("generic_drivable_areas")
+
+        self._trees: dict[str, tuple[STRtree, np.ndarray]] = {}
+        for layer, objs in ((LANE, {k: v.polygon for k, v in self.lanes.items()}),
+                            (LANE_CONNECTOR, {k: v.polygon for k, v in self.connectors.items()}),
+                            (ROADBLOCK, self.roadblocks),
+                            (ROADBLOCK_CONNECTOR, {k: v.polygon for k, v in self.roadblock_connectors.items()}),
+                            (STOP_LINE, self.stop_lines), (CROSSWALK, self.crosswalks),
+                            (INTERSECTION, self.intersections), (WALKWAYS, self.walkways),
+                            (CARPARK_AREA, self.carparks)):
+            fids = np.fromiter(objs.keys(), dtype=np.int64, count=len(objs))
+            self._trees[layer] = (STRtree(list(objs.values())), fids)
+
+    def _make_lane(self, fid: int, is_connector: bool, baseline: np.ndarray | None, polygon: Polygon | None,
+                   left_fid: Any, right_fid: Any) -> MapLane | None:
+        kind = "lane connector" if is_connector else "lane"
+        if baseline is None:
+            self.dropped_lanes.append(f"{kind} {fid}: no baseline path")
+            return None
+        left = self.boundaries.get(_int_or_none(left_fid))
+        right = self.boundaries.get(_int_or_none(right_fid))
+        if left is None or right is None:
+            # Fallback: offset the baseline by half the lane width (polygon area / length, else 3.5 m).
+            line = LineString(baseline)
+            width = 3.5
+            if polygon is not None and line.length > 1e-3:
+                width = float(np.clip(polygon.area / line.length, 1.0, 8.0))
+            if left is None:
+                left = _line_coords(line.offset_curve(width / 2.0))
+            if right is None:
+                right = _line_coords(line.offset_curve(-width / 2.0))
+            if left is None or right is None:
+                self.dropped_lanes.append(f"{kind} {fid}: no boundaries and the baseline cannot be offset")
+                return None
+        left, right = _orient_along(left, baseline), _orient_along(right, baseline)
+        if polygon is None:
+            polygon = Polygon(np.concatenate([left, right[::-1]]))
+            if not polygon.is_valid:
+                polygon = shapely.make_valid(polygon)
+                polygon = _largest_polygon(polygon) or LineString(baseline).buffer(1.75, cap_style="flat")
+        return MapLane(fid, is_connector, baseline, polygon, left, right, None)
+
+    # ---- queries --------------------------------------------------------------------------------------------------
+
+    def proximal(self, layer: str, x: float, y: float, radius: float) -> list[int]:
+        """Fids (sorted) of ``layer`` objects whose geometry intersects the square [x +- r] x [y +- r] (UTM m).
+
+        ``layer`` is one of :data:`MAP_LAYERS` (the devkit's get_proximal_map_objects, section 1.7).
+        """
+        if layer not in self._trees:
+            raise ValueError(f"unknown map layer {layer!r}; expected one of {MAP_LAYERS}")
+        tree, fids = self._trees[layer]
+        if not len(fids):
+            return []
+        idx = tree.query(box(x - radius, y - radius, x + radius, y + radius), predicate="intersects")
+        return sorted(int(f) for f in fids[idx])
+
+    def containing(self, layer: str, x: float, y: float) -> list[int]:
+        """Fids of ``layer`` polygons that contain the point (the devkit's get_all_map_objects)."""
+        tree, fids = self._trees[layer]
+        if not len(fids):
+            return []
+        return sorted(int(f) for f in fids[tree.query(Point(x, y), predicate="within")])
+
+    def lane(self, key: tuple[bool, int]) -> MapLane:
+        return (self.connectors if key[0] else self.lanes)[key[1]]
+
+    def successors(self, key: tuple[bool, int]) -> list[tuple[bool, int]]:
+        """Outgoing edges (1.6): a lane's connectors (exit_lane_fid = lane); a connector's entry lane."""
+        is_conn, fid = key
+        if is_conn:
+            entry = self.connectors[fid].entry_lane
+            return [(False, entry)] if entry in self.lanes else []
+        return [(True, c) for c in self.lane_out.get(fid, ()) if c in self.connectors]
+
+    def drivable_polygons(self, x: float, y: float, radius: float) -> list[BaseGeometry]:
+        """PDMDrivableMap's polygons around (x, y): roadblocks, the lanes inside them, the lane connectors inside the
+        roadblock connectors, intersections and car parks (roadblock-connector polygons themselves, road_segments and
+        generic_drivable_areas are left out, as PDM does)."""
+        out: list[BaseGeometry] = []
+        for rb in self.proximal(ROADBLOCK, x, y, radius):
+            out.append(self.roadblocks[rb])
+            out.extend(self.lanes[f].polygon for f in self.group_lanes.get(rb, ()))
+        for rbc in self.proximal(ROADBLOCK_CONNECTOR, x, y, radius):
+            out.extend(self.connectors[f].polygon for f in self.group_connectors.get(rbc, ()))
+        out.extend(self.intersections[f] for f in self.proximal(INTERSECTION, x, y, radius))
+        out.extend(self.carparks[f] for f in self.proximal(CARPARK_AREA, x, y, radius))
+        return out
+
+    # ---- route ----------------------------------------------------------------------------------------------------
+
+    def route_blocks(self, roadblock_ids: Sequence[Any]) -> list[tuple[bool, int]]:
+        """Resolve route ids (str fids) like NAVSIM: ROADBLOCK first, then ROADBLOCK_CONNECTOR; unknown ids dropped.
+
+        Returns (is_roadblock_connector, fid) pairs in route order."""
+        out = []
+        for rid in roadblock_ids:
+            fid = _int_or_none(rid)
+            if fid is None:
+                continue
+            if fid in self.roadblocks:
+                out.append((False, fid))
+            elif fid in self.roadblock_connectors:
+                out.append((True, fid))
+        return out
+
+    def _block_members(self, block: tuple[bool, int]) -> list[tuple[bool, int]]:
+        is_rbc, fid = block
+        if is_rbc:
+            return [(True, c) for c in self.group_connectors.get(fid, ())]
+        return [(False, ln) for ln in self.group_lanes.get(fid, ())]
+
+    def _block_geometry(self, block: tuple[bool, int]) -> BaseGeometry:
+        return self.roadblock_connectors[block[1]].polygon if block[0] else self.roadblocks[block[1]]
+
+    def route_lane_keys(self, roadblock_ids: Sequence[Any], x: float, y: float, yaw: float,
+                        max_blocks: int = 64) -> list[tuple[bool, int]]:
+        """Lanes and connectors the route follows from the ego's lane onwards, in driving order.
+
+        1. The route blocks are ``roadblock_ids`` resolved as NAVSIM does. The start block is the first one whose
+           polygon contains the ego (rear axle, UTM m); failing that, the nearest.
+        2. The start lane is the start block's lane/connector nearest the ego, heading errors counting 2 m per rad.
+        3. From there, depth-first along the lane graph into the next route block (successors tried straightest
+           first; where the graph has no edge, a lane of the next block starting within 1 m of the current lane's
+           end), keeping the path that reaches the furthest route block (PDM's route-centreline search).
+        """
+        blocks = self.route_blocks(roadblock_ids)
+        if not blocks:
+            return []
+        p = Point(x, y)
+        start = next((i for i, b in enumerate(blocks) if self._block_geometry(b).covers(p)), None)
+        if start is None:
+            start = int(np.argmin([self._block_geometry(b).distance(p) for b in blocks]))
+        blocks = blocks[start:start + max_blocks]
+        members = self._block_members(blocks[0])
+        if not members:
+            return []
+        xy = np.array([x, y])
+
+        def cost(key: tuple[bool, int]) -> float:
+            ln = self.lane(key)
+            d = LineString(ln.baseline).distance(p)
+            dh = abs(float(wrap_angle(_heading_at(ln.baseline, xy) - yaw)))
+            inside = 0.0 if ln.polygon.covers(p) else 5.0
+            return d + 2.0 * dh + inside
+
+        first = min(members, key=cost)
+        block_of = {}
+        for i, b in enumerate(blocks):
+            for m in self._block_members(b):
+                block_of.setdefault(m, i)
+
+        memo: dict[tuple[tuple[bool, int], int], tuple[int, list]] = {}
+
+        def nexts(key: tuple[bool, int], depth: int) -> list[tuple[bool, int]]:
+            if depth + 1 >= len(blocks):
+                return []
+            target = blocks[depth + 1]
+            cand = [s for s in self.successors(key) if block_of.get(s) == depth + 1]
+            if not cand:  # geometric continuation where the graph has no edge
+                end = self.lane(key).baseline[-1]
+                cand = [m for m in self._block_members(target)
+                        if np.linalg.norm(self.lane(m).baseline[0] - end) < 1.0]
+            h = _end_heading(self.lane(key).baseline, start=False)
+            return sorted(cand, key=lambda s: abs(float(wrap_angle(_end_heading(self.lane(s).baseline, True) - h))))
+
+        def best(key: tuple[bool, int], depth: int) -> tuple[int, list]:
+            if (key, depth) in memo:
+                return memo[(key, depth)]
+            result = (depth, [key])
+            for s in nexts(key, depth):
+                d, path = best(s, depth + 1)
+                if d > result[0]:
+                    result = (d, [key] + path)
+            memo[(key, depth)] = result
+            return result
+
+        return best(first, 0)[1]
+
+    # ---- local map ------------------------------------------------------------------------------------------------
+
+    def local_map(self, x: float, y: float, yaw: float, radius: float,
+                  light_states: Mapping[int, np.ndarray] | None = None) -> tuple[MapData, list[tuple[bool, int]]]:
+        """The map around the ego (UTM (x, y), heading ``yaw``) in the ego frame, as :class:`MapData`.
+
+        Args:
+            x, y, yaw: ego rear axle (UTM m) and heading (rad).
+            radius: half side (m) of the query square: every lane, connector, intersection and crosswalk whose
+                geometry intersects it is included whole (not clipped); the drivable area follows PDMDrivableMap.
+            light_states: lane connector fid -> (9,) int8 light states (:data:`LIGHT_STATES`) at t = 0 .. 4 s.
+
+        Returns:
+            (map data, lane keys): keys[i] = (is_connector, fid) of lane row i.
+
+        Raises:
+            NavsimFormatError: no lane or no drivable area near the ego (empty map around it).
+        """
+        keys = [(False, f) for f in self.proximal(LANE, x, y, radius)] + \
+               [(True, f) for f in self.proximal(LANE_CONNECTOR, x, y, radius)]
+        if not keys:
+            raise NavsimFormatError(f"{self.gpkg_path}: no lane or lane connector within {radius:g} m of the ego at "
+                                    f"UTM ({x:.1f}, {y:.1f}) (empty map around it, or wrong map/CRS?)")
+        row = {k: i for i, k in enumerate(keys)}
+        lanes = [self.lane(k) for k in keys]
+        origin = np.array([x, y])
+
+        def loc(a: np.ndarray) -> np.ndarray:
+            return to_local(a, origin, yaw)
+
+        def loc_geoms(geoms: Sequence[BaseGeometry]) -> list[BaseGeometry]:
+            if not len(geoms):
+                return []
+            return list(shapely.transform(np.asarray(geoms, dtype=object), lambda a: loc(a)))
+
+        centers = [loc(ln.baseline) for ln in lanes]
+        lefts = [loc(ln.left_boundary) for ln in lanes]
+        rights = [loc(ln.right_boundary) for ln in lanes]
+        polys = loc_geoms([ln.polygon for ln in lanes])
+        lane_polys = PolygonSet.from_rings([[np.asarray(p.exterior.coords)] + [np.asarray(h.coords)
+                                                                                for h in p.interiors] for p in polys])
+        groups: dict[tuple[bool, int], int] = {}
+        lane_group = []
+        for ln in lanes:
+            if ln.group is None:
+                lane_group.append(-1)
+            else:
+                lane_group.append(groups.setdefault((ln.is_connector, ln.group), len(groups)))
+        edges = [(i, row[s]) for i, k in enumerate(keys) for s in self.successors(k) if s in row]
+        left_nb, right_nb = [], []
+        for ln in lanes:
+            li = lr = -1
+            if not ln.is_connector and ln.group is not None and ln.lane_index is not None:
+                li = row.get((False, self._by_index.get((ln.group, ln.lane_index - 1), -1)), -1)
+                lr = row.get((False, self._by_index.get((ln.group, ln.lane_index + 1), -1)), -1)
+            left_nb.append(li)
+            right_nb.append(lr)
+        inter_fids = self.proximal(INTERSECTION, x, y, radius)
+        inter_geoms = [self.intersections[f] for f in inter_fids]
+        inter_tree = STRtree(inter_geoms) if inter_geoms else None
+        is_inter = []
+        for ln in lanes:
+            flag = False
+            if ln.is_connector and ln.group in self.roadblock_connectors:
+                flag = self.roadblock_connectors[ln.group].intersection is not None
+            if not flag and inter_tree is not None:
+                mid = LineString(ln.baseline).interpolate(0.5, normalized=True)
+                flag = len(inter_tree.query(mid, predicate="within")) > 0
+            is_inter.append(flag)
+        light = np.zeros((NUM_TIMES, len(keys)), np.int8)
+        for fid, states in (light_states or {}).items():
+            i = row.get((True, int(fid)))
+            if i is not None:
+                light[:, i] = states
+        drivable = loc_geoms(self.drivable_polygons(x, y, radius))
+        if not drivable:
+            raise NavsimFormatError(f"{self.gpkg_path}: no drivable area (roadblocks, roadblock connectors, "
+                                    f"intersections, car parks) within {radius:g} m of UTM ({x:.1f}, {y:.1f})")
+        crosswalks = loc_geoms([self.crosswalks[f] for f in self.proximal(CROSSWALK, x, y, radius)])
+        mp = MapData.from_lists(
+            lane_ids=[str(k[1]) for k in keys], centerlines=centers, left_boundaries=lefts, right_boundaries=rights,
+            drivable_area=PolygonSet.from_shapely(drivable), lane_polygons=lane_polys,
+            speed_limits=[ln.speed_limit for ln in lanes], is_connector=[ln.is_connector for ln in lanes],
+            is_intersection=is_inter, lane_group=lane_group, successors=edges, left_neighbor=left_nb,
+            right_neighbor=right_nb, light_state=light, intersections=PolygonSet.from_shapely(loc_geoms(inter_geoms)),
+            crosswalks=PolygonSet.from_shapely(crosswalks))
+        return mp, keys
+
+
+# =====================================================================================================================
+# Scene filter and reader
+# =====================================================================================================================
+
+
+@dataclass
+class SceneFilter:
+    """Which scenes to cut from the logs, with NAVSIM's SceneFilter semantics.
+
+    Attributes:
+        num_history_frames: frames up to and including t0 (NAVSIM default 4; the Scene keeps the last 4, so >= 4).
+        num_future_frames: frames after t0 a window must have (NAVSIM default 10; the Scene uses the first 8, so
+            >= 8).
+        frame_interval: step (frames) between window starts; None -> ``num_frames`` (non-overlapping, NAVSIM).
+        has_route: keep only windows whose t0 frame has a non-empty ``roadblock_ids``.
+        max_scenes: stop after this many scenes (None = all).
+        log_names: only these logs (file stems); None = all.
+        tokens: only windows whose t0 frame token is listed; None = all.
+    """
+
+    num_history_frames: int = 4
+    num_future_frames: int = 10
+    frame_interval: int | None = None
+    has_route: bool = True
+    max_scenes: int | None = None
+    log_names: Sequence[str] | None = None
+    tokens: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_history_frames < NUM_HISTORY:
+            raise ValueError(f"SceneFilter.num_history_frames must be >= {NUM_HISTORY}, got {self.num_history_frames}")
+        if self.num_future_frames < NUM_FUTURE:
+            raise ValueError(f"SceneFilter.num_future_frames must be >= {NUM_FUTURE}, got {self.num_future_frames}")
+        if self.frame_interval is None:
+            self.frame_interval = self.num_frames
+        if self.frame_interval < 1:
+            raise ValueError(f"SceneFilter.frame_interval must be >= 1, got {self.frame_interval}")
+        if self.max_scenes is not None and self.max_scenes < 0:
+            raise ValueError("SceneFilter.max_scenes must be >= 0 or None")
+
+    @property
+    def num_frames(self) -> int:
+        return self.num_history_frames + self.num_future_frames
+
+
+def _log_paths(logs: str | os.PathLike, log_names: Sequence[str] | None) -> list[Path]:
+    p = Path(logs)
+    if p.is_dir():
+        paths = sorted(p.glob("*.pkl"))
+    elif p.is_file():
+        paths = [p]
+    else:
+        raise FileNotFoundError(f"{p}: NAVSIM logs path not found (expected a folder of <log>.pkl or one .pkl)")
+    if log_names is not None:
+        wanted = set(log_names)
+        paths = [q for q in paths if q.stem in wanted]
+    return paths
+
+
+def _field(frame: Mapping, key: str, where: str) -> Any:
+    if key not in frame:
+        raise NavsimFormatError(f"{where}: missing key {key!r}")
+    return frame[key]
+
+
+def _float_array(frame: Mapping, key: str, shape: tuple[int, ...], where: str) -> np.ndarray:
+    v = _field(frame, key, where)
+    try:
+        a = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise NavsimFormatError(f"{where}: field {key!r} is not numeric ({exc})") from None
+    if a.shape != shape:
+        raise NavsimFormatError(f"{where}: field {key!r} has shape {a.shape}, expected {shape}")
+    if not np.all(np.isfinite(a)):
+        raise NavsimFormatError(f"{where}: field {key!r} has non-finite values {a.tolist()}")
+    return a
+
+
+def quaternion_yaw(q: np.ndarray) -> float:
+    """Yaw (rad) of a [w, x, y, z] quaternion (rotation about z of the x axis)."""
+    w, x, y, z = (float(v) for v in q)
+    return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+
+
+def _ego_pose(frame: Mapping, where: str) -> np.ndarray:
+    t = _float_array(frame, "ego2global_translation", (3,), where)
+    q = _float_array(frame, "ego2global_rotation", (4,), where)
+    if np.linalg.norm(q) < 1e-6:
+        raise NavsimFormatError(f"{where}: field 'ego2global_rotation' is a zero quaternion")
+    return np.array([t[0], t[1], quaternion_yaw(q / np.linalg.norm(q))])
+
+
+def _light_list(frame: Mapping, where: str) -> list[tuple[int, bool]]:
+    v = _field(frame, "traffic_lights", where)
+    out = []
+    try:
+        for entry in v:
+            out.append((int(entry[0]), bool(entry[1])))
+    except (TypeError, ValueError, IndexError) as exc:
+        raise NavsimFormatError(f"{where}: field 'traffic_lights' must be a list of (lane_connector_fid, is_red), "
+                                f"({exc})") from None
+    return out
+
+
+def _agents(frames: Sequence[Mapping], poses: np.ndarray, origin: np.ndarray, where: Sequence[str]) -> Agents:
+    """Agents over the 9 frames t0 .. t0 + 4 s, in the t0 ego frame.
+
+    ``poses``: (9, 3) world ego poses of those frames; ``origin``: t0 pose. Boxes are [x, y, z, l, w, h, yaw] in each
+    frame's ego frame (yaw relative to the ego heading); velocities are in the lidar frame (rotated to ego by
+    ``lidar2ego_rotation``'s yaw, identity if absent) and end up in the t0 ego frame.
+    """
+    rows_t, rows_box, rows_tok, rows_name = [], [], [], []
+    for k, (fr, pose) in enumerate(zip(frames, poses)):
+        anns = fr.get("anns")
+        if anns is None:
+            continue
+        w = where[k]
+        try:
+            boxes = np.asarray(anns["gt_boxes"], dtype=np.float64).reshape(-1, 7)
+            n = len(boxes)
+            names = [str(s) for s in np.asarray(anns.get("gt_names", ["generic_object"] * n)).reshape(-1)]
+            vel = np.asarray(anns.get("gt_velocity_3d", np.zeros((n, 3))), dtype=np.float64).reshape(n, -1)
+            toks = anns.get("track_tokens")
+            if toks is None:
+                toks = anns.get("instance_tokens")
+            toks = [str(s) for s in (toks if toks is not None else [f"{w}:{i}" for i in range(n)])]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise NavsimFormatError(f"{w}: field 'anns' is malformed ({type(exc).__name__}: {exc})") from None
+        if len(names) != n or len(toks) != n or len(vel) != n or vel.shape[1] < 2:
+            raise NavsimFormatError(f"{w}: field 'anns': gt_boxes ({n}), gt_names ({len(names)}), "
+                                    f"gt_velocity_3d ({len(vel)}) and track_tokens ({len(toks)}) disagree")
+        if not n:
+            continue
+        q = fr.get("lidar2ego_rotation")
+        lidar_yaw = quaternion_yaw(np.asarray(q, dtype=np.float64)) if q is not None and len(q) == 4 else 0.0
+        xy_w = to_global(boxes[:, :2], pose[:2], pose[2])
+        out = np.zeros((n, 8))
+        out[:, :2] = to_local(xy_w, origin[:2], origin[2])
+        out[:, 2] = wrap_angle(boxes[:, 6] + pose[2] - origin[2])
+        out[:, 3:6] = boxes[:, 3:6]
+        v = np.nan_to_num(vel[:, :2])
+        c, s = math.cos(lidar_yaw + pose[2] - origin[2]), math.sin(lidar_yaw + pose[2] - origin[2])
+        out[:, 6] = c * v[:, 0] - s * v[:, 1]
+        out[:, 7] = s * v[:, 0] + c * v[:, 1]
+        rows_t.append(np.full(n, k))
+        rows_box.append(out)
+        rows_tok.extend(toks)
+        rows_name.extend(names)
+    if not rows_box:
+        return Agents.empty()
+    t = np.concatenate(rows_t)
+    b = np.concatenate(rows_box)
+    ok = np.all(np.isfinite(b[:, :6]), axis=1) & (b[:, 3] > 0) & (b[:, 4] > 0) & np.all(np.abs(b[:, :2]) < MAX_COORD,
+                                                                                        axis=1)
+    b[~ok] = 0.0
+    uniq, first, inv = np.unique(np.asarray(rows_tok), return_index=True, return_inverse=True)
+    order = np.argsort(first)  # agents in order of first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    col = rank[inv]
+    N = len(uniq)
+    boxes = np.zeros((NUM_TIMES, N, 8))
+    valid = np.zeros((NUM_TIMES, N), bool)
+    boxes[t[ok], col[ok]] = b[ok]
+    valid[t[ok], col[ok]] = True
+    cats = np.array([NAME_TO_CATEGORY.get(rows_name[i].lower(), GENERIC_OBJECT) for i in first[order]], np.int8)
+    return Agents(boxes, valid, cats, uniq[order].astype(str))
+
+
+def frames_to_scene(frames: Sequence[Mapping], map_reader: NuPlanMapReader, *, num_history_frames: int = 4,
+                    map_radius: float = 100.0, sensor_blobs_root: str | os.PathLike | None = None,
+                    where: str = "<frames>", first_index: int = 0) -> Scene:
+    """Build one Scene from a window of NAVSIM frame dicts (2 Hz); t0 is ``frames[num_history_frames - 1]``.
+
+    Uses the 4 frames up to t0 (history) and the 8 after it (future); agents and traffic lights at the 9 frames t0 ..
+    t0 + 4 s. ``where`` / ``first_index`` only label error messages ("<file>: frame <i>: ...").
+
+    Raises:
+        NavsimFormatError: a missing key, a wrongly shaped or non-finite field (naming file, frame and field), or an
+            empty map around the ego.
+        SceneValidationError: the assembled scene fails validation.
+    """
+    h = num_history_frames
+    if len(frames) < h + NUM_FUTURE:
+        raise NavsimFormatError(f"{where}: window of {len(frames)} frames, need {h + NUM_FUTURE}")
+    sel = list(range(h - NUM_HISTORY, h + NUM_FUTURE))
+    labels = {i: f"{where}: frame {first_index + i}" for i in sel}
+    for i in sel:
+        fr = frames[i]
+        if not isinstance(fr, Mapping):
+            raise NavsimFormatError(f"{labels[i]}: expected a dict, got {type(fr).__name__}")
+        for key in REQUIRED_FRAME_KEYS:
+            if key not in fr:
+                raise NavsimFormatError(f"{labels[i]}: missing key {key!r}")
+    t0 = frames[h - 1]
+    w0 = labels[h - 1]
+    poses = np.stack([_ego_pose(frames[i], labels[i]) for i in sel])  # (12, 3) world
+    origin = poses[NUM_HISTORY - 1]
+    local = poses_to_local(poses, origin[:2], origin[2])
+    local[NUM_HISTORY - 1] = 0.0
+    dyn = np.stack([_float_array(frames[i], "ego_dynamic_state", (4,), labels[i]) for i in sel[:NUM_HISTORY]])
+    ego = EgoState(local[:NUM_HISTORY], dyn[:, :2], dyn[:, 2:4], local[NUM_HISTORY:])
+
+    times = list(range(h - 1, h + NUM_FUTURE))  # t0 .. t0 + 4 s
+    agents = _agents([frames[i] for i in times], poses[NUM_HISTORY - 1:], origin, [labels[i] for i in times])
+
+    lights: dict[int, np.ndarray] = {}
+    for k, i in enumerate(times):
+        for fid, red in _light_list(frames[i], labels[i]):
+            lights.setdefault(fid, np.zeros(NUM_TIMES, np.int8))[k] = LIGHT_RED if red else LIGHT_GREEN
+    mp, keys = map_reader.local_map(origin[0], origin[1], origin[2], map_radius, lights)
+
+    route_ids = _field(t0, "roadblock_ids", w0)
+    if isinstance(route_ids, str):
+        route_ids = route_ids.split()
+    try:
+        route_ids = [str(r) for r in route_ids]
+    except TypeError:
+        raise NavsimFormatError(f"{w0}: field 'roadblock_ids' must be a list of str") from None
+    row = {k: i for i, k in enumerate(keys)}
+    route: list[int] = []
+    for k in map_reader.route_lane_keys(route_ids, origin[0], origin[1], origin[2]):
+        if k not in row:
+            break  # the route leaves the cropped map
+        route.append(row[k])
+
+    cmd = np.asarray(_field(t0, "driving_command", w0), dtype=np.float64).reshape(-1)
+    if cmd.shape != (4,) or not np.all(np.isfinite(cmd)):
+        raise NavsimFormatError(f"{w0}: field 'driving_command' must be a (4,) one-hot, got {cmd.tolist()}")
+    command = int(np.argmax(cmd)) if cmd.max() > 0 else COMMAND_UNKNOWN
+
+    cameras: dict[str, str] = {}
+    cams = t0.get("cams") or {}
+    if isinstance(cams, Mapping):
+        for ch, cam in cams.items():
+            path = cam.get("data_path") if isinstance(cam, Mapping) else None
+            if path:
+                cameras[str(ch)] = os.path.join(str(sensor_blobs_root), str(path)) if sensor_blobs_root else str(path)
+
+    try:
+        ts = int(t0["timestamp"])
+    except (TypeError, ValueError):
+        raise NavsimFormatError(f"{w0}: field 'timestamp' is not an integer (µs)") from None
+    meta = SceneMetadata(token=str(t0["token"]), source="navsim", log_name=str(t0["log_name"]),
+                         map_name=str(t0["map_location"]), timestamp_us=ts, licence=NAVSIM_LICENCE)
+    return Scene(meta, ego, agents, mp, np.asarray(route, np.int64), command, cameras)
+
+
+class _MapCache:
+    def __init__(self, maps_root: str | os.PathLike | None):
+        self.root = maps_root
+        self.maps: dict[str, NuPlanMapReader] = {}
+
+    def get(self, name: str) -> NuPlanMapReader:
+        if name not in self.maps:
+            self.maps[name] = NuPlanMapReader(self.root, name)
+        return self.maps[name]
+
+
+def iter_scenes(logs: str | os.PathLike, maps_root: str | os.PathLike | None = None, *,
+                scene_filter: SceneFilter | None = None, map_radius: float = 100.0,
+                sensor_blobs_root: str | os.PathLike | None = None,
+                strict: bool = False) -> Iterator[Scene | SkippedItem]:
+    """Yield Scenes cut from NAVSIM log pickles (``logs``: a folder of ``<log_name>.pkl`` or one ``.pkl``).
+
+    Args:
+        logs: folder or file; pickles are read with the restricted unpickler (NAVSIM allow-list).
+        maps_root: nuPlan maps root (default ``NUPLAN_MAPS_ROOT``); each frame's ``map_location`` picks the map.
+        scene_filter: windowing / selection (:class:`SceneFilter`, NAVSIM semantics); default ``SceneFilter()``.
+        map_radius: half side (m) of the square map crop around the ego (and of the PDM drivable-area query).
+        sensor_blobs_root: prefix for camera ``data_path``s (relative paths are kept when None).
+        strict: raise the first per-log/per-scene error instead of yielding a :class:`SkippedItem`.
+
+    Yields:
+        :class:`Scene` per kept window, or :class:`SkippedItem` (item = ``<file>#<frame>`` or the file) whose error
+        names the file, frame and field.
+
+    Raises:
+        FileNotFoundError: ``logs`` does not exist.
+        NuPlanMapError: the maps root / json / GeoPackage / a required table is missing or malformed (affects every
+            scene, so it is raised, not skipped).
+        UnsafePickleError: a log pickle asks for a non-allow-listed global (never silently skipped).
+    """
+    sf = scene_filter if scene_filter is not None else SceneFilter()
+    paths = _log_paths(logs, sf.log_names)
+    tokens = set(sf.tokens) if sf.tokens is not None else None
+    maps = _MapCache(maps_root)
+    h, nf, step = sf.num_history_frames, sf.num_frames, int(sf.frame_interval)
+    count = 0
+    if sf.max_scenes == 0:
+        return
+    for path in paths:
+        try:
+            frames = load_pickle(path, NAVSIM_ALLOWLIST)
+            if not isinstance(frames, list) or not all(isinstance(f, dict) for f in frames):
+                raise NavsimFormatError(f"{path}: expected a list of frame dicts, got "
+                                        f"{type(frames).__name__}" + (" with non-dict items"
+                                                                      if isinstance(frames, list) else ""))
+        except UnsafePickleError:
+            raise
+        except (ValueError, OSError) as exc:
+            if strict:
+                raise
+            yield SkippedItem(str(path), str(exc))
+            continue
+        for start in range(0, len(frames), step):
+            window = frames[start:start + nf]
+            if len(window) < nf:
+                break
+            t0 = window[h - 1]
+            item = f"{path}#{start + h - 1}"
+            where0 = f"{path}: frame {start + h - 1}"
+            try:
+                token = str(_field(t0, "token", where0))
+                if tokens is not None and token not in tokens:
+                    continue
+                if sf.has_route and len(_field(t0, "roadblock_ids", where0)) == 0:
+                    continue
+                reader = maps.get(str(_field(t0, "map_location", where0)))
+                scene = frames_to_scene(window, reader, num_history_frames=h, map_radius=map_radius,
+                                        sensor_blobs_root=sensor_blobs_root, where=str(path), first_index=start)
+            except NuPlanMapError:
+                raise
+            except (NavsimFormatError, SceneValidationError, TypeError, ValueError) as exc:
+                if strict:
+                    raise
+                msg = str(exc) if isinstance(exc, (NavsimFormatError, SceneValidationError)) else \
+                    f"{where0}: {type(exc).__name__}: {exc}"
+                yield SkippedItem(item, msg)
+                continue
+            yield scene
+            count += 1
+            if sf.max_scenes is not None and count >= sf.max_scenes:
+                return
+
+
+# =====================================================================================================================
+# Exporter
+# =====================================================================================================================
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_navsim` wrote.
+
+    Attributes:
+        maps_root: folder with ``nuplan-maps-v1.0.json`` (pass as ``maps_root`` / ``NUPLAN_MAPS_ROOT``).
+        logs_dir: folder of ``<log_name>.pkl`` files.
+        gpkg_path: the map GeoPackage.
+        map_name / map_version / epsg: map location, version string and projected CRS.
+        tokens: t0 frame token of each exported scene (= the scene token), in input order.
+        lane_fids: scene token -> {scene lane id: GeoPackage fid (lanes_polygons / lane_connectors)}.
+        placements: scene token -> (easting, northing, heading): where the scene's ego frame sits in UTM.
+        log_of: scene token -> log name.
+        dropped_edges: successor edges nuPlan cannot represent (lane -> lane, connector -> connector, or a connector's
+            second predecessor/successor), summed over scenes.
+        dropped_lights: (time, lane) light states lost: lights on non-connector lanes, and yellow (exported as not
+            red, i.e. green).
+    """
+
+    maps_root: Path
+    logs_dir: Path
+    gpkg_path: Path
+    map_name: str
+    map_version: str
+    epsg: int
+    tokens: list[str] = field(default_factory=list)
+    lane_fids: dict[str, dict[str, int]] = field(default_factory=dict)
+    placements: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    log_of: dict[str, str] = field(default_factory=dict)
+    dropped_edges: int = 0
+    dropped_lights: int = 0
+
+
+def _quat_yaw(yaw: float) -> np.ndarray:
+    return np.array([math.cos(yaw / 2.0), 0.0, 0.0, math.sin(yaw / 2.0)])
+
+
+def _polygon_from_rings(rings: Sequence[np.ndarray]) -> Polygon:
+    return Polygon(rings[0], rings[1:])
+
+
+def _polygonset_polygons(ps: PolygonSet) -> list[list[np.ndarray]]:
+    """[[exterior, hole, ...], ...] of a PolygonSet (float64)."""
+    out: list[list[np.ndarray]] = []
+    for ring, hole in zip(ps.rings, ps.ring_is_hole):
+        r = np.asarray(ring, dtype=np.float64)
+        if hole:
+            out[-1].append(r)
+        else:
+            out.append([r])
+    return out
+
+
+def _body_velocities(poses: np.ndarray, dt: float = DT) -> tuple[np.ndarray, np.ndarray]:
+    """Finite-difference (n, 2) velocity and acceleration in each pose's body frame from (n, 3) poses at dt."""
+    v_w = np.gradient(poses[:, :2], dt, axis=0)
+    a_w = np.gradient(v_w, dt, axis=0)
+    c, s = np.cos(poses[:, 2]), np.sin(poses[:, 2])
+
+    def body(v: np.ndarray) -> np.ndarray:
+        return np.stack([c * v[:, 0] + s * v[:, 1], -s * v[:, 0] + c * v[:, 1]], axis=1)
+
+    return body(v_w), body(a_w)
+
+
+class _MapWriter:
+    """Accumulates the nuPlan GeoPackage rows of all exported scenes (UTM coordinates)."""
+
+    TABLES = ("lanes_polygons", "lane_connectors", "gen_lane_connectors_scaled_width_polygons", "baseline_paths",
+              "boundaries", "lane_groups_polygons", "lane_group_connectors", "stop_polygons", "intersections",
+              "crosswalks", "carpark_areas", "road_segments", "generic_drivable_areas", "walkways")
+    COLUMNS: dict[str, dict[str, str]] = {
+        "lanes_polygons": {"lane_fid": "INTEGER", "lane_group_fid": "INTEGER", "lane_index": "INTEGER",
+                           "left_boundary_fid": "INTEGER", "right_boundary_fid": "INTEGER",
+                           "speed_limit_mps": "REAL"},
+        "lane_connectors": {"exit_lane_fid": "INTEGER", "entry_lane_fid": "INTEGER",
+                            "lane_group_connector_fid": "INTEGER", "speed_limit_mps": "REAL",
+                            "traffic_light_stop_line_fids": "TEXT"},
+        "gen_lane_connectors_scaled_width_polygons": {"lane_connector_fid": "INTEGER", "left_boundary_fid": "INTEGER",
+                                                      "right_boundary_fid": "INTEGER"},
+        "baseline_paths": {"lane_fid": "INTEGER", "lane_connector_fid": "INTEGER"},
+        "boundaries": {"boundary_type_fid": "INTEGER"},
+        "lane_groups_polygons": {},
+        "lane_group_connectors": {"from_lane_group_fid": "INTEGER", "to_lane_group_fid": "INTEGER",
+                                  "intersection_fid": "INTEGER"},
+        "stop_polygons": {"stop_polygon_type_fid": "INTEGER"},
+        "intersections": {"intersection_type_fid": "INTEGER"},
+        "crosswalks": {}, "carpark_areas": {}, "road_segments": {}, "generic_drivable_areas": {}, "walkways": {},
+    }
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[Feature]] = {t: [] for t in self.TABLES}
+        self._next = 1000
+
+    def fid(self) -> int:
+        self._next += 1
+        return self._next
+
+    def add(self, table: str, fid: int, geom: BaseGeometry, **attrs: Any) -> int:
+        self.rows[table].append(Feature(fid, geom, attrs))
+        return fid
+
+    def add_scene(self, scene: Scene, origin: np.ndarray, heading: float) -> tuple[dict[str, int], list[int], int, int]:
+        """Write one scene's map at UTM ``origin`` / ``heading``.
+
+        Returns (lane id -> fid, route roadblock fids, dropped edges, dropped lights)."""
+        mp = scene.map
+        L = mp.num_lanes
+
+        def w(a: np.ndarray) -> np.ndarray:
+            return to_global(np.asarray(a, dtype=np.float64), origin, heading)
+
+        is_conn = np.asarray(mp.lane_is_connector, bool)
+        fids = [self.fid() for _ in range(L)]
+        centers = [w(c) for c in mp.lane_centerlines]
+        polys = []
+        for rings in _polygonset_polygons(mp.lane_polygons):
+            p = _polygon_from_rings([w(r) for r in rings])
+            polys.append(p if p.is_valid else (_largest_polygon(shapely.make_valid(p)) or p.buffer(0)))
+
+        # Roadblocks / roadblock connectors: one per (lane_group, kind); ungrouped lanes get their own.
+        group_key = [(int(g), bool(c)) if g >= 0 else ("solo", i) for i, (g, c) in enumerate(zip(mp.lane_group, is_conn))]
+        block_fid: dict[Any, int] = {}
+        members: dict[Any, list[int]] = {}
+        for i, k in enumerate(group_key):
+            if k not in block_fid:
+                block_fid[k] = self.fid()
+            members.setdefault(k, []).append(i)
+
+        preds: dict[int, list[int]] = {i: [] for i in range(L)}
+        succs: dict[int, list[int]] = {i: [] for i in range(L)}
+        dropped = 0
+        for a, b in np.asarray(mp.lane_successors).reshape(-1, 2):
+            a, b = int(a), int(b)
+            if is_conn[a] == is_conn[b]:
+                dropped += 1  # lane -> lane or connector -> connector: not representable in nuPlan
+                continue
+            succs[a].append(b)
+            preds[b].append(a)
+        exit_of, entry_of = {}, {}
+        for i in np.flatnonzero(is_conn):
+            exit_of[i] = preds[i][0] if preds[i] else None
+            entry_of[i] = succs[i][0] if succs[i] else None
+            dropped += max(len(preds[i]) - 1, 0) + max(len(succs[i]) - 1, 0)
+        # Lane -> connector edges must agree with the connector's (single) exit lane.
+        dropped += sum(1 for i in range(L) if not is_conn[i] for j in succs[i] if exit_of.get(j) != i)
+        dropped += sum(1 for i in range(L) if not is_conn[i] for j in preds[i] if entry_of.get(j) != i)
+
+        # lane_index: left -> right within each roadblock by lateral offset of the centreline midpoints.
+        lane_index = {}
+        for k, idx in members.items():
+            if is_conn[idx[0]]:
+                continue
+            ref = centers[idx[0]]
+            mid_ref = LineString(ref).interpolate(0.5, normalized=True)
+            d = np.diff(ref, axis=0).sum(axis=0)
+            d = d / max(np.linalg.norm(d), 1e-9)
+            lat = []
+            for i in idx:
+                m = LineString(centers[i]).interpolate(0.5, normalized=True)
+                lat.append(d[0] * (m.y - mid_ref.y) - d[1] * (m.x - mid_ref.x))
+            for rank, j in enumerate(np.argsort(-np.asarray(lat), kind="stable")):
+                lane_index[idx[j]] = rank
+
+        # Intersections, crosswalks.
+        inter_polys = [_polygon_from_rings([w(r) for r in rings]) for rings in _polygonset_polygons(mp.intersections)]
+        inter_fids = [self.add("intersections", self.fid(), p, intersection_type_fid=0) for p in inter_polys]
+        for rings in _polygonset_polygons(mp.crosswalks):
+            self.add("crosswalks", self.fid(), _polygon_from_rings([w(r) for r in rings]))
+
+        # Traffic lights: connectors with any light get a TRAFFIC_LIGHT stop polygon at their start.
+        light = np.asarray(mp.lane_light_state)
+        has_light = np.any(light != LIGHT_NONE, axis=0) if L else np.zeros(0, bool)
+        dropped_lights = int(np.count_nonzero(light[:, ~is_conn] != LIGHT_NONE)) if L else 0
+        dropped_lights += int(np.count_nonzero(light[:, is_conn] == 2))  # yellow -> not red
+
+        for i in range(L):
+            c = centers[i]
+            left_fid = self.add("boundaries", self.fid(), LineString(w(mp.lane_left_boundaries[i])),
+                                boundary_type_fid=2)
+            # Right boundaries are stored reversed on purpose: nuPlan boundaries may run against the baseline.
+            right_fid = self.add("boundaries", self.fid(), LineString(w(mp.lane_right_boundaries[i])[::-1]),
+                                 boundary_type_fid=2)
+            speed = float(mp.lane_speed_limits[i])
+            speed_v = speed if math.isfinite(speed) else None
+            bf = block_fid[group_key[i]]
+            if is_conn[i]:
+                stop = ""
+                if has_light[i]:
+                    p0, h0 = c[0], math.atan2(*(c[1] - c[0])[::-1])
+                    half = 0.5 * max(float(np.linalg.norm(w(mp.lane_left_boundaries[i])[0]
+                                                          - w(mp.lane_right_boundaries[i])[0])), 2.0)
+                    rect = Polygon(to_global(np.array([[0.0, -half], [1.0, -half], [1.0, half], [0.0, half]]),
+                                             p0, h0))
+                    stop = str(self.add("stop_polygons", self.fid(), rect, stop_polygon_type_fid=2))
+                ex, en = exit_of.get(i), entry_of.get(i)
+                self.add("lane_connectors", fids[i], LineString(c),
+                         exit_lane_fid=fids[ex] if ex is not None else None,
+                         entry_lane_fid=fids[en] if en is not None else None,
+                         lane_group_connector_fid=bf, speed_limit_mps=speed_v, traffic_light_stop_line_fids=stop)
+                self.add("gen_lane_connectors_scaled_width_polygons", self.fid(), polys[i], lane_connector_fid=fids[i],
+                         left_boundary_fid=left_fid, right_boundary_fid=right_fid)
+                self.add("baseline_paths", self.fid(), LineString(c), lane_fid=None, lane_connector_fid=fids[i])
+            else:
+                self.add("lanes_polygons", fids[i], polys[i], lane_fid=fids[i], lane_group_fid=bf,
+                         lane_index=lane_index.get(i, 0), left_boundary_fid=left_fid, right_boundary_fid=right_fid,
+                         speed_limit_mps=speed_v)
+                self.add("baseline_paths", self.fid(), LineString(c), lane_fid=fids[i], lane_connector_fid=None)
+
+        for k, idx in members.items():
+            union = shapely.union_all([polys[i] for i in idx])
+            if not is_conn[idx[0]]:
+                self.add("lane_groups_polygons", block_fid[k], union)
+                continue
+            frm = next((block_fid[group_key[exit_of[i]]] for i in idx if exit_of.get(i) is not None), None)
+            to = next((block_fid[group_key[entry_of[i]]] for i in idx if entry_of.get(i) is not None), None)
+            inter = None
+            if any(bool(mp.lane_is_intersection[i]) for i in idx):
+                inter = next((f for f, p in zip(inter_fids, inter_polys) if p.intersects(union)), None)
+            self.add("lane_group_connectors", block_fid[k], union, from_lane_group_fid=frm, to_lane_group_fid=to,
+                     intersection_fid=inter)
+
+        # Drivable area: road_segments hold the scene's drivable polygons (nuPlan's DRIVABLE_AREA); the part not
+        # covered by lanes, connectors and intersections goes to carpark_areas, which PDMDrivableMap (and so the
+        # reader) counts as drivable while it ignores road_segments.
+        drivable = [_polygon_from_rings([w(r) for r in rings]) for rings in _polygonset_polygons(mp.drivable_area)]
+        for p in drivable:
+            self.add("road_segments", self.fid(), p)
+        if drivable:
+            covered = shapely.union_all(polys + inter_polys) if (polys or inter_polys) else Polygon()
+            rest = shapely.difference(shapely.union_all(drivable), covered)
+            for part in getattr(rest, "geoms", [rest]):
+                if part.geom_type == "Polygon" and part.area > 0.05:
+                    self.add("carpark_areas", self.fid(), part)
+
+        route_blocks: list[int] = []
+        for i in np.asarray(scene.route_lanes, np.int64):
+            bf = block_fid[group_key[int(i)]]
+            if not route_blocks or route_blocks[-1] != bf:
+                route_blocks.append(bf)
+        return {str(mp.lane_ids[i]): fids[i] for i in range(L)}, route_blocks, dropped, dropped_lights
+
+    def write(self, path: Path, epsg: int, version: str, lonlat: bool) -> None:
+        srs = epsg
+        rows = self.rows
+        if lonlat:
+            zone, south = utm_zone_from_epsg(epsg)
+            rows = {}
+            for t, feats in self.rows.items():
+                geoms = project_geometries([f.geometry for f in feats], zone, south, inverse=True) if feats else []
+                rows[t] = [Feature(f.fid, g, f.attributes) for f, g in zip(feats, geoms)]
+            srs = 4326
+        layers = {t: Layer(rows[t], self.COLUMNS[t]) for t in self.TABLES}
+        write_geopackage(path, layers, srs_id=srs,
+                         meta={"projectedCoordSystem": f"epsg:{epsg}", "geographicCoordSystem": "epsg:4326",
+                               "version": version})
+
+
+def _frame_token(token: str, j: int) -> str:
+    return token if j == 0 else hashlib.sha1(f"{token}/{j}".encode()).hexdigest()[:16]
+
+
+def export_navsim(scenes: Iterable[Scene], out_dir: str | os.PathLike, *, map_name: str = "us-nv-las-vegas-strip",
+                  map_version: str | None = None, epsg: int | None = None,
+                  utm_origin: tuple[float, float] | None = None, spacing: float = 3000.0, grid_columns: int = 20,
+                  headings: Sequence[float] | None = None, num_future_frames: int = 10, log_name: str | None = None,
+                  lonlat: bool = False) -> ExportResult:
+    """Write scenes as NAVSIM log pickles + a nuPlan map GeoPackage (the layout :func:`iter_scenes` reads).
+
+    Layout::
+
+        <out_dir>/maps/nuplan-maps-v1.0.json            {map_name: {"version": map_version, "layers": {}}}
+        <out_dir>/maps/<map_name>/<map_version>/map.gpkg
+        <out_dir>/logs/<log_name>.pkl                   list of frame dicts (every key of data-formats.md 4)
+
+    Placement: scene k's ego frame at t0 is put at UTM ``utm_origin + spacing * (k % grid_columns, k //
+    grid_columns)`` with heading ``headings[k]`` (default ``0.3 + 0.7 k`` rad, wrapped, so the rotation is
+    exercised); scene maps are written whole, so keep ``spacing`` above twice (map extent + reader radius).
+
+    Frames: each scene is a block of ``4 + num_future_frames`` consecutive 2 Hz frames of its log (the log is
+    ``log_name`` or the scene's ``metadata.log_name`` or ``navsim_export``): 4 history frames (ego poses, velocity and
+    acceleration from the scene), 8 future frames and, beyond them, ego poses extrapolated at constant velocity and
+    yaw rate (NAVSIM windows carry 10 future frames). ``anns`` hold the scene agents at t0 .. t0 + 4 s and are empty
+    elsewhere; ``traffic_lights`` hold (connector fid, is_red) at t0 .. t0 + 4 s (t0's for the history frames, the
+    last one's beyond). The t0 frame's token is the scene token.
+
+    Map: lanes -> lanes_polygons (+ baseline_paths, boundaries; right boundaries stored reversed), connectors ->
+    lane_connectors (+ gen_lane_connectors_scaled_width_polygons); lane groups -> lane_groups_polygons /
+    lane_group_connectors (polygon = union of their lanes), ungrouped lanes get a roadblock each; intersections,
+    crosswalks, TRAFFIC_LIGHT stop_polygons for lit connectors; drivable area -> road_segments, and its part outside
+    lanes/connectors/intersections -> carpark_areas. Lossy: edges nuPlan cannot hold (see ExportResult), lights on
+    non-connector lanes, yellow (-> green), ``lane_is_intersection`` of lanes outside intersection polygons.
+
+    Args:
+        lonlat: store the GeoPackage in EPSG:4326 lon/lat (the reader projects it back), to test that path.
+
+    Pickles use ``pickle.HIGHEST_PROTOCOL`` and hold only builtins and numpy arrays / float64 scalars, so the
+    restricted unpickler reads them.
+    """
+    if num_future_frames < NUM_FUTURE:
+        raise ValueError(f"num_future_frames must be >= {NUM_FUTURE}")
+    out = Path(out_dir)
+    maps_root, logs_dir = out / "maps", out / "logs"
+    map_version = map_version or MAP_VERSIONS.get(map_name, "1.0.0")
+    epsg = epsg or MAP_UTM_EPSG.get(map_name, 32611)
+    if utm_origin is None:
+        utm_origin = DEFAULT_UTM_ORIGINS.get(map_name, DEFAULT_UTM_ORIGINS["us-nv-las-vegas-strip"]) \
+            if map_name in DEFAULT_UTM_ORIGINS or epsg == 32611 else (500000.0, 4000000.0)
+    result = ExportResult(maps_root, logs_dir, maps_root / map_name / map_version / "map.gpkg", map_name,
+                          map_version, int(epsg))
+    writer = _MapWriter()
+    logs: dict[str, list[dict]] = {}
+    n_frames = NUM_HISTORY + num_future_frames
+    base_ts = 1_600_000_000_000_000
+    for k, scene in enumerate(scenes):
+        token = scene.token
+        if token in result.lane_fids:
+            raise ValueError(f"export_navsim: duplicate scene token {token!r}")
+        col, row_ = k % grid_columns, k // grid_columns
+        origin = np.array([utm_origin[0] + spacing * col, utm_origin[1] + spacing * row_])
+        heading = float(wrap_angle(headings[k] if headings is not None else 0.3 + 0.7 * k))
+        lane_fids, route_blocks, dropped, dropped_lights = writer.add_scene(scene, origin, heading)
+        result.tokens.append(token)
+        result.lane_fids[token] = lane_fids
+        result.placements[token] = (float(origin[0]), float(origin[1]), heading)
+        result.dropped_edges += dropped
+        result.dropped_lights += dropped_lights
+        name = log_name or scene.metadata.log_name or "navsim_export"
+        result.log_of[token] = name
+        frames = logs.setdefault(name, [])
+
+        # Ego poses in the t0 frame for frames j = -3 .. num_future_frames, extrapolated beyond 4 s.
+        e = scene.ego
+        local = np.concatenate([e.history, e.future])
+        extra = num_future_frames - NUM_FUTURE
+        if extra:
+            d = local[-1] - local[-2]
+            speed = math.hypot(d[0], d[1])
+            dyaw = float(wrap_angle(d[2]))
+            ext = []
+            p = local[-1].copy()
+            for _ in range(extra):
+                p = p.copy()
+                p[2] = float(wrap_angle(p[2] + dyaw))
+                p[0] += speed * math.cos(p[2])
+                p[1] += speed * math.sin(p[2])
+                ext.append(p)
+            local = np.concatenate([local, np.asarray(ext)])
+        world_xy = to_global(local[:, :2], origin, heading)
+        world_yaw = wrap_angle(local[:, 2] + heading)
+        vel_b, acc_b = _body_velocities(np.column_stack([world_xy, world_yaw]))
+        vel_b[:NUM_HISTORY] = e.history_velocity
+        acc_b[:NUM_HISTORY] = e.history_acceleration
+
+        mp = scene.map
+        conn = np.flatnonzero(np.asarray(mp.lane_is_connector, bool))
+        light_lists = []
+        for t in range(NUM_TIMES):
+            st = np.asarray(mp.lane_light_state)[t]
+            light_lists.append([(int(lane_fids[str(mp.lane_ids[i])]), bool(st[i] == LIGHT_RED)) for i in conn
+                                if st[i] != LIGHT_NONE])
+        cmd = np.zeros(4, np.int64)
+        cmd[scene.command] = 1
+        ts0 = int(scene.metadata.timestamp_us) or base_ts + 10_000_000 * k
+        a = scene.agents
+        log_token = hashlib.sha1(name.encode()).hexdigest()[:16]
+        for jj in range(n_frames):
+            j = jj - (NUM_HISTORY - 1)  # frame offset from t0
+            x, y, yaw = float(world_xy[jj, 0]), float(world_xy[jj, 1]), float(world_yaw[jj])
+            q = _quat_yaw(yaw)
+            rot = np.array([[math.cos(yaw), -math.sin(yaw), 0.0], [math.sin(yaw), math.cos(yaw), 0.0],
+                            [0.0, 0.0, 1.0]])
+            ego2global = np.eye(4)
+            ego2global[:3, :3] = rot
+            ego2global[:3, 3] = [x, y, 0.0]
+            lidar2ego = np.eye(4)
+            lidar2ego[:3, 3] = [0.0, 0.0, 1.8]
+            can_bus = np.zeros(18)
+            can_bus[0:3] = [x, y, 0.0]
+            can_bus[3:7] = q
+            can_bus[7:9] = acc_b[jj]
+            can_bus[10:12] = vel_b[jj]
+            frame_token = _frame_token(token, j)
+            t_idx = min(max(j, 0), NUM_TIMES - 1)
+            anns = {"gt_boxes": np.zeros((0, 7)), "gt_names": np.zeros(0, "<U14"),
+                    "gt_velocity_3d": np.zeros((0, 3)), "instance_tokens": [], "track_tokens": []}
+            if 0 <= j < NUM_TIMES and len(a):
+                valid = np.asarray(a.valid[j], bool)
+                b = np.asarray(a.boxes[j])[valid]
+                pose = local[jj]
+                gb = np.zeros((len(b), 7))
+                gb[:, :2] = to_local(b[:, :2], pose[:2], pose[2])
+                gb[:, 2] = b[:, 5] / 2.0
+                gb[:, 3:6] = b[:, 3:6]
+                gb[:, 6] = wrap_angle(b[:, 2] - pose[2])
+                c, s = math.cos(pose[2]), math.sin(pose[2])
+                v = np.zeros((len(b), 3))
+                v[:, 0] = c * b[:, 6] + s * b[:, 7]
+                v[:, 1] = -s * b[:, 6] + c * b[:, 7]
+                ids = [str(t) for t in np.asarray(a.track_id)[valid]]
+                names = [CATEGORY_TO_NAME[int(ci)] for ci in np.asarray(a.category)[valid]]
+                anns = {"gt_boxes": gb, "gt_names": np.array(names, dtype="<U14").reshape(-1),
+                        "gt_velocity_3d": v, "instance_tokens": [f"inst-{t}" for t in ids], "track_tokens": ids}
+            frames.append({
+                "token": frame_token,
+                "frame_idx": len(frames),
+                "timestamp": ts0 + 500_000 * j,
+                "log_name": name,
+                "log_token": log_token,
+                "scene_name": f"{name}-{token}",
+                "scene_token": _frame_token(token, -100),
+                "map_location": map_name,
+                "vehicle_name": "pacifica",
+                "sample_prev": None,
+                "sample_next": None,
+                "roadblock_ids": [str(f) for f in route_blocks],
+                "can_bus": can_bus,
+                "ego2global_translation": np.array([x, y, 0.0]),
+                "ego2global_rotation": q,
+                "ego_dynamic_state": [float(vel_b[jj, 0]), float(vel_b[jj, 1]), float(acc_b[jj, 0]),
+                                      float(acc_b[jj, 1])],
+                "lidar_path": f"{name}/MergedPointCloud/{frame_token}.pcd",
+                "lidar2ego_translation": lidar2ego[:3, 3].copy(),
+                "lidar2ego_rotation": [np.float64(1.0), np.float64(0.0), np.float64(0.0), np.float64(0.0)],
+                "ego2global": ego2global,
+                "lidar2ego": lidar2ego,
+                "lidar2global": ego2global @ lidar2ego,
+                "traffic_lights": list(light_lists[t_idx]),
+                "driving_command": cmd.copy(),
+                "cams": {ch: {"data_path": scene.cameras.get(ch, ""), "sensor2lidar_rotation": np.eye(3),
+                              "sensor2lidar_translation": np.zeros(3), "cam_intrinsic": np.eye(3),
+                              "distortion": np.zeros(5)} for ch in CAMERA_CHANNELS},
+                "anns": anns,
+            })
+    maps_root.mkdir(parents=True, exist_ok=True)
+    (maps_root / f"{MAPS_VERSION}.json").write_text(json.dumps({map_name: {"version": map_version, "layers": {}}}))
+    writer.write(result.gpkg_path, int(epsg), map_version, lonlat)
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    for name, frames in logs.items():
+        for i, fr in enumerate(frames):
+            fr["sample_prev"] = frames[i - 1]["token"] if i > 0 else None
+            fr["sample_next"] = frames[i + 1]["token"] if i + 1 < len(frames) else None
+        with open(logs_dir / f"{name}.pkl", "wb") as fh:
+            pickle.dump(frames, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    return result
