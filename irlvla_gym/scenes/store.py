@@ -474,8 +474,20 @@ class _OpenShard:
                 raise CorruptStoreError(path, f"dtype {arr.dtype} != manifest {field_dtypes[name]}")
             if count and (index[:, f, 1].max(initial=0) > len(arr) or index[:, f, 0].min(initial=0) < 0):
                 raise CorruptStoreError(path, f"holds {len(arr)} rows, the index needs {index[:, f, 1].max()}")
+            flat = layouts[name] == "flat"
+            if count:
+                # Each scene's slice must hold exactly its recorded shape (rows for concat, elements for flat).
+                rows = index[:, f]
+                length = rows[:, 1] - rows[:, 0]
+                dims = rows[:, _INDEX_FIXED_COLS:]
+                used = np.arange(dims.shape[1])[None, :] < rows[:, 3:4]
+                expect = np.prod(np.where(used, dims, 1), axis=1) if flat else np.where(rows[:, 3] > 0, dims[:, 0], 1)
+                if np.any(length != expect):
+                    bad = int(np.flatnonzero(length != expect)[0])
+                    raise CorruptStoreError(shard_dir / INDEX_FILE, f"scene {bad}, field {name!r}: slice of "
+                                            f"{length[bad]} does not match its recorded shape")
             self.data.append(arr.view(np.ndarray))  # plain ndarray: slicing skips memmap bookkeeping
-            self.flat.append(layouts[name] == "flat")
+            self.flat.append(flat)
 
 
 class SceneStore(Sequence[Scene]):
@@ -575,6 +587,13 @@ class SceneStore(Sequence[Scene]):
             max_open_shards = max(2, (limit // 2) // (len(self._names) + 1))
         self._max_open = max_open_shards
         self._open: OrderedDict[int, _OpenShard] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickling (e.g. to vector-env worker processes) sends the path and tables, not the mapped data."""
+        state = self.__dict__.copy()
+        state["_open"] = OrderedDict()
+        state["_token_index"] = None
+        return state
 
     # ---- metadata ----------------------------------------------------------------------------------------------
 

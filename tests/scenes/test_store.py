@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,13 @@ def test_round_trip_identical_arrays(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         store[4].ego.future[0, 0] = 1.0
     np.testing.assert_array_equal(store.shapes("agents.category")[:, 0], [i % 4 for i in range(23)])
+    # Few open shards (LRU eviction) and a pickled copy (as sent to worker processes) load the same scenes.
+    small = SceneStore(tmp_path / "s", verify=False, max_open_shards=1)
+    copy = pickle.loads(pickle.dumps(store))
+    assert not copy._open  # the mapped data is not pickled, only the tables
+    for i in np.random.default_rng(0).permutation(23):
+        assert_same_arrays(scenes[i], small[int(i)])
+        assert_same_arrays(scenes[i], copy[int(i)])
 
 
 def test_round_trip_synthetic(tmp_path: Path) -> None:
@@ -218,4 +226,15 @@ def test_header_tampering_detected_on_load(built: Path) -> None:
     assert len(fixed) - len(header) == arr.nbytes  # same itemsize (int64 -> float64): same size
     store = SceneStore(built, verify=False)
     with pytest.raises(CorruptStoreError, match=r"command\.npy: dtype"):
+        store[0]
+
+
+def test_index_tampering_detected(built: Path) -> None:
+    """An index whose slice lengths disagree with the recorded shapes is caught when its shard is opened."""
+    path = built / "shards" / "00000" / "index.npy"
+    index = np.load(path)
+    index[1, :, 1] += 1
+    np.save(path, index)
+    store = SceneStore(built, verify=False)
+    with pytest.raises(CorruptStoreError, match=r"00000/index\.npy: scene 1"):
         store[0]
