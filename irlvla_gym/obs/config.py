@@ -19,10 +19,8 @@ class ObsConfig:
         bev_range_side: metres visible to each side (image left = ego left). Default 32 m (64 m wide).
         bev_past_times: seconds before the current time at which agents are drawn faded into the ``agents_past``
             channel (older = fainter). Before the scene's t0 agents are extrapolated back at constant velocity.
-        bev_atlas_supersample: the static map layers are rasterised once per scene, in the scene frame, at this many
-            atlas pixels per BEV pixel, then warped to each ego pose.
-        bev_atlas_half_extent: half size (m) of the square around the scene origin covered by the static atlas.
-        bev_cache_size: scenes whose static atlas is kept (LRU).
+        bev_cache_size: LRU entries of static map layers, keyed by (scene token, ego pose); prepared map geometry
+            keeps 4x as many scenes. One entry is 3 x H x W bytes (48 kB at 128 x 128).
 
     Front camera (key ``camera``):
         camera_size: (H, W) pixels. Default 128 x 256.
@@ -49,9 +47,7 @@ class ObsConfig:
     bev_range_behind: float = 16.0
     bev_range_side: float = 32.0
     bev_past_times: tuple[float, ...] = (0.5, 1.0)
-    bev_atlas_supersample: int = 2
-    bev_atlas_half_extent: float = 160.0
-    bev_cache_size: int = 64
+    bev_cache_size: int = 256
 
     camera_size: tuple[int, int] = (128, 256)
     camera_source: str = "auto"
