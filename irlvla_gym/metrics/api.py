@@ -1,0 +1,149 @@
+"""End-to-end entry points: :func:`score_plans` (scene + plans) and :func:`score_states` (already simulated).
+
+Pipeline (navsim/evaluate/pdm_score.py ``pdm_score``): plans -> LQR/bicycle simulation (``irlvla_gym.sim``) ->
+agents (log replay, or reactive IDM) -> sub-scores (reference or fast implementation) -> EP normalisation, human
+false-positive filter, EPDMS.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from irlvla_gym.metrics.config import DEFAULT_CONFIG, ScorerConfig
+from irlvla_gym.metrics.context import AgentTracks, ScoringContext, prepare_scene
+from irlvla_gym.metrics.result import ScoreResult, finalize
+from irlvla_gym.scenes.scene import Scene
+
+Impl = Literal["fast", "reference"]
+
+
+def _implementation(impl: Impl):
+    if impl == "fast":
+        from irlvla_gym.metrics.fast import score_states_fast
+
+        return score_states_fast
+    if impl == "reference":
+        from irlvla_gym.metrics.reference import score_states_reference
+
+        return score_states_reference
+    raise ValueError(f"impl must be 'fast' or 'reference', got {impl!r}")
+
+
+def score_states(ctx: ScoringContext, states: np.ndarray, agents: AgentTracks, *,
+                 previous_states: np.ndarray | None = None, human_states: np.ndarray | None = None,
+                 reference_progress: float | None = None, impl: Impl = "fast") -> ScoreResult:
+    """Score already simulated ego states.
+
+    Args:
+        ctx: :func:`prepare_scene` output.
+        states: (K, 41, 11) simulated ego states (``irlvla_gym.sim.StateIndex`` columns).
+        agents: agents over the same 41 steps.
+        previous_states: (K or 1, 41, 11) simulated states of the plan made 0.5 s earlier, in this scene's frame;
+            None drops EC (EPDMS divisor 14).
+        human_states: (1, 41, 11) simulated expert trajectory for the human false-positive filter; None: no filter.
+        reference_progress: PDM-Closed's progress x its multiplicative product (m); None: the batch's best.
+        impl: "fast" (vectorised) or "reference" (shapely loops).
+    """
+    states = np.asarray(states, np.float64)
+    if states.ndim != 3 or states.shape[1:] != (ctx.config.num_states, 11):
+        raise ValueError(f"states must be (K, {ctx.config.num_states}, 11), got {states.shape}")
+    run = _implementation(impl)
+    result = run(ctx, states, agents, previous_states)
+    human = run(ctx, np.asarray(human_states, np.float64).reshape(1, *states.shape[1:]), agents, None) \
+        if human_states is not None else None
+    return finalize(result, ctx.config, reference_progress=reference_progress, human=human)
+
+
+def agent_tracks(scene: Scene, traffic: str = "log", states: np.ndarray | None = None) -> AgentTracks:
+    """Agents over the 41 simulation steps: ``traffic="log"`` replays the log (``irlvla_gym.sim.log_replay``)."""
+    import irlvla_gym.sim as sim
+
+    if traffic == "log":
+        if hasattr(sim, "log_replay"):
+            boxes, valid = sim.log_replay(scene)
+        else:  # the simulator's traffic module has not landed: same linear interpolation NAVSIM's replay does
+            boxes, valid = _interpolate_log(scene)
+    elif traffic in ("idm", "reactive"):
+        if not hasattr(sim, "reactive_agents"):
+            raise NotImplementedError("reactive traffic needs irlvla_gym.sim.reactive_agents")
+        boxes, valid = sim.reactive_agents(scene)
+    else:
+        raise ValueError(f"traffic must be 'log' or 'idm', got {traffic!r}")
+    return AgentTracks(np.asarray(boxes, np.float64), np.asarray(valid, bool), np.asarray(scene.agents.category))
+
+
+def _interpolate_log(scene: Scene, dt: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Linear 2 Hz -> 10 Hz interpolation of agent boxes (yaw unwrapped); valid where both samples are valid."""
+    boxes, valid = scene.agents.boxes, scene.agents.valid
+    n_out = int(round((boxes.shape[0] - 1) * 0.5 / dt)) + 1
+    t = np.arange(n_out) * dt / 0.5
+    i0 = np.minimum(np.floor(t + 1e-9).astype(int), boxes.shape[0] - 2)
+    a = (t - i0)[:, None, None]
+    b0, b1 = boxes[i0].copy(), boxes[i0 + 1].copy()
+    b1[..., 2] = b0[..., 2] + (b1[..., 2] - b0[..., 2] + np.pi) % (2 * np.pi) - np.pi
+    out = (1 - a) * b0 + a * b1
+    out[..., 2] = (out[..., 2] + np.pi) % (2 * np.pi) - np.pi
+    at_knot = np.isclose(a[:, 0, 0], 0.0)
+    v = np.where(at_knot[:, None], valid[i0], valid[i0] & valid[i0 + 1])
+    v = np.where(np.isclose(a[:, 0, 0], 1.0)[:, None], valid[i0 + 1], v)
+    return out, v
+
+
+def previous_plan_states(scene: Scene, previous_plans: np.ndarray) -> np.ndarray:
+    """Simulate plans made 0.5 s earlier, given in the ego frame at t = -0.5 s, into this scene's frame.
+
+    The start state is the logged ego at t = -0.5 s (pose ``history[-2]``, its velocity and acceleration).
+
+    Returns:
+        (K, 41, 11) states in the t0 ego frame (t = -0.5 .. 3.5 s).
+    """
+    from irlvla_gym.scenes.geometry import to_global
+    from irlvla_gym.sim import simulate_plans
+
+    plans = np.asarray(previous_plans, np.float64)
+    plans = plans[None] if plans.ndim == 2 else plans
+    pose = scene.ego.history[-2]
+    world = np.empty_like(plans)
+    world[..., :2] = to_global(plans[..., :2], pose[:2], float(pose[2]))
+    world[..., 2] = (plans[..., 2] + pose[2] + np.pi) % (2 * np.pi) - np.pi
+    start = np.zeros(11)
+    start[:3] = pose
+    start[3:5] = scene.ego.history_velocity[-2]
+    start[5:7] = scene.ego.history_acceleration[-2]
+    start = np.broadcast_to(start, (len(plans), 11))
+    return simulate_plans(start, world)
+
+
+def score_plans(scene: Scene, plans: np.ndarray, *, previous_plans: np.ndarray | None = None,
+                human_filter: bool = True, traffic: str = "log", reference_progress: float | None = None,
+                impl: Impl = "fast", context: ScoringContext | None = None,
+                config: ScorerConfig = DEFAULT_CONFIG) -> ScoreResult:
+    """Simulate and score K plans in one scene.
+
+    Args:
+        scene: the scene.
+        plans: (K, 8, 3) or (8, 3) poses [x, y, yaw] at t = 0.5 .. 4 s in the t0 ego frame (rear axle).
+        previous_plans: (K or 1, 8, 3) plans made 0.5 s earlier, in the ego frame at t = -0.5 s; enables EC.
+        human_filter: score the logged expert future too and neutralise sub-scores it fails (NAVSIM v2 default).
+        traffic: "log" (non-reactive replay) or "idm".
+        reference_progress: PDM-Closed's progress x product (m); None normalises EP over the batch.
+        impl: "fast" or "reference".
+        context: a cached :func:`prepare_scene` result for this scene (built when None).
+        config: thresholds.
+
+    Returns:
+        :class:`ScoreResult` over the K plans.
+    """
+    from irlvla_gym.sim import simulate_plans
+
+    plans = np.asarray(plans, np.float64)
+    plans = plans[None] if plans.ndim == 2 else plans
+    ctx = context if context is not None else prepare_scene(scene, config)
+    states = simulate_plans(scene, plans)
+    agents = agent_tracks(scene, traffic, states)
+    human = simulate_plans(scene, scene.ego.future[None]) if human_filter else None
+    previous = previous_plan_states(scene, previous_plans) if previous_plans is not None else None
+    return score_states(ctx, states, agents, previous_states=previous, human_states=human,
+                        reference_progress=reference_progress, impl=impl)

@@ -1,0 +1,105 @@
+"""History comfort (HC) and two-frame extended comfort (EC), batched over plans.
+
+Mirrors navsim/planning/simulation/planner/pdm_planner/scoring/pdm_comfort_metrics.py (itself nuPlan's
+ego_*_metrics): Savitzky-Golay smoothing of accelerations (window 8, order 2), Savitzky-Golay derivatives for jerk
+and yaw rate (window 15, order 2) and yaw acceleration (window 15, order 3), values rounded to 8 decimals, bounds
+strict (``lower < value < upper``). The arithmetic is already vectorised in NAVSIM, so both scorer implementations
+share this module (the reference calls it one plan at a time).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.signal import savgol_filter
+
+from irlvla_gym.metrics import boxes as B
+from irlvla_gym.metrics.config import COMFORT_NAMES, EC_NAMES, ScorerConfig
+
+_DECIMALS = 8
+
+
+def _smooth(values: np.ndarray, window: int, order: int, deriv: int = 0, delta: float = 1.0) -> np.ndarray:
+    """Savitzky-Golay along the last axis; the window shrinks to the series length as nuPlan does."""
+    n = values.shape[-1]
+    window = min(window, n)
+    order = min(order, window - 1)
+    return savgol_filter(values, window_length=window, polyorder=order, deriv=deriv, delta=delta, axis=-1)
+
+
+def comfort_series(states: np.ndarray, config: ScorerConfig) -> dict[str, np.ndarray]:
+    """Per-step comfort quantities.
+
+    Args:
+        states: (K, T, 11) simulator states at ``config.dt``.
+
+    Returns:
+        dict name -> (K, T): ``lon_accel``, ``lat_accel``, ``accel`` (magnitude), ``jerk`` (of the magnitude),
+        ``lon_jerk``, ``yaw_rate``, ``yaw_accel`` (m/s^2, m/s^3, rad/s, rad/s^2).
+    """
+    dt = config.dt
+    aw, order = config.accel_window, config.accel_poly_order
+    dw = config.derivative_window
+    ax, ay = states[..., B.AX], states[..., B.AY]
+    lon = np.round(_smooth(ax, aw, order), _DECIMALS)
+    lat = np.round(_smooth(ay, aw, order), _DECIMALS)
+    mag = np.round(_smooth(np.hypot(ax, ay), aw, order), _DECIMALS)
+    jerk = np.round(_smooth(mag, dw, order, deriv=1, delta=dt), _DECIMALS)
+    lon_jerk = np.round(_smooth(lon, dw, order, deriv=1, delta=dt), _DECIMALS)
+    heading = np.unwrap(states[..., B.YAW], axis=-1)
+    yaw_rate = np.round(_smooth(heading, dw, order, deriv=1, delta=dt), _DECIMALS)
+    yaw_accel = np.round(_smooth(heading, dw, config.yaw_accel_poly_order, deriv=2, delta=dt), _DECIMALS)
+    return {"lon_accel": lon, "lat_accel": lat, "accel": mag, "jerk": jerk, "lon_jerk": lon_jerk,
+            "yaw_rate": yaw_rate, "yaw_accel": yaw_accel}
+
+
+def history_comfort(states: np.ndarray, history: np.ndarray, config: ScorerConfig
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """HC: comfort bounds over the logged 1.5 s history followed by the simulated 4 s.
+
+    Args:
+        states: (K, 41, 11) simulated states.
+        history: (H, 11) logged states at t = -1.5 .. -0.1 s.
+
+    Returns:
+        hc (K,) in {0, 1}; ok (K, 6) bool per bound (:data:`COMFORT_NAMES`); value_min, value_max (K, 6).
+    """
+    K = states.shape[0]
+    full = np.concatenate([np.broadcast_to(history, (K,) + history.shape), states], axis=1)
+    s = comfort_series(full, config)
+    lo = np.array([config.min_lon_accel, -config.max_abs_lat_accel, -config.max_abs_jerk, -config.max_abs_lon_jerk,
+                   -config.max_abs_yaw_accel, -config.max_abs_yaw_rate])
+    hi = np.array([config.max_lon_accel, config.max_abs_lat_accel, config.max_abs_jerk, config.max_abs_lon_jerk,
+                   config.max_abs_yaw_accel, config.max_abs_yaw_rate])
+    vals = np.stack([s["lon_accel"], s["lat_accel"], s["jerk"], s["lon_jerk"], s["yaw_accel"], s["yaw_rate"]],
+                    axis=1)  # (K, 6, T)
+    vmin, vmax = vals.min(axis=-1), vals.max(axis=-1)
+    ok = (vmin > lo) & (vmax < hi)
+    return ok.all(axis=1).astype(np.float64), ok, vmin, vmax
+
+
+def extended_comfort(states: np.ndarray, previous_states: np.ndarray, config: ScorerConfig
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """EC: RMS difference of comfort quantities between this plan and the plan made 0.5 s earlier.
+
+    Each trajectory's quantities are computed over its own 41 states; the previous plan's steps 5..40 overlap the
+    current plan's steps 0..35 (36 states).
+
+    Args:
+        states: (K, 41, 11) current simulated states.
+        previous_states: (K, 41, 11) or (1, 41, 11) the previous plan's simulated states, in the current ego frame.
+
+    Returns:
+        ec (K,) in {0, 1}; rms (K, 4) for :data:`EC_NAMES` (accel, jerk, yaw_rate, yaw_accel).
+    """
+    shift = config.ec_shift_steps
+    n = states.shape[1] - shift
+    cur = comfort_series(states, config)
+    prev = comfort_series(previous_states, config)
+    rms = np.stack([np.sqrt(np.mean((cur[name][:, :n] - prev[name][:, shift:shift + n]) ** 2, axis=-1))
+                    for name in EC_NAMES], axis=1)
+    limits = np.array([config.ec_max_accel_rms, config.ec_max_jerk_rms, config.ec_max_yaw_rate_rms,
+                       config.ec_max_yaw_accel_rms])
+    return np.all(rms <= limits, axis=1).astype(np.float64), rms
+
+
+assert COMFORT_NAMES == ("lon_accel", "lat_accel", "jerk", "lon_jerk", "yaw_accel", "yaw_rate")
