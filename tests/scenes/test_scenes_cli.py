@@ -79,6 +79,8 @@ def test_build_synthetic(tmp_path: Path, capsys) -> None:
      "--path {tmp}/nothing: no such file or directory"),
     (["scenes", "build", "--source", "scenarionet", "--path", "{tmp}", "--drivable-area", "{tmp}/none.json",
       "--out", "{tmp}/o"], "--drivable-area {tmp}/none.json: no such file"),
+    (["scenes", "build", "--source", "navsim", "--path", "{tmp}", "--maps-root", "{tmp}/nomaps", "--out", "{tmp}/o"],
+     "--maps-root {tmp}/nomaps: no such directory"),
     (["scenes", "build", "--source", "handmade", "--num", "0", "--out", "{tmp}/o"], "--num must be >= 1"),
     (["scenes", "build", "--source", "handmade", "--shard-size", "0", "--out", "{tmp}/o"], "--shard-size must be"),
     (["scenes", "build", "--source", "handmade", "--out", "{tmp}/file.txt"], "--out {tmp}/file.txt: exists and is not"),
