@@ -196,14 +196,13 @@ def check_scenario(scenario: Any, source: str = "<scenario>") -> None:
         where = f"tracks[{tid!r}]"
         _require(track, "type", where, source)
         state = _require(track, "state", where, source)
-        for key, ncols in (("position", 2), ("heading", 0), ("valid", 0)):
+        for key, min_cols in (("position", 2), ("heading", 1), ("valid", 1)):
             arr = np.asarray(_require(state, key, f"{where}.state", source))
-            ok = arr.ndim == (2 if ncols else 1) and len(arr) == T and (not ncols or arr.shape[1] >= ncols)
-            if key == "heading" and arr.ndim == 2 and arr.shape[1] == 1 and len(arr) == T:
-                ok = True
+            cols = arr.shape[1] if arr.ndim == 2 else 1
+            ok = arr.ndim in (1, 2) and len(arr) == T and (cols >= min_cols if key == "position" else cols == 1)
             if not ok or arr.dtype.kind not in "fiub":
                 raise ScenarioNetFormatError(source, f"{where}.state.{key}",
-                                             f"expected a ({T}{', >=2' if ncols else ''}) number array, "
+                                             f"expected a ({T}{', >=2' if key == 'position' else ''}) number array, "
                                              f"got {arr.shape} {arr.dtype}")
         if not any(k in state for k in ("length", "size")):
             raise ScenarioNetFormatError(source, f"{where}.state.length", "missing (and no 'size' column)")
@@ -312,10 +311,10 @@ class _WorldMap:
     """The scenario's map in the world frame, with the indexes needed to crop it per window."""
 
     lane_ids: np.ndarray  # (L,) str
-    centerlines: list  # L x (n, 2)
-    lefts: list
-    rights: list
-    rings: list  # L x (m, 2) lane polygon exteriors
+    centerlines: Ragged  # L polylines, packed (float64 world coordinates)
+    lefts: Ragged
+    rights: Ragged
+    rings: Ragged  # L lane polygon exteriors (open rings)
     polygons: np.ndarray  # (L,) shapely Polygons
     tree: Any  # STRtree over polygons
     speed: np.ndarray  # (L,) m/s, NaN unknown
@@ -647,11 +646,18 @@ def _build_world_map(scn: Mapping, T: int, drivable: Any, source: str) -> _World
     inter_polys = [p for p, m in zip(polys, is_inter) if m]
     intersections = _closing(inter_polys) if inter_polys else None
     return _WorldMap(
-        lane_ids=np.asarray(ids, dtype=str) if L else np.zeros(0, "<U1"), centerlines=cls, lefts=lefts,
-        rights=rights, rings=rings, polygons=polygons, tree=shapely.STRtree(polygons),
+        lane_ids=np.asarray(ids, dtype=str) if L else np.zeros(0, "<U1"), centerlines=_pack(cls),
+        lefts=_pack(lefts), rights=_pack(rights), rings=_pack(rings), polygons=polygons, tree=shapely.STRtree(polygons),
         speed=np.asarray(speed, np.float32), is_connector=is_conn, is_intersection=is_inter, successors=succ,
         left_nb=left_nb, right_nb=right_nb, light=light, crosswalks=crosswalks, drivable=drivable,
         intersections=intersections)
+
+
+def _pack(lines: list) -> Ragged:
+    """Pack (n_i, 2) float64 arrays into a Ragged that keeps float64 (world coordinates need it)."""
+    offsets = np.zeros(len(lines) + 1, np.int64)
+    np.cumsum([len(x) for x in lines], out=offsets[1:])
+    return Ragged(np.concatenate(lines) if lines else np.zeros((0, 2)), offsets)
 
 
 def load_drivable_area(path: str | os.PathLike) -> Any:
@@ -689,8 +695,6 @@ def load_drivable_area(path: str | os.PathLike) -> Any:
         for p in getattr(part, "geoms", [part]):
             v = shapely.make_valid(p)
             polys.extend(g for g in getattr(v, "geoms", [v]) if g.geom_type == "Polygon" and not g.is_empty)
-            if v.geom_type == "MultiPolygon":
-                pass
     return shapely.unary_union(polys)
 
 
@@ -864,13 +868,21 @@ class _Converter:
         remap = -np.ones(len(wm.lane_ids) + 1, np.int64)
         remap[sel] = np.arange(len(sel))
 
-        def loc(lines: list) -> list:
-            return [to_local(lines[i], o_xy, o_yaw) for i in sel]
+        def loc(packed: Ragged) -> Ragged:
+            """Select lanes ``sel`` from a packed world-frame Ragged and move them into the ego frame at once."""
+            lengths = packed.lengths[sel]
+            offsets = np.zeros(len(sel) + 1, np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            starts = np.repeat(packed.offsets[sel], lengths)
+            gather = starts + np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths)
+            pts = to_local(packed.points[gather], o_xy, o_yaw).astype(np.float32)
+            return Ragged(pts, offsets)
 
         succ = wm.successors
         if len(succ):
             succ = remap[succ]
             succ = succ[(succ >= 0).all(1)]
+        succ = succ.reshape(-1, 2).astype(np.int64)
         bbox = (o_xy[0] - r * math.sqrt(2), o_xy[1] - r * math.sqrt(2), o_xy[0] + r * math.sqrt(2),
                 o_xy[1] + r * math.sqrt(2))
 
@@ -886,13 +898,16 @@ class _Converter:
             return PolygonSet.from_shapely(parts)
 
         cw = [p for p in wm.crosswalks if p.intersects(square)]
-        mp = MapData.from_lists(
-            lane_ids=list(wm.lane_ids[sel]), centerlines=loc(wm.centerlines), left_boundaries=loc(wm.lefts),
-            right_boundaries=loc(wm.rights), lane_polygons=PolygonSet.from_exteriors(loc(wm.rings)),
-            drivable_area=local_polys(wm.drivable), speed_limits=wm.speed[sel], is_connector=wm.is_connector[sel],
-            is_intersection=wm.is_intersection[sel], successors=[tuple(e) for e in succ],
-            left_neighbor=remap[wm.left_nb[sel]], right_neighbor=remap[wm.right_nb[sel]],
-            light_state=wm.light[idx][:, sel], intersections=local_polys(wm.intersections),
+        n = len(sel)
+        mp = MapData(
+            lane_ids=wm.lane_ids[sel], lane_centerlines=loc(wm.centerlines), lane_left_boundaries=loc(wm.lefts),
+            lane_right_boundaries=loc(wm.rights),
+            lane_polygons=PolygonSet(loc(wm.rings), np.arange(n, dtype=np.int64), np.zeros(n, bool)),
+            lane_speed_limits=wm.speed[sel], lane_is_connector=wm.is_connector[sel],
+            lane_is_intersection=wm.is_intersection[sel], lane_group=-np.ones(n, np.int64), lane_successors=succ,
+            lane_left_neighbor=remap[wm.left_nb[sel]], lane_right_neighbor=remap[wm.right_nb[sel]],
+            lane_light_state=wm.light[idx][:, sel], drivable_area=local_polys(wm.drivable),
+            intersections=local_polys(wm.intersections),
             crosswalks=PolygonSet.from_exteriors([to_local(np.asarray(p.exterior.coords)[:-1], o_xy, o_yaw)
                                                   for p in cw]),
         )
