@@ -6,8 +6,10 @@ from irlvla_gym.sim.geometry import agent_corners, ego_boxes, ego_centers, ego_c
 from irlvla_gym.sim.interpolation import interpolate_plan
 from irlvla_gym.sim.state import STATE_FIELDS, StateIndex
 from irlvla_gym.sim.tracker import initial_state, simulate_plans
+from irlvla_gym.sim.traffic import AgentTrack, IDMTraffic, idm_acceleration, log_replay, simulate_idm_agents
 
 __all__ = [
     "IDMParams", "SimConfig", "TrafficConfig", "StateIndex", "STATE_FIELDS", "agent_corners", "ego_boxes",
     "ego_centers", "ego_corners", "interpolate_plan", "initial_state", "simulate_plans",
+    "AgentTrack", "IDMTraffic", "idm_acceleration", "log_replay", "simulate_idm_agents",
 ]

@@ -66,6 +66,7 @@ class TrafficConfig:
     lane_match_max_heading: float = float(np.pi / 4)  # [rad] heading difference to the lane direction
     lane_match_heading_weight: float = 2.0  # [m/rad] position+heading matching cost = dist + w * |dyaw|
     path_spacing: float = 1.0  # [m] resampling step of the agent paths
+    lateral_offset_decay: float = 30.0  # [m] an agent's t0 offset from its lane centre fades out over this distance
     lookahead: float = 60.0  # [m] corridor length searched for a leader ahead of the agent centre
     stop_at_red_lights: bool = True  # nuPlan IDM agents stop before red lane connectors
     prevent_overlap: bool = True  # clamp progress so an agent never drives into its leader's box (see traffic.py)
