@@ -320,6 +320,7 @@ class _WorldMap:
     speed: np.ndarray  # (L,) m/s, NaN unknown
     is_connector: np.ndarray  # (L,) bool
     is_intersection: np.ndarray  # (L,) bool
+    group: np.ndarray  # (L,) int64 lane-group (roadblock) index from neighbour components
     successors: np.ndarray  # (E, 2) int64
     left_nb: np.ndarray  # (L,) int64
     right_nb: np.ndarray
@@ -591,6 +592,10 @@ def _build_world_map(scn: Mapping, T: int, drivable: Any, source: str) -> _World
                     best, best_len = index[nid[0]], span
             arr[i] = best
 
+    if L and not any(("left_neighbor" in f) or ("right_neighbor" in f) for f in feats):
+        left_nb, right_nb = _infer_neighbours(cls, succ)
+    group = _neighbour_groups(left_nb, right_nb)
+
     # Connectors / intersections.
     is_conn = np.asarray(conn, bool)
     if is_conn.any() or not len(succ):
@@ -648,9 +653,65 @@ def _build_world_map(scn: Mapping, T: int, drivable: Any, source: str) -> _World
     return _WorldMap(
         lane_ids=np.asarray(ids, dtype=str) if L else np.zeros(0, "<U1"), centerlines=_pack(cls),
         lefts=_pack(lefts), rights=_pack(rights), rings=_pack(rings), polygons=polygons, tree=shapely.STRtree(polygons),
-        speed=np.asarray(speed, np.float32), is_connector=is_conn, is_intersection=is_inter, successors=succ,
+        speed=np.asarray(speed, np.float32), is_connector=is_conn, is_intersection=is_inter, group=group, successors=succ,
         left_nb=left_nb, right_nb=right_nb, light=light, crosswalks=crosswalks, drivable=drivable,
         intersections=intersections)
+
+
+def _infer_neighbours(lines: list, succ: np.ndarray, spacing: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Left/right same-direction neighbours (-1 if none) for maps that do not store them (nuScenes).
+
+    Lane j is a left (right) neighbour of lane i if j's centreline passes 2.0 .. 5.0 m to the left (right) of i's
+    midpoint, within 1.5 m longitudinally, with a heading within 20 degrees, and j is neither a successor nor a
+    predecessor of i; the closest such lane wins.
+    """
+    from scipy.spatial import cKDTree
+
+    from irlvla_gym.scenes.geometry import resample_polyline
+
+    L = len(lines)
+    left, right = -np.ones(L, np.int64), -np.ones(L, np.int64)
+    dense = [resample_polyline(c, spacing=spacing) for c in lines]
+    pts = np.concatenate(dense)
+    owner = np.repeat(np.arange(L), [len(d) for d in dense])
+    heads = np.concatenate([np.arctan2(*np.gradient(d, axis=0).T[::-1]) for d in dense])
+    mids = np.array([d[len(d) // 2] for d in dense])
+    mid_h = np.array([h[len(h) // 2] for h in np.split(heads, np.cumsum([len(d) for d in dense])[:-1])])
+    linked = {(int(a), int(b)) for a, b in succ} | {(int(b), int(a)) for a, b in succ}
+    tree = cKDTree(pts)
+    for i, cand in enumerate(tree.query_ball_point(mids, 5.2)):
+        cand = np.asarray(cand, np.int64)
+        cand = cand[owner[cand] != i]
+        if not len(cand):
+            continue
+        c, s_ = math.cos(mid_h[i]), math.sin(mid_h[i])
+        d = pts[cand] - mids[i]
+        dx, dy = c * d[:, 0] + s_ * d[:, 1], -s_ * d[:, 0] + c * d[:, 1]
+        ok = (np.abs(dx) < 1.5) & (np.abs(dy) >= 2.0) & (np.abs(dy) <= 5.0) & (
+            np.abs(wrap_angle(heads[cand] - mid_h[i])) < math.radians(20))
+        for side, arr in ((1.0, left), (-1.0, right)):
+            m = ok & (np.sign(dy) == side)
+            if m.any():
+                order = np.argsort(np.abs(dy[m]))
+                for j in owner[cand[m]][order]:
+                    if (i, int(j)) not in linked:
+                        arr[i] = int(j)
+                        break
+    return left, right
+
+
+def _neighbour_groups(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """(L,) lane-group index: connected components of the left/right neighbour relation (a lane alone is a group)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    L = len(left)
+    if L == 0:
+        return np.zeros(0, np.int64)
+    a = np.r_[np.flatnonzero(left >= 0), np.flatnonzero(right >= 0)]
+    b = np.r_[left[left >= 0], right[right >= 0]]
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(L, L))
+    return connected_components(graph, directed=False)[1].astype(np.int64)
 
 
 def _pack(lines: list) -> Ragged:
@@ -904,7 +965,8 @@ class _Converter:
             lane_right_boundaries=loc(wm.rights),
             lane_polygons=PolygonSet(loc(wm.rings), np.arange(n, dtype=np.int64), np.zeros(n, bool)),
             lane_speed_limits=wm.speed[sel], lane_is_connector=wm.is_connector[sel],
-            lane_is_intersection=wm.is_intersection[sel], lane_group=-np.ones(n, np.int64), lane_successors=succ,
+            lane_is_intersection=wm.is_intersection[sel], lane_group=np.unique(wm.group[sel], return_inverse=True)[1].reshape(-1).astype(np.int64),
+            lane_successors=succ,
             lane_left_neighbor=remap[wm.left_nb[sel]], lane_right_neighbor=remap[wm.right_nb[sel]],
             lane_light_state=wm.light[idx][:, sel], drivable_area=local_polys(wm.drivable),
             intersections=local_polys(wm.intersections),

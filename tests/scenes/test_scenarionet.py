@@ -430,3 +430,23 @@ def test_sdc_never_valid_long_enough_gives_no_scene():
 def test_stride_validation():
     with pytest.raises(ValueError, match="stride"):
         list(scenes_from_scenario(womd_like(), stride=0))
+
+
+def test_neighbours_inferred_when_file_has_none():
+    """nuScenes-style maps store no neighbours: parallel same-direction lanes 3.6 m apart are found geometrically,
+    and neighbours share a lane group."""
+    scn = womd_like()
+    for f in scn["map_features"].values():
+        f.pop("left_neighbor", None)
+        f.pop("right_neighbor", None)
+    ref = next(iter(scenes_from_scenario(womd_like())))
+    s = next(iter(scenes_from_scenario(scn)))
+    m = s.map
+    lid = list(m.lane_ids)
+    i100, i101, i102 = lid.index("100"), lid.index("101"), lid.index("102")
+    assert m.lane_left_neighbor[i100] == i102 and m.lane_right_neighbor[i102] == i100
+    assert m.lane_left_neighbor[i102] == -1 and m.lane_right_neighbor[i100] == -1
+    assert m.lane_left_neighbor[i101] == -1  # successor-linked or too far: not a neighbour
+    assert m.lane_group[i100] == m.lane_group[i102] != m.lane_group[i101]
+    np.testing.assert_array_equal(m.lane_left_neighbor, ref.map.lane_left_neighbor)
+    np.testing.assert_array_equal(m.lane_group, ref.map.lane_group)
