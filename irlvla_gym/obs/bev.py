@@ -16,8 +16,9 @@ Channels (:data:`BEV_CHANNELS`, values 0..255):
 5   agents_past        all agent boxes at ``t - bev_past_times`` (default 0.5 s and 1.0 s earlier), older = fainter:
                        255 * (1 - k / (K + 1)) for the k-th newest of K past times (170, 85 by default), the maximum
                        where boxes overlap; before t0 boxes are extrapolated back from t0 at their t0 velocity
-6   traffic_lights     lane polygons whose light is red (255) or yellow (128) at the observed time (all lanes, not
-                       only the route: a policy must see the light of the lane it is about to enter)
+6   traffic_lights     stop-line patches of lanes whose light is red (255) or yellow (128) at the observed time: the
+                       first 4 m of a connector / intersection lane (the last 4 m of an ordinary lane), 3 m wide;
+                       all lanes, not only the route (a policy must see the light of the lane it is about to enter)
 7   ego                255 inside the ego's box
 ==  =================  ===============================================================================================
 
@@ -41,7 +42,8 @@ from PIL import Image, ImageDraw
 
 from irlvla_gym.obs.base import ObservationType
 from irlvla_gym.obs.common import (
-    EgoStatus, agents_at_time, as_pose, as_pose_batch, as_time_batch, box_corners, light_state_at_time, world_to_ego,
+    EgoStatus, agents_at_time, as_pose, as_pose_batch, as_time_batch, box_corners, light_state_at_time, polyline_piece,
+    thick_polyline_ring, world_to_ego,
 )
 from irlvla_gym.obs.config import ObsConfig
 from irlvla_gym.scenes.scene import (
@@ -55,6 +57,7 @@ NUM_STATIC = 3  # channels 0..2 depend on the map and the pose only
 CENTRELINE_VALUE, BOUNDARY_VALUE = 128, 255
 STATIC_OBJECT_VALUE = 128
 YELLOW_LIGHT_VALUE = 128
+LIGHT_PATCH_LENGTH, LIGHT_PATCH_WIDTH = 4.0, 3.0  # m
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -105,7 +108,7 @@ class PreparedMap:
     drivable: PackedItems
     lane_lines: PackedItems
     route: PackedItems
-    lane_polygons: PackedItems  # one exterior per lane (index = lane index), for the traffic-light channel
+    light_patches: PackedItems  # stop-line patch per lane with a light; value = lane index
 
     @classmethod
     def from_scene(cls, scene: Scene) -> "PreparedMap":
@@ -115,10 +118,13 @@ class PreparedMap:
         bounds = list(mp.lane_left_boundaries) + list(mp.lane_right_boundaries)
         lane_lines = PackedItems.build(centre + bounds,
                                        [CENTRELINE_VALUE] * len(centre) + [BOUNDARY_VALUE] * len(bounds))
-        exteriors = [mp.lane_polygons.exterior(i) for i in range(mp.lane_polygons.count)]
-        route = PackedItems.build([exteriors[int(i)] for i in scene.route_lanes], [255] * len(scene.route_lanes))
-        return cls(PackedItems.build(drv_rings, drv_values), lane_lines, route,
-                   PackedItems.build(exteriors, [255] * len(exteriors)))
+        route = PackedItems.build([mp.lane_polygons.exterior(int(i)) for i in scene.route_lanes],
+                                  [255] * len(scene.route_lanes))
+        lit = np.flatnonzero(np.any((mp.lane_light_state == LIGHT_RED) | (mp.lane_light_state == LIGHT_YELLOW), axis=0))
+        at_start = mp.lane_is_connector | mp.lane_is_intersection
+        patches = [thick_polyline_ring(polyline_piece(mp.lane_centerlines[int(i)], LIGHT_PATCH_LENGTH, bool(at_start[i])),
+                                       0.5 * LIGHT_PATCH_WIDTH) for i in lit]
+        return cls(PackedItems.build(drv_rings, drv_values), lane_lines, route, PackedItems.build(patches, lit))
 
 
 class _LRU(OrderedDict):
@@ -338,17 +344,14 @@ class BevRenderer:
 
     def _draw_lights(self, prepared: PreparedMap, scene: Scene, pose: np.ndarray, time: float) -> np.ndarray:
         image = Image.new("L", (self.width, self.height), 0)
-        if scene.map.num_lanes:
-            states = light_state_at_time(scene, time)
-            lit = np.flatnonzero((states == LIGHT_RED) | (states == LIGHT_YELLOW))
-            if len(lit):
-                visible = np.intersect1d(self._visible(prepared.lane_polygons, pose), lit)
-                # yellow first, red on top
-                visible = visible[np.argsort(states[visible] == LIGHT_RED, kind="stable")]
-                items = PackedItems(prepared.lane_polygons.points, prepared.lane_polygons.offsets,
-                                    prepared.lane_polygons.bbox,
-                                    np.where(states == LIGHT_RED, 255, YELLOW_LIGHT_VALUE).astype(np.int64))
-                self._draw_items(image, items, pose, as_lines=False, selection=visible)
+        patches = prepared.light_patches
+        if len(patches):
+            states = light_state_at_time(scene, time)[patches.value]
+            shown = np.intersect1d(self._visible(patches, pose), np.flatnonzero(states >= LIGHT_YELLOW))
+            shown = shown[np.argsort(states[shown] == LIGHT_RED, kind="stable")]  # yellow first, red on top
+            values = np.where(states == LIGHT_RED, 255, YELLOW_LIGHT_VALUE).astype(np.int64)
+            self._draw_items(image, PackedItems(patches.points, patches.offsets, patches.bbox, values), pose,
+                             as_lines=False, selection=shown)
         return np.asarray(image)
 
     def _ego_layer(self, vehicle: EgoVehicle) -> np.ndarray:

@@ -35,7 +35,8 @@ from PIL import Image, ImageDraw
 from irlvla_gym.obs.base import ObservationType
 from irlvla_gym.obs.bev import _LRU
 from irlvla_gym.obs.common import (
-    EgoStatus, agents_at_time, as_pose, as_pose_batch, as_time_batch, box_corners, light_state_at_time, world_to_ego,
+    EgoStatus, agents_at_time, as_pose, as_pose_batch, as_time_batch, box_corners, light_state_at_time, thick_polyline_ring,
+    world_to_ego,
 )
 from irlvla_gym.obs.config import ObsConfig
 from irlvla_gym.scenes.scene import (
@@ -97,13 +98,6 @@ class GroundItems:
         points = np.concatenate(rings) if rings else np.zeros((0, 2))
         bbox = np.array([np.r_[r.min(0), r.max(0)] for r in rings]) if rings else np.zeros((0, 4))
         return cls(points, offsets, np.array([colours[i] for i in keep], np.uint8).reshape(-1, 3), bbox)
-
-
-def _strip(line: np.ndarray, half_width: float) -> np.ndarray:
-    """Closed ring (2n, 2) of a polyline thickened by ``half_width`` on both sides."""
-    d = np.gradient(line, axis=0) if len(line) > 2 else np.repeat(np.diff(line, axis=0), 2, axis=0)
-    normal = np.stack([-d[:, 1], d[:, 0]], 1) / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-9)
-    return np.concatenate([line + half_width * normal, (line - half_width * normal)[::-1]])
 
 
 def _dashes(line: np.ndarray, half_width: float) -> list[np.ndarray]:
@@ -175,10 +169,10 @@ class PreparedCameraScene:
                     rings.append(dash)
                     colours.append(MARKING_WHITE)
             else:
-                rings.append(_strip(left, MARKING_HALF_WIDTH))
+                rings.append(thick_polyline_ring(left, MARKING_HALF_WIDTH))
                 colours.append(MARKING_YELLOW)
             if mp.lane_right_neighbor[i] < 0:
-                rings.append(_strip(right, MARKING_HALF_WIDTH))
+                rings.append(thick_polyline_ring(right, MARKING_HALF_WIDTH))
                 colours.append(MARKING_WHITE)
         # Signal heads: one per distinct stop-line point of a lane that ever shows a light.
         has_light = np.flatnonzero(np.any(mp.lane_light_state != LIGHT_NONE, axis=0))

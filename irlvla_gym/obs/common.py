@@ -116,6 +116,27 @@ def box_corners(boxes: np.ndarray) -> np.ndarray:
     return np.stack([x, y], axis=-1)
 
 
+def thick_polyline_ring(line: np.ndarray, half_width: float) -> np.ndarray:
+    """Closed ring (2n, 2) of a (n, 2) polyline thickened by ``half_width`` (m) on both sides (vertex normals)."""
+    line = np.asarray(line, np.float64)
+    d = np.gradient(line, axis=0) if len(line) > 2 else np.repeat(np.diff(line, axis=0), 2, axis=0)
+    normal = np.stack([-d[:, 1], d[:, 0]], 1) / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-9)
+    return np.concatenate([line + half_width * normal, (line - half_width * normal)[::-1]])
+
+
+def polyline_piece(line: np.ndarray, length: float, from_start: bool = True) -> np.ndarray:
+    """The first (or last) ``length`` metres of a (n, 2) polyline, (m, 2) with interpolated end point."""
+    line = np.asarray(line, np.float64)
+    if not from_start:
+        return polyline_piece(line[::-1], length)[::-1]
+    cum = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(line, axis=0), axis=1))]
+    if cum[-1] <= length:
+        return line
+    k = int(np.searchsorted(cum, length))
+    end = np.array([np.interp(length, cum, line[:, 0]), np.interp(length, cum, line[:, 1])])
+    return np.vstack([line[:k], end])
+
+
 @dataclass(frozen=True)
 class EgoStatus:
     """The ego's kinematic state at the observed time, as the simulator knows it.
