@@ -71,8 +71,8 @@ from irlvla_gym.scenes.geometry import rotate_vectors, to_local
 from irlvla_gym.scenes.safe_pickle import SCENARIONET_ALLOWLIST, UnsafePickleError, load_pickle
 from irlvla_gym.scenes.scene import (
     AGENT_CATEGORIES, BARRIER, BICYCLE, DT, GENERIC_OBJECT, LIGHT_GREEN, LIGHT_NONE, LIGHT_RED, LIGHT_YELLOW,
-    NUM_FUTURE, NUM_HISTORY, NUM_TIMES, PACIFICA, PEDESTRIAN, TRAFFIC_CONE, VEHICLE, Agents, EgoState, EgoVehicle,
-    MapData, PolygonSet, Ragged, Scene, SceneMetadata, SceneValidationError, command_from_lateral, route_command,
+    MAX_BOX_SIZE, MAX_SPEED, NUM_FUTURE, NUM_HISTORY, NUM_TIMES, PACIFICA, PEDESTRIAN, TRAFFIC_CONE, VEHICLE, Agents,
+    EgoState, EgoVehicle, MapData, PolygonSet, Ragged, Scene, SceneMetadata, command_from_lateral, route_command,
     wrap_angle,
 )
 from irlvla_gym.scenes.sources import SkippedItem
@@ -653,7 +653,8 @@ def _build_world_map(scn: Mapping, T: int, drivable: Any, source: str) -> _World
     return _WorldMap(
         lane_ids=np.asarray(ids, dtype=str) if L else np.zeros(0, "<U1"), centerlines=_pack(cls),
         lefts=_pack(lefts), rights=_pack(rights), rings=_pack(rings), polygons=polygons, tree=shapely.STRtree(polygons),
-        speed=np.asarray(speed, np.float32), is_connector=is_conn, is_intersection=is_inter, group=group, successors=succ,
+        speed=np.asarray(speed, np.float32), is_connector=is_conn, is_intersection=is_inter, group=group,
+        successors=succ,
         left_nb=left_nb, right_nb=right_nb, light=light, crosswalks=crosswalks, drivable=drivable,
         intersections=intersections)
 
@@ -782,7 +783,8 @@ def _ego_vehicle(meta: Mapping, size: np.ndarray, valid: np.ndarray) -> EgoVehic
     if isinstance(p, Mapping):
         try:
             v = EgoVehicle(width=float(p["width"]), front_length=float(p["front_length"]),
-                           rear_length=float(p["rear_length"]), wheelbase=float(p.get("wheel_base", p.get("wheelbase"))),
+                           rear_length=float(p["rear_length"]),
+                           wheelbase=float(p.get("wheel_base", p.get("wheelbase"))),
                            height=float(p.get("height", PACIFICA.height)))
             if all(0.2 < x < 40 for x in (v.width, v.front_length, v.rear_length, v.wheelbase, v.height)):
                 return v
@@ -900,7 +902,11 @@ class _Converter:
         if not len(tr.ids):
             return Agents.empty()
         xy = to_local(tr.xy[:, idx], o_xy, o_yaw)  # (N, 9, 2)
-        valid = tr.valid[:, idx]
+        # Steps with absurd speed or size (finite-difference spikes, label errors) are marked invalid rather than
+        # failing the whole window's validation.
+        sane = (np.hypot(tr.velocity[:, idx, 0], tr.velocity[:, idx, 1]) < MAX_SPEED) & (
+            tr.size[:, idx] < MAX_BOX_SIZE).all(-1)
+        valid = tr.valid[:, idx] & sane
         r = self.map_radius
         inside = valid & (np.abs(xy) <= r).all(-1)
         keep = inside.any(1)
@@ -965,7 +971,8 @@ class _Converter:
             lane_right_boundaries=loc(wm.rights),
             lane_polygons=PolygonSet(loc(wm.rings), np.arange(n, dtype=np.int64), np.zeros(n, bool)),
             lane_speed_limits=wm.speed[sel], lane_is_connector=wm.is_connector[sel],
-            lane_is_intersection=wm.is_intersection[sel], lane_group=np.unique(wm.group[sel], return_inverse=True)[1].reshape(-1).astype(np.int64),
+            lane_is_intersection=wm.is_intersection[sel],
+            lane_group=np.unique(wm.group[sel], return_inverse=True)[1].reshape(-1).astype(np.int64),
             lane_successors=succ,
             lane_left_neighbor=remap[wm.left_nb[sel]], lane_right_neighbor=remap[wm.right_nb[sel]],
             lane_light_state=wm.light[idx][:, sel], drivable_area=local_polys(wm.drivable),
@@ -1111,12 +1118,12 @@ def scenes_from_scenario(
                           map_radius=map_radius, source=src, ego_reference=ego_reference)
     except ScenarioNetFormatError:
         raise
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except Exception as exc:  # noqa: BLE001 - malformed content the schema check does not cover
         raise ScenarioNetFormatError(src, "<conversion>", f"{type(exc).__name__}: {exc}") from None
     for i0 in conv.window_starts():
         try:
             yield conv.scene(i0)
-        except (SceneValidationError, ValueError, IndexError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one bad window must not stop a long conversion; it is reported
             yield SkippedItem(f"{src}@t={conv.ts[i0]:.1f}s", f"{type(exc).__name__}: {exc}")
 
 

@@ -450,3 +450,19 @@ def test_neighbours_inferred_when_file_has_none():
     assert m.lane_group[i100] == m.lane_group[i102] != m.lane_group[i101]
     np.testing.assert_array_equal(m.lane_left_neighbor, ref.map.lane_left_neighbor)
     np.testing.assert_array_equal(m.lane_group, ref.map.lane_group)
+
+
+def test_bad_window_is_skipped_and_agent_spikes_invalidated():
+    scn = womd_like()
+    # sdc speed spike at t = 3.0 s: every window with that history step fails validation -> SkippedItem, not a crash
+    scn["tracks"]["sdc"]["state"]["velocity"][30] = [500.0, 0.0]
+    # an agent velocity spike at t = 2.0 s is marked invalid instead of failing the windows
+    scn["tracks"]["1001"]["state"]["velocity"][20] = [0.0, 900.0]
+    items = list(scenes_from_scenario(scn, source="spiky.pkl"))
+    skipped = [x for x in items if isinstance(x, SkippedItem)]
+    scenes = [x for x in items if isinstance(x, Scene)]
+    assert len(items) == 8 and skipped and scenes
+    assert all("spiky.pkl@t=" in x.item and "history_velocity" in x.error for x in skipped)
+    s = scenes[0]  # t0 = 1.5 s: the agent spike is step 1
+    lead = list(s.agents.track_id).index("1001")
+    assert not s.agents.valid[1, lead] and s.agents.valid[[0, 2], lead].all()
