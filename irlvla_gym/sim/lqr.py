@@ -88,8 +88,9 @@ def velocity_curvature_profiles(poses: np.ndarray, dt: float, jerk_penalty: floa
     Q = curvature_rate_penalty * np.eye(M)
     Q[0, 0] = initial_curvature_penalty  # nuPlan: tiny weight on kappa0 so v0 = 0 stays well posed
     At = A.transpose(0, 2, 1)
-    # pinv like nuPlan/NAVSIM (the normal matrix can be near-singular when the plan stands still).
-    coeffs = np.linalg.pinv(At @ A + Q) @ (At @ heading_displacements[..., None])
+    # nuPlan/NAVSIM use pinv; the normal matrix is symmetric positive definite (Q > 0), its condition number stays far
+    # below pinv's 1e15 cut-off, so a direct solve gives the same solution (to rounding) about 10x faster.
+    coeffs = np.linalg.solve(At @ A + Q, At @ heading_displacements[..., None])
     curvature = _integrate_profile(coeffs[:, 0, 0], coeffs[:, 1:, 0], dt)
     return velocity, curvature
 
@@ -175,30 +176,42 @@ def _lateral_lqr(initial_state: np.ndarray, velocity_profile: np.ndarray, curvat
     """Steering rate (K,) [rad/s] minimising the lateral cost at the horizon end
     (``_lateral_lqr_controller`` + ``_solve_one_step_lateral_lqr``).
 
-    Per step the error dynamics are x_{t+1} = A_t x_t + B u + g_t with
-    A_t = [[1, v dt, 0], [0, 1, v dt / L], [0, 0, 1]], B = [0, 0, dt], g_t = [0, -v kappa dt, 0].
-    They are composed over the horizon into x_N = A_T x_0 + B_T u + g_T.
+    Per step t the error dynamics over [lateral error, heading error, steering angle] are
+    x_{t+1} = A_t x_t + B u + g_t with A_t = [[1, p_t, 0], [0, 1, q_t], [0, 0, 1]], p_t = v_t dt, q_t = v_t dt / L,
+    B = [0, 0, dt] and g_t = [0, c_t, 0], c_t = -v_t kappa_t dt. NAVSIM composes them with a loop of 3x3 products into
+    x_N = A_T x_0 + B_T u + g_T; because every A_t is unit upper triangular the composition has the closed form below
+    (exclusive cumulative sums over the horizon), which is what is evaluated here - same numbers, no inner loop.
     """
-    dt, wheelbase = config.dt, config.wheelbase
+    dt = config.dt
     K, horizon = velocity_profile.shape
-    A_total = np.broadcast_to(np.eye(3), (K, 3, 3)).copy()
-    B_total = np.zeros((K, 3))
-    g_total = np.zeros((K, 3))
-    B_step = np.array([0.0, 0.0, dt])
-    A_step = np.broadcast_to(np.eye(3), (K, 3, 3)).copy()
-    for t in range(horizon):
-        v = velocity_profile[:, t]
-        A_step[:, 0, 1] = v * dt
-        A_step[:, 1, 2] = v * dt / wheelbase
-        g_step = np.zeros((K, 3))
-        g_step[:, 1] = -v * curvature_profile[:, t] * dt
-        A_total = A_step @ A_total
-        B_total = np.einsum("kij,kj->ki", A_step, B_total) + B_step
-        g_total = np.einsum("kij,kj->ki", A_step, g_total) + g_step
+    p = velocity_profile * dt  # (K, N)
+    q = p / config.wheelbase
+    c = -velocity_profile * curvature_profile * dt
+    steps = np.arange(horizon) * dt  # steering after t steps of unit rate (B part of the state before step t)
 
-    error_zero_input = np.einsum("kij,kj->ki", A_total, initial_state) + g_total
-    error_zero_input[:, 1:] = wrap_angle(error_zero_input[:, 1:])  # heading and steering are angles
-    Q = np.asarray(config.q_lateral, dtype=np.float64)  # diagonal
-    BtQ = B_total * Q  # (K, 3)
-    denominator = np.einsum("ki,ki->k", BtQ, B_total) + config.r_lateral
-    return -np.einsum("ki,ki->k", BtQ, error_zero_input) / denominator
+    def exclusive_cumsum(x: np.ndarray) -> np.ndarray:
+        out = np.zeros_like(x)
+        np.cumsum(x[:, :-1], axis=1, out=out[:, 1:])
+        return out
+
+    # A_T entries.
+    a01 = p.sum(axis=1)
+    a12 = q.sum(axis=1)
+    a02 = (p * exclusive_cumsum(q)).sum(axis=1)
+    # B_T = sum over steps of the input's propagated effect.
+    qb = q * steps
+    b2 = horizon * dt
+    b1 = qb.sum(axis=1)
+    b0 = (p * exclusive_cumsum(qb)).sum(axis=1)
+    # g_T (curvature feed-forward).
+    g1 = c.sum(axis=1)
+    g0 = (p * exclusive_cumsum(c)).sum(axis=1)
+
+    lateral, heading, steering = initial_state[:, 0], initial_state[:, 1], initial_state[:, 2]
+    e0 = lateral + a01 * heading + a02 * steering + g0
+    e1 = wrap_angle(heading + a12 * steering + g1)  # NAVSIM normalises the angle components of the error
+    e2 = wrap_angle(steering)
+    q0, q1, q2 = config.q_lateral
+    numerator = q0 * b0 * e0 + q1 * b1 * e1 + q2 * b2 * e2
+    denominator = q0 * b0 * b0 + q1 * b1 * b1 + q2 * b2 * b2 + config.r_lateral
+    return -numerator / denominator

@@ -394,31 +394,43 @@ class IDMTraffic:
             obs = obstacles[:, cand_safe]  # (K, R, C, 8)
             obs_ok = obstacle_valid[:, cand_safe] & cand_ok[None]
 
-            # Path window ahead of each agent: (K, R, W).
-            base = np.floor(s / ds).astype(np.int64)
-            idx = np.minimum(base[..., None] + window_offsets, P - 1)
-            win_xy = self.path_xy[agent_rows[..., None], idx]  # (K, R, W, 2)
-            # Nearest window point to each obstacle centre, then the box in that point's path frame.
-            d2 = np.sum((obs[:, :, :, None, :2] - win_xy[:, :, None]) ** 2, axis=-1)  # (K, R, C, W)
-            nearest = np.argmin(d2, axis=-1)  # (K, R, C)
-            near_idx = np.take_along_axis(idx[:, :, None, :], nearest[..., None], axis=-1)[..., 0]  # (K, R, C)
-            anchor = self.path_xy[agent_rows[..., None], near_idx]  # (K, R, C, 2)
-            tangent = self.path_tangent[agent_rows[..., None], near_idx]
-            corners = agent_corners(obs) - anchor[..., None, :]  # (K, R, C, 4, 2)
-            along = near_idx[..., None] * ds + np.einsum("krcpx,krcx->krcp", corners, tangent)
-            lateral = tangent[..., None, 0] * corners[..., 1] - tangent[..., None, 1] * corners[..., 0]
-            centre_along = near_idx * ds + np.einsum("krcx,krcx->krc", obs[..., :2] - anchor, tangent)
-            hw = half_width[None, :, None]
-            in_corridor = (lateral.max(-1) >= -hw) & (lateral.min(-1) <= hw)
-            gap = along.min(-1) - (s + half_length)[..., None]  # bumper to nearest box point
-            ahead = obs_ok & in_corridor & (centre_along > s[..., None]) & (gap <= cfg.lookahead)
-            gap = np.where(ahead, gap, np.inf)
+            # Cheap pre-test on (rollout, agent, candidate) triples: the obstacle centre is within reach of the corridor
+            # and not far behind the agent. Only the surviving triples get the path-frame test (work ~ nearby pairs).
+            agent_box = boxes[:, t, ridx]  # (K, R, 8) current reactive boxes
+            rel = obs[..., :2] - agent_box[:, :, None, :2]
+            obs_half_diag = 0.5 * np.hypot(obs[..., 3], obs[..., 4])
+            reach = cfg.lookahead + half_length[None, :, None] + obs_half_diag + 2.0 * ds
+            forward = (rel[..., 0] * np.cos(agent_box[:, :, None, 2]) + rel[..., 1] * np.sin(agent_box[:, :, None, 2]))
+            near = obs_ok & (rel[..., 0] ** 2 + rel[..., 1] ** 2 < reach**2) & (forward > -obs_half_diag)
+            kk, rr, cc = np.nonzero(near)
+            base = np.floor(s / ds).astype(np.int64)  # (K, R) path index at the agent centre
+            gap = np.full(near.shape, np.inf)
+            speed_along = np.zeros(near.shape)
+            if len(kk):
+                o = obs[kk, rr, cc]  # (E, 8)
+                s_agent = s[kk, rr]
+                idx = np.minimum(base[kk, rr, None] + window_offsets, P - 1)  # (E, W) path window ahead
+                win = self.path_xy[rr[:, None], idx]  # (E, W, 2)
+                d2 = (win[..., 0] - o[:, None, 0]) ** 2 + (win[..., 1] - o[:, None, 1]) ** 2
+                near_idx = idx[np.arange(len(kk)), np.argmin(d2, axis=1)]  # (E,) nearest path point to the centre
+                anchor = self.path_xy[rr, near_idx]
+                tangent = self.path_tangent[rr, near_idx]
+                # The box in the path frame at that point: arc length along, offset across.
+                corners = agent_corners(o) - anchor[:, None, :]  # (E, 4, 2)
+                along = near_idx[:, None] * ds + corners[..., 0] * tangent[:, None, 0] + corners[..., 1] * tangent[:, None, 1]
+                lateral = tangent[:, None, 0] * corners[..., 1] - tangent[:, None, 1] * corners[..., 0]
+                centre_rel = o[:, :2] - anchor
+                centre_along = near_idx * ds + centre_rel[:, 0] * tangent[:, 0] + centre_rel[:, 1] * tangent[:, 1]
+                hw = half_width[rr]
+                in_corridor = (lateral.max(-1) >= -hw) & (lateral.min(-1) <= hw)
+                gap_e = along.min(-1) - (s_agent + half_length[rr])  # front bumper to the nearest box point
+                ahead = in_corridor & (centre_along > s_agent) & (gap_e <= cfg.lookahead)
+                gap[kk, rr, cc] = np.where(ahead, gap_e, np.inf)
+                speed_along[kk, rr, cc] = np.maximum(o[:, 6] * tangent[:, 0] + o[:, 7] * tangent[:, 1], 0.0)
             lead = np.argmin(gap, axis=-1)  # (K, R)
             lead_gap = np.take_along_axis(gap, lead[..., None], -1)[..., 0]
-            lead_velocity = np.take_along_axis(obs[..., 6:8], lead[..., None, None], 2)[:, :, 0]
-            lead_tangent = np.take_along_axis(tangent, lead[..., None, None], 2)[:, :, 0]
-            lead_speed = np.where(np.isfinite(lead_gap),
-                                  np.maximum(np.einsum("krx,krx->kr", lead_velocity, lead_tangent), 0.0), 0.0)
+            lead_speed = np.where(np.isfinite(lead_gap), np.take_along_axis(speed_along, lead[..., None], -1)[..., 0],
+                                  0.0)
             physical_gap = lead_gap
 
             distance, speed_ahead = lead_gap, lead_speed

@@ -12,7 +12,7 @@ from irlvla_gym.sim import (
     SimConfig, StateIndex, agent_corners, ego_centers, ego_corners, initial_state, interpolate_plan, simulate_plans,
 )
 from irlvla_gym.sim.bicycle import propagate_state
-from irlvla_gym.sim.lqr import velocity_curvature_profiles
+from irlvla_gym.sim.lqr import _lateral_lqr, velocity_curvature_profiles
 
 PLAN_TIMES = np.arange(1, 9) * 0.5
 
@@ -183,3 +183,54 @@ def test_ego_and_agent_corners():
     box = np.array([10.0, 2.0, 0.0, 4.0, 2.0, 1.5, 0.0, 0.0])
     np.testing.assert_allclose(agent_corners(box), [[12, 3], [12, 1], [8, 1], [8, 3]], atol=1e-12)
     assert agent_corners(np.zeros((3, 7, 8))).shape == (3, 7, 4, 2)
+
+
+def _lateral_lqr_matrix_form(x0, velocity, curvature, config):
+    """NAVSIM's loop of 3x3 products (batch_lqr._lateral_lqr_controller), as the reference for the closed form."""
+    K, N = velocity.shape
+    dt, L = config.dt, config.wheelbase
+    A_T, B_T, g_T = np.tile(np.eye(3), (K, 1, 1)), np.zeros((K, 3, 1)), np.zeros((K, 3))
+    B = np.array([[0.0], [0.0], [dt]])
+    for t in range(N):
+        A = np.tile(np.eye(3), (K, 1, 1))
+        A[:, 0, 1] = velocity[:, t] * dt
+        A[:, 1, 2] = velocity[:, t] * dt / L
+        g = np.zeros((K, 3))
+        g[:, 1] = -velocity[:, t] * curvature[:, t] * dt
+        A_T, B_T, g_T = A @ A_T, A @ B_T + B, (A @ g_T[..., None])[..., 0] + g
+    e = (A_T @ x0[..., None])[..., 0] + g_T
+    e[:, 1:] = (e[:, 1:] + np.pi) % (2 * np.pi) - np.pi
+    Q = np.diag(config.q_lateral)
+    BtQ = B_T.transpose(0, 2, 1) @ Q
+    return (-(BtQ @ e[..., None])[..., 0, 0] / ((BtQ @ B_T)[..., 0, 0] + config.r_lateral))
+
+
+def test_lateral_lqr_closed_form_matches_matrix_loop():
+    rng = np.random.default_rng(1)
+    config = SimConfig()
+    x0 = rng.normal(0.0, [1.0, 0.2, 0.1], (50, 3))
+    velocity = rng.uniform(0.0, 15.0, (50, 1)) + rng.normal(0, 0.5, (50, 10)).cumsum(1)
+    curvature = rng.normal(0.0, 0.05, (50, 10))
+    np.testing.assert_allclose(_lateral_lqr(x0, velocity, curvature, config),
+                               _lateral_lqr_matrix_form(x0, velocity, curvature, config), rtol=1e-10, atol=1e-12)
+
+
+def test_curvature_fit_solve_matches_navsim_pinv():
+    from irlvla_gym.sim.lqr import _integration_matrix
+    rng = np.random.default_rng(2)
+    plans = np.zeros((40, 8, 3))
+    speed = rng.uniform(0.0, 15.0, (40, 1))
+    speed[:5] = 0.0
+    plans[..., 0] = speed * PLAN_TIMES
+    plans[..., 1] = rng.normal(0.0, 1.0, (40, 1)) * PLAN_TIMES**2 / 16
+    plans[..., 2] = rng.normal(0.0, 0.1, (40, 1)) * PLAN_TIMES / 4
+    plans[5:10, 4:] = plans[5:10, 3:4]  # stop half-way
+    poses = interpolate_plan(plans)
+    velocity, curvature = velocity_curvature_profiles(poses, 0.1, 1e-4, 1e-2)
+    A = velocity[:, :, None] * _integration_matrix(40, 0.1)[None]
+    Q = 1e-2 * np.eye(40)
+    Q[0, 0] = 1e-10
+    heading_steps = np.diff(poses[..., 2], axis=1)
+    x = np.linalg.pinv(A.transpose(0, 2, 1) @ A + Q) @ (A.transpose(0, 2, 1) @ heading_steps[..., None])
+    reference = x[:, :1, 0] + np.concatenate([np.zeros((40, 1)), np.cumsum(x[:, 1:, 0] * 0.1, axis=1)], axis=1)
+    np.testing.assert_allclose(curvature, reference, atol=1e-9)
