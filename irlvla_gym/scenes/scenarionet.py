@@ -28,7 +28,13 @@ Conversion rules (what the code below does, and why):
   file; no future information leaks into t0), rotated into the body frame and clipped to +-15 m/s^2.
 * **Agents.** Every track but the sdc, at the 9 times t0 .. t0 + 4 s, in the t0 ego frame (box centres). Kept if it
   is valid and inside the ``map_radius`` square at one of those times. Missing / non-positive sizes get category
-  defaults; non-finite positions are marked invalid.
+  defaults; steps with non-finite poses, speeds >= 70 m/s or sizes >= 40 m are marked invalid.
+* **Errors.** A file that fails to load or the schema check -> one :class:`ScenarioNetFormatError` naming the file and
+  the dotted field (``iter_scenes`` turns it into a :class:`SkippedItem` and goes on); a window that fails
+  :class:`Scene` validation -> a :class:`SkippedItem` ``<file>@t=<t0>s`` and the next window.
+* **Not handled.** nuPlan-converted files are shifted by an unstored offset, so a GeoJSON drivable area in map
+  coordinates will not line up with them; ROAD_EDGE / ROAD_LINE features are not used (no drivable-area or
+  boundary-type information is derived from them); STOP_SIGN and SPEED_BUMP are ignored.
 * **Map.** Lanes (``LANE_*``) keep their full centrelines (no cutting) if their polygon touches the ego-aligned square
   of half-size ``map_radius``. Boundaries: from ``width`` if present, else from the listed left/right boundary
   features (distance of each centreline vertex to the boundary polyline), else from the file's lane ``polygon``
@@ -36,7 +42,9 @@ Conversion rules (what the code below does, and why):
   1.75 m. Lane polygon: the file's ``polygon`` when present (nuScenes lanes, nuPlan), else left boundary + reversed
   right boundary. Successors: ``exit_lanes`` plus reversed ``entry_lanes``; files without either (nuScenes) get them
   geometrically: end point of A within 0.5 m of the start of B and tangents within 60 degrees. Neighbours from
-  ``left_neighbor`` / ``right_neighbor`` (the one covering most of the lane). Connectors: ``LANE_SURFACE_UNSTRUCTURE``
+  ``left_neighbor`` / ``right_neighbor`` (the one covering most of the lane); files without any (nuScenes) get them
+  geometrically (a same-direction centreline 2-5 m to the side of the lane's midpoint, not successor-linked).
+  ``lane_group``: connected components of the neighbour relation (a lane without neighbours is its own group). Connectors: ``LANE_SURFACE_UNSTRUCTURE``
   (nuPlan), and for nuScenes the lane features without a ``polygon`` (the converter writes nuScenes lane connectors
   that way, with a placeholder 100 km/h limit that is therefore dropped to NaN). ``lane_is_intersection``: the
   connectors if the file has any, else (WOMD) lanes entered from a fork (a predecessor with >= 2 successors) or
