@@ -27,6 +27,7 @@ import json
 import math
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -1060,6 +1061,20 @@ def _polygon_from_rings(rings: Sequence[np.ndarray]) -> Polygon:
     return Polygon(rings[0], rings[1:])
 
 
+def _valid_parts(geom: BaseGeometry) -> list[Polygon]:
+    """The polygonal parts of a geometry, repaired with make_valid if it is invalid (self-intersections etc.)."""
+    if not geom.is_valid:
+        geom = shapely.make_valid(geom)
+    parts = getattr(geom, "geoms", [geom])
+    out = []
+    for g in parts:
+        if g.geom_type == "Polygon" and not g.is_empty:
+            out.append(g)
+        elif g.geom_type == "MultiPolygon":
+            out.extend(q for q in g.geoms if not q.is_empty)
+    return out
+
+
 def _polygonset_polygons(ps: PolygonSet) -> list[list[np.ndarray]]:
     """[[exterior, hole, ...], ...] of a PolygonSet (float64)."""
     out: list[list[np.ndarray]] = []
@@ -1137,7 +1152,7 @@ class _MapWriter:
         polys = []
         for rings in _polygonset_polygons(mp.lane_polygons):
             p = _polygon_from_rings([w(r) for r in rings])
-            polys.append(p if p.is_valid else (_largest_polygon(shapely.make_valid(p)) or p.buffer(0)))
+            polys.append(p if p.is_valid else max(_valid_parts(p) or [p.buffer(0)], key=lambda g: g.area))
 
         # Roadblocks / roadblock connectors: one per (lane_group, kind); ungrouped lanes get their own.
         group_key = [(int(g), bool(c)) if g >= 0 else ("solo", i) for i, (g, c) in enumerate(zip(mp.lane_group, is_conn))]
@@ -1184,10 +1199,12 @@ class _MapWriter:
                 lane_index[idx[j]] = rank
 
         # Intersections, crosswalks.
-        inter_polys = [_polygon_from_rings([w(r) for r in rings]) for rings in _polygonset_polygons(mp.intersections)]
+        inter_polys = [q for rings in _polygonset_polygons(mp.intersections)
+                       for q in _valid_parts(_polygon_from_rings([w(r) for r in rings]))]
         inter_fids = [self.add("intersections", self.fid(), p, intersection_type_fid=0) for p in inter_polys]
         for rings in _polygonset_polygons(mp.crosswalks):
-            self.add("crosswalks", self.fid(), _polygon_from_rings([w(r) for r in rings]))
+            for q in _valid_parts(_polygon_from_rings([w(r) for r in rings])):
+                self.add("crosswalks", self.fid(), q)
 
         # Traffic lights: connectors with any light get a TRAFFIC_LIGHT stop polygon at their start.
         light = np.asarray(mp.lane_light_state)
@@ -1244,7 +1261,8 @@ class _MapWriter:
         # Drivable area: road_segments hold the scene's drivable polygons (nuPlan's DRIVABLE_AREA); the part not
         # covered by lanes, connectors and intersections goes to carpark_areas, which PDMDrivableMap (and so the
         # reader) counts as drivable while it ignores road_segments.
-        drivable = [_polygon_from_rings([w(r) for r in rings]) for rings in _polygonset_polygons(mp.drivable_area)]
+        drivable = [q for rings in _polygonset_polygons(mp.drivable_area)
+                    for q in _valid_parts(_polygon_from_rings([w(r) for r in rings]))]
         for p in drivable:
             self.add("road_segments", self.fid(), p)
         if drivable:
@@ -1277,6 +1295,12 @@ class _MapWriter:
                                "version": version})
 
 
+def _safe_log_name(name: str) -> str:
+    """A log name usable as a file stem (NAVSIM: ``<log_name>.pkl``): characters outside [A-Za-z0-9._-] -> '_'."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).strip(".")
+    return safe or "navsim_export"
+
+
 def _frame_token(token: str, j: int) -> str:
     return token if j == 0 else hashlib.sha1(f"{token}/{j}".encode()).hexdigest()[:16]
 
@@ -1300,7 +1324,8 @@ def export_navsim(scenes: Iterable[Scene], out_dir: str | os.PathLike, *, map_na
 
     Frames: each scene is a block of ``4 + num_future_frames`` consecutive 2 Hz frames of its log (the log is
     ``log_name`` or the scene's ``metadata.log_name`` or ``navsim_export``): 4 history frames (ego poses, velocity and
-    acceleration from the scene), 8 future frames and, beyond them, ego poses extrapolated at constant velocity and
+    acceleration from the scene; characters outside [A-Za-z0-9._-] in the log name become '_', since it is also the
+    file stem), 8 future frames and, beyond them, ego poses extrapolated at constant velocity and
     yaw rate (NAVSIM windows carry 10 future frames). ``anns`` hold the scene agents at t0 .. t0 + 4 s and are empty
     elsewhere; ``traffic_lights`` hold (connector fid, is_red) at t0 .. t0 + 4 s (t0's for the history frames, the
     last one's beyond). The t0 frame's token is the scene token.
@@ -1346,7 +1371,7 @@ def export_navsim(scenes: Iterable[Scene], out_dir: str | os.PathLike, *, map_na
         result.placements[token] = (float(origin[0]), float(origin[1]), heading)
         result.dropped_edges += dropped
         result.dropped_lights += dropped_lights
-        name = log_name or scene.metadata.log_name or "navsim_export"
+        name = _safe_log_name(log_name or scene.metadata.log_name or "navsim_export")
         result.log_of[token] = name
         frames = logs.setdefault(name, [])
 

@@ -120,7 +120,7 @@ def _synthetic_scenes(n: int) -> list[Scene]:
 
 
 def _union(ps: PolygonSet):
-    return shapely.union_all(ps.to_shapely()) if ps.count else shapely.Polygon()
+    return shapely.union_all(shapely.make_valid(np.asarray(ps.to_shapely()))) if ps.count else shapely.Polygon()
 
 
 def _iou(a: PolygonSet, b: PolygonSet) -> float:
@@ -129,7 +129,10 @@ def _iou(a: PolygonSet, b: PolygonSet) -> float:
     return ua.intersection(ub).area / un if un > 0 else 1.0
 
 
-def assert_round_trip(orig: Scene, back: Scene, fids: dict[str, int], *, strict_map: bool = True) -> None:
+def assert_round_trip(orig: Scene, back: Scene, fids: dict[str, int], *, exact_graph: bool = True) -> None:
+    """Compare a scene with its export -> import. ``exact_graph=False`` allows what nuPlan cannot hold: lane -> lane
+    and connector -> connector edges (and a connector's extra predecessors/successors) are dropped, and the route is
+    compared as its roadblock sequence."""
     assert back.token == orig.token and back.metadata.source == "navsim"
     np.testing.assert_allclose(back.ego.history[:, :2], orig.ego.history[:, :2], atol=1e-3)
     np.testing.assert_allclose(back.ego.future[:, :2], orig.ego.future[:, :2], atol=1e-3)
@@ -175,21 +178,47 @@ def assert_round_trip(orig: Scene, back: Scene, fids: dict[str, int], *, strict_
                                   np.where(om.lane_light_state[:, om.lane_is_connector] == LIGHT_RED, LIGHT_RED,
                                            np.where(om.lane_light_state[:, om.lane_is_connector] == LIGHT_NONE,
                                                     LIGHT_NONE, LIGHT_GREEN)))
-    assert [oper[int(k)] for k in back.route_lanes] == [int(i) for i in orig.route_lanes]
+    if exact_graph:
+        assert [oper[int(k)] for k in back.route_lanes] == [int(i) for i in orig.route_lanes]
+    else:
+        # The file holds the route as roadblocks: compare the lane-group sequences (the reader follows the graph
+        # within them, so a route that changes lane inside a roadblock comes back without the change).
+        def groups(m, lanes):
+            out = []
+            for i in lanes:
+                g = (int(m.lane_group[i]), bool(m.lane_is_connector[i])) if m.lane_group[i] >= 0 else ("solo", int(i))
+                if not out or out[-1] != g:
+                    out.append(g)
+            return out
+
+        go = groups(om, orig.route_lanes)
+        gb = groups(bm, [oper[int(k)] for k in back.route_lanes])
+        gmap = dict(zip(gb, go))
+        assert len(gb) == len(go) and [gmap[g] for g in gb] == go
+        if len(orig.route_lanes):
+            assert oper[int(back.route_lanes[0])] == int(orig.route_lanes[0])
     assert _iou(om.drivable_area, bm.drivable_area) > 0.999
     assert abs(_union(om.intersections).area - _union(bm.intersections).area) < 1e-2
     assert abs(_union(om.crosswalks).area - _union(bm.crosswalks).area) < 1e-2
-    if strict_map:
-        edges_o = {(int(a), int(b)) for a, b in om.lane_successors}
-        edges_b = {(oper[int(a)], oper[int(b)]) for a, b in bm.lane_successors}
+    edges_o = {(int(a), int(b)) for a, b in om.lane_successors}
+    edges_b = {(oper[int(a)], oper[int(b)]) for a, b in bm.lane_successors}
+    if exact_graph:
         assert edges_b == edges_o
-        for name in ("lane_left_neighbor", "lane_right_neighbor"):
-            ob_, bb_ = getattr(om, name), getattr(bm, name)
-            assert [oper[int(bb_[k])] if bb_[k] >= 0 else -1 for k in to_back] == [int(x) for x in ob_]
-        np.testing.assert_array_equal(bm.lane_is_intersection[to_back], om.lane_is_intersection)
-        groups_o = [int(g) for g in om.lane_group]
-        groups_b = [int(bm.lane_group[k]) for k in to_back]
-        assert len(set(zip(groups_o, groups_b))) == len(set(groups_o)) == len(set(groups_b))
+    else:
+        assert edges_b <= edges_o
+        conn = om.lane_is_connector
+        npred = np.bincount([b for _, b in edges_o], minlength=om.num_lanes)
+        nsucc = np.bincount([a for a, _ in edges_o], minlength=om.num_lanes)
+        kept = {(a, b) for a, b in edges_o if conn[a] != conn[b]
+                and (npred[b] == 1 if conn[b] else True) and (nsucc[a] == 1 if conn[a] else True)}
+        assert kept <= edges_b
+    for name in ("lane_left_neighbor", "lane_right_neighbor"):
+        ob_, bb_ = getattr(om, name), getattr(bm, name)
+        assert [oper[int(bb_[k])] if bb_[k] >= 0 else -1 for k in to_back] == [int(x) for x in ob_]
+    np.testing.assert_array_equal(bm.lane_is_intersection[to_back], om.lane_is_intersection)
+    groups_o = [int(g) for g in om.lane_group]
+    groups_b = [int(bm.lane_group[k]) for k in to_back]
+    assert len(set(zip(groups_o, groups_b))) == len(set(groups_o)) == len(set(groups_b))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -317,7 +346,7 @@ def test_round_trip_synthetic(tmp_path):
     assert not skipped, skipped
     by_token = {s.token: s for s in out}
     for orig in scenes:
-        assert_round_trip(orig, by_token[orig.token], res.lane_fids[orig.token], strict_map=False)
+        assert_round_trip(orig, by_token[orig.token], res.lane_fids[orig.token], exact_graph=False)
     print(f"synthetic: export {len(scenes) / t_export:.1f} scenes/s, import {len(scenes) / t_import:.1f} scenes/s")
 
 
