@@ -190,7 +190,7 @@ _BG_MIN_ACCEL = -6.0  # background vehicles may brake hard
 _EGO_MIN_ACCEL = -3.8  # the expert stays inside NAVSIM's comfort bound (-4.05)
 _EGO_MAX_JERK = 4.0  # m/s^3, expert jerk limit (HC bound 4.13 longitudinal)
 _YELLOW_STOP_DECEL = 3.0  # stop at yellow if the required deceleration is below this
-_PROFILE_DECEL = 1.5  # m/s^2, anticipatory deceleration of the desired-speed profile before curves
+_PROFILE_DECEL = 1.2  # m/s^2, anticipatory deceleration of the desired-speed profile before curves
 _MERGE_WINDOW = 60.0  # m before a merge where vehicles of the merging lanes see each other
 _PED_ANTICIPATION = 2.5  # s, vehicles yield to pedestrians who will be on their path within this time
 _CROSSWALK_HALF = 2.5  # m, half depth of the zone a vehicle keeps clear in front of a crossing pedestrian
@@ -772,8 +772,11 @@ def _populate(rng: np.random.Generator, cfg: SyntheticConfig, lay: _Layout) -> _
     ego = PACIFICA
     warm = cfg.warmup_s + (NUM_HISTORY - 1) * DT
     ego_start = lay.ego_station - lay.ego_speed * warm
-    veh.add(lay.ego_lanes, ego_start, lay.ego_speed, float(rng.uniform(0.9, 1.0)), ego.length, ego.width,
-            ego.height, VEHICLE, front=ego.front_length)
+    # The expert cruises at its target speed (desired speed = that fraction of the speed limit), so it reaches its
+    # planned t0 station (and a planned lane-change start) on time unless traffic slows it.
+    desire = float(np.clip(lay.ego_speed / w.speed[lay.ego_lanes[0]], 0.6, 1.0))
+    veh.add(lay.ego_lanes, ego_start, lay.ego_speed, desire, ego.length, ego.width, ego.height, VEHICLE,
+            front=ego.front_length)
     density = float(rng.uniform(*cfg.density_range)) / 100.0  # vehicles per m of lane
     ego_lane0 = lay.ego_lanes[0]
     blocked = {lane: [] for lane in range(w.num_lanes)}
@@ -969,7 +972,8 @@ def _build_paths(world: _World, veh: _Vehicles, lay: _Layout, cfg: SyntheticConf
         heading[i, n:] = h[-1]
         # curvature, smoothed over ~5 m so polyline vertices do not look like kinks
         kappa = np.abs(np.gradient(h, d))
-        kappa = np.convolve(kappa, np.ones(5) / 5, mode="same")
+        # worst curvature within +-3 m: polyline vertices and Bezier peaks must not be averaged away
+        kappa = np.lib.stride_tricks.sliding_window_view(np.pad(kappa, 3, mode="edge"), 7).max(axis=1)
         lanes, starts = entries[i]
         st = np.arange(n) * d
         k_idx = np.clip(np.searchsorted(starts, st, side="right") - 1, 0, len(lanes) - 1)
@@ -1042,10 +1046,12 @@ def _obstacles(paths: _Paths, veh: _Vehicles, world: _World, peds: _Pedestrians,
         d = np.linalg.norm(paths.xy[:, None, :, :] - boxes[None, :, None, :2], axis=-1)  # (N, Q, K)
         k = np.argmin(d, axis=2)
         dist = np.take_along_axis(d, k[..., None], 2)[..., 0]
-        reach = np.maximum(boxes[:, 3], boxes[:, 4]) / 2
-        on_path = (dist < half_w[:, None] + reach[None] * 0.5 + boxes[None, :, 4] * 0.5 + 0.3) & (
-            k < paths.count[:, None] - 1)
-        static_s = np.where(on_path, k * paths.ds[:, None] - reach[None], np.inf)
+        # lateral half extent of each object across the path, and its half length along it
+        rel = boxes[None, :, 2] - np.take_along_axis(paths.heading, k, 1)
+        across = np.abs(boxes[None, :, 3] / 2 * np.sin(rel)) + np.abs(boxes[None, :, 4] / 2 * np.cos(rel))
+        reach = np.abs(boxes[None, :, 3] / 2 * np.cos(rel)) + np.abs(boxes[None, :, 4] / 2 * np.sin(rel))
+        on_path = (dist < half_w[:, None] + across + 0.3) & (k < paths.count[:, None] - 1)
+        static_s = np.where(on_path, k * paths.ds[:, None] - reach, np.inf)
     else:
         static_s = np.full((N, 1), np.inf)
     T = len(sim_t)
@@ -1158,7 +1164,8 @@ def _simulate(paths: _Paths, obs: _Obstacles, veh: _Vehicles, lights: np.ndarray
     S, V, A = np.zeros((steps + 1, N)), np.zeros((steps + 1, N)), np.zeros((steps + 1, N))
     for t in range(steps + 1):
         gap, lead_v = _leader_gaps(paths, obs, front, rear, s, v, active, lights[t], t)
-        k = np.clip((s / paths.ds).astype(np.int64), 0, paths.vmax.shape[1] - 1)
+        # desired speed read 0.5 s ahead, so the IDM has started braking when the vehicle reaches a curve
+        k = np.clip(((s + 0.5 * v) / paths.ds).astype(np.int64), 0, paths.vmax.shape[1] - 1)
         v0 = paths.vmax[rows, k] * desire
         acc = _idm(v, v0, gap, lead_v)
         acc = np.clip(acc, _BG_MIN_ACCEL, IDM_ACCEL)
