@@ -21,7 +21,6 @@ the reader's crop radius. Each scene becomes a block of ``4 + num_future_frames`
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -34,7 +33,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import shapely
-from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
+from shapely.geometry import LineString, Point, Polygon, box
 from shapely.geometry.base import BaseGeometry
 from shapely.strtree import STRtree
 
@@ -45,9 +44,9 @@ from irlvla_gym.scenes.gpkg import (
 )
 from irlvla_gym.scenes.safe_pickle import NAVSIM_ALLOWLIST, UnsafePickleError, load_pickle
 from irlvla_gym.scenes.scene import (
-    AGENT_CATEGORIES, BARRIER, BICYCLE, CAMERA_CHANNELS, COMMAND_UNKNOWN, DT, GENERIC_OBJECT, LIGHT_GREEN,
+    BARRIER, BICYCLE, CAMERA_CHANNELS, COMMAND_UNKNOWN, DT, GENERIC_OBJECT, LIGHT_GREEN,
     LIGHT_NONE, LIGHT_RED, MAX_COORD, NUM_FUTURE, NUM_HISTORY, NUM_TIMES, PEDESTRIAN, TRAFFIC_CONE, VEHICLE, Agents,
-    EgoState, MapData, PolygonSet, Ragged, Scene, SceneMetadata, SceneValidationError, wrap_angle,
+    EgoState, MapData, PolygonSet, Scene, SceneMetadata, SceneValidationError, wrap_angle,
 )
 from irlvla_gym.scenes.sources import SkippedItem
 
@@ -1155,7 +1154,8 @@ class _MapWriter:
             polys.append(p if p.is_valid else max(_valid_parts(p) or [p.buffer(0)], key=lambda g: g.area))
 
         # Roadblocks / roadblock connectors: one per (lane_group, kind); ungrouped lanes get their own.
-        group_key = [(int(g), bool(c)) if g >= 0 else ("solo", i) for i, (g, c) in enumerate(zip(mp.lane_group, is_conn))]
+        group_key = [(int(g), bool(c)) if g >= 0 else ("solo", i)
+                     for i, (g, c) in enumerate(zip(mp.lane_group, is_conn))]
         block_fid: dict[Any, int] = {}
         members: dict[Any, list[int]] = {}
         for i, k in enumerate(group_key):

@@ -225,3 +225,29 @@ def test_reader_xyz_and_projected_as_is(tmp_path):
     with GeoPackage(path) as gp:
         (f,) = gp.read_features("baseline_paths")
         assert f.geometry.has_z and shapely.equals_exact(f.geometry, line, 0)
+
+
+def test_reader_names_bad_blob_row(tmp_path):
+    path = write_geopackage(tmp_path / "b.gpkg", {"crosswalks": [(1, Point(E0, N0).buffer(2), {}),
+                                                                 (2, Point(E0, N0).buffer(1), {})]})
+    con = sqlite3.connect(path)
+    good = con.execute("SELECT geom FROM crosswalks WHERE fid=2").fetchone()[0]
+    con.execute("UPDATE crosswalks SET geom=? WHERE fid=2", (good[:40] + b"\x07\x07\x07",))
+    con.execute("UPDATE crosswalks SET geom=NULL WHERE fid=1")
+    con.commit()
+    con.close()
+    with GeoPackage(path) as gp, pytest.raises(GeoPackageError, match="'crosswalks' fid 2.*WKB"):
+        gp.read_features("crosswalks")
+
+
+def test_reader_speed_many_rows(tmp_path):
+    import time
+
+    rows = [(i, LineString([(E0 + i, N0), (E0 + i, N0 + 10), (E0 + i + 1, N0 + 20)]), {"lane_fid": i})
+            for i in range(1, 20001)]
+    path = write_geopackage(tmp_path / "big.gpkg", {"baseline_paths": rows})
+    t = time.perf_counter()
+    with GeoPackage(path) as gp:
+        feats = gp.read_features("baseline_paths")
+    assert len(feats) == 20000 and feats[-1].attributes["lane_fid"] == 20000
+    assert time.perf_counter() - t < 5.0

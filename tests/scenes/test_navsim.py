@@ -245,7 +245,8 @@ def test_export_layout_and_frame_keys(exported):
             "boundaries", "lane_groups_polygons", "lane_group_connectors", "intersections", "crosswalks",
             "stop_polygons", "road_segments", "carpark_areas", "meta"} <= tables
     assert dict(con.execute("SELECT key, value FROM meta"))["projectedCoordSystem"] == "epsg:32611"
-    assert con.execute("SELECT count(*) FROM stop_polygons").fetchone()[0] == 4  # C1 and C2 of both junction scenes have lights
+    # C1 and C2 of both junction scenes have lights: one TRAFFIC_LIGHT stop polygon each.
+    assert con.execute("SELECT count(*) FROM stop_polygons").fetchone()[0] == 4
     con.close()
     with open(res.logs_dir / "log-a.pkl", "rb") as fh:
         frames = pickle.load(fh)
