@@ -14,7 +14,7 @@ Reactive agents (NAVSIM v2 reactive traffic = nuPlan ``IDMAgents`` / ``IDMAgentM
   agents nor in its open-loop list, so they vanish) - we replay them instead, which keeps them visible to collision
   checks. nuPlan drops vehicles it cannot put on a lane; we replay them.
 
-Known differences to nuPlan's IDM agents (all deliberate, see the README section of the final report):
+Known differences to nuPlan's IDM agents (all deliberate; also listed in irlvla_gym/sim/README.md):
 * nuPlan snaps agents onto the lane centreline; here an agent keeps its t0 lateral offset, fading out linearly over
   ``TrafficConfig.lateral_offset_decay`` metres, so no box jumps sideways at the first step.
 * The IDM desired gap uses Treiber's ``s* = s0 + max(0, v T + v dv / (2 sqrt(a b)))``; nuPlan omits the max(0, .), which

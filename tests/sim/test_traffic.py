@@ -157,3 +157,25 @@ def test_red_light_stops_agent():
     assert front.max() <= 0.0 and np.all(np.diff(speed[20:]) < 0.0) and speed[-1] < 3.0
     free = simulate_idm_agents(scene, None, TrafficConfig(stop_at_red_lights=False))
     assert (free.boxes[0, :, 0, 0] + 2.25).max() > 0.0
+
+
+def test_who_is_reactive():
+    from irlvla_gym.scenes.scene import BICYCLE
+    scene = straight_road_scene(agents=[
+        dict(x=20.0, y=0.0, vx=5.0),  # vehicle on its lane: IDM
+        dict(x=30.0, y=0.0, vx=-5.0, yaw=np.pi),  # wrong-way vehicle: no lane matches its heading -> replayed
+        dict(x=10.0, y=-3.5, vx=4.0, category=BICYCLE),  # bicycles are replayed
+        dict(x=5.0, y=30.0, vx=5.0),  # far off any lane -> replayed
+    ])
+    track = simulate_idm_agents(scene)
+    assert track.reactive.tolist() == [True, False, False, False]
+    replay = log_replay(scene)
+    np.testing.assert_array_equal(track.boxes[0][:, 1:], replay.boxes[:, 1:])
+    np.testing.assert_array_equal(track.valid[0], np.ones((41, 4), bool))
+
+
+def test_empty_scene_traffic():
+    scene = straight_road_scene()
+    track = simulate_idm_agents(scene, _ego_rollout(0.0, 10.0, K=2))
+    assert track.boxes.shape == (2, 41, 0, 8) and track.valid.shape == (2, 41, 0)
+    assert log_replay(scene).boxes.shape == (41, 0, 8)
