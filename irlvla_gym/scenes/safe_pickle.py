@@ -19,7 +19,11 @@ import numpy as np
 
 _NUMPY_CORE = "numpy._core" if hasattr(np, "_core") else "numpy.core"
 
-# (module, name) pairs as they appear in the pickle stream, numpy.core spelling; twins are added below.
+# (module, name) pairs as they appear in the pickle stream, numpy.core spelling (numpy._core resolves to the same).
+# Beyond data-formats.md section 5 both lists allow ``_codecs.encode``: pickle protocols <= 2 have no bytes opcode, so
+# numpy's raw array data is written as ``_codecs.encode(str, 'latin1')``. It can only run text codecs (torch's
+# weights-only loader allows it too), and ``builtins.bytes`` (spelled ``__builtin__.bytes`` by protocol 2) for empty
+# byte strings; without them every protocol-2 numpy pickle would be refused.
 SCENARIONET_ALLOWLIST = frozenset({
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"),
@@ -28,6 +32,8 @@ SCENARIONET_ALLOWLIST = frozenset({
     ("builtins", "int"),
     ("numpy.core.multiarray", "scalar"),
     ("numpy.core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+    ("builtins", "bytes"),
 })
 NAVSIM_ALLOWLIST = frozenset({
     ("numpy.core.multiarray", "_reconstruct"),
@@ -35,6 +41,8 @@ NAVSIM_ALLOWLIST = frozenset({
     ("numpy", "dtype"),
     ("numpy.core.multiarray", "scalar"),
     ("numpy.core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+    ("builtins", "bytes"),
 })
 
 
@@ -43,7 +51,10 @@ class UnsafePickleError(pickle.UnpicklingError):
 
 
 def _canonical(module: str) -> str:
-    """Map both numpy spellings (numpy.core.x / numpy._core.x) onto 'numpy.core.x' for allow-list lookups."""
+    """Map both numpy spellings (numpy.core.x / numpy._core.x) onto 'numpy.core.x', and Python 2's '__builtin__'
+    onto 'builtins', for allow-list lookups."""
+    if module == "__builtin__":
+        return "builtins"
     if module.startswith("numpy._core"):
         return "numpy.core" + module[len("numpy._core"):]
     return module
@@ -55,6 +66,8 @@ def _resolve(module: str, name: str):
         module = _NUMPY_CORE + module[len("numpy.core"):]
     if module == "collections" and name == "defaultdict":
         return collections.defaultdict
+    if module == "builtins":
+        return {"int": int, "bytes": bytes}[name]
     return getattr(importlib.import_module(module), name)
 
 

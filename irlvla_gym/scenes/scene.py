@@ -182,7 +182,7 @@ class PolygonSet:
         for p, poly in enumerate(polygons):
             for r, ring in enumerate(poly):
                 ring = np.asarray(ring, dtype=np.float64)[:, :2]
-                if len(ring) > 1 and np.allclose(ring[0], ring[-1]):
+                if len(ring) > 1 and abs(ring[0, 0] - ring[-1, 0]) + abs(ring[0, 1] - ring[-1, 1]) < 1e-9:
                     ring = ring[:-1]
                 rings.append(ring)
                 owner.append(p)

@@ -20,8 +20,8 @@ from irlvla_gym.scenes.safe_pickle import (
 
 _CODECS = ("_codecs", "encode")
 """Protocols <= 2 have no bytes opcode: bytes (numpy's raw array data) pickle as ``_codecs.encode(str, 'latin1')``.
-The global is harmless (it can only run text codecs) and torch's weights-only unpickler allows it too; the shared
-allow-lists may lack it (proposed addition), in which case the protocol-2 cases below are expected failures."""
+The global is harmless (it can only run text codecs) and torch's weights-only unpickler allows it too; both shared
+allow-lists include it. Should one drop it, the protocol-2 cases below become expected failures."""
 
 
 def _xfail_without_codecs(request, protocol: int, allowlist: frozenset) -> None:
