@@ -113,7 +113,8 @@ class ReferenceProfiles:
 
     def at(self, index: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
         """Reference velocity (K,) at ``index + horizon`` (clipped to the profile end) and curvature profile
-        (K, horizon) from ``index`` on, padded with its last value (``_compute_reference_velocity_and_curvature_profile``)."""
+        (K, horizon) from ``index`` on, padded with its last value
+        (batch_lqr ``_compute_reference_velocity_and_curvature_profile``)."""
         num_profile = self.velocity.shape[1]
         reference_index = min(index + horizon, num_profile - 1)
         reference_velocity = self.velocity[:, reference_index]

@@ -86,8 +86,8 @@ def log_replay(scene: Scene, dt: float = 0.1) -> AgentTrack:
     b0, b1 = boxes[left], boxes[left + 1]
     out = (1.0 - a) * b0 + a * b1  # bit-exact at alpha in {0, 1}
     yaw_step = wrap_angle(b1[..., 2] - b0[..., 2])
-    out[..., 2] = np.where(alpha[:, None] == 1.0, b1[..., 2],
-                           np.where(alpha[:, None] == 0.0, b0[..., 2], wrap_angle(b0[..., 2] + alpha[:, None] * yaw_step)))
+    between = wrap_angle(b0[..., 2] + alpha[:, None] * yaw_step)
+    out[..., 2] = np.where(alpha[:, None] == 1.0, b1[..., 2], np.where(alpha[:, None] == 0.0, b0[..., 2], between))
     v0, v1 = valid[left], valid[left + 1]
     out_valid = np.where(alpha[:, None] == 0.0, v0, np.where(alpha[:, None] == 1.0, v1, v0 & v1))
     out[~out_valid] = 0.0
@@ -417,7 +417,8 @@ class IDMTraffic:
                 tangent = self.path_tangent[rr, near_idx]
                 # The box in the path frame at that point: arc length along, offset across.
                 corners = agent_corners(o) - anchor[:, None, :]  # (E, 4, 2)
-                along = near_idx[:, None] * ds + corners[..., 0] * tangent[:, None, 0] + corners[..., 1] * tangent[:, None, 1]
+                along = (near_idx[:, None] * ds + corners[..., 0] * tangent[:, None, 0]
+                         + corners[..., 1] * tangent[:, None, 1])
                 lateral = tangent[:, None, 0] * corners[..., 1] - tangent[:, None, 1] * corners[..., 0]
                 centre_rel = o[:, :2] - anchor
                 centre_along = near_idx * ds + centre_rel[:, 0] * tangent[:, 0] + centre_rel[:, 1] * tangent[:, 1]
@@ -435,7 +436,9 @@ class IDMTraffic:
 
             distance, speed_ahead = lead_gap, lead_speed
             if cfg.stop_at_red_lights and self.stop_lane.shape[1]:
-                light_step = min(int(np.floor(t * cfg.dt / SCENE_DT + 1e-9)), self.scene.map.lane_light_state.shape[0] - 1)
+                # Light states are 0.5 s samples: hold the last one.
+                light_step = min(int(np.floor(t * cfg.dt / SCENE_DT + 1e-9)),
+                                 self.scene.map.lane_light_state.shape[0] - 1)
                 light = self.scene.map.lane_light_state[light_step]
                 red = (self.stop_lane >= 0) & (light[np.maximum(self.stop_lane, 0)] == LIGHT_RED)  # (R, Q)
                 front = (s + half_length)[..., None]

@@ -79,8 +79,9 @@ def test_smooth_left_curve_tracked():
 
 def test_batch_equals_single_runs():
     scene = straight_road_scene(speed=8.0)
+    braking = np.where(PLAN_TIMES < 3.0, 6.0 * PLAN_TIMES - PLAN_TIMES**2, 9.0)
     plans = [scene.ego.future, _clothoid_left(8.0, 40.0, 2.0)[0], _clothoid_left(5.0, -25.0, 1.0)[0],
-             np.stack([np.where(PLAN_TIMES < 3.0, 6.0 * PLAN_TIMES - PLAN_TIMES**2, 9.0), np.zeros(8), np.zeros(8)], -1)]
+             np.stack([braking, np.zeros(8), np.zeros(8)], -1)]
     batch = simulate_plans(scene, np.stack(plans))
     for k, plan in enumerate(plans):
         np.testing.assert_allclose(batch[k], simulate_plans(scene, plan), rtol=0, atol=1e-9)
