@@ -849,11 +849,12 @@ def _agents(frames: Sequence[Mapping], poses: np.ndarray, origin: np.ndarray, wh
 
 def frames_to_scene(frames: Sequence[Mapping], map_reader: NuPlanMapReader, *, num_history_frames: int = 4,
                     map_radius: float = 100.0, sensor_blobs_root: str | os.PathLike | None = None,
-                    where: str = "<frames>", first_index: int = 0) -> Scene:
+                    where: str = "<frames>", first_index: int = 0, max_step_error_s: float = 0.1) -> Scene:
     """Build one Scene from a window of NAVSIM frame dicts (2 Hz); t0 is ``frames[num_history_frames - 1]``.
 
     Uses the 4 frames up to t0 (history) and the 8 after it (future); agents and traffic lights at the 9 frames t0 ..
-    t0 + 4 s. ``where`` / ``first_index`` only label error messages ("<file>: frame <i>: ...").
+    t0 + 4 s. ``where`` / ``first_index`` only label error messages ("<file>: frame <i>: ..."). Consecutive frame
+    timestamps must be 0.5 s apart within ``max_step_error_s`` (a gap or a 10 Hz log is refused, not misread).
 
     Raises:
         NavsimFormatError: a missing key, a wrongly shaped or non-finite field (naming file, frame and field), or an
@@ -874,6 +875,15 @@ def frames_to_scene(frames: Sequence[Mapping], map_reader: NuPlanMapReader, *, n
                 raise NavsimFormatError(f"{labels[i]}: missing key {key!r}")
     t0 = frames[h - 1]
     w0 = labels[h - 1]
+    try:
+        stamps = np.array([int(frames[i]["timestamp"]) for i in sel], dtype=np.int64)
+    except (TypeError, ValueError):
+        raise NavsimFormatError(f"{where}: field 'timestamp' must be an integer (µs) in every frame") from None
+    steps = np.diff(stamps) * 1e-6
+    if np.any(np.abs(steps - DT) > max_step_error_s):
+        k = int(np.argmax(np.abs(steps - DT)))
+        raise NavsimFormatError(f"{labels[sel[k + 1]]}: field 'timestamp': {steps[k]:.3f} s after the previous frame; "
+                                f"NAVSIM frames are {DT} s apart (2 Hz), tolerance {max_step_error_s} s")
     poses = np.stack([_ego_pose(frames[i], labels[i]) for i in sel])  # (12, 3) world
     origin = poses[NUM_HISTORY - 1]
     local = poses_to_local(poses, origin[:2], origin[2])

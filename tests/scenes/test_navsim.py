@@ -510,6 +510,48 @@ def test_wrong_schema_and_missing_logs(small_export, tmp_path):
         list(iter_scenes(tmp_path / "nowhere", small_export.maps_root))
 
 
+def test_timestamp_gap_refused(small_export):
+    def fn(frames):
+        for f in frames[6:]:
+            f["timestamp"] += 1_000_000  # a 1.5 s gap between frames 5 and 6
+
+    _edit_log(small_export, fn)
+    (item,) = iter_scenes(small_export.logs_dir, small_export.maps_root, map_radius=RADIUS)
+    assert isinstance(item, SkippedItem) and "frame 6: field 'timestamp'" in item.error and "2 Hz" in item.error
+
+
+def test_lidar_frame_velocities(small_export):
+    """gt_velocity_3d is in the lidar frame: with a lidar yawed by +90 deg the reader rotates it back to ego."""
+    (ref,) = iter_scenes(small_export.logs_dir, small_export.maps_root, map_radius=RADIUS)
+
+    def fn(frames):
+        for f in frames:
+            f["lidar2ego_rotation"] = [np.float64(np.cos(np.pi / 4)), np.float64(0), np.float64(0),
+                                       np.float64(np.sin(np.pi / 4))]
+            v = f["anns"]["gt_velocity_3d"]
+            f["anns"]["gt_velocity_3d"] = np.stack([v[:, 1], -v[:, 0], v[:, 2]], 1)  # ego -> lidar (rotate by -90)
+
+    _edit_log(small_export, fn)
+    (back,) = iter_scenes(small_export.logs_dir, small_export.maps_root, map_radius=RADIUS)
+    np.testing.assert_allclose(back.agents.boxes, ref.agents.boxes, atol=1e-9)
+    assert np.abs(ref.agents.boxes[..., 6]).max() > 1.0
+
+
+def test_optional_tables_missing(small_export):
+    """Without boundaries and connector polygons the reader offsets the baseline by half the lane width."""
+    (ref,) = iter_scenes(small_export.logs_dir, small_export.maps_root, map_radius=RADIUS)
+    con = sqlite3.connect(small_export.gpkg_path)
+    for table in ("boundaries", "gen_lane_connectors_scaled_width_polygons", "carpark_areas", "walkways"):
+        con.execute(f"DROP TABLE {table}")
+    con.commit()
+    con.close()
+    (back,) = iter_scenes(small_export.logs_dir, small_export.maps_root, map_radius=RADIUS)
+    assert isinstance(back, Scene), str(back)
+    np.testing.assert_allclose(back.map.lane_left_boundaries.points, ref.map.lane_left_boundaries.points, atol=1e-3)
+    np.testing.assert_allclose(back.map.lane_right_boundaries.points, ref.map.lane_right_boundaries.points,
+                               atol=1e-3)
+
+
 class _Evil:
     def __reduce__(self):
         return (os.getenv, ("IRLVLA_NAVSIM_TEST_MARKER",))
