@@ -22,8 +22,9 @@ _NUMPY_CORE = "numpy._core" if hasattr(np, "_core") else "numpy.core"
 # (module, name) pairs as they appear in the pickle stream, numpy.core spelling (numpy._core resolves to the same).
 # Beyond data-formats.md section 5 both lists allow ``_codecs.encode``: pickle protocols <= 2 have no bytes opcode, so
 # numpy's raw array data is written as ``_codecs.encode(str, 'latin1')``. It can only run text codecs (torch's
-# weights-only loader allows it too), and ``builtins.bytes`` (spelled ``__builtin__.bytes`` by protocol 2) for empty
-# byte strings; without them every protocol-2 numpy pickle would be refused.
+# weights-only loader allows it too), and the plain containers ``bytes``/``set``/``frozenset`` (spelled
+# ``__builtin__.*`` by protocol 2; protocol >= 4 has opcodes for them); without these every protocol-2 pickle of
+# numpy data would be refused.
 SCENARIONET_ALLOWLIST = frozenset({
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"),
@@ -34,6 +35,8 @@ SCENARIONET_ALLOWLIST = frozenset({
     ("numpy.core.numeric", "_frombuffer"),
     ("_codecs", "encode"),
     ("builtins", "bytes"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
 })
 NAVSIM_ALLOWLIST = frozenset({
     ("numpy.core.multiarray", "_reconstruct"),
@@ -43,6 +46,8 @@ NAVSIM_ALLOWLIST = frozenset({
     ("numpy.core.numeric", "_frombuffer"),
     ("_codecs", "encode"),
     ("builtins", "bytes"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
 })
 
 
@@ -67,7 +72,7 @@ def _resolve(module: str, name: str):
     if module == "collections" and name == "defaultdict":
         return collections.defaultdict
     if module == "builtins":
-        return {"int": int, "bytes": bytes}[name]
+        return {"int": int, "bytes": bytes, "set": set, "frozenset": frozenset}[name]
     return getattr(importlib.import_module(module), name)
 
 
