@@ -798,6 +798,8 @@ def _agents(frames: Sequence[Mapping], poses: np.ndarray, origin: np.ndarray, wh
         try:
             boxes = np.asarray(anns["gt_boxes"], dtype=np.float64).reshape(-1, 7)
             n = len(boxes)
+            if n == 0:
+                continue
             names = [str(s) for s in np.asarray(anns.get("gt_names", ["generic_object"] * n)).reshape(-1)]
             vel = np.asarray(anns.get("gt_velocity_3d", np.zeros((n, 3))), dtype=np.float64).reshape(n, -1)
             toks = anns.get("track_tokens")
@@ -809,8 +811,6 @@ def _agents(frames: Sequence[Mapping], poses: np.ndarray, origin: np.ndarray, wh
         if len(names) != n or len(toks) != n or len(vel) != n or vel.shape[1] < 2:
             raise NavsimFormatError(f"{w}: field 'anns': gt_boxes ({n}), gt_names ({len(names)}), "
                                     f"gt_velocity_3d ({len(vel)}) and track_tokens ({len(toks)}) disagree")
-        if not n:
-            continue
         q = fr.get("lidar2ego_rotation")
         lidar_yaw = quaternion_yaw(np.asarray(q, dtype=np.float64)) if q is not None and len(q) == 4 else 0.0
         xy_w = to_global(boxes[:, :2], pose[:2], pose[2])

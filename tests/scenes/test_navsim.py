@@ -537,6 +537,18 @@ def test_lidar_frame_velocities(small_export):
     assert np.abs(ref.agents.boxes[..., 6]).max() > 1.0
 
 
+def test_frame_without_agents(small_export):
+    def fn(frames):
+        frames[5]["anns"] = {"gt_boxes": np.zeros((0, 7)), "gt_names": np.zeros(0, "<U14"),
+                             "gt_velocity_3d": np.zeros((0, 3)), "instance_tokens": [], "track_tokens": []}
+        del frames[6]["anns"]  # the test split has no anns at all
+
+    _edit_log(small_export, fn)
+    (back,) = iter_scenes(small_export.logs_dir, small_export.maps_root, map_radius=RADIUS)
+    assert isinstance(back, Scene), str(back)
+    assert not back.agents.valid[2].any() and not back.agents.valid[3].any() and back.agents.valid[[0, 1, 4]].all()
+
+
 def test_optional_tables_missing(small_export):
     """Without boundaries and connector polygons the reader offsets the baseline by half the lane width."""
     (ref,) = iter_scenes(small_export.logs_dir, small_export.maps_root, map_radius=RADIUS)
