@@ -47,7 +47,7 @@ from irlvla_gym.obs.common import (
 )
 from irlvla_gym.obs.config import ObsConfig
 from irlvla_gym.scenes.scene import (
-    LIGHT_RED, LIGHT_YELLOW, STATIC_CATEGORIES, VEHICLE, EgoVehicle, PolygonSet, Scene,
+    AGENT_CATEGORIES, LIGHT_RED, LIGHT_YELLOW, STATIC_CATEGORIES, VEHICLE, EgoVehicle, PolygonSet, Scene,
 )
 
 BEV_CHANNELS = ("drivable_area", "lane_lines", "route", "vehicles", "vulnerable_static", "agents_past",
@@ -58,6 +58,8 @@ CENTRELINE_VALUE, BOUNDARY_VALUE = 128, 255
 STATIC_OBJECT_VALUE = 128
 YELLOW_LIGHT_VALUE = 128
 LIGHT_PATCH_LENGTH, LIGHT_PATCH_WIDTH = 4.0, 3.0  # m
+_SMALL_PATCH = 6  # px, half size of the patch tested for ordinary boxes (cars up to ~5.5 m at 0.5 m/px)
+_NOW_VALUE = np.array([STATIC_OBJECT_VALUE if c in STATIC_CATEGORIES else 255 for c in range(len(AGENT_CATEGORIES))])
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -271,7 +273,7 @@ class BevRenderer:
             category = scene.agents.category
             is_vehicle = category == VEHICLE
             now_channel = np.where(is_vehicle, VEHICLES, VULNERABLE_STATIC)
-            now_value = np.where(np.isin(category, STATIC_CATEGORIES), STATIC_OBJECT_VALUE, 255)
+            now_value = _NOW_VALUE[category]
             boxes, valid = agents_at_time(scene, time)
             boxes_list.append(boxes[valid])
             channel_list.append(now_channel[valid])
@@ -300,7 +302,8 @@ class BevRenderer:
 
         A pixel is inside a box when its centre is; each box also marks the pixel holding its centre, so small
         objects (pedestrians, cones) never vanish between pixel centres. Vectorised over boxes: each box tests a
-        square patch of pixels around its centre, boxes bucketed by patch size (powers of two).
+        rectangular patch of pixels around its centre: one fixed small patch for ordinary boxes, one patch as large
+        as the largest remaining box's axis-aligned extent for the others.
 
         Args:
             layers: (C, H, W) uint8 output.
@@ -311,47 +314,65 @@ class BevRenderer:
         h, w = self.height, self.width
         centre_col = (c.bev_range_side - boxes_ego[:, 1]) / self.m_per_col - 0.5
         centre_row = (c.bev_range_ahead - boxes_ego[:, 0]) / self.m_per_row - 0.5
-        half_diag = 0.5 * np.hypot(boxes_ego[:, 3], boxes_ego[:, 4]) / min(self.m_per_row, self.m_per_col)
-        in_view = ((centre_col + half_diag >= 0) & (centre_col - half_diag <= w - 1)
-                   & (centre_row + half_diag >= 0) & (centre_row - half_diag <= h - 1))
-        if not in_view.any():
-            return
-        boxes_ego, channels, values = boxes_ego[in_view], channels[in_view], values[in_view]
-        centre_col, centre_row, half_diag = centre_col[in_view], centre_row[in_view], half_diag[in_view]
         cos, sin = np.cos(boxes_ego[:, 2]), np.sin(boxes_ego[:, 2])
         half_len, half_wid = 0.5 * boxes_ego[:, 3], 0.5 * boxes_ego[:, 4]
+        # Axis-aligned half extents in pixels (rows along ego x, columns along ego y).
+        half_rows = (np.abs(cos) * half_len + np.abs(sin) * half_wid) / self.m_per_row
+        half_cols = (np.abs(sin) * half_len + np.abs(cos) * half_wid) / self.m_per_col
+        in_view = ((centre_col + half_cols >= 0) & (centre_col - half_cols <= w - 1)
+                   & (centre_row + half_rows >= 0) & (centre_row - half_rows <= h - 1))
+        if not in_view.any():
+            return
+        sel_view = np.flatnonzero(in_view)
+        boxes_ego, channels, values = boxes_ego[sel_view], channels[sel_view], values[sel_view]
+        centre_col, centre_row = centre_col[sel_view], centre_row[sel_view]
+        cos, sin, half_len, half_wid = cos[sel_view], sin[sel_view], half_len[sel_view], half_wid[sel_view]
         base_col, base_row = np.rint(centre_col).astype(np.int64), np.rint(centre_row).astype(np.int64)
-        bucket = np.maximum(2, 2 ** np.ceil(np.log2(half_diag + 1.0))).astype(np.int64)
+        # Two patch sizes: boxes fitting a (2 * SMALL + 1)^2 patch, and the rest with their largest extents.
+        half_rows, half_cols = half_rows[sel_view], half_cols[sel_view]
+        small = (half_rows <= _SMALL_PATCH - 1.0) & (half_cols <= _SMALL_PATCH - 1.0)
+        bucket = np.where(small, 0, 1)
         flat_index, flat_value = [], []
-        for half in np.unique(bucket).tolist():
-            sel = np.flatnonzero(bucket == half)
-            offsets = np.arange(-half, half + 1)
-            cols = base_col[sel, None, None] + offsets[None, None, :]  # (k, 1, P)
-            rows = base_row[sel, None, None] + offsets[None, :, None]  # (k, P, 1)
+        for key in np.unique(bucket).tolist():
+            if key == 0:
+                half_r = half_c = _SMALL_PATCH
+            else:
+                half_r = int(np.ceil(half_rows[bucket == 1].max() + 1.0))
+                half_c = int(np.ceil(half_cols[bucket == 1].max() + 1.0))
+            sel = np.flatnonzero(bucket == key)
+            cols = base_col[sel, None, None] + np.arange(-half_c, half_c + 1)[None, None, :]  # (k, 1, Q)
+            rows = base_row[sel, None, None] + np.arange(-half_r, half_r + 1)[None, :, None]  # (k, P, 1)
             x = c.bev_range_ahead - (rows + 0.5) * self.m_per_row - boxes_ego[sel, 0, None, None]
             y = c.bev_range_side - (cols + 0.5) * self.m_per_col - boxes_ego[sel, 1, None, None]
             cs, sn = cos[sel, None, None], sin[sel, None, None]
             inside = ((np.abs(x * cs + y * sn) <= half_len[sel, None, None])
-                      & (np.abs(-x * sn + y * cs) <= half_wid[sel, None, None])
+                      & (np.abs(y * cs - x * sn) <= half_wid[sel, None, None])
                       & (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w))
-            k_idx, r_idx, c_idx = np.nonzero(inside)
-            flat_index.append((channels[sel][k_idx] * h + rows[k_idx, r_idx, 0]) * w + cols[k_idx, 0, c_idx])
-            flat_value.append(values[sel][k_idx])
+            flat = (channels[sel, None, None] * h + rows) * w + cols  # (k, P, Q)
+            flat_index.append(flat[inside])
+            flat_value.append(np.broadcast_to(values[sel, None, None], inside.shape)[inside])
         centre_ok = (base_row >= 0) & (base_row < h) & (base_col >= 0) & (base_col < w)
         flat_index.append(((channels * h + base_row) * w + base_col)[centre_ok])
         flat_value.append(values[centre_ok])
         np.maximum.at(layers.reshape(-1), np.concatenate(flat_index), np.concatenate(flat_value).astype(np.uint8))
 
-    def _draw_lights(self, prepared: PreparedMap, scene: Scene, pose: np.ndarray, time: float) -> np.ndarray:
-        image = Image.new("L", (self.width, self.height), 0)
+    def _draw_lights(self, prepared: PreparedMap, scene: Scene, pose: np.ndarray, time: float) -> np.ndarray | int:
+        """The TRAFFIC_LIGHTS layer (H, W), or 0 when no red/yellow stop line is in view."""
         patches = prepared.light_patches
-        if len(patches):
-            states = light_state_at_time(scene, time)[patches.value]
-            shown = np.intersect1d(self._visible(patches, pose), np.flatnonzero(states >= LIGHT_YELLOW))
-            shown = shown[np.argsort(states[shown] == LIGHT_RED, kind="stable")]  # yellow first, red on top
-            values = np.where(states == LIGHT_RED, 255, YELLOW_LIGHT_VALUE).astype(np.int64)
-            self._draw_items(image, PackedItems(patches.points, patches.offsets, patches.bbox, values), pose,
-                             as_lines=False, selection=shown)
+        if not len(patches):
+            return 0
+        states = light_state_at_time(scene, time)[patches.value]
+        lit = np.flatnonzero(states >= LIGHT_YELLOW)
+        if not len(lit):
+            return 0
+        shown = np.intersect1d(self._visible(patches, pose), lit)
+        if not len(shown):
+            return 0
+        shown = shown[np.argsort(states[shown] == LIGHT_RED, kind="stable")]  # yellow first, red on top
+        values = np.where(states == LIGHT_RED, 255, YELLOW_LIGHT_VALUE).astype(np.int64)
+        image = Image.new("L", (self.width, self.height), 0)
+        self._draw_items(image, PackedItems(patches.points, patches.offsets, patches.bbox, values), pose,
+                         as_lines=False, selection=shown)
         return np.asarray(image)
 
     def _ego_layer(self, vehicle: EgoVehicle) -> np.ndarray:
