@@ -192,6 +192,7 @@ _EGO_MAX_JERK = 4.0  # m/s^3, expert jerk limit (HC bound 4.13 longitudinal)
 _YELLOW_STOP_DECEL = 3.0  # stop at yellow if the required deceleration is below this
 _PROFILE_DECEL = 1.2  # m/s^2, anticipatory deceleration of the desired-speed profile before curves
 _MERGE_WINDOW = 60.0  # m before a merge where vehicles of the merging lanes see each other
+_MAP_CROP_FACTOR = 1.2  # map geometry is kept within map_range * this of the ego (m)
 _PED_ANTICIPATION = 2.5  # s, vehicles yield to pedestrians who will be on their path within this time
 _CROSSWALK_HALF = 2.5  # m, half depth of the zone a vehicle keeps clear in front of a crossing pedestrian
 _YAW_RATE_LIMIT = 0.5  # rad/s, curve speed also capped by yaw rate v * curvature
@@ -916,9 +917,49 @@ class _Paths:
         return p, h
 
 
-def _build_paths(world: _World, veh: _Vehicles, lay: _Layout, cfg: SyntheticConfig,
-                 lane_len: np.ndarray) -> _Paths:
+def _path_geometry(world: _World, lay: _Layout, cfg: SyntheticConfig, lane_len: np.ndarray, chain: tuple[int, ...],
+                   is_ego: bool) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """Resampled path of a lane chain (+ virtual extension): points (K, 2), spacing (m), unwrapped heading (K,)
+    and desired-speed profile (K,) (lane speed limit capped by curvature, with anticipatory braking)."""
+    geometry = list(chain)
+    if is_ego and lay.lane_change is not None:
+        # The ego's route switches lane at the roadblock boundary; its geometry follows the original lane and is
+        # shifted laterally below (parallel lanes have equal lengths, so stations agree).
+        geometry = [chain[0]] + list(lay.lane_change[4])
+    line = concat_polylines([world.centre[l] for l in geometry])
+    d = line[-1] - line[-2]
+    line = np.concatenate([line, line[-1:] + _PATH_EXTENSION * d / np.linalg.norm(d)])
+    cum = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(line, axis=0), axis=1))]
+    num = int(np.ceil(cum[-1] / _PATH_DS)) + 1
+    st = np.linspace(0.0, cum[-1], num)
+    ds = cum[-1] / (num - 1)
+    pts = np.stack([np.interp(st, cum, line[:, 0]), np.interp(st, cum, line[:, 1])], 1)
+    if is_ego and lay.lane_change is not None:
+        # quintic lateral shift (peak lateral accel ~ 5.8 * shift / duration^2)
+        start, length, shift = lay.lane_change[:3]
+        pts = pts + _left_normals(pts) * (shift * _quintic((st - start) / length))[:, None]
+    dp = np.diff(pts, axis=0)
+    h = np.unwrap(np.arctan2(dp[:, 1], dp[:, 0]))
+    h = np.r_[h, h[-1]]
+    kappa = np.abs(np.gradient(h, ds))
+    # worst curvature within +-3 m: polyline vertices and Bezier peaks must not be averaged away
+    kappa = np.lib.stride_tricks.sliding_window_view(np.pad(kappa, 3, mode="edge"), 7).max(axis=1)
+    starts = np.r_[0.0, np.cumsum(lane_len[list(chain)])]
+    k_idx = np.clip(np.searchsorted(starts, st, side="right") - 1, 0, len(chain) - 1)
+    lim = np.asarray(world.speed)[np.asarray(chain)[k_idx]]
+    v = np.minimum(lim, np.minimum(np.sqrt(cfg.expert_lateral_accel / np.maximum(kappa, 1e-6)),
+                                   _YAW_RATE_LIMIT / np.maximum(kappa, 1e-6)))
+    # anticipatory braking: v(s)^2 <= min_{s' >= s} v(s')^2 + 2 b (s' - s)
+    q = np.minimum.accumulate((v * v + 2 * _PROFILE_DECEL * st)[::-1])[::-1]
+    vmax = np.sqrt(np.maximum(q - 2 * _PROFILE_DECEL * st, 0.0))
+    return pts, ds, h, vmax
+
+
+def _build_paths(world: _World, veh: _Vehicles, lay: _Layout, cfg: SyntheticConfig, lane_len: np.ndarray,
+                 cache: dict | None = None) -> _Paths:
+    """Per-vehicle path tables. ``cache`` maps (chain, is_ego) to :func:`_path_geometry` results across calls."""
     N, L = len(veh), world.num_lanes
+    cache = {} if cache is None else cache
     siblings: dict[int, list[int]] = {}
     preds: dict[int, list[int]] = {}
     for a, b in world.successors:
@@ -927,66 +968,24 @@ def _build_paths(world: _World, veh: _Vehicles, lay: _Layout, cfg: SyntheticConf
         if len(ps) > 1:
             for a in ps:
                 siblings.setdefault(a, []).extend(x for x in ps if x != a)
-    lines, entries = [], []
+    geoms, entries = [], []
     for i in range(N):
-        chain = veh.lanes[i]
-        geometry = chain
-        if i == 0 and lay.lane_change is not None:
-            # The ego's route switches lane at the roadblock boundary; its geometry follows the original lane and
-            # is shifted laterally below (parallel lanes have equal lengths, so stations agree).
-            geometry = [chain[0]] + list(lay.lane_change[4])
-        line = concat_polylines([world.centre[l] for l in geometry])
-        d = line[-1] - line[-2]
-        line = np.concatenate([line, line[-1:] + _PATH_EXTENSION * d / np.linalg.norm(d)])
-        lines.append(line)
-        starts = np.r_[0.0, np.cumsum(lane_len[chain])]
-        entries.append((list(chain) + [-1], starts))
-    raw = []
-    for line in lines:
-        seg = np.linalg.norm(np.diff(line, axis=0), axis=1)
-        cum = np.r_[0.0, np.cumsum(seg)]
-        num = int(np.ceil(cum[-1] / _PATH_DS)) + 1
-        s = np.linspace(0.0, cum[-1], num)
-        raw.append((np.stack([np.interp(s, cum, line[:, 0]), np.interp(s, cum, line[:, 1])], 1), cum[-1] / (num - 1)))
-    if lay.lane_change is not None:
-        # Ego lane change: quintic lateral shift (peak lateral accel ~ 5.8 * shift / duration^2).
-        start, length, shift = lay.lane_change[:3]
-        pts, ds = raw[0]
-        st = np.arange(len(pts)) * ds
-        raw[0] = (pts + _left_normals(pts) * (shift * _quintic((st - start) / length))[:, None], ds)
-    K = max(len(p) for p, _ in raw)
+        key = (tuple(veh.lanes[i]), i == 0)
+        if key not in cache:
+            cache[key] = _path_geometry(world, lay, cfg, lane_len, *key)
+        geoms.append(cache[key])
+        entries.append((list(veh.lanes[i]) + [-1], np.r_[0.0, np.cumsum(lane_len[veh.lanes[i]])]))
+    K = max(len(g[0]) for g in geoms)
     xy = np.zeros((N, K, 2))
     heading = np.zeros((N, K))
     vmax = np.zeros((N, K))
-    ds = np.array([d for _, d in raw])
-    count = np.array([len(p) for p, _ in raw])
-    speed = np.asarray(world.speed)
-    for i, (p, d) in enumerate(raw):
+    ds = np.array([g[1] for g in geoms])
+    count = np.array([len(g[0]) for g in geoms])
+    for i, (p, _, h, vm) in enumerate(geoms):
         n = len(p)
-        xy[i, :n] = p
-        xy[i, n:] = p[-1]
-        dp = np.diff(p, axis=0)
-        h = np.unwrap(np.arctan2(dp[:, 1], dp[:, 0]))
-        h = np.r_[h, h[-1]]
-        heading[i, :n] = h
-        heading[i, n:] = h[-1]
-        # curvature, smoothed over ~5 m so polyline vertices do not look like kinks
-        kappa = np.abs(np.gradient(h, d))
-        # worst curvature within +-3 m: polyline vertices and Bezier peaks must not be averaged away
-        kappa = np.lib.stride_tricks.sliding_window_view(np.pad(kappa, 3, mode="edge"), 7).max(axis=1)
-        lanes, starts = entries[i]
-        st = np.arange(n) * d
-        k_idx = np.clip(np.searchsorted(starts, st, side="right") - 1, 0, len(lanes) - 1)
-        lane_at = np.asarray(lanes)[k_idx]
-        lim = np.where(lane_at >= 0, speed[np.maximum(lane_at, 0)], speed[lanes[-2]])
-        v_curve = np.minimum(np.sqrt(cfg.expert_lateral_accel / np.maximum(kappa, 1e-6)),
-                             _YAW_RATE_LIMIT / np.maximum(kappa, 1e-6))
-        v = np.minimum(lim, v_curve)
-        # anticipatory braking: v(s)^2 <= min_{s' >= s} v(s')^2 + 2 b (s' - s)
-        q = v * v + 2 * _PROFILE_DECEL * st
-        q = np.minimum.accumulate(q[::-1])[::-1]
-        vmax[i, :n] = np.sqrt(np.maximum(q - 2 * _PROFILE_DECEL * st, 0.0))
-        vmax[i, n:] = vmax[i, n - 1]
+        xy[i, :n], xy[i, n:] = p, p[-1]
+        heading[i, :n], heading[i, n:] = h, h[-1]
+        vmax[i, :n], vmax[i, n:] = vm, vm[-1]
     E = max(len(e[0]) for e in entries)
     entry_lane = np.full((N, E), -1, np.int64)
     entry_start = np.full((N, E), np.inf)
@@ -1185,6 +1184,49 @@ def _simulate(paths: _Paths, obs: _Obstacles, veh: _Vehicles, lights: np.ndarray
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def _crop_lanes(centre: list[np.ndarray], left: list[np.ndarray], right: list[np.ndarray],
+                radius: float) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Cut lanes to the part of their centre line inside a disc of ``radius`` (m) around the origin.
+
+    Boundaries share the centre line's vertex parameterisation (they are its normal offsets), so all three lines
+    are cut at the same fractional vertex index. Lanes with less than 1 m inside are dropped.
+
+    Returns:
+        keep: (L,) bool, lanes that stay; and the cut centre / left / right lines of the kept lanes.
+    """
+    keep = np.zeros(len(centre), bool)
+    out_c, out_l, out_r = [], [], []
+    for i, c in enumerate(centre):
+        a, d = c[:-1], np.diff(c, axis=0)
+        qa = np.maximum((d * d).sum(1), 1e-12)
+        qb = 2 * (a * d).sum(1)
+        qc = (a * a).sum(1) - radius * radius
+        disc = qb * qb - 4 * qa * qc
+        root = np.sqrt(np.maximum(disc, 0.0))
+        t_in, t_out = (-qb - root) / (2 * qa), (-qb + root) / (2 * qa)
+        hit = (disc > 0) & (t_in <= 1) & (t_out >= 0)
+        if not hit.any():
+            continue
+        k = np.flatnonzero(hit)
+        f0, f1 = k[0] + max(t_in[k[0]], 0.0), k[-1] + min(t_out[k[-1]], 1.0)
+        if f0 <= 0 and f1 >= len(c) - 1:
+            keep[i] = True
+            out_c.append(c), out_l.append(left[i]), out_r.append(right[i])
+            continue
+        inner = np.arange(int(np.floor(f0)) + 1, int(np.ceil(f1)))
+        params = np.r_[f0, inner, f1]
+        lines = []
+        for line in (c, left[i], right[i]):
+            j = np.minimum(params.astype(np.int64), len(line) - 2)
+            r = (params - j)[:, None]
+            lines.append(line[j] * (1 - r) + line[j + 1] * r)
+        if _polyline_length(lines[0]) < 1.0:
+            continue
+        keep[i] = True
+        out_c.append(lines[0]), out_l.append(lines[1]), out_r.append(lines[2])
+    return keep, out_c, out_l, out_r
+
+
 def _vehicle_boxes(paths: _Paths, veh: _Vehicles, sim: _SimResult) -> np.ndarray:
     """(T, N, 5) boxes [cx, cy, yaw, length, width] of simulated vehicles in the world frame."""
     N = len(veh)
@@ -1235,12 +1277,13 @@ def _finish(rng: np.random.Generator, cfg: SyntheticConfig, lay: _Layout, token:
             seed: int) -> Scene:
     w = lay.world
     lane_len = np.array([w.lane_length(l) for l in range(w.num_lanes)])
+    path_cache: dict = {}
     veh = _populate(rng, cfg, lay)
     warm_steps = int(round((cfg.warmup_s + (NUM_HISTORY - 1) * DT) / SIM_DT))
     steps = warm_steps + int(round(NUM_FUTURE * DT / SIM_DT))
     sim_t = (np.arange(steps + 1) - warm_steps) * SIM_DT  # t0 = 0 at index warm_steps
     lights = _light_states(lay, sim_t)
-    paths = _build_paths(w, veh, lay, cfg, lane_len)
+    paths = _build_paths(w, veh, lay, cfg, lane_len, path_cache)
     ego_xy0, _ = paths.sample(np.array([0]), np.array([lay.ego_station]))
     peds = _pedestrians(rng, cfg, lay, sim_t, ego_xy0[0])
     statics = w.statics
@@ -1254,7 +1297,7 @@ def _finish(rng: np.random.Generator, cfg: SyntheticConfig, lay: _Layout, token:
     keep[0] = True
     if not keep.all():
         veh = veh.subset(keep)
-        paths = _build_paths(w, veh, lay, cfg, lane_len)
+        paths = _build_paths(w, veh, lay, cfg, lane_len, path_cache)
         obs = _obstacles(paths, veh, w, peds, sim_t)
         s0, front, rear = np.asarray(veh.station), np.asarray(veh.front), np.asarray(veh.rear)
         gap, _ = _leader_gaps(paths, obs, front, rear, s0, np.asarray(veh.speed), np.ones(len(veh), bool),
@@ -1280,7 +1323,7 @@ def _finish(rng: np.random.Generator, cfg: SyntheticConfig, lay: _Layout, token:
         keep_static &= ~hit_s
         if hit_v.any():
             veh = veh.subset(np.r_[True, ~hit_v])
-        paths = _build_paths(w, veh, lay, cfg, lane_len)
+        paths = _build_paths(w, veh, lay, cfg, lane_len, path_cache)
         peds_kept = _Pedestrians(peds.xy[:, keep_ped], peds.heading[:, keep_ped], peds.speed[:, keep_ped],
                                  peds.crosswalk[keep_ped], peds.u[:, keep_ped])
         w_statics, w.statics = w.statics, [s for s, k in zip(statics, keep_static) if k]
@@ -1298,7 +1341,7 @@ def _finish(rng: np.random.Generator, cfg: SyntheticConfig, lay: _Layout, token:
         keep_v = np.r_[True, ~hit_v]
         veh, boxes, sim = veh.subset(keep_v), boxes[:, keep_v], _SimResult(sim.s[:, keep_v], sim.v[:, keep_v],
                                                                             sim.a[:, keep_v])
-        paths = _build_paths(w, veh, lay, cfg, lane_len)
+        paths = _build_paths(w, veh, lay, cfg, lane_len, path_cache)
     return _export(lay, cfg, veh, paths, sim, boxes, peds, keep_ped, statics, keep_static, lights, sim_t,
                    warm_steps, token, split, seed)
 
@@ -1378,45 +1421,64 @@ def _export(lay: _Layout, cfg: SyntheticConfig, veh: _Vehicles, paths: _Paths, s
                 track_id[keep]
     agents = Agents(agent_boxes, valid, category, track_id.astype(str) if len(track_id) else np.zeros(0, "<U1"))
 
-    # ---- map ----
-    def local_ragged(lines: list[np.ndarray]) -> Ragged:
-        r = Ragged.from_list(lines)
-        return Ragged(to_local(r.points.astype(float), origin, yaw0).astype(MAP_FLOAT), r.offsets)
+    # ---- map (cropped to a disc around the ego) ----
+    radius = cfg.map_range * _MAP_CROP_FACTOR
 
-    centre = local_ragged(w.centre)
-    left = local_ragged(w.left)
-    right = local_ragged(w.right)
-    lane_polys = PolygonSet.from_exteriors([np.concatenate([left[i], right[i][::-1]]) for i in range(len(left))])
+    def to_ego(lines: list[np.ndarray]) -> list[np.ndarray]:
+        r = Ragged.from_list(lines)
+        pts = to_local(r.points.astype(float), origin, yaw0)
+        return np.split(pts, r.offsets[1:-1])
+
+    keep, centre_l, left_l, right_l = _crop_lanes(to_ego(w.centre), to_ego(w.left), to_ego(w.right), radius)
+    new_index = np.cumsum(keep) - 1  # old lane index -> new (valid where keep)
+
+    def remap(idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, np.int64)
+        ok = idx >= 0
+        out = np.full(idx.shape, -1, np.int64)
+        out[ok] = np.where(keep[idx[ok]], new_index[idx[ok]], -1)
+        return out
+
+    edges = remap(np.asarray(w.successors, np.int64).reshape(-1, 2))
+    edges = edges[(edges >= 0).all(axis=1)]
+    centre = Ragged.from_list(centre_l)
+    left = Ragged.from_list(left_l)
+    right = Ragged.from_list(right_l)
+    lane_polys = PolygonSet.from_exteriors([np.concatenate([lb, rb[::-1]]) for lb, rb in zip(left_l, right_l)])
     from shapely import unary_union
-    from shapely.geometry import Polygon
+    from shapely.geometry import Point, Polygon
 
     surfaces = [Polygon(to_local(p, origin, yaw0)) for p in w.surfaces]
     drivable = unary_union([p if p.is_valid else p.buffer(0) for p in surfaces])
-    light_out = lights[out_idx]
+    drivable = drivable.intersection(Point(0.0, 0.0).buffer(radius, quad_segs=16))
+    near = lambda poly: bool(np.min(np.linalg.norm(poly, axis=1)) < radius)  # noqa: E731
+    inters = [q for q in (to_local(p, origin, yaw0) for p in w.intersections) if near(q)]
+    walks = [q for q in (to_local(c.polygon, origin, yaw0) for c in w.crosswalks) if near(q)]
     mp = MapData(
-        lane_ids=np.array([f"lane{i:03d}" for i in range(w.num_lanes)]),
+        lane_ids=np.array([f"lane{i:03d}" for i in np.flatnonzero(keep)]),
         lane_centerlines=centre,
         lane_left_boundaries=left,
         lane_right_boundaries=right,
         lane_polygons=lane_polys,
-        lane_speed_limits=np.asarray(w.speed, MAP_FLOAT),
-        lane_is_connector=np.asarray(w.connector, bool),
-        lane_is_intersection=np.asarray(w.intersection, bool),
-        lane_group=np.asarray(w.group, np.int64),
-        lane_successors=np.asarray(w.successors, np.int64).reshape(-1, 2),
-        lane_left_neighbor=np.asarray(w.left_nb, np.int64),
-        lane_right_neighbor=np.asarray(w.right_nb, np.int64),
-        lane_light_state=light_out,
+        lane_speed_limits=np.asarray(w.speed, MAP_FLOAT)[keep],
+        lane_is_connector=np.asarray(w.connector, bool)[keep],
+        lane_is_intersection=np.asarray(w.intersection, bool)[keep],
+        lane_group=np.asarray(w.group, np.int64)[keep],
+        lane_successors=edges,
+        lane_left_neighbor=remap(np.asarray(w.left_nb))[keep],
+        lane_right_neighbor=remap(np.asarray(w.right_nb))[keep],
+        lane_light_state=lights[out_idx][:, keep],
         drivable_area=PolygonSet.from_shapely([drivable]),
-        intersections=PolygonSet.from_exteriors([to_local(p, origin, yaw0) for p in w.intersections]),
-        crosswalks=PolygonSet.from_exteriors([to_local(c.polygon, origin, yaw0) for c in w.crosswalks]),
+        intersections=PolygonSet.from_exteriors(inters),
+        crosswalks=PolygonSet.from_exteriors(walks),
     )
     # ---- route and command ----
     lane_t0, _ = _lanes_of(paths, sim.s[i0, :1])
     chain = veh.lanes[0]
     cur = int(lane_t0[0])
     start = chain.index(cur) if cur in chain else 0
-    route = np.asarray(chain[start:], np.int64)
+    route = remap(np.asarray(chain[start:], np.int64))
+    route = route[: np.argmax(route < 0)] if np.any(route < 0) else route  # the route ends where the map does
     route_line = concat_polylines([centre[int(i)] for i in route])
     travelled = float(np.sum(np.linalg.norm(np.diff(np.r_[[[0.0, 0.0]], future[:, :2]], axis=0), axis=1)))
     command = route_command(route_line, max(travelled, 10.0))
