@@ -26,8 +26,9 @@ Speed: each scene's map geometry is prepared once (all vertices packed in one ar
 a few kB) and kept in an LRU cache keyed by scene token; the three static channels rendered at a pose are kept in a
 second LRU keyed by (token, pose), so the plan-once case (one pose per scene) draws only agents, lights and the ego
 per frame. Agent boxes of all three agent channels are rasterised together, vectorised in numpy (pixel-centre test
-on a patch around each box). A pose never seen before draws the static layers from the prepared geometry (vectorised transform,
-one PIL ``ImageDraw`` call per visible polygon/polyline, items outside the view skipped by bounding box).
+on a patch around each box). A pose never seen before draws the static layers from the prepared geometry
+(vectorised transform, one PIL ``ImageDraw`` call per visible polygon/polyline, items outside the view skipped by
+bounding box). Cached and uncached renderers give identical frames.
 """
 
 from __future__ import annotations
@@ -124,8 +125,9 @@ class PreparedMap:
                                   [255] * len(scene.route_lanes))
         lit = np.flatnonzero(np.any((mp.lane_light_state == LIGHT_RED) | (mp.lane_light_state == LIGHT_YELLOW), axis=0))
         at_start = mp.lane_is_connector | mp.lane_is_intersection
-        patches = [thick_polyline_ring(polyline_piece(mp.lane_centerlines[int(i)], LIGHT_PATCH_LENGTH, bool(at_start[i])),
-                                       0.5 * LIGHT_PATCH_WIDTH) for i in lit]
+        patches = [thick_polyline_ring(
+            polyline_piece(mp.lane_centerlines[int(i)], LIGHT_PATCH_LENGTH, bool(at_start[i])),
+            0.5 * LIGHT_PATCH_WIDTH) for i in lit]
         return cls(PackedItems.build(drv_rings, drv_values), lane_lines, route, PackedItems.build(patches, lit))
 
 

@@ -35,8 +35,8 @@ from PIL import Image, ImageDraw
 from irlvla_gym.obs.base import ObservationType
 from irlvla_gym.obs.bev import _LRU
 from irlvla_gym.obs.common import (
-    EgoStatus, agents_at_time, as_pose, as_pose_batch, as_time_batch, box_corners, light_state_at_time, thick_polyline_ring,
-    world_to_ego,
+    EgoStatus, agents_at_time, as_pose, as_pose_batch, as_time_batch, box_corners, light_state_at_time,
+    thick_polyline_ring, world_to_ego,
 )
 from irlvla_gym.obs.config import ObsConfig
 from irlvla_gym.scenes.scene import (

@@ -9,9 +9,10 @@ The text is built deterministically from the command and the scene around the eg
   route" (unknown command), ...
 * clauses, in priority order, at most two: a pedestrian on a crosswalk the route crosses within 40 m ("stop for the
   pedestrian on the crosswalk ahead"); the traffic light of the next route lane that has one within 60 m (at the
-  start of a connector / intersection lane, else at the lane's end: "the light is red/yellow/green"); the nearest road user in the route corridor within 40 m ("follow the car ahead", "the car
-  ahead is stopped", "follow the cyclist ahead", "watch out for the pedestrian ahead", "go around the obstacle
-  ahead").
+  start of a connector / intersection lane, else at the lane's end: "the light is red/yellow/green"); the nearest
+  road user in the route corridor within 40 m ("follow the car ahead", "the car ahead is stopped", "follow the
+  cyclist ahead", "watch out for the pedestrian ahead", "go around the obstacle ahead"; dropped when it repeats the
+  crosswalk pedestrian).
 
 Tokens come from a word-level tokenizer shipped in ``irlvla_gym/obs/tokenizer/tokenizer.json`` (HuggingFace
 ``tokenizers`` WordLevel; ``[PAD]`` = 0, ``[UNK]`` = 1, ``[CLS]`` = 2, ``[SEP]`` = 3, then the template words in

@@ -77,3 +77,13 @@ def test_vectors_nearest_first_in_ego_frame(scenes):
     assert m[..., 6].any() and m[..., 8].any()  # a crosswalk and a red light among the polylines
     nearest = np.sqrt((m[..., :2] ** 2).sum(-1)).min(1)
     assert np.all(np.diff(nearest) >= -1e-4)
+
+
+def test_instructions_of_all_scenes_use_known_words(scenes):
+    from irlvla_gym.obs.instruction import UNK_ID, build_instruction, decode_instruction, encode_instruction
+
+    for scene in scenes:
+        for pose, t in (([0.0, 0.0, 0.0], 0.0), ([8.0, 0.5, 0.1], 1.5)):
+            text = build_instruction(scene, pose, t)
+            ids = encode_instruction(text)
+            assert UNK_ID not in ids and decode_instruction(ids) == text
