@@ -33,7 +33,8 @@ def _implementation(impl: Impl):
 
 def score_states(ctx: ScoringContext, states: np.ndarray, agents: AgentTracks, *,
                  previous_states: np.ndarray | None = None, human_states: np.ndarray | None = None,
-                 reference_progress: float | None = None, impl: Impl = "fast") -> ScoreResult:
+                 human_agents: AgentTracks | None = None, reference_progress: float | None = None,
+                 impl: Impl = "fast") -> ScoreResult:
     """Score already simulated ego states.
 
     Args:
@@ -43,6 +44,7 @@ def score_states(ctx: ScoringContext, states: np.ndarray, agents: AgentTracks, *
         previous_states: (K or 1, 41, 11) simulated states of the plan made 0.5 s earlier, in this scene's frame;
             None drops EC (EPDMS divisor 14).
         human_states: (1, 41, 11) simulated expert trajectory for the human false-positive filter; None: no filter.
+        human_agents: agents as they react to the human trajectory (reactive traffic); None: ``agents``.
         reference_progress: PDM-Closed's progress x its multiplicative product (m); None: the batch's best.
         impl: "fast" (vectorised) or "reference" (shapely loops).
     """
@@ -51,44 +53,30 @@ def score_states(ctx: ScoringContext, states: np.ndarray, agents: AgentTracks, *
         raise ValueError(f"states must be (K, {ctx.config.num_states}, 11), got {states.shape}")
     run = _implementation(impl)
     result = run(ctx, states, agents, previous_states)
-    human = run(ctx, np.asarray(human_states, np.float64).reshape(1, *states.shape[1:]), agents, None) \
-        if human_states is not None else None
+    human = None
+    if human_states is not None:
+        human_states = np.asarray(human_states, np.float64).reshape(1, *states.shape[1:])
+        human = run(ctx, human_states, human_agents if human_agents is not None else agents, None)
     return finalize(result, ctx.config, reference_progress=reference_progress, human=human)
 
 
 def agent_tracks(scene: Scene, traffic: str = "log", states: np.ndarray | None = None) -> AgentTracks:
-    """Agents over the 41 simulation steps: ``traffic="log"`` replays the log (``irlvla_gym.sim.log_replay``)."""
-    import irlvla_gym.sim as sim
+    """Agents over the 41 simulation steps.
+
+    ``traffic="log"``: non-reactive log replay (``irlvla_gym.sim.log_replay``), shared by all plans.
+    ``traffic="idm"``: reactive IDM agents (``irlvla_gym.sim.simulate_idm_agents``) reacting to each plan's
+    ``states`` (K, 41, 11): boxes (K, 41, N, 8).
+    """
+    from irlvla_gym import sim
 
     if traffic == "log":
-        if hasattr(sim, "log_replay"):
-            boxes, valid = sim.log_replay(scene)
-        else:  # the simulator's traffic module has not landed: same linear interpolation NAVSIM's replay does
-            boxes, valid = _interpolate_log(scene)
+        track = sim.log_replay(scene)
     elif traffic in ("idm", "reactive"):
-        if not hasattr(sim, "reactive_agents"):
-            raise NotImplementedError("reactive traffic needs irlvla_gym.sim.reactive_agents")
-        boxes, valid = sim.reactive_agents(scene)
+        track = sim.simulate_idm_agents(scene, states)
     else:
         raise ValueError(f"traffic must be 'log' or 'idm', got {traffic!r}")
-    return AgentTracks(np.asarray(boxes, np.float64), np.asarray(valid, bool), np.asarray(scene.agents.category))
-
-
-def _interpolate_log(scene: Scene, dt: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """Linear 2 Hz -> 10 Hz interpolation of agent boxes (yaw unwrapped); valid where both samples are valid."""
-    boxes, valid = scene.agents.boxes, scene.agents.valid
-    n_out = int(round((boxes.shape[0] - 1) * 0.5 / dt)) + 1
-    t = np.arange(n_out) * dt / 0.5
-    i0 = np.minimum(np.floor(t + 1e-9).astype(int), boxes.shape[0] - 2)
-    a = (t - i0)[:, None, None]
-    b0, b1 = boxes[i0].copy(), boxes[i0 + 1].copy()
-    b1[..., 2] = b0[..., 2] + (b1[..., 2] - b0[..., 2] + np.pi) % (2 * np.pi) - np.pi
-    out = (1 - a) * b0 + a * b1
-    out[..., 2] = (out[..., 2] + np.pi) % (2 * np.pi) - np.pi
-    at_knot = np.isclose(a[:, 0, 0], 0.0)
-    v = np.where(at_knot[:, None], valid[i0], valid[i0] & valid[i0 + 1])
-    v = np.where(np.isclose(a[:, 0, 0], 1.0)[:, None], valid[i0 + 1], v)
-    return out, v
+    return AgentTracks(np.asarray(track.boxes, np.float64), np.asarray(track.valid, bool),
+                       np.asarray(track.category, np.int64))
 
 
 def previous_plan_states(scene: Scene, previous_plans: np.ndarray) -> np.ndarray:
@@ -144,6 +132,8 @@ def score_plans(scene: Scene, plans: np.ndarray, *, previous_plans: np.ndarray |
     states = simulate_plans(scene, plans)
     agents = agent_tracks(scene, traffic, states)
     human = simulate_plans(scene, scene.ego.future[None]) if human_filter else None
+    # Reactive agents react to the human trajectory too, so it gets its own agents.
+    human_agents = agent_tracks(scene, traffic, human) if human is not None and traffic != "log" else None
     previous = previous_plan_states(scene, previous_plans) if previous_plans is not None else None
-    return score_states(ctx, states, agents, previous_states=previous, human_states=human,
+    return score_states(ctx, states, agents, previous_states=previous, human_states=human, human_agents=human_agents,
                         reference_progress=reference_progress, impl=impl)

@@ -163,8 +163,9 @@ class AgentTracks:
     """Other agents over the 41 simulation steps (0.1 s), as the simulator's log replay / IDM gives them.
 
     Attributes:
-        boxes: (41, N, 8) [x, y, yaw, length, width, height, vx, vy] (m, rad, m/s), ego frame at t0.
-        valid: (41, N) bool, agent present at that step.
+        boxes: (41, N, 8) [x, y, yaw, length, width, height, vx, vy] (m, rad, m/s), ego frame at t0; or
+            (K, 41, N, 8) when the agents react to each plan (IDM traffic).
+        valid: (41, N) or (K, 41, N) bool, agent present at that step.
         category: (N,) int, index into :data:`irlvla_gym.scenes.scene.AGENT_CATEGORIES`.
     """
 
@@ -174,7 +175,7 @@ class AgentTracks:
 
     @property
     def num_agents(self) -> int:
-        return self.boxes.shape[1]
+        return self.boxes.shape[-2]
 
     @property
     def is_static(self) -> np.ndarray:

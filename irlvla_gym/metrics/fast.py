@@ -200,31 +200,38 @@ def score_states_fast(ctx: ScoringContext, states: np.ndarray, agents: AgentTrac
     speed = np.hypot(states[..., B.VX], states[..., B.VY])  # (K, T)
     yaw = states[..., B.YAW]
     if N:
-        a_corners = B.box_corners(agents.boxes)  # (T, N, 4, 2)
-        a_centre = agents.boxes[..., :2]
-        a_radius = 0.5 * np.hypot(agents.boxes[..., 3], agents.boxes[..., 4])  # (T, N)
-        a_stopped = agents.is_static[None, :] | (np.hypot(agents.boxes[..., 6], agents.boxes[..., 7])
-                                                   <= cfg.collision_stopped_speed)
+        # Agent arrays get a leading plan axis: 1 for log replay (shared), K for reactive traffic (per plan).
+        per_plan = agents.boxes.ndim == 4
+        boxes = agents.boxes if per_plan else agents.boxes[None]  # (Kp, T, N, 8)
+        valid = agents.valid if per_plan else agents.valid[None]  # (Kp, T, N)
+        a_corners = B.box_corners(boxes)  # (Kp, T, N, 4, 2)
+        a_centre = boxes[..., :2]
+        a_radius = 0.5 * np.hypot(boxes[..., 3], boxes[..., 4])  # (Kp, T, N)
+        a_stopped = agents.is_static | (np.hypot(boxes[..., 6], boxes[..., 7]) <= cfg.collision_stopped_speed)
         e_centre = pts[..., B.CENTER, :]  # (K, T, 2)
         e_radius = 0.5 * np.hypot(ctx.vehicle.length, ctx.vehicle.width)
         flag = res.multiple_lanes | res.non_drivable  # (K, T)
         ahead = np.deg2rad(cfg.ahead_angle_deg)
         behind = np.deg2rad(cfg.behind_angle_deg)
 
+        def plan_of(k: np.ndarray) -> np.ndarray:
+            return k if per_plan else np.zeros_like(k)
+
         # ---- NC -------------------------------------------------------------------------------------------------
-        gap = np.hypot(e_centre[:, :, None, 0] - a_centre[None, ..., 0], e_centre[:, :, None, 1] - a_centre[None, ..., 1])
-        near = (gap <= e_radius + a_radius[None]) & agents.valid[None]
+        gap = np.hypot(e_centre[:, :, None, 0] - a_centre[..., 0], e_centre[:, :, None, 1] - a_centre[..., 1])
+        near = (gap <= e_radius + a_radius) & valid  # (K, T, N)
         k_i, t_i, n_i = np.nonzero(near)
-        hit = boxes_overlap(corners[k_i, t_i], a_corners[t_i, n_i])
-        k_i, t_i, n_i = k_i[hit], t_i[hit], n_i[hit]
+        p_i = plan_of(k_i)
+        hit = boxes_overlap(corners[k_i, t_i], a_corners[p_i, t_i, n_i])
+        k_i, t_i, n_i, p_i = k_i[hit], t_i[hit], n_i[hit], p_i[hit]
         if len(k_i):
             kind = np.full(len(k_i), ACTIVE_LATERAL)
-            bearing = np.abs(B.relative_bearing(states[k_i, t_i, :2], yaw[k_i, t_i], a_centre[t_i, n_i]))
+            bearing = np.abs(B.relative_bearing(states[k_i, t_i, :2], yaw[k_i, t_i], a_centre[p_i, t_i, n_i]))
             front = segment_box_overlap(corners[k_i, t_i, B.FRONT_LEFT], corners[k_i, t_i, B.FRONT_RIGHT],
-                                        a_corners[t_i, n_i])
+                                        a_corners[p_i, t_i, n_i])
             kind[front] = ACTIVE_FRONT
             kind[bearing > behind] = ACTIVE_REAR
-            kind[a_stopped[t_i, n_i]] = STOPPED_TRACK
+            kind[a_stopped[p_i, t_i, n_i]] = STOPPED_TRACK
             kind[speed[k_i, t_i] <= cfg.collision_stopped_speed] = STOPPED_EGO
             fault = (kind == ACTIVE_FRONT) | (kind == STOPPED_TRACK) | ((kind == ACTIVE_LATERAL) & flag[k_i, t_i])
             counted = _first_fault_free(t_i, k_i * N + n_i, fault, K * N) & fault
@@ -251,11 +258,12 @@ def score_states_fast(ctx: ScoringContext, states: np.ndarray, agents: AgentTrac
         # Coarse filter per (k, t, n): the projected ego stays within speed * max_step * dt of its centre, the agent
         # within its largest displacement over the next max_step steps.
         later = np.minimum(np.arange(Tt)[:, None] + steps[None, :], T - 1)  # (Tt, S)
-        a_travel = np.max(np.hypot(a_centre[later, :, 0] - a_centre[:Tt, None, :, 0],
-                                   a_centre[later, :, 1] - a_centre[:Tt, None, :, 1]), axis=1)  # (Tt, N)
-        a_reach = np.max(a_radius[later], axis=1) + a_travel
+        ax_, ay_ = a_centre[..., 0], a_centre[..., 1]  # (Kp, T, N)
+        a_travel = np.max(np.hypot(ax_[:, later] - ax_[:, :Tt, None], ay_[:, later] - ay_[:, :Tt, None]),
+                          axis=2)  # (Kp, Tt, N)
+        a_reach = np.max(a_radius[:, later], axis=2) + a_travel
         active = speed[:, :Tt] >= cfg.ttc_stopped_speed
-        coarse = gap[:, :Tt] <= (e_radius + speed[:, :Tt] * max_step * cfg.dt)[..., None] + a_reach[None]
+        coarse = gap[:, :Tt] <= (e_radius + speed[:, :Tt] * max_step * cfg.dt)[..., None] + a_reach
         coarse &= active[..., None]
         k_i, t_i, n_i = np.nonzero(coarse)
         S = len(steps)
@@ -264,15 +272,15 @@ def score_states_fast(ctx: ScoringContext, states: np.ndarray, agents: AgentTrac
         ta = t_i + steps[s_i]
         ok = (ta < T)
         k_i, t_i, n_i, s_i, ta = k_i[ok], t_i[ok], n_i[ok], s_i[ok], ta[ok]
-        ok = agents.valid[ta, n_i]
+        ok = valid[plan_of(k_i), ta, n_i]
         k_i, t_i, n_i, s_i, ta = k_i[ok], t_i[ok], n_i[ok], s_i[ok], ta[ok]
         shift = (speed[k_i, t_i] * steps[s_i] * cfg.dt)[:, None] * np.stack(
             [np.cos(yaw[k_i, t_i]), np.sin(yaw[k_i, t_i])], axis=1)
         ego_proj = corners[k_i, t_i] + shift[:, None, :]
-        hit = boxes_overlap(ego_proj, a_corners[ta, n_i])
+        hit = boxes_overlap(ego_proj, a_corners[plan_of(k_i), ta, n_i])
         k_i, t_i, n_i, s_i, ta = k_i[hit], t_i[hit], n_i[hit], s_i[hit], ta[hit]
         if len(k_i):
-            bearing = np.abs(B.relative_bearing(states[k_i, t_i, :2], yaw[k_i, t_i], a_centre[ta, n_i]))
+            bearing = np.abs(B.relative_bearing(states[k_i, t_i, :2], yaw[k_i, t_i], a_centre[plan_of(k_i), ta, n_i]))
             area = flag[k_i, t_i] | res.in_intersection[k_i, t_i]
             infraction = (bearing < ahead) | (area & ~(bearing > behind))
             counted = _first_fault_free(t_i * S + s_i, k_i * N + n_i, infraction, K * N) & infraction

@@ -14,8 +14,9 @@ How it works:
 * Edges are registered conservatively (every cell the bounding box of a sub-``resolution`` piece of the edge
   overlaps), so no crossing is missed; extra edges only cost time.
 
-Boundary convention: a point exactly on an edge may come out either way (NAVSIM's shapely ``contains`` says
-outside). Such coincidences have measure zero for simulated states; the grid origin is offset by an irrational
+Boundary convention: a point exactly on an edge (zero cross product) is outside, as NAVSIM's shapely ``contains``
+has it. Near-degenerate cases where rounding decides (a point within ~1e-15 m of a slanted edge) may differ from
+GEOS's robust predicates; they have measure zero for simulated states. The grid origin is offset by an irrational
 fraction of a cell so cell centres do not fall on axis-aligned map edges.
 """
 
@@ -177,13 +178,22 @@ class PolygonIndex:
             ea, eb = self.edge_a[edge], self.edge_b[edge]
             crosses = _segments_cross(c, p, ea, eb)
             parity = np.bincount(row, weights=crosses, minlength=len(sel)).astype(np.int64) & 1
-            inside[sel] = self.entry_centre_inside[pe] ^ parity.astype(bool)
+            # A point exactly on an edge is outside, as shapely ``contains`` has it.
+            on_edge = np.bincount(row, weights=_on_segment(p, ea, eb), minlength=len(sel)) > 0
+            inside[sel] = (self.entry_centre_inside[pe] ^ parity.astype(bool)) & ~on_edge
         return point_of[inside], self.entry_polygon[entry[inside]]
 
 
 def _cross(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """z of (a - o) x (b - o), row-wise for (M, 2) arrays."""
     return (a[:, 0] - o[:, 0]) * (b[:, 1] - o[:, 1]) - (a[:, 1] - o[:, 1]) * (b[:, 0] - o[:, 0])
+
+
+def _on_segment(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether p lies exactly on segment a-b (zero cross product, within the bounding box). (M, 2) -> (M,) bool."""
+    return ((_cross(a, b, p) == 0.0)
+            & (p[:, 0] >= np.minimum(a[:, 0], b[:, 0])) & (p[:, 0] <= np.maximum(a[:, 0], b[:, 0]))
+            & (p[:, 1] >= np.minimum(a[:, 1], b[:, 1])) & (p[:, 1] <= np.maximum(a[:, 1], b[:, 1])))
 
 
 def _segments_cross(c: np.ndarray, p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:

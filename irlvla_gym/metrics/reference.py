@@ -93,6 +93,12 @@ def score_states_reference(ctx: ScoringContext, states: np.ndarray, agents: Agen
     N = agents.num_agents
 
     for k in range(K):
+        # Agents of this plan: log replay is shared by all plans, reactive traffic differs per plan.
+        boxes = agents.boxes[k] if agents.boxes.ndim == 4 else agents.boxes  # (T, N, 8)
+        valid = agents.valid[k] if agents.valid.ndim == 3 else agents.valid  # (T, N)
+        if k == 0 or agents.boxes.ndim == 4:
+            agent_polys = [[Polygon(B.box_corners(boxes[t, n])) if valid[t, n] else None for n in range(N)]
+                           for t in range(T)]
         pts = B.ego_box_points(states[k], ctx.vehicle)  # (T, 5, 2)
         ego_polys = [Polygon(pts[t, :4]) for t in range(T)]
 
@@ -117,12 +123,12 @@ def score_states_reference(ctx: ScoringContext, states: np.ndarray, agents: Agen
         at_fault: list[tuple[int, int, int, float]] = []  # (step, agent, collision type, score)
         for t in range(T):
             for n in range(N):
-                if not agents.valid[t, n] or n in collided:
+                if not valid[t, n] or n in collided:
                     continue
-                agent_poly = Polygon(B.box_corners(agents.boxes[t, n]))
+                agent_poly = agent_polys[t][n]
                 if not agent_poly.intersects(ego_polys[t]):
                     continue
-                kind = _collision_type(states[k, t], ego_polys[t], agent_poly, agents.boxes[t, n],
+                kind = _collision_type(states[k, t], ego_polys[t], agent_poly, boxes[t, n],
                                        bool(agent_is_static[n]), cfg)
                 lateral_at_fault = kind == ACTIVE_LATERAL and (res.multiple_lanes[k, t] or res.non_drivable[k, t])
                 if kind in (ACTIVE_FRONT, STOPPED_TRACK) or lateral_at_fault:
@@ -168,9 +174,9 @@ def score_states_reference(ctx: ScoringContext, states: np.ndarray, agents: Agen
             for step in cfg.ttc_projection_steps:
                 projected = Polygon(pts[t, :4] + velocity * step * cfg.dt)
                 for n in range(N):
-                    if t + step >= T or not agents.valid[t + step, n] or n in ignored:
+                    if t + step >= T or not valid[t + step, n] or n in ignored:
                         continue
-                    agent_poly = Polygon(B.box_corners(agents.boxes[t + step, n]))
+                    agent_poly = agent_polys[t + step][n]
                     if not agent_poly.intersects(projected):
                         continue
                     centroid = np.array(agent_poly.centroid.coords[0])

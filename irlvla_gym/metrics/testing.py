@@ -155,7 +155,7 @@ def random_states(rng: np.random.Generator, K: int, *, speed: tuple[float, float
     acc = rng.uniform(-3, 2, (K, 1))
     v = np.maximum(v0 + acc * t, 0.0)
     yaw_rate = rng.normal(0, yaw_spread / 4, (K, 1)) + rng.normal(0, yaw_spread / 8, (K, 1)) * np.sin(t)
-    yaw = np.cumsum(np.concatenate([np.zeros((K, 1)), yaw_rate * DT * np.ones((K, T - 1))], 1), axis=1)
+    yaw = np.cumsum(np.concatenate([np.zeros((K, 1)), yaw_rate[:, :-1] * DT], 1), axis=1)
     yaw += rng.normal(0, yaw_spread / 4, (K, 1))
     x = np.cumsum(np.concatenate([np.zeros((K, 1)), (v * np.cos(yaw))[:, :-1] * DT], 1), axis=1)
     y = np.cumsum(np.concatenate([np.zeros((K, 1)), (v * np.sin(yaw))[:, :-1] * DT], 1), axis=1)
