@@ -1,0 +1,158 @@
+"""``IRLVLA-Navsim-v2``: plan once per scene, scored by the EPDMS scorer (or another reward provider)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from irlvla_gym.envs.base import NavsimBaseEnv
+from irlvla_gym.envs.scoring import score_dict, score_states, zero_scores
+
+
+class NavsimEnv(NavsimBaseEnv):
+    """
+    ## Description
+
+    NAVSIM v2-style non-reactive planning on one driving scene per episode (IRL-VLA, arXiv 2508.06571). The agent
+    sees the scene at t0 and outputs one 4 s plan; the plan is tracked by the LQR + kinematic-bicycle simulator
+    (``irlvla_gym.sim``, 0.1 s steps), the other agents replay the log (``traffic="log"``) or react with the IDM
+    (``traffic="idm"``), and the 41 simulated states are scored with EPDMS (``irlvla_gym.metrics``). The episode
+    ends after this single step.
+
+    ## Action Space
+
+    ``action_type="trajectory"`` (default): ``Box(-1.0, 1.0, (24,), float32)``: 8 poses (x, y, yaw) at t = 0.5 ..
+    4 s in the ego frame at t0, flattened, each divided by a fixed per-step scale (x: 10 m per 0.5 s step = 20 m/s,
+    y: 3 m per step, yaw: 0.4 rad per step, capped at pi); see :mod:`irlvla_gym.envs.actions` (``action_to_plan``,
+    ``plan_to_action``). ``action_type="vocabulary"``: ``Discrete(K)`` over a k-means vocabulary of expert plans
+    (K = ``vocabulary_size``, default 256 shipped; see :mod:`irlvla_gym.envs.vocabulary`).
+
+    Out-of-range finite actions are clipped to [-1, 1] (``info["clipped_action"]``). Actions with NaN/inf entries
+    (or a vocabulary index outside [0, K)) are not simulated: reward 0, every sub-score 0,
+    ``info["invalid_action"] = True``. No action ever raises, so a vector env keeps running.
+
+    ## Observation Space
+
+    ``Dict`` with the entries of the chosen ``obs_keys`` (default ``("bev", "ego", "instruction")``), built by
+    :mod:`irlvla_gym.obs` at the ego's t0 pose (shapes for the default ``ObsConfig``):
+
+    | key            | shape          | dtype   | meaning                                                  | units        |
+    |----------------|----------------|---------|----------------------------------------------------------|--------------|
+    | `bev`          | (8, 128, 128)  | uint8   | ego-centred raster: drivable, lanes, route, vehicles,    | 0.5 m/pixel  |
+    |                |                |         | pedestrians/static, past agents, red lights, ego         |              |
+    | `ego`          | (21,)          | float32 | velocity, acceleration, command one-hot, 4 history poses | m/s, m, rad  |
+    | `instruction`  | (32,)          | int64   | token ids of the natural-language instruction            | -            |
+    | `camera`       | (128, 256, 3)  | uint8   | front camera (real CAM_F0 or rendered)                   | -            |
+    | `agents`       | (32, 14)       | float32 | agent vectors (+ `agents_mask` (32,) uint8)              | m, m/s, rad  |
+    | `map`          | (64, 20, 11)   | float32 | map polylines (+ `map_mask` (64,) uint8)                 | m            |
+
+    ## Rewards
+
+    ``reward="epdms"`` (default): the plan's EPDMS in [0, 1] = NC * DAC * DDC * TLC * (5 EP + 5 TTC + 2 LK + 2 HC)
+    / 14 with NAVSIM v2's human filter (``human_filter``), EP relative to the logged expert's progress (see
+    :mod:`irlvla_gym.envs.scoring`). It equals ``irlvla_gym.metrics.score_plans(scene, plan, traffic=traffic,
+    human_filter=human_filter, reference_progress=env.unwrapped.reference_progress).epdms[0]``.
+    ``info["rewards"]`` holds every component (``nc, dac, ddc, tlc, ep, ttc, lk, hc, ec, epdms, pdms, progress``),
+    highway-env style. ``reward="rwm"``: the learned reward world model (not available yet: raises
+    :class:`~irlvla_gym.envs.base.RewardModelUnavailableError`). A callable ``reward(scene, plan) -> float``
+    (plan (8, 3) in the scene's ego frame) replaces the scorer; then ``info["rewards"] = {"custom": value}``.
+
+    ## Starting State
+
+    A scene drawn uniformly with ``self.np_random`` from the env's scenes (seeded by ``reset(seed=...)``), or the
+    one chosen with ``options={"scene_index": i}`` / ``options={"token": "synthetic-train-00042"}``.
+
+    ## Episode End
+
+    Always terminates after one step (``terminated=True``, ``truncated=False``).
+
+    ## Arguments
+
+    Keyword arguments (or one ``config`` dict / :class:`~irlvla_gym.envs.config.EnvConfig`; kwargs win):
+    ``scenes`` (split name [default "synthetic-train"], store path, SceneStore or list of Scene), ``split``,
+    ``num_scenes`` (pool of the first N scenes), ``obs_keys``, ``obs_config`` (ObsConfig or dict), ``action_type``,
+    ``vocabulary_size``, ``reward``, ``traffic`` ("log" | "idm"), ``human_filter``, ``scene_cache_size``,
+    ``render_mode`` ("rgb_array" | "human"), ``render_size``.
+
+    >>> import gymnasium as gym, irlvla_gym
+    >>> env = gym.make("IRLVLA-Navsim-v2", num_scenes=4, obs_keys=("ego",))
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(env.unwrapped.expert_action())
+    >>> terminated, 0.0 <= reward <= 1.0
+    (True, True)
+
+    Scenes of a split are generated on first use (~30 ms each; a store prebuilt with
+    ``python -m irlvla_gym.envs.scenes --build synthetic-train`` is used when present) and each scene's
+    precomputation (scoring context, agents, expert rollout, t0 observation) is kept in an LRU of
+    ``scene_cache_size`` entries, so revisiting a scene costs only the simulation and scoring of the plan.
+
+    ## Rendering
+
+    ``"rgb_array"``: (H, W, 3) uint8 BEV picture with the plan (yellow) and its scores (works with
+    ``gymnasium.wrappers.RecordVideo``); ``"human"``: the same picture in a matplotlib window.
+
+    ## Vectorized environment
+
+    Works under ``gymnasium.vector.SyncVectorEnv`` / ``AsyncVectorEnv`` and SB3's ``DummyVecEnv`` /
+    ``SubprocVecEnv`` (``gym.make_vec("IRLVLA-Navsim-v2", num_envs=8)``).
+
+    ## Version History
+
+    * v2: first version (NAVSIM v2 scoring: EPDMS with EC/TTC/LK/DDC/TLC and the human filter).
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._obs: dict[str, np.ndarray] | None = None
+        self._instruction = ""
+        self._last_plan: np.ndarray | None = None
+        self._last_scores: dict[str, float] | None = None
+
+    @property
+    def reference_progress(self) -> float:
+        """EP reference of the current scene (m): the logged expert's progress x multiplicative product."""
+        if self._bundle is None:
+            raise RuntimeError("call reset() first")
+        return self._bundle.reference_progress
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        index = self._select_index(options)
+        self._bundle = self.get_bundle(index)
+        self._obs, self._instruction = self._cached_t0_observation(self._bundle)
+        self._last_plan, self._last_scores = None, None
+        info = {"token": self._bundle.scene.token, "scene_index": index, "instruction": self._instruction}
+        return {k: v.copy() for k, v in self._obs.items()}, info
+
+    def step(self, action):
+        if self._bundle is None:
+            raise RuntimeError("call reset() before step()")
+        b = self._bundle
+        decoded = self.decode_action(action)
+        plan = decoded.plan
+        if decoded.invalid:
+            reward, scores = 0.0, zero_scores()
+        elif self.reward_fn is not None:
+            reward = float(self.reward_fn(b.scene, plan))
+            scores = {"custom": reward}
+        else:
+            from irlvla_gym.metrics import agent_tracks
+            from irlvla_gym.sim import simulate_plans
+
+            states = simulate_plans(b.start_state[None], plan[None])
+            agents = b.log_agents if self.config.traffic == "log" else agent_tracks(b.scene, "idm", states)
+            result = score_states(b, states, agents, human_filter=self.config.human_filter)
+            scores = score_dict(result)
+            reward = scores["epdms"]
+        self._last_plan, self._last_scores = plan, scores
+        info = {"token": b.scene.token, "scene_index": b.index, "instruction": self._instruction,
+                "rewards": scores, "invalid_action": decoded.invalid, "clipped_action": decoded.clipped,
+                "plan": plan.copy()}
+        obs = {k: v.copy() for k, v in self._obs.items()}
+        return obs, float(reward), True, False, info
+
+    def _frame(self) -> np.ndarray:
+        b = self._bundle
+        return self._renderer.frame(b.scene, np.zeros(3), 0.0, plan_world=self._last_plan, scores=self._last_scores,
+                                    title=f"{b.scene.token}  {self._instruction}")

@@ -1,0 +1,25 @@
+"""Registration of the IRL-VLA envs with gymnasium (idempotent; run on ``import irlvla_gym``).
+
+Only strings are registered, so importing this module (and ``irlvla_gym``) imports neither the simulator, the
+scorer nor torch; ``gym.make`` imports the env module on first use. ``gym.make("irlvla_gym:IRLVLA-Navsim-v2")``
+works without a prior import because gymnasium imports the module before the colon (``irlvla_gym``), whose import
+registers the ids.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+ENV_IDS = ("IRLVLA-Navsim-v2", "IRLVLA-Navsim-ClosedLoop-v2")
+_ENTRY_POINTS = {
+    "IRLVLA-Navsim-v2": "irlvla_gym.envs.navsim_env:NavsimEnv",
+    "IRLVLA-Navsim-ClosedLoop-v2": "irlvla_gym.envs.closed_loop:NavsimClosedLoopEnv",
+}
+
+
+def register_envs() -> None:
+    """Register both ids (does nothing for an id that is already registered)."""
+    for env_id, entry_point in _ENTRY_POINTS.items():
+        if env_id in gym.registry:
+            continue
+        gym.register(id=env_id, entry_point=entry_point, disable_env_checker=False)

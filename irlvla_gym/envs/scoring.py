@@ -1,0 +1,228 @@
+"""The env side of scoring: per-scene precompute (:class:`SceneBundle`), scoring simulated ego states with the
+EPDMS scorer, and the time-shifted views the closed-loop env needs.
+
+**EP reference.** NAVSIM normalises EP by PDM-Closed's progress; with a single plan and no reference, the scorer
+normalises EP over the batch (K = 1: EP is always 1). The envs pass ``reference_progress`` = the logged expert's
+4 s progress x its multiplicative product (NC * DAC * DDC * TLC), computed once per scene from t0, so EP = how far
+the plan gets relative to the human (clipped to 1). The reward of the plan-once env therefore equals
+``score_plans(scene, plan, human_filter=..., traffic=..., reference_progress=bundle.reference_progress).epdms[0]``.
+
+**Adapter.** :func:`score_states` calls the fast implementation (``irlvla_gym.metrics.fast.score_states_fast``)
+and ``irlvla_gym.metrics.finalize`` directly with the expert's evaluation computed once per scene, instead of
+``irlvla_gym.metrics.score_states``, which re-scores the expert on every call (same numbers, half the work).
+
+**Closed loop: scoring a plan made at time t > 0.** The scorer works in the scene's t0 frame on 41 states at 0.1 s
+and agents over the same 41 steps, but nothing in it requires the first state to be the origin at t0. So at time
+t = 0.5 k the env simulates the plan from the *current* simulated ego state (pose in the t0 frame) and scores
+those 41 states (absolute times t .. t + 4 s) with a time-shifted scoring context (:func:`context_at`):
+
+* agents: the 41 steps of t .. t + 4 s; log replay (or the IDM rollout) covers 0 .. 4 s, later steps extrapolate
+  each agent's last box at constant velocity (:func:`extend_track`);
+* traffic lights: the red on-route connectors of t .. t + 4 s (the 4 s state held afterwards);
+* HC history: the 1.5 s the ego actually drove before t (logged history for times before t0);
+* EC: the previous plan's simulated states (made at t - 0.5 s), exactly the comparison NAVSIM's two-frame EC makes;
+* EP reference and human filter: the expert's, from t0 (no logged expert exists from a state the policy reached).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from irlvla_gym.metrics import AgentTracks, ScoreResult, ScoringContext, agent_tracks, finalize, prepare_scene
+from irlvla_gym.metrics.config import SUB_SCORES
+from irlvla_gym.scenes.geometry import to_local
+from irlvla_gym.scenes.scene import (
+    DT, NUM_FUTURE, NUM_TIMES, Agents, EgoState, MapData, PolygonSet, Ragged, Scene, SceneMetadata,
+    route_command, wrap_angle,
+)
+
+SIM_DT = 0.1
+STEPS_PER_REPLAN = int(round(DT / SIM_DT))  # 5
+NUM_STATES = 41
+MAX_REPLANS = NUM_FUTURE  # 8 replans = 4 s of log
+EXTENDED_STEPS = STEPS_PER_REPLAN * (MAX_REPLANS - 1) + NUM_STATES  # 76: windows for t = 0 .. 3.5 s
+
+
+@dataclass
+class SceneBundle:
+    """Everything the envs precompute once per scene (kept in an LRU).
+
+    Attributes:
+        index: scene index in the env's source. scene: the scene.
+        ctx: scoring context (map index cached inside).
+        start_state: (11,) simulator state at t0.
+        log_agents: log replay over the 41 steps.
+        human_states: (1, 41, 11) the simulated expert plan.
+        human_raw: the expert's evaluation (before EP normalisation) for the human filter.
+        reference_progress: expert progress x product (m), the EP reference.
+        extras: per-env lazily filled slots (cached observation, extended tracks).
+    """
+
+    index: int
+    scene: Scene
+    ctx: ScoringContext
+    start_state: np.ndarray
+    log_agents: AgentTracks
+    human_states: np.ndarray
+    human_raw: ScoreResult
+    reference_progress: float
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def _fast():
+    from irlvla_gym.metrics.fast import score_states_fast
+
+    return score_states_fast
+
+
+def make_bundle(index: int, scene: Scene, traffic: str = "log") -> SceneBundle:
+    """Precompute a scene for the envs (scoring context, replayed agents, expert rollout and its evaluation)."""
+    from irlvla_gym.sim import initial_state, simulate_plans
+
+    ctx = prepare_scene(scene)
+    log = agent_tracks(scene, "log")
+    human = simulate_plans(scene, scene.ego.future[None])
+    human_agents = log if traffic == "log" else agent_tracks(scene, "idm", human)
+    human_raw = _fast()(ctx, human, human_agents, None)
+    product = float(human_raw.nc[0] * human_raw.dac[0] * human_raw.ddc[0] * human_raw.tlc[0])
+    return SceneBundle(index, scene, ctx, initial_state(scene), log, human, human_raw,
+                       float(human_raw.progress[0]) * product)
+
+
+def score_states(bundle: SceneBundle, states: np.ndarray, agents: AgentTracks, *,
+                 previous_states: np.ndarray | None = None, human_filter: bool = True,
+                 ctx: ScoringContext | None = None) -> ScoreResult:
+    """EPDMS of simulated states (K, 41, 11) against ``agents`` (see module docs for the reference and filter)."""
+    context = ctx if ctx is not None else bundle.ctx
+    raw = _fast()(context, np.asarray(states, np.float64), agents, previous_states)
+    return finalize(raw, context.config, reference_progress=bundle.reference_progress,
+                    human=bundle.human_raw if human_filter else None)
+
+
+def zero_scores() -> dict[str, float]:
+    """Sub-scores of an invalid action: every component and EPDMS 0."""
+    return {**{name: 0.0 for name in SUB_SCORES}, "epdms": 0.0, "pdms": 0.0}
+
+
+def score_dict(result: ScoreResult, k: int = 0) -> dict[str, float]:
+    """Named components of plan k (nine sub-scores, EPDMS, PDMS) plus ``progress`` (m)."""
+    out = result.take(k)
+    out["progress"] = float(result.progress[k])
+    return out
+
+
+# ---- closed-loop helpers ----------------------------------------------------------------------------------------
+
+
+def extend_track(boxes: np.ndarray, valid: np.ndarray, total: int = EXTENDED_STEPS,
+                 dt: float = SIM_DT) -> tuple[np.ndarray, np.ndarray]:
+    """Extend (T, N, 8) boxes / (T, N) valid to ``total`` steps: the last box moves on at its constant velocity."""
+    T = boxes.shape[0]
+    if total <= T:
+        return boxes[:total], valid[:total]
+    j = np.arange(1, total - T + 1, dtype=np.float64)[:, None]
+    last = boxes[-1]
+    extra = np.repeat(last[None], total - T, axis=0)
+    extra[..., 0] = last[None, :, 0] + last[None, :, 6] * j * dt
+    extra[..., 1] = last[None, :, 1] + last[None, :, 7] * j * dt
+    extra *= valid[-1][None, :, None]
+    return (np.concatenate([boxes, extra]), np.concatenate([valid, np.repeat(valid[-1][None], total - T, axis=0)]))
+
+
+def window(boxes: np.ndarray, valid: np.ndarray, category: np.ndarray, step: int) -> AgentTracks:
+    """Agents over the 41 steps from absolute 0.1 s step ``step`` (extended tracks)."""
+    return AgentTracks(boxes[step:step + NUM_STATES], valid[step:step + NUM_STATES], category)
+
+
+def context_at(bundle: SceneBundle, step: int, history_states: np.ndarray) -> ScoringContext:
+    """The scoring context for plans starting at absolute 0.1 s ``step`` (module docs): red connectors of
+    ``step .. step + 40`` (last state held) and the driven ``history_states`` (15, 11). The map index is shared."""
+    if step == 0:
+        return bundle.ctx
+    red = bundle.ctx.red_connectors
+    idx = np.minimum(np.arange(step, step + NUM_STATES), len(red) - 1)
+    return dataclasses.replace(bundle.ctx, red_connectors=red[idx], history_states=np.asarray(history_states))
+
+
+def route_remaining(bundle: SceneBundle, xy: np.ndarray) -> float:
+    """Metres of route centreline left ahead of the point ``xy`` (t0 frame); inf without a route."""
+    line = bundle.ctx.route_centerline
+    if len(line) < 2:
+        return float("inf")
+    from irlvla_gym.metrics.fast import project_on_polyline
+
+    s = float(project_on_polyline(np.asarray(xy, np.float64).reshape(1, 2), line)[0])
+    return float(bundle.ctx.route_cumulative_length[-1]) - s
+
+
+def _transform_boxes(boxes: np.ndarray, pose: np.ndarray) -> np.ndarray:
+    out = boxes.copy()
+    out[..., :2] = to_local(boxes[..., :2], pose[:2], float(pose[2]))
+    out[..., 2] = wrap_angle(boxes[..., 2] - pose[2])
+    c, s = np.cos(pose[2]), np.sin(pose[2])
+    out[..., 6] = c * boxes[..., 6] + s * boxes[..., 7]
+    out[..., 7] = -s * boxes[..., 6] + c * boxes[..., 7]
+    return out
+
+
+def _transform_ragged(r: Ragged, pose: np.ndarray) -> Ragged:
+    return Ragged(to_local(r.points, pose[:2], float(pose[2])).astype(r.points.dtype), r.offsets)
+
+
+def scene_at(bundle: SceneBundle, step: int, trace: np.ndarray, boxes: np.ndarray, valid: np.ndarray) -> Scene:
+    """A :class:`Scene` as seen at absolute 0.1 s ``step`` from the current ego state, in the current ego frame.
+
+    Used to hand custom reward callables ``(scene, plan)`` a scene whose frame matches the plan in the closed loop.
+    Args: ``trace`` (S, 11) driven states at 0.1 s from t = -1.5 s (index 15 = t0) through the current state;
+    ``boxes`` / ``valid`` extended agent tracks (:func:`extend_track`). Agents beyond the 4 s log move at constant
+    velocity; the expert future beyond the log continues its last 0.5 s step; lights hold their 4 s state.
+    """
+    scene = bundle.scene
+    if step == 0:
+        return scene
+    pose = trace[-1, :3]
+    k_hist = len(trace) - 1 - np.arange(3, -1, -1) * STEPS_PER_REPLAN  # t-1.5, t-1, t-0.5, t
+    hist_states = trace[k_hist]
+    hist = np.empty((4, 3))
+    hist[:, :2] = to_local(hist_states[:, :2], pose[:2], float(pose[2]))
+    hist[:, 2] = wrap_angle(hist_states[:, 2] - pose[2])
+    hist[-1] = 0.0
+    # Expert future from the log after t, continued at its last step beyond 4 s.
+    expert = np.concatenate([np.zeros((1, 3)), scene.ego.future])  # t = 0 .. 4 s, t0 frame
+    k = step // STEPS_PER_REPLAN
+    idx = np.arange(k + 1, k + 1 + NUM_FUTURE)
+    last_step = expert[-1] - expert[-2]
+    fut_t0 = expert[np.minimum(idx, NUM_FUTURE)] + np.maximum(idx - NUM_FUTURE, 0)[:, None] * last_step
+    fut = np.empty((NUM_FUTURE, 3))
+    fut[:, :2] = to_local(fut_t0[:, :2], pose[:2], float(pose[2]))
+    fut[:, 2] = wrap_angle(fut_t0[:, 2] - pose[2])
+    ego = EgoState(hist, hist_states[:, 3:5].copy(), hist_states[:, 5:7].copy(), fut, scene.ego.vehicle)
+    samples = step + np.arange(NUM_TIMES) * STEPS_PER_REPLAN
+    ag = scene.agents
+    agents = Agents(_transform_boxes(boxes[samples], pose), valid[samples].copy(), ag.category, ag.track_id)
+    mp = scene.map
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(MapData):
+        value = getattr(mp, f.name)
+        if isinstance(value, Ragged):
+            changes[f.name] = _transform_ragged(value, pose)
+        elif isinstance(value, PolygonSet):
+            changes[f.name] = PolygonSet(_transform_ragged(value.rings, pose), value.ring_polygon, value.ring_is_hole)
+    changes["lane_light_state"] = mp.lane_light_state[np.minimum(k + np.arange(NUM_TIMES), NUM_TIMES - 1)]
+    new_map = dataclasses.replace(mp, **changes)
+    route = np.asarray(bundle.ctx.route_centerline)
+    speed = float(np.hypot(*trace[-1, 3:5]))
+    command = route_command(to_local(route, pose[:2], float(pose[2])), max(4.0 * speed, 10.0)) if len(route) else \
+        scene.command
+    meta = dataclasses.replace(scene.metadata, token=f"{scene.token}@t{step * SIM_DT:.1f}")
+    return Scene(meta, ego, agents, new_map, scene.route_lanes, int(command), dict(scene.cameras), validate=False)
+
+
+__all__ = [
+    "SceneBundle", "make_bundle", "score_states", "zero_scores", "score_dict", "extend_track", "window",
+    "context_at", "route_remaining", "scene_at", "SceneMetadata",
+]
