@@ -40,11 +40,13 @@ class SourceInput:
         items: the adapter's scene stream (already limited to ``--num`` scenes).
         total: expected number of items for the progress bar (None if unknown).
         start_item: items of the full stream already covered by complete shards on disk (seekable sources only).
+        split: split name recorded in the manifest (None: ``--split``, else the source name).
     """
 
     items: Iterable[Scene | SkippedItem]
     total: int | None = None
     start_item: int = 0
+    split: str | None = None
 
 
 def _limit_scenes(items: Iterable[Scene | SkippedItem], num: int | None) -> Iterator[Scene | SkippedItem]:
@@ -107,7 +109,7 @@ def _synthetic_input(args: argparse.Namespace) -> SourceInput:
     else:
         items, start = synthetic.iter_scenes(split, num=num), 0
         count = num
-    return SourceInput(items, total=num, start_item=start)
+    return SourceInput(items, total=num, start_item=start, split=split)
 
 
 def _av2_input(args: argparse.Namespace) -> SourceInput:
@@ -166,7 +168,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a directory")
     source_input = SOURCES[args.source](args)
-    report = build_store(source_input.items, out, split=args.split or args.source, source=args.source,
+    report = build_store(source_input.items, out, split=source_input.split or args.split or args.source, source=args.source,
                          shard_size=args.shard_size, total=source_input.total, progress=not args.no_progress,
                          start_item=source_input.start_item)
     print(report.summary())
