@@ -36,7 +36,7 @@ from irlvla_gym.metrics import AgentTracks, ScoreResult, ScoringContext, agent_t
 from irlvla_gym.metrics.config import SUB_SCORES
 from irlvla_gym.scenes.geometry import to_local
 from irlvla_gym.scenes.scene import (
-    DT, NUM_FUTURE, NUM_TIMES, Agents, EgoState, MapData, PolygonSet, Ragged, Scene, SceneMetadata,
+    DT, NUM_FUTURE, NUM_TIMES, Agents, EgoState, MapData, PolygonSet, Ragged, Scene,
     route_command, wrap_angle,
 )
 
@@ -159,6 +159,44 @@ def route_remaining(bundle: SceneBundle, xy: np.ndarray) -> float:
     return float(bundle.ctx.route_cumulative_length[-1]) - s
 
 
+def expert_future(bundle: SceneBundle, k: int) -> np.ndarray:
+    """(8, 3) logged expert poses at t = 0.5 (k + 1) .. 0.5 (k + 8) s in the t0 frame.
+
+    Beyond the 4 s log the expert continues along the route centreline at its last logged speed (heading = the
+    centreline's), or straight on when the scene has no route.
+    """
+    scene = bundle.scene
+    expert = np.concatenate([np.zeros((1, 3)), scene.ego.future])  # t = 0 .. 4 s
+    idx = np.arange(k + 1, k + 1 + NUM_FUTURE)
+    out = expert[np.minimum(idx, NUM_FUTURE)].copy()
+    beyond = idx > NUM_FUTURE
+    if not beyond.any():
+        return out
+    last, prev = expert[-1], expert[-2]
+    step_len = float(np.hypot(*(last[:2] - prev[:2])))
+    extra = (idx[beyond] - NUM_FUTURE) * step_len
+    line = np.asarray(bundle.ctx.route_centerline, np.float64)
+    if len(line) >= 2:
+        from irlvla_gym.metrics.fast import project_on_polyline
+
+        cum = bundle.ctx.route_cumulative_length
+        s = float(project_on_polyline(last[None, :2], line)[0]) + extra
+        s_clip = np.minimum(s, cum[-1])
+        xs, ys = np.interp(s_clip, cum, line[:, 0]), np.interp(s_clip, cum, line[:, 1])
+        seg = np.clip(np.searchsorted(cum, s_clip, side="right") - 1, 0, len(line) - 2)
+        d = line[seg + 1] - line[seg]
+        yaw = np.arctan2(d[:, 1], d[:, 0])
+        over = s - s_clip  # past the route's end: straight on along the last segment
+        out[beyond, 0] = xs + over * np.cos(yaw)
+        out[beyond, 1] = ys + over * np.sin(yaw)
+        out[beyond, 2] = yaw
+    else:
+        out[beyond, 0] = last[0] + extra * np.cos(last[2])
+        out[beyond, 1] = last[1] + extra * np.sin(last[2])
+        out[beyond, 2] = last[2]
+    return out
+
+
 def _transform_boxes(boxes: np.ndarray, pose: np.ndarray) -> np.ndarray:
     out = boxes.copy()
     out[..., :2] = to_local(boxes[..., :2], pose[:2], float(pose[2]))
@@ -179,7 +217,7 @@ def scene_at(bundle: SceneBundle, step: int, trace: np.ndarray, boxes: np.ndarra
     Used to hand custom reward callables ``(scene, plan)`` a scene whose frame matches the plan in the closed loop.
     Args: ``trace`` (S, 11) driven states at 0.1 s from t = -1.5 s (index 15 = t0) through the current state;
     ``boxes`` / ``valid`` extended agent tracks (:func:`extend_track`). Agents beyond the 4 s log move at constant
-    velocity; the expert future beyond the log continues its last 0.5 s step; lights hold their 4 s state.
+    velocity; the expert future beyond the log follows :func:`expert_future`; lights hold their 4 s state.
     """
     scene = bundle.scene
     if step == 0:
@@ -191,12 +229,7 @@ def scene_at(bundle: SceneBundle, step: int, trace: np.ndarray, boxes: np.ndarra
     hist[:, :2] = to_local(hist_states[:, :2], pose[:2], float(pose[2]))
     hist[:, 2] = wrap_angle(hist_states[:, 2] - pose[2])
     hist[-1] = 0.0
-    # Expert future from the log after t, continued at its last step beyond 4 s.
-    expert = np.concatenate([np.zeros((1, 3)), scene.ego.future])  # t = 0 .. 4 s, t0 frame
-    k = step // STEPS_PER_REPLAN
-    idx = np.arange(k + 1, k + 1 + NUM_FUTURE)
-    last_step = expert[-1] - expert[-2]
-    fut_t0 = expert[np.minimum(idx, NUM_FUTURE)] + np.maximum(idx - NUM_FUTURE, 0)[:, None] * last_step
+    fut_t0 = expert_future(bundle, step // STEPS_PER_REPLAN)
     fut = np.empty((NUM_FUTURE, 3))
     fut[:, :2] = to_local(fut_t0[:, :2], pose[:2], float(pose[2]))
     fut[:, 2] = wrap_angle(fut_t0[:, 2] - pose[2])
@@ -224,5 +257,5 @@ def scene_at(bundle: SceneBundle, step: int, trace: np.ndarray, boxes: np.ndarra
 
 __all__ = [
     "SceneBundle", "make_bundle", "score_states", "zero_scores", "score_dict", "extend_track", "window",
-    "context_at", "route_remaining", "scene_at", "SceneMetadata",
+    "context_at", "route_remaining", "scene_at", "expert_future",
 ]
