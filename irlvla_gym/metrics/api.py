@@ -7,6 +7,7 @@ false-positive filter, EPDMS.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import numpy as np
@@ -52,12 +53,29 @@ def score_states(ctx: ScoringContext, states: np.ndarray, agents: AgentTracks, *
     if states.ndim != 3 or states.shape[1:] != (ctx.config.num_states, 11):
         raise ValueError(f"states must be (K, {ctx.config.num_states}, 11), got {states.shape}")
     run = _implementation(impl)
-    result = run(ctx, states, agents, previous_states)
     human = None
+    K = len(states)
     if human_states is not None:
         human_states = np.asarray(human_states, np.float64).reshape(1, *states.shape[1:])
-        human = run(ctx, human_states, human_agents if human_agents is not None else agents, None)
+    if human_states is not None and human_agents is None and agents.boxes.ndim == 3 and previous_states is None:
+        # Shared agents: score the human as one more row of the same batch (one vectorised pass, not two).
+        both = run(ctx, np.concatenate([states, human_states]), agents, None)
+        result, human = _split(both, K)
+    else:
+        result = run(ctx, states, agents, previous_states)
+        if human_states is not None:
+            human = run(ctx, human_states, human_agents if human_agents is not None else agents, None)
     return finalize(result, ctx.config, reference_progress=reference_progress, human=human)
+
+
+def _split(result: ScoreResult, K: int) -> tuple[ScoreResult, ScoreResult]:
+    """Split a (K + 1)-row result into the first K rows and the last one (per-plan arrays only)."""
+    head, tail = {}, {}
+    for f in dataclasses.fields(result):
+        value = getattr(result, f.name)
+        if isinstance(value, np.ndarray) and value.ndim and value.shape[0] == K + 1:
+            head[f.name], tail[f.name] = value[:K], value[K:]
+    return dataclasses.replace(result, **head), dataclasses.replace(result, **tail)
 
 
 def agent_tracks(scene: Scene, traffic: str = "log", states: np.ndarray | None = None) -> AgentTracks:

@@ -9,6 +9,8 @@ share this module (the reference calls it one plan at a time).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy.signal import savgol_filter
 
@@ -18,12 +20,24 @@ from irlvla_gym.metrics.config import COMFORT_NAMES, EC_NAMES, ScorerConfig
 _DECIMALS = 8
 
 
+@functools.lru_cache(maxsize=64)
+def _savgol_matrix(n: int, window: int, order: int, deriv: int, delta: float) -> np.ndarray:
+    """(n, n) matrix M with ``savgol_filter(x, ...) == M @ x`` for series of length n (mode "interp").
+
+    scipy's filter is linear in x, so applying it to the identity gives its matrix once; a batch of K series is
+    then one (K, n) @ (n, n) product instead of a scipy call per quantity.
+    """
+    eye = np.eye(n)
+    return savgol_filter(eye, window_length=window, polyorder=order, deriv=deriv, delta=delta, axis=0)
+
+
 def _smooth(values: np.ndarray, window: int, order: int, deriv: int = 0, delta: float = 1.0) -> np.ndarray:
-    """Savitzky-Golay along the last axis; the window shrinks to the series length as nuPlan does."""
+    """Savitzky-Golay along the last axis (scipy ``savgol_filter``, mode "interp"); the window shrinks to the series
+    length as nuPlan does."""
     n = values.shape[-1]
     window = min(window, n)
     order = min(order, window - 1)
-    return savgol_filter(values, window_length=window, polyorder=order, deriv=deriv, delta=delta, axis=-1)
+    return values @ _savgol_matrix(n, window, order, deriv, float(delta)).T
 
 
 def comfort_series(states: np.ndarray, config: ScorerConfig) -> dict[str, np.ndarray]:

@@ -40,6 +40,7 @@ class _FastMap:
         self.lane_seg_b = np.concatenate(segs_b) if segs_b else np.zeros((0, 2))
         self.lane_seg_count = np.asarray(counts, np.int64)
         self.lane_seg_start = np.cumsum(self.lane_seg_count) - self.lane_seg_count
+        self._lane_segment_candidates(ctx.num_lanes)
         # Red connector polygons: their edges, for box-edge overlap tests.
         self.red_lanes = np.flatnonzero(ctx.red_connectors.any(axis=0))
         self.red_edges = {}
@@ -48,6 +49,32 @@ class _FastMap:
             a = np.concatenate([np.asarray(r, np.float64) for r in rings])
             b = np.concatenate([np.roll(np.asarray(r, np.float64), -1, axis=0) for r in rings])
             self.red_edges[int(lane)] = (a, b, a.min(axis=0), a.max(axis=0))
+
+
+    def _lane_segment_candidates(self, num_lanes: int) -> None:
+        """Per index entry (cell, lane): the centreline segments that can be nearest to a point of the cell.
+
+        With q the cell centre and h its half diagonal, the segment nearest to any point p of the cell lies within
+        d_min(q) + 2h of q (triangle inequality), so only those segments are searched at query time; the minimum
+        over them equals the minimum over the whole centreline.
+        """
+        idx = self.index
+        entries = np.flatnonzero(idx.entry_polygon < num_lanes)
+        lane = idx.entry_polygon[entries]
+        if not len(entries):
+            self.entry_seg_start = np.zeros(len(idx.entry_polygon) + 1, np.int64)
+            self.entry_segs = np.zeros(0, np.int64)
+            return
+        q = idx.cell_centres(entries)
+        row, seg = _expand(self.lane_seg_start[lane], self.lane_seg_count[lane])
+        dist = _point_segment_distance(q[row], self.lane_seg_a[seg], self.lane_seg_b[seg])
+        first = np.cumsum(self.lane_seg_count[lane]) - self.lane_seg_count[lane]
+        d_min = np.minimum.reduceat(dist, first)
+        keep = dist <= d_min[row] + 2.0 * np.sqrt(0.5) * idx.resolution + 1e-9
+        counts = np.zeros(len(idx.entry_polygon), np.int64)
+        counts[entries] = np.bincount(row[keep], minlength=len(entries))
+        self.entry_seg_start = np.r_[0, np.cumsum(counts)]
+        self.entry_segs = seg[keep]  # grouped by entry in index order (rows are in entry order)
 
 
 def _fast_map(ctx: ScoringContext) -> _FastMap:
@@ -64,8 +91,9 @@ def _fast_map(ctx: ScoringContext) -> _FastMap:
 def boxes_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Separating-axis test of rectangles. a, b: (M, 4, 2) corners in ring order. (M,) bool, touching counts."""
     axes = np.stack([a[:, 1] - a[:, 0], a[:, 2] - a[:, 1], b[:, 1] - b[:, 0], b[:, 2] - b[:, 1]], axis=1)  # (M,4,2)
-    pa = np.einsum("mkd,mcd->mkc", axes, a)
-    pb = np.einsum("mkd,mcd->mkc", axes, b)
+    ux, uy = axes[:, :, 0:1], axes[:, :, 1:2]  # (M, 4, 1)
+    pa = ux * a[:, None, :, 0] + uy * a[:, None, :, 1]  # (M, 4 axes, 4 corners)
+    pb = ux * b[:, None, :, 0] + uy * b[:, None, :, 1]
     separated = (pa.max(-1) < pb.min(-1)) | (pb.max(-1) < pa.min(-1))
     return ~separated.any(axis=1)
 
@@ -135,7 +163,7 @@ def score_states_fast(ctx: ScoringContext, states: np.ndarray, agents: AgentTrac
     KT = K * T
 
     # ---- one containment query for all corners and centres ------------------------------------------------------
-    point_idx, poly = fmap.index.contains(pts.reshape(-1, 2))
+    point_idx, poly, entry = fmap.index.contains(pts.reshape(-1, 2), return_entries=True)
     kt, which = point_idx // 5, point_idx % 5
     is_corner = which < B.CENTER
     # Non-drivable: a corner inside no polygon (every polygon in the index is drivable).
@@ -145,7 +173,12 @@ def score_states_fast(ctx: ScoringContext, states: np.ndarray, agents: AgentTrac
     # Multiple lanes: > 1 lane holds some corner, and no lane holds all 4 corners.
     lane_pair = is_corner & (poly < L)
     key = kt[lane_pair] * max(L, 1) + poly[lane_pair]
-    ukey, corners_per_lane = np.unique(key, return_counts=True)
+    if KT * max(L, 1) <= 4_000_000:  # counting sort beats np.unique's sort for moderate lane counts
+        counts = np.bincount(key, minlength=KT * max(L, 1))
+        ukey = np.flatnonzero(counts)
+        corners_per_lane = counts[ukey]
+    else:
+        ukey, corners_per_lane = np.unique(key, return_counts=True)
     ukt = ukey // max(L, 1)
     lanes_touched = np.bincount(ukt, minlength=KT)
     one_lane_all = np.bincount(ukt[corners_per_lane == 4], minlength=KT) > 0
@@ -163,13 +196,16 @@ def score_states_fast(ctx: ScoringContext, states: np.ndarray, agents: AgentTrac
 
     # ---- lane-keeping deviation: distance to the centreline of each lane holding the centre ----------------------
     lane_c = cpoly < L
-    lk_kt, lk_lane = ckt[lane_c], cpoly[lane_c]
+    lk_kt, lk_entry = ckt[lane_c], entry[is_centre][lane_c]
     deviation = np.full(KT, np.inf)
     if len(lk_kt):
-        row, seg = _expand(fmap.lane_seg_start[lk_lane], fmap.lane_seg_count[lk_lane])
+        start = fmap.entry_seg_start[lk_entry]
+        count = fmap.entry_seg_start[lk_entry + 1] - start
+        row, item = _expand(start, count)
+        seg = fmap.entry_segs[item]
         centre = pts[..., B.CENTER, :].reshape(KT, 2)
         dist = _point_segment_distance(centre[lk_kt[row]], fmap.lane_seg_a[seg], fmap.lane_seg_b[seg])
-        per_pair = np.minimum.reduceat(dist, np.cumsum(fmap.lane_seg_count[lk_lane]) - fmap.lane_seg_count[lk_lane])
+        per_pair = np.minimum.reduceat(dist, np.cumsum(count) - count)
         np.minimum.at(deviation, lk_kt, per_pair)
     res.lk_deviation[:] = deviation.reshape(K, T)
 
@@ -218,8 +254,10 @@ def score_states_fast(ctx: ScoringContext, states: np.ndarray, agents: AgentTrac
             return k if per_plan else np.zeros_like(k)
 
         # ---- NC -------------------------------------------------------------------------------------------------
-        gap = np.hypot(e_centre[:, :, None, 0] - a_centre[..., 0], e_centre[:, :, None, 1] - a_centre[..., 1])
-        near = (gap <= e_radius + a_radius) & valid  # (K, T, N)
+        dx = e_centre[:, :, None, 0] - a_centre[..., 0]
+        dy = e_centre[:, :, None, 1] - a_centre[..., 1]
+        gap2 = dx * dx + dy * dy  # (K, T, N) squared centre distance
+        near = (gap2 <= (e_radius + a_radius) ** 2) & valid
         k_i, t_i, n_i = np.nonzero(near)
         p_i = plan_of(k_i)
         hit = boxes_overlap(corners[k_i, t_i], a_corners[p_i, t_i, n_i])
@@ -263,7 +301,8 @@ def score_states_fast(ctx: ScoringContext, states: np.ndarray, agents: AgentTrac
                           axis=2)  # (Kp, Tt, N)
         a_reach = np.max(a_radius[:, later], axis=2) + a_travel
         active = speed[:, :Tt] >= cfg.ttc_stopped_speed
-        coarse = gap[:, :Tt] <= (e_radius + speed[:, :Tt] * max_step * cfg.dt)[..., None] + a_reach
+        reach = (e_radius + speed[:, :Tt] * max_step * cfg.dt)[..., None] + a_reach
+        coarse = gap2[:, :Tt] <= reach * reach
         coarse &= active[..., None]
         k_i, t_i, n_i = np.nonzero(coarse)
         S = len(steps)
@@ -276,6 +315,10 @@ def score_states_fast(ctx: ScoringContext, states: np.ndarray, agents: AgentTrac
         k_i, t_i, n_i, s_i, ta = k_i[ok], t_i[ok], n_i[ok], s_i[ok], ta[ok]
         shift = (speed[k_i, t_i] * steps[s_i] * cfg.dt)[:, None] * np.stack(
             [np.cos(yaw[k_i, t_i]), np.sin(yaw[k_i, t_i])], axis=1)
+        p_i = plan_of(k_i)
+        d = e_centre[k_i, t_i] + shift - a_centre[p_i, ta, n_i]
+        ok = np.hypot(d[:, 0], d[:, 1]) <= e_radius + a_radius[p_i, ta, n_i]
+        k_i, t_i, n_i, s_i, ta, shift = k_i[ok], t_i[ok], n_i[ok], s_i[ok], ta[ok], shift[ok]
         ego_proj = corners[k_i, t_i] + shift[:, None, :]
         hit = boxes_overlap(ego_proj, a_corners[plan_of(k_i), ta, n_i])
         k_i, t_i, n_i, s_i, ta = k_i[hit], t_i[hit], n_i[hit], s_i[hit], ta[hit]
