@@ -189,11 +189,12 @@ IDM_DECEL = 2.0
 _BG_MIN_ACCEL = -6.0  # background vehicles may brake hard
 _EGO_MIN_ACCEL = -3.8  # the expert stays inside NAVSIM's comfort bound (-4.05)
 _EGO_MAX_JERK = 4.0  # m/s^3, expert jerk limit (HC bound 4.13 longitudinal)
-_YELLOW_STOP_DECEL = 3.0  # stop at yellow if the required deceleration is below this
+_YELLOW_STOP_DECEL = 2.0  # stop at yellow if the kinematic deceleration needed is below this (IDM brakes harder)
 _PROFILE_DECEL = 1.2  # m/s^2, anticipatory deceleration of the desired-speed profile before curves
-_MERGE_WINDOW = 60.0  # m before a merge where vehicles of the merging lanes see each other
+_MERGE_WINDOW = 500.0  # m before a merge where vehicles of the merging lanes see each other (the whole ramp: a
+# window edge would make a vehicle alongside appear as a leader at zero gap)
 _MAP_CROP_FACTOR = 1.2  # map geometry is kept within map_range * this of the ego (m)
-_PED_ANTICIPATION = 2.5  # s, vehicles yield to pedestrians who will be on their path within this time
+_PED_ANTICIPATION = 4.0  # s, vehicles yield to pedestrians who will be on their path within this time
 _CROSSWALK_HALF = 2.5  # m, half depth of the zone a vehicle keeps clear in front of a crossing pedestrian
 _YAW_RATE_LIMIT = 0.5  # rad/s, curve speed also capped by yaw rate v * curvature
 
@@ -610,7 +611,7 @@ def _layout_intersection(rng: np.random.Generator, cfg: SyntheticConfig, t_junct
     missing = None
     if t_junction:
         missing = int(rng.integers(1, 4))
-    d_stop = float(rng.uniform(-8.0, 60.0))  # ego distance to its stop line at t0 (negative: already past it)
+    d_stop = float(rng.uniform(-8.0, 60.0))  # ego rear axle to its stop line at t0 (m; negative: past it)
     roads: dict[int, tuple[list[int], list[int]]] = {}
     for k, ang in enumerate(angles):
         if k == missing:
@@ -672,13 +673,20 @@ def _layout_intersection(rng: np.random.Generator, cfg: SyntheticConfig, t_junct
     ego_phase = w.phase[conn]
     starts = np.r_[0.0, np.cumsum(times.sum(1))[:-1]]
     cycle = float(times.sum())
+    v0 = speed * float(rng.uniform(0.5, 1.0))
     if rng.random() < cfg.ego_red_probability:
         # t0 inside the ego phase's red (after its yellow+all-red, before its next green)
         red_start = starts[ego_phase] + times[ego_phase, 0] + times[ego_phase, 1]
         offset = red_start + rng.uniform(0, cycle - times[ego_phase, 0] - times[ego_phase, 1])
+        # the ego is still before its stop line (one already past it would be inside a red connector)
+        line = w.lane_length(lane_in) - PACIFICA.front_length  # rear-axle station with the bumper at the line
+        station = min(station, line - float(rng.uniform(2.0, 10.0)) - v0 * 1.0)
+        if rng.random() < 0.5:
+            # waiting at (or rolling up to) the stop line
+            station = line - float(rng.uniform(1.5, 15.0))
+            v0 = float(rng.uniform(0.0, 3.0))
     else:
         offset = starts[ego_phase] + rng.uniform(0, times[ego_phase, 0])
-    v0 = speed * float(rng.uniform(0.5, 1.0))
     lay = _Layout("intersection_t" if t_junction else "intersection4", w, [lane_in, conn, lane_out], station, v0,
                   phase_times=times, light_offset=float(offset % cycle))
     return lay
@@ -692,6 +700,22 @@ _LAYOUT_BUILDERS = {
     "intersection4": lambda rng, cfg: _layout_intersection(rng, cfg, False),
     "intersection_t": lambda rng, cfg: _layout_intersection(rng, cfg, True),
 }
+
+
+@dataclass
+class _Lights:
+    """Light states over the simulation steps: state (T, L) int8 and time_to_red (T, L) (s; inf if not within
+    the simulated window)."""
+
+    state: np.ndarray
+    time_to_red: np.ndarray
+
+    @classmethod
+    def make(cls, state: np.ndarray) -> "_Lights":
+        T = len(state)
+        idx = np.where(state == LIGHT_RED, np.arange(T)[:, None], T * 10)
+        next_red = np.minimum.accumulate(idx[::-1], axis=0)[::-1]
+        return cls(state, np.where(next_red >= T, np.inf, (next_red - np.arange(T)[:, None]) * SIM_DT))
 
 
 def _light_states(lay: _Layout, times: np.ndarray) -> np.ndarray:
@@ -889,7 +913,8 @@ class _Paths:
         offset: (N, L + 1) station on path i of the start of lane l (NaN if not on it; column L = "no lane").
         min_s: (N, L + 1) a vehicle on lane l is seen by i only if its lane station exceeds this (merge window).
         lo, hi: (N, L + 1) ... and only while i's own station lies in [lo, hi] (lane-change windows).
-        stop_s / stop_lane: (N, M) stations of signalised stop lines and their connector (inf / 0 padding).
+        stop_s / stop_lane / stop_len: (N, M) stations of signalised stop lines, their connector and its length
+            (inf / 0 / 0 padding).
     """
 
     xy: np.ndarray
@@ -906,6 +931,7 @@ class _Paths:
     hi: np.ndarray
     stop_s: np.ndarray
     stop_lane: np.ndarray
+    stop_len: np.ndarray
 
     def sample(self, idx: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Positions (..., 2) and headings (...) of vehicles ``idx`` at stations ``s`` (broadcast, m)."""
@@ -1024,7 +1050,7 @@ def _build_paths(world: _World, veh: _Vehicles, lay: _Layout, cfg: SyntheticConf
         for m, (s0, l) in enumerate(st):
             stop_s[i, m], stop_lane[i, m] = s0, l
     return _Paths(xy, heading, vmax, ds, count, entry_lane, entry_start, entry_s0, offset, min_s, lo, hi, stop_s,
-                  stop_lane)
+                  stop_lane, np.where(np.isfinite(stop_s), lane_len[stop_lane], 0.0))
 
 
 @dataclass
@@ -1111,8 +1137,10 @@ def _lanes_of(paths: _Paths, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _leader_gaps(paths: _Paths, obs: _Obstacles, veh_front: np.ndarray, veh_rear: np.ndarray, s: np.ndarray,
-                 v: np.ndarray, active: np.ndarray, lights: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gap (m, bumper to obstacle) to the nearest leader of each vehicle and the leader's speed (m/s)."""
+                 v: np.ndarray, active: np.ndarray, lights: "_Lights",
+                 step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gaps (m, bumper to obstacle) of each vehicle (N,): to the nearest vehicle ahead, that vehicle's speed (m/s),
+    and the gap to the nearest standing obstacle (static object, pedestrian zone, red / stoppable-yellow line)."""
     N = len(s)
     lane, s_lane = _lanes_of(paths, s)
     S = paths.offset[:, lane] + s_lane[None, :]  # (N, N) station of j on i's path
@@ -1133,13 +1161,16 @@ def _leader_gaps(paths: _Paths, obs: _Obstacles, veh_front: np.ndarray, veh_rear
     ped = np.where(obs.blocked[:, :, step] & (cz > -1.0), cz, np.inf).min(axis=1)
     # stop lines
     sg = paths.stop_s - s[:, None] - veh_front[:, None] - 0.5
-    state = lights[paths.stop_lane]
-    must = (state == LIGHT_RED) | ((state == LIGHT_YELLOW) & (v[:, None] ** 2 < 2 * _YELLOW_STOP_DECEL *
-                                                             np.maximum(sg, 0.01)))
+    state = lights.state[step][paths.stop_lane]
+    need = v[:, None] ** 2 / (2 * np.maximum(sg, 0.01))  # deceleration that stops at the line (m/s^2)
+    # Do not enter a connector that cannot be cleared before it turns red (at the current speed, or 3 m/s when
+    # slower), if stopping is still possible: the ego must never be inside a red connector.
+    clear_time = (sg + paths.stop_len + (veh_front + veh_rear)[:, None]) / np.maximum(v[:, None], 3.0)
+    blocked_box = (clear_time > lights.time_to_red[step][paths.stop_lane]) & (need < -_EGO_MIN_ACCEL)
+    must = (state == LIGHT_RED) | ((state == LIGHT_YELLOW) & (need < _YELLOW_STOP_DECEL)) | blocked_box
     light = np.where(must & (sg > -1.5), sg, np.inf).min(axis=1)
     static_gap = np.minimum(np.minimum(st, ped), light)
-    use_static = static_gap < best
-    return np.where(use_static, static_gap, best), np.where(use_static, 0.0, lead_v)
+    return best, lead_v, static_gap
 
 
 def _idm(v: np.ndarray, v0: np.ndarray, gap: np.ndarray, lead_v: np.ndarray) -> np.ndarray:
@@ -1150,7 +1181,7 @@ def _idm(v: np.ndarray, v0: np.ndarray, gap: np.ndarray, lead_v: np.ndarray) -> 
     return IDM_ACCEL * (free - interaction)
 
 
-def _simulate(paths: _Paths, obs: _Obstacles, veh: _Vehicles, lights: np.ndarray, steps: int) -> _SimResult:
+def _simulate(paths: _Paths, obs: _Obstacles, veh: _Vehicles, lights: "_Lights", steps: int) -> _SimResult:
     """Run all vehicles (index 0 = expert ego) for ``steps`` steps of SIM_DT; returns states at steps+1 times."""
     N = len(veh)
     s = np.asarray(veh.station, float).copy()
@@ -1162,11 +1193,14 @@ def _simulate(paths: _Paths, obs: _Obstacles, veh: _Vehicles, lights: np.ndarray
     rows = np.arange(N)
     S, V, A = np.zeros((steps + 1, N)), np.zeros((steps + 1, N)), np.zeros((steps + 1, N))
     for t in range(steps + 1):
-        gap, lead_v = _leader_gaps(paths, obs, front, rear, s, v, active, lights[t], t)
+        gap, lead_v, stop_gap = _leader_gaps(paths, obs, front, rear, s, v, active, lights, t)
         # desired speed read 0.5 s ahead, so the IDM has started braking when the vehicle reaches a curve
         k = np.clip(((s + 0.5 * v) / paths.ds).astype(np.int64), 0, paths.vmax.shape[1] - 1)
         v0 = paths.vmax[rows, k] * desire
-        acc = _idm(v, v0, gap, lead_v)
+        # Standing obstacles that appear suddenly (a light turning yellow, a pedestrian stepping out) make the IDM
+        # brake much harder than needed; never brake harder than the constant deceleration that stops in the gap.
+        stop_kin = -v * v / (2 * np.maximum(stop_gap - 0.3, 0.05))
+        acc = np.minimum(_idm(v, v0, gap, lead_v), np.maximum(_idm(v, v0, stop_gap, 0.0), stop_kin))
         acc = np.clip(acc, _BG_MIN_ACCEL, IDM_ACCEL)
         # the expert: comfort bounds and a jerk limit
         acc[0] = np.clip(acc[0], max(_EGO_MIN_ACCEL, a[0] - _EGO_MAX_JERK * SIM_DT), a[0] + _EGO_MAX_JERK * SIM_DT)
@@ -1282,7 +1316,7 @@ def _finish(rng: np.random.Generator, cfg: SyntheticConfig, lay: _Layout, token:
     warm_steps = int(round((cfg.warmup_s + (NUM_HISTORY - 1) * DT) / SIM_DT))
     steps = warm_steps + int(round(NUM_FUTURE * DT / SIM_DT))
     sim_t = (np.arange(steps + 1) - warm_steps) * SIM_DT  # t0 = 0 at index warm_steps
-    lights = _light_states(lay, sim_t)
+    lights = _Lights.make(_light_states(lay, sim_t))
     paths = _build_paths(w, veh, lay, cfg, lane_len, path_cache)
     ego_xy0, _ = paths.sample(np.array([0]), np.array([lay.ego_station]))
     peds = _pedestrians(rng, cfg, lay, sim_t, ego_xy0[0])
@@ -1292,17 +1326,18 @@ def _finish(rng: np.random.Generator, cfg: SyntheticConfig, lay: _Layout, token:
     s0 = np.asarray(veh.station)
     v0 = np.asarray(veh.speed)
     front, rear = np.asarray(veh.front), np.asarray(veh.rear)
-    gap, _ = _leader_gaps(paths, obs, front, rear, s0, v0, np.ones(len(veh), bool), lights[0], 0)
-    keep = gap > IDM_MIN_GAP + 1.0
+    gap, _, stop_gap = _leader_gaps(paths, obs, front, rear, s0, v0, np.ones(len(veh), bool), lights, 0)
+    keep = (gap > IDM_MIN_GAP + 1.0) & (stop_gap > 0.5)  # no spawns on top of each other or of obstacles
     keep[0] = True
     if not keep.all():
         veh = veh.subset(keep)
         paths = _build_paths(w, veh, lay, cfg, lane_len, path_cache)
         obs = _obstacles(paths, veh, w, peds, sim_t)
         s0, front, rear = np.asarray(veh.station), np.asarray(veh.front), np.asarray(veh.rear)
-        gap, _ = _leader_gaps(paths, obs, front, rear, s0, np.asarray(veh.speed), np.ones(len(veh), bool),
-                              lights[0], 0)
-    veh.speed = list(np.minimum(veh.speed, np.sqrt(2 * 1.5 * np.maximum(gap - IDM_MIN_GAP, 0.0))))
+        gap, _, stop_gap = _leader_gaps(paths, obs, front, rear, s0, np.asarray(veh.speed),
+                                        np.ones(len(veh), bool), lights, 0)
+    room = np.minimum(gap, stop_gap) - IDM_MIN_GAP
+    veh.speed = list(np.minimum(veh.speed, np.sqrt(2 * 1.5 * np.maximum(room, 0.0))))
     static_boxes = np.array([[*s.box[:2], s.box[2], s.box[3], s.box[4]] for s in statics]).reshape(-1, 5)
     ped_boxes = np.concatenate([peds.xy, peds.heading[..., None], np.full(peds.heading.shape + (2,), 0.6)], -1)
     keep_ped = np.ones(peds.xy.shape[1], bool)
@@ -1348,7 +1383,7 @@ def _finish(rng: np.random.Generator, cfg: SyntheticConfig, lay: _Layout, token:
 
 def _export(lay: _Layout, cfg: SyntheticConfig, veh: _Vehicles, paths: _Paths, sim: _SimResult, boxes: np.ndarray,
             peds: _Pedestrians, keep_ped: np.ndarray, statics: list[_Static], keep_static: np.ndarray,
-            lights: np.ndarray, sim_t: np.ndarray, i0: int, token: str, split: str, seed: int) -> Scene:
+            lights: "_Lights", sim_t: np.ndarray, i0: int, token: str, split: str, seed: int) -> Scene:
     w = lay.world
     # ---- ego ----
     ego_s = sim.s[:, 0]
@@ -1467,7 +1502,7 @@ def _export(lay: _Layout, cfg: SyntheticConfig, veh: _Vehicles, paths: _Paths, s
         lane_successors=edges,
         lane_left_neighbor=remap(np.asarray(w.left_nb))[keep],
         lane_right_neighbor=remap(np.asarray(w.right_nb))[keep],
-        lane_light_state=lights[out_idx][:, keep],
+        lane_light_state=lights.state[out_idx][:, keep],
         drivable_area=PolygonSet.from_shapely([drivable]),
         intersections=PolygonSet.from_exteriors(inters),
         crosswalks=PolygonSet.from_exteriors(walks),
