@@ -229,7 +229,8 @@ def scene_at(bundle: SceneBundle, step: int, trace: np.ndarray, boxes: np.ndarra
     hist[:, :2] = to_local(hist_states[:, :2], pose[:2], float(pose[2]))
     hist[:, 2] = wrap_angle(hist_states[:, 2] - pose[2])
     hist[-1] = 0.0
-    fut_t0 = expert_future(bundle, step // STEPS_PER_REPLAN)
+    k = step // STEPS_PER_REPLAN
+    fut_t0 = expert_future(bundle, k)
     fut = np.empty((NUM_FUTURE, 3))
     fut[:, :2] = to_local(fut_t0[:, :2], pose[:2], float(pose[2]))
     fut[:, 2] = wrap_angle(fut_t0[:, 2] - pose[2])
