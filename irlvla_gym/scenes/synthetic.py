@@ -544,7 +544,7 @@ def _layout_lane_change(rng: np.random.Generator, cfg: SyntheticConfig) -> _Layo
     if rng.random() < cfg.blocked_lane_probability:
         # Close the original lane after the manoeuvre: a cone taper then a barrier or a broken-down vehicle.
         x0 = split_x + length / 2 + float(rng.uniform(8, 25))
-        y0 = -(ego_k - ego_k) * width  # ego lane centre is y = 0
+        y0 = 0.0  # the ego lane centre line is y = 0
         side = np.sign(shift)  # the lane opens toward the target side
         for i in range(4):
             w.statics.append(_Static((x0 + 3.0 * i, y0 + side * (1.2 - 0.8 * i), 0.0, 0.4, 0.4, 0.7), TRAFFIC_CONE))
