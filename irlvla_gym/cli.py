@@ -10,6 +10,8 @@ import sys
 SUBCOMMAND_MODULES = (
     "irlvla_gym.scenes.cli",
     "irlvla_gym.pipeline",
+    "irlvla_gym.evaluation.score_cli",
+    "irlvla_gym.evaluation.real_data",
 )
 
 

@@ -64,6 +64,10 @@ class PDMClosedConfig:
         path_length_ahead: how far ahead of the ego the path is kept (m); covers 4 s at ~35 m/s.
         red_light_entered_tolerance: a red connector whose entry lies more than this behind the front bumper at t0
             is considered already entered and ignored (m).
+        agent_forecast: what the IDM leader search sees of the agents over the horizon: "log" (the log-replayed
+            future boxes at each step; an oracle) or "constant_velocity" (the t0 boxes moved at their t0 velocity,
+            static categories fixed: tuplan_garage / NAVSIM ``PDMObservation``, which forecasts the current
+            detections with ``dynamic_object_dxy``).
         traffic: agents used to *score* the proposals: "log" (non-reactive replay) or "idm" (reactive).
         context_cache_size: scorer contexts kept per planner (``prepare_scene`` results, keyed by token).
     """
@@ -78,6 +82,7 @@ class PDMClosedConfig:
     path_extension: float = 200.0
     path_length_ahead: float = 160.0
     red_light_entered_tolerance: float = 1.0
+    agent_forecast: str = "log"
     traffic: str = "log"
     context_cache_size: int = 8
 
@@ -383,8 +388,6 @@ class PDMClosedPlanner(PlannerBase):
             dict with ``poses`` (P, S + 1, 3) at 0.1 s (t = 0 .. 4 s), ``plans`` (P, 8, 3) at 0.5 s, ``speeds``
             (P, S + 1), ``offsets`` (P,), ``fractions`` (P,), ``target_speed`` (P,).
         """
-        from irlvla_gym.sim.traffic import log_replay
-
         cfg = self.config
         vehicle = scene.ego.vehicle
         half_width = 0.5 * vehicle.width
@@ -400,8 +403,7 @@ class PDMClosedPlanner(PlannerBase):
         target = fractions * limit  # (P,)
 
         S = cfg.num_steps
-        track = log_replay(scene, cfg.dt)
-        boxes, valid = track.boxes[: S + 1], track.valid[: S + 1]
+        boxes, valid = _forecast_agents(scene, S, cfg)
         s_lo, s_hi, agent_speed = _agent_intervals(path, boxes, valid, offsets_u, half_width)  # (O, T, N)
         if red_connectors is None:
             red_connectors = _red_connectors(scene, S + 1, cfg.dt)
@@ -463,6 +465,24 @@ class PDMClosedPlanner(PlannerBase):
                                speeds=prop["speeds"], offsets=prop["offsets"], fractions=prop["fractions"],
                                target_speed=prop["target_speed"], best=best, scores=result,
                                reference_progress=reference)
+
+
+def _forecast_agents(scene: Scene, num_steps: int, config: PDMClosedConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Agent boxes (S + 1, N, 8) and valid mask (S + 1, N) the leader search sees at t = 0 .. S * dt."""
+    from irlvla_gym.sim.traffic import log_replay
+
+    if config.agent_forecast == "log":
+        track = log_replay(scene, config.dt)
+        return track.boxes[: num_steps + 1], track.valid[: num_steps + 1]
+    if config.agent_forecast != "constant_velocity":
+        raise ValueError(f"agent_forecast must be 'log' or 'constant_velocity', got {config.agent_forecast!r}")
+    start = scene.agents.boxes[0]  # (N, 8) at t0
+    velocity = np.where(scene.agents.is_static[:, None], 0.0, start[:, 6:8])  # (N, 2)
+    t = np.arange(num_steps + 1) * config.dt
+    boxes = np.repeat(start[None], num_steps + 1, axis=0)
+    boxes[..., :2] += t[:, None, None] * velocity[None]
+    valid = np.repeat(scene.agents.valid[:1], num_steps + 1, axis=0)
+    return boxes, valid
 
 
 def _red_connectors(scene: Scene, num_states: int, dt: float) -> np.ndarray:

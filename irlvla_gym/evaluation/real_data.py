@@ -1,0 +1,226 @@
+"""``irlvla check-scorer``: the scorer's sanity check on the real recordings in ``../shared/data`` (issue 3).
+
+Converts the real samples (4 Argoverse 2 sensor logs through :func:`irlvla_gym.scenes.av2.iter_scenes`, the
+nuScenes ScenarioNet sample with its Boston GeoJSON drivable area through
+:func:`irlvla_gym.scenes.scenarionet.iter_scenes`), plans every scene with the logged human, the constant-velocity
+agent and PDM-Closed, scores each plan with EP normalised by PDM-Closed (NAVSIM v2), and prints mean EPDMS, PDMS and
+every sub-score per source and overall.
+
+The human is scored with the human false-positive filter OFF (it would otherwise excuse itself); the other planners
+with the filter as chosen (``--filter``, default off too, so the rows compare like with like).
+
+Expected (issue 3 "Done when"): human mean EPDMS >= 0.9, constant velocity measurably lower, PDM-Closed within a
+few points of the human.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from irlvla_gym.metrics.config import SUB_SCORES
+from irlvla_gym.scenes.scene import Scene
+
+AV2_DIR = "av2_sensor_logs"
+SCENARIONET_DIR = "scenarionet_nuscenes"
+SCENARIONET_DRIVABLE = "boston_drivable_area.json"
+PLANNER_NAMES = ("human", "constant_velocity", "pdm_closed")
+COLUMNS = ("epdms", "pdms") + SUB_SCORES
+"""Columns of the table: aggregates then the nine sub-scores."""
+
+
+def default_data_dir() -> Path:
+    """``../shared/data`` relative to the current directory, else relative to the repository root."""
+    here = Path.cwd() / ".." / "shared" / "data"
+    if here.is_dir():
+        return here.resolve()
+    repo = Path(__file__).resolve().parents[2]
+    return (repo / ".." / "shared" / "data").resolve()
+
+
+def iter_real_scenes(data_dir: str | Path, *, stride: int = 1) -> Iterator[tuple[str, Scene]]:
+    """``(source name, scene)`` for every real scene under ``data_dir`` ('av2' and 'nuscenes').
+
+    Skipped items (bad windows) are reported on stderr and left out.
+
+    Raises:
+        FileNotFoundError: neither sample folder exists under ``data_dir``.
+    """
+    from irlvla_gym.scenes import av2, scenarionet
+    from irlvla_gym.scenes.sources import SkippedItem
+
+    data_dir = Path(data_dir)
+    av2_root, sn_root = data_dir / AV2_DIR, data_dir / SCENARIONET_DIR
+    if not av2_root.is_dir() and not sn_root.is_dir():
+        raise FileNotFoundError(f"{data_dir}: no {AV2_DIR}/ or {SCENARIONET_DIR}/ (pass --data)")
+    streams: list[tuple[str, Iterable]] = []
+    if av2_root.is_dir():
+        streams.append(("av2", av2.iter_scenes(av2_root, stride=stride)))
+    if sn_root.is_dir():
+        drivable = sn_root / SCENARIONET_DRIVABLE
+        streams.append(("nuscenes", scenarionet.iter_scenes(
+            sn_root, drivable_area=drivable if drivable.is_file() else None, stride=stride)))
+    for source, items in streams:
+        for item in items:
+            if isinstance(item, SkippedItem):
+                print(f"skipped {item}", file=sys.stderr)
+                continue
+            yield source, item
+
+
+@dataclass
+class CheckResult:
+    """Per-scene rows and the aggregated table of :func:`run_check`.
+
+    Attributes:
+        rows: one dict per (scene, planner): token, source, log, planner, the :data:`COLUMNS` values, and
+            ``explain`` (the scorer's reasons when EPDMS < 1).
+        table: planner -> source ('all' included) -> column -> mean.
+        counts: source -> number of scenes.
+        seconds: wall time per planner (planning + scoring).
+    """
+
+    rows: list[dict] = field(default_factory=list)
+    table: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"table": self.table, "counts": self.counts, "seconds": self.seconds, "rows": self.rows}
+
+
+def run_check(scenes: Sequence[tuple[str, Scene]], *, planners: Sequence[str] = PLANNER_NAMES,
+              human_filter: bool = False, traffic: str = "log", progress: bool = True,
+              default_speed_limit: float = 15.0, agent_forecast: str = "log") -> CheckResult:
+    """Plan and score every scene with each planner (EP normalised by PDM-Closed).
+
+    Args:
+        scenes: ``(source, scene)`` pairs.
+        planners: names from :data:`PLANNER_NAMES`.
+        human_filter: apply NAVSIM's human false-positive filter to the non-human planners (the human itself is
+            always scored without it).
+        traffic: "log" or "idm".
+        progress: tqdm progress bar on stderr.
+        default_speed_limit: PDM-Closed's target speed (m/s) on lanes without a speed limit (NAVSIM: 15 m/s; none
+            of the real samples has speed limits, so this sets the EP normaliser's pace).
+        agent_forecast: what PDM-Closed's leader search sees ("log" or "constant_velocity", see PDMClosedConfig).
+    """
+    from irlvla_gym.metrics import score_plans
+    from irlvla_gym.planners import ConstantVelocityPlanner, HumanPlanner, PDMClosedConfig, PDMClosedPlanner
+
+    pdm = PDMClosedPlanner(PDMClosedConfig(traffic=traffic, default_speed_limit=default_speed_limit,
+                                           agent_forecast=agent_forecast))
+    by_name = {"human": HumanPlanner(), "constant_velocity": ConstantVelocityPlanner(), "pdm_closed": pdm}
+    for name in planners:
+        if name not in by_name:
+            raise ValueError(f"unknown planner {name!r}; choose from {PLANNER_NAMES}")
+    out = CheckResult(seconds={name: 0.0 for name in planners})
+    iterator: Iterable = scenes
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(scenes, desc="check-scorer", unit="scene", file=sys.stderr)
+    for source, scene in iterator:
+        out.counts[source] = out.counts.get(source, 0) + 1
+        ctx = pdm.context(scene)
+        t = time.perf_counter()
+        reference = pdm.run(scene, ctx).reference_progress
+        out.seconds.setdefault("pdm_reference", 0.0)
+        out.seconds["pdm_reference"] += time.perf_counter() - t
+        for name in planners:
+            t = time.perf_counter()
+            plan = by_name[name].plan(scene)
+            result = score_plans(scene, plan, human_filter=human_filter and name != "human", traffic=traffic,
+                                 reference_progress=reference, context=ctx)
+            out.seconds[name] += time.perf_counter() - t
+            row = {"token": scene.token, "source": source, "log": scene.metadata.log_name, "planner": name}
+            row.update(result.take(0))
+            row["progress_m"] = float(result.progress[0])
+            row["reference_progress_m"] = reference
+            if row["epdms"] < 1.0:
+                row["explain"] = result.explain(0)
+            out.rows.append(row)
+    out.table = aggregate(out.rows)
+    return out
+
+
+def aggregate(rows: Sequence[dict]) -> dict[str, dict[str, dict[str, float]]]:
+    """planner -> source (and 'all') -> column -> mean over the rows."""
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    planners = list(dict.fromkeys(r["planner"] for r in rows))
+    sources = list(dict.fromkeys(r["source"] for r in rows)) + ["all"]
+    for name in planners:
+        table[name] = {}
+        for source in sources:
+            sel = [r for r in rows if r["planner"] == name and (source == "all" or r["source"] == source)]
+            if sel:
+                table[name][source] = {c: float(np.mean([r[c] for r in sel])) for c in COLUMNS}
+    return table
+
+
+def format_table(result: CheckResult) -> str:
+    """The table as fixed-width text: one line per (planner, source)."""
+    head = f"{'planner':<18} {'source':<9} {'n':>4} " + " ".join(f"{c.upper():>6}" for c in COLUMNS)
+    lines = [head, "-" * len(head)]
+    for name, per_source in result.table.items():
+        for source, cols in per_source.items():
+            n = sum(result.counts.values()) if source == "all" else result.counts.get(source, 0)
+            lines.append(f"{name:<18} {source:<9} {n:>4} " + " ".join(f"{cols[c]:6.3f}" for c in COLUMNS))
+    return "\n".join(lines)
+
+
+def register(subparsers) -> None:
+    """Add ``irlvla check-scorer``."""
+    p = subparsers.add_parser(
+        "check-scorer", help="score the human, constant-velocity and PDM-Closed plans on the real samples",
+        description=__doc__.split("\n\n")[0] + " Prints mean EPDMS, PDMS and sub-scores per source.")
+    p.add_argument("--data", type=Path, default=None,
+                   help="folder holding av2_sensor_logs/ and scenarionet_nuscenes/ (default ../shared/data)")
+    p.add_argument("--stride", type=int, default=1, help="take every stride-th 0.5 s window (default 1)")
+    p.add_argument("--planners", default=",".join(PLANNER_NAMES),
+                   help=f"comma-separated subset of {','.join(PLANNER_NAMES)}")
+    p.add_argument("--filter", action="store_true",
+                   help="apply the human false-positive filter to the non-human planners (default off)")
+    p.add_argument("--traffic", choices=("log", "idm"), default="log", help="agents: log replay or reactive IDM")
+    p.add_argument("--default-speed-limit", type=float, default=15.0,
+                   help="PDM-Closed target speed (m/s) on lanes without a limit (NAVSIM 15; the samples have none)")
+    p.add_argument("--pdm-forecast", choices=("log", "constant_velocity"), default="log",
+                   help="agents PDM-Closed's IDM sees: log-replayed future (default) or constant-velocity forecast")
+    p.add_argument("--json", action="store_true", help="print the result (table and per-scene rows) as JSON")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON result to this file (atomically)")
+    p.add_argument("--explain", action="store_true", help="print the scorer's reasons for every imperfect plan")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from irlvla_gym.evaluation.io import atomic_write_text
+
+    data = args.data if args.data is not None else default_data_dir()
+    planners = [p.strip() for p in args.planners.split(",") if p.strip()]
+    scenes = list(iter_real_scenes(data, stride=args.stride))
+    if not scenes:
+        raise ValueError(f"{data}: no scene could be converted")
+    result = run_check(scenes, planners=planners, human_filter=args.filter, traffic=args.traffic,
+                       progress=not args.no_progress, default_speed_limit=args.default_speed_limit,
+                       agent_forecast=args.pdm_forecast)
+    if args.out is not None:
+        atomic_write_text(args.out, json.dumps(result.to_json(), indent=1))
+    if args.json:
+        print(json.dumps({k: v for k, v in result.to_json().items() if k != "rows"}, indent=1))
+    else:
+        if args.explain:
+            for r in result.rows:
+                if "explain" in r:
+                    print(f"{r['token']} [{r['planner']}]\n{r['explain']}")
+        print(format_table(result))
+        print(f"(human scored with the filter off; others with the filter {'on' if args.filter else 'off'}; "
+              f"traffic {args.traffic}; EP normalised by PDM-Closed)")
+    return 0
