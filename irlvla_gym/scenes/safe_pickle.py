@@ -25,19 +25,6 @@ _NUMPY_CORE = "numpy._core" if hasattr(np, "_core") else "numpy.core"
 # weights-only loader allows it too), and the plain containers ``bytes``/``set``/``frozenset`` (spelled
 # ``__builtin__.*`` by protocol 2; protocol >= 4 has opcodes for them); without these every protocol-2 pickle of
 # numpy data would be refused.
-SCENARIONET_ALLOWLIST = frozenset({
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("collections", "defaultdict"),
-    ("builtins", "int"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("_codecs", "encode"),
-    ("builtins", "bytes"),
-    ("builtins", "set"),
-    ("builtins", "frozenset"),
-})
 NAVSIM_ALLOWLIST = frozenset({
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"),
@@ -49,6 +36,8 @@ NAVSIM_ALLOWLIST = frozenset({
     ("builtins", "set"),
     ("builtins", "frozenset"),
 })
+# ScenarioNet adds what a ``defaultdict(int)`` in WOMD metadata needs.
+SCENARIONET_ALLOWLIST = NAVSIM_ALLOWLIST | {("collections", "defaultdict"), ("builtins", "int")}
 
 
 class UnsafePickleError(pickle.UnpicklingError):
