@@ -98,7 +98,7 @@ class CheckResult:
 
 def run_check(scenes: Sequence[tuple[str, Scene]], *, planners: Sequence[str] = PLANNER_NAMES,
               human_filter: bool = False, traffic: str = "log", progress: bool = True,
-              default_speed_limit: float = 15.0, agent_forecast: str = "log") -> CheckResult:
+              default_speed_limit: float = 15.0, agent_forecast: str = "constant_velocity") -> CheckResult:
     """Plan and score every scene with each planner (EP normalised by PDM-Closed).
 
     Args:
@@ -191,8 +191,9 @@ def register(subparsers) -> None:
     p.add_argument("--traffic", choices=("log", "idm"), default="log", help="agents: log replay or reactive IDM")
     p.add_argument("--default-speed-limit", type=float, default=15.0,
                    help="PDM-Closed target speed (m/s) on lanes without a limit (NAVSIM 15; the samples have none)")
-    p.add_argument("--pdm-forecast", choices=("log", "constant_velocity"), default="log",
-                   help="agents PDM-Closed's IDM sees: log-replayed future (default) or constant-velocity forecast")
+    p.add_argument("--pdm-forecast", choices=("constant_velocity", "log"), default="constant_velocity",
+                   help="agents PDM-Closed sees: constant-velocity forecast of t0 (NAVSIM, default) or the "
+                        "log-replayed future (oracle)")
     p.add_argument("--json", action="store_true", help="print the result (table and per-scene rows) as JSON")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result to this file (atomically)")
     p.add_argument("--explain", action="store_true", help="print the scorer's reasons for every imperfect plan")

@@ -10,11 +10,19 @@ abstract_pdm_closed_planner.py (``_get_closed_loop_trajectory``), in numpy and v
    headway 1.5 s, accel 1.5 m/s^2, decel 3 m/s^2) integrated at 0.1 s along its offset path
    (``BatchIDMPolicy.propagate``); poses lie on the offset path at the IDM progress, heading = path heading.
 3. Leader (PDMObservation + ``_get_leading_object``): at every step, the nearest obstacle ahead of the front bumper in
-   the proposal's corridor (the offset path widened to the ego width): agent boxes as log-replayed at that step, and
-   red on-route lane-connector polygons (stopped obstacles; a light that turns green later frees the way).
+   the proposal's corridor (the offset path widened to the ego width): agent boxes, and red on-route lane-connector
+   polygons (stopped obstacles; a light that turns green later frees the way). The agents are what PDMObservation
+   sees: the t0 boxes moved at their t0 velocity (static objects fixed) -- ``agent_forecast="constant_velocity"``,
+   the default -- or, as an oracle variant, the log-replayed future boxes (``agent_forecast="log"``).
 4. The 15 proposals (sampled at 0.5 s, 8 poses) are simulated with the LQR tracker and scored with the EPDMS scorer
-   with EP normalised among the proposals themselves (NAVSIM's PDMScorer inside the planner), no human filter; the
-   best by score wins (``np.argmax``, ties to the first: centreline, then the slower policy, as NAVSIM's ordering).
+   against the same agents the planner sees, with EP normalised among the proposals themselves (NAVSIM's PDMScorer
+   inside the planner), no human filter; the best by score wins (``np.argmax``, ties to the first: centreline, then
+   the slower policy, as NAVSIM's ordering).
+
+Why the forecast matters: with the log-replayed future the planner is an oracle that never collides and always
+finds the fastest safe proposal, so it scores ~0.99 EPDMS on the real samples and its progress (the EP normaliser)
+pushes the logged human's EP down to ~0.72 (human EPDMS 0.889). With NAVSIM's own observation model it scores
+~0.95, and the human ~0.91 -- the relation NAVSIM reports (human above or near PDM-Closed).
 
 The EP normaliser of the scorer is the chosen proposal's progress x its multiplicative product
 (:func:`pdm_reference_progress`; navsim/evaluate/pdm_score.py scores PDM-Closed alongside the agent).
@@ -26,8 +34,8 @@ Deviations (documented, small):
 * The proposals are scored from their 8 poses at 0.5 s (as any agent's plan), not from NAVSIM's 0.1 s proposal
   states, so re-scoring the returned plan reproduces the planner's own numbers exactly.
 * Horizon 4 s (NAVSIM plans 5 s; only 4 s is scored).
-* Red-light state follows the log over the horizon (held between 2 Hz samples), as the scorer's TLC does; NAVSIM's
-  observation keeps the t0 state.
+* Red-light state follows the log over the horizon (held between 2 Hz samples), as the scorer's TLC does, in both
+  forecast modes; NAVSIM's observation keeps the t0 state.
 """
 
 from __future__ import annotations
@@ -67,7 +75,9 @@ class PDMClosedConfig:
         agent_forecast: what the IDM leader search sees of the agents over the horizon: "log" (the log-replayed
             future boxes at each step; an oracle) or "constant_velocity" (the t0 boxes moved at their t0 velocity,
             static categories fixed: tuplan_garage / NAVSIM ``PDMObservation``, which forecasts the current
-            detections with ``dynamic_object_dxy``).
+            detections with ``dynamic_object_dxy``). With "constant_velocity" the proposals are also *scored*
+            against that forecast (NAVSIM's planner-internal PDMScorer sees only its own observation); the EP
+            normaliser is then the chosen plan re-scored against the real agents (``traffic``).
         traffic: agents used to *score* the proposals: "log" (non-reactive replay) or "idm" (reactive).
         context_cache_size: scorer contexts kept per planner (``prepare_scene`` results, keyed by token).
     """
@@ -82,7 +92,7 @@ class PDMClosedConfig:
     path_extension: float = 200.0
     path_length_ahead: float = 160.0
     red_light_entered_tolerance: float = 1.0
-    agent_forecast: str = "log"
+    agent_forecast: str = "constant_velocity"
     traffic: str = "log"
     context_cache_size: int = 8
 
@@ -450,17 +460,32 @@ class PDMClosedPlanner(PlannerBase):
 
     def _run(self, scene: Scene, context=None) -> PDMClosedOutput:
         from irlvla_gym.metrics.api import agent_tracks, score_states
+        from irlvla_gym.metrics.context import AgentTracks
         from irlvla_gym.sim import simulate_plans
 
+        cfg = self.config
         ctx = context if context is not None else self.context(scene)
         prop = self.proposals(scene, ctx.red_connectors)
         plans = prop["plans"]
         states = simulate_plans(scene, plans)
-        agents = agent_tracks(scene, self.config.traffic, states)
+        true_agents = agent_tracks(scene, cfg.traffic, states)
+        if cfg.agent_forecast == "log":
+            seen = true_agents
+        else:
+            # NAVSIM's planner scores its proposals in its own world model (PDMObservation forecasts).
+            boxes, valid = _forecast_agents(scene, cfg.num_steps, cfg)
+            seen = AgentTracks(boxes, valid, np.asarray(scene.agents.category, np.int64))
         # NAVSIM's PDMScorer inside the planner: EP normalised among the proposals, no human filter.
-        result = score_states(ctx, states, agents, reference_progress=None)
+        result = score_states(ctx, states, seen, reference_progress=None)
         best = int(np.argmax(result.epdms))
-        reference = float(result.progress[best] * result.multiplicative[best])
+        if seen is true_agents:
+            reference = float(result.progress[best] * result.multiplicative[best])
+        else:
+            # The EP normaliser is the chosen plan as the real scorer sees it (navsim/evaluate/pdm_score.py scores
+            # the PDM-Closed trajectory against the logged agents).
+            agents_best = true_agents if cfg.traffic == "log" else agent_tracks(scene, cfg.traffic, states[best:best + 1])
+            real = score_states(ctx, states[best:best + 1], agents_best, reference_progress=None)
+            reference = float(real.progress[0] * real.multiplicative[0])
         return PDMClosedOutput(plan=plans[best].copy(), proposals=plans, proposal_poses=prop["poses"],
                                speeds=prop["speeds"], offsets=prop["offsets"], fractions=prop["fractions"],
                                target_speed=prop["target_speed"], best=best, scores=result,
