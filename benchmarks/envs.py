@@ -8,8 +8,10 @@ Rows, per env id:
 * ``single env``: one env, random actions (``action_space.sample``), resets included.
 * ``SyncVectorEnv x8``: 8 envs in one process (SAME_STEP autoreset, so the plan-once env does not spend every other
   step on an autoreset); steps/s counts env steps (8 per vector step).
-* ``AsyncVectorEnv x2``: 2 worker processes, the "two cores" figure the plan-once goal (>= 1,000 steps/s) is
-  checked against.
+* ``AsyncVectorEnv x2``: 2 worker processes.
+* ``native vector x8`` (plan-once only): ``gym.make_vec(..., vectorization_mode="vector_entry_point")``, the
+  batched-tracker :class:`~irlvla_gym.envs.vector.NavsimVectorEnv`; ``, 2 processes``: two such processes at once,
+  the "two cores" figure the plan-once goal (>= 1,000 steps/s) is checked against.
 * ``scene precompute``: first visit of a scene (generation + scoring context + agents + expert rollout + t0
   observation), ms per scene; timed in a warm-up that visits every scene of the pool once, so the timed loops run
   from the in-memory LRU (``num_scenes`` pool, default 64), as a training run does after its first pass.
@@ -92,6 +94,43 @@ def vector_env(env_id: str, steps: int, num_scenes: int, num_envs: int, asynchro
         envs.close()
 
 
+def native_vector(env_id: str, steps: int, num_scenes: int, num_envs: int) -> tuple[int, float]:
+    """(env steps, seconds) of the native batched vector env (``vectorization_mode="vector_entry_point"``)."""
+    import torch
+
+    torch.set_num_threads(1)
+    envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", num_scenes=num_scenes,
+                        scene_cache_size=max(num_scenes, 1))
+    try:
+        envs.reset(seed=0)
+        for i in range(num_scenes):  # warm every copy
+            envs.reset(options={"scene_index": i})
+            envs.step(envs.action_space.sample())
+        envs.reset(seed=0)
+        envs.action_space.seed(0)
+        n = max(1, steps // num_envs)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            envs.step(envs.action_space.sample())
+        return n * num_envs, time.perf_counter() - t0
+    finally:
+        envs.close()
+
+
+def _native_worker(args: tuple) -> tuple[int, float]:
+    force_single_thread()
+    return native_vector(*args)
+
+
+def native_vector_processes(env_id: str, steps: int, num_scenes: int, num_envs: int, processes: int) -> float:
+    """Total env steps/s of ``processes`` processes each running a native vector env (timed loops overlap)."""
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(processes) as pool:
+        out = pool.map(_native_worker, [(env_id, steps, num_scenes, num_envs)] * processes)
+    return sum(n for n, _ in out) / max(t for _, t in out)
+
+
 def highway(steps: int) -> float | None:
     try:
         import highway_env  # noqa: F401
@@ -130,12 +169,18 @@ def main(argv: list[str] | None = None) -> int:
         results.append(at_least(f"{env_id} SyncVectorEnv x8",
                                 vector_env(env_id, args.steps, args.num_scenes, 8, False), "steps/s", None))
         if args.skip_async:
-            results.append(skipped(f"{env_id} AsyncVectorEnv x2", "steps/s", "--skip-async",
-                                   GOAL_PLAN_ONCE if env_id == ENV_IDS[0] else None))
+            results.append(skipped(f"{env_id} AsyncVectorEnv x2", "steps/s", "--skip-async"))
         else:
             results.append(at_least(f"{env_id} AsyncVectorEnv x2",
-                                    vector_env(env_id, args.steps, args.num_scenes, 2, True), "steps/s",
-                                    GOAL_PLAN_ONCE if env_id == ENV_IDS[0] else None, note="two cores"))
+                                    vector_env(env_id, args.steps, args.num_scenes, 2, True), "steps/s", None,
+                                    note="two worker processes"))
+        if env_id == ENV_IDS[0]:
+            n, secs = native_vector(env_id, args.steps, args.num_scenes, 8)
+            results.append(at_least(f"{env_id} native vector x8", n / secs, "steps/s", None,
+                                    note="vector_entry_point, batched tracker, one core"))
+            results.append(at_least(f"{env_id} native vector x8, 2 processes",
+                                    native_vector_processes(env_id, args.steps, args.num_scenes, 8, 2), "steps/s",
+                                    GOAL_PLAN_ONCE, note="two cores"))
     if hw is None:
         results.append(skipped("highway-fast-v0 single env", "steps/s", "highway-env is not installed"))
     else:

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from irlvla_gym.envs.actions import Decoded
 from irlvla_gym.envs.base import NavsimBaseEnv
 from irlvla_gym.envs.scoring import score_dict, score_states, zero_scores
 
@@ -95,7 +96,11 @@ class NavsimEnv(NavsimBaseEnv):
     ## Vectorized environment
 
     Works under ``gymnasium.vector.SyncVectorEnv`` / ``AsyncVectorEnv`` and SB3's ``DummyVecEnv`` /
-    ``SubprocVecEnv`` (``gym.make_vec("IRLVLA-Navsim-v2", num_envs=8)``).
+    ``SubprocVecEnv``. Every step ends an episode, so use ``autoreset_mode=gym.vector.AutoresetMode.SAME_STEP``
+    (with the default NEXT_STEP mode every other vector step is spent on autoresets). Fastest:
+    ``gym.make_vec("IRLVLA-Navsim-v2", num_envs=8, vectorization_mode="vector_entry_point")`` gives the native
+    :class:`~irlvla_gym.envs.vector.NavsimVectorEnv`, which tracks all N plans in one batched simulator call
+    (same numbers as N single envs; SAME_STEP autoreset).
 
     ## Version History
 
@@ -128,8 +133,21 @@ class NavsimEnv(NavsimBaseEnv):
     def step(self, action):
         if self._bundle is None:
             raise RuntimeError("call reset() before step()")
-        b = self._bundle
         decoded = self.decode_action(action)
+        states = None
+        if not decoded.invalid and self.reward_fn is None:
+            from irlvla_gym.sim import simulate_plans
+
+            states = simulate_plans(self._bundle.start_state[None], decoded.plan[None])
+        return self.finish_step(decoded, states)
+
+    def finish_step(self, decoded: Decoded, states: np.ndarray | None):
+        """Score a decoded action whose plan was already simulated (``states`` (1, 41, 11) from this scene's t0
+        state; None for invalid actions and custom rewards) and return the step tuple. The native vector env
+        (:mod:`irlvla_gym.envs.vector`) simulates the plans of all its envs in one batch and calls this."""
+        if self._bundle is None:
+            raise RuntimeError("call reset() before step()")
+        b = self._bundle
         plan = decoded.plan
         if decoded.invalid:
             reward, scores = 0.0, zero_scores()
@@ -138,9 +156,7 @@ class NavsimEnv(NavsimBaseEnv):
             scores = {"custom": reward}
         else:
             from irlvla_gym.metrics import agent_tracks
-            from irlvla_gym.sim import simulate_plans
 
-            states = simulate_plans(b.start_state[None], plan[None])
             agents = b.log_agents if self.config.traffic == "log" else agent_tracks(b.scene, "idm", states)
             result = score_states(b, states, agents, human_filter=self.config.human_filter)
             scores = score_dict(result)

@@ -16,10 +16,12 @@ _ENTRY_POINTS = {
     "IRLVLA-Navsim-ClosedLoop-v2": "irlvla_gym.envs.closed_loop:NavsimClosedLoopEnv",
 }
 
+_VECTOR_ENTRY_POINTS = {"IRLVLA-Navsim-v2": "irlvla_gym.envs.vector:NavsimVectorEnv"}
+
 
 def register_envs() -> None:
     """Register both ids (does nothing for an id that is already registered)."""
     for env_id, entry_point in _ENTRY_POINTS.items():
         if env_id in gym.registry:
             continue
-        gym.register(id=env_id, entry_point=entry_point, disable_env_checker=False)
+        gym.register(id=env_id, entry_point=entry_point, vector_entry_point=_VECTOR_ENTRY_POINTS.get(env_id))
