@@ -32,7 +32,6 @@ import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
 
 import irlvla_gym  # noqa: E402,F401
 from benchmarks.common import BenchResult, add_common_args, at_least, report, skipped  # noqa: E402

@@ -9,8 +9,8 @@ import numpy as np
 
 from irlvla_gym.envs.base import NavsimBaseEnv
 from irlvla_gym.envs.scoring import (
-    MAX_REPLANS, NUM_STATES, STEPS_PER_REPLAN, context_at, expert_future, extend_track, route_remaining, scene_at, score_dict,
-    score_states, window, zero_scores,
+    MAX_REPLANS, NUM_STATES, STEPS_PER_REPLAN, context_at, expert_future, extend_track, route_remaining, scene_at,
+    score_dict, score_states, window, zero_scores,
 )
 from irlvla_gym.obs.common import EgoStatus
 from irlvla_gym.scenes.geometry import to_global, to_local

@@ -38,15 +38,15 @@ class NavsimEnv(NavsimBaseEnv):
     ``Dict`` with the entries of the chosen ``obs_keys`` (default ``("bev", "ego", "instruction")``), built by
     :mod:`irlvla_gym.obs` at the ego's t0 pose (shapes for the default ``ObsConfig``):
 
-    | key            | shape          | dtype   | meaning                                                  | units        |
-    |----------------|----------------|---------|----------------------------------------------------------|--------------|
-    | `bev`          | (8, 128, 128)  | uint8   | ego-centred raster: drivable, lanes, route, vehicles,    | 0.5 m/pixel  |
-    |                |                |         | pedestrians/static, past agents, red lights, ego         |              |
-    | `ego`          | (21,)          | float32 | velocity, acceleration, command one-hot, 4 history poses | m/s, m, rad  |
-    | `instruction`  | (32,)          | int64   | token ids of the natural-language instruction            | -            |
-    | `camera`       | (128, 256, 3)  | uint8   | front camera (real CAM_F0 or rendered)                   | -            |
-    | `agents`       | (32, 14)       | float32 | agent vectors (+ `agents_mask` (32,) uint8)              | m, m/s, rad  |
-    | `map`          | (64, 20, 11)   | float32 | map polylines (+ `map_mask` (64,) uint8)                 | m            |
+    | key           | shape         | dtype   | meaning                                                 | units       |
+    |---------------|---------------|---------|---------------------------------------------------------|-------------|
+    | `bev`         | (8, 128, 128) | uint8   | ego-centred raster: drivable, lanes, route, vehicles,   | 0.5 m/pixel |
+    |               |               |         | pedestrians/static, past agents, red lights, ego        |             |
+    | `ego`         | (21,)         | float32 | velocity, acceleration, command one-hot, 4 past poses   | m/s, m, rad |
+    | `instruction` | (32,)         | int64   | token ids of the natural-language instruction           | -           |
+    | `camera`      | (128, 256, 3) | uint8   | front camera (real CAM_F0 or rendered)                  | -           |
+    | `agents`      | (32, 14)      | float32 | agent vectors (+ `agents_mask` (32,) uint8)             | m, m/s, rad |
+    | `map`         | (64, 20, 11)  | float32 | map polylines (+ `map_mask` (64,) uint8)                | m           |
 
     ## Rewards
 

@@ -3,7 +3,9 @@
 Only strings are registered, so importing this module (and ``irlvla_gym``) imports neither the simulator, the
 scorer nor torch; ``gym.make`` imports the env module on first use. ``gym.make("irlvla_gym:IRLVLA-Navsim-v2")``
 works without a prior import because gymnasium imports the module before the colon (``irlvla_gym``), whose import
-registers the ids.
+registers the ids. ``IRLVLA-Navsim-v2`` also has a ``vector_entry_point``: ``gym.make_vec("IRLVLA-Navsim-v2",
+num_envs=8, vectorization_mode="vector_entry_point")`` gives the batched
+:class:`irlvla_gym.envs.vector.NavsimVectorEnv`.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import irlvla_gym  # noqa: F401  (registers the ids)
-from irlvla_gym.envs.testing import SMALL_OBS, assert_same, rollout, small_kwargs
+from irlvla_gym.envs.testing import assert_same, rollout, small_kwargs
 from irlvla_gym.envs.base import RewardModelUnavailableError
 from irlvla_gym.envs.navsim_env import NavsimEnv
 
