@@ -4,7 +4,8 @@ Mirrors navsim/planning/simulation/planner/pdm_planner/pdm_closed_planner.py and
 abstract_pdm_closed_planner.py (``_get_closed_loop_trajectory``), in numpy and vectorised over the proposals:
 
 1. Centreline: the scene's route centreline (``Scene.route_centerline()``), extended straight beyond both ends so
-   that every proposal has road to drive on, resampled every ``path_spacing`` m (PDMPath / ``_get_discrete_centerline``).
+   that every proposal has road to drive on, resampled every ``path_spacing`` m
+   (PDMPath / ``_get_discrete_centerline``).
 2. Proposals: 15 = lateral offsets {0, -1, +1} m of the centreline x IDM policies at fractions {0.2, .., 1.0} of the
    current lane's speed limit (15 m/s when unknown). Each proposal is a longitudinal IDM profile (min gap 1 m,
    headway 1.5 s, accel 1.5 m/s^2, decel 3 m/s^2) integrated at 0.1 s along its offset path
@@ -41,7 +42,7 @@ Deviations (documented, small):
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -268,7 +269,8 @@ def _agent_intervals(path: _Path, boxes: np.ndarray, valid: np.ndarray, offsets:
     # Cheap prefilter: agents that never come near the path (bounding box of the path + margin) are dropped.
     lo, hi = path.xy.min(0), path.xy.max(0)
     reach = 0.5 * np.hypot(boxes[..., 3], boxes[..., 4]) + half_width + np.abs(offsets).max() + 2.0
-    near = valid & np.all(boxes[..., :2] > lo - reach[..., None], -1) & np.all(boxes[..., :2] < hi + reach[..., None], -1)
+    xy = boxes[..., :2]
+    near = valid & np.all(xy > lo - reach[..., None], -1) & np.all(xy < hi + reach[..., None], -1)
     t_idx, n_idx = np.nonzero(near)
     if not len(t_idx):
         return s_lo, s_hi, speed
@@ -468,9 +470,8 @@ class PDMClosedPlanner(PlannerBase):
         prop = self.proposals(scene, ctx.red_connectors)
         plans = prop["plans"]
         states = simulate_plans(scene, plans)
-        true_agents = agent_tracks(scene, cfg.traffic, states)
         if cfg.agent_forecast == "log":
-            seen = true_agents
+            seen = agent_tracks(scene, cfg.traffic, states)
         else:
             # NAVSIM's planner scores its proposals in its own world model (PDMObservation forecasts).
             boxes, valid = _forecast_agents(scene, cfg.num_steps, cfg)
@@ -478,13 +479,13 @@ class PDMClosedPlanner(PlannerBase):
         # NAVSIM's PDMScorer inside the planner: EP normalised among the proposals, no human filter.
         result = score_states(ctx, states, seen, reference_progress=None)
         best = int(np.argmax(result.epdms))
-        if seen is true_agents:
+        if cfg.agent_forecast == "log":
             reference = float(result.progress[best] * result.multiplicative[best])
         else:
             # The EP normaliser is the chosen plan as the real scorer sees it (navsim/evaluate/pdm_score.py scores
             # the PDM-Closed trajectory against the logged agents).
-            agents_best = true_agents if cfg.traffic == "log" else agent_tracks(scene, cfg.traffic, states[best:best + 1])
-            real = score_states(ctx, states[best:best + 1], agents_best, reference_progress=None)
+            chosen = states[best:best + 1]
+            real = score_states(ctx, chosen, agent_tracks(scene, cfg.traffic, chosen), reference_progress=None)
             reference = float(real.progress[0] * real.multiplicative[0])
         return PDMClosedOutput(plan=plans[best].copy(), proposals=plans, proposal_poses=prop["poses"],
                                speeds=prop["speeds"], offsets=prop["offsets"], fractions=prop["fractions"],
