@@ -1,0 +1,337 @@
+"""The VLA network: vision + language + command/ego (+ BEV) tokens, a fusion transformer, and a planning head.
+
+Data flow (d = ``config.hidden``; every token also gets a learned type embedding)::
+
+    camera (B, 3, H, W) --resize--> ViT / SigLIP (transformers) --> (B, 1 + P, hv) --Linear--> vision tokens
+    instruction (B, L)  --> BertModel (transformers) ---------------> (B, L, ht) --Linear--> language tokens (pads masked)
+    ego (B, 21)         --> fixed scaling, MLP ---------------------> ego token (B, 1, d)
+                        --> command one-hot argmax, Embedding(4, d) -> command token (B, 1, d)
+    bev (B, 8, h, w)    --> strided CNN, G x G cells ---------------> BEV tokens (B, G * G, d)
+    [plan token] + all tokens --> fusion transformer (pre-norm) --> fused tokens (B, T, d), token 0 = pooled
+    fused tokens --> GaussianHead (MLP on token 0) | DiffusionHead (cross-attention) --> mean action (B, 24)
+
+*Network inputs* (what :meth:`VLANetwork.forward` takes) are float/long tensors: ``camera`` (B, 3, H, W) in [0, 1],
+``bev`` (B, C, h, w) in [0, 1], ``ego`` (B, 21) raw env units, ``instruction`` (B, L) int64 token ids.
+:func:`prepare_observations` converts env observations (uint8 images, channels last) into them.
+
+Weights round-trip with :meth:`VLANetwork.save_pretrained` / :meth:`VLANetwork.from_pretrained` (``config.json`` +
+``model.safetensors``). The vision (and language) encoder can start from any local transformers checkpoint
+(``VLAConfig.vision_pretrained_path``), loaded with transformers' own ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from irlvla_gym.policies.config import CONFIG_NAME, WEIGHTS_NAME, VLAConfig
+from irlvla_gym.policies.heads import DiffusionHead, GaussianHead
+
+EGO_DIM = 21
+COMMAND_SLICE = slice(4, 8)
+EGO_SCALE = np.array([10.0, 10.0, 3.0, 3.0, 1.0, 1.0, 1.0, 1.0] + [10.0, 10.0, 0.5] * 4 + [10.0], np.float32)
+"""(21,) fixed divisors of the ego vector (velocity / 10 m/s, acceleration / 3 m/s^2, history xy / 10 m,
+yaw / 0.5 rad, speed / 10 m/s), so every input is O(1)."""
+TOKEN_TYPES = ("plan", "camera", "instruction", "command", "ego", "bev")
+
+
+def _config_dict(hf_config) -> dict[str, Any]:
+    """A transformers config as a plain json-safe dict."""
+    return json.loads(hf_config.to_json_string(use_diff=False))
+
+
+def build_vision_model(cfg: VLAConfig, load_pretrained: bool = True) -> nn.Module:
+    """The transformers vision encoder; fills ``cfg.vision_config`` (and ``image_size`` for a checkpoint).
+
+    Order of precedence: ``vision_pretrained_path`` (``from_pretrained``, when ``load_pretrained``), then a saved
+    ``vision_config`` dict, then a fresh config from the ``vision_*`` sizes.
+    """
+    from transformers import SiglipVisionConfig, SiglipVisionModel, ViTConfig, ViTModel
+
+    if cfg.vision_pretrained_path and load_pretrained:
+        from transformers import AutoConfig
+
+        path = str(cfg.vision_pretrained_path)
+        model_type = AutoConfig.from_pretrained(path).model_type
+        if model_type == "vit":
+            model = ViTModel.from_pretrained(path, add_pooling_layer=False)
+            cfg.vision_model = "vit"
+        elif model_type in ("siglip", "siglip_vision_model"):
+            model = SiglipVisionModel.from_pretrained(path)
+            cfg.vision_model = "siglip"
+        else:
+            raise ValueError(f"vision_pretrained_path {path}: unsupported model type {model_type!r} (vit or siglip)")
+        size = model.config.image_size
+        cfg.image_size = tuple(size) if isinstance(size, (list, tuple)) else (int(size), int(size))
+        cfg.vision_config = _config_dict(model.config)
+        return model
+    if cfg.vision_config is not None:
+        d = dict(cfg.vision_config)
+        if d.get("model_type") == "vit":
+            return ViTModel(ViTConfig.from_dict(d), add_pooling_layer=False)
+        return SiglipVisionModel(SiglipVisionConfig.from_dict(d))
+    common = dict(patch_size=cfg.patch_size, hidden_size=cfg.vision_hidden, num_hidden_layers=cfg.vision_layers,
+                  num_attention_heads=cfg.vision_heads, intermediate_size=4 * cfg.vision_hidden, num_channels=3)
+    if cfg.vision_model == "vit":
+        hf = ViTConfig(image_size=list(cfg.image_size), **common)
+        model = ViTModel(hf, add_pooling_layer=False)
+    else:
+        hf = SiglipVisionConfig(image_size=cfg.image_size[0], **common)
+        model = SiglipVisionModel(hf)
+    cfg.vision_config = _config_dict(model.config)
+    return model
+
+
+def build_language_model(cfg: VLAConfig, load_pretrained: bool = True) -> nn.Module:
+    """The transformers text encoder (``BertModel``, no pooler); fills ``cfg.language_config``."""
+    from transformers import BertConfig, BertModel
+
+    if cfg.language_pretrained_path and load_pretrained:
+        model = BertModel.from_pretrained(str(cfg.language_pretrained_path), add_pooling_layer=False)
+        cfg.language_config = _config_dict(model.config)
+        return model
+    if cfg.language_config is not None:
+        return BertModel(BertConfig.from_dict(dict(cfg.language_config)), add_pooling_layer=False)
+    hf = BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.text_hidden, num_hidden_layers=cfg.text_layers,
+                    num_attention_heads=cfg.text_heads, intermediate_size=4 * cfg.text_hidden,
+                    max_position_embeddings=cfg.max_tokens, type_vocab_size=1, pad_token_id=0)
+    model = BertModel(hf, add_pooling_layer=False)
+    cfg.language_config = _config_dict(model.config)
+    return model
+
+
+class BevEncoder(nn.Module):
+    """Strided CNN over the BEV raster: (B, C, h, w) in [0, 1] -> (B, G * G, d) tokens of a G x G cell grid (the x16
+    feature map average-pooled to ``grid`` cells; G = 4 at 128 x 128 is 16 m x 16 m per cell)."""
+
+    def __init__(self, in_channels: int, width: int, hidden: int, grid: int = 4):
+        super().__init__()
+        self.grid = (int(grid), int(grid))
+        self.cnn = nn.Sequential(
+            nn.Conv2d(in_channels, width, 4, stride=4), nn.GELU(),
+            nn.Conv2d(width, 2 * width, 2, stride=2), nn.GELU(),
+            nn.Conv2d(2 * width, hidden, 2, stride=2),
+        )
+        self.pos = nn.Parameter(torch.randn(self.grid[0] * self.grid[1], hidden) * 0.02)
+
+    def forward(self, bev: torch.Tensor) -> torch.Tensor:
+        h = self.cnn(bev)
+        if tuple(h.shape[-2:]) != self.grid:
+            h = F.adaptive_avg_pool2d(h, self.grid)
+        return h.flatten(2).transpose(1, 2) + self.pos
+
+
+class VLAEncoder(nn.Module):
+    """Encoders of every configured observation key and the fusion transformer.
+
+    ``forward(inputs)`` returns fused tokens (B, T, d); token 0 is the pooled plan token. T = 1 + (1 + P if camera)
+    + (L' if instruction) + (2 if ego) + (G * G if bev), with P = image patches and L' = the longest instruction
+    of the batch (trailing padding is trimmed: it is masked anyway, and the fusion cost grows with T^2).
+    """
+
+    def __init__(self, cfg: VLAConfig, load_pretrained: bool = True):
+        super().__init__()
+        self.obs_keys = tuple(cfg.obs_keys)
+        d = cfg.hidden
+        self.image_size = tuple(cfg.image_size)
+        if "camera" in self.obs_keys:
+            self.vision = build_vision_model(cfg, load_pretrained)
+            self.image_size = tuple(cfg.image_size)
+            self.vision_proj = nn.Linear(self.vision.config.hidden_size, d)
+            self.register_buffer("image_mean", torch.tensor(float(cfg.image_mean)), persistent=False)
+            self.register_buffer("image_std", torch.tensor(float(cfg.image_std)), persistent=False)
+        if "instruction" in self.obs_keys:
+            self.language = build_language_model(cfg, load_pretrained)
+            self.max_tokens = int(self.language.config.max_position_embeddings)
+            self.vocab_size = int(self.language.config.vocab_size)
+            self.language_proj = nn.Linear(self.language.config.hidden_size, d)
+        if "ego" in self.obs_keys:
+            self.register_buffer("ego_scale", torch.from_numpy(EGO_SCALE), persistent=False)
+            self.ego_mlp = nn.Sequential(nn.Linear(EGO_DIM, d), nn.GELU(), nn.Linear(d, d))
+            self.command_embed = nn.Embedding(4, d)
+        if "bev" in self.obs_keys:
+            self.bev = BevEncoder(cfg.bev_channels, cfg.bev_width, d, cfg.bev_grid)
+        self.plan_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.type_embed = nn.Embedding(len(TOKEN_TYPES), d)
+        layer = nn.TransformerEncoderLayer(d, cfg.fusion_heads, cfg.fusion_ff_mult * d, cfg.dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.fusion = nn.TransformerEncoder(layer, cfg.fusion_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+
+    def _typed(self, tokens: torch.Tensor, kind: str) -> torch.Tensor:
+        return tokens + self.type_embed.weight[TOKEN_TYPES.index(kind)]
+
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Network inputs (module docs) -> fused tokens (B, T, d)."""
+        first = inputs[self.obs_keys[0]]
+        b = first.shape[0]
+        tokens = [self._typed(self.plan_token.expand(b, -1, -1), "plan")]
+        masks = [torch.zeros(b, 1, dtype=torch.bool, device=first.device)]
+        if "camera" in self.obs_keys:
+            img = inputs["camera"].float()
+            if tuple(img.shape[-2:]) != self.image_size:
+                img = F.interpolate(img, size=self.image_size, mode="area")
+            img = (img - self.image_mean) / self.image_std
+            vis = self.vision_proj(self.vision(pixel_values=img).last_hidden_state)  # (B, 1 + P, d)
+            tokens.append(self._typed(vis, "camera"))
+            masks.append(torch.zeros(b, vis.shape[1], dtype=torch.bool, device=first.device))
+        if "instruction" in self.obs_keys:
+            ids = inputs["instruction"].long()[:, : self.max_tokens].clamp(0, self.vocab_size - 1)
+            length = max(1, int((ids != 0).sum(dim=1).max()))  # padding is trailing ([CLS] words [SEP] 0 ..)
+            ids = ids[:, :length]
+            attn = ids != 0
+            lang = self.language(input_ids=ids, attention_mask=attn.long()).last_hidden_state  # (B, L, ht)
+            tokens.append(self._typed(self.language_proj(lang), "instruction"))
+            masks.append(~attn)
+        if "ego" in self.obs_keys:
+            ego = inputs["ego"].float()
+            command = ego[:, COMMAND_SLICE].argmax(dim=-1)
+            tokens.append(self._typed(self.command_embed(command)[:, None], "command"))
+            tokens.append(self._typed(self.ego_mlp(ego / self.ego_scale)[:, None], "ego"))
+            masks.append(torch.zeros(b, 2, dtype=torch.bool, device=first.device))
+        if "bev" in self.obs_keys:
+            bev = self.bev(inputs["bev"].float())
+            tokens.append(self._typed(bev, "bev"))
+            masks.append(torch.zeros(b, bev.shape[1], dtype=torch.bool, device=first.device))
+        x = torch.cat(tokens, dim=1)
+        x = self.fusion(x, src_key_padding_mask=torch.cat(masks, dim=1))
+        return self.norm(x)
+
+
+def make_head(cfg: VLAConfig) -> GaussianHead | DiffusionHead:
+    """The planning head named by ``cfg.head``."""
+    if cfg.head == "diffusion":
+        return DiffusionHead(cfg.hidden, cfg.fusion_heads, cfg.diffusion_layers, cfg.diffusion_steps,
+                             cfg.log_std_init, cfg.dropout)
+    return GaussianHead(cfg.hidden, cfg.log_std_init, cfg.dropout)
+
+
+def prepare_observations(obs: Mapping[str, Any], keys: tuple[str, ...] | list[str],
+                         device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Env observations (batched, ``(B, ...)`` numpy or tensors) -> network inputs (module docs).
+
+    ``camera`` (B, H, W, 3) or (B, 3, H, W) uint8 -> (B, 3, H, W) float in [0, 1]; ``bev`` uint8 -> float / 255;
+    ``ego`` -> float32; ``instruction`` -> int64.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key in keys:
+        if key not in obs:
+            raise KeyError(f"observation has no {key!r} entry (has {sorted(obs)})")
+        x = torch.as_tensor(np.asarray(obs[key]) if not isinstance(obs[key], torch.Tensor) else obs[key],
+                            device=device)
+        if key == "camera":
+            if x.shape[-1] == 3 and x.shape[1] != 3:
+                x = x.permute(0, 3, 1, 2)
+            x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        elif key == "bev":
+            x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        elif key == "instruction":
+            x = x.long()
+        else:
+            x = x.float()
+        out[key] = x
+    return out
+
+
+class VLANetwork(nn.Module):
+    """The VLA planning network: :class:`VLAEncoder` + a planning head (``config.head``).
+
+    ``forward(inputs)`` -> mean action (B, 24) (the normalised plan; ``irlvla_gym.envs.actions.action_to_plan``
+    maps it to metres). Build from a :class:`VLAConfig` (or dict), or load with :meth:`from_pretrained`.
+
+    Args:
+        config: :class:`VLAConfig` or a dict of its fields (None: defaults). A copy is kept in ``self.config``,
+            with the transformers sub-configs filled in.
+        load_pretrained: load ``vision_pretrained_path`` / ``language_pretrained_path`` weights (False builds the
+            same architecture from the saved sub-configs, as :meth:`from_pretrained` does).
+        encoder, head: existing modules to wrap instead of building new ones (used by the SB3 policy, whose
+            features extractor and action net own them).
+    """
+
+    def __init__(self, config: VLAConfig | Mapping[str, Any] | None = None, load_pretrained: bool = True,
+                 encoder: VLAEncoder | None = None, head: nn.Module | None = None):
+        super().__init__()
+        self.config = VLAConfig.from_dict(config)
+        self.encoder = encoder if encoder is not None else VLAEncoder(self.config, load_pretrained)
+        self.head = head if head is not None else make_head(self.config)
+
+    @property
+    def obs_keys(self) -> tuple[str, ...]:
+        return tuple(self.config.obs_keys)
+
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Network inputs -> mean action (B, 24)."""
+        return self.head(self.encoder(inputs))
+
+    def bc_loss(self, inputs: Mapping[str, torch.Tensor], target: torch.Tensor,
+                loss: str = "mse") -> dict[str, torch.Tensor]:
+        """Imitation loss against expert actions (B, 24); see the heads' ``bc_loss``."""
+        return self.head.bc_loss(self.encoder(inputs), target, loss)
+
+    @torch.no_grad()
+    def plan(self, obs: Mapping[str, Any]) -> np.ndarray:
+        """Env observations (batched) -> metric plans (B, 8, 3) float64 (eval mode, no gradients)."""
+        from irlvla_gym.envs.actions import action_to_plan
+
+        was_training = self.training
+        self.eval()
+        try:
+            device = next(self.parameters()).device
+            mean = self(prepare_observations(obs, self.obs_keys, device))
+        finally:
+            self.train(was_training)
+        return action_to_plan(mean.cpu().numpy())
+
+    # ---- persistence ---------------------------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path, metadata: Mapping[str, str] | None = None) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (both atomically) into ``directory``; returns it."""
+        from safetensors.torch import save
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        meta = {"format": "pt", **{str(k): str(v) for k, v in (metadata or {}).items()}}
+        from irlvla_gym.utils import atomic_write
+
+        with atomic_write(directory / WEIGHTS_NAME) as fh:
+            fh.write(save(state, metadata=meta))
+        self.config.save(directory)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "VLANetwork":
+        """Load a network saved by :meth:`save_pretrained` (the name ``"bc_default"`` is the shipped checkpoint)."""
+        from safetensors.torch import load_file
+
+        directory = resolve_checkpoint(directory)
+        config = VLAConfig.load(directory)
+        net = cls(config, load_pretrained=False)
+        state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
+        net.load_state_dict(state, strict=True)
+        return net.to(map_location)
+
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+"""Shipped checkpoints (``checkpoints/<name>/``), loadable by name."""
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory: ``path`` itself, or a shipped checkpoint name (``"bc_default"``)."""
+    p = Path(path)
+    if (p / CONFIG_NAME).is_file():
+        return p
+    shipped = CHECKPOINT_DIR / str(path)
+    if not p.is_absolute() and (shipped / CONFIG_NAME).is_file():
+        return shipped
+    raise FileNotFoundError(f"no VLA checkpoint (config.json + model.safetensors) at {path}")
+
+
+__all__ = ["BevEncoder", "CHECKPOINT_DIR", "EGO_SCALE", "VLAEncoder", "VLANetwork", "build_language_model",
+           "build_vision_model", "make_head", "prepare_observations", "resolve_checkpoint"]

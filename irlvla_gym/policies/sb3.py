@@ -1,0 +1,248 @@
+"""Stable-Baselines3 integration: :class:`VLAPolicy` (an ``ActorCriticPolicy``) and its features extractor.
+
+::
+
+    import gymnasium as gym, irlvla_gym
+    from stable_baselines3 import PPO
+    from irlvla_gym.policies import VLAPolicy
+
+    env = gym.make("IRLVLA-Navsim-v2", obs_keys=("camera", "ego", "instruction"))
+    model = PPO(VLAPolicy, env, n_steps=64, batch_size=32,
+                policy_kwargs=dict(pretrained_path="bc_default"))   # or vla_config=dict(head="diffusion", ...)
+    model.learn(1_000)
+
+How the SB3 pieces map onto the network (d = ``VLAConfig.hidden``):
+
+* ``features_extractor`` = :class:`VLAFeaturesExtractor`: SB3-preprocessed observations (images already / 255
+  and possibly transposed to channels-first by ``VecTransposeImage``) -> fused tokens (B, T, d).
+* ``mlp_extractor`` = :class:`VLALatent`: actor latent = the fused tokens (B, T, d) for the plan head (or the pooled
+  token (B, d) for other action spaces); critic latent = an MLP of the pooled token (B, d).
+* ``action_net`` = the planning head (``GaussianHead`` or ``DiffusionHead``): tokens -> mean action (B, 24); its
+  ``log_std`` (24,) is the policy's ``log_std`` (the same Parameter), so SB3's ``DiagGaussianDistribution`` samples
+  around the MLP's or the diffusion plan's mean. For a ``Discrete`` action space (``action_type="vocabulary"``) SB3's
+  own linear ``action_net`` over the pooled token gives the categorical logits instead.
+* ``value_net`` = ``Linear(d, 1)`` on the critic latent: the value head on the fused features.
+
+Pretrained weights: ``pretrained_path`` (a :meth:`VLANetwork.save_pretrained` directory or a shipped checkpoint name
+such as ``"bc_default"``) is loaded *after* SB3 has built the modules, and SB3's orthogonal initialisation
+(``ortho_init``, off by default here) never touches the encoder or the head, only the critic MLP and value head.
+So the weights of ``PPO(VLAPolicy, env, policy_kwargs=dict(pretrained_path=p)).policy.network`` equal the
+checkpoint's. ``PPO.load`` rebuilds the policy from the saved ``policy_kwargs`` (so a custom ``pretrained_path``
+must still exist, or pass ``custom_objects={"policy_kwargs": {...}}``) and then restores the trained weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.distributions import DiagGaussianDistribution
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.type_aliases import Schedule
+from torch import nn
+
+from irlvla_gym.envs.actions import ACTION_DIM
+from irlvla_gym.policies.config import SUPPORTED_OBS_KEYS, WEIGHTS_NAME, VLAConfig
+from irlvla_gym.policies.network import VLAEncoder, VLANetwork, make_head, prepare_observations, resolve_checkpoint
+
+
+def check_obs_keys(config: VLAConfig, observation_space: spaces.Space) -> None:
+    """Raise ValueError unless every key the network reads is an entry of the (Dict) observation space."""
+    if not isinstance(observation_space, spaces.Dict):
+        raise ValueError(f"VLAPolicy needs a Dict observation space, got {type(observation_space).__name__}")
+    missing = [k for k in config.obs_keys if k not in observation_space.spaces]
+    if missing:
+        raise ValueError(f"the VLA network reads {list(config.obs_keys)} but the env observes "
+                         f"{sorted(observation_space.spaces)}: make the env with obs_keys including {missing}")
+
+
+def default_config_for(observation_space: spaces.Dict) -> VLAConfig:
+    """A default :class:`VLAConfig` reading every supported key the observation space has."""
+    keys = tuple(k for k in SUPPORTED_OBS_KEYS if k in observation_space.spaces)
+    if not keys:
+        raise ValueError(f"the observation space has none of the keys the VLA network reads {SUPPORTED_OBS_KEYS}")
+    return VLAConfig(obs_keys=keys)
+
+
+class VLAFeaturesExtractor(BaseFeaturesExtractor):
+    """SB3 features extractor wrapping :class:`~irlvla_gym.policies.network.VLAEncoder`.
+
+    ``forward(observations)`` takes SB3-preprocessed Dict observations (tensors, ``(B, ...)``) and returns the fused
+    tokens ``(B, T, d)`` (token 0 = pooled plan token); ``features_dim`` = d.
+
+    Args:
+        observation_space: the env's Dict space (must contain ``vla_config["obs_keys"]``).
+        vla_config: :class:`VLAConfig` or its dict.
+        load_pretrained: load ``vision_pretrained_path`` / ``language_pretrained_path`` weights.
+    """
+
+    def __init__(self, observation_space: spaces.Dict, vla_config: VLAConfig | Mapping[str, Any] | None = None,
+                 load_pretrained: bool = True):
+        config = VLAConfig.from_dict(vla_config) if vla_config is not None else default_config_for(observation_space)
+        check_obs_keys(config, observation_space)
+        super().__init__(observation_space, features_dim=config.hidden)
+        self.config = config
+        self.encoder = VLAEncoder(config, load_pretrained)
+
+    def forward(self, observations: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.encoder(prepare_observations(observations, self.config.obs_keys))
+
+
+class VLALatent(nn.Module):
+    """SB3's ``mlp_extractor`` slot for :class:`VLAPolicy` (fused tokens (B, T, d) in).
+
+    ``forward_actor``: the tokens themselves (``actor_tokens=True``, for the planning head) or the pooled token
+    (B, d). ``forward_critic``: ``Tanh(Linear(LayerNorm(pooled)))`` (B, d), the value head's input.
+    """
+
+    def __init__(self, hidden: int, actor_tokens: bool = True):
+        super().__init__()
+        self.actor_tokens = actor_tokens
+        self.latent_dim_pi = hidden
+        self.latent_dim_vf = hidden
+        self.critic = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.Tanh())
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_actor(features), self.forward_critic(features)
+
+    def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
+        return features if self.actor_tokens else features[:, 0]
+
+    def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
+        return self.critic(features[:, 0])
+
+
+class VLAPolicy(ActorCriticPolicy):
+    """Actor-critic policy around the VLA network, for SB3's PPO / A2C on the IRL-VLA envs (Dict observations).
+
+    Args:
+        observation_space, action_space, lr_schedule: as for every SB3 policy (PPO passes them).
+        vla_config: :class:`VLAConfig` or dict; None: the checkpoint's config (``pretrained_path``) or the default
+            config over the supported keys the env observes. With ``pretrained_path`` the given fields override the
+            checkpoint's (only non-architectural ones, e.g. ``log_std_init``, make sense).
+        pretrained_path: a VLA checkpoint directory (:meth:`VLANetwork.save_pretrained`) or a shipped name
+            (``"bc_default"``); its weights are loaded after SB3 built the policy (they survive ``ortho_init``).
+        num_threads: torch threads of this process (None: ``$IRLVLA_NUM_THREADS`` or 1); torch is limited to it
+            when it uses more.
+        log_std_init: overrides the head's initial ``log_std`` (also a checkpoint's) when given.
+        ortho_init: SB3's orthogonal initialisation, applied only to the critic MLP and value head (default False).
+        **kwargs: the rest of ``ActorCriticPolicy``'s arguments (``optimizer_class``, ``optimizer_kwargs``, ...).
+            ``net_arch`` and ``activation_fn`` are ignored (the network is fixed by ``vla_config``).
+    """
+
+    def __init__(self, observation_space: spaces.Dict, action_space: spaces.Space, lr_schedule: Schedule,
+                 vla_config: VLAConfig | Mapping[str, Any] | None = None, pretrained_path: str | None = None,
+                 num_threads: int | None = None, log_std_init: float | None = None, ortho_init: bool = False,
+                 **kwargs: Any):
+        from irlvla_gym.utils import limit_torch_threads
+
+        import os
+
+        wanted = int(num_threads or os.environ.get("IRLVLA_NUM_THREADS", 1))
+        if torch.get_num_threads() > wanted:
+            limit_torch_threads(wanted)
+        if kwargs.get("share_features_extractor") is False:
+            raise ValueError("VLAPolicy shares one VLA encoder between actor and critic (share_features_extractor)")
+        if kwargs.get("normalize_images") is False:
+            raise ValueError("VLAPolicy expects SB3 to scale uint8 images to [0, 1] (normalize_images=True)")
+        for ignored in ("features_extractor_class", "features_extractor_kwargs", "net_arch"):
+            kwargs.pop(ignored, None)
+
+        self.pretrained_path = None if pretrained_path is None else str(pretrained_path)
+        if self.pretrained_path is not None:
+            ckpt = resolve_checkpoint(self.pretrained_path)
+            config = VLAConfig.load(ckpt).to_dict()
+            config.update(VLAConfig.from_dict(vla_config).to_dict() if isinstance(vla_config, VLAConfig)
+                          else dict(vla_config or {}))
+            config = VLAConfig.from_dict(config)
+        elif vla_config is not None:
+            config = VLAConfig.from_dict(vla_config)
+        else:
+            config = default_config_for(observation_space)
+        check_obs_keys(config, observation_space)
+        self.vla_config = config
+        self.num_threads = num_threads
+        self._log_std_override = log_std_init
+        self._plan_head = isinstance(action_space, spaces.Box) and action_space.shape == (ACTION_DIM,)
+        super().__init__(
+            observation_space, action_space, lr_schedule, net_arch=[],
+            log_std_init=config.log_std_init if log_std_init is None else log_std_init, ortho_init=ortho_init,
+            features_extractor_class=VLAFeaturesExtractor,
+            features_extractor_kwargs=dict(vla_config=config, load_pretrained=self.pretrained_path is None),
+            **kwargs,
+        )
+        if self.pretrained_path is not None:
+            self.load_pretrained(self.pretrained_path)
+        if log_std_init is not None and self._plan_head:
+            with torch.no_grad():
+                self.log_std.fill_(float(log_std_init))
+
+    # ---- building ------------------------------------------------------------------------------------------------
+
+    def _build_mlp_extractor(self) -> None:
+        self.mlp_extractor = VLALatent(self.vla_config.hidden, actor_tokens=self._plan_head)
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        """Heads, value net and optimizer. Unlike SB3's ``_build``, orthogonal init (``ortho_init``) is applied to the
+        critic MLP and the value head only: the transformers encoders and the planning head keep their own init."""
+        from functools import partial
+
+        self._build_mlp_extractor()
+        d = self.vla_config.hidden
+        if self._plan_head and isinstance(self.action_dist, DiagGaussianDistribution):
+            self.action_net = make_head(self.vla_config)
+            with torch.no_grad():
+                self.action_net.log_std.fill_(float(self.log_std_init))
+            self.log_std = self.action_net.log_std  # one Parameter, registered under both names
+        elif isinstance(self.action_dist, DiagGaussianDistribution):
+            self._plan_head = False
+            self.mlp_extractor.actor_tokens = False
+            self.action_net, self.log_std = self.action_dist.proba_distribution_net(d, log_std_init=self.log_std_init)
+        elif hasattr(self.action_dist, "proba_distribution_net") and not self.use_sde:
+            self.action_net = self.action_dist.proba_distribution_net(latent_dim=d)
+        else:
+            raise NotImplementedError(f"VLAPolicy does not support {type(self.action_dist).__name__}")
+        self.value_net = nn.Linear(self.mlp_extractor.latent_dim_vf, 1)
+        if self.ortho_init:
+            self.mlp_extractor.critic.apply(partial(self.init_weights, gain=np.sqrt(2)))
+            self.value_net.apply(partial(self.init_weights, gain=1.0))
+            if not self._plan_head:
+                self.action_net.apply(partial(self.init_weights, gain=0.01))
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        for k in ("features_extractor_class", "features_extractor_kwargs", "net_arch", "activation_fn"):
+            data.pop(k, None)
+        # The saved policy rebuilds from the full config (sub-model configs included) and needs no checkpoint.
+        config = self.vla_config.to_dict()
+        config["vision_pretrained_path"] = config["language_pretrained_path"] = None
+        data.update(vla_config=config, pretrained_path=None, num_threads=self.num_threads)
+        return data
+
+    # ---- the network view ----------------------------------------------------------------------------------------
+
+    @property
+    def network(self) -> VLANetwork:
+        """The policy's VLA network (encoder + planning head; the modules are shared, not copied): use it for
+        ``save_pretrained`` or plan queries. Only for the 24-dim trajectory action space."""
+        if not self._plan_head:
+            raise ValueError("this VLAPolicy has no planning head (action space is not the 24-dim trajectory Box)")
+        return VLANetwork(self.vla_config, encoder=self.features_extractor.encoder, head=self.action_net)
+
+    def load_pretrained(self, path: str) -> None:
+        """Load a VLA checkpoint's weights into the encoder (and the planning head when there is one)."""
+        from safetensors.torch import load_file
+
+        state = load_file(str(resolve_checkpoint(path) / WEIGHTS_NAME), device=str(self.device))
+        if self._plan_head:
+            self.network.load_state_dict(state, strict=True)
+        else:
+            enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+            self.features_extractor.encoder.load_state_dict(enc, strict=True)
+
+
+__all__ = ["VLAFeaturesExtractor", "VLALatent", "VLAPolicy", "check_obs_keys", "default_config_for"]
