@@ -1,0 +1,310 @@
+"""Plan-in-scene geometric features of the reward world model, computed in torch from observation-builder outputs.
+
+Everything here consumes only the entries of ``irlvla_gym.obs`` (``bev``, ``ego``, ``agents`` + ``agents_mask``,
+``map`` + ``map_mask``) and the plans; no :class:`~irlvla_gym.scenes.Scene` is needed, so the model runs on an env's
+observation dict alone (see :class:`reward_models.reward_fn.RWMRewardFn`).
+
+Shapes: ``B`` scenes, ``K`` plans per scene, ``T = 8`` plan poses at 0.5 s (t = 0.5 .. 4 s), plans (B, K, 8, 3)
+[x, y, yaw] in the ego frame at t0 (rear axle; m, rad). All features are float32 and roughly unit-scaled.
+
+Per-pose features (:func:`pose_features`, ``POSE_FEATURES`` columns):
+
+* pose: t / 4 s, x / 20 m, y / 5 m, cos yaw, sin yaw;
+* kinematics at 0.5 s resolution with the logged history (``ego`` entry) prepended: speed / 10 m/s, longitudinal
+  acceleration / 3 m/s^2, lateral acceleration / 3, yaw rate (rad/s), yaw acceleration (rad/s^2), jerk / 5 m/s^3;
+* BEV samples: the 7 scene channels (all but ``ego``) bilinearly sampled at the ego box's centre and 4 corners, at
+  the pose and at the midpoint to the previous pose (2 x 5 x 7 = 70 values in [0, 1]), and an in-view flag;
+* agents (constant-velocity forecast of the ``agents`` vectors to the pose's time): smallest clearance (centre
+  distance minus both bounding radii) / 10 m, the nearest agent's offset in the pose frame (dx / 10, dy / 5), its
+  closing speed / 10 m/s, the gap to the nearest agent in a 2.5 m wide corridor ahead / 20 m and that gap divided
+  by the speed (a time-to-collision proxy, s, capped at 5), agents within 3 m;
+* map (exact point-to-segment distances to the lane / connector centrelines of the ``map`` vectors, found through
+  a per-scene nearest-segment raster, :func:`map_lookup`): distance to the nearest lane centreline / 2 m (capped
+  at 3 m), cos and sin of the heading error to it, whether it is on the route and a connector; the distance to the
+  nearest on-route centreline / 2 m and the heading alignment with it; the distance to the nearest red-light lane
+  centreline / 2 m; and the centre's progress since the previous pose along the route tangent / 5 m.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+NUM_POSES = 8
+PLAN_DT = 0.5  # s
+# nuPlan Pacifica (EgoVehicle defaults): rear axle to front / back bumper, width (m)
+FRONT, REAR, WIDTH = 4.049, 1.127, 2.297
+CENTRE_OFFSET = (FRONT - REAR) / 2.0  # rear axle -> box centre (m)
+EGO_RADIUS = math.hypot((FRONT + REAR) / 2.0, WIDTH / 2.0)
+BEV_SCENE_CHANNELS = 7  # channels 0..6 (the ego channel 7 is constant)
+
+# ego entry layout (irlvla_gym.obs.ego)
+EGO_VEL, EGO_ACC, EGO_CMD, EGO_HIST, EGO_SPEED = slice(0, 2), slice(2, 4), slice(4, 8), slice(8, 20), 20
+# agents entry layout (irlvla_gym.obs.vectors AGENT_FEATURES)
+AG_X, AG_Y, AG_COS, AG_SIN, AG_VX, AG_VY, AG_LEN, AG_WID = range(8)
+# map entry layout (MAP_FEATURES)
+MP_X, MP_Y, MP_DX, MP_DY, MP_LANE, MP_CONN, MP_CROSS, MP_ROUTE, MP_RED, MP_YELLOW, MP_GREEN = range(11)
+
+POSE_FEATURES = (
+    ["t", "x", "y", "cos_yaw", "sin_yaw", "speed", "accel", "lat_accel", "yaw_rate", "yaw_acc", "jerk"]
+    + [f"bev_{w}_{p}_{c}" for w in ("pose", "mid") for p in ("centre", "fl", "fr", "rl", "rr")
+       for c in range(BEV_SCENE_CHANNELS)]
+    + ["in_view"]
+    + ["agent_clearance", "agent_dx", "agent_dy", "agent_closing", "front_gap", "front_ttc", "agents_close"]
+    + ["lane_dist", "lane_cos", "lane_sin", "lane_on_route", "lane_connector", "route_dist", "route_cos",
+       "red_dist", "route_progress"]
+)
+NUM_POSE_FEATURES = len(POSE_FEATURES)
+
+
+@dataclass(frozen=True)
+class BevGeometry:
+    """Metric extent of the BEV raster (``ObsConfig`` defaults: 48 m ahead, 16 m behind, 32 m to each side)."""
+
+    range_ahead: float = 48.0
+    range_behind: float = 16.0
+    range_side: float = 32.0
+
+    def to_grid(self, xy: torch.Tensor) -> torch.Tensor:
+        """Ego-frame points (..., 2) in m -> ``grid_sample`` coordinates (..., 2) [column, row] in [-1, 1]."""
+        gx = -xy[..., 1] / self.range_side
+        gy = 2.0 * (self.range_ahead - xy[..., 0]) / (self.range_ahead + self.range_behind) - 1.0
+        return torch.stack([gx, gy], dim=-1)
+
+
+def _wrap(a: torch.Tensor) -> torch.Tensor:
+    return torch.remainder(a + math.pi, 2.0 * math.pi) - math.pi
+
+
+def _box_points(pose: torch.Tensor) -> torch.Tensor:
+    """Centre and 4 corners of the ego box at rear-axle poses (..., 3) -> (..., 5, 2) m."""
+    local = pose.new_tensor([[CENTRE_OFFSET, 0.0], [FRONT, WIDTH / 2], [FRONT, -WIDTH / 2],
+                             [-REAR, WIDTH / 2], [-REAR, -WIDTH / 2]])
+    c, s = torch.cos(pose[..., 2:3]), torch.sin(pose[..., 2:3])
+    x = pose[..., :1] + c * local[:, 0] - s * local[:, 1]
+    y = pose[..., 1:2] + s * local[:, 0] + c * local[:, 1]
+    return torch.stack([x, y], dim=-1)
+
+
+def kinematics(plans: torch.Tensor, ego: torch.Tensor) -> torch.Tensor:
+    """(B, K, 8, 6) [speed, accel, lat_accel, yaw_rate, yaw_acc, jerk] per plan pose, raw units (m/s, m/s^2, rad/s,
+    rad/s^2, m/s^3), by finite differences at 0.5 s over history poses (t-1.5 .. t0, from ``ego``) + plan."""
+    B, K = plans.shape[:2]
+    hist = ego[:, EGO_HIST].reshape(B, 1, 4, 3).expand(B, K, 4, 3)
+    seq = torch.cat([hist, plans], dim=2)  # (B, K, 12, 3)
+    d = seq[:, :, 1:] - seq[:, :, :-1]
+    speed = torch.linalg.vector_norm(d[..., :2], dim=-1) / PLAN_DT  # (B, K, 11)
+    yaw_rate = _wrap(d[..., 2]) / PLAN_DT
+    accel = (speed[:, :, 1:] - speed[:, :, :-1]) / PLAN_DT  # (B, K, 10)
+    yaw_acc = (yaw_rate[:, :, 1:] - yaw_rate[:, :, :-1]) / PLAN_DT
+    jerk = (accel[:, :, 1:] - accel[:, :, :-1]) / PLAN_DT  # (B, K, 9)
+    sp, yr = speed[:, :, -8:], yaw_rate[:, :, -8:]
+    return torch.stack([sp, accel[:, :, -8:], sp * yr, yr, yaw_acc[:, :, -8:], jerk[:, :, -8:]], dim=-1)
+
+
+def _sample_bev(bev: torch.Tensor, points: torch.Tensor, geom: BevGeometry) -> torch.Tensor:
+    """Bilinear samples of the 7 scene channels. bev (B, 8, H, W) float in [0, 1]; points (B, Q, 2) -> (B, Q, 7)."""
+    grid = geom.to_grid(points).unsqueeze(2)  # (B, Q, 1, 2)
+    out = F.grid_sample(bev[:, :BEV_SCENE_CHANNELS], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.squeeze(-1).transpose(1, 2)
+
+
+@dataclass(frozen=True)
+class FieldGrid:
+    """The map lookup raster: ``res`` m cells over x in [x_min, x_max) (rows, x decreasing downwards) and
+    y in [-y_half, y_half) (columns, y decreasing to the right); segments farther than ``cap`` m are not listed."""
+
+    x_min: float = -20.0
+    x_max: float = 84.0
+    y_half: float = 40.0
+    res: float = 1.0
+    cap: float = 3.0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(round((self.x_max - self.x_min) / self.res)), int(round(2 * self.y_half / self.res))
+
+
+FIELD_GRID = FieldGrid()
+LOOKUPS = ("lane", "route", "red")
+_SEG_BITS = 12  # up to 4096 segments (64 polylines x 19 segments = 1216)
+
+
+@dataclass
+class MapLookup:
+    """Per-scene nearest-segment lookup tables built by :func:`map_lookup`.
+
+    Attributes:
+        nearest: (B, 3, H, W) int64 index of the nearest lane / on-route lane / red-light lane segment to each cell
+            centre (-1 where none lies within ``cap``).
+        a, b: (B, S, 2) segment end points (m). flags: (B, S, 7) the polyline flags [lane, connector, crosswalk,
+            on_route, red, yellow, green] of each segment.
+    """
+
+    nearest: torch.Tensor
+    a: torch.Tensor
+    b: torch.Tensor
+    flags: torch.Tensor
+
+
+def map_lookup(mp: torch.Tensor, mmask: torch.Tensor, grid: FieldGrid = FIELD_GRID) -> MapLookup:
+    """Nearest centreline segments per raster cell, once per scene, from (B, P, L, 11) polylines + (B, P) mask.
+
+    Cells are filled by scattering, for every segment, its point-to-segment distance to the cells of a window around
+    it (``scatter_reduce`` amin on distance-and-index keys): O(segments x window), not O(cells x points). Queries
+    then compute the exact distance to the listed segment (:func:`map_features`).
+    """
+    B = mp.shape[0]
+    P = max(int(mmask.sum(1).max().item()) if mmask.numel() else 0, 1)
+    H, W = grid.shape
+    mp, mmask = mp[:, :P], mmask[:, :P]
+    L = mp.shape[2]
+    S = P * (L - 1)
+    a = mp[:, :, :-1, :2].reshape(B, S, 2)
+    b = mp[:, :, 1:, :2].reshape(B, S, 2)
+    seg_poly = torch.arange(S, device=mp.device) // (L - 1)
+    flags = mp[:, :, 0, 4:][:, seg_poly]  # (B, S, 7)
+    lane_s = mmask[:, seg_poly] & ((flags[..., 0] > 0.5) | (flags[..., 1] > 0.5))
+    oks = (lane_s, lane_s & (flags[..., 3] > 0.5), lane_s & (flags[..., 4] > 0.5))
+    w = int(math.ceil(grid.cap / grid.res + 1.0))
+    off = torch.arange(-w, w + 1, device=mp.device)
+    di, dj = (x.reshape(-1) for x in torch.meshgrid(off, off, indexing="ij"))
+    mid = (a + b) / 2
+    i = torch.floor((grid.x_max - mid[..., 0]) / grid.res).long()[..., None] + di  # (B, S, Wn)
+    j = torch.floor((grid.y_half - mid[..., 1]) / grid.res).long()[..., None] + dj
+    px = grid.x_max - (i.to(mp.dtype) + 0.5) * grid.res
+    py = grid.y_half - (j.to(mp.dtype) + 0.5) * grid.res
+    ab = (b - a)[..., None, :]
+    len2 = (ab * ab).sum(-1).clamp_min(1e-9)
+    rx, ry = px - a[..., None, 0], py - a[..., None, 1]
+    u = ((rx * ab[..., 0] + ry * ab[..., 1]) / len2).clamp(0.0, 1.0)
+    dist = torch.hypot(rx - u * ab[..., 0], ry - u * ab[..., 1])
+    inside = (i >= 0) & (i < H) & (j >= 0) & (j < W) & (dist < grid.cap)
+    cell = (torch.arange(B, device=mp.device)[:, None, None] * (H * W) + i.clamp(0, H - 1) * W
+            + j.clamp(0, W - 1)).reshape(-1)
+    key = ((dist / grid.cap * (1 << 20)).long().clamp(0, (1 << 20) - 1) << _SEG_BITS) \
+        + torch.arange(S, device=mp.device)[None, :, None]
+    none = (1 << 20) << _SEG_BITS
+    nearest = []
+    for ok in oks:
+        k = torch.where(inside & ok[..., None], key, torch.full_like(key, none)).reshape(-1)
+        keys = torch.full((B * H * W,), none, dtype=torch.long, device=mp.device)
+        keys.scatter_reduce_(0, cell, k, reduce="amin", include_self=True)
+        nearest.append(torch.where(keys < none, keys & ((1 << _SEG_BITS) - 1), torch.full_like(keys, -1)))
+    return MapLookup(torch.stack(nearest, 1).view(B, 3, H, W), a, b, flags)
+
+
+def map_features(lookup: MapLookup, points: torch.Tensor, grid: FieldGrid = FIELD_GRID) -> torch.Tensor:
+    """(B, Q, 2) ego-frame points -> (B, Q, 3, 4): per lookup (lane, route, red): [distance (m, cap where none),
+    unit tangent x, y (0 where none), found flag]; plus, for the lane lookup, the segment flags via
+    :func:`segment_flags`."""
+    B, Q, _ = points.shape
+    H, W = grid.shape
+    i = torch.floor((grid.x_max - points[..., 0]) / grid.res).long()
+    j = torch.floor((grid.y_half - points[..., 1]) / grid.res).long()
+    inside = (i >= 0) & (i < H) & (j >= 0) & (j < W)
+    flat = (i.clamp(0, H - 1) * W + j.clamp(0, W - 1))  # (B, Q)
+    seg = torch.gather(lookup.nearest.view(B, 3, H * W), 2, flat[:, None].expand(B, 3, Q))  # (B, 3, Q)
+    found = (seg >= 0) & inside[:, None]
+    s = seg.clamp_min(0).view(B, 3 * Q, 1)
+    a = torch.gather(lookup.a, 1, s.expand(-1, -1, 2)).view(B, 3, Q, 2)
+    b = torch.gather(lookup.b, 1, s.expand(-1, -1, 2)).view(B, 3, Q, 2)
+    ab = b - a
+    len2 = (ab * ab).sum(-1).clamp_min(1e-9)
+    r = points[:, None] - a
+    u = ((r * ab).sum(-1) / len2).clamp(0.0, 1.0)
+    dist = torch.linalg.vector_norm(r - u[..., None] * ab, dim=-1)
+    f = found.to(points.dtype)
+    dist = torch.where(found, dist.clamp_max(grid.cap), torch.full_like(dist, grid.cap))
+    tangent = ab / len2.sqrt()[..., None] * f[..., None]
+    out = torch.stack([dist, tangent[..., 0], tangent[..., 1], f], dim=-1)  # (B, 3, Q, 4)
+    return out.transpose(1, 2), seg
+
+
+def segment_flags(lookup: MapLookup, seg: torch.Tensor) -> torch.Tensor:
+    """Flags (B, Q, 7) of the lane segments ``seg`` (B, Q) (zeros where -1)."""
+    s = seg.clamp_min(0)
+    fl = torch.gather(lookup.flags, 1, s[..., None].expand(-1, -1, lookup.flags.shape[-1]))
+    return fl * (seg >= 0)[..., None].to(fl.dtype)
+
+
+def pose_features(plans: torch.Tensor, obs: dict[str, torch.Tensor], geom: BevGeometry = BevGeometry()) -> torch.Tensor:
+    """(B, K, 8, NUM_POSE_FEATURES) per-pose features (module docs).
+
+    Args:
+        plans: (B, K, 8, 3) float32 plans in the t0 ego frame.
+        obs: ``bev`` (B, 8, H, W) float in [0, 1] (see :func:`reward_models.model.prepare_obs`), ``ego`` (B, 21),
+            ``agents`` (B, N, 14), ``agents_mask`` (B, N) bool, ``map`` (B, P, L, 11), ``map_mask`` (B, P) bool.
+    """
+    B, K, T, _ = plans.shape
+    dev, dt = plans.device, plans.dtype
+    t = torch.arange(1, T + 1, device=dev, dtype=dt) * PLAN_DT  # (T,)
+    cos, sin = torch.cos(plans[..., 2]), torch.sin(plans[..., 2])
+    kin = kinematics(plans, obs["ego"])
+    speed = kin[..., 0]
+
+    # BEV samples at the poses and at the midpoints to the previous pose (origin before the first)
+    prev = torch.cat([plans.new_zeros(B, K, 1, 3), plans[:, :, :-1]], dim=2)
+    mid = torch.cat([(plans[..., :2] + prev[..., :2]) / 2, (prev[..., 2:] + _wrap(plans[..., 2:] - prev[..., 2:]) / 2)],
+                    dim=-1)
+    pts = torch.stack([_box_points(plans), _box_points(mid)], dim=3)  # (B, K, T, 2, 5, 2)
+    bev = _sample_bev(obs["bev"], pts.reshape(B, -1, 2), geom).reshape(B, K, T, 2 * 5 * BEV_SCENE_CHANNELS)
+    centre = pts[:, :, :, 0, 0]  # (B, K, T, 2)
+    in_view = ((centre[..., 0] < geom.range_ahead) & (centre[..., 0] > -geom.range_behind)
+               & (centre[..., 1].abs() < geom.range_side)).to(dt)
+
+    # agents at the pose times, constant velocity
+    ag, amask = obs["agents"], obs["agents_mask"]
+    a_xy = ag[:, None, :, AG_X:AG_Y + 1] + t[None, :, None, None] * ag[:, None, :, AG_VX:AG_VY + 1]  # (B, T, N, 2)
+    rel = a_xy[:, None] - centre[:, :, :, None]  # (B, K, T, N, 2)
+    dist = torch.linalg.vector_norm(rel, dim=-1)
+    a_rad = 0.5 * torch.sqrt(ag[..., AG_LEN] ** 2 + ag[..., AG_WID] ** 2)  # (B, N)
+    clear = (dist - a_rad[:, None, None] - EGO_RADIUS).masked_fill(~amask[:, None, None], 1e3)
+    clearance, nearest = clear.min(dim=-1)  # (B, K, T)
+    c_, s_ = cos[..., None], sin[..., None]
+    lon = c_ * rel[..., 0] + s_ * rel[..., 1]  # (B, K, T, N) in the pose frame
+    lat = -s_ * rel[..., 0] + c_ * rel[..., 1]
+    v_lon = c_ * ag[:, None, None, :, AG_VX] + s_ * ag[:, None, None, :, AG_VY]
+    pick = nearest.unsqueeze(-1)
+    n_lon, n_lat = lon.gather(-1, pick).squeeze(-1), lat.gather(-1, pick).squeeze(-1)
+    closing = (speed.unsqueeze(-1) - v_lon).gather(-1, pick).squeeze(-1) * (n_lon > 0).to(dt)
+    in_front = amask[:, None, None] & (lon > 0) & (lat.abs() < 1.25 + ag[:, None, None, :, AG_WID] / 2)
+    gap = lon - (FRONT - CENTRE_OFFSET) - ag[:, None, None, :, AG_LEN] / 2
+    front_gap = gap.masked_fill(~in_front, 1e3).min(dim=-1).values.clamp(-5.0, 60.0)
+    front_ttc = (front_gap.clamp_min(0.0) / speed.clamp_min(0.5)).clamp_max(5.0)
+    close = ((clear < 3.0) & amask[:, None, None]).sum(-1).to(dt)
+
+    # map: exact distances to the nearest lane / on-route lane / red-light lane segment (scene-once lookup)
+    lookup = obs.get("map_lookup")
+    if lookup is None:
+        lookup = map_lookup(obs["map"], obs["map_mask"])
+    mf, seg = map_features(lookup, centre.reshape(B, K * T, 2))  # (B, KT, 3, 4)
+    lane_flags = segment_flags(lookup, seg[:, 0]).reshape(B, K, T, -1)
+    mf = mf.reshape(B, K, T, 3, 4)
+    heading = torch.stack([cos, sin], dim=-1)
+    lane_t, route_t = mf[..., 0, 1:3], mf[..., 1, 1:3]
+    route_dir = torch.where(mf[..., 1, 3:4] > 0.5, route_t, heading)
+    step = centre - torch.cat([centre.new_zeros(B, K, 1, 2) + centre.new_tensor([CENTRE_OFFSET, 0.0]),
+                               centre[:, :, :-1]], dim=2)
+    progress = (step * route_dir).sum(-1)
+    lane_cos = (heading * lane_t).sum(-1)
+    lane_sin = heading[..., 0] * lane_t[..., 1] - heading[..., 1] * lane_t[..., 0]
+    route_cos = (heading * route_t).sum(-1)
+    feats = [
+        (t / 4.0).expand(B, K, T), plans[..., 0] / 20.0, plans[..., 1] / 5.0, cos, sin,
+        kin[..., 0] / 10.0, kin[..., 1] / 3.0, kin[..., 2] / 3.0, kin[..., 3], kin[..., 4], kin[..., 5] / 5.0,
+    ]
+    tail = [
+        in_view, clearance.clamp(-5.0, 30.0) / 10.0, n_lon.clamp(-30, 30) / 10.0, n_lat.clamp(-15, 15) / 5.0,
+        closing.clamp(-20, 20) / 10.0, front_gap / 20.0, front_ttc, close,
+        mf[..., 0, 0] / 2.0, lane_cos, lane_sin, lane_flags[..., 3], lane_flags[..., 1], mf[..., 1, 0] / 2.0,
+        route_cos, mf[..., 2, 0] / 2.0, progress / 5.0,
+    ]
+    return torch.cat([torch.stack(feats, -1), bev, torch.stack(tail, -1)], dim=-1)
+
+
+__all__ = ["POSE_FEATURES", "NUM_POSE_FEATURES", "BevGeometry", "FieldGrid", "MapLookup", "map_lookup",
+           "map_features", "pose_features", "kinematics"]

@@ -1,0 +1,328 @@
+"""The reward world model (RWM): scene + candidate plans -> predicted EPDMS sub-scores -> an EPDMS-shaped reward.
+
+Architecture (IRL-VLA stage 2, the paper's figure: plan tokens attend to BEV, map, object and semantic tokens)::
+
+    scene (encoded ONCE per scene)                           plans (K per scene)
+    bev (8,128,128) u8 -> CNN (/4, /2, /2) -> 64 BEV tokens   (K, 8, 3) poses -> per-pose geometric features
+    agents (32,14) + mask -> MLP           -> 32 object tokens            (reward_models.features, 99 values)
+    map (64,20,11) + mask -> PointNet      -> 64 map tokens                 -> MLP -> 8 pose tokens (+ time emb.)
+    ego (21,)                              -> 1 ego/command token           |
+    instruction (32,) ids -> mean embedding-> 1 semantic token              |
+              \\___________ scene tokens (B, S=162, d) _______ cross-attention (pose tokens attend) x n_layers
+                                                                            |
+                                                     flatten 8 tokens -> MLP -> plan embedding (B, K, h)
+                                                                            |
+          heads: NC (3-way {0, .5, 1}), DDC (3-way), DAC, TLC, TTC, LK, HC, EC (binary logits), EP (sigmoid)
+                                                                            |
+    reward = E[NC] P[DAC] E[DDC] P[TLC] (5 EP + 5 P[TTC] + 2 P[LK] + 2 P[HC] [+ 2 P[EC]]) / (14 [+ 2])
+
+The reward has the scorer's EPDMS shape. ``use_ec=False`` (default) drops EC and divides by 14, matching the
+scorer without a previous plan (the plan-once env and the dataset); ``use_ec=True`` uses /16.
+
+Speed: :meth:`RewardWorldModel.encode_scene` runs once per scene; :meth:`RewardWorldModel.score` scores any number
+of plans against the cached :class:`SceneEncoding` (batch of K plans shares one scene encoding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from reward_models.features import NUM_POSE_FEATURES, BevGeometry, map_lookup, pose_features
+
+SUB_SCORES = ("nc", "dac", "ddc", "tlc", "ep", "ttc", "lk", "hc", "ec")
+THREE_WAY = ("nc", "ddc")
+BINARY = ("dac", "tlc", "ttc", "lk", "hc", "ec")
+OBS_KEYS = ("bev", "ego", "instruction", "agents", "map")
+"""Observation keys (``irlvla_gym.obs`` registry) the model consumes; entries bev, ego, instruction, agents,
+agents_mask, map, map_mask."""
+OBS_ENTRIES = ("bev", "ego", "instruction", "agents", "agents_mask", "map", "map_mask")
+THREE_WAY_VALUES = (0.0, 0.5, 1.0)
+
+
+@dataclass
+class ModelConfig:
+    """Hyperparameters of :class:`RewardWorldModel` (stored in ``config.json``).
+
+    Attributes:
+        d_model: token width. heads: attention heads. layers: cross-attention blocks.
+        hidden: plan-embedding width (after flattening the 8 pose tokens).
+        instruction_vocab: embedding rows for instruction token ids (ids >= this are clipped).
+        use_ec: include EC in the reward (/16) instead of dropping it (/14).
+        bev: BEV metric extent (must match the ``ObsConfig`` used to build observations).
+    """
+
+    d_model: int = 32
+    heads: int = 4
+    layers: int = 1
+    hidden: int = 128
+    instruction_vocab: int = 64
+    use_ec: bool = False
+    bev_range_ahead: float = 48.0
+    bev_range_behind: float = 16.0
+    bev_range_side: float = 32.0
+
+    @property
+    def bev(self) -> BevGeometry:
+        return BevGeometry(self.bev_range_ahead, self.bev_range_behind, self.bev_range_side)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+@dataclass
+class SceneEncoding:
+    """The model's view of B scenes, computed once and reused for any number of plans.
+
+    Attributes:
+        tokens: (B, S, d) scene tokens. mask: (B, S) bool, True = padding (ignored by attention).
+        obs: the prepared observation tensors (:func:`prepare_obs`) the plan features need.
+    """
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    obs: dict[str, torch.Tensor]
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+
+@dataclass
+class Prediction:
+    """Model outputs for (B, K) plans.
+
+    Attributes:
+        logits: name -> (B, K, 3) for nc / ddc, (B, K) logits for the binary sub-scores, (B, K) EP logit.
+        expected: name -> (B, K) expected sub-score in [0, 1] (E over {0, .5, 1}, probability, or EP).
+        reward: (B, K) the composed EPDMS-shaped reward in [0, 1].
+    """
+
+    logits: dict[str, torch.Tensor]
+    expected: dict[str, torch.Tensor]
+    reward: torch.Tensor = field(default=None)
+
+
+def prepare_obs(obs: Mapping[str, np.ndarray | torch.Tensor], device: torch.device | str = "cpu",
+                batched: bool | None = None) -> dict[str, torch.Tensor]:
+    """Observation arrays -> model tensors: ``bev`` float in [0, 1], masks bool, the rest float32 / int64.
+
+    Accepts one observation (``ego`` of shape (21,)) or a batch ((B, 21)); always returns batched tensors.
+    Raises KeyError naming any missing entry.
+    """
+    missing = [k for k in OBS_ENTRIES if k not in obs]
+    if missing:
+        raise KeyError(f"the reward world model needs observation entries {list(OBS_ENTRIES)} (obs keys "
+                       f"{list(OBS_KEYS)}); missing {missing}")
+    ego = torch.as_tensor(np.asarray(obs["ego"]) if not isinstance(obs["ego"], torch.Tensor) else obs["ego"])
+    single = ego.ndim == 1 if batched is None else not batched
+    out = {}
+    for k in OBS_ENTRIES:
+        v = obs[k]
+        v = v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v))
+        if single:
+            v = v.unsqueeze(0)
+        if k == "bev":
+            v = v.to(device=device, dtype=torch.float32) / 255.0
+        elif k.endswith("_mask"):
+            v = v.to(device=device) > 0
+        elif k == "instruction":
+            v = v.to(device=device, dtype=torch.long)
+        else:
+            v = v.to(device=device, dtype=torch.float32)
+        out[k] = v
+    return out
+
+
+def _mlp(i: int, h: int, o: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(i, h), nn.GELU(), nn.Linear(h, o))
+
+
+class CrossBlock(nn.Module):
+    """Pre-norm block: plan tokens attend to scene tokens, then a feed-forward layer (both residual)."""
+
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.norm_q, self.norm_kv, self.norm_ff = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.ff = _mlp(d, 2 * d, d)
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor) -> torch.Tensor:
+        """q (B, Q, d), kv (B, S, d), kv_mask (B, S) True = ignore -> (B, Q, d)."""
+        kvn = self.norm_kv(kv)
+        q = q + self.attn(self.norm_q(q), kvn, kvn, key_padding_mask=kv_mask, need_weights=False)[0]
+        return q + self.ff(self.norm_ff(q))
+
+
+class RewardWorldModel(nn.Module):
+    """Predicts EPDMS sub-scores of candidate plans in a scene and composes them into a reward (module docs).
+
+    Typical use::
+
+        model = RewardWorldModel.from_pretrained("reward_models/checkpoints/default")   # or load_default()
+        enc = model.encode_scene(obs)                 # obs: dict of obs-builder entries, one scene or a batch
+        pred = model.score(enc, plans)                # plans (K, 8, 3) or (B, K, 8, 3) -> pred.reward (B, K)
+        rewards = model.predict_reward(obs, plans)    # numpy convenience wrapper, (K,) for one scene
+    """
+
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or ModelConfig()
+        d = cfg.d_model
+        self.bev_cnn = nn.Sequential(
+            nn.Conv2d(8, 32, 4, stride=4), nn.GELU(),
+            nn.Conv2d(32, 48, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(48, d, 3, stride=2, padding=1),
+        )
+        self.bev_pos = nn.Parameter(torch.zeros(1, 64, d))
+        self.agent_mlp = _mlp(14, d, d)
+        self.map_point = _mlp(11, d, d)
+        self.map_out = nn.Linear(d, d)
+        self.ego_mlp = _mlp(21, d, d)
+        self.instr = nn.Embedding(cfg.instruction_vocab, d, padding_idx=0)
+        self.type_emb = nn.Parameter(torch.zeros(5, d))  # bev, agent, map, ego, instruction
+        self.pose_mlp = _mlp(NUM_POSE_FEATURES, d, d)
+        self.time_emb = nn.Parameter(torch.zeros(1, 1, 8, d))
+        self.blocks = nn.ModuleList([CrossBlock(d, cfg.heads) for _ in range(cfg.layers)])
+        self.plan_norm = nn.LayerNorm(d)
+        self.plan_mlp = nn.Sequential(nn.Linear(8 * d + 2 * NUM_POSE_FEATURES, cfg.hidden), nn.GELU(),
+                                      nn.Linear(cfg.hidden, cfg.hidden), nn.GELU())
+        self.heads = nn.ModuleDict({n: nn.Linear(cfg.hidden, 3 if n in THREE_WAY else 1) for n in SUB_SCORES})
+        nn.init.normal_(self.bev_pos, std=0.02)
+        nn.init.normal_(self.type_emb, std=0.02)
+        nn.init.normal_(self.time_emb, std=0.02)
+
+    # ---- scene -----------------------------------------------------------------------------------------------
+
+    def encode_scene(self, obs: Mapping[str, np.ndarray | torch.Tensor]) -> SceneEncoding:
+        """Scene tokens for one observation or a batch (entries :data:`OBS_ENTRIES`; see :func:`prepare_obs`)."""
+        dev = next(self.parameters()).device
+        o = obs if _is_prepared(obs) else prepare_obs(obs, dev)
+        B = o["ego"].shape[0]
+        te = self.type_emb
+        bev = self.bev_cnn(o["bev"]).flatten(2).transpose(1, 2) + self.bev_pos + te[0]  # (B, 64, d)
+        ag = o["agents"]
+        ag_in = torch.cat([ag[..., :2] / 32.0, ag[..., 2:4], ag[..., 4:6] / 10.0, ag[..., 6:8] / 5.0, ag[..., 8:]], -1)
+        agents = self.agent_mlp(ag_in) + te[1]
+        mp = o["map"]
+        mp_in = torch.cat([mp[..., :2] / 32.0, mp[..., 2:]], -1)
+        maps = self.map_out(self.map_point(mp_in).max(dim=2).values) + te[2]
+        eg = o["ego"]
+        eg_in = torch.cat([eg[:, :2] / 10.0, eg[:, 2:4] / 3.0, eg[:, 4:8], eg[:, 8:20] / 20.0, eg[:, 20:] / 10.0], -1)
+        ego = (self.ego_mlp(eg_in) + te[3]).unsqueeze(1)
+        ids = o["instruction"].clamp(0, self.config.instruction_vocab - 1)
+        emb = self.instr(ids)
+        n = (ids > 0).sum(1, keepdim=True).clamp_min(1)
+        instr = (emb.sum(1) / n + te[4]).unsqueeze(1)
+        tokens = torch.cat([bev, agents, maps, ego, instr], dim=1)
+        keep = torch.cat([torch.ones(B, 64, dtype=torch.bool, device=dev), o["agents_mask"], o["map_mask"],
+                          torch.ones(B, 2, dtype=torch.bool, device=dev)], dim=1)
+        o = dict(o, map_lookup=map_lookup(o["map"], o["map_mask"]))
+        return SceneEncoding(tokens, ~keep, o)
+
+    # ---- plans -----------------------------------------------------------------------------------------------
+
+    def score(self, enc: SceneEncoding, plans: np.ndarray | torch.Tensor) -> Prediction:
+        """Predict sub-scores and reward of plans against encoded scenes.
+
+        Args:
+            enc: :meth:`encode_scene` output for B scenes.
+            plans: (B, K, 8, 3) plans per scene, or (K, 8, 3) when B = 1 (poses x, y, yaw in the t0 ego frame,
+                rear axle, m / rad).
+        Returns:
+            :class:`Prediction` with (B, K) tensors.
+        """
+        dev = enc.tokens.device
+        p = torch.as_tensor(plans, dtype=torch.float32, device=dev)
+        if p.ndim == 3:
+            p = p.unsqueeze(0)
+        B, K = p.shape[:2]
+        feats = pose_features(p, enc.obs, self.config.bev)  # (B, K, 8, F)
+        x = self.pose_mlp(feats) + self.time_emb  # (B, K, 8, d)
+        q = x.reshape(B, K * 8, -1)
+        for block in self.blocks:
+            q = block(q, enc.tokens, enc.mask)
+        q = self.plan_norm(q).reshape(B, K, -1)
+        h = self.plan_mlp(torch.cat([q, feats.amax(dim=2), feats.amin(dim=2)], dim=-1))
+        logits = {n: (head(h) if n in THREE_WAY else head(h).squeeze(-1)) for n, head in self.heads.items()}
+        return self.compose(logits)
+
+    def compose(self, logits: dict[str, torch.Tensor]) -> Prediction:
+        """Expected sub-scores and the EPDMS-shaped reward from head logits."""
+        values = torch.tensor(THREE_WAY_VALUES, dtype=logits["nc"].dtype, device=logits["nc"].device)
+        e = {n: (logits[n].softmax(-1) * values).sum(-1) if n in THREE_WAY else torch.sigmoid(logits[n])
+             for n in SUB_SCORES}
+        weighted = 5.0 * e["ep"] + 5.0 * e["ttc"] + 2.0 * e["lk"] + 2.0 * e["hc"]
+        if self.config.use_ec:
+            weighted = (weighted + 2.0 * e["ec"]) / 16.0
+        else:
+            weighted = weighted / 14.0
+        reward = e["nc"] * e["dac"] * e["ddc"] * e["tlc"] * weighted
+        return Prediction(logits, e, reward)
+
+    def forward(self, obs: Mapping[str, np.ndarray | torch.Tensor], plans: np.ndarray | torch.Tensor) -> Prediction:
+        """``score(encode_scene(obs), plans)``."""
+        return self.score(self.encode_scene(obs), plans)
+
+    @torch.no_grad()
+    def predict_reward(self, obs: Mapping[str, np.ndarray], plans: np.ndarray) -> np.ndarray:
+        """Rewards as numpy: one scene + (K, 8, 3) plans -> (K,); a batch + (B, K, 8, 3) -> (B, K)."""
+        was = self.training
+        self.eval()
+        try:
+            single = np.asarray(obs["ego"]).ndim == 1
+            r = self(obs, plans).reward.cpu().numpy()
+        finally:
+            self.train(was)
+        return r[0] if single else r
+
+    @torch.no_grad()
+    def predict_subscores(self, obs: Mapping[str, np.ndarray], plans: np.ndarray) -> dict[str, np.ndarray]:
+        """Expected sub-scores and ``reward`` as numpy arrays (same shapes as :meth:`predict_reward`)."""
+        was = self.training
+        self.eval()
+        try:
+            single = np.asarray(obs["ego"]).ndim == 1
+            pred = self(obs, plans)
+        finally:
+            self.train(was)
+        out = {n: v.cpu().numpy() for n, v in pred.expected.items()}
+        out["reward"] = pred.reward.cpu().numpy()
+        return {k: v[0] for k, v in out.items()} if single else out
+
+    # ---- persistence -----------------------------------------------------------------------------------------
+
+    def save_pretrained(self, path, extra: Mapping | None = None) -> None:
+        """Write ``model.safetensors`` + ``config.json`` into directory ``path`` (atomically)."""
+        from reward_models.checkpoint import save_model
+
+        save_model(self, path, extra=extra)
+
+    @classmethod
+    def from_pretrained(cls, path, device: str | torch.device = "cpu") -> "RewardWorldModel":
+        """Load a checkpoint directory (``model.safetensors`` + ``config.json``); clear error if corrupt."""
+        from reward_models.checkpoint import load_model
+
+        return load_model(path, device=device)
+
+
+def _is_prepared(obs: Mapping) -> bool:
+    return isinstance(obs.get("bev"), torch.Tensor) and obs["bev"].is_floating_point() and obs["ego"].ndim == 2
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["ModelConfig", "RewardWorldModel", "SceneEncoding", "Prediction", "prepare_obs", "SUB_SCORES",
+           "THREE_WAY", "BINARY", "OBS_KEYS", "OBS_ENTRIES", "num_parameters"]
