@@ -12,6 +12,7 @@ SUBCOMMAND_MODULES = (
     "irlvla_gym.pipeline",
     "irlvla_gym.evaluation.score_cli",
     "irlvla_gym.evaluation.real_data",
+    "irlvla_gym.leaderboard.cli",
 )
 
 

@@ -1,0 +1,493 @@
+"""The :class:`Agent` protocol, the built-in agents, plug-in discovery and algorithm training.
+
+An **agent** is anything the leaderboard can evaluate: it turns one observation (and, for rule-based agents, the
+scene itself) into a 4 s plan::
+
+    class MyAgent:
+        name = "my-agent"                       # row name on the leaderboard
+        obs_keys = ("bev", "ego")               # observation keys it needs (irlvla_gym.obs registry); () = none
+        obs_config = None                       # optional: ObsConfig / dict for those keys (default ObsConfig())
+
+        def plan(self, observation: dict, scene) -> np.ndarray:
+            return np.zeros((8, 3))             # poses [x, y, yaw] at t = 0.5 .. 4 s, t0 ego frame (rear axle)
+
+        # optional, used when present: plans of B scenes at once
+        def plan_batch(self, observations: dict, scenes: list) -> np.ndarray: ...   # (B, 8, 3)
+
+``observation`` is exactly what ``IRLVLA-Navsim-v2`` returns from ``reset`` for that scene with the same keys and
+:class:`~irlvla_gym.obs.config.ObsConfig` (an empty dict when ``obs_keys`` is empty). Learned agents must only use
+the observation; ``scene`` is there for rule-based agents (human, PDM-Closed) and is the privileged ground truth.
+
+**Agent specs** (:func:`load_agent`, ``irlvla leaderboard --agents ...``), resolved in this order:
+
+1. a built-in name: ``human``, ``constant-velocity``, ``pdm-closed`` (:data:`BUILTIN_AGENTS`);
+2. a name registered by an installed package in the entry-point group ``irlvla_gym.agents`` (:data:`AGENT_GROUP`);
+3. a path to a Stable-Baselines3 model ``.zip`` (:class:`SB3ModelAgent`);
+4. ``package.module:attr`` where attr is an Agent class (instantiated without arguments), an Agent instance, a
+   factory function without required arguments returning an Agent, or a plan function ``(observation, scene) ->
+   plan`` (wrapped in :class:`FunctionAgent`, named after the function).
+
+Entry points resolve like 4 (their value is ``package.module:attr``).
+
+**Algorithms** (:func:`train_algorithm`): built-in names ``ppo``, ``a2c``, ``sac``, ``td3`` (SB3), entry points in
+the group ``irlvla_gym.algorithms`` (:data:`ALGORITHM_GROUP`) or ``module:attr`` specs. An algorithm is either an SB3
+``BaseAlgorithm`` subclass (constructed with ``"MultiInputPolicy"`` on ``env_fn()``, ``learn(budget)``, wrapped as an
+:class:`SB3ModelAgent`) or a callable ``train(env_fn, budget, seed) -> Agent``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import json
+import os
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from irlvla_gym.scenes.scene import NUM_FUTURE, Scene
+
+AGENT_GROUP = "irlvla_gym.agents"
+"""Entry-point group of third-party agents (name -> ``module:attr``)."""
+ALGORITHM_GROUP = "irlvla_gym.algorithms"
+"""Entry-point group of third-party algorithms (name -> ``module:attr``)."""
+PLAN_SHAPE = (NUM_FUTURE, 3)
+SIDECAR_SUFFIX = ".irlvla.json"
+"""An SB3 model ``x.zip`` may have ``x.irlvla.json`` beside it: the env settings its observations need."""
+
+
+class AgentSpecError(ValueError):
+    """An agent or algorithm spec that cannot be resolved (the message says why and what is available)."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The protocol
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """What the leaderboard evaluates (see the module docstring for the full contract).
+
+    Attributes:
+        name: row name on the leaderboard.
+        obs_keys: observation keys (``irlvla_gym.obs`` registry) the agent needs; ``()`` for scene-based agents.
+    """
+
+    name: str
+    obs_keys: tuple[str, ...]
+
+    def plan(self, observation: dict[str, np.ndarray], scene: Scene | None) -> np.ndarray:
+        """(8, 3) poses [x, y, yaw] (m, rad) at t = 0.5 .. 4.0 s in the t0 ego frame (rear axle)."""
+        ...
+
+
+def check_plan(plan: Any) -> np.ndarray:
+    """``plan`` as an (8, 3) float64 array; raises ValueError for a wrong shape or non-finite values."""
+    arr = np.asarray(plan, dtype=np.float64)
+    if arr.shape != PLAN_SHAPE:
+        raise ValueError(f"plan must have shape {PLAN_SHAPE}, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("plan has NaN or inf entries")
+    return arr
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Built-in agents
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class PlannerAgent:
+    """A rule-based :class:`~irlvla_gym.planners.Planner` (scene -> plan) as an :class:`Agent` (no observation)."""
+
+    obs_keys: tuple[str, ...] = ()
+
+    def __init__(self, planner: Any, name: str | None = None):
+        self.planner = planner
+        self.name = name or str(getattr(planner, "name", type(planner).__name__))
+
+    def plan(self, observation: dict[str, np.ndarray], scene: Scene | None) -> np.ndarray:
+        if scene is None:
+            raise ValueError(f"agent {self.name!r} is rule-based and needs the scene")
+        return self.planner.plan(scene)
+
+    def plan_batch(self, observations: dict[str, np.ndarray], scenes: Sequence[Scene]) -> np.ndarray:
+        return np.asarray(self.planner.plan_batch(list(scenes)), np.float64).reshape(len(scenes), *PLAN_SHAPE)
+
+    def __repr__(self) -> str:
+        return f"PlannerAgent({self.name!r})"
+
+
+class FunctionAgent:
+    """A plan function ``fn(observation, scene) -> (8, 3)`` as an :class:`Agent`.
+
+    ``obs_keys`` defaults to the function's ``obs_keys`` attribute (or ``()``).
+    """
+
+    def __init__(self, fn: Callable[[dict, Scene | None], np.ndarray], name: str | None = None,
+                 obs_keys: Sequence[str] | None = None):
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "function")
+        self.obs_keys = tuple(obs_keys if obs_keys is not None else getattr(fn, "obs_keys", ()))
+
+    def plan(self, observation: dict[str, np.ndarray], scene: Scene | None) -> np.ndarray:
+        return self.fn(observation, scene)
+
+
+def _human() -> PlannerAgent:
+    from irlvla_gym.planners import HumanPlanner
+
+    return PlannerAgent(HumanPlanner(), "human")
+
+
+def _constant_velocity() -> PlannerAgent:
+    from irlvla_gym.planners import ConstantVelocityPlanner
+
+    return PlannerAgent(ConstantVelocityPlanner(), "constant-velocity")
+
+
+def _pdm_closed() -> PlannerAgent:
+    from irlvla_gym.planners import default_planner
+
+    # The shared instance behind pdm_reference_progress: planning and the EP normaliser cost one run per scene.
+    return PlannerAgent(default_planner("log"), "pdm-closed")
+
+
+BUILTIN_AGENTS: dict[str, Callable[[], Agent]] = {
+    "human": _human,
+    "constant-velocity": _constant_velocity,
+    "pdm-closed": _pdm_closed,
+}
+"""Built-in agent factories by name (underscored aliases ``constant_velocity``, ``pdm_closed`` also resolve)."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# SB3 models
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _sb3_algorithm_classes() -> list[type]:
+    import stable_baselines3 as sb3
+
+    return [sb3.PPO, sb3.A2C, sb3.SAC, sb3.TD3, sb3.DDPG, sb3.DQN]
+
+
+def _entry_of(name: str) -> str:
+    """The observation key (``irlvla_gym.obs`` registry) that contributes the flat entry ``name``."""
+    from irlvla_gym.obs.registry import OBSERVATION_TYPES
+
+    if name in OBSERVATION_TYPES:
+        return name
+    if name.endswith("_mask") and name[: -len("_mask")] in OBSERVATION_TYPES:
+        return name[: -len("_mask")]
+    raise ValueError(f"observation entry {name!r} belongs to no observation key of irlvla_gym.obs")
+
+
+def obs_keys_of_space(space: Any) -> tuple[str, ...]:
+    """Observation keys behind a ``gymnasium.spaces.Dict`` of flat entries (``agents_mask`` -> ``agents``)."""
+    keys: list[str] = []
+    for entry in getattr(space, "spaces", {}):
+        key = _entry_of(entry)
+        if key not in keys:
+            keys.append(key)
+    return tuple(keys)
+
+
+class SB3ModelAgent:
+    """A Stable-Baselines3 model (any ``BaseAlgorithm``) as an :class:`Agent`.
+
+    Observation keys come from the model's observation space; the :class:`~irlvla_gym.obs.config.ObsConfig` from
+    ``obs_config``, else the sidecar ``<model>.irlvla.json`` (written by :meth:`save`), else the default. The action
+    becomes a plan like the env decodes it: ``Box(24)`` -> :func:`~irlvla_gym.envs.actions.action_to_plan`,
+    ``Discrete(K)`` -> the K-entry trajectory vocabulary.
+
+    Args:
+        model: a loaded ``BaseAlgorithm``.
+        name: row name (default: the model's class name in lower case).
+        obs_config: :class:`ObsConfig` or dict; must reproduce the model's observation shapes.
+        deterministic: ``predict(..., deterministic=...)``.
+    """
+
+    def __init__(self, model: Any, name: str | None = None, obs_config: Any = None, deterministic: bool = True):
+        from irlvla_gym.envs.actions import make_action_type
+        from irlvla_gym.obs.config import ObsConfig
+        from irlvla_gym.obs.registry import ObservationBuilder
+
+        self.model = model
+        self.name = name or type(model).__name__.lower()
+        self.deterministic = deterministic
+        self.obs_keys = obs_keys_of_space(model.observation_space)
+        self.obs_config = ObsConfig.from_dict(obs_config)
+        expected = ObservationBuilder(self.obs_keys, self.obs_config).space
+        for entry, sub in model.observation_space.spaces.items():
+            if expected[entry].shape != sub.shape:
+                raise ValueError(f"model {self.name!r}: observation entry {entry!r} has shape {sub.shape} but "
+                                 f"ObsConfig gives {expected[entry].shape}; pass the training obs_config (or keep "
+                                 f"the {SIDECAR_SUFFIX} file written by SB3ModelAgent.save beside the zip)")
+        space = model.action_space
+        if getattr(space, "n", None) is not None:
+            self.action_type = make_action_type("vocabulary", int(space.n))
+        elif tuple(getattr(space, "shape", ())) == (NUM_FUTURE * 3,):
+            self.action_type = make_action_type("trajectory")
+        else:
+            raise ValueError(f"model {self.name!r}: action space {space} is neither Box(24,) nor Discrete(K)")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, name: str | None = None, obs_config: Any = None,
+             algorithm: type | None = None, deterministic: bool = True) -> "SB3ModelAgent":
+        """Load ``path`` (a ``.zip`` saved by SB3) with ``algorithm.load``; when ``algorithm`` is None the SB3
+        algorithms (PPO, A2C, SAC, TD3, DDPG, DQN) and the ``BaseAlgorithm`` entry points are tried in turn."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"SB3 model {path} does not exist")
+        sidecar = path.with_suffix(SIDECAR_SUFFIX)
+        if obs_config is None and sidecar.is_file():
+            obs_config = json.loads(sidecar.read_text()).get("obs_config")
+        candidates = [algorithm] if algorithm is not None else _sb3_algorithm_classes() + _entry_point_algorithm_classes()
+        failures = []
+        for algo in candidates:
+            try:
+                model = algo.load(str(path), device="cpu")
+            except Exception as exc:  # noqa: BLE001 - try the next algorithm class
+                failures.append(f"{algo.__name__}: {type(exc).__name__}: {exc}"[:200])
+                continue
+            return cls(model, name=name or path.stem, obs_config=obs_config, deterministic=deterministic)
+        raise ValueError(f"could not load {path} with any SB3 algorithm: " + "; ".join(failures))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save the model zip and the ``.irlvla.json`` sidecar (observation settings) beside it."""
+        path = Path(path)
+        if path.suffix != ".zip":
+            path = path.with_suffix(".zip")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.model.save(str(path))
+        cfg = dataclasses.asdict(self.obs_config)
+        path.with_suffix(SIDECAR_SUFFIX).write_text(json.dumps({"obs_keys": list(self.obs_keys), "obs_config": cfg},
+                                                               indent=2))
+        return path
+
+    def _to_plans(self, actions: np.ndarray, batch: int) -> np.ndarray:
+        actions = np.asarray(actions).reshape(batch, -1)
+        plans = []
+        for a in actions:
+            decoded = self.action_type.decode(a if a.size > 1 else a[0])
+            if decoded.invalid:
+                raise ValueError(f"model {self.name!r} produced an invalid action {a.tolist()[:6]}...")
+            plans.append(decoded.plan)
+        return np.stack(plans)
+
+    def plan(self, observation: dict[str, np.ndarray], scene: Scene | None) -> np.ndarray:
+        action, _ = self.model.predict(observation, deterministic=self.deterministic)
+        return self._to_plans(action, 1)[0]
+
+    def plan_batch(self, observations: dict[str, np.ndarray], scenes: Sequence[Scene]) -> np.ndarray:
+        actions, _ = self.model.predict(observations, deterministic=self.deterministic)
+        return self._to_plans(actions, len(scenes))
+
+    def __repr__(self) -> str:
+        return f"SB3ModelAgent({self.name!r}, obs_keys={self.obs_keys})"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Discovery
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _entry_points(group: str) -> dict[str, metadata.EntryPoint]:
+    """Entry points of ``group`` by name (first one wins on duplicate names; read fresh on every call)."""
+    found: dict[str, metadata.EntryPoint] = {}
+    for ep in metadata.entry_points(group=group):
+        found.setdefault(ep.name, ep)
+    return found
+
+
+def available_agents() -> dict[str, str]:
+    """Every agent name that resolves without a path or module spec: name -> where it comes from."""
+    out = {name: "built-in" for name in BUILTIN_AGENTS}
+    for name, ep in _entry_points(AGENT_GROUP).items():
+        out.setdefault(name, f"entry point {ep.value}")
+    return out
+
+
+def _import_attr(spec: str) -> Any:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise AgentSpecError(f"spec {spec!r} must look like 'package.module:attr'")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AgentSpecError(f"cannot import module {module_name!r} of spec {spec!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AgentSpecError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def _required_params(fn: Callable) -> int:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return 0
+    return sum(1 for p in sig.parameters.values()
+               if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def agent_from_object(obj: Any, name: str) -> Agent:
+    """An Agent from what a ``module:attr`` spec or an entry point points at (see the module docstring)."""
+    if inspect.isclass(obj):
+        agent = obj()
+    elif isinstance(obj, Agent):
+        agent = obj
+    elif callable(obj) and _required_params(obj) == 0:
+        agent = obj()
+    elif callable(obj):
+        agent = FunctionAgent(obj, name=name)
+    else:
+        raise AgentSpecError(f"{name!r} is neither an Agent class, an Agent, a factory nor a plan function")
+    if not isinstance(agent, Agent):
+        raise AgentSpecError(f"{name!r} did not give an Agent (needs name, obs_keys and plan(observation, scene)); "
+                             f"got {type(agent).__name__}")
+    return agent
+
+
+def load_agent(spec: str | Agent) -> Agent:
+    """Resolve an agent spec (module docstring: built-in name, entry point, SB3 ``.zip``, ``module:attr``)."""
+    if not isinstance(spec, str):
+        if isinstance(spec, Agent):
+            return spec
+        raise AgentSpecError(f"not an agent spec: {spec!r}")
+    key = spec.strip()
+    alias = key.replace("_", "-")
+    if alias in BUILTIN_AGENTS:
+        return BUILTIN_AGENTS[alias]()
+    eps = _entry_points(AGENT_GROUP)
+    if key in eps:
+        return agent_from_object(eps[key].load(), key)
+    if key.endswith(".zip") or (os.path.sep in key and not _looks_like_module_spec(key)):
+        return SB3ModelAgent.load(key)
+    if _looks_like_module_spec(key):
+        return agent_from_object(_import_attr(key), key.partition(":")[2])
+    raise AgentSpecError(f"unknown agent {spec!r}: not a built-in or registered name ({sorted(available_agents())}), "
+                         "not an SB3 .zip path and not a 'package.module:attr' spec")
+
+
+def _looks_like_module_spec(spec: str) -> bool:
+    module, sep, attr = spec.partition(":")
+    return bool(sep and module and attr and os.path.sep not in module and not module.endswith(".zip"))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Algorithms
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _builtin_algorithms() -> dict[str, Callable[[], Any]]:
+    import stable_baselines3 as sb3
+
+    return {"ppo": lambda: sb3.PPO, "a2c": lambda: sb3.A2C, "sac": lambda: sb3.SAC, "td3": lambda: sb3.TD3}
+
+
+BUILTIN_ALGORITHM_NAMES = ("ppo", "a2c", "sac", "td3")
+
+
+def available_algorithms() -> dict[str, str]:
+    """Algorithm names: built-in SB3 ones and the ``irlvla_gym.algorithms`` entry points."""
+    out = {name: "built-in (stable-baselines3)" for name in BUILTIN_ALGORITHM_NAMES}
+    for name, ep in _entry_points(ALGORITHM_GROUP).items():
+        out.setdefault(name, f"entry point {ep.value}")
+    return out
+
+
+def _entry_point_algorithm_classes() -> list[type]:
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
+    classes = []
+    for ep in _entry_points(ALGORITHM_GROUP).values():
+        try:
+            obj = ep.load()
+        except Exception:  # noqa: BLE001 - a broken plug-in must not stop loading other models
+            continue
+        if inspect.isclass(obj) and issubclass(obj, BaseAlgorithm):
+            classes.append(obj)
+    return classes
+
+
+def load_algorithm(spec: str | Any) -> Any:
+    """An SB3 ``BaseAlgorithm`` subclass or a ``train(env_fn, budget, seed)`` callable, from a name or spec."""
+    if not isinstance(spec, str):
+        return spec
+    key = spec.strip()
+    builtin = _builtin_algorithms()
+    if key.lower() in builtin:
+        return builtin[key.lower()]()
+    eps = _entry_points(ALGORITHM_GROUP)
+    if key in eps:
+        return eps[key].load()
+    if _looks_like_module_spec(key):
+        return _import_attr(key)
+    raise AgentSpecError(f"unknown algorithm {spec!r}: choose from {sorted(available_algorithms())} or give "
+                         "'package.module:attr'")
+
+
+def _env_settings(env: Any) -> Mapping[str, Any]:
+    """obs_config of an IRL-VLA env (gymnasium env, wrapper or SB3 VecEnv); {} when unknown."""
+    cfg = None
+    try:
+        cfg = env.unwrapped.config
+    except AttributeError:
+        try:
+            cfg = env.get_attr("config")[0]
+        except Exception:  # noqa: BLE001 - not an IRL-VLA env: default settings
+            cfg = None
+    obs_config = getattr(cfg, "obs_config", None)
+    return {"obs_config": obs_config} if obs_config is not None else {}
+
+
+def train_algorithm(name_or_spec: str | Any, env_fn: Callable[[], Any], budget: int, seed: int = 0,
+                    name: str | None = None, **algorithm_kwargs: Any) -> Agent:
+    """Train an algorithm on ``env_fn()`` for ``budget`` environment steps and return the resulting Agent.
+
+    Args:
+        name_or_spec: an algorithm name (:func:`available_algorithms`), ``module:attr``, an SB3 ``BaseAlgorithm``
+            subclass or a ``train(env_fn, budget, seed) -> Agent`` callable.
+        env_fn: makes the training env (the baselines' identical env: same scenes, observation and action settings).
+        budget: environment steps (SB3 ``learn(total_timesteps=budget)``).
+        seed: seed of the algorithm (SB3 ``seed=``).
+        name: row name of the agent (default: the algorithm name).
+        **algorithm_kwargs: extra constructor arguments for an SB3 class (e.g. ``n_steps``, ``batch_size``).
+
+    Returns:
+        an :class:`Agent` (an :class:`SB3ModelAgent` for SB3 classes).
+    """
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
+    algorithm = load_algorithm(name_or_spec)
+    label = name or (name_or_spec if isinstance(name_or_spec, str) else getattr(algorithm, "__name__", "algorithm"))
+    if inspect.isclass(algorithm) and issubclass(algorithm, BaseAlgorithm):
+        env = env_fn()
+        import gymnasium as gym
+
+        space = getattr(env, "observation_space", None)
+        policy = "MultiInputPolicy" if isinstance(space, gym.spaces.Dict) else "MlpPolicy"
+        kwargs = {"seed": seed, "device": "cpu", "verbose": 0, **algorithm_kwargs}
+        model = algorithm(policy, env, **kwargs)
+        model.learn(total_timesteps=int(budget))
+        return SB3ModelAgent(model, name=str(label).split(":")[-1], **_env_settings(env))
+    if callable(algorithm):
+        agent = algorithm(env_fn, int(budget), int(seed))
+        if not isinstance(agent, Agent):
+            raise AgentSpecError(f"algorithm {label!r} returned {type(agent).__name__}, not an Agent")
+        return agent
+    raise AgentSpecError(f"algorithm {label!r} is neither an SB3 BaseAlgorithm subclass nor a train() callable")
+
+
+__all__ = [
+    "AGENT_GROUP", "ALGORITHM_GROUP", "Agent", "AgentSpecError", "BUILTIN_AGENTS", "FunctionAgent", "PlannerAgent",
+    "SB3ModelAgent", "agent_from_object", "available_agents", "available_algorithms", "check_plan", "load_agent",
+    "load_algorithm", "obs_keys_of_space", "train_algorithm",
+]

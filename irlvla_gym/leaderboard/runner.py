@@ -1,0 +1,392 @@
+"""Evaluate agents on a fixed scene list with the rule-based scorer: :func:`run_leaderboard`.
+
+Work is split by scene: one task = one stage-1 scene (and, two-stage, its stage-2 scenes) x every agent. Each task
+seeds numpy / torch / random from ``(seed, scene index)`` and every worker process runs torch on one thread, so the
+records, hence the table, do not depend on the number of workers or the backend. Scoring follows NAVSIM v2: EP
+normalised by PDM-Closed's progress (same traffic mode), human false-positive filter on, no EC (single frame).
+
+An agent that raises (or returns a malformed plan) inside ``plan`` gets 0 for every score of that scene; the error
+is counted and its first messages kept; the run goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from irlvla_gym.agents import Agent, check_plan, load_agent
+from irlvla_gym.leaderboard.two_stage import DEFAULT_PERTURBATIONS, StartPerturbation, stage_two_scenes
+from irlvla_gym.metrics.config import SUB_SCORES
+
+SCORE_NAMES = ("epdms", "pdms") + SUB_SCORES
+"""Per-plan numbers recorded for every (agent, scene)."""
+BACKENDS = ("local", "ray")
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency (an extra of irlvla-gym) is not installed."""
+
+
+@dataclass
+class LeaderboardConfig:
+    """Settings of one leaderboard run (one field per ``irlvla leaderboard`` flag).
+
+    Attributes:
+        split: synthetic split name or scene-store directory.
+        agents: agent specs (:func:`irlvla_gym.agents.load_agent`) or Agent instances.
+        num_scenes: evaluate the first ``num_scenes`` scenes of the split (None: all).
+        two_stage: NAVSIM v2 two-stage pseudo-simulation (stage-2 scenes around the stage-1 endpoints).
+        perturbations: stage-2 start perturbations (two-stage only).
+        backend: ``"local"`` (processes on this machine) or ``"ray"``.
+        workers: parallel workers (1 = in this process).
+        seed: base seed; scene i's task is seeded from (seed, i).
+        traffic: ``"log"`` (non-reactive replay) or ``"idm"``.
+        human_filter: NAVSIM v2's human false-positive filter.
+        out: directory for leaderboard.md / .csv / .json (None: write nothing).
+        progress: progress bar on stderr.
+        max_error_messages: error messages kept per agent.
+    """
+
+    split: str = "synthetic-test"
+    agents: Sequence[Any] = ("human", "constant-velocity", "pdm-closed")
+    num_scenes: int | None = 100
+    two_stage: bool = False
+    perturbations: tuple[StartPerturbation, ...] = DEFAULT_PERTURBATIONS
+    backend: str = "local"
+    workers: int = 1
+    seed: int = 0
+    traffic: str = "log"
+    human_filter: bool = True
+    out: Path | None = None
+    progress: bool = True
+    max_error_messages: int = 3
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.traffic not in ("log", "idm"):
+            raise ValueError(f"traffic must be 'log' or 'idm', got {self.traffic!r}")
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        if self.num_scenes is not None and self.num_scenes < 1:
+            raise ValueError("num_scenes must be >= 1 (or None for the whole split)")
+        if not len(self.agents):
+            raise ValueError("give at least one agent")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Worker side: one scene, every agent
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def unique_names(agents: Sequence[Agent]) -> list[str]:
+    """Agent names made unique in order (``name``, ``name#2``, ...)."""
+    seen: dict[str, int] = {}
+    out = []
+    for agent in agents:
+        base = str(getattr(agent, "name", type(agent).__name__))
+        seen[base] = seen.get(base, 0) + 1
+        out.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
+    return out
+
+
+def _zero_scores() -> dict[str, float]:
+    return {name: 0.0 for name in SCORE_NAMES}
+
+
+def _error_text(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"[:500]
+
+
+class SceneEvaluator:
+    """Holds the agents and caches of one worker and evaluates scene tasks (see :meth:`evaluate`)."""
+
+    def __init__(self, config: LeaderboardConfig, agents: Sequence[Any] | None = None):
+        from irlvla_gym.envs.scenes import SceneSource
+        from irlvla_gym.planners import default_planner
+        from irlvla_gym.utils import limit_torch_threads
+
+        limit_torch_threads(1)
+        self.config = config
+        self.agents: list[Agent] = [load_agent(a) for a in (agents if agents is not None else config.agents)]
+        self.names = unique_names(self.agents)
+        self.source = SceneSource(config.split)
+        self.reference = default_planner(config.traffic)
+        self._builders: dict[tuple, Any] = {}
+
+    # ---- observations -------------------------------------------------------------------------------------------
+
+    def _builder(self, agent: Agent):
+        from irlvla_gym.obs.config import ObsConfig
+        from irlvla_gym.obs.registry import ObservationBuilder
+
+        cfg = ObsConfig.from_dict(getattr(agent, "obs_config", None))
+        key = (tuple(agent.obs_keys), cfg)
+        if key not in self._builders:
+            self._builders[key] = ObservationBuilder(key[0], cfg)
+        return key, self._builders[key]
+
+    def _observation(self, agent: Agent, scene, cache: dict) -> dict[str, np.ndarray]:
+        if not tuple(agent.obs_keys):
+            return {}
+        key, builder = self._builder(agent)
+        if key not in cache:
+            cache[key] = builder.observe(scene)
+        return {k: v.copy() for k, v in cache[key].items()}
+
+    # ---- planning and scoring -----------------------------------------------------------------------------------
+
+    def _plans(self, scenes: Sequence[Any]) -> tuple[list[list], list[list], list[float]]:
+        """Every agent's plans of ``scenes``: ``plans[a][s]`` ((8, 3), or None where it failed), ``errors[a][s]``
+        (the error text or None) and ``seconds[a]`` spent in observation + planning. Agents with ``plan_batch`` get
+        all scenes in one call; if that raises, each scene is planned alone so errors are attributed per scene."""
+        caches: list[dict] = [{} for _ in scenes]
+        plans: list[list] = []
+        errors: list[list] = []
+        seconds: list[float] = []
+        for agent in self.agents:
+            t = time.perf_counter()
+            agent_plans: list = [None] * len(scenes)
+            agent_errors: list = [None] * len(scenes)
+            batched = False
+            if len(scenes) > 1 and callable(getattr(agent, "plan_batch", None)):
+                try:
+                    obs = [self._observation(agent, sc, c) for sc, c in zip(scenes, caches)]
+                    stacked = {k: np.stack([o[k] for o in obs]) for k in obs[0]} if obs[0] else {}
+                    out = np.asarray(agent.plan_batch(stacked, list(scenes)), np.float64)
+                    agent_plans = [check_plan(p) for p in out.reshape(len(scenes), *out.shape[1:])]
+                    batched = True
+                except Exception:  # noqa: BLE001 - retry one scene at a time to attribute the error
+                    agent_plans = [None] * len(scenes)
+            if not batched:
+                for s, (sc, c) in enumerate(zip(scenes, caches)):
+                    try:
+                        agent_plans[s] = check_plan(agent.plan(self._observation(agent, sc, c), sc))
+                    except Exception as exc:  # noqa: BLE001 - the agent's failure scores 0, is recorded, run goes on
+                        agent_errors[s] = _error_text(exc)
+            plans.append(agent_plans)
+            errors.append(agent_errors)
+            seconds.append(time.perf_counter() - t)
+        return plans, errors, seconds
+
+    def _score(self, scene, plans: list[np.ndarray | None]) -> list[dict[str, float]]:
+        """Scores of the given plans in one batch (EP normalised by PDM-Closed); zeros where the plan is None."""
+        from irlvla_gym.metrics import score_plans
+
+        ok = [i for i, p in enumerate(plans) if p is not None]
+        out = [_zero_scores() for _ in plans]
+        if not ok:
+            return out
+        ctx = self.reference.context(scene)
+        reference = self.reference.run(scene, ctx).reference_progress
+        result = score_plans(scene, np.stack([plans[i] for i in ok]), human_filter=self.config.human_filter,
+                             traffic=self.config.traffic, reference_progress=reference, context=ctx)
+        for k, i in enumerate(ok):
+            out[i] = result.take(k)
+        return out
+
+    def evaluate(self, index: int) -> dict[str, Any]:
+        """The record of scene ``index``: per agent its scores, error, plan endpoint and planning seconds (and the
+        stage-2 scenes' in two-stage mode). JSON-serialisable."""
+        cfg = self.config
+        task_seed = (int(cfg.seed) * 1_000_003 + int(index)) % (2**32)
+        np.random.seed(task_seed)
+        random.seed(task_seed)
+        if "torch" in sys.modules:
+            sys.modules["torch"].manual_seed(task_seed)
+        record: dict[str, Any] = {"index": int(index), "token": None, "scene_error": None, "agents": {}}
+        try:
+            scene = self.source.load(index)
+            record["token"] = scene.token
+            self.reference.run(scene, self.reference.context(scene))
+            stage2 = stage_two_scenes(scene, cfg.perturbations, self.reference) if cfg.two_stage else []
+        except Exception as exc:  # noqa: BLE001 - a scene that cannot be prepared scores 0 for everyone
+            record["scene_error"] = _error_text(exc)
+            for name in self.names:
+                record["agents"][name] = {"scores": _zero_scores(), "error": None, "endpoint": [0.0, 0.0],
+                                          "plan_seconds": 0.0, "stage2": []}
+            return record
+        plans, errors, seconds = self._plans([scene])
+        scores = self._score(scene, [p[0] for p in plans])
+        for a, name in enumerate(self.names):
+            plan = plans[a][0]
+            end = plan[-1, :2] if plan is not None else np.zeros(2)
+            record["agents"][name] = {"scores": scores[a], "error": errors[a][0],
+                                      "endpoint": [float(end[0]), float(end[1])], "plan_seconds": seconds[a],
+                                      "stage2": []}
+        if stage2:
+            plans2, errors2, seconds2 = self._plans([s2.scene for s2 in stage2])
+            for a, name in enumerate(self.names):
+                record["agents"][name]["plan_seconds"] += seconds2[a]
+            for s, s2 in enumerate(stage2):
+                scores2 = self._score(s2.scene, [p[s] for p in plans2])
+                for a, name in enumerate(self.names):
+                    record["agents"][name]["stage2"].append({
+                        "token": s2.scene.token, "perturbation": s2.perturbation.name,
+                        "start": [float(s2.start[0]), float(s2.start[1])], "scores": scores2[a],
+                        "error": errors2[a][s]})
+        return record
+
+
+# Per-process evaluator of the local backend (set by the pool initializer).
+_EVALUATOR: SceneEvaluator | None = None
+
+
+def _init_worker(config: LeaderboardConfig, agents: Sequence[Any] | None) -> None:
+    global _EVALUATOR
+    _EVALUATOR = SceneEvaluator(config, agents)
+
+
+def _evaluate_in_worker(index: int) -> dict[str, Any]:
+    assert _EVALUATOR is not None, "worker not initialised"
+    return _EVALUATOR.evaluate(index)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Backends
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _local_records(config: LeaderboardConfig, agents: Sequence[Any] | None,
+                   indices: Sequence[int]) -> Iterator[dict[str, Any]]:
+    if config.workers == 1 or len(indices) == 1:
+        evaluator = SceneEvaluator(config, agents)
+        for i in indices:
+            yield evaluator.evaluate(i)
+        return
+    import multiprocessing as mp
+
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+    with ctx.Pool(min(config.workers, len(indices)), initializer=_init_worker, initargs=(config, agents)) as pool:
+        yield from pool.imap(_evaluate_in_worker, indices, chunksize=1)
+
+
+def import_ray():
+    """``import ray`` or a :class:`MissingExtraError` naming the extra to install."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise MissingExtraError("--backend ray needs Ray, which is not installed: pip install 'irlvla-gym[ray]' "
+                                f"({exc})") from exc
+    return ray
+
+
+def _ray_records(config: LeaderboardConfig, agents: Sequence[Any] | None,
+                 indices: Sequence[int]) -> Iterator[dict[str, Any]]:
+    """Ray actors (one :class:`SceneEvaluator` each) on the running cluster, or a local instance started with
+    ``num_cpus = workers`` when none is connected. Results come back in scene order."""
+    ray = import_ray()
+    if not ray.is_initialized():
+        ray.init(num_cpus=config.workers, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}})
+    from ray.util import ActorPool
+
+    Remote = ray.remote(num_cpus=1)(_RayEvaluator)
+    actors = [Remote.remote(config, agents) for _ in range(min(config.workers, len(indices)))]
+    pool = ActorPool(actors)
+    try:
+        yield from pool.map(lambda actor, i: actor.evaluate.remote(i), list(indices))
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+class _RayEvaluator:
+    """Ray actor wrapper of :class:`SceneEvaluator` (a plain class; made remote in :func:`_ray_records`)."""
+
+    def __init__(self, config: LeaderboardConfig, agents: Sequence[Any] | None):
+        self.evaluator = SceneEvaluator(config, agents)
+
+    def evaluate(self, index: int) -> dict[str, Any]:
+        return self.evaluator.evaluate(index)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LeaderboardResult:
+    """A finished run.
+
+    Attributes:
+        rows: one summary row per agent (:func:`irlvla_gym.leaderboard.report.summarise`), table order.
+        records: per-scene records (:meth:`SceneEvaluator.evaluate`), scene order.
+        config: the settings. wall_seconds: duration of the whole run. paths: files written (by kind).
+    """
+
+    rows: list[dict[str, Any]]
+    records: list[dict[str, Any]]
+    config: LeaderboardConfig
+    wall_seconds: float
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def scene_indices(config: LeaderboardConfig) -> list[int]:
+    """The fixed scene list: the first ``num_scenes`` of the split."""
+    from irlvla_gym.envs.scenes import SceneSource
+
+    total = len(SceneSource(config.split))
+    n = total if config.num_scenes is None else min(config.num_scenes, total)
+    return list(range(n))
+
+
+def run_leaderboard(config: LeaderboardConfig) -> LeaderboardResult:
+    """Evaluate ``config.agents`` on the first ``config.num_scenes`` scenes and (with ``config.out``) write
+    leaderboard.md / leaderboard.csv / leaderboard.json. Agent specs are resolved here first, so a bad spec fails
+    before any work starts."""
+    from irlvla_gym.leaderboard.report import summarise, write_outputs
+
+    t0 = time.perf_counter()
+    resolved = [load_agent(a) for a in config.agents]  # fail fast on bad specs; names for the table
+    names = unique_names(resolved)
+    # Strings are re-resolved inside each worker; instances travel (fork) or are pickled (spawn / Ray).
+    agents = [a if isinstance(a, str) else r for a, r in zip(config.agents, resolved)]
+    indices = scene_indices(config)
+    records_iter = (_ray_records if config.backend == "ray" else _local_records)(config, agents, indices)
+    if config.progress:
+        from tqdm import tqdm
+
+        stage = "two-stage" if config.two_stage else "one-stage"
+        records_iter = tqdm(records_iter, total=len(indices), desc=f"leaderboard {config.split} ({stage})",
+                            unit="scene", file=sys.stderr)
+    records = list(records_iter)
+    rows = summarise(records, names, two_stage=config.two_stage, max_messages=config.max_error_messages)
+    result = LeaderboardResult(rows, records, config, time.perf_counter() - t0)
+    if config.out is not None:
+        result.paths = write_outputs(result, Path(config.out))
+    return result
+
+
+def config_dict(config: LeaderboardConfig) -> dict[str, Any]:
+    """The settings as JSON-friendly values (agent instances by name)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name == "agents":
+            value = [a if isinstance(a, str) else str(getattr(a, "name", type(a).__name__)) for a in value]
+        elif f.name == "perturbations":
+            value = [dataclasses.asdict(p) for p in value]
+        elif isinstance(value, os.PathLike):
+            value = str(value)
+        out[f.name] = value
+    return out
+
+
+__all__ = [
+    "BACKENDS", "LeaderboardConfig", "LeaderboardResult", "MissingExtraError", "SCORE_NAMES", "SceneEvaluator",
+    "config_dict", "import_ray", "run_leaderboard", "scene_indices", "unique_names",
+]
