@@ -494,6 +494,7 @@ def build_dataset(source: str, out: str | os.PathLike, *, num_scenes: int | None
             "obs_config": obs_config, "scorer": {"impl": "fast", "traffic": "log", "human_filter": True,
                                                   "previous_plan": None}, "sources": list(SOURCES),
             "labels": list(LABELS)}
+    spec = json.loads(json.dumps(spec))  # as it reads back from the manifest (tuples -> lists)
     if (out / "manifest.json").exists():
         manifest = read_manifest(out)
         old = {k: v for k, v in manifest.items() if k != "shards"}

@@ -1,0 +1,129 @@
+"""Checkpoints of the reward world model: safetensors + json only (no pickle).
+
+A model directory holds ``model.safetensors`` (weights) and ``config.json``::
+
+    {"format": "irlvla-rwm", "format_version": 1, "model": {ModelConfig fields}, ...extra (training summary)}
+
+A training directory additionally keeps ``last/`` for resuming: ``model.safetensors``, ``optimizer.safetensors``
+(Adam moments and step counts flattened to ``state.<param index>.<name>`` tensors, plus the torch RNG state) and
+``trainer.json`` (epoch, step, best validation loss, patience, numpy RNG state, optimizer hyperparameters).
+
+Every file is written atomically (temporary file + rename). Any unreadable, truncated or mismatching file raises
+:class:`CheckpointError` naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+FORMAT = "irlvla-rwm"
+FORMAT_VERSION = 1
+MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated, corrupted or from an incompatible version (message names it)."""
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    from irlvla_gym.utils import atomic_write
+
+    with atomic_write(path) as fh:
+        fh.write(data)
+
+
+def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: dict | None = None) -> None:
+    """Atomically write a safetensors file."""
+    from safetensors.torch import save
+
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                metadata={k: str(v) for k, v in (metadata or {}).items()})
+    _atomic_bytes(Path(path), data)
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; CheckpointError naming the file if it is missing or damaged."""
+    from safetensors.torch import load
+
+    p = Path(path)
+    try:
+        return load(p.read_bytes())
+    except FileNotFoundError:
+        raise CheckpointError(f"{p}: checkpoint file not found") from None
+    except Exception as exc:  # safetensors raises SafetensorError / ValueError on truncation or garbage
+        raise CheckpointError(f"{p}: corrupted or truncated safetensors file ({type(exc).__name__}: {exc})") from None
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    _atomic_bytes(Path(path), json.dumps(obj, indent=1, sort_keys=True).encode())
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    p = Path(path)
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{p}: checkpoint file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{p}: corrupted json ({exc})") from None
+
+
+def save_model(model, path: str | os.PathLike, extra: Mapping | None = None) -> None:
+    """``model.safetensors`` + ``config.json`` into directory ``path``."""
+    d = Path(path)
+    d.mkdir(parents=True, exist_ok=True)
+    save_tensors(d / MODEL_FILE, model.state_dict(), {"format": FORMAT, "format_version": FORMAT_VERSION})
+    write_json(d / CONFIG_FILE, {"format": FORMAT, "format_version": FORMAT_VERSION,
+                                 "model": model.config.to_dict(), **dict(extra or {})})
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """A :class:`~reward_models.model.RewardWorldModel` from a directory written by :func:`save_model`."""
+    from reward_models.model import ModelConfig, RewardWorldModel
+
+    d = Path(path)
+    if not d.is_dir():
+        raise CheckpointError(f"{d}: not a checkpoint directory (expected {MODEL_FILE} + {CONFIG_FILE})")
+    cfg = read_json(d / CONFIG_FILE)
+    if cfg.get("format") != FORMAT or cfg.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{d / CONFIG_FILE}: not an {FORMAT} v{FORMAT_VERSION} checkpoint "
+                              f"(format {cfg.get('format')!r} v{cfg.get('format_version')!r})")
+    model = RewardWorldModel(ModelConfig.from_dict(cfg.get("model", {})))
+    state = load_tensors(d / MODEL_FILE)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{d / MODEL_FILE}: weights do not match the config ({exc})") from None
+    model.checkpoint_info = cfg
+    return model.to(device).eval()
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """Flatten an optimizer's state to tensors (``state.<i>.<name>``) + its param groups (json-able)."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    for i, st in sd["state"].items():
+        for name, v in st.items():
+            tensors[f"state.{i}.{name}"] = v if isinstance(v, torch.Tensor) else torch.tensor(v)
+    groups = [{k: v for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, groups
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], groups: list[dict]) -> None:
+    """Inverse of :func:`optimizer_tensors`."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, v in tensors.items():
+        if not key.startswith("state."):
+            continue
+        _, i, name = key.split(".", 2)
+        state.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+__all__ = ["CheckpointError", "save_model", "load_model", "save_tensors", "load_tensors", "read_json",
+           "write_json", "optimizer_tensors", "load_optimizer", "FORMAT_VERSION"]

@@ -1,0 +1,149 @@
+"""The RWM as a reward: for the IRL-VLA envs (``reward="rwm"``) and for reward-wrapping tools of other libraries.
+
+* :func:`load_model` / :func:`load_default`: the shipped checkpoint (``reward_models/checkpoints/default``) or a
+  checkpoint directory, cached per path.
+* :class:`SceneRewardFn`: ``(scene, plan (8, 3)) -> float``, the callable the envs use for ``reward="rwm"`` or
+  ``reward="rwm:/path/to/ckpt"``. It builds the model's observation of the scene (``irlvla_gym.obs``: bev, ego,
+  instruction, agents, map at the scene origin and t0; the closed-loop env hands in the scene as seen from the
+  current ego state, so that is the current observation) and caches the scene encoding, so repeated plans in the
+  same scene (vocabulary search, several env steps) cost only the plan scoring.
+* :class:`RWMRewardFn`: ``(obs, acts, next_obs, dones) -> (N,) np.ndarray``, the signature of reward functions in
+  ``imitation`` (``RewardVecEnvWrapper``) and similar tools. It needs no scene: the model's inputs are a subset of
+  the env's observation, so make the env with ``obs_keys=RWMRewardFn.OBS_KEYS`` (bev, ego, instruction, agents,
+  map) or a superset. The reward of an action is computed from ``obs`` (the observation the action was chosen in;
+  in the plan-once env ``next_obs`` already belongs to the next scene after the auto-reset). Actions are decoded
+  like the env's action type: ``"trajectory"`` (Box(24) in [-1, 1], ``irlvla_gym.envs.actions.action_to_plan``)
+  or ``"vocabulary"`` (index into the K-entry vocabulary). Non-finite actions get reward 0, as in the envs.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from reward_models.model import OBS_ENTRIES, OBS_KEYS, RewardWorldModel
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_model(path: str) -> RewardWorldModel:
+    return RewardWorldModel.from_pretrained(path)
+
+
+def load_model(path: str | Path | None = None) -> RewardWorldModel:
+    """A model from a checkpoint directory (default: the shipped one); cached per path, in eval mode."""
+    return _cached_model(str(Path(path) if path is not None else DEFAULT_CHECKPOINT))
+
+
+def load_default() -> RewardWorldModel:
+    """The shipped default checkpoint (``reward_models/checkpoints/default``)."""
+    return load_model(None)
+
+
+class SceneRewardFn:
+    """``(scene, plan) -> float`` reward for the envs (module docs).
+
+    Args:
+        checkpoint: checkpoint directory; None = the shipped default.
+        cache_size: scene encodings kept (LRU), keyed by scene token and ego state.
+    """
+
+    def __init__(self, checkpoint: str | Path | None = None, cache_size: int = 64):
+        from irlvla_gym.obs.registry import ObservationBuilder
+
+        self.model = load_model(checkpoint)
+        self.builder = ObservationBuilder(OBS_KEYS)
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+
+    def _key(self, scene) -> str:
+        e = scene.ego
+        h = hashlib.blake2b(digest_size=8)
+        for a in (e.history, e.history_velocity, e.history_acceleration):
+            h.update(np.ascontiguousarray(a, np.float64).tobytes())
+        return f"{scene.token}:{h.hexdigest()}"
+
+    @torch.no_grad()
+    def encode(self, scene):
+        key = self._key(scene)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        enc = self.model.encode_scene(self.builder.observe(scene))
+        self._cache[key] = enc
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return enc
+
+    @torch.no_grad()
+    def score(self, scene, plans: np.ndarray) -> np.ndarray:
+        """Rewards (K,) of plans (K, 8, 3) in ``scene``."""
+        plans = np.asarray(plans, np.float32).reshape(-1, 8, 3)
+        return self.model.score(self.encode(scene), plans).reward[0].numpy().astype(np.float64)
+
+    def __call__(self, scene, plan: np.ndarray) -> float:
+        return float(self.score(scene, plan)[0])
+
+
+def env_reward(spec: str) -> SceneRewardFn:
+    """The env reward for ``reward="rwm"`` (shipped checkpoint) or ``reward="rwm:<checkpoint dir>"``."""
+    if spec == "rwm":
+        return SceneRewardFn(None)
+    if spec.startswith("rwm:") and len(spec) > 4:
+        return SceneRewardFn(spec[4:])
+    raise ValueError(f"reward must be 'rwm' or 'rwm:<checkpoint dir>', got {spec!r}")
+
+
+class RWMRewardFn:
+    """Batched reward function ``(obs, acts, next_obs, dones) -> (N,) float32`` (module docs).
+
+    Args:
+        checkpoint: checkpoint directory; None = the shipped default.
+        action_type: ``"trajectory"`` or ``"vocabulary"`` (the env's ``action_type``).
+        vocabulary_size: K of the vocabulary for ``action_type="vocabulary"``.
+    """
+
+    OBS_KEYS = OBS_KEYS
+    """Observation keys the env must provide (``gym.make(..., obs_keys=RWMRewardFn.OBS_KEYS)``)."""
+
+    def __init__(self, checkpoint: str | Path | None = None, action_type: str = "trajectory",
+                 vocabulary_size: int = 256):
+        from irlvla_gym.envs.actions import make_action_type
+
+        self.model = load_model(checkpoint)
+        self.actions = make_action_type(action_type, vocabulary_size)
+
+    def plans(self, acts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 8, 3) plans and (N,) validity of a batch of actions."""
+        acts = np.asarray(acts)
+        n = len(acts)
+        plans = np.zeros((n, 8, 3))
+        valid = np.ones(n, bool)
+        for i in range(n):
+            d = self.actions.decode(acts[i])
+            valid[i] = not d.invalid
+            if valid[i]:
+                plans[i] = d.plan
+        return plans, valid
+
+    @torch.no_grad()
+    def __call__(self, obs: Mapping[str, np.ndarray], acts: np.ndarray, next_obs: Any = None,
+                 dones: Any = None) -> np.ndarray:
+        missing = [k for k in OBS_ENTRIES if k not in obs]
+        if missing:
+            raise KeyError(f"RWMRewardFn needs observation entries {list(OBS_ENTRIES)}; missing {missing}. Make the "
+                           f"env with obs_keys={list(OBS_KEYS)} (or a superset)")
+        plans, valid = self.plans(acts)
+        batch = {k: np.asarray(obs[k]) for k in OBS_ENTRIES}
+        reward = self.model.predict_reward(batch, plans[:, None].astype(np.float32))[:, 0]
+        return np.where(valid, reward, 0.0).astype(np.float32)
+
+
+__all__ = ["DEFAULT_CHECKPOINT", "load_model", "load_default", "SceneRewardFn", "RWMRewardFn", "env_reward"]

@@ -1,0 +1,273 @@
+"""Training of the reward world model: supervised sub-score losses + a maximum-entropy IRL term.
+
+``irlvla rwm train --data DIR --out CKPT_DIR`` (:func:`train`). The loop reads top to bottom (CleanRL style):
+hyperparameters, data, model/optimizer (or resume), then per epoch: minibatches of ``batch_scenes`` scenes with all
+their plans (expert + K candidates), the loss, the update, validation, checkpointing, early stopping.
+
+Loss for one minibatch (B scenes x M = K + 1 plans, expert at slot 0; r = the composed reward in [0, 1]):
+
+* supervised: cross-entropy of the 3-way NC and DDC heads over {0, 0.5, 1}; binary cross-entropy of DAC, TLC,
+  TTC, LK, HC, EC; binary cross-entropy of the EP head against the soft EP target; plus ``reward_weight`` x the
+  squared error between r and the true EPDMS (aligns the composition with the score);
+* maximum-entropy IRL (``irl_weight``): per scene, ``-log softmax(r / irl_temperature)[expert]`` over {expert,
+  candidates}: the demonstration must carry more reward than every candidate (the MaxEnt IRL likelihood of the
+  demonstration under a Boltzmann distribution over the scene's plan set);
+* optional listwise ranking (``rank_weight``): cross-entropy between softmax(EPDMS / rank_temperature) and
+  softmax(r / rank_temperature) over the scene's plans (sharpens best-of-K selection).
+
+Validation: the last ``val_fraction`` of the dataset's scenes (or ``--val-data``); early stopping on the validation
+loss with ``patience`` epochs. The best model goes to ``CKPT_DIR/model.safetensors`` + ``config.json``; the state
+for resuming goes to ``CKPT_DIR/last/`` every epoch (rerunning the same command continues from there).
+TensorBoard logs in ``CKPT_DIR/tb`` when tensorboard is installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from reward_models.checkpoint import (
+    CheckpointError, load_optimizer, load_tensors, optimizer_tensors, read_json, save_model, save_tensors, write_json,
+)
+from reward_models.dataset import OBS_ENTRIES, RWMData, load_dataset
+from reward_models.model import BINARY, SUB_SCORES, THREE_WAY, ModelConfig, RewardWorldModel, prepare_obs
+
+
+@dataclass
+class TrainConfig:
+    """Training hyperparameters (all stored in the checkpoint's ``config.json``)."""
+
+    epochs: int = 30
+    batch_scenes: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    irl_weight: float = 0.1
+    irl_temperature: float = 0.05
+    reward_weight: float = 2.0
+    rank_weight: float = 0.5
+    rank_temperature: float = 0.05
+    val_fraction: float = 0.1
+    patience: int = 4
+    seed: int = 0
+    max_minutes: float | None = None
+    grad_clip: float = 1.0
+
+
+def supervised_losses(pred, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-sub-score losses (means over all plans). ``labels`` name -> (B, M) float targets."""
+    out = {}
+    for n in THREE_WAY:
+        target = torch.round(labels[n] * 2).long().clamp(0, 2)
+        out[n] = F.cross_entropy(pred.logits[n].reshape(-1, 3), target.reshape(-1))
+    for n in BINARY:
+        out[n] = F.binary_cross_entropy_with_logits(pred.logits[n], (labels[n] > 0.5).float())
+    out["ep"] = F.binary_cross_entropy_with_logits(pred.logits["ep"], labels["ep"].clamp(0, 1))
+    return out
+
+
+def irl_loss(reward: torch.Tensor, temperature: float) -> torch.Tensor:
+    """MaxEnt IRL: -log softmax(reward / T)[expert] per scene (expert at slot 0), averaged. reward (B, M)."""
+    return -(reward / temperature).log_softmax(dim=-1)[:, 0].mean()
+
+
+def rank_loss(reward: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    """ListNet cross-entropy between softmax(target / T) and softmax(reward / T) over each scene's plans."""
+    p = (target / temperature).softmax(-1)
+    return -(p * (reward / temperature).log_softmax(-1)).sum(-1).mean()
+
+
+def batch_tensors(data: RWMData, idx: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor,
+                                                            dict[str, torch.Tensor]]:
+    """Model inputs (prepared obs), plans (B, M, 8, 3) and labels (B, M) for scenes ``idx``."""
+    obs = prepare_obs({k: data.obs[k][idx] for k in OBS_ENTRIES}, batched=True)
+    plans = torch.from_numpy(data.plans[idx])
+    labels = {k: torch.from_numpy(v[idx]) for k, v in data.labels.items()}
+    return obs, plans, labels
+
+
+def compute_loss(model: RewardWorldModel, obs, plans, labels, cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
+    pred = model(obs, plans)
+    parts = supervised_losses(pred, labels)
+    sup = sum(parts.values())
+    rew = F.mse_loss(pred.reward, labels["epdms"])
+    irl = irl_loss(pred.reward, cfg.irl_temperature)
+    rank = rank_loss(pred.reward, labels["epdms"], cfg.rank_temperature)
+    total = sup + cfg.reward_weight * rew + cfg.irl_weight * irl + cfg.rank_weight * rank
+    logs = {f"loss/{k}": v.item() for k, v in parts.items()}
+    logs.update({"loss/supervised": sup.item(), "loss/reward_mse": rew.item(), "loss/irl": irl.item(),
+                 "loss/rank": rank.item(), "loss/total": total.item()})
+    return total, {"logs": logs, "reward": pred.reward.detach()}
+
+
+@torch.no_grad()
+def evaluate_loss(model: RewardWorldModel, data: RWMData, cfg: TrainConfig) -> dict[str, float]:
+    """Mean validation losses and the pooled Spearman of reward vs EPDMS."""
+    model.eval()
+    sums: dict[str, float] = {}
+    preds, n = [], 0
+    for start in range(0, len(data), cfg.batch_scenes):
+        idx = np.arange(start, min(start + cfg.batch_scenes, len(data)))
+        obs, plans, labels = batch_tensors(data, idx)
+        _, out = compute_loss(model, obs, plans, labels, cfg)
+        for k, v in out["logs"].items():
+            sums[k] = sums.get(k, 0.0) + v * len(idx)
+        preds.append(out["reward"].numpy())
+        n += len(idx)
+    model.train()
+    res = {k: v / n for k, v in sums.items()}
+    from reward_models.metrics import spearman
+
+    res["spearman"] = spearman(np.concatenate(preds).ravel(), data.labels["epdms"].ravel())
+    return res
+
+
+def split_train_val(data: RWMData, fraction: float) -> tuple[RWMData, RWMData]:
+    n_val = max(1, int(round(len(data) * fraction))) if len(data) > 1 else 0
+    n = len(data) - n_val
+    return data.subset(np.arange(n)), data.subset(np.arange(n, len(data)))
+
+
+def _lr_at(step: int, total: int, base: float) -> float:
+    """Linear warm-up over 50 steps, then cosine decay to 10 % of ``base`` at ``total`` steps."""
+    if step < 50:
+        return base * (step + 1) / 50
+    frac = min(1.0, (step - 50) / max(1, total - 50))
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def _summary_writer(path: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard is an optional extra
+        return None
+    return SummaryWriter(str(path))
+
+
+def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: ModelConfig | None = None,
+          val_dir: str | None = None, max_scenes: int | None = None, progress: bool = True,
+          log_every: int = 20) -> dict[str, Any]:
+    """Train (or resume) an RWM; returns a summary dict (also written to ``CKPT_DIR/config.json``)."""
+    cfg = cfg or TrainConfig()
+    out_p = Path(out)
+    out_p.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+
+    # ---- data ----
+    data = load_dataset(data_dir, max_scenes=max_scenes)
+    if val_dir:
+        train_data, val_data = data, load_dataset(val_dir)
+    else:
+        train_data, val_data = split_train_val(data, cfg.val_fraction)
+    steps_per_epoch = math.ceil(len(train_data) / cfg.batch_scenes)
+    total_steps = steps_per_epoch * cfg.epochs
+
+    # ---- model, optimizer, or resume ----
+    last = out_p / "last"
+    state = {"epoch": 0, "step": 0, "best_val": float("inf"), "bad_epochs": 0, "history": []}
+    rng = np.random.default_rng(cfg.seed)
+    if (last / "trainer.json").exists():
+        saved = read_json(last / "trainer.json")
+        model_cfg = ModelConfig.from_dict(saved["model"])
+        model = RewardWorldModel(model_cfg)
+        try:
+            model.load_state_dict(load_tensors(last / "model.safetensors"))
+        except RuntimeError as exc:
+            raise CheckpointError(f"{last / 'model.safetensors'}: weights do not match ({exc})") from None
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt_t = load_tensors(last / "optimizer.safetensors")
+        load_optimizer(opt, opt_t, saved["optimizer_groups"])
+        if "torch_rng" in opt_t:
+            torch.set_rng_state(opt_t["torch_rng"])
+        rng.bit_generator.state = saved["numpy_rng"]
+        state = {k: saved[k] for k in state}
+        print(f"rwm train: resuming from {last} at epoch {state['epoch']}, step {state['step']}")
+    else:
+        model_cfg = model_cfg or ModelConfig()
+        model = RewardWorldModel(model_cfg)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model.train()
+    writer = _summary_writer(out_p / "tb")
+    meta = {"train": dataclasses.asdict(cfg), "data": str(data_dir), "train_scenes": len(train_data),
+            "val_scenes": len(val_data), "dataset": {k: data.manifest[k] for k in
+                                                     ("source", "num_scenes", "seed", "candidates", "ep_normaliser")}}
+    start_time = time.monotonic()
+
+    def save_last() -> None:
+        tensors, groups = optimizer_tensors(opt)
+        tensors["torch_rng"] = torch.get_rng_state()
+        save_tensors(last / "optimizer.safetensors", tensors)
+        save_tensors(last / "model.safetensors", model.state_dict())
+        write_json(last / "trainer.json", {**state, "model": model_cfg.to_dict(), "optimizer_groups": groups,
+                                           "numpy_rng": rng.bit_generator.state, **meta})
+
+    # ---- loop ----
+    from tqdm.auto import tqdm
+
+    stopped = ""
+    while state["epoch"] < cfg.epochs:
+        epoch = state["epoch"]
+        order = rng.permutation(len(train_data))
+        bar = tqdm(range(steps_per_epoch), desc=f"rwm train epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+                   leave=False)
+        running = 0.0
+        for b in bar:
+            idx = np.sort(order[b * cfg.batch_scenes:(b + 1) * cfg.batch_scenes])
+            obs, plans, labels = batch_tensors(train_data, idx)
+            lr = _lr_at(state["step"], total_steps, cfg.lr)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss, out = compute_loss(model, obs, plans, labels, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            state["step"] += 1
+            running = 0.9 * running + 0.1 * loss.item() if b else loss.item()
+            bar.set_postfix(loss=f"{running:.4f}")
+            if writer is not None and state["step"] % log_every == 0:
+                for k, v in out["logs"].items():
+                    writer.add_scalar(f"train/{k}", v, state["step"])
+                writer.add_scalar("train/lr", lr, state["step"])
+        bar.close()
+        val = evaluate_loss(model, val_data, cfg) if len(val_data) else {"loss/total": running, "spearman": float("nan")}
+        state["epoch"] = epoch + 1
+        state["history"].append({"epoch": epoch + 1, "step": state["step"], "train_loss": running,
+                                 "val_loss": val["loss/total"], "val_spearman": val["spearman"]})
+        if writer is not None:
+            for k, v in val.items():
+                writer.add_scalar(f"val/{k}", v, state["step"])
+            writer.flush()
+        print(f"rwm train: epoch {epoch + 1}/{cfg.epochs} step {state['step']} train loss {running:.4f} "
+              f"val loss {val['loss/total']:.4f} val spearman {val['spearman']:.4f}", flush=True)
+        if val["loss/total"] < state["best_val"] - 1e-5:
+            state["best_val"], state["bad_epochs"] = val["loss/total"], 0
+            save_model(model, out_p, extra={**meta, "epoch": epoch + 1, "step": state["step"],
+                                            "val": {k: float(v) for k, v in val.items()}})
+        else:
+            state["bad_epochs"] += 1
+        save_last()
+        if state["bad_epochs"] >= cfg.patience:
+            stopped = f"early stop: no validation improvement for {cfg.patience} epochs"
+            break
+        if cfg.max_minutes is not None and (time.monotonic() - start_time) / 60 > cfg.max_minutes:
+            stopped = f"time budget of {cfg.max_minutes} min reached"
+            break
+    if stopped:
+        print(f"rwm train: {stopped}")
+    if writer is not None:
+        writer.close()
+    summary = {"epochs_done": state["epoch"], "steps": state["step"], "best_val_loss": state["best_val"],
+               "history": state["history"], "stopped": stopped}
+    write_json(out_p / "train_summary.json", summary)
+    return summary
+
+
+__all__ = ["TrainConfig", "train", "supervised_losses", "irl_loss", "rank_loss", "compute_loss", "evaluate_loss"]

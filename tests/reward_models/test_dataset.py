@@ -1,0 +1,111 @@
+"""RWM dataset: determinism, scorer labels, resume, candidate sources, policy hook."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from reward_models.dataset import (
+    DatasetError, build_dataset, load_dataset, load_policy_sampler, perturb_plans, CandidateConfig,
+)
+
+from .conftest import TINY
+
+
+def _same(a, b) -> None:
+    assert a.tokens == b.tokens
+    np.testing.assert_array_equal(a.plans, b.plans)
+    np.testing.assert_array_equal(a.sources, b.sources)
+    for k in a.labels:
+        np.testing.assert_array_equal(a.labels[k], b.labels[k])
+    for k in a.obs:
+        np.testing.assert_array_equal(a.obs[k], b.obs[k])
+
+
+def test_same_seed_same_dataset_and_resume(tmp_path, tiny_data):
+    # built in two steps (2 scenes, then rerun for 3: resumes, writes only the missing shard)
+    out = tmp_path / "d"
+    build_dataset("synthetic-train", out, num_scenes=3, candidates=TINY, shard_size=2, progress=False)
+    first = json.loads((out / "manifest.json").read_text())
+    build_dataset("synthetic-train", out, num_scenes=3, candidates=TINY, shard_size=2, progress=False)
+    assert json.loads((out / "manifest.json").read_text()) == first  # nothing rebuilt
+    _same(load_dataset(out), load_dataset(tiny_data))
+
+
+def test_resume_after_interruption(tmp_path, tiny_data):
+    out = tmp_path / "d"
+    build_dataset("synthetic-train", out, num_scenes=3, candidates=TINY, shard_size=2, progress=False)
+    m = json.loads((out / "manifest.json").read_text())
+    # simulate a crash before shard 1 was listed: drop it from the manifest and delete its files
+    m["shards"] = [s for s in m["shards"] if s["name"] == "shard-00000"]
+    (out / "manifest.json").write_text(json.dumps(m))
+    for f in (out / "shards").glob("shard-00001*"):
+        f.unlink()
+    build_dataset("synthetic-train", out, num_scenes=3, candidates=TINY, shard_size=2, progress=False)
+    _same(load_dataset(out), load_dataset(tiny_data))
+
+
+def test_other_seed_differs_and_settings_mismatch_is_an_error(tmp_path, tiny_data):
+    out = tmp_path / "d"
+    build_dataset("synthetic-train", out, num_scenes=1, candidates=TINY, seed=1, progress=False)
+    a, b = load_dataset(out), load_dataset(tiny_data)
+    assert not np.array_equal(a.plans[0], b.plans[0])
+    with pytest.raises(DatasetError, match="different settings"):
+        build_dataset("synthetic-train", out, num_scenes=1, candidates=TINY, seed=2, progress=False)
+
+
+def test_labels_equal_the_scorer(tiny_data):
+    from irlvla_gym.envs.scenes import SceneSource
+    from irlvla_gym.metrics import score_plans
+    from irlvla_gym.planners import pdm_reference_progress
+
+    data = load_dataset(tiny_data)
+    assert data.manifest["ep_normaliser"] == "pdm_closed"
+    src = SceneSource("synthetic-train")
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tiny_data / "shards" / "shard-00000.parquet")
+    plans64 = np.asarray(table.column("plan").combine_chunks().flatten().to_numpy()).reshape(-1, 8, 3)
+    for i, index in enumerate(data.scenes[:2]):
+        scene = src.load(int(index))
+        M = data.plans.shape[1]
+        plans = plans64[i * M:(i + 1) * M]
+        np.testing.assert_array_equal(plans[0], scene.ego.future)  # expert kept as the demonstration (slot 0)
+        r = score_plans(scene, plans, reference_progress=pdm_reference_progress(scene))
+        for name in ("nc", "dac", "ddc", "tlc", "ep", "ttc", "lk", "hc", "ec", "epdms"):
+            np.testing.assert_allclose(data.labels[name][i], getattr(r, name).astype(np.float32), rtol=0, atol=1e-7)
+
+
+def test_candidate_sources(tiny_data):
+    data = load_dataset(tiny_data)
+    assert data.plans.shape == (3, 9, 8, 3)
+    # no policy given: the policy slots are perturbations
+    assert (data.sources[:, 0] == 0).all()
+    counts = np.bincount(data.sources[0], minlength=5)
+    assert counts.tolist() == [1, 2, 2, 4, 0]
+
+
+def test_policy_sampler_hook(tmp_path):
+    calls = []
+
+    def policy(obs, num, rng):
+        calls.append(num)
+        return np.tile(np.linspace(1, 8, 8)[:, None] * np.array([2.0, 0.0, 0.0]), (num, 1, 1))
+
+    out = tmp_path / "p"
+    build_dataset("synthetic-train", out, num_scenes=1, candidates=TINY, policy=policy, progress=False)
+    data = load_dataset(out)
+    assert calls == [2]
+    assert (data.sources[0] == 4).sum() == 2
+    assert load_policy_sampler(None) is None
+
+
+def test_perturbations_are_finite_and_vary():
+    expert = np.stack([np.arange(1, 9) * 5.0, np.zeros(8), np.zeros(8)], axis=-1)
+    p = perturb_plans(expert, 32, np.random.default_rng(0), CandidateConfig())
+    assert p.shape == (32, 8, 3) and np.isfinite(p).all()
+    assert p[:, -1, 0].std() > 1.0 and p[:, -1, 1].std() > 0.3
+    standing = perturb_plans(np.zeros((8, 3)), 4, np.random.default_rng(0), CandidateConfig())
+    assert np.isfinite(standing).all()
