@@ -12,6 +12,8 @@ SUBCOMMAND_MODULES = (
     "irlvla_gym.pipeline",
     "irlvla_gym.evaluation.score_cli",
     "irlvla_gym.evaluation.real_data",
+    "reward_models.cli",
+    "irlvla_gym.policies.bc",
     "irlvla_gym.leaderboard.cli",
 )
 
