@@ -165,3 +165,14 @@ def test_rl_zoo3_yaml_parses_and_builds_ppo(scenes):
         model = PPO(policy_class, env, device="cpu", policy_kwargs=policy_kwargs, **hyper)
         assert model.policy.vla_config.obs_keys == tuple(env_kwargs["obs_keys"])
         assert model.policy.log_std.exp().max() < 0.1
+
+
+def test_policy_save_and_load_alone(tmp_path, scenes):
+    """SB3's policy-only save/load rebuilds from the saved config (no checkpoint or vision source needed)."""
+    env = make_env(("camera", "ego"), scenes=scenes)
+    model = _ppo(env, vla_config=tiny_config(obs_keys=("camera", "ego")))
+    model.policy.save(tmp_path / "policy.pt")
+    loaded = VLAPolicy.load(tmp_path / "policy.pt", device="cpu")
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_allclose(model.policy.predict(obs, deterministic=True)[0],
+                               loaded.predict(obs, deterministic=True)[0], atol=1e-6)
