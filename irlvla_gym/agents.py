@@ -246,7 +246,8 @@ class SB3ModelAgent:
         sidecar = path.with_suffix(SIDECAR_SUFFIX)
         if obs_config is None and sidecar.is_file():
             obs_config = json.loads(sidecar.read_text()).get("obs_config")
-        candidates = [algorithm] if algorithm is not None else _sb3_algorithm_classes() + _entry_point_algorithm_classes()
+        candidates = ([algorithm] if algorithm is not None
+                      else _sb3_algorithm_classes() + _entry_point_algorithm_classes())
         failures = []
         for algo in candidates:
             try:

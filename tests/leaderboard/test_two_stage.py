@@ -33,7 +33,8 @@ def test_weights_by_hand():
 def test_aggregation_by_hand():
     got = aggregate_two_stage([0.8, 1.0, 0.5], [np.zeros(2), np.array([10.0, 10.0]), np.zeros(2)],
                               [[1.0, 0.5], [0.2, 0.6], []],
-                              [np.array([[0.0, 0.0], [0.5, 0.0]]), np.array([[0.0, 0.0], [1.0, 0.0]]), np.zeros((0, 2))])
+                              [np.array([[0.0, 0.0], [0.5, 0.0]]), np.array([[0.0, 0.0], [1.0, 0.0]]),
+                               np.zeros((0, 2))])
     assert got == pytest.approx(EXPECTED)
     assert got == pytest.approx(0.5369732, abs=1e-6)
 
