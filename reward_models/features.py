@@ -96,7 +96,7 @@ def kinematics(plans: torch.Tensor, ego: torch.Tensor) -> torch.Tensor:
     hist = ego[:, EGO_HIST].reshape(B, 1, 4, 3).expand(B, K, 4, 3)
     seq = torch.cat([hist, plans], dim=2)  # (B, K, 12, 3)
     d = seq[:, :, 1:] - seq[:, :, :-1]
-    speed = torch.linalg.vector_norm(d[..., :2], dim=-1) / PLAN_DT  # (B, K, 11)
+    speed = torch.hypot(d[..., 0], d[..., 1]) / PLAN_DT  # (B, K, 11)
     yaw_rate = _wrap(d[..., 2]) / PLAN_DT
     accel = (speed[:, :, 1:] - speed[:, :, :-1]) / PLAN_DT  # (B, K, 10)
     yaw_acc = (yaw_rate[:, :, 1:] - yaw_rate[:, :, :-1]) / PLAN_DT
@@ -120,7 +120,7 @@ class FieldGrid:
     x_min: float = -20.0
     x_max: float = 84.0
     y_half: float = 40.0
-    res: float = 1.0
+    res: float = 2.0
     cap: float = 3.0
 
     @property
@@ -161,15 +161,16 @@ def map_lookup(mp: torch.Tensor, mmask: torch.Tensor, grid: FieldGrid = FIELD_GR
     P = max(int(mmask.sum(1).max().item()) if mmask.numel() else 0, 1)
     H, W = grid.shape
     mp, mmask = mp[:, :P], mmask[:, :P]
-    L = mp.shape[2]
+    pts = mp[:, :, list(range(0, mp.shape[2] - 1, 2)) + [mp.shape[2] - 1], :2]  # every other point + the last
+    L = pts.shape[2]
     S = P * (L - 1)
-    a = mp[:, :, :-1, :2].reshape(B, S, 2)
-    b = mp[:, :, 1:, :2].reshape(B, S, 2)
+    a = pts[:, :, :-1].reshape(B, S, 2)
+    b = pts[:, :, 1:].reshape(B, S, 2)
     seg_poly = torch.arange(S, device=mp.device) // (L - 1)
     flags = mp[:, :, 0, 4:][:, seg_poly]  # (B, S, 7)
     lane_s = mmask[:, seg_poly] & ((flags[..., 0] > 0.5) | (flags[..., 1] > 0.5))
     oks = (lane_s, lane_s & (flags[..., 3] > 0.5), lane_s & (flags[..., 4] > 0.5))
-    w = int(math.ceil(grid.cap / grid.res + 1.0))
+    w = int(math.ceil((grid.cap + grid.res) / grid.res + 0.5))
     off = torch.arange(-w, w + 1, device=mp.device)
     di, dj = (x.reshape(-1) for x in torch.meshgrid(off, off, indexing="ij"))
     mid = (a + b) / 2
@@ -182,46 +183,60 @@ def map_lookup(mp: torch.Tensor, mmask: torch.Tensor, grid: FieldGrid = FIELD_GR
     rx, ry = px - a[..., None, 0], py - a[..., None, 1]
     u = ((rx * ab[..., 0] + ry * ab[..., 1]) / len2).clamp(0.0, 1.0)
     dist = torch.hypot(rx - u * ab[..., 0], ry - u * ab[..., 1])
-    inside = (i >= 0) & (i < H) & (j >= 0) & (j < W) & (dist < grid.cap)
+    inside = (i >= 0) & (i < H) & (j >= 0) & (j < W) & (dist < grid.cap + grid.res)
     cell = (torch.arange(B, device=mp.device)[:, None, None] * (H * W) + i.clamp(0, H - 1) * W
             + j.clamp(0, W - 1)).reshape(-1)
-    key = ((dist / grid.cap * (1 << 20)).long().clamp(0, (1 << 20) - 1) << _SEG_BITS) \
+    key = ((dist / (2 * grid.cap + 2 * grid.res) * (1 << 20)).long().clamp(0, (1 << 20) - 1) << _SEG_BITS) \
         + torch.arange(S, device=mp.device)[None, :, None]
     none = (1 << 20) << _SEG_BITS
     nearest = []
     for ok in oks:
-        k = torch.where(inside & ok[..., None], key, torch.full_like(key, none)).reshape(-1)
+        k = key.masked_fill(~(inside & ok[..., None]), none).reshape(-1)
         keys = torch.full((B * H * W,), none, dtype=torch.long, device=mp.device)
         keys.scatter_reduce_(0, cell, k, reduce="amin", include_self=True)
         nearest.append(torch.where(keys < none, keys & ((1 << _SEG_BITS) - 1), torch.full_like(keys, -1)))
     return MapLookup(torch.stack(nearest, 1).view(B, 3, H, W), a, b, flags)
 
 
-def map_features(lookup: MapLookup, points: torch.Tensor, grid: FieldGrid = FIELD_GRID) -> torch.Tensor:
-    """(B, Q, 2) ego-frame points -> (B, Q, 3, 4): per lookup (lane, route, red): [distance (m, cap where none),
-    unit tangent x, y (0 where none), found flag]; plus, for the lane lookup, the segment flags via
-    :func:`segment_flags`."""
+def map_features(lookup: MapLookup, points: torch.Tensor, grid: FieldGrid = FIELD_GRID) -> tuple[torch.Tensor,
+                                                                                              torch.Tensor]:
+    """Nearest lane / on-route lane / red-light lane segment of ego-frame points (B, Q, 2).
+
+    The candidates are the segments listed in the 4 cells around each point (the bilinear neighbours); the exact
+    point-to-segment distance picks among them. Returns (B, Q, 3, 4) [distance (m, ``cap`` where none), unit tangent
+    x, y (0 where none), found flag] per lookup, and the chosen segment indices (B, 3, Q) (-1 where none).
+    """
     B, Q, _ = points.shape
     H, W = grid.shape
-    i = torch.floor((grid.x_max - points[..., 0]) / grid.res).long()
-    j = torch.floor((grid.y_half - points[..., 1]) / grid.res).long()
+    fi = (grid.x_max - points[..., 0]) / grid.res - 0.5
+    fj = (grid.y_half - points[..., 1]) / grid.res - 0.5
+    i0, j0 = torch.floor(fi).long(), torch.floor(fj).long()
+    i = torch.stack([i0, i0, i0 + 1, i0 + 1], -1)  # (B, Q, 4)
+    j = torch.stack([j0, j0 + 1, j0, j0 + 1], -1)
     inside = (i >= 0) & (i < H) & (j >= 0) & (j < W)
-    flat = (i.clamp(0, H - 1) * W + j.clamp(0, W - 1))  # (B, Q)
-    seg = torch.gather(lookup.nearest.view(B, 3, H * W), 2, flat[:, None].expand(B, 3, Q))  # (B, 3, Q)
-    found = (seg >= 0) & inside[:, None]
-    s = seg.clamp_min(0).view(B, 3 * Q, 1)
-    a = torch.gather(lookup.a, 1, s.expand(-1, -1, 2)).view(B, 3, Q, 2)
-    b = torch.gather(lookup.b, 1, s.expand(-1, -1, 2)).view(B, 3, Q, 2)
-    ab = b - a
-    len2 = (ab * ab).sum(-1).clamp_min(1e-9)
-    r = points[:, None] - a
-    u = ((r * ab).sum(-1) / len2).clamp(0.0, 1.0)
-    dist = torch.linalg.vector_norm(r - u[..., None] * ab, dim=-1)
+    flat = (i.clamp(0, H - 1) * W + j.clamp(0, W - 1)).view(B, 1, Q * 4).expand(B, 3, Q * 4)
+    seg = torch.gather(lookup.nearest.view(B, 3, H * W), 2, flat).view(B, 3, Q, 4)
+    seg = seg.masked_fill(~inside[:, None], -1)
+    s = seg.clamp_min(0).view(B, -1)
+    ax, ay = (torch.gather(lookup.a[..., c], 1, s).view(B, 3, Q, 4) for c in (0, 1))
+    bx, by = (torch.gather(lookup.b[..., c], 1, s).view(B, 3, Q, 4) for c in (0, 1))
+    abx, aby = bx - ax, by - ay
+    len2 = (abx * abx + aby * aby).clamp_min(1e-9)
+    rx = points[..., 0].view(B, 1, Q, 1) - ax
+    ry = points[..., 1].view(B, 1, Q, 1) - ay
+    u = ((rx * abx + ry * aby) / len2).clamp(0.0, 1.0)
+    dist = torch.hypot(rx - u * abx, ry - u * aby)
+    dist = dist.masked_fill(seg < 0, 1e3)
+    best, k = dist.min(-1)  # (B, 3, Q)
+    chosen = seg.gather(-1, k[..., None]).squeeze(-1)
+    found = (best < grid.cap) & (chosen >= 0)
     f = found.to(points.dtype)
-    dist = torch.where(found, dist.clamp_max(grid.cap), torch.full_like(dist, grid.cap))
-    tangent = ab / len2.sqrt()[..., None] * f[..., None]
+    tx, ty = abx.gather(-1, k[..., None]).squeeze(-1), aby.gather(-1, k[..., None]).squeeze(-1)
+    norm = torch.hypot(tx, ty).clamp_min(1e-6)
+    tangent = torch.stack([tx / norm * f, ty / norm * f], dim=-1)
+    dist = torch.where(found, best, torch.full_like(best, grid.cap))
     out = torch.stack([dist, tangent[..., 0], tangent[..., 1], f], dim=-1)  # (B, 3, Q, 4)
-    return out.transpose(1, 2), seg
+    return out.transpose(1, 2), chosen.masked_fill(~found, -1)
 
 
 def segment_flags(lookup: MapLookup, seg: torch.Tensor) -> torch.Tensor:
@@ -258,24 +273,30 @@ def pose_features(plans: torch.Tensor, obs: dict[str, torch.Tensor], geom: BevGe
 
     # agents at the pose times, constant velocity
     ag, amask = obs["agents"], obs["agents_mask"]
-    a_xy = ag[:, None, :, AG_X:AG_Y + 1] + t[None, :, None, None] * ag[:, None, :, AG_VX:AG_VY + 1]  # (B, T, N, 2)
-    rel = a_xy[:, None] - centre[:, :, :, None]  # (B, K, T, N, 2)
-    dist = torch.linalg.vector_norm(rel, dim=-1)
-    a_rad = 0.5 * torch.sqrt(ag[..., AG_LEN] ** 2 + ag[..., AG_WID] ** 2)  # (B, N)
-    clear = (dist - a_rad[:, None, None] - EGO_RADIUS).masked_fill(~amask[:, None, None], 1e3)
+    n_agents = max(int(amask.sum(1).max()) if amask.numel() else 0, 1)  # real agents come first (nearest first)
+    ag, amask = ag[:, :n_agents], amask[:, :n_agents]
+    cx, cy = centre[..., 0].unsqueeze(-1), centre[..., 1].unsqueeze(-1)  # (B, K, T, 1)
+    ax = (ag[:, None, :, AG_X] + t[None, :, None] * ag[:, None, :, AG_VX]).unsqueeze(1)  # (B, 1, T, N)
+    ay = (ag[:, None, :, AG_Y] + t[None, :, None] * ag[:, None, :, AG_VY]).unsqueeze(1)
+    rx, ry = ax - cx, ay - cy  # (B, K, T, N)
+    dist = torch.hypot(rx, ry)
+    a_rad = 0.5 * torch.hypot(ag[..., AG_LEN], ag[..., AG_WID])  # (B, N)
+    amask4 = amask[:, None, None]
+    clear = (dist - a_rad[:, None, None] - EGO_RADIUS).masked_fill(~amask4, 1e3)
     clearance, nearest = clear.min(dim=-1)  # (B, K, T)
-    c_, s_ = cos[..., None], sin[..., None]
-    lon = c_ * rel[..., 0] + s_ * rel[..., 1]  # (B, K, T, N) in the pose frame
-    lat = -s_ * rel[..., 0] + c_ * rel[..., 1]
+    c_, s_ = cos.unsqueeze(-1), sin.unsqueeze(-1)
+    lon = c_ * rx + s_ * ry  # (B, K, T, N) in the pose frame
+    lat = c_ * ry - s_ * rx
     v_lon = c_ * ag[:, None, None, :, AG_VX] + s_ * ag[:, None, None, :, AG_VY]
     pick = nearest.unsqueeze(-1)
     n_lon, n_lat = lon.gather(-1, pick).squeeze(-1), lat.gather(-1, pick).squeeze(-1)
-    closing = (speed.unsqueeze(-1) - v_lon).gather(-1, pick).squeeze(-1) * (n_lon > 0).to(dt)
-    in_front = amask[:, None, None] & (lon > 0) & (lat.abs() < 1.25 + ag[:, None, None, :, AG_WID] / 2)
-    gap = lon - (FRONT - CENTRE_OFFSET) - ag[:, None, None, :, AG_LEN] / 2
+    closing = (speed - v_lon.gather(-1, pick).squeeze(-1)) * (n_lon > 0).to(dt)
+    half_w = ag[:, None, None, :, AG_WID] / 2
+    in_front = amask4 & (lon > 0) & (lat.abs() < 1.25 + half_w)
+    gap = lon - ag[:, None, None, :, AG_LEN] / 2 - (FRONT - CENTRE_OFFSET)
     front_gap = gap.masked_fill(~in_front, 1e3).min(dim=-1).values.clamp(-5.0, 60.0)
     front_ttc = (front_gap.clamp_min(0.0) / speed.clamp_min(0.5)).clamp_max(5.0)
-    close = ((clear < 3.0) & amask[:, None, None]).sum(-1).to(dt)
+    close = (clear < 3.0).sum(-1).to(dt)
 
     # map: exact distances to the nearest lane / on-route lane / red-light lane segment (scene-once lookup)
     lookup = obs.get("map_lookup")

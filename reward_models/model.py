@@ -4,13 +4,14 @@ Architecture (IRL-VLA stage 2, the paper's figure: plan tokens attend to BEV, ma
 
     scene (encoded ONCE per scene)                           plans (K per scene)
     bev (8,128,128) u8 -> CNN (/4, /2, /2) -> 64 BEV tokens   (K, 8, 3) poses -> per-pose geometric features
-    agents (32,14) + mask -> MLP           -> 32 object tokens            (reward_models.features, 99 values)
-    map (64,20,11) + mask -> PointNet      -> 64 map tokens                 -> MLP -> 8 pose tokens (+ time emb.)
+    agents (32,14) + mask -> MLP           -> 32 object tokens            (reward_models.features: 8 x 98 values
+    map (64,20,11) + mask -> PointNet      -> 64 map tokens                 + their max / min over time)
+                                                                            -> MLP -> h0 -> 1 plan token / plan
     ego (21,)                              -> 1 ego/command token           |
     instruction (32,) ids -> mean embedding-> 1 semantic token              |
-              \\___________ scene tokens (B, S=162, d) _______ cross-attention (pose tokens attend) x n_layers
+              \\___________ scene tokens (B, S=162, d) _______ cross-attention (plan tokens attend) x n_layers
                                                                             |
-                                                     flatten 8 tokens -> MLP -> plan embedding (B, K, h)
+                                                  [plan token, h0] -> MLP -> plan embedding (B, K, h)
                                                                             |
           heads: NC (3-way {0, .5, 1}), DDC (3-way), DAC, TLC, TTC, LK, HC, EC (binary logits), EP (sigmoid)
                                                                             |
@@ -191,16 +192,15 @@ class RewardWorldModel(nn.Module):
         self.ego_mlp = _mlp(21, d, d)
         self.instr = nn.Embedding(cfg.instruction_vocab, d, padding_idx=0)
         self.type_emb = nn.Parameter(torch.zeros(5, d))  # bev, agent, map, ego, instruction
-        self.pose_mlp = _mlp(NUM_POSE_FEATURES, d, d)
-        self.time_emb = nn.Parameter(torch.zeros(1, 1, 8, d))
+        F = NUM_POSE_FEATURES
+        self.plan_in = nn.Sequential(nn.Linear(8 * F + 2 * F, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, d))
         self.blocks = nn.ModuleList([CrossBlock(d, cfg.heads) for _ in range(cfg.layers)])
         self.plan_norm = nn.LayerNorm(d)
-        self.plan_mlp = nn.Sequential(nn.Linear(8 * d + 2 * NUM_POSE_FEATURES, cfg.hidden), nn.GELU(),
+        self.plan_mlp = nn.Sequential(nn.Linear(d + cfg.hidden, cfg.hidden), nn.GELU(),
                                       nn.Linear(cfg.hidden, cfg.hidden), nn.GELU())
         self.heads = nn.ModuleDict({n: nn.Linear(cfg.hidden, 3 if n in THREE_WAY else 1) for n in SUB_SCORES})
         nn.init.normal_(self.bev_pos, std=0.02)
         nn.init.normal_(self.type_emb, std=0.02)
-        nn.init.normal_(self.time_emb, std=0.02)
 
     # ---- scene -----------------------------------------------------------------------------------------------
 
@@ -209,6 +209,11 @@ class RewardWorldModel(nn.Module):
         dev = next(self.parameters()).device
         o = obs if _is_prepared(obs) else prepare_obs(obs, dev)
         B = o["ego"].shape[0]
+        # real agents / polylines come first (nearest first): drop all-padding slots (attention result unchanged)
+        n_ag = max(int(o["agents_mask"].sum(1).max()), 1)
+        n_mp = max(int(o["map_mask"].sum(1).max()), 1)
+        o = dict(o, agents=o["agents"][:, :n_ag], agents_mask=o["agents_mask"][:, :n_ag], map=o["map"][:, :n_mp],
+                 map_mask=o["map_mask"][:, :n_mp])
         te = self.type_emb
         bev = self.bev_cnn(o["bev"]).flatten(2).transpose(1, 2) + self.bev_pos + te[0]  # (B, 64, d)
         ag = o["agents"]
@@ -248,12 +253,12 @@ class RewardWorldModel(nn.Module):
             p = p.unsqueeze(0)
         B, K = p.shape[:2]
         feats = pose_features(p, enc.obs, self.config.bev)  # (B, K, 8, F)
-        x = self.pose_mlp(feats) + self.time_emb  # (B, K, 8, d)
-        q = x.reshape(B, K * 8, -1)
+        x = torch.cat([feats.flatten(2), feats.amax(dim=2), feats.amin(dim=2)], dim=-1)  # (B, K, 10 F)
+        h0 = self.plan_in[1](self.plan_in[0](x))  # (B, K, hidden)
+        q = self.plan_in[2](h0)  # (B, K, d): one plan token per plan
         for block in self.blocks:
             q = block(q, enc.tokens, enc.mask)
-        q = self.plan_norm(q).reshape(B, K, -1)
-        h = self.plan_mlp(torch.cat([q, feats.amax(dim=2), feats.amin(dim=2)], dim=-1))
+        h = self.plan_mlp(torch.cat([self.plan_norm(q), h0], dim=-1))
         logits = {n: (head(h) if n in THREE_WAY else head(h).squeeze(-1)) for n, head in self.heads.items()}
         return self.compose(logits)
 

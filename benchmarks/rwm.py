@@ -1,0 +1,113 @@
+"""Reward world model speed on one core vs the EPDMS scorer's fast path, on the same plans.
+
+Run ``python -m benchmarks.rwm`` (a table), ``--json`` (one JSON object), ``--scenes N`` (default 10),
+``--ckpt DIR`` (default: the shipped checkpoint; an untrained model of the default config if none is shipped).
+
+Two workloads, both with one torch/BLAS thread:
+
+* **one scene x 256 plans** (vocabulary search, best-of-K): the scorer is ``irlvla_gym.metrics.score_plans``
+  (fast implementation: LQR/bicycle simulation + scoring + human filter; the scene's ``prepare_scene`` context is
+  cached and not timed); the RWM encodes the scene once from its observation dict and scores the 256 plans
+  (``rwm_model``). ``rwm + obs`` adds building the observation from the scene (bev, ego, instruction, agents, map).
+  Goal: RWM >= 20x faster than the scorer.
+* **256 scenes x 1 plan** (a vector env step): the scorer is one ``score_plans`` call per scene (contexts cached);
+  the RWM encodes the 256 scenes as one batch and scores one plan each (observations given, as an env has them).
+
+Per scene the best of ``--repeats`` runs is taken; the table reports the median over scenes.
+"""
+
+from __future__ import annotations
+
+from benchmarks.common import force_single_thread
+
+force_single_thread()
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+def _best(fn, repeats: int) -> float:
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return min(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.common import add_common_args, at_least, report
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scenes", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ckpt", default=None)
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    from irlvla_gym.envs.vocabulary import load_vocabulary
+    from irlvla_gym.metrics import prepare_scene, score_plans
+    from irlvla_gym.obs.registry import ObservationBuilder
+    from irlvla_gym.scenes.synthetic import SPLITS, generate_scene
+    from reward_models import DEFAULT_CHECKPOINT, RewardWorldModel, load_model
+    from reward_models.model import OBS_KEYS
+
+    if args.ckpt or (DEFAULT_CHECKPOINT / "model.safetensors").exists():
+        model, which = load_model(args.ckpt), str(args.ckpt or "shipped default")
+    else:
+        model, which = RewardWorldModel().eval(), "untrained default config"
+    spec = SPLITS["synthetic-test"]
+    scenes = [generate_scene(spec.first_seed + i, spec.config, spec.name) for i in range(args.scenes)]
+    plans = load_vocabulary(256)
+    plans32 = plans.astype(np.float32)
+    builder = ObservationBuilder(OBS_KEYS)
+    rows = []
+    with torch.no_grad():
+        for scene in scenes:
+            ctx = prepare_scene(scene)
+            score_plans(scene, plans[:4], context=ctx)
+            t_score = _best(lambda: score_plans(scene, plans, context=ctx), args.repeats)
+            obs = builder.observe(scene)
+            model.predict_reward(obs, plans32)
+            t_model = _best(lambda: model.predict_reward(obs, plans32), args.repeats)
+            t_obs = _best(lambda: ObservationBuilder(OBS_KEYS).observe(scene), args.repeats)
+            rows.append((t_score, t_model, t_obs))
+        a = np.median(np.asarray(rows), axis=0)
+
+        # 256 scenes x 1 plan (scenes cycled)
+        n = 256
+        many = [scenes[i % len(scenes)] for i in range(n)]
+        ctxs = {s.token: prepare_scene(s) for s in scenes}
+        one = plans[np.arange(n) % 256][:, None]
+        t = time.perf_counter()
+        for s, p in zip(many, one):
+            score_plans(s, p, context=ctxs[s.token])
+        t_score_many = time.perf_counter() - t
+        obs_b = builder.observe_batch(many)
+        model.predict_reward(obs_b, one.astype(np.float32))
+        t_model_many = _best(lambda: model.predict_reward(obs_b, one.astype(np.float32)), args.repeats)
+
+    results = [
+        at_least("scorer fast path, 1 scene x 256 plans", 256 / a[0], "plans/s", None,
+                 note=f"{a[0] * 1e3:.1f} ms per batch (simulation + scoring)"),
+        at_least("RWM, 1 scene x 256 plans (encode + score)", 256 / a[1], "plans/s", None,
+                 note=f"{a[1] * 1e3:.2f} ms per batch"),
+        at_least("RWM speed-up vs scorer, 1 scene x 256 plans", a[0] / a[1], "x", 20.0),
+        at_least("RWM + building the obs, 1 scene x 256 plans", a[0] / (a[1] + a[2]), "x", None,
+                 note=f"obs build {a[2] * 1e3:.1f} ms"),
+        at_least("scorer fast path, 256 scenes x 1 plan", n / t_score_many, "plans/s", None),
+        at_least("RWM, 256 scenes x 1 plan (obs given)", n / t_model_many, "plans/s", None),
+        at_least("RWM speed-up vs scorer, 256 scenes x 1 plan", t_score_many / t_model_many, "x", None),
+    ]
+    report("reward world model", results, as_json=args.json,
+           meta={"scenes": args.scenes, "model": which, "repeats": args.repeats})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
