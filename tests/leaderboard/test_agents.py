@@ -95,3 +95,10 @@ def test_sb3_model_zip_agent(tmp_path, test_scenes):
     np.testing.assert_allclose(loaded.plan(obs, None), expected)
     np.testing.assert_allclose(loaded.plan(obs, None), agent.plan(obs, None), atol=1e-6)
     assert obs_keys_of_space(env.observation_space) == ("ego",)
+    # ... and it lands on the leaderboard by its zip path.
+    from irlvla_gym.leaderboard import LeaderboardConfig, run_leaderboard
+
+    result = run_leaderboard(LeaderboardConfig(agents=("human", str(path)), num_scenes=2, progress=False))
+    row = result.rows[1]
+    assert row["agent"] == "ppo_tiny" and row["scenes"] == 2 and row["errors"] == 0
+    assert 0.0 <= row["epdms"] <= 1.0
