@@ -204,8 +204,10 @@ class RewardWorldModel(nn.Module):
 
     # ---- scene -----------------------------------------------------------------------------------------------
 
-    def encode_scene(self, obs: Mapping[str, np.ndarray | torch.Tensor]) -> SceneEncoding:
-        """Scene tokens for one observation or a batch (entries :data:`OBS_ENTRIES`; see :func:`prepare_obs`)."""
+    def encode_scene(self, obs: Mapping[str, np.ndarray | torch.Tensor], lookup: bool = True) -> SceneEncoding:
+        """Scene tokens for one observation or a batch (entries :data:`OBS_ENTRIES`; see :func:`prepare_obs`).
+
+        ``lookup=False`` skips the map lookup table the plan features need (when features are precomputed)."""
         dev = next(self.parameters()).device
         o = obs if _is_prepared(obs) else prepare_obs(obs, dev)
         B = o["ego"].shape[0]
@@ -232,27 +234,33 @@ class RewardWorldModel(nn.Module):
         tokens = torch.cat([bev, agents, maps, ego, instr], dim=1)
         keep = torch.cat([torch.ones(B, 64, dtype=torch.bool, device=dev), o["agents_mask"], o["map_mask"],
                           torch.ones(B, 2, dtype=torch.bool, device=dev)], dim=1)
-        o = dict(o, map_lookup=map_lookup(o["map"], o["map_mask"]))
+        if lookup:
+            o = dict(o, map_lookup=map_lookup(o["map"], o["map_mask"]))
         return SceneEncoding(tokens, ~keep, o)
 
     # ---- plans -----------------------------------------------------------------------------------------------
 
-    def score(self, enc: SceneEncoding, plans: np.ndarray | torch.Tensor) -> Prediction:
+    def plan_features(self, enc: SceneEncoding, plans: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(B, K, 8, F) parameter-free plan-in-scene features (:func:`reward_models.features.pose_features`)."""
+        p = torch.as_tensor(plans, dtype=torch.float32, device=enc.tokens.device)
+        if p.ndim == 3:
+            p = p.unsqueeze(0)
+        return pose_features(p, enc.obs, self.config.bev)
+
+    def score(self, enc: SceneEncoding, plans: np.ndarray | torch.Tensor | None,
+              feats: torch.Tensor | None = None) -> Prediction:
         """Predict sub-scores and reward of plans against encoded scenes.
 
         Args:
             enc: :meth:`encode_scene` output for B scenes.
             plans: (B, K, 8, 3) plans per scene, or (K, 8, 3) when B = 1 (poses x, y, yaw in the t0 ego frame,
                 rear axle, m / rad).
+            feats: precomputed :meth:`plan_features` (then ``plans`` is not used); training caches them.
         Returns:
             :class:`Prediction` with (B, K) tensors.
         """
-        dev = enc.tokens.device
-        p = torch.as_tensor(plans, dtype=torch.float32, device=dev)
-        if p.ndim == 3:
-            p = p.unsqueeze(0)
-        B, K = p.shape[:2]
-        feats = pose_features(p, enc.obs, self.config.bev)  # (B, K, 8, F)
+        if feats is None:
+            feats = self.plan_features(enc, plans)  # (B, K, 8, F)
         x = torch.cat([feats.flatten(2), feats.amax(dim=2), feats.amin(dim=2)], dim=-1)  # (B, K, 10 F)
         h0 = self.plan_in[1](self.plan_in[0](x))  # (B, K, hidden)
         q = self.plan_in[2](h0)  # (B, K, d): one plan token per plan

@@ -1,7 +1,8 @@
 """Training of the reward world model: supervised sub-score losses + a maximum-entropy IRL term.
 
 ``irlvla rwm train --data DIR --out CKPT_DIR`` (:func:`train`). The loop reads top to bottom (CleanRL style):
-hyperparameters, data, model/optimizer (or resume), then per epoch: minibatches of ``batch_scenes`` scenes with all
+hyperparameters, data (plan features are parameter-free and computed once, :func:`precompute_features`),
+model/optimizer (or resume), then per epoch: minibatches of ``batch_scenes`` scenes with all
 their plans (expert + K candidates), the loss, the update, validation, checkpointing, early stopping.
 
 Loss for one minibatch (B scenes x M = K + 1 plans, expert at slot 0; r = the composed reward in [0, 1]):
@@ -93,8 +94,24 @@ def batch_tensors(data: RWMData, idx: np.ndarray) -> tuple[dict[str, torch.Tenso
     return obs, plans, labels
 
 
-def compute_loss(model: RewardWorldModel, obs, plans, labels, cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
-    pred = model(obs, plans)
+@torch.no_grad()
+def precompute_features(model: RewardWorldModel, data: RWMData, chunk: int = 16) -> torch.Tensor:
+    """(N, M, 8, F) plan features of a whole dataset. They have no parameters, so training computes them once
+    (about 0.3 kB per plan) instead of every epoch."""
+    out = []
+    for s in range(0, len(data), chunk):
+        idx = np.arange(s, min(s + chunk, len(data)))
+        obs, plans, _ = batch_tensors(data, idx)
+        out.append(model.plan_features(model.encode_scene(obs), plans))
+    return torch.cat(out)
+
+
+def compute_loss(model: RewardWorldModel, obs, plans, labels, cfg: TrainConfig,
+                 feats: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    if feats is None:
+        pred = model(obs, plans)
+    else:
+        pred = model.score(model.encode_scene(obs, lookup=False), None, feats=feats)
     parts = supervised_losses(pred, labels)
     sup = sum(parts.values())
     rew = F.mse_loss(pred.reward, labels["epdms"])
@@ -108,7 +125,8 @@ def compute_loss(model: RewardWorldModel, obs, plans, labels, cfg: TrainConfig) 
 
 
 @torch.no_grad()
-def evaluate_loss(model: RewardWorldModel, data: RWMData, cfg: TrainConfig) -> dict[str, float]:
+def evaluate_loss(model: RewardWorldModel, data: RWMData, cfg: TrainConfig,
+                  feats: torch.Tensor | None = None) -> dict[str, float]:
     """Mean validation losses and the pooled Spearman of reward vs EPDMS."""
     model.eval()
     sums: dict[str, float] = {}
@@ -116,7 +134,7 @@ def evaluate_loss(model: RewardWorldModel, data: RWMData, cfg: TrainConfig) -> d
     for start in range(0, len(data), cfg.batch_scenes):
         idx = np.arange(start, min(start + cfg.batch_scenes, len(data)))
         obs, plans, labels = batch_tensors(data, idx)
-        _, out = compute_loss(model, obs, plans, labels, cfg)
+        _, out = compute_loss(model, obs, plans, labels, cfg, None if feats is None else feats[idx])
         for k, v in out["logs"].items():
             sums[k] = sums.get(k, 0.0) + v * len(idx)
         preds.append(out["reward"].numpy())
@@ -193,6 +211,7 @@ def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: Mo
         model_cfg = model_cfg or ModelConfig()
         model = RewardWorldModel(model_cfg)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    train_feats, val_feats = precompute_features(model, train_data), precompute_features(model, val_data)
     model.train()
     writer = _summary_writer(out_p / "tb")
     meta = {"train": dataclasses.asdict(cfg), "data": str(data_dir), "train_scenes": len(train_data),
@@ -224,7 +243,7 @@ def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: Mo
             lr = _lr_at(state["step"], total_steps, cfg.lr)
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss, out = compute_loss(model, obs, plans, labels, cfg)
+            loss, out = compute_loss(model, obs, plans, labels, cfg, train_feats[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -237,7 +256,8 @@ def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: Mo
                     writer.add_scalar(f"train/{k}", v, state["step"])
                 writer.add_scalar("train/lr", lr, state["step"])
         bar.close()
-        val = evaluate_loss(model, val_data, cfg) if len(val_data) else {"loss/total": running, "spearman": float("nan")}
+        val = (evaluate_loss(model, val_data, cfg, val_feats) if len(val_data)
+               else {"loss/total": running, "spearman": float("nan")})
         state["epoch"] = epoch + 1
         state["history"].append({"epoch": epoch + 1, "step": state["step"], "train_loss": running,
                                  "val_loss": val["loss/total"], "val_spearman": val["spearman"]})
