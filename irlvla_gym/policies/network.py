@@ -22,6 +22,7 @@ Weights round-trip with :meth:`VLANetwork.save_pretrained` / :meth:`VLANetwork.f
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -303,6 +304,10 @@ class VLANetwork(nn.Module):
         with atomic_write(directory / WEIGHTS_NAME) as fh:
             fh.write(save(state, metadata=meta))
         self.config.save(directory)
+        umask = os.umask(0)
+        os.umask(umask)
+        for name in (WEIGHTS_NAME, CONFIG_NAME):  # temp files are 0600; checkpoints are meant to be shared
+            os.chmod(directory / name, 0o666 & ~umask)
         return directory
 
     @classmethod
