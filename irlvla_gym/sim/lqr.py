@@ -79,7 +79,9 @@ def velocity_curvature_profiles(poses: np.ndarray, dt: float, jerk_penalty: floa
     projected = np.cos(headings) * differences[..., 0] + np.sin(headings) * differences[..., 1]  # (B, M)
 
     # Velocity: v0 and M - 1 accelerations with a jerk penalty.
-    solution = projected @ _velocity_fit_operator(M, dt, jerk_penalty).T  # (B, M)
+    # A stack of (1, M) @ (M, M) products, not one (B, M) @ (M, M): BLAS picks different kernels (and rounding) for
+    # different B, and a plan must get the same profile alone as in a batch (single env == vector env).
+    solution = np.matmul(projected[:, None, :], _velocity_fit_operator(M, dt, jerk_penalty).T)[:, 0]  # (B, M)
     velocity = _integrate_profile(solution[:, 0], solution[:, 1:], dt)  # (B, M)
 
     # Curvature: kappa0 and M - 1 curvature rates with a curvature-rate penalty; A = diag(v) C depends on the plan.

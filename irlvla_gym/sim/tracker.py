@@ -9,6 +9,7 @@ from irlvla_gym.scenes.scene import DT as SCENE_DT
 from irlvla_gym.scenes.scene import Scene, wrap_angle
 from irlvla_gym.sim.bicycle import propagate_state
 from irlvla_gym.sim.config import SimConfig
+from irlvla_gym.sim.fused import PYTHON_LOOP_MAX_K, StepTables, run_numpy, run_python
 from irlvla_gym.sim.interpolation import interpolate_plan
 from irlvla_gym.sim.lqr import ReferenceProfiles, lqr_commands
 from irlvla_gym.sim.state import StateIndex
@@ -44,23 +45,9 @@ def initial_state(scene: Scene, config: SimConfig = SimConfig(), estimate_steeri
     return state
 
 
-def simulate_plans(scene_or_initial_state: Scene | np.ndarray, plans: np.ndarray,
-                   config: SimConfig = SimConfig()) -> np.ndarray:
-    """Simulate K plans with the LQR tracker and the kinematic bicycle.
-
-    Args:
-        scene_or_initial_state: a :class:`Scene` (its :func:`initial_state` is used) or initial states (11,) / (K, 11).
-        plans: (K, T, 3) or (T, 3) plan poses [x, y, yaw] (m, rad) at t = 0.5 .. T * 0.5 s, in the frame of the
-            initial pose (the t0 ego frame for a scene), rear-axle reference. T = 8 gives 4 s.
-        config: tracker / bicycle parameters.
-
-    Returns:
-        (K, S + 1, 11) float64 simulated states at t = 0, 0.1, .., T * 0.5 s (S = T * 5 steps; (K, 41, 11) for 4 s),
-        :class:`StateIndex` columns; row 0 is the initial state. A (T, 3) input returns (S + 1, 11).
-
-    The loop runs over the S time steps; every step is vectorised over the K plans. NAVSIM refits the reference
-    profiles at every step from unchanged poses; they are fitted once here (same numbers).
-    """
+def _prepare(scene_or_initial_state: Scene | np.ndarray, plans: np.ndarray, config: SimConfig
+             ) -> tuple[np.ndarray, bool, int, np.ndarray]:
+    """Validated (K, T, 3) plans, whether the input was one plan, K and the (K, 11) start states."""
     plans = np.asarray(plans, dtype=np.float64)
     squeeze = plans.ndim == 2
     if squeeze:
@@ -75,11 +62,47 @@ def simulate_plans(scene_or_initial_state: Scene | np.ndarray, plans: np.ndarray
     if start.shape not in ((StateIndex.SIZE,), (K, StateIndex.SIZE)):
         raise ValueError(f"initial state must be (11,) or ({K}, 11), got {start.shape}")
     start = np.broadcast_to(start, (K, StateIndex.SIZE))
+    return plans, squeeze, K, start
 
+
+def simulate_plans(scene_or_initial_state: Scene | np.ndarray, plans: np.ndarray,
+                   config: SimConfig = SimConfig()) -> np.ndarray:
+    """Simulate K plans with the LQR tracker and the kinematic bicycle.
+
+    Args:
+        scene_or_initial_state: a :class:`Scene` (its :func:`initial_state` is used) or initial states (11,) / (K, 11).
+        plans: (K, T, 3) or (T, 3) plan poses [x, y, yaw] (m, rad) at t = 0.5 .. T * 0.5 s, in the frame of the
+            initial pose (the t0 ego frame for a scene), rear-axle reference. T = 8 gives 4 s.
+        config: tracker / bicycle parameters.
+
+    Returns:
+        (K, S + 1, 11) float64 simulated states at t = 0, 0.1, .., T * 0.5 s (S = T * 5 steps; (K, 41, 11) for 4 s),
+        :class:`StateIndex` columns; row 0 is the initial state. A (T, 3) input returns (S + 1, 11).
+
+    NAVSIM refits the reference profiles at every step from unchanged poses; they are fitted once here (same
+    numbers). Everything that does not depend on the simulated state is then tabulated for all steps at once and the
+    loop over the S time steps runs fused (:mod:`irlvla_gym.sim.fused`): Python floats per plan for K <= 16, numpy
+    arrays over K beyond (identical arithmetic, so a plan gives the same states alone or in any batch).
+    """
+    plans, squeeze, K, start = _prepare(scene_or_initial_state, plans, config)
+    reference_poses = interpolate_plan(plans, start[:, StateIndex.STATE_SE2], config.plan_dt, config.dt)
+    reference = ReferenceProfiles.fit(reference_poses, config)
+    tables = StepTables.build(reference.poses, reference.velocity, reference.curvature, config)
+    start = np.ascontiguousarray(start)
+    run = run_python if K <= PYTHON_LOOP_MAX_K else run_numpy
+    states = run(start, tables, config)
+    return states[0] if squeeze else states
+
+
+def simulate_plans_stepwise(scene_or_initial_state: Scene | np.ndarray, plans: np.ndarray,
+                            config: SimConfig = SimConfig()) -> np.ndarray:
+    """:func:`simulate_plans` evaluated the way NAVSIM does it, one ``lqr_commands`` + ``propagate_state`` call per
+    step (the formulation the fused loop of :mod:`irlvla_gym.sim.fused` is derived from; kept as its reference).
+    Same arguments and result (equal to ~1e-12)."""
+    plans, squeeze, K, start = _prepare(scene_or_initial_state, plans, config)
     reference_poses = interpolate_plan(plans, start[:, StateIndex.STATE_SE2], config.plan_dt, config.dt)
     reference = ReferenceProfiles.fit(reference_poses, config)
     num_steps = reference_poses.shape[1] - 1
-
     states = np.empty((K, num_steps + 1, StateIndex.SIZE))
     states[:, 0] = start
     states[:, 0, StateIndex.HEADING] = wrap_angle(start[:, StateIndex.HEADING])
