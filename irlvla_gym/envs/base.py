@@ -26,13 +26,18 @@ RWM_MESSAGE = ("reward='rwm' needs the learned reward world model (reward_models
 
 
 def resolve_reward(spec: Any) -> Callable[..., float] | None:
-    """None for the built-in EPDMS reward, the callable for a custom one; raises for ``"rwm"``."""
+    """None for the built-in EPDMS reward, the callable for a custom one or for ``"rwm"`` / ``"rwm:<ckpt dir>"``
+    (the reward world model, :func:`reward_models.env_reward`)."""
     if callable(spec):
         return spec
     if spec == "epdms":
         return None
-    if spec == "rwm":
-        raise RewardModelUnavailableError(RWM_MESSAGE)
+    if isinstance(spec, str) and (spec == "rwm" or spec.startswith("rwm:")):
+        try:  # the learned reward world model (reward_models/): shipped checkpoint or "rwm:<checkpoint dir>"
+            from reward_models import env_reward
+        except ImportError as exc:
+            raise RewardModelUnavailableError(f"{RWM_MESSAGE} ({exc})") from exc
+        return env_reward(spec)
     raise ValueError(f"reward must be 'epdms', 'rwm' or a callable, got {spec!r}")
 
 

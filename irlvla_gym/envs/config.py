@@ -32,7 +32,8 @@ class EnvConfig:
         obs_config: :class:`~irlvla_gym.obs.config.ObsConfig` or a dict of its fields.
         action_type: ``"trajectory"`` (Box(-1, 1, (24,))) or ``"vocabulary"`` (Discrete(vocabulary_size)).
         vocabulary_size: K of the trajectory vocabulary.
-        reward: ``"epdms"`` (rule-based scorer), ``"rwm"`` (learned reward world model; not available yet: raises),
+        reward: ``"epdms"`` (rule-based scorer), ``"rwm"`` (learned reward world model, shipped checkpoint) or
+            ``"rwm:<checkpoint dir>"`` (see ``reward_models``),
             or a callable ``(scene, plan (8, 3)) -> float`` (plan in the scene's ego frame).
         traffic: ``"log"`` (non-reactive replay) or ``"idm"`` (reactive IDM agents).
         human_filter: NAVSIM v2's human false-positive filter (sub-scores the logged expert fails are set to 1).
@@ -66,7 +67,7 @@ class EnvConfig:
             raise ValueError(f"action_type must be 'trajectory' or 'vocabulary', got {self.action_type!r}")
         if self.traffic not in ("log", "idm"):
             raise ValueError(f"traffic must be 'log' or 'idm', got {self.traffic!r}")
-        if not (callable(self.reward) or self.reward in ("epdms", "rwm")):
+        if not (callable(self.reward) or self.reward in ("epdms", "rwm") or str(self.reward).startswith("rwm:")):
             raise ValueError(f"reward must be 'epdms', 'rwm' or a callable (scene, plan) -> float, got {self.reward!r}")
         if self.num_scenes is not None and self.num_scenes < 1:
             raise ValueError(f"num_scenes must be >= 1 or None, got {self.num_scenes}")
