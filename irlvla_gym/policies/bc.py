@@ -270,7 +270,8 @@ class EpdmsEvaluator:
 
 
 def _save_optimizer(optimizer, path: Path, epoch: int) -> dict[str, Any]:
-    """Optimizer tensors to safetensors (``state.<param index>.<name>``); returns the json-safe remainder."""
+    """Optimizer tensors (``state.<param index>.<name>``) and the torch RNG state (``rng.torch``) to safetensors;
+    returns the json-safe remainder (param groups)."""
     from safetensors.torch import save
 
     from irlvla_gym.utils import atomic_write
@@ -278,15 +279,24 @@ def _save_optimizer(optimizer, path: Path, epoch: int) -> dict[str, Any]:
     sd = optimizer.state_dict()
     tensors = {f"state.{i}.{name}": v.detach().cpu().contiguous().reshape(v.shape)
                for i, st in sd["state"].items() for name, v in st.items() if hasattr(v, "detach")}
+    import torch
+
+    tensors["rng.torch"] = torch.get_rng_state()  # the diffusion loss draws noise: resumes continue the stream
     with atomic_write(path) as fh:
         fh.write(save(tensors, metadata={"epoch": str(epoch)}))
     return {"param_groups": sd["param_groups"]}
 
 
 def _load_optimizer(optimizer, path: Path, groups: dict[str, Any]) -> None:
+    """Inverse of :func:`_save_optimizer` (also restores the torch RNG state saved with it)."""
     from safetensors.torch import load_file
 
+    import torch
+
     tensors = load_file(str(path))
+    rng = tensors.pop("rng.torch", None)
+    if rng is not None:
+        torch.set_rng_state(rng)
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         _, idx, name = key.split(".", 2)

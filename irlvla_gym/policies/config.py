@@ -57,7 +57,8 @@ class VLAConfig:
         log_std_init: initial state-independent log-std of the Gaussian (normalised action units).
         diffusion_steps: denoising steps (train and sample; a short DDPM schedule like DiffusionDrive's).
         diffusion_layers: decoder layers (self-attention over the 8 waypoint tokens + cross-attention to fused tokens).
-        dropout: dropout in the fusion transformer and heads.
+        dropout: dropout everywhere (transformers encoders included, pretrained ones too). Default 0: SB3's PPO
+            computes log-probabilities in train mode, so any dropout makes its probability ratio noisy.
     """
 
     obs_keys: tuple[str, ...] = ("camera", "ego", "instruction")

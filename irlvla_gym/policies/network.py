@@ -61,10 +61,11 @@ def build_vision_model(cfg: VLAConfig, load_pretrained: bool = True) -> nn.Modul
         path = str(cfg.vision_pretrained_path)
         model_type = AutoConfig.from_pretrained(path).model_type
         if model_type == "vit":
-            model = ViTModel.from_pretrained(path, add_pooling_layer=False)
+            model = ViTModel.from_pretrained(path, add_pooling_layer=False, hidden_dropout_prob=cfg.dropout,
+                                             attention_probs_dropout_prob=cfg.dropout)
             cfg.vision_model = "vit"
         elif model_type in ("siglip", "siglip_vision_model"):
-            model = SiglipVisionModel.from_pretrained(path)
+            model = SiglipVisionModel.from_pretrained(path, attention_dropout=cfg.dropout)
             cfg.vision_model = "siglip"
         else:
             raise ValueError(f"vision_pretrained_path {path}: unsupported model type {model_type!r} (vit or siglip)")
@@ -80,10 +81,11 @@ def build_vision_model(cfg: VLAConfig, load_pretrained: bool = True) -> nn.Modul
     common = dict(patch_size=cfg.patch_size, hidden_size=cfg.vision_hidden, num_hidden_layers=cfg.vision_layers,
                   num_attention_heads=cfg.vision_heads, intermediate_size=4 * cfg.vision_hidden, num_channels=3)
     if cfg.vision_model == "vit":
-        hf = ViTConfig(image_size=list(cfg.image_size), **common)
+        hf = ViTConfig(image_size=list(cfg.image_size), hidden_dropout_prob=cfg.dropout,
+                       attention_probs_dropout_prob=cfg.dropout, **common)
         model = ViTModel(hf, add_pooling_layer=False)
     else:
-        hf = SiglipVisionConfig(image_size=cfg.image_size[0], **common)
+        hf = SiglipVisionConfig(image_size=cfg.image_size[0], attention_dropout=cfg.dropout, **common)
         model = SiglipVisionModel(hf)
     cfg.vision_config = _config_dict(model.config)
     return model
@@ -94,14 +96,16 @@ def build_language_model(cfg: VLAConfig, load_pretrained: bool = True) -> nn.Mod
     from transformers import BertConfig, BertModel
 
     if cfg.language_pretrained_path and load_pretrained:
-        model = BertModel.from_pretrained(str(cfg.language_pretrained_path), add_pooling_layer=False)
+        model = BertModel.from_pretrained(str(cfg.language_pretrained_path), add_pooling_layer=False,
+                                          hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
         cfg.language_config = _config_dict(model.config)
         return model
     if cfg.language_config is not None:
         return BertModel(BertConfig.from_dict(dict(cfg.language_config)), add_pooling_layer=False)
     hf = BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.text_hidden, num_hidden_layers=cfg.text_layers,
                     num_attention_heads=cfg.text_heads, intermediate_size=4 * cfg.text_hidden,
-                    max_position_embeddings=cfg.max_tokens, type_vocab_size=1, pad_token_id=0)
+                    max_position_embeddings=cfg.max_tokens, type_vocab_size=1, pad_token_id=0,
+                    hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
     model = BertModel(hf, add_pooling_layer=False)
     cfg.language_config = _config_dict(model.config)
     return model

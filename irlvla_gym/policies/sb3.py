@@ -33,6 +33,7 @@ must still exist, or pass ``custom_objects={"policy_kwargs": {...}}``) and then 
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 import numpy as np
@@ -138,8 +139,6 @@ class VLAPolicy(ActorCriticPolicy):
                  num_threads: int | None = None, log_std_init: float | None = None, ortho_init: bool = False,
                  **kwargs: Any):
         from irlvla_gym.utils import limit_torch_threads
-
-        import os
 
         wanted = int(num_threads or os.environ.get("IRLVLA_NUM_THREADS", 1))
         if torch.get_num_threads() > wanted:
