@@ -37,7 +37,9 @@ def _smooth(values: np.ndarray, window: int, order: int, deriv: int = 0, delta: 
     n = values.shape[-1]
     window = min(window, n)
     order = min(order, window - 1)
-    return values @ _savgol_matrix(n, window, order, deriv, float(delta)).T
+    # A stack of (1, n) @ (n, n) products: BLAS rounds a (K, n) @ (n, n) product differently for different K, and
+    # a plan must score the same alone (single env) as in a batch (vector env, multi-scene scorer).
+    return np.matmul(values[..., None, :], _savgol_matrix(n, window, order, deriv, float(delta)).T)[..., 0, :]
 
 
 def comfort_series(states: np.ndarray, config: ScorerConfig) -> dict[str, np.ndarray]:
@@ -72,13 +74,14 @@ def history_comfort(states: np.ndarray, history: np.ndarray, config: ScorerConfi
 
     Args:
         states: (K, 41, 11) simulated states.
-        history: (H, 11) logged states at t = -1.5 .. -0.1 s.
+        history: (H, 11) logged states at t = -1.5 .. -0.1 s, or (K, H, 11) one history per plan (plans of
+            different scenes, the multi-scene scorer).
 
     Returns:
         hc (K,) in {0, 1}; ok (K, 6) bool per bound (:data:`COMFORT_NAMES`); value_min, value_max (K, 6).
     """
     K = states.shape[0]
-    full = np.concatenate([np.broadcast_to(history, (K,) + history.shape), states], axis=1)
+    full = np.concatenate([np.broadcast_to(history, (K,) + history.shape[-2:]), states], axis=1)
     s = comfort_series(full, config)
     lo = np.array([config.min_lon_accel, -config.max_abs_lat_accel, -config.max_abs_jerk, -config.max_abs_lon_jerk,
                    -config.max_abs_yaw_accel, -config.max_abs_yaw_rate])

@@ -167,11 +167,15 @@ class AgentTracks:
             (K, 41, N, 8) when the agents react to each plan (IDM traffic).
         valid: (41, N) or (K, 41, N) bool, agent present at that step.
         category: (N,) int, index into :data:`irlvla_gym.scenes.scene.AGENT_CATEGORIES`.
+        cache: free slot for derived per-agent arrays (the multi-scene scorer keeps its packed copies here, so a
+            scene's replayed agents are prepared once however often they are scored). Treat boxes / valid as
+            read-only once scored.
     """
 
     boxes: np.ndarray
     valid: np.ndarray
     category: np.ndarray
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_agents(self) -> int:

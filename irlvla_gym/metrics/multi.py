@@ -1,0 +1,402 @@
+"""Multi-scene scorer: R rows, each (scoring context, simulated states, agents), scored in one vectorised pass.
+
+:func:`irlvla_gym.metrics.fast.score_states_fast` is batched over K plans of *one* scene. A vector env steps N
+envs in N different scenes, so calling it N times pays its fixed cost (~250 numpy calls, ~1 ms) N times. Here:
+
+* **map queries** (drivable area, lanes, intersections, lane-keeping distances, red connectors, route progress) run
+  once per *distinct* scene among the rows (all rows of a scene in one query), because each scene has its own
+  polygon index;
+* **agents** (NC, TTC) are *packed*: every row's agents are concatenated along one agent axis A = sum of N_r with a
+  row id per agent, so each ego-agent pair test is one array operation over all rows (no padding to the largest
+  N). The per-agent arrays a scene's log replay needs (centres, radii, stopped flags, TTC reach) are computed once
+  and kept in ``AgentTracks.cache``;
+* **DDC, LK, progress, HC, EC** are row-wise already and run over (R, 41) arrays.
+
+Every number equals what ``score_states_fast`` gives for the row's scene and plan alone, bit for bit (same
+element-wise operations, batch-invariant reductions; ``tests/metrics/test_multi.py`` checks every field). EP
+normalisation, the human filter and the aggregates are applied per row by :func:`finalize_rows` (each row has
+its own reference progress and human evaluation).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from irlvla_gym.metrics import boxes as B
+from irlvla_gym.metrics.comfort import extended_comfort, history_comfort
+from irlvla_gym.metrics.config import MULTIPLICATIVE, SUB_SCORES, ScorerConfig
+from irlvla_gym.metrics.context import AgentTracks, ScoringContext
+from irlvla_gym.metrics.fast import (
+    _fast_map, _first_fault_free, _point_segment_distance, boxes_overlap, project_on_polyline, segment_box_overlap,
+)
+from irlvla_gym.metrics.polyindex import _expand
+from irlvla_gym.metrics.result import (
+    ACTIVE_FRONT, ACTIVE_LATERAL, ACTIVE_REAR, STOPPED_EGO, STOPPED_TRACK, ScoreResult, empty_result, epdms,
+)
+
+
+def _ego_offsets(ctx: ScoringContext) -> tuple[np.ndarray, np.ndarray, float]:
+    """Body-frame longitudinal / lateral offsets (5,) of the box points and the bounding radius (as
+    :func:`irlvla_gym.metrics.boxes.ego_box_points` and ``score_states_fast``)."""
+    v = ctx.vehicle
+    half_w = 0.5 * v.width
+    lon = np.array([v.front_length, -v.rear_length, -v.rear_length, v.front_length, v.rear_axle_to_center])
+    lat = np.array([half_w, half_w, -half_w, -half_w, 0.0])
+    return lon, lat, 0.5 * np.hypot(v.length, v.width)
+
+
+def _map_flags(ctx: ScoringContext, red: np.ndarray, pts: np.ndarray, res: ScoreResult, rows: np.ndarray) -> None:
+    """Map-based per-step flags of the rows ``rows`` of one scene (``score_states_fast``'s first half).
+
+    Args:
+        ctx: the scene's context (polygons, lanes, route, fast-map cache).
+        red: (Ru, T, L) red on-route connectors per row (rows may be at different times in a closed loop).
+        pts: (Ru, T, 5, 2) ego box points of the rows.
+        res: the R-row result; its rows ``rows`` (Ru,) get non_drivable, multiple_lanes, oncoming,
+            in_intersection, lk_deviation, red_light and progress.
+    """
+    fmap = _fast_map(ctx)
+    K, T = pts.shape[:2]
+    L = ctx.num_lanes
+    KT = K * T
+    point_idx, poly, entry = fmap.index.contains(pts.reshape(-1, 2), return_entries=True)
+    kt, which = point_idx // 5, point_idx % 5
+    is_corner = which < B.CENTER
+    corner_covered = np.zeros(KT * 4, bool)
+    corner_covered[(kt * 4 + which)[is_corner]] = True
+    non_drivable = ~corner_covered.reshape(KT, 4).all(axis=1)
+    lane_pair = is_corner & (poly < L)
+    key = kt[lane_pair] * max(L, 1) + poly[lane_pair]
+    if KT * max(L, 1) <= 4_000_000:
+        counts = np.bincount(key, minlength=KT * max(L, 1))
+        ukey = np.flatnonzero(counts)
+        corners_per_lane = counts[ukey]
+    else:
+        ukey, corners_per_lane = np.unique(key, return_counts=True)
+    ukt = ukey // max(L, 1)
+    lanes_touched = np.bincount(ukt, minlength=KT)
+    one_lane_all = np.bincount(ukt[corners_per_lane == 4], minlength=KT) > 0
+    multiple_lanes = (lanes_touched > 1) & ~one_lane_all
+    is_centre = ~is_corner
+    ckt, cpoly = kt[is_centre], poly[is_centre]
+    oncoming = np.bincount(ckt, weights=ctx.polygon_is_on_route[cpoly], minlength=KT) == 0
+    in_inter = np.bincount(ckt, weights=ctx.polygon_is_intersection[cpoly], minlength=KT) > 0
+    res.non_drivable[rows] = non_drivable.reshape(K, T)
+    res.multiple_lanes[rows] = multiple_lanes.reshape(K, T)
+    res.oncoming[rows] = oncoming.reshape(K, T)
+    res.in_intersection[rows] = in_inter.reshape(K, T)
+    t_of_kt = np.tile(np.arange(T), K)
+    row_of_kt = np.repeat(np.arange(K), T)
+
+    lane_c = cpoly < L
+    lk_kt, lk_entry = ckt[lane_c], entry[is_centre][lane_c]
+    deviation = np.full(KT, np.inf)
+    centre = pts[..., B.CENTER, :].reshape(KT, 2)
+    if len(lk_kt):
+        start = fmap.entry_seg_start[lk_entry]
+        count = fmap.entry_seg_start[lk_entry + 1] - start
+        row, item = _expand(start, count)
+        seg = fmap.entry_segs[item]
+        dist = _point_segment_distance(centre[lk_kt[row]], fmap.lane_seg_a[seg], fmap.lane_seg_b[seg])
+        per_pair = np.minimum.reduceat(dist, np.cumsum(count) - count)
+        np.minimum.at(deviation, lk_kt, per_pair)
+    res.lk_deviation[rows] = deviation.reshape(K, T)
+
+    red_step = np.zeros(KT, bool)
+    rp = lane_pair.copy()
+    lp_kt = kt[lane_pair]
+    rp[lane_pair] = red[row_of_kt[lp_kt], t_of_kt[lp_kt], poly[lane_pair]]
+    red_step[kt[rp]] = True
+    if len(fmap.red_lanes):
+        flat_corners = pts[..., :4, :].reshape(KT, 4, 2)
+        bmin, bmax = flat_corners.min(axis=1), flat_corners.max(axis=1)
+        for lane, (ea, eb, pmin, pmax) in fmap.red_edges.items():
+            cand = np.flatnonzero(red[row_of_kt, t_of_kt, lane] & ~red_step & np.all(bmax >= pmin, axis=1)
+                                  & np.all(bmin <= pmax, axis=1))
+            if not len(cand):
+                continue
+            ci = np.repeat(cand, len(ea))
+            ei = np.tile(np.arange(len(ea)), len(cand))
+            hit = segment_box_overlap(ea[ei], eb[ei], flat_corners[ci])
+            red_step[np.unique(ci[hit])] = True
+    res.red_light[rows] = red_step.reshape(K, T)
+
+    if len(ctx.route_centerline) >= 2:
+        c = pts[..., B.CENTER, :]
+        s = project_on_polyline(np.concatenate([c[:, 0], c[:, -1]]), ctx.route_centerline)
+        res.progress[rows] = np.maximum(s[K:] - s[:K], 0.0)
+
+
+def _agent_arrays(agents: AgentTracks, cfg: ScorerConfig, T: int) -> dict[str, np.ndarray]:
+    """Per-agent arrays in (N, T) layout, cached on the tracks (one scene's log replay is scored many times)."""
+    key = ("multi", T, cfg.collision_stopped_speed, cfg.ttc_num_steps, tuple(cfg.ttc_projection_steps))
+    out = agents.cache.get(key)
+    if out is not None:
+        return out
+    boxes = np.asarray(agents.boxes, np.float64)
+    valid = np.asarray(agents.valid, bool)
+    if boxes.ndim == 4:  # per-plan tracks of one plan
+        boxes, valid = boxes[0], valid[0]
+    bt = np.ascontiguousarray(boxes.transpose(1, 0, 2))  # (N, T, 8)
+    static = agents.is_static
+    radius = 0.5 * np.hypot(bt[..., 3], bt[..., 4])
+    stopped = static[:, None] | (np.hypot(bt[..., 6], bt[..., 7]) <= cfg.collision_stopped_speed)
+    Tt = min(cfg.ttc_num_steps, T)
+    steps = np.asarray(cfg.ttc_projection_steps)
+    later = np.minimum(np.arange(Tt)[:, None] + steps[None, :], T - 1)  # (Tt, S)
+    cx, cy = bt[..., 0], bt[..., 1]
+    travel = np.max(np.hypot(cx[:, later] - cx[:, :Tt, None], cy[:, later] - cy[:, :Tt, None]), axis=2)
+    reach = np.max(radius[:, later], axis=2) + travel  # (N, Tt)
+    out = {"boxes": bt, "cx": np.ascontiguousarray(cx), "cy": np.ascontiguousarray(cy), "radius": radius,
+           "valid": np.ascontiguousarray(valid.T), "stopped": stopped, "reach": reach, "static": static,
+           "category": np.asarray(agents.category, np.int64)}
+    agents.cache[key] = out
+    return out
+
+
+def score_rows(contexts: Sequence[ScoringContext], states: np.ndarray, agents: Sequence[AgentTracks],
+               previous_states: Sequence[np.ndarray | None] | None = None) -> tuple[ScoreResult, np.ndarray]:
+    """Raw evaluation (before EP normalisation / human filter) of R rows of possibly different scenes.
+
+    Args:
+        contexts: R scoring contexts (the same object may repeat; contexts made by ``dataclasses.replace`` from one
+            scene share its map cache). All must share one :class:`ScorerConfig`.
+        states: (R, 41, 11) simulated ego states, row r in the frame of ``contexts[r]``.
+        agents: R agent tracks, boxes (41, N_r, 8) (or (1, 41, N_r, 8)): row r's agents (its scene's log replay,
+            or the agents reacting to row r's plan).
+        previous_states: None, or R entries (41, 11) / None: the previous plan's states for EC (closed loop).
+
+    Returns:
+        (result, has_ec): a :class:`ScoreResult` with R rows, equal row by row to
+        ``score_states_fast(contexts[r], states[r:r+1], agents[r], previous_states[r])``; and (R,) bool, rows
+        scored with EC. Aggregate with :func:`finalize_rows`.
+    """
+    states = np.asarray(states, np.float64)
+    R, T, _ = states.shape
+    if len(contexts) != R or len(agents) != R:
+        raise ValueError(f"need one context and one agent track per row: {len(contexts)}, {len(agents)} for {R}")
+    cfg = contexts[0].config if R else None
+    if any(c.config is not cfg and c.config != cfg for c in contexts):
+        raise ValueError("all rows must share one ScorerConfig")
+    res = empty_result(R, T)
+    has_ec = np.zeros(R, bool)
+    if R == 0:
+        return res, has_ec
+    res.dt = cfg.dt
+
+    # ---- ego box points with per-row vehicle dimensions --------------------------------------------------------
+    vehicles: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
+    lon, lat, e_radius = np.empty((R, 5)), np.empty((R, 5)), np.empty(R)
+    for r, ctx in enumerate(contexts):
+        key = id(ctx.vehicle)
+        if key not in vehicles:
+            vehicles[key] = _ego_offsets(ctx)
+        lon[r], lat[r], e_radius[r] = vehicles[key]
+    x, y, yaw = states[..., B.X], states[..., B.Y], states[..., B.YAW]
+    c, s = np.cos(yaw), np.sin(yaw)
+    px = x[..., None] + c[..., None] * lon[:, None, :] - s[..., None] * lat[:, None, :]
+    py = y[..., None] + s[..., None] * lon[:, None, :] + c[..., None] * lat[:, None, :]
+    pts = np.stack([px, py], axis=-1)  # (R, T, 5, 2)
+
+    # ---- map queries: one pass per distinct scene ----------------------------------------------------------------
+    groups: dict[int, list[int]] = {}
+    for r, ctx in enumerate(contexts):
+        groups.setdefault(id(_fast_map(ctx)), []).append(r)
+    for rows_list in groups.values():
+        rows = np.asarray(rows_list)
+        ctx0 = contexts[rows_list[0]]
+        red = np.stack([contexts[r].red_connectors for r in rows_list])
+        _map_flags(ctx0, red, pts[rows], res, rows)
+    res.tlc[:] = np.where(res.red_light.any(axis=1), 0.0, 1.0)
+    res.dac[:] = np.where(res.non_drivable.any(axis=1), 0.0, 1.0)
+
+    # ---- agents, packed over rows ----------------------------------------------------------------------------------
+    packs = [_agent_arrays(a, cfg, T) for a in agents]
+    counts = np.array([len(p["static"]) for p in packs], np.int64)
+    A = int(counts.sum())
+    speed = np.hypot(states[..., B.VX], states[..., B.VY])  # (R, T)
+    corners = pts[..., :4, :]
+    if A:
+        row_of = np.repeat(np.arange(R), counts)
+        local = np.arange(A) - np.repeat(np.cumsum(counts) - counts, counts)
+
+        def cat(name: str) -> np.ndarray:
+            return np.concatenate([p[name] for p in packs])
+
+        a_boxes, a_cx, a_cy, a_radius = cat("boxes"), cat("cx"), cat("cy"), cat("radius")
+        a_valid, a_stopped, a_reach, a_static, a_category = (cat("valid"), cat("stopped"), cat("reach"),
+                                                             cat("static"), cat("category"))
+        e_cx, e_cy = pts[..., B.CENTER, 0], pts[..., B.CENTER, 1]  # (R, T)
+        flag = res.multiple_lanes | res.non_drivable
+        ahead = np.deg2rad(cfg.ahead_angle_deg)
+        behind = np.deg2rad(cfg.behind_angle_deg)
+
+        # ---- NC ---------------------------------------------------------------------------------------------------
+        dx = e_cx[row_of] - a_cx
+        dy = e_cy[row_of] - a_cy
+        gap2 = dx * dx + dy * dy  # (A, T)
+        near = (gap2 <= (e_radius[row_of][:, None] + a_radius) ** 2) & a_valid
+        a_i, t_i = np.nonzero(near)
+        k_i = row_of[a_i]
+        a_corners = B.box_corners(a_boxes[a_i, t_i])
+        hit = boxes_overlap(corners[k_i, t_i], a_corners)
+        a_i, t_i, k_i, a_corners = a_i[hit], t_i[hit], k_i[hit], a_corners[hit]
+        if len(a_i):
+            kind = np.full(len(a_i), ACTIVE_LATERAL)
+            bearing = np.abs(B.relative_bearing(states[k_i, t_i, :2], yaw[k_i, t_i], a_boxes[a_i, t_i, :2]))
+            front = segment_box_overlap(corners[k_i, t_i, B.FRONT_LEFT], corners[k_i, t_i, B.FRONT_RIGHT],
+                                        a_corners)
+            kind[front] = ACTIVE_FRONT
+            kind[bearing > behind] = ACTIVE_REAR
+            kind[a_stopped[a_i, t_i]] = STOPPED_TRACK
+            kind[speed[k_i, t_i] <= cfg.collision_stopped_speed] = STOPPED_EGO
+            fault = (kind == ACTIVE_FRONT) | (kind == STOPPED_TRACK) | ((kind == ACTIVE_LATERAL) & flag[k_i, t_i])
+            counted = _first_fault_free(t_i, a_i, fault, A) & fault
+            if counted.any():
+                ck, ct, ca, ckind = k_i[counted], t_i[counted], a_i[counted], kind[counted]
+                score = np.where(a_static[ca], cfg.static_collision_score, 0.0)
+                np.minimum.at(res.nc, ck, score)
+                res.at_fault_collision[ck, ct] = True
+                decisive = score == res.nc[ck]
+                ck, ct, ca, ckind = ck[decisive], ct[decisive], ca[decisive], ckind[decisive]
+                cn = local[ca]
+                order = np.lexsort((cn, ct, ck))
+                ck, ct, cn, ca, ckind = ck[order], ct[order], cn[order], ca[order], ckind[order]
+                first = np.r_[True, ck[1:] != ck[:-1]]
+                res.collision_step[ck[first]] = ct[first]
+                res.collision_agent[ck[first]] = cn[first]
+                res.collision_type[ck[first]] = ckind[first]
+                res.collision_category[ck[first]] = a_category[ca[first]]
+
+        # ---- TTC --------------------------------------------------------------------------------------------------
+        Tt = min(cfg.ttc_num_steps, T)
+        steps = np.asarray(cfg.ttc_projection_steps)
+        max_step = int(steps.max())
+        active = speed[:, :Tt] >= cfg.ttc_stopped_speed
+        reach = (e_radius[:, None] + speed[:, :Tt] * max_step * cfg.dt)[row_of] + a_reach
+        coarse = gap2[:, :Tt] <= reach * reach
+        coarse &= active[row_of]
+        a_i, t_i = np.nonzero(coarse)
+        S = len(steps)
+        a_i, t_i = np.repeat(a_i, S), np.repeat(t_i, S)
+        s_i = np.tile(np.arange(S), len(a_i) // S if S else 0)
+        ta = t_i + steps[s_i]
+        ok = ta < T
+        a_i, t_i, s_i, ta = a_i[ok], t_i[ok], s_i[ok], ta[ok]
+        ok = a_valid[a_i, ta]
+        a_i, t_i, s_i, ta = a_i[ok], t_i[ok], s_i[ok], ta[ok]
+        k_i = row_of[a_i]
+        shift = (speed[k_i, t_i] * steps[s_i] * cfg.dt)[:, None] * np.stack(
+            [np.cos(yaw[k_i, t_i]), np.sin(yaw[k_i, t_i])], axis=1)
+        d0 = e_cx[k_i, t_i] + shift[:, 0] - a_cx[a_i, ta]
+        d1 = e_cy[k_i, t_i] + shift[:, 1] - a_cy[a_i, ta]
+        ok = np.hypot(d0, d1) <= e_radius[k_i] + a_radius[a_i, ta]
+        a_i, t_i, s_i, ta, k_i, shift = a_i[ok], t_i[ok], s_i[ok], ta[ok], k_i[ok], shift[ok]
+        ego_proj = corners[k_i, t_i] + shift[:, None, :]
+        hit = boxes_overlap(ego_proj, B.box_corners(a_boxes[a_i, ta]))
+        a_i, t_i, s_i, ta, k_i = a_i[hit], t_i[hit], s_i[hit], ta[hit], k_i[hit]
+        if len(a_i):
+            bearing = np.abs(B.relative_bearing(states[k_i, t_i, :2], yaw[k_i, t_i], a_boxes[a_i, ta, :2]))
+            area = flag[k_i, t_i] | res.in_intersection[k_i, t_i]
+            infraction = (bearing < ahead) | (area & ~(bearing > behind))
+            counted = _first_fault_free(t_i * S + s_i, a_i, infraction, A) & infraction
+            if counted.any():
+                ck, ct, cn = k_i[counted], t_i[counted], local[a_i[counted]]
+                res.ttc[ck] = 0.0
+                res.ttc_infraction[ck, ct] = True
+                order = np.lexsort((cn, ct, ck))
+                ck, ct, cn = ck[order], ct[order], cn[order]
+                first = np.r_[True, ck[1:] != ck[:-1]]
+                res.ttc_step[ck[first]] = ct[first]
+                res.ttc_agent[ck[first]] = cn[first]
+
+    # ---- DDC ----------------------------------------------------------------------------------------------------
+    centre = pts[..., B.CENTER, :]
+    step_len = np.zeros((R, T))
+    step_len[:, 1:] = np.hypot(*(centre[:, 1:] - centre[:, :-1]).transpose(2, 0, 1))
+    step_len *= res.oncoming & ~res.in_intersection
+    step_len[:, 0] = 0.0
+    W = cfg.ddc_window_steps
+    cs = np.cumsum(step_len, axis=1)
+    window = cs.copy()
+    window[:, W:] -= cs[:, :-W]
+    worst = window[:, 1:].max(axis=1) if T > 1 else np.zeros(R)
+    res.oncoming_progress[:] = worst
+    res.ddc[:] = np.where(worst < cfg.ddc_compliance_m, 1.0, np.where(worst < cfg.ddc_violation_m, 0.5, 0.0))
+
+    # ---- LK -----------------------------------------------------------------------------------------------------
+    deviating = (res.lk_deviation > cfg.lk_max_deviation_m) & ~res.in_intersection
+    reset = ~(res.lk_deviation > cfg.lk_max_deviation_m) & ~res.in_intersection
+    run_total = np.cumsum(deviating, axis=1)
+    at_reset = np.maximum.accumulate(np.where(reset, run_total, 0), axis=1)
+    res.lk[:] = np.where((run_total - at_reset).max(axis=1) >= cfg.lk_window_steps, 0.0, 1.0)
+
+    # ---- comfort ------------------------------------------------------------------------------------------------
+    history = np.stack([ctx.history_states for ctx in contexts])
+    res.hc[:], res.comfort_ok[:], res.comfort_min[:], res.comfort_max[:] = history_comfort(states, history, cfg)
+    if previous_states is not None:
+        has_ec[:] = [p is not None for p in previous_states]
+        if has_ec.any():
+            rows = np.flatnonzero(has_ec)
+            prev = np.stack([np.asarray(previous_states[r], np.float64).reshape(T, -1) for r in rows])
+            res.ec[rows], res.ec_rms[rows] = extended_comfort(states[rows], prev, cfg)
+    res.has_ec = bool(has_ec.all())
+    return res, has_ec
+
+
+def human_zero_mask(humans: Sequence[ScoreResult | None], config: ScorerConfig) -> np.ndarray:
+    """(R, len(config.human_filtered)) bool: the row's human (expert) evaluation scored exactly 0 on that
+    sub-score, so the filter sets it to 1 (all False for rows without a human)."""
+    out = np.zeros((len(humans), len(config.human_filtered)), bool)
+    for r, human in enumerate(humans):
+        if human is not None:
+            out[r] = [float(getattr(human, n)[0]) == 0.0 for n in config.human_filtered]
+    return out
+
+
+def finalize_rows(result: ScoreResult, config: ScorerConfig, reference_progress: np.ndarray,
+                  human_zero: np.ndarray | None, has_ec: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-row :func:`irlvla_gym.metrics.finalize`: EP against each row's reference, each row's human filter,
+    EPDMS with or without EC per row, PDMS. Same arithmetic, row by row.
+
+    Args:
+        result: :func:`score_rows` output (R rows; ``ep`` is overwritten).
+        reference_progress: (R,) EP reference (m) per row.
+        human_zero: :func:`human_zero_mask` (R, F) or None (no filter).
+        has_ec: (R,) rows with EC.
+
+    Returns:
+        name -> (R,) float64 arrays: the nine sub-scores (filtered), ``epdms``, ``pdms``, ``progress``.
+    """
+    product = result.nc * result.dac * result.ddc * result.tlc
+    weighted_progress = result.progress * product
+    normaliser = np.maximum(np.asarray(reference_progress, np.float64), weighted_progress)
+    numerator = weighted_progress if config.ep_numerator_times_product else result.progress
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ep = np.where(normaliser > config.progress_distance_threshold,
+                      np.clip(numerator / np.maximum(normaliser, 1e-12), 0.0, 1.0), 1.0)
+    result.ep = ep
+    result.multiplicative = product
+    result.ep_normaliser = normaliser
+    unfiltered = {name: getattr(result, name).copy() for name in SUB_SCORES}
+    sub = dict(unfiltered)
+    if human_zero is not None:
+        for j, name in enumerate(config.human_filtered):
+            if human_zero[:, j].any():
+                sub[name] = np.where(human_zero[:, j], 1.0, sub[name])
+    total = np.empty(len(product))
+    for flag in (False, True):
+        rows = np.flatnonzero(has_ec == flag)
+        if len(rows):
+            total[rows] = epdms({n: v[rows] for n, v in sub.items()}, config, has_ec=flag)
+    u = unfiltered
+    out = {name: sub[name] for name in SUB_SCORES}
+    out["epdms"] = total
+    out["pdms"] = u["nc"] * u["dac"] * (5.0 * u["ep"] + 5.0 * u["ttc"] + 2.0 * u["hc"]) / 12.0
+    out["progress"] = result.progress
+    return out
+
+
+assert MULTIPLICATIVE == ("nc", "dac", "ddc", "tlc")
