@@ -28,8 +28,10 @@ def _train(args) -> int:
     from reward_models.train import TrainConfig, train
 
     cfg = TrainConfig(epochs=args.epochs, batch_scenes=args.batch_scenes, lr=args.lr, irl_weight=args.irl_weight,
-                      seed=args.seed, patience=args.patience, max_minutes=args.max_minutes)
-    summary = train(args.data, args.out, cfg, ModelConfig(), val_dir=args.val_data, max_scenes=args.max_scenes,
+                      rank_weight=args.rank_weight, reward_weight=args.reward_weight, seed=args.seed,
+                      patience=args.patience, max_minutes=args.max_minutes)
+    model_cfg = ModelConfig(d_model=args.d_model, hidden=args.hidden)
+    summary = train(args.data, args.out, cfg, model_cfg, val_dir=args.val_data, max_scenes=args.max_scenes,
                     progress=not args.no_progress)
     print(f"rwm train: {args.out}: {summary['epochs_done']} epochs, {summary['steps']} steps, best validation loss "
           f"{summary['best_val_loss']:.4f}")
@@ -78,7 +80,11 @@ def register(subparsers) -> None:
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--batch-scenes", type=int, default=16)
     t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--irl-weight", type=float, default=0.1)
+    t.add_argument("--irl-weight", type=float, default=0.1, help="weight of the MaxEnt IRL term")
+    t.add_argument("--rank-weight", type=float, default=0.5, help="weight of the listwise ranking term")
+    t.add_argument("--reward-weight", type=float, default=2.0, help="weight of the reward-vs-EPDMS squared error")
+    t.add_argument("--d-model", type=int, default=32, help="token width")
+    t.add_argument("--hidden", type=int, default=128, help="plan-embedding width")
     t.add_argument("--patience", type=int, default=4)
     t.add_argument("--max-minutes", type=float, default=None, help="stop after this training time")
     t.add_argument("--max-scenes", type=int, default=None)

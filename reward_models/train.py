@@ -141,9 +141,11 @@ def evaluate_loss(model: RewardWorldModel, data: RWMData, cfg: TrainConfig,
         n += len(idx)
     model.train()
     res = {k: v / n for k, v in sums.items()}
-    from reward_models.metrics import spearman
+    from reward_models.metrics import best_of_k, spearman
 
-    res["spearman"] = spearman(np.concatenate(preds).ravel(), data.labels["epdms"].ravel())
+    pred = np.concatenate(preds)
+    res["spearman"] = spearman(pred.ravel(), data.labels["epdms"].ravel())
+    res["best_of_k_gap"] = best_of_k(pred[:, 1:], data.labels["epdms"][:, 1:])["gap"]
     return res
 
 
@@ -260,13 +262,15 @@ def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: Mo
                else {"loss/total": running, "spearman": float("nan")})
         state["epoch"] = epoch + 1
         state["history"].append({"epoch": epoch + 1, "step": state["step"], "train_loss": running,
-                                 "val_loss": val["loss/total"], "val_spearman": val["spearman"]})
+                                 "val_loss": val["loss/total"], "val_spearman": val["spearman"],
+                                 "val_best_of_k_gap": val.get("best_of_k_gap", float("nan"))})
         if writer is not None:
             for k, v in val.items():
                 writer.add_scalar(f"val/{k}", v, state["step"])
             writer.flush()
         print(f"rwm train: epoch {epoch + 1}/{cfg.epochs} step {state['step']} train loss {running:.4f} "
-              f"val loss {val['loss/total']:.4f} val spearman {val['spearman']:.4f}", flush=True)
+              f"val loss {val['loss/total']:.4f} val spearman {val['spearman']:.4f} "
+              f"val best-of-K gap {val.get('best_of_k_gap', float('nan')):.4f}", flush=True)
         if val["loss/total"] < state["best_val"] - 1e-5:
             state["best_val"], state["bad_epochs"] = val["loss/total"], 0
             save_model(model, out_p, extra={**meta, "epoch": epoch + 1, "step": state["step"],
