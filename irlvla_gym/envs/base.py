@@ -11,7 +11,7 @@ import numpy as np
 from irlvla_gym.envs.actions import ActionType, Decoded, make_action_type
 from irlvla_gym.envs.config import EnvConfig
 from irlvla_gym.envs.render import FrameRenderer, HumanWindow
-from irlvla_gym.envs.scenes import LRU, SceneSource
+from irlvla_gym.envs.scenes import LRU, SceneSource, shared_lru
 from irlvla_gym.envs.scoring import SceneBundle, make_bundle
 from irlvla_gym.obs.registry import ObservationBuilder
 
@@ -69,7 +69,9 @@ class NavsimBaseEnv(gym.Env):
         self.observation_space = self.obs_builder.space
         self.action_kind: ActionType = make_action_type(cfg.action_type, cfg.vocabulary_size)
         self.action_space = self.action_kind.space()
-        self._bundles: LRU[SceneBundle] = LRU(cfg.scene_cache_size)
+        # Per-scene precompute, shared by every env of this process with the same scenes and traffic model.
+        source_key, keep_alive = self.source.cache_key
+        self._bundles: LRU[SceneBundle] = shared_lru((source_key, cfg.traffic), cfg.scene_cache_size, keep_alive)
         self._bundle: SceneBundle | None = None
         self._renderer: FrameRenderer | None = None
         self._window: HumanWindow | None = None
@@ -100,12 +102,26 @@ class NavsimBaseEnv(gym.Env):
             return self.source.index_of(str(options["token"]))
         return int(self.np_random.integers(len(self.source)))
 
+    @property
+    def _obs_key(self) -> tuple:
+        """Key of this env's t0 observation in ``bundle.extras`` (bundles are shared by envs whose observation
+        keys / configs may differ)."""
+        return ("obs0", self.obs_builder.keys, self.obs_builder.config)
+
+    def t0_observation(self, bundle: SceneBundle) -> tuple[dict[str, np.ndarray], str]:
+        """The cached observation at the origin and t0 (read-only arrays, not copies) and the instruction text."""
+        key = self._obs_key
+        if key not in bundle.extras:
+            obs = self.obs_builder.observe(bundle.scene)
+            for value in obs.values():
+                value.setflags(write=False)  # shared by every env and episode of this scene
+            bundle.extras[key] = (obs, self.obs_builder.instruction_text(bundle.scene))
+        return bundle.extras[key]
+
     def _cached_t0_observation(self, bundle: SceneBundle) -> tuple[dict[str, np.ndarray], str]:
-        """Observation and instruction text at the origin and t0 (cached in the bundle)."""
-        if "obs0" not in bundle.extras:
-            bundle.extras["obs0"] = self.obs_builder.observe(bundle.scene)
-            bundle.extras["instruction"] = self.obs_builder.instruction_text(bundle.scene)
-        return {k: v.copy() for k, v in bundle.extras["obs0"].items()}, bundle.extras["instruction"]
+        """Observation (copies) and instruction text at the origin and t0 (cached in the bundle)."""
+        obs, text = self.t0_observation(bundle)
+        return {k: v.copy() for k, v in obs.items()}, text
 
     # ---- actions -----------------------------------------------------------------------------------------------
 

@@ -125,7 +125,7 @@ class NavsimEnv(NavsimBaseEnv):
         super().reset(seed=seed)
         index = self._select_index(options)
         self._bundle = self.get_bundle(index)
-        self._obs, self._instruction = self._cached_t0_observation(self._bundle)
+        self._obs, self._instruction = self.t0_observation(self._bundle)  # read-only, shared; copied below
         self._last_plan, self._last_scores = None, None
         info = {"token": self._bundle.scene.token, "scene_index": index, "instruction": self._instruction}
         return {k: v.copy() for k, v in self._obs.items()}, info

@@ -3,9 +3,10 @@
 Only strings are registered, so importing this module (and ``irlvla_gym``) imports neither the simulator, the
 scorer nor torch; ``gym.make`` imports the env module on first use. ``gym.make("irlvla_gym:IRLVLA-Navsim-v2")``
 works without a prior import because gymnasium imports the module before the colon (``irlvla_gym``), whose import
-registers the ids. ``IRLVLA-Navsim-v2`` also has a ``vector_entry_point``: ``gym.make_vec("IRLVLA-Navsim-v2",
-num_envs=8, vectorization_mode="vector_entry_point")`` gives the batched
-:class:`irlvla_gym.envs.vector.NavsimVectorEnv`.
+registers the ids. Both ids have a ``vector_entry_point``: ``gym.make_vec("IRLVLA-Navsim-v2", num_envs=8,
+vectorization_mode="vector_entry_point")`` gives the batched :class:`irlvla_gym.envs.vector.NavsimVectorEnv`
+(``IRLVLA-Navsim-ClosedLoop-v2``: :class:`~irlvla_gym.envs.vector.NavsimClosedLoopVectorEnv`); SAME_STEP autoreset
+by default, ``autoreset_mode=...`` selects another.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ _ENTRY_POINTS = {
     "IRLVLA-Navsim-ClosedLoop-v2": "irlvla_gym.envs.closed_loop:NavsimClosedLoopEnv",
 }
 
-_VECTOR_ENTRY_POINTS = {"IRLVLA-Navsim-v2": "irlvla_gym.envs.vector:NavsimVectorEnv"}
+_VECTOR_ENTRY_POINTS = {
+    "IRLVLA-Navsim-v2": "irlvla_gym.envs.vector:NavsimVectorEnv",
+    "IRLVLA-Navsim-ClosedLoop-v2": "irlvla_gym.envs.vector:NavsimClosedLoopVectorEnv",
+}
 
 
 def register_envs() -> None:

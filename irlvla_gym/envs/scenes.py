@@ -49,6 +49,30 @@ class LRU(Generic[V]):
         self._data.clear()
 
 
+_SHARED: dict[Hashable, tuple[LRU, Any]] = {}
+
+
+def shared_lru(key: Hashable, size: int, keep_alive: Any = None) -> LRU:
+    """A process-wide LRU for ``key`` (created on first use, grown to the largest ``size`` asked for).
+
+    The envs keep their per-scene precompute here, keyed by scene source and traffic model, so N envs of one
+    process (gymnasium's SyncVectorEnv, SB3's DummyVecEnv, the native vector envs) prepare each scene once instead
+    of N times, and hold one copy of it. ``keep_alive`` is stored with the cache (e.g. the scene list whose object
+    ids are part of ``key``, so the ids cannot be reused while the cache exists).
+    """
+    entry = _SHARED.get(key)
+    if entry is None:
+        entry = _SHARED[key] = (LRU(size), keep_alive)
+    lru = entry[0]
+    lru.size = max(lru.size, int(size))
+    return lru
+
+
+def clear_shared_caches() -> None:
+    """Drop every process-wide scene cache (frees memory; envs rebuild entries on demand)."""
+    _SHARED.clear()
+
+
 def split_store_path(split: str) -> Path:
     """Where a prebuilt store of a synthetic split lives: ``<cache dir>/scenes/<split>``."""
     return Path(cache_dir()) / "scenes" / split
@@ -111,6 +135,19 @@ class SceneSource:
     def __len__(self) -> int:
         return len(self._tokens)
 
+    @property
+    def cache_key(self) -> tuple[Hashable, Any]:
+        """(key, keep_alive): identifies what ``load(i)`` returns, for :func:`shared_lru` (scene ``i`` of a source
+        does not depend on ``num_scenes``)."""
+        if self._list is not None:
+            return ("list", tuple(id(s) for s in self._list)), self._list
+        if self._store is not None:
+            path = getattr(self._store, "path", None)
+            if path is not None:
+                return ("store", os.path.realpath(str(path))), None
+            return ("store-object", id(self._store)), self._store
+        return ("split", self._split_spec.name), None
+
     def token(self, index: int) -> str:
         return self._tokens[index]
 
@@ -157,4 +194,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["LRU", "SceneSource", "build_split_store", "split_store_path"]
+__all__ = ["LRU", "SceneSource", "build_split_store", "clear_shared_caches", "shared_lru", "split_store_path"]
