@@ -176,3 +176,18 @@ def test_policy_save_and_load_alone(tmp_path, scenes):
     obs, _ = env.reset(seed=0)
     np.testing.assert_allclose(model.policy.predict(obs, deterministic=True)[0],
                                loaded.predict(obs, deterministic=True)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("head", ["gaussian", "diffusion"])
+def test_train_mode_log_prob_equals_rollout_log_prob(scenes, head):
+    """No dropout anywhere: PPO's first-epoch probability ratio (train mode vs rollout in eval mode) is exactly 1."""
+    env = make_env(KEYS, scenes=scenes)
+    policy = _ppo(env, vla_config=tiny_config(obs_keys=KEYS, head=head)).policy
+    obs = {k: np.stack([env.reset(options={"scene_index": i})[0][k] for i in range(4)]) for k in KEYS}
+    obs_t, _ = policy.obs_to_tensor(obs)
+    policy.set_training_mode(False)
+    with torch.no_grad():
+        actions, _, log_prob = policy(obs_t)
+        policy.set_training_mode(True)
+        _, log_prob_train, _ = policy.evaluate_actions(obs_t, actions)
+    torch.testing.assert_close(log_prob_train, log_prob, rtol=0, atol=1e-4)
