@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = (
     "reward_models.cli",
     "irlvla_gym.policies.bc",
     "irlvla_gym.leaderboard.cli",
+    "baselines.cli",
 )
 
 

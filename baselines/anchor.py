@@ -1,0 +1,285 @@
+"""Anchor terms that keep an RL-fine-tuned policy near the expert or near its stage-1 (BC) self.
+
+IRL-VLA stabilises PPO on the learned reward with a behaviour-cloning term on expert plans (``ppo-vla-rwm-bc``);
+issue 10's KL anchor to the stage-1 policy is the same kind of term with a different target. Both are an
+:class:`AnchorTerm`: ``loss(policy) -> (scalar tensor, logs)`` on a minibatch of its own data, added to PPO's loss
+with a weight inside :meth:`PPOWithAnchor.train`::
+
+    loss = policy_loss + ent_coef * entropy_loss + vf_coef * value_loss + anchor.weight * anchor_loss
+
+* :class:`ExpertDataset`: observations of the training scenes at t0 and the expert's actions
+  (``plan_to_action(scene.ego.future)``), built once with the env's observation builder.
+* :class:`BCAnchor`: ``kind="nll"``: mean over dimensions of the negative log-likelihood of the expert action under
+  the policy's Gaussian; ``kind="mse"``: mean squared error of the policy's mean action.
+* :class:`ReferenceKLAnchor`: ``KL(pi || pi_ref)`` of the diagonal Gaussians on the dataset observations, to a
+  frozen copy of a reference policy (e.g. the policy at the start of training).
+* :class:`PPOWithAnchor`: SB3's PPO whose ``train()`` adds ``anchor.weight * anchor.loss(policy)`` (the anchor is
+  not saved in the model zip; set ``model.anchor`` again after ``load``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.utils import explained_variance
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExpertDataset:
+    """Expert (observation, action) pairs of a fixed scene pool.
+
+    Attributes:
+        obs: key -> (N, ...) env observations at t0 (exactly what ``IRLVLA-Navsim-v2`` returns on reset).
+        actions: (N, 24) float32 expert actions (the logged future, ``plan_to_action``).
+        tokens: (N,) scene tokens.
+    """
+
+    obs: dict[str, np.ndarray]
+    actions: np.ndarray
+    tokens: list[str]
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    @classmethod
+    def from_env_config(cls, env: Mapping[str, Any], num_scenes: int | None = None,
+                        chunk: int = 32) -> "ExpertDataset":
+        """Build from ``IRLVLA-Navsim-v2`` kwargs (``scenes`` / ``split`` / ``num_scenes`` / ``obs_keys`` /
+        ``obs_config``): the first ``num_scenes`` scenes of that source (None: the env's pool)."""
+        from irlvla_gym.envs.actions import plan_to_action
+        from irlvla_gym.envs.config import EnvConfig
+        from irlvla_gym.envs.scenes import SceneSource
+        from irlvla_gym.obs.registry import ObservationBuilder
+
+        cfg = EnvConfig.from_kwargs({k: v for k, v in env.items() if k != "reward"})
+        n = cfg.num_scenes if num_scenes is None else num_scenes
+        source = SceneSource(cfg.scenes, cfg.split, n)
+        builder = ObservationBuilder(cfg.obs_keys, cfg.obs_config)
+        parts: list[dict[str, np.ndarray]] = []
+        actions, tokens = [], []
+        for start in range(0, len(source), chunk):
+            scenes = [source.load(i) for i in range(start, min(len(source), start + chunk))]
+            parts.append(builder.observe_batch(scenes))
+            actions.append(plan_to_action(np.stack([s.ego.future for s in scenes])))
+            tokens += [s.token for s in scenes]
+        obs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return cls(obs, np.concatenate(actions).astype(np.float32), tokens)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """A random minibatch (observations, expert actions)."""
+        idx = np.sort(rng.choice(len(self), size=min(batch_size, len(self)), replace=False))
+        return {k: v[idx] for k, v in self.obs.items()}, self.actions[idx]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Terms
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class AnchorTerm(Protocol):
+    """An extra loss added to the RL loss with weight ``weight``.
+
+    ``loss(policy)`` draws its own minibatch and returns a scalar tensor (with gradients reaching the policy) and
+    floats to log (``anchor/<name>``). ``policy`` is an SB3 ``ActorCriticPolicy``, or any module with
+    ``anchor_loss(obs, actions, kind)`` (the DPPO agent).
+    """
+
+    weight: float
+
+    def loss(self, policy: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+def _sb3_distribution(policy: Any, obs: Mapping[str, np.ndarray]):
+    obs_t, _ = policy.obs_to_tensor(dict(obs))  # handles VecTransposeImage's channels-first camera
+    return policy.get_distribution(obs_t)
+
+
+class BCAnchor:
+    """Behaviour cloning on expert plans as an anchor term.
+
+    Args:
+        dataset: the expert pairs. weight: coefficient in the total loss. batch_size: pairs per PPO minibatch.
+        kind: ``"nll"`` (negative log-likelihood of the expert action per action dimension; also moves the
+            log-std) or ``"mse"`` (squared error of the mean action). seed: minibatch sampling seed.
+    """
+
+    def __init__(self, dataset: ExpertDataset, weight: float = 0.1, batch_size: int = 64, kind: str = "nll",
+                 seed: int = 0):
+        if kind not in ("nll", "mse"):
+            raise ValueError(f"kind must be 'nll' or 'mse', got {kind!r}")
+        self.dataset, self.weight, self.batch_size, self.kind = dataset, float(weight), int(batch_size), kind
+        self.rng = np.random.default_rng(seed)
+
+    def loss(self, policy: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        obs, actions = self.dataset.sample(self.batch_size, self.rng)
+        if hasattr(policy, "anchor_loss"):
+            value = policy.anchor_loss(obs, actions, self.kind)
+        else:
+            dist = _sb3_distribution(policy, obs)
+            target = torch.as_tensor(actions, device=policy.device)
+            if self.kind == "nll":
+                value = -dist.log_prob(target).mean() / target.shape[-1]
+            else:
+                value = F.mse_loss(dist.distribution.mean, target)
+        return value, {f"bc_{self.kind}": float(value.detach())}
+
+
+class ReferenceKLAnchor:
+    """``KL(pi || pi_ref)`` (diagonal Gaussians, summed over action dimensions, mean over observations) on the
+    observations of a dataset, to a frozen reference policy (an SB3 policy with the same spaces, e.g. a copy of the
+    policy taken before RL).
+
+    Args:
+        dataset: supplies the observations (its actions are not used). reference: the frozen policy.
+        weight, batch_size, seed: as :class:`BCAnchor`.
+    """
+
+    def __init__(self, dataset: ExpertDataset, reference: Any, weight: float = 0.1, batch_size: int = 64,
+                 seed: int = 0):
+        self.dataset, self.reference, self.weight, self.batch_size = dataset, reference, float(weight), int(batch_size)
+        self.reference.set_training_mode(False)
+        self.reference.requires_grad_(False)
+        self.rng = np.random.default_rng(seed)
+
+    def loss(self, policy: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        obs, _ = self.dataset.sample(self.batch_size, self.rng)
+        dist = _sb3_distribution(policy, obs).distribution
+        with torch.no_grad():
+            ref = _sb3_distribution(self.reference, obs).distribution
+        value = torch.distributions.kl_divergence(dist, ref).sum(-1).mean()
+        return value, {"kl_ref": float(value.detach())}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# PPO with an anchor term
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class PPOWithAnchor(PPO):
+    """SB3 PPO plus ``anchor.weight * anchor.loss(policy)`` in every minibatch update (module docs).
+
+    ``anchor`` is an :class:`AnchorTerm` or None (then this is exactly SB3's PPO). It is excluded from the saved
+    zip; assign ``model.anchor`` again after :meth:`load`. ``train()`` below is SB3 2.x's ``PPO.train`` with the
+    anchor lines added (marked ``# anchor``).
+    """
+
+    def __init__(self, *args: Any, anchor: AnchorTerm | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.anchor = anchor
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "anchor"]
+
+    def train(self) -> None:
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        clip_range = self.clip_range(self._current_progress_remaining)
+        clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)
+        anchor = getattr(self, "anchor", None)
+
+        entropy_losses, pg_losses, value_losses, clip_fractions = [], [], [], []
+        anchor_losses: list[float] = []  # anchor
+        anchor_logs: dict[str, list[float]] = {}  # anchor
+        approx_kl_divs: list[float] = []
+        continue_training = True
+        loss = torch.zeros(())
+        for epoch in range(self.n_epochs):
+            approx_kl_divs = []
+            for rollout_data in self.rollout_buffer.get(self.batch_size):
+                actions = rollout_data.actions
+                if isinstance(self.action_space, spaces.Discrete):
+                    actions = rollout_data.actions.long().flatten()
+                values, log_prob, entropy = self.policy.evaluate_actions(rollout_data.observations, actions)
+                values = values.flatten()
+                advantages = rollout_data.advantages
+                if self.normalize_advantage and len(advantages) > 1:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+                # clipped surrogate objective
+                ratio = torch.exp(log_prob - rollout_data.old_log_prob)
+                policy_loss_1 = advantages * ratio
+                policy_loss_2 = advantages * torch.clamp(ratio, 1 - clip_range, 1 + clip_range)
+                policy_loss = -torch.min(policy_loss_1, policy_loss_2).mean()
+                pg_losses.append(policy_loss.item())
+                clip_fractions.append(torch.mean((torch.abs(ratio - 1) > clip_range).float()).item())
+
+                if clip_range_vf is None:
+                    values_pred = values
+                else:
+                    values_pred = rollout_data.old_values + torch.clamp(
+                        values - rollout_data.old_values, -clip_range_vf, clip_range_vf)
+                value_loss = F.mse_loss(rollout_data.returns, values_pred)
+                value_losses.append(value_loss.item())
+                entropy_loss = -torch.mean(-log_prob) if entropy is None else -torch.mean(entropy)
+                entropy_losses.append(entropy_loss.item())
+
+                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                if anchor is not None and anchor.weight > 0:  # anchor
+                    anchor_loss, logs = anchor.loss(self.policy)
+                    loss = loss + anchor.weight * anchor_loss
+                    anchor_losses.append(anchor_loss.item())
+                    for key, value in logs.items():
+                        anchor_logs.setdefault(key, []).append(value)
+
+                with torch.no_grad():
+                    log_ratio = log_prob - rollout_data.old_log_prob
+                    approx_kl_div = torch.mean((torch.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
+                    approx_kl_divs.append(float(approx_kl_div))
+                if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
+                    continue_training = False
+                    if self.verbose >= 1:
+                        print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
+                    break
+
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                self.policy.optimizer.step()
+            self._n_updates += 1
+            if not continue_training:
+                break
+
+        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
+        self.logger.record("train/entropy_loss", np.mean(entropy_losses))
+        self.logger.record("train/policy_gradient_loss", np.mean(pg_losses))
+        self.logger.record("train/value_loss", np.mean(value_losses))
+        self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
+        self.logger.record("train/clip_fraction", np.mean(clip_fractions))
+        self.logger.record("train/loss", loss.item())
+        self.logger.record("train/explained_variance", explained_var)
+        if anchor_losses:  # anchor
+            self.logger.record("anchor/loss", float(np.mean(anchor_losses)))
+            self.logger.record("anchor/weight", anchor.weight)
+            for key, values_ in anchor_logs.items():
+                self.logger.record(f"anchor/{key}", float(np.mean(values_)))
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", torch.exp(self.policy.log_std).mean().item())
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/clip_range", clip_range)
+        if clip_range_vf is not None:
+            self.logger.record("train/clip_range_vf", clip_range_vf)
+
+
+def make_anchor(bc: Mapping[str, Any], env: Mapping[str, Any], seed: int = 0,
+                dataset: ExpertDataset | None = None) -> BCAnchor | None:
+    """The :class:`BCAnchor` of a run's ``bc`` settings (None when ``weight`` is 0)."""
+    weight = float(bc.get("weight", 0.0) or 0.0)
+    if weight <= 0:
+        return None
+    data = dataset or ExpertDataset.from_env_config(env, bc.get("num_scenes"))
+    return BCAnchor(data, weight=weight, batch_size=int(bc.get("batch_size", 64)), kind=str(bc.get("kind", "nll")),
+                    seed=seed)
+
+
+__all__: Sequence[str] = ["AnchorTerm", "BCAnchor", "ExpertDataset", "PPOWithAnchor", "ReferenceKLAnchor",
+                          "make_anchor"]

@@ -1,0 +1,96 @@
+"""Evaluation of trained baselines with the leaderboard (rule-based scorer, NAVSIM v2 protocol).
+
+Trained runs become :class:`irlvla_gym.agents.Agent` objects (:func:`load_run_agent`) and are scored by
+:func:`irlvla_gym.leaderboard.run_leaderboard` on the first ``num_scenes`` scenes of a split, so the baselines table
+and the leaderboard agree number for number. The non-learning references (constant velocity, PDM-Closed, the logged
+human) are the leaderboard's built-in agents; "BC alone" is the shipped ``bc_default`` network without RL (and
+``bc-diffusion``, DPPO's starting point).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from baselines.common import length_groups, read_json
+
+REFERENCE_AGENTS = ("constant-velocity", "pdm-closed", "human")
+BC_AGENTS = {"bc": "bc_default", "bc-diffusion": "bc_diffusion"}
+"""Row name -> VLA checkpoint of the no-RL starting points."""
+
+
+class VLANetworkAgent:
+    """A :class:`~irlvla_gym.policies.VLANetwork` as a leaderboard agent (deterministic plan = the head's mean).
+
+    Batches are planned per instruction-length group, so a scene's plan does not depend on its batch neighbours
+    (see :func:`baselines.common.length_groups`).
+
+    Args:
+        network: the network, or a checkpoint directory / shipped name. name: row name.
+        obs_config: the observation settings the network was trained with (None: default ObsConfig).
+    """
+
+    def __init__(self, network: Any, name: str, obs_config: Any = None):
+        from irlvla_gym.obs.config import ObsConfig
+        from irlvla_gym.policies import VLANetwork
+
+        if not hasattr(network, "plan"):
+            from baselines.pretrain import resolve_pretrained
+
+            network = VLANetwork.from_pretrained(resolve_pretrained(str(network)))
+        self.network = network.eval()
+        self.name = name
+        self.obs_keys = tuple(network.obs_keys)
+        self.obs_config = ObsConfig.from_dict(obs_config)
+
+    def plan_batch(self, observations: Mapping[str, np.ndarray], scenes: Sequence[Any]) -> np.ndarray:
+        n = len(scenes)
+        plans = np.zeros((n, 8, 3))
+        for rows in length_groups(observations.get("instruction"), n):
+            plans[rows] = self.network.plan({k: np.asarray(observations[k])[rows] for k in self.obs_keys})
+        return plans
+
+    def plan(self, observation: Mapping[str, np.ndarray], scene: Any) -> np.ndarray:
+        return self.plan_batch({k: np.asarray(v)[None] for k, v in observation.items()}, [scene])[0]
+
+
+def load_run_agent(run_dir: str | Path, name: str | None = None) -> Any:
+    """The agent of a finished run directory: its VLA ``network/`` or its SB3 ``model.zip`` (CNN policy)."""
+    run_dir = Path(run_dir)
+    cfg = read_json(run_dir / "config.json")
+    label = name or f"{cfg['variant']}/s{cfg['seed']}"
+    obs_config = cfg.get("env", {}).get("obs_config")
+    if (run_dir / "network" / "config.json").is_file():
+        return VLANetworkAgent(str(run_dir / "network"), label, obs_config)
+    from irlvla_gym.agents import SB3ModelAgent
+
+    return SB3ModelAgent.load(run_dir / "model.zip", name=label)
+
+
+def evaluate_agents(agents: Sequence[Any], split: str = "synthetic-test", num_scenes: int | None = 100,
+                    progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Leaderboard rows (EPDMS, PDMS, every sub-score, scenes, errors, plan_s) by agent name."""
+    from irlvla_gym.leaderboard import LeaderboardConfig, run_leaderboard
+
+    result = run_leaderboard(LeaderboardConfig(split=split, agents=list(agents), num_scenes=num_scenes,
+                                               progress=progress, out=None))
+    return {row["agent"]: row for row in result.rows}
+
+
+def reference_agents(obs_config: Any = None) -> list[Any]:
+    """The built-in rule-based references and the no-RL BC networks (camera + ego + instruction)."""
+    from irlvla_gym.agents import load_agent
+
+    out: list[Any] = [load_agent(name) for name in REFERENCE_AGENTS]
+    for name, checkpoint in BC_AGENTS.items():
+        try:
+            out.append(VLANetworkAgent(checkpoint, name, obs_config))
+        except FileNotFoundError:
+            continue  # bc_diffusion not built yet: python -m baselines.pretrain
+    return out
+
+
+__all__ = ["BC_AGENTS", "REFERENCE_AGENTS", "VLANetworkAgent", "evaluate_agents", "load_run_agent",
+           "reference_agents"]

@@ -1,0 +1,213 @@
+"""Training hooks: user code called at a fixed interval of env steps during any baseline's training.
+
+Issue 10 (reward hacking) measures, during PPO on the learned reward, how the policy's plans score under the reward
+model and under the rule-based scorer. It plugs in here: a :class:`TrainingHook` gets a :class:`PolicySnapshot`
+(the live policy, a deterministic ``plan`` function on observation batches, the env settings, a scalar logger)
+every ``hook_interval`` env steps, after a policy update, in the SB3 variants (through :class:`HookCallback`) and
+in the DPPO loop alike::
+
+    class MyProbe:
+        def __init__(self, num_scenes: int = 32): ...
+        def on_interval(self, snap: PolicySnapshot) -> dict[str, float]:
+            plans = snap.plan(observations)          # (B, 8, 3) metric plans of the current policy
+            return {"probe/epdms": ...}              # logged to TensorBoard under these names
+        def on_training_end(self, snap: PolicySnapshot) -> None: ...   # optional (e.g. write a PNG to snap.run_dir)
+
+    # config:  hook_interval: 1024
+    #          hooks: [{class: "my_pkg.probe:MyProbe", kwargs: {num_scenes: 32}}]
+
+This module also holds the SB3 callbacks of every run: learning curve (CSV), checkpoints for resume, progress bar.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+CURVE_FIELDS = ("step", "reward_mean", "reward_std", "wall_s")
+
+
+@dataclass
+class PolicySnapshot:
+    """What a hook sees.
+
+    Attributes:
+        step: env steps done. policy: the live policy module (SB3 ``ActorCriticPolicy`` or the DPPO agent).
+        plan: deterministic plans of the current policy: env observation batch (key -> (B, ...)) -> (B, 8, 3).
+        obs_keys / obs_config: what the policy observes (build probe observations with
+            ``ObservationBuilder(obs_keys, obs_config)``). env: the run's env kwargs (``reward`` included).
+        run_dir: the run's output directory. record: ``record(name, value)`` logs a scalar at ``step``.
+    """
+
+    step: int
+    policy: Any
+    plan: Callable[[Mapping[str, np.ndarray]], np.ndarray]
+    obs_keys: tuple[str, ...]
+    obs_config: Any
+    env: Mapping[str, Any]
+    run_dir: Path
+    record: Callable[[str, float], None] = field(default=lambda name, value: None)
+
+
+@runtime_checkable
+class TrainingHook(Protocol):
+    """Called every ``hook_interval`` env steps (see module docs). ``on_training_end`` is optional."""
+
+    def on_interval(self, snapshot: PolicySnapshot) -> Mapping[str, float] | None: ...
+
+
+def load_hooks(specs: Sequence[Mapping[str, Any] | TrainingHook]) -> list[TrainingHook]:
+    """Hooks from config specs ``{"class": "module:Class", "kwargs": {...}}`` (instances pass through)."""
+    hooks: list[TrainingHook] = []
+    for spec in specs:
+        if not isinstance(spec, Mapping):
+            hooks.append(spec)
+            continue
+        module, _, attr = str(spec["class"]).partition(":")
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        hooks.append(obj(**dict(spec.get("kwargs") or {})))
+    return hooks
+
+
+class HookRunner:
+    """Calls hooks when ``step`` has advanced by ``interval`` since the last call (used by both loops)."""
+
+    def __init__(self, hooks: Sequence[TrainingHook], interval: int):
+        self.hooks, self.interval = list(hooks), int(interval)
+        self.last = 0
+
+    def maybe_run(self, step: int, snapshot: Callable[[], PolicySnapshot]) -> dict[str, float]:
+        if not self.hooks or self.interval <= 0 or step - self.last < self.interval:
+            return {}
+        self.last = step
+        snap = snapshot()
+        out: dict[str, float] = {}
+        for hook in self.hooks:
+            for key, value in (hook.on_interval(snap) or {}).items():
+                snap.record(key, float(value))
+                out[key] = float(value)
+        return out
+
+    def finish(self, snapshot: Callable[[], PolicySnapshot]) -> None:
+        if not self.hooks:
+            return
+        snap = snapshot()
+        for hook in self.hooks:
+            end = getattr(hook, "on_training_end", None)
+            if callable(end):
+                end(snap)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Learning curve file
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class CurveWriter:
+    """``curve.csv``: one row per rollout (env step, mean and std of the training reward, wall seconds).
+
+    ``truncate(step)`` drops rows after a checkpoint (a resumed run recollects them)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            self._write([])
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        with open(self.path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=CURVE_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def rows(self) -> list[dict[str, float]]:
+        with open(self.path, newline="") as fh:
+            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+    def truncate(self, step: int) -> None:
+        self._write([r for r in self.rows() if r["step"] <= step])
+
+    def add(self, step: int, rewards: np.ndarray, wall_s: float) -> None:
+        with open(self.path, "a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=CURVE_FIELDS).writerow(
+                {"step": int(step), "reward_mean": float(np.mean(rewards)), "reward_std": float(np.std(rewards)),
+                 "wall_s": round(float(wall_s), 3)})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# SB3 callbacks
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class RunCallback(BaseCallback):
+    """Everything a baseline run needs from SB3's loop, in one callback:
+
+    * after each rollout: a learning-curve row (mean training reward of the rollout; every episode is one step);
+    * at the start of each rollout (= after the previous update): a checkpoint when ``checkpoint_every`` env steps
+      have passed (``save(step)``), and the training hooks (:class:`HookRunner`);
+    * a tqdm progress bar over env steps.
+
+    Args:
+        curve: the learning-curve file. save: ``save(step)`` writes a checkpoint. checkpoint_every: env steps.
+        hooks: the hook runner. snapshot: ``snapshot(step, record)`` -> :class:`PolicySnapshot`.
+        total: env steps of the whole run (progress bar). start: env steps already done (resume).
+        wall_offset: wall seconds already spent (resume). progress: show the bar.
+    """
+
+    def __init__(self, curve: CurveWriter, save: Callable[[int], None], checkpoint_every: int, hooks: HookRunner,
+                 snapshot: Callable[[int, Callable[[str, float], None]], PolicySnapshot], total: int, start: int = 0,
+                 wall_offset: float = 0.0, progress: bool = True, desc: str = "train"):
+        super().__init__()
+        self.curve, self.save, self.every = curve, save, int(checkpoint_every)
+        self.hooks, self.snapshot = hooks, snapshot
+        self.total, self.start, self.wall_offset, self.progress, self.desc = total, start, wall_offset, progress, desc
+        self.last_saved = start
+        self.t0 = time.perf_counter()
+        self.bar = None
+
+    def wall(self) -> float:
+        return self.wall_offset + time.perf_counter() - self.t0
+
+    def _on_training_start(self) -> None:
+        from tqdm.auto import tqdm
+
+        self.t0 = time.perf_counter()
+        self.hooks.last = self.start
+        self.bar = tqdm(total=self.total, initial=self.start, desc=self.desc, unit="step", disable=not self.progress,
+                        mininterval=2, dynamic_ncols=True)
+
+    def _on_step(self) -> bool:
+        if self.bar is not None:
+            self.bar.update(self.training_env.num_envs)
+        return True
+
+    def _on_rollout_start(self) -> None:
+        step = int(self.model.num_timesteps)
+        if step > self.start and step - self.last_saved >= self.every:
+            self.save(step)
+            self.last_saved = step
+        record = lambda name, value: self.logger.record(name, value)  # noqa: E731 - dumped with SB3's next dump
+        self.hooks.maybe_run(step, lambda: self.snapshot(step, record))
+
+    def _on_rollout_end(self) -> None:
+        rewards = self.model.rollout_buffer.rewards
+        self.curve.add(int(self.model.num_timesteps), rewards, self.wall())
+        self.logger.record("rollout/reward_mean", float(np.mean(rewards)))
+        if self.bar is not None:
+            self.bar.set_postfix(reward=f"{float(np.mean(rewards)):.3f}")
+
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+__all__ = ["CURVE_FIELDS", "CurveWriter", "HookRunner", "PolicySnapshot", "RunCallback", "TrainingHook",
+           "load_hooks"]

@@ -1,0 +1,116 @@
+"""Training of the SB3 PPO variants (``ppo-cnn-epdms``, ``ppo-vla-epdms``, ``ppo-vla-rwm``, ``ppo-vla-rwm-bc``).
+
+Reads top to bottom: env -> model (new, or loaded from the run's last checkpoint) -> anchor -> callbacks ->
+``learn`` -> final files. What differs between the four variants is only configuration:
+
+================  ====================================  ===========  ====================
+variant           policy                                reward       extra loss
+================  ====================================  ===========  ====================
+ppo-cnn-epdms     MultiInputPolicy (bev + ego), scratch  epdms        -
+ppo-vla-epdms     VLAPolicy from bc_default              epdms        -
+ppo-vla-rwm       VLAPolicy from bc_default              rwm          -
+ppo-vla-rwm-bc    VLAPolicy from bc_default              rwm          BC on expert plans
+================  ====================================  ===========  ====================
+
+Files in ``run_dir``: ``checkpoint/model.zip`` + ``checkpoint/state.json`` (resume), ``curve.csv``, ``tb/``,
+``model.zip`` (+ ``model.irlvla.json``) and, for VLA policies, ``network/`` (``VLANetwork.from_pretrained``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from baselines.anchor import PPOWithAnchor, make_anchor
+from baselines.common import read_json, seed_everything, write_json
+from baselines.config import RunConfig
+from baselines.envs import env_kwargs, make_reward, make_sb3_vec_env
+from baselines.hooks import CurveWriter, HookRunner, PolicySnapshot, RunCallback, load_hooks
+
+
+def train_ppo(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) one SB3 PPO run; returns the run's timing metrics (also the checkpoint state)."""
+    from irlvla_gym.envs.actions import action_to_plan
+    from irlvla_gym.obs.config import ObsConfig
+
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoint"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed)
+
+    # ---- env: identical for every variant (the reward is made once and shared by the N envs) ---------------------
+    reward = make_reward(cfg)
+    venv, vec_kind = make_sb3_vec_env(cfg, reward)
+
+    # ---- model: resume from the last checkpoint, or build a new one -------------------------------------------------
+    state: dict[str, Any] = {"step": 0, "wall_s": 0.0, "env_s": 0.0}
+    if (ckpt_dir / "state.json").is_file() and (ckpt_dir / "model.zip").is_file():
+        state = read_json(ckpt_dir / "state.json")
+        model = PPOWithAnchor.load(str(ckpt_dir / "model.zip"), env=venv, device="cpu")
+        print(f"resuming {run_dir} from step {state['step']}")
+    else:
+        if cfg.policy == "vla":
+            from baselines.pretrain import resolve_pretrained
+            from irlvla_gym.policies import VLAPolicy
+
+            policy: Any = VLAPolicy
+            policy_kwargs = {"pretrained_path": resolve_pretrained(cfg.pretrained or "bc_default"),
+                             **cfg.policy_kwargs}
+        else:
+            policy, policy_kwargs = "MultiInputPolicy", dict(cfg.policy_kwargs)
+        model = PPOWithAnchor(policy, venv, seed=seed, device="cpu", verbose=0, tensorboard_log=str(run_dir / "tb"),
+                              policy_kwargs=policy_kwargs, **cfg.ppo)
+    model.anchor = make_anchor(cfg.bc, cfg.env, seed=seed)  # None unless bc.weight > 0
+    venv.env_seconds = float(state["env_s"])
+
+    # ---- callbacks: curve, checkpoints, hooks, progress -------------------------------------------------------------
+    curve = CurveWriter(run_dir / "curve.csv")
+    curve.truncate(int(state["step"]))
+    callback: RunCallback
+
+    def save(step: int) -> None:
+        model.save(str(ckpt_dir / "model.zip"))
+        write_json(ckpt_dir / "state.json", {"step": step, "wall_s": callback.wall(), "env_s": venv.env_seconds})
+
+    obs_keys = tuple(cfg.env.get("obs_keys", ()))
+    obs_config = ObsConfig.from_dict(cfg.env.get("obs_config"))
+
+    def plan(obs: Any) -> np.ndarray:
+        actions, _ = model.policy.predict(dict(obs), deterministic=True)
+        return action_to_plan(np.asarray(actions).reshape(-1, 24))
+
+    def snapshot(step: int, record: Any) -> PolicySnapshot:
+        return PolicySnapshot(step, model.policy, plan, obs_keys, obs_config, env_kwargs(cfg, reward), run_dir,
+                              record)
+
+    hooks = HookRunner(load_hooks(cfg.hooks), cfg.hook_interval)
+    callback = RunCallback(curve, save, cfg.checkpoint_every, hooks, snapshot, cfg.total_timesteps,
+                           start=int(state["step"]), wall_offset=float(state["wall_s"]), progress=progress,
+                           desc=f"{cfg.variant} s{seed}")
+
+    # ---- learn ---------------------------------------------------------------------------------------------------
+    remaining = cfg.total_timesteps - int(state["step"])
+    if remaining > 0:
+        model.learn(remaining, callback=callback, reset_num_timesteps=state["step"] == 0, tb_log_name="ppo")
+    hooks.finish(lambda: snapshot(int(model.num_timesteps), lambda n, v: None))
+
+    # ---- final files -------------------------------------------------------------------------------------------------
+    from irlvla_gym.agents import SB3ModelAgent
+
+    if cfg.policy == "vla":  # evaluated through the network (SB3ModelAgent rejects the transposed camera space)
+        model.save(str(run_dir / "model.zip"))
+        model.policy.network.save_pretrained(run_dir / "network")
+    else:
+        SB3ModelAgent(model, name=cfg.variant, obs_config=obs_config).save(run_dir / "model.zip")
+    steps = int(model.num_timesteps)
+    wall = callback.wall()
+    save(steps)
+    venv.close()
+    return {"steps": steps, "wall_s": wall, "env_s": venv.env_seconds, "vec_env": vec_kind,
+            "finished_at": time.time()}
+
+
+__all__ = ["train_ppo"]
