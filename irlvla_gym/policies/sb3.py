@@ -152,10 +152,10 @@ class VLAPolicy(ActorCriticPolicy):
 
         self.pretrained_path = None if pretrained_path is None else str(pretrained_path)
         if self.pretrained_path is not None:
-            ckpt = resolve_checkpoint(self.pretrained_path)
-            config = VLAConfig.load(ckpt).to_dict()
-            config.update(VLAConfig.from_dict(vla_config).to_dict() if isinstance(vla_config, VLAConfig)
-                          else dict(vla_config or {}))
+            if isinstance(vla_config, VLAConfig):
+                raise ValueError("with pretrained_path, pass vla_config as a dict of fields to override (or None)")
+            config = VLAConfig.load(resolve_checkpoint(self.pretrained_path)).to_dict()
+            config.update(dict(vla_config or {}))
             config = VLAConfig.from_dict(config)
         elif vla_config is not None:
             config = VLAConfig.from_dict(vla_config)
