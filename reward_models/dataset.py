@@ -8,8 +8,9 @@ Candidates (:class:`CandidateConfig`, one :class:`PlanSampler` per source, all d
 * ``vocab_near``: the trajectory-vocabulary entries (``irlvla_gym.envs.vocabulary``, K = 256) nearest to the expert
   plan (hard negatives and near-positives);
 * ``vocab_random``: vocabulary entries drawn uniformly without replacement;
-* ``policy``: samples of a policy (``--policy``; see :func:`load_policy_sampler`), only when one is given; otherwise
-  these slots are filled by perturbations;
+* ``policy``: samples of a policy (``--policy``: a VLA checkpoint such as ``bc_default``, or a callable; see
+  :func:`load_policy_sampler` and :class:`VLAPlanSampler`), only when one is given; otherwise these slots are
+  filled by perturbations;
 * ``perturb``: the expert plan with longitudinal speed scaling, a constant speed offset, a lateral offset ramped in
   over the horizon and a heading rotation, at magnitudes drawn from {0.25, 0.5, 1, 2, 3} x the configured sigmas.
 
@@ -196,13 +197,48 @@ class PolicySampler:
         return plans
 
 
-def load_policy_sampler(spec: str | Callable | None) -> PolicySampler | None:
+class VLAPlanSampler:
+    """Samples of an ``irlvla_gym.policies`` VLA network checkpoint (a directory or a shipped name like
+    ``"bc_default"``): the deterministic plan first, then ``clip(mean + std * N(0, 1), -1, 1)`` in the env's
+    normalised action space (std = the Gaussian head's ``exp(log_std)``, 0.1 for other heads), decoded with
+    ``irlvla_gym.envs.actions.action_to_plan``. Observations are built with the network's own ``obs_keys``."""
+
+    name = "policy"
+
+    def __init__(self, path: str):
+        import torch
+
+        from irlvla_gym.obs.registry import ObservationBuilder
+        from irlvla_gym.policies import VLANetwork, prepare_observations, resolve_checkpoint
+
+        self.net = VLANetwork.from_pretrained(resolve_checkpoint(path)).eval()
+        self._prepare = prepare_observations
+        self.builder = ObservationBuilder(self.net.obs_keys)
+        log_std = getattr(getattr(self.net, "head", None), "log_std", None)
+        self.std = (torch.exp(log_std).detach().numpy().astype(np.float64) if log_std is not None
+                    else np.full(24, 0.1))
+
+    def sample(self, scene, obs, num: int, rng: np.random.Generator) -> np.ndarray:
+        import torch
+
+        from irlvla_gym.envs.actions import action_to_plan
+
+        o = self.builder.observe_batch([scene])
+        with torch.no_grad():
+            mean = self.net(self._prepare(o, self.net.obs_keys, "cpu")).numpy().astype(np.float64)[0]
+        eps = rng.standard_normal((num, mean.shape[-1]))
+        eps[0] = 0.0
+        return action_to_plan(np.clip(mean[None] + self.std[None] * eps, -1.0, 1.0)).reshape(num, 8, 3)
+
+
+def load_policy_sampler(spec: str | Callable | None) -> PolicySampler | VLAPlanSampler | None:
     """A :class:`PolicySampler` from ``--policy``, or None (with a warning) when it cannot be loaded.
 
     ``spec`` may be: a callable ``(obs, num, rng) -> plans``; ``"module:function"`` naming such a callable (or a
-    factory returning one when called without arguments); or a checkpoint path, handed to
-    ``irlvla_gym.policies.load_plan_sampler(path)`` when the policies package provides it (the VLA policy is another
-    issue; until it exists, the policy slots are filled with perturbations).
+    factory returning one when called without arguments); or a VLA checkpoint (directory, or a shipped name such as
+    ``"bc_default"``): handed to ``irlvla_gym.policies.load_plan_sampler(path)`` if the policies package provides
+    one, else sampled by :class:`VLAPlanSampler`. When none of these is available the policy slots are filled with
+    perturbations (warning on stderr).
     """
     if spec is None:
         return None
@@ -222,12 +258,16 @@ def load_policy_sampler(spec: str | Callable | None) -> PolicySampler | None:
         return PolicySampler(obj)
     try:
         policies = importlib.import_module("irlvla_gym.policies")
-        loader = getattr(policies, "load_plan_sampler")
-    except (ImportError, AttributeError):
-        print(f"irlvla rwm dataset: warning: --policy {spec}: irlvla_gym.policies.load_plan_sampler is not "
-              "available; policy samples skipped (perturbations fill those slots)", file=sys.stderr)
+    except ImportError:
+        policies = None
+    if policies is not None and "load_plan_sampler" in getattr(policies, "__all__", ()):
+        return PolicySampler(getattr(policies, "load_plan_sampler")(spec))
+    try:
+        return VLAPlanSampler(spec)
+    except (ImportError, AttributeError) as exc:
+        print(f"irlvla rwm dataset: warning: --policy {spec}: no VLA policy loader available ({exc}); policy "
+              "samples skipped (perturbations fill those slots)", file=sys.stderr)
         return None
-    return PolicySampler(loader(spec))
 
 
 class CandidateGenerator:

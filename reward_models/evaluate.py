@@ -184,7 +184,8 @@ def markdown(rep: dict[str, Any], ckpt: str) -> str:
             lines.append(f"| {n} | {v['auc']:.4f} | {v['accuracy']:.4f} | {v['positive_rate']:.3f} | | |")
         else:
             lines.append(f"| {n} | | | | {v['mae']:.4f} | {v['pearson']:.4f} |")
-    lines += ["", "## By candidate source", "", "| source | plans | true EPDMS | predicted reward |", "|---|---|---|---|"]
+    lines += ["", "## By candidate source", "", "| source | plans | true EPDMS | predicted reward |",
+              "|---|---|---|---|"]
     for n, v in rep["by_source"].items():
         lines.append(f"| {n} | {v['plans']} | {v['true_epdms']:.4f} | {v['pred_reward']:.4f} |")
     lines += ["", "![calibration](calibration.png)", ""]

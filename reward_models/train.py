@@ -39,7 +39,7 @@ from reward_models.checkpoint import (
     CheckpointError, load_optimizer, load_tensors, optimizer_tensors, read_json, save_model, save_tensors, write_json,
 )
 from reward_models.dataset import OBS_ENTRIES, RWMData, load_dataset
-from reward_models.model import BINARY, SUB_SCORES, THREE_WAY, ModelConfig, RewardWorldModel, prepare_obs
+from reward_models.model import BINARY, THREE_WAY, ModelConfig, RewardWorldModel, prepare_obs
 
 
 @dataclass

@@ -109,3 +109,18 @@ def test_perturbations_are_finite_and_vary():
     assert p[:, -1, 0].std() > 1.0 and p[:, -1, 1].std() > 0.3
     standing = perturb_plans(np.zeros((8, 3)), 4, np.random.default_rng(0), CandidateConfig())
     assert np.isfinite(standing).all()
+
+
+def test_vla_policy_samples(tmp_path):
+    pytest.importorskip("transformers")
+    policies = pytest.importorskip("irlvla_gym.policies")
+    try:
+        policies.resolve_checkpoint("bc_default")
+    except Exception:
+        pytest.skip("no shipped VLA checkpoint")
+    out = tmp_path / "vla"
+    build_dataset("synthetic-train", out, num_scenes=1, candidates=TINY, policy="bc_default", progress=False)
+    data = load_dataset(out)
+    sel = data.sources[0] == 4
+    assert sel.sum() == 2 and np.isfinite(data.plans[0][sel]).all()
+    assert data.manifest["policy"] == "bc_default"

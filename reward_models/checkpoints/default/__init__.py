@@ -1,0 +1,1 @@
+"""The default RWM checkpoint: ``model.safetensors`` + ``config.json`` (see reward_models/README.md)."""
