@@ -31,7 +31,7 @@ from irlvla_gym.metrics.context import AgentTracks, ScoringContext
 from irlvla_gym.metrics.fast import (
     _fast_map, _first_fault_free, _point_segment_distance, boxes_overlap, project_on_polyline, segment_box_overlap,
 )
-from irlvla_gym.metrics.polyindex import _expand
+from irlvla_gym.metrics.polyindex import _expand, _on_segment, _segments_cross
 from irlvla_gym.metrics.result import (
     ACTIVE_FRONT, ACTIVE_LATERAL, ACTIVE_REAR, STOPPED_EGO, STOPPED_TRACK, ScoreResult, empty_result, epdms,
 )
@@ -129,6 +129,281 @@ def _map_flags(ctx: ScoringContext, red: np.ndarray, pts: np.ndarray, res: Score
         res.progress[rows] = np.maximum(s[K:] - s[:K], 0.0)
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Packed map index: the polygon indexes of many scenes concatenated, queried in one pass
+# ---------------------------------------------------------------------------------------------------------------------
+
+PACK_MAX_CELLS = 48_000_000
+"""Budget of the packed index (grid cells over all packed scenes; ~4 bytes each plus ~15 bytes per entry): scenes
+beyond it are queried one scene at a time (:func:`_map_flags`)."""
+
+
+class PackedMaps:
+    """The :class:`~irlvla_gym.metrics.polyindex.PolygonIndex` (and lane-segment candidates, polygon attributes,
+    route polylines) of several scenes concatenated with per-scene offsets, so the containment query, lane-keeping
+    distances and route progress of rows from all of them run as one vectorised pass (no loop over scenes).
+
+    Built by :func:`packed_maps` for the scenes a process keeps scoring (the vector env's scene pool) and rebuilt
+    when new scenes appear. Every number equals the per-scene query's.
+    """
+
+    def __init__(self, contexts: Sequence[ScoringContext]):
+        fmaps = [_fast_map(c) for c in contexts]
+        self.contexts = list(contexts)  # keeps the maps alive while packed
+        self.slot = {id(f): m for m, f in enumerate(fmaps)}
+        idx = [f.index for f in fmaps]
+        M = len(fmaps)
+        self.origin = np.stack([i.origin for i in idx]) if M else np.zeros((0, 2))
+        self.res = np.array([i.resolution for i in idx], np.float64)
+        self.nx = np.array([int(i.shape[0]) for i in idx], np.int64)
+        self.ny = np.array([int(i.shape[1]) for i in idx], np.int64)
+        cells = self.nx * self.ny
+        self.cell_base = np.cumsum(cells) - cells
+        n_entries = np.array([len(i.entry_polygon) for i in idx], np.int64)
+        entry_base = np.cumsum(n_entries) - n_entries
+        n_edges = np.array([len(i.edge_a) for i in idx], np.int64)
+        edge_base = np.cumsum(n_edges) - n_edges
+        n_entry_edges = np.array([len(i.entry_edges) for i in idx], np.int64)
+        entry_edge_base = np.cumsum(n_entry_edges) - n_entry_edges
+        n_poly = np.array([i.num_polygons for i in idx], np.int64)
+        self.poly_base = np.cumsum(n_poly) - n_poly
+        n_segs = np.array([len(f.lane_seg_a) for f in fmaps], np.int64)
+        seg_base = np.cumsum(n_segs) - n_segs
+        n_entry_segs = np.array([len(f.entry_segs) for f in fmaps], np.int64)
+        entry_seg_base = np.cumsum(n_entry_segs) - n_entry_segs
+
+        def cat(parts, dtype=None, empty=(0,)):
+            parts = list(parts)
+            return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(empty, dtype)
+
+        total_entries = int(n_entries.sum())
+        self.cell_start = cat([i.cell_start[:-1] + b for i, b in zip(idx, entry_base)] + [[total_entries]],
+                              np.int64)
+        self.entry_polygon = cat([i.entry_polygon + b for i, b in zip(idx, self.poly_base)], np.int64)
+        self.entry_partial = cat([i.entry_partial for i in idx], bool)
+        self.entry_centre_inside = cat([i.entry_centre_inside for i in idx], bool)
+        self.entry_edge_start = cat([i.entry_edge_start[:-1] + b for i, b in zip(idx, entry_edge_base)]
+                                    + [[int(n_entry_edges.sum())]], np.int64)
+        self.entry_edges = cat([i.entry_edges + b for i, b in zip(idx, edge_base)], np.int64)
+        self.edge_a = cat([i.edge_a for i in idx], np.float64, (0, 2))
+        self.edge_b = cat([i.edge_b for i in idx], np.float64, (0, 2))
+        self.entry_seg_start = cat([f.entry_seg_start[:-1] + b for f, b in zip(fmaps, entry_seg_base)]
+                                   + [[int(n_entry_segs.sum())]], np.int64)
+        self.entry_segs = cat([f.entry_segs + b for f, b in zip(fmaps, seg_base)], np.int64)
+        self.lane_seg_a = cat([f.lane_seg_a for f in fmaps], np.float64, (0, 2))
+        self.lane_seg_b = cat([f.lane_seg_b for f in fmaps], np.float64, (0, 2))
+        self.num_lanes = np.array([c.num_lanes for c in contexts], np.int64)
+        self.poly_is_lane = cat([np.arange(p) < c.num_lanes for p, c in zip(n_poly, contexts)], bool)
+        self.poly_on_route = cat([c.polygon_is_on_route for c in contexts], np.float64)
+        self.poly_intersection = cat([c.polygon_is_intersection for c in contexts], np.float64)
+        self.poly_map = np.repeat(np.arange(M), n_poly)
+        # Route polylines as segments (project_on_polyline's quantities, per scene).
+        seg_a, seg_b, seg_len, cum, counts = [], [], [], [], []
+        for c in contexts:
+            line = c.route_centerline
+            if len(line) < 2:
+                counts.append(0)
+                continue
+            a, b = line[:-1], line[1:]
+            d = b - a
+            L2 = np.einsum("sd,sd->s", d, d)
+            seg_a.append(a)
+            seg_b.append(b)
+            seg_len.append(L2)
+            cum.append(np.r_[0.0, np.cumsum(np.sqrt(L2))][:-1])
+            counts.append(len(a))
+        self.route_count = np.array(counts, np.int64)
+        self.route_start = np.cumsum(self.route_count) - self.route_count
+        self.route_a = cat(seg_a, np.float64, (0, 2))
+        self.route_b = cat(seg_b, np.float64, (0, 2))
+        self.route_L2 = cat(seg_len, np.float64)
+        self.route_cum = cat(cum, np.float64)
+        self.cells = int(cells.sum())
+
+    def __contains__(self, ctx: ScoringContext) -> bool:
+        return id(_fast_map(ctx)) in self.slot
+
+    def contains(self, points: np.ndarray, slot: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`PolygonIndex.contains` of points (Q, 2) each in the scene of packed slot ``slot`` (Q,):
+        (point index, global polygon, global entry), sorted by point."""
+        origin, res = self.origin[slot], self.res[slot]
+        nx, ny = self.nx[slot], self.ny[slot]
+        cxy = np.floor((points - origin) / res[:, None])
+        ix, iy = cxy[:, 0], cxy[:, 1]
+        in_grid = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+        cell = np.where(in_grid, iy * nx + ix, 0).astype(np.int64) + self.cell_base[slot]
+        start = self.cell_start[cell]
+        count = np.where(in_grid, self.cell_start[cell + 1] - start, 0)
+        point_of, entry = _expand(start, count)
+        inside = ~self.entry_partial[entry]
+        sel = np.flatnonzero(~inside)
+        if len(sel):
+            pe = entry[sel]
+            pp = point_of[sel]
+            e_start = self.entry_edge_start[pe]
+            e_count = self.entry_edge_start[pe + 1] - e_start
+            row, item = _expand(e_start, e_count)
+            edge = self.entry_edges[item]
+            p = points[pp[row]]
+            q = pp[row]
+            c = origin[q] + (cxy[q] + 0.5) * res[q][:, None]
+            ea, eb = self.edge_a[edge], self.edge_b[edge]
+            crosses = _segments_cross(c, p, ea, eb)
+            parity = np.bincount(row, weights=crosses, minlength=len(sel)).astype(np.int64) & 1
+            on_edge = np.bincount(row, weights=_on_segment(p, ea, eb), minlength=len(sel)) > 0
+            inside[sel] = (self.entry_centre_inside[pe] ^ parity.astype(bool)) & ~on_edge
+        return point_of[inside], self.entry_polygon[entry[inside]], entry[inside]
+
+
+_PACK: list[PackedMaps | None] = [None]
+
+
+def packed_maps(contexts: Sequence[ScoringContext]) -> PackedMaps | None:
+    """The process's packed index, (re)built so that it covers the scenes of ``contexts`` when they fit the
+    budget (:data:`PACK_MAX_CELLS`): new scenes are added to the scenes packed so far, or, when the union would
+    not fit, the pack restarts from these scenes. None when even these do not fit (rows then go scene by scene)."""
+    pack = _PACK[0]
+    needed: dict[int, ScoringContext] = {}
+    for c in contexts:
+        key = id(_fast_map(c))
+        if key not in needed and (pack is None or key not in pack.slot):
+            needed[key] = c
+    if pack is not None and not needed:
+        return pack
+    base = [] if pack is None else pack.contexts
+    new_cells = sum(int(np.prod(_fast_map(c).index.shape)) for c in needed.values())
+    if pack is not None and pack.cells + new_cells <= PACK_MAX_CELLS:
+        members = base + list(needed.values())
+    else:
+        unique: dict[int, ScoringContext] = {}
+        for c in contexts:
+            unique.setdefault(id(_fast_map(c)), c)
+        if sum(int(np.prod(_fast_map(c).index.shape)) for c in unique.values()) > PACK_MAX_CELLS:
+            return None
+        members = list(unique.values())
+    # Pack base contexts (t0) only: a time-shifted context shares the map and the polygon attributes.
+    _PACK[0] = PackedMaps(members)
+    return _PACK[0]
+
+
+def clear_packed_maps() -> None:
+    """Drop the packed index (frees its memory; rebuilt on the next multi-scene call)."""
+    _PACK[0] = None
+
+
+def _map_flags_packed(pack: PackedMaps, contexts: Sequence[ScoringContext], pts: np.ndarray, res: ScoreResult,
+                      rows: np.ndarray) -> None:
+    """:func:`_map_flags` for rows ``rows`` of any scenes in ``pack``, in one pass (same numbers)."""
+    K, T = pts.shape[:2]
+    KT = K * T
+    slot_row = np.array([pack.slot[id(_fast_map(contexts[r]))] for r in rows], np.int64)
+    flat = pts.reshape(-1, 2)
+    point_idx, poly, entry = pack.contains(flat, np.repeat(slot_row, T * 5))
+    kt, which = point_idx // 5, point_idx % 5
+    is_corner = which < B.CENTER
+    corner_covered = np.zeros(KT * 4, bool)
+    corner_covered[(kt * 4 + which)[is_corner]] = True
+    non_drivable = ~corner_covered.reshape(KT, 4).all(axis=1)
+    row_of_kt = kt // T
+    lane_local = poly - pack.poly_base[slot_row[row_of_kt]]
+    lane_pair = is_corner & pack.poly_is_lane[poly]
+    Lmax = max(int(pack.num_lanes[slot_row].max()) if K else 1, 1)
+    key = kt[lane_pair] * Lmax + lane_local[lane_pair]
+    if KT * Lmax <= 4_000_000:
+        counts = np.bincount(key, minlength=KT * Lmax)
+        ukey = np.flatnonzero(counts)
+        corners_per_lane = counts[ukey]
+    else:
+        ukey, corners_per_lane = np.unique(key, return_counts=True)
+    ukt = ukey // Lmax
+    lanes_touched = np.bincount(ukt, minlength=KT)
+    one_lane_all = np.bincount(ukt[corners_per_lane == 4], minlength=KT) > 0
+    multiple_lanes = (lanes_touched > 1) & ~one_lane_all
+    is_centre = ~is_corner
+    ckt, cpoly = kt[is_centre], poly[is_centre]
+    oncoming = np.bincount(ckt, weights=pack.poly_on_route[cpoly], minlength=KT) == 0
+    in_inter = np.bincount(ckt, weights=pack.poly_intersection[cpoly], minlength=KT) > 0
+    res.non_drivable[rows] = non_drivable.reshape(K, T)
+    res.multiple_lanes[rows] = multiple_lanes.reshape(K, T)
+    res.oncoming[rows] = oncoming.reshape(K, T)
+    res.in_intersection[rows] = in_inter.reshape(K, T)
+
+    lane_c = pack.poly_is_lane[cpoly]
+    lk_kt, lk_entry = ckt[lane_c], entry[is_centre][lane_c]
+    deviation = np.full(KT, np.inf)
+    centre = pts[..., B.CENTER, :].reshape(KT, 2)
+    if len(lk_kt):
+        start = pack.entry_seg_start[lk_entry]
+        count = pack.entry_seg_start[lk_entry + 1] - start
+        row, item = _expand(start, count)
+        seg = pack.entry_segs[item]
+        dist = _point_segment_distance(centre[lk_kt[row]], pack.lane_seg_a[seg], pack.lane_seg_b[seg])
+        per_pair = np.minimum.reduceat(dist, np.cumsum(count) - count)
+        np.minimum.at(deviation, lk_kt, per_pair)
+    res.lk_deviation[rows] = deviation.reshape(K, T)
+
+    # Red connectors: each row's (41, L) table flattened and concatenated.
+    red_tables = [contexts[r].red_connectors for r in rows]
+    sizes = np.array([t.size for t in red_tables], np.int64)
+    red_flat = np.concatenate([t.ravel() for t in red_tables])
+    red_base = np.cumsum(sizes) - sizes
+    t_of_kt = np.tile(np.arange(T), K)
+    lanes_of_row = pack.num_lanes[slot_row]
+    red_step = np.zeros(KT, bool)
+    rp = lane_pair.copy()
+    lp_kt = kt[lane_pair]
+    rp[lane_pair] = red_flat[red_base[row_of_kt[lane_pair]] + t_of_kt[lp_kt] * lanes_of_row[row_of_kt[lane_pair]]
+                             + lane_local[lane_pair]]
+    red_step[kt[rp]] = True
+    flat_corners = None
+    for u in np.unique(slot_row):
+        fmap = _fast_map(pack.contexts[u])
+        if not len(fmap.red_lanes):
+            continue
+        if flat_corners is None:
+            flat_corners = pts[..., :4, :].reshape(KT, 4, 2)
+            bmin, bmax = flat_corners.min(axis=1), flat_corners.max(axis=1)
+        mine = np.flatnonzero(slot_row == u)
+        kts = (mine[:, None] * T + np.arange(T)[None, :]).ravel()
+        L = int(pack.num_lanes[u])
+        for lane, (ea, eb, pmin, pmax) in fmap.red_edges.items():
+            red_now = red_flat[red_base[kts // T] + (kts % T) * L + lane]
+            cand = kts[red_now & ~red_step[kts] & np.all(bmax[kts] >= pmin, axis=1)
+                       & np.all(bmin[kts] <= pmax, axis=1)]
+            if not len(cand):
+                continue
+            ci = np.repeat(cand, len(ea))
+            ei = np.tile(np.arange(len(ea)), len(cand))
+            hit = segment_box_overlap(ea[ei], eb[ei], flat_corners[ci])
+            red_step[np.unique(ci[hit])] = True
+    res.red_light[rows] = red_step.reshape(K, T)
+
+    # Route progress (project_on_polyline per point, segments of the row's route).
+    has_route = pack.route_count[slot_row] > 0
+    if has_route.any():
+        rr = np.flatnonzero(has_route)
+        c = pts[rr][..., B.CENTER, :]
+        points = np.concatenate([c[:, 0], c[:, -1]])  # (2 m, 2): starts then ends
+        pslot = np.tile(slot_row[rr], 2)
+        point_of, item = _expand(pack.route_start[pslot], pack.route_count[pslot])
+        a, b = pack.route_a[item], pack.route_b[item]
+        d = b - a
+        L2 = pack.route_L2[item]
+        rel = points[point_of] - a
+        t = np.clip(np.einsum("sd,sd->s", rel, d) / np.where(L2 > 0, L2, 1.0), 0.0, 1.0)
+        proj = a + t[:, None] * d
+        dist = np.hypot(points[point_of, 0] - proj[:, 0], points[point_of, 1] - proj[:, 1])
+        first = np.cumsum(pack.route_count[pslot]) - pack.route_count[pslot]
+        best = np.minimum.reduceat(dist, first)
+        # argmin: first segment reaching the minimum
+        hit = np.flatnonzero(dist == best[point_of])
+        _, pick = np.unique(point_of[hit], return_index=True)
+        k = hit[pick]
+        s = pack.route_cum[item[k]] + t[k] * np.sqrt(L2[k])
+        m = len(rr)
+        res.progress[rows[rr]] = np.maximum(s[m:] - s[:m], 0.0)
+
+
 def _agent_arrays(agents: AgentTracks, cfg: ScorerConfig, T: int) -> dict[str, np.ndarray]:
     """Per-agent arrays in (N, T) layout, cached on the tracks (one scene's log replay is scored many times)."""
     key = ("multi", T, cfg.collision_stopped_speed, cfg.ttc_num_steps, tuple(cfg.ttc_projection_steps))
@@ -149,15 +424,21 @@ def _agent_arrays(agents: AgentTracks, cfg: ScorerConfig, T: int) -> dict[str, n
     cx, cy = bt[..., 0], bt[..., 1]
     travel = np.max(np.hypot(cx[:, later] - cx[:, :Tt, None], cy[:, later] - cy[:, :Tt, None]), axis=2)
     reach = np.max(radius[:, later], axis=2) + travel  # (N, Tt)
+    vt = valid.T
+    # Bounds over the valid steps, for the conservative ego-distance prefilter in score_rows.
+    bbox = np.stack([np.where(vt, cx, np.inf).min(axis=1), np.where(vt, cy, np.inf).min(axis=1),
+                     np.where(vt, cx, -np.inf).max(axis=1), np.where(vt, cy, -np.inf).max(axis=1)], axis=1)
     out = {"boxes": bt, "cx": np.ascontiguousarray(cx), "cy": np.ascontiguousarray(cy), "radius": radius,
-           "valid": np.ascontiguousarray(valid.T), "stopped": stopped, "reach": reach, "static": static,
-           "category": np.asarray(agents.category, np.int64)}
+           "valid": np.ascontiguousarray(vt), "stopped": stopped, "reach": reach, "static": static,
+           "category": np.asarray(agents.category, np.int64), "bbox": bbox,
+           "radius_max": np.where(vt, radius, 0.0).max(axis=1, initial=0.0)}
     agents.cache[key] = out
     return out
 
 
 def score_rows(contexts: Sequence[ScoringContext], states: np.ndarray, agents: Sequence[AgentTracks],
-               previous_states: Sequence[np.ndarray | None] | None = None) -> tuple[ScoreResult, np.ndarray]:
+               previous_states: Sequence[np.ndarray | None] | None = None, *,
+               use_pack: bool = True) -> tuple[ScoreResult, np.ndarray]:
     """Raw evaluation (before EP normalisation / human filter) of R rows of possibly different scenes.
 
     Args:
@@ -167,6 +448,8 @@ def score_rows(contexts: Sequence[ScoringContext], states: np.ndarray, agents: S
         agents: R agent tracks, boxes (41, N_r, 8) (or (1, 41, N_r, 8)): row r's agents (its scene's log replay,
             or the agents reacting to row r's plan).
         previous_states: None, or R entries (41, 11) / None: the previous plan's states for EC (closed loop).
+        use_pack: query the map through the process's :class:`PackedMaps` (one pass for all scenes); False: one
+            query per distinct scene (same numbers).
 
     Returns:
         (result, has_ec): a :class:`ScoreResult` with R rows, equal row by row to
@@ -200,10 +483,18 @@ def score_rows(contexts: Sequence[ScoringContext], states: np.ndarray, agents: S
     py = y[..., None] + s[..., None] * lon[:, None, :] + c[..., None] * lat[:, None, :]
     pts = np.stack([px, py], axis=-1)  # (R, T, 5, 2)
 
-    # ---- map queries: one pass per distinct scene ----------------------------------------------------------------
+    # ---- map queries: one packed pass over all scenes (or one pass per scene beyond the pack's budget) ---------
+    pack = packed_maps(contexts) if use_pack else None
     groups: dict[int, list[int]] = {}
+    packed_rows: list[int] = []
     for r, ctx in enumerate(contexts):
-        groups.setdefault(id(_fast_map(ctx)), []).append(r)
+        if pack is not None and ctx in pack:
+            packed_rows.append(r)
+        else:
+            groups.setdefault(id(_fast_map(ctx)), []).append(r)
+    if packed_rows:
+        rows = np.asarray(packed_rows)
+        _map_flags_packed(pack, contexts, pts[rows], res, rows)
     for rows_list in groups.values():
         rows = np.asarray(rows_list)
         ctx0 = contexts[rows_list[0]]
@@ -218,17 +509,35 @@ def score_rows(contexts: Sequence[ScoringContext], states: np.ndarray, agents: S
     A = int(counts.sum())
     speed = np.hypot(states[..., B.VX], states[..., B.VY])  # (R, T)
     corners = pts[..., :4, :]
+    Tt = min(cfg.ttc_num_steps, T)
+    steps = np.asarray(cfg.ttc_projection_steps)
+    max_step = int(steps.max())
+    e_cx, e_cy = pts[..., B.CENTER, 0], pts[..., B.CENTER, 1]  # (R, T)
+    keep = None
     if A:
         row_of = np.repeat(np.arange(R), counts)
         local = np.arange(A) - np.repeat(np.cumsum(counts) - counts, counts)
-
+        # Conservative prefilter: an agent whose valid centres all stay farther from the row's ego centres than
+        # ego radius + agent radius + the largest TTC projection (speed x 0.9 s) can neither collide (NC tests
+        # valid steps only) nor be hit by a projected ego (TTC's exact tests use the agent's valid steps), so it
+        # is dropped before the (agents x steps) arrays are formed. 1 m margin against rounding.
+        a_bbox = np.concatenate([p["bbox"] for p in packs])
+        bound = (e_radius + speed[:, :Tt].max(axis=1) * max_step * cfg.dt)[row_of] + np.concatenate(
+            [p["radius_max"] for p in packs]) + 1.0
+        gx = np.maximum(0.0, np.maximum(a_bbox[:, 0] - e_cx.max(axis=1)[row_of], e_cx.min(axis=1)[row_of]
+                                        - a_bbox[:, 2]))
+        gy = np.maximum(0.0, np.maximum(a_bbox[:, 1] - e_cy.max(axis=1)[row_of], e_cy.min(axis=1)[row_of]
+                                        - a_bbox[:, 3]))
+        keep = np.flatnonzero(gx * gx + gy * gy <= bound * bound)
+        row_of, local = row_of[keep], local[keep]
+        A = len(keep)
+    if A:
         def cat(name: str) -> np.ndarray:
-            return np.concatenate([p[name] for p in packs])
+            return np.concatenate([p[name] for p in packs])[keep]
 
         a_boxes, a_cx, a_cy, a_radius = cat("boxes"), cat("cx"), cat("cy"), cat("radius")
         a_valid, a_stopped, a_reach, a_static, a_category = (cat("valid"), cat("stopped"), cat("reach"),
                                                              cat("static"), cat("category"))
-        e_cx, e_cy = pts[..., B.CENTER, 0], pts[..., B.CENTER, 1]  # (R, T)
         flag = res.multiple_lanes | res.non_drivable
         ahead = np.deg2rad(cfg.ahead_angle_deg)
         behind = np.deg2rad(cfg.behind_angle_deg)
@@ -271,9 +580,6 @@ def score_rows(contexts: Sequence[ScoringContext], states: np.ndarray, agents: S
                 res.collision_category[ck[first]] = a_category[ca[first]]
 
         # ---- TTC --------------------------------------------------------------------------------------------------
-        Tt = min(cfg.ttc_num_steps, T)
-        steps = np.asarray(cfg.ttc_projection_steps)
-        max_step = int(steps.max())
         active = speed[:, :Tt] >= cfg.ttc_stopped_speed
         reach = (e_radius[:, None] + speed[:, :Tt] * max_step * cfg.dt)[row_of] + a_reach
         coarse = gap2[:, :Tt] <= reach * reach

@@ -38,8 +38,8 @@ def _assert_row_equal(multi: ScoreResult, r: int, single: ScoreResult, label: st
             np.testing.assert_array_equal(value[r], getattr(single, name)[0], err_msg=f"{label}: {name}")
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_rows_of_many_scenes_equal_single_scene_scoring(seed):
+@pytest.mark.parametrize("seed,use_pack", [(0, True), (1, True), (2, False)])
+def test_rows_of_many_scenes_equal_single_scene_scoring(seed, use_pack):
     rng = np.random.default_rng(seed)
     scenes = _scenes()
     contexts = [prepare_scene(s) for s in scenes]
@@ -55,7 +55,7 @@ def test_rows_of_many_scenes_equal_single_scene_scoring(seed):
             ctx = dataclasses.replace(ctx, red_connectors=np.roll(ctx.red_connectors, -7, axis=0),
                                       history_states=ctx.history_states + 0.1)
         ctx_rows.append(ctx)
-    multi, has_ec = score_rows(ctx_rows, states, [tracks[r] for r in rows], previous)
+    multi, has_ec = score_rows(ctx_rows, states, [tracks[r] for r in rows], previous, use_pack=use_pack)
     np.testing.assert_array_equal(has_ec, [p is not None for p in previous])
     human = score_states_fast(contexts[1], line_states(8.0), tracks[1], None)
     reference = rng.uniform(0.0, 40.0, len(rows))
@@ -86,3 +86,26 @@ def test_reactive_rows_and_empty_batches():
         _assert_row_equal(multi, k, score_states_fast(ctx, states[k:k + 1], rows[k]), f"idm {k}")
     empty, has_ec = score_rows([], np.zeros((0, 41, 11)), [])
     assert empty.nc.shape == (0,) and has_ec.shape == (0,)
+
+
+def test_packed_index_budget_and_growth(monkeypatch):
+    """The packed index grows with new scenes, restarts when over budget, and is skipped when even one batch's
+    scenes exceed it (rows then go scene by scene); numbers never change."""
+    from irlvla_gym.metrics import multi
+
+    scenes = _scenes()
+    contexts = [prepare_scene(s) for s in scenes]
+    tracks = [agent_tracks(s) for s in scenes]
+    rng = np.random.default_rng(5)
+    states = random_states(rng, len(scenes), lateral=3.0)
+    multi.clear_packed_maps()
+    a, _ = score_rows(contexts[:3], states[:3], tracks[:3])
+    assert len(multi._PACK[0].contexts) == 3
+    b, _ = score_rows(contexts, states, tracks)  # grows
+    assert len(multi._PACK[0].contexts) == len(scenes)
+    monkeypatch.setattr(multi, "PACK_MAX_CELLS", 0)
+    c, _ = score_rows(contexts, states, tracks)  # over budget: scene by scene
+    for name in ("nc", "dac", "lk_deviation", "progress", "red_light", "oncoming", "multiple_lanes"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name)[:3])
+        np.testing.assert_array_equal(getattr(b, name), getattr(c, name))
+    multi.clear_packed_maps()
