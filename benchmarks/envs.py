@@ -9,9 +9,13 @@ Rows, per env id:
 * ``SyncVectorEnv x8``: 8 envs in one process (SAME_STEP autoreset, so the plan-once env does not spend every other
   step on an autoreset); steps/s counts env steps (8 per vector step).
 * ``AsyncVectorEnv x2``: 2 worker processes.
-* ``native vector x8`` (plan-once only): ``gym.make_vec(..., vectorization_mode="vector_entry_point")``, the
-  batched-tracker :class:`~irlvla_gym.envs.vector.NavsimVectorEnv`; ``, 2 processes``: two such processes at once,
-  the "two cores" figure the plan-once goal (>= 1,000 steps/s) is checked against.
+* ``native vector x8``: ``gym.make_vec(..., vectorization_mode="vector_entry_point")``, the batched
+  :class:`~irlvla_gym.envs.vector.NavsimVectorEnv` / ``NavsimClosedLoopVectorEnv`` (one tracker, scorer and render
+  call per vector step); ``, 2 processes``: two such processes at once, the "two cores" figure the plan-once goal
+  (>= 1,000 steps/s) is checked against; ``single env, 2 processes``: the same for two single envs.
+* The per-scene precompute is shared by the envs of a process (and inherited by forked workers), so warm-ups
+  visit each scene once per process.
+* ``benchmarks/vector_env.py`` has the N = 1 .. 256 comparison with SyncVectorEnv / DummyVecEnv / SubprocVecEnv.
 * ``scene precompute``: first visit of a scene (generation + scoring context + agents + expert rollout + t0
   observation), ms per scene; timed in a warm-up that visits every scene of the pool once, so the timed loops run
   from the in-memory LRU (``num_scenes`` pool, default 64), as a training run does after its first pass.
@@ -130,6 +134,29 @@ def native_vector_processes(env_id: str, steps: int, num_scenes: int, num_envs: 
     return sum(n for n, _ in out) / max(t for _, t in out)
 
 
+def _single_worker(args: tuple) -> tuple[int, float]:
+    force_single_thread()
+    env_id, steps, num_scenes = args
+    env = _make(env_id, num_scenes)
+    env.reset(seed=0)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        _, _, te, tr, _ = env.step(env.action_space.sample())
+        if te or tr:
+            env.reset()
+    return steps, time.perf_counter() - t0
+
+
+def single_env_processes(env_id: str, steps: int, num_scenes: int, processes: int) -> float:
+    """Total steps/s of ``processes`` processes each stepping one single env (forked after the warm-up, so the
+    per-scene caches are inherited)."""
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(processes) as pool:
+        out = pool.map(_single_worker, [(env_id, steps, num_scenes)] * processes)
+    return sum(n for n, _ in out) / max(t for _, t in out)
+
+
 def highway(steps: int) -> float | None:
     try:
         import highway_env  # noqa: F401
@@ -173,12 +200,15 @@ def main(argv: list[str] | None = None) -> int:
             results.append(at_least(f"{env_id} AsyncVectorEnv x2",
                                     vector_env(env_id, args.steps, args.num_scenes, 2, True), "steps/s", None,
                                     note="two worker processes"))
+        n, secs = native_vector(env_id, args.steps, args.num_scenes, 8)
+        results.append(at_least(f"{env_id} native vector x8", n / secs, "steps/s", None,
+                                note="vector_entry_point: batched tracker, scorer, render; one core"))
+        results.append(at_least(f"{env_id} native vector x8, 2 processes",
+                                native_vector_processes(env_id, args.steps, args.num_scenes, 8, 2), "steps/s",
+                                GOAL_PLAN_ONCE if env_id == ENV_IDS[0] else None, note="two cores"))
         if env_id == ENV_IDS[0]:
-            n, secs = native_vector(env_id, args.steps, args.num_scenes, 8)
-            results.append(at_least(f"{env_id} native vector x8", n / secs, "steps/s", None,
-                                    note="vector_entry_point, batched tracker, one core"))
-            results.append(at_least(f"{env_id} native vector x8, 2 processes",
-                                    native_vector_processes(env_id, args.steps, args.num_scenes, 8, 2), "steps/s",
+            results.append(at_least(f"{env_id} single env, 2 processes",
+                                    single_env_processes(env_id, args.steps, args.num_scenes, 2), "steps/s",
                                     GOAL_PLAN_ONCE, note="two cores"))
     if hw is None:
         results.append(skipped("highway-fast-v0 single env", "steps/s", "highway-env is not installed"))

@@ -88,7 +88,11 @@ class NavsimClosedLoopEnv(NavsimBaseEnv):
 
     ## Vectorized environment
 
-    Works under gymnasium's Sync/AsyncVectorEnv and SB3's DummyVecEnv/SubprocVecEnv.
+    Works under gymnasium's Sync/AsyncVectorEnv and SB3's DummyVecEnv/SubprocVecEnv. Native batched version:
+    ``gym.make_vec("IRLVLA-Navsim-ClosedLoop-v2", num_envs=N, vectorization_mode="vector_entry_point")`` gives
+    :class:`~irlvla_gym.envs.vector.NavsimClosedLoopVectorEnv` (one tracker call, one multi-scene scorer call and one
+    batched render per vector step; same numbers as N single envs; SAME_STEP autoreset by default), and
+    ``irlvla_gym.envs.sb3.BatchedVecEnv("IRLVLA-Navsim-ClosedLoop-v2", N)`` is its SB3 VecEnv.
 
     ## Version History
 

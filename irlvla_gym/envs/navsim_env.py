@@ -97,10 +97,14 @@ class NavsimEnv(NavsimBaseEnv):
 
     Works under ``gymnasium.vector.SyncVectorEnv`` / ``AsyncVectorEnv`` and SB3's ``DummyVecEnv`` /
     ``SubprocVecEnv``. Every step ends an episode, so use ``autoreset_mode=gym.vector.AutoresetMode.SAME_STEP``
-    (with the default NEXT_STEP mode every other vector step is spent on autoresets). Fastest:
-    ``gym.make_vec("IRLVLA-Navsim-v2", num_envs=8, vectorization_mode="vector_entry_point")`` gives the native
-    :class:`~irlvla_gym.envs.vector.NavsimVectorEnv`, which tracks all N plans in one batched simulator call
-    (same numbers as N single envs; SAME_STEP autoreset).
+    (with the default NEXT_STEP mode every other vector step is spent on autoresets). The envs of one process share
+    the per-scene precompute. Fastest: ``gym.make_vec("IRLVLA-Navsim-v2", num_envs=N,
+    vectorization_mode="vector_entry_point")`` gives the native :class:`~irlvla_gym.envs.vector.NavsimVectorEnv`:
+    one tracker call, one multi-scene scorer call and one gather of cached observations per vector step for all N
+    envs (same observations, rewards and infos as N single envs; SAME_STEP autoreset by default,
+    ``autoreset_mode=`` NEXT_STEP / DISABLED). For SB3: ``irlvla_gym.envs.sb3.BatchedVecEnv`` (one process) or
+    ``irlvla_gym.envs.sb3.make_vec_env(..., processes=2)`` (worker processes each holding a batched env).
+    ``benchmarks/vector_env.py`` measures them against SyncVectorEnv / DummyVecEnv / SubprocVecEnv.
 
     ## Version History
 

@@ -184,6 +184,9 @@ class AgentTracks:
     @property
     def is_static(self) -> np.ndarray:
         """(N,) bool: static object category (NC score 0.5 when hit at fault, always 'stopped')."""
-        from irlvla_gym.scenes.scene import STATIC_CATEGORIES
+        out = self.cache.get("is_static")
+        if out is None:  # np.isin costs ~0.1 ms, and the scorer asks for it on every call
+            from irlvla_gym.scenes.scene import STATIC_CATEGORIES
 
-        return np.isin(self.category, STATIC_CATEGORIES)
+            out = self.cache["is_static"] = np.isin(self.category, STATIC_CATEGORIES)
+        return out
