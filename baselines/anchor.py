@@ -134,10 +134,20 @@ class BCAnchor:
         return value, {f"bc_{self.kind}": float(value.detach())}
 
 
+def frozen_copy(policy: Any) -> Any:
+    """A frozen copy of an SB3 policy (rebuilt from its constructor parameters, same weights, eval mode, no
+    gradients): the reference of :class:`ReferenceKLAnchor` (``copy.deepcopy`` fails on policies that hold the last
+    forward's distribution)."""
+    copy_ = type(policy)(**policy._get_constructor_parameters()).to(policy.device)
+    copy_.load_state_dict(policy.state_dict())
+    copy_.set_training_mode(False)
+    return copy_.requires_grad_(False)
+
+
 class ReferenceKLAnchor:
     """``KL(pi || pi_ref)`` (diagonal Gaussians, summed over action dimensions, mean over observations) on the
-    observations of a dataset, to a frozen reference policy (an SB3 policy with the same spaces, e.g. a copy of the
-    policy taken before RL).
+    observations of a dataset, to a frozen reference policy (an SB3 policy with the same spaces, e.g.
+    ``frozen_copy(model.policy)`` taken before RL).
 
     Args:
         dataset: supplies the observations (its actions are not used). reference: the frozen policy.
@@ -282,4 +292,4 @@ def make_anchor(bc: Mapping[str, Any], env: Mapping[str, Any], seed: int = 0,
 
 
 __all__: Sequence[str] = ["AnchorTerm", "BCAnchor", "ExpertDataset", "PPOWithAnchor", "ReferenceKLAnchor",
-                          "make_anchor"]
+                          "frozen_copy", "make_anchor"]

@@ -95,7 +95,10 @@ def train_ppo(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = True) -
     remaining = cfg.total_timesteps - int(state["step"])
     if remaining > 0:
         model.learn(remaining, callback=callback, reset_num_timesteps=state["step"] == 0, tb_log_name="ppo")
-    hooks.finish(lambda: snapshot(int(model.num_timesteps), lambda n, v: None))
+    final_record = lambda name, value: model.logger.record(name, value)  # noqa: E731
+    hooks.maybe_run(int(model.num_timesteps), lambda: snapshot(int(model.num_timesteps), final_record))
+    model.logger.dump(int(model.num_timesteps))
+    hooks.finish(lambda: snapshot(int(model.num_timesteps), final_record))
 
     # ---- final files -------------------------------------------------------------------------------------------------
     from irlvla_gym.agents import SB3ModelAgent
