@@ -255,33 +255,44 @@ class PackedMaps:
         return point_of[inside], self.entry_polygon[entry[inside]], entry[inside]
 
 
+PACK_MIN_GROWTH = 8
+"""New scenes collected before the pack is rebuilt with them (at least this many, or half the pack)."""
 _PACK: list[PackedMaps | None] = [None]
+_PENDING: dict[int, ScoringContext] = {}  # scenes scored since the last rebuild but not packed yet
+
+
+def _cells(ctx: ScoringContext) -> int:
+    return int(np.prod(_fast_map(ctx).index.shape))
 
 
 def packed_maps(contexts: Sequence[ScoringContext]) -> PackedMaps | None:
-    """The process's packed index, (re)built so that it covers the scenes of ``contexts`` when they fit the
-    budget (:data:`PACK_MAX_CELLS`): new scenes are added to the scenes packed so far, or, when the union would
-    not fit, the pack restarts from these scenes. None when even these do not fit (rows then go scene by scene)."""
+    """The process's packed index for scoring ``contexts`` (rows whose scene it lacks go scene by scene).
+
+    Growth is amortised: scenes not in the pack are collected, and the pack is rebuilt with them once they number
+    at least half the pack (or :data:`PACK_MIN_GROWTH`), so a pool of S scenes costs O(S) packing in total however it is visited. When
+    the union would exceed :data:`PACK_MAX_CELLS` the pack restarts from this call's scenes (if they fit)."""
     pack = _PACK[0]
-    needed: dict[int, ScoringContext] = {}
     for c in contexts:
         key = id(_fast_map(c))
-        if key not in needed and (pack is None or key not in pack.slot):
-            needed[key] = c
-    if pack is not None and not needed:
+        if (pack is None or key not in pack.slot) and key not in _PENDING:
+            _PENDING[key] = c
+    if not _PENDING:
         return pack
+    if pack is not None and len(_PENDING) < max(PACK_MIN_GROWTH, len(pack.contexts) // 2):
+        return pack
+    pending = list(_PENDING.values())
+    _PENDING.clear()
     base = [] if pack is None else pack.contexts
-    new_cells = sum(int(np.prod(_fast_map(c).index.shape)) for c in needed.values())
-    if pack is not None and pack.cells + new_cells <= PACK_MAX_CELLS:
-        members = base + list(needed.values())
+    if (pack.cells if pack is not None else 0) + sum(_cells(c) for c in pending) <= PACK_MAX_CELLS:
+        members = base + pending
     else:
         unique: dict[int, ScoringContext] = {}
         for c in contexts:
             unique.setdefault(id(_fast_map(c)), c)
-        if sum(int(np.prod(_fast_map(c).index.shape)) for c in unique.values()) > PACK_MAX_CELLS:
+        if sum(_cells(c) for c in unique.values()) > PACK_MAX_CELLS:
+            _PACK[0] = None
             return None
         members = list(unique.values())
-    # Pack base contexts (t0) only: a time-shifted context shares the map and the polygon attributes.
     _PACK[0] = PackedMaps(members)
     return _PACK[0]
 
@@ -289,6 +300,7 @@ def packed_maps(contexts: Sequence[ScoringContext]) -> PackedMaps | None:
 def clear_packed_maps() -> None:
     """Drop the packed index (frees its memory; rebuilt on the next multi-scene call)."""
     _PACK[0] = None
+    _PENDING.clear()
 
 
 def _map_flags_packed(pack: PackedMaps, contexts: Sequence[ScoringContext], pts: np.ndarray, res: ScoreResult,

@@ -101,11 +101,15 @@ def test_packed_index_budget_and_growth(monkeypatch):
     multi.clear_packed_maps()
     a, _ = score_rows(contexts[:3], states[:3], tracks[:3])
     assert len(multi._PACK[0].contexts) == 3
-    b, _ = score_rows(contexts, states, tracks)  # grows
+    b, _ = score_rows(contexts, states, tracks)  # 4 new scenes: pending (scored scene by scene), not packed yet
+    assert len(multi._PACK[0].contexts) == 3 and len(multi._PENDING) == len(scenes) - 3
+    monkeypatch.setattr(multi, "PACK_MIN_GROWTH", 0)  # grow at the next call
+    b2, _ = score_rows(contexts, states, tracks)
     assert len(multi._PACK[0].contexts) == len(scenes)
     monkeypatch.setattr(multi, "PACK_MAX_CELLS", 0)
     c, _ = score_rows(contexts, states, tracks)  # over budget: scene by scene
     for name in ("nc", "dac", "lk_deviation", "progress", "red_light", "oncoming", "multiple_lanes"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name)[:3])
         np.testing.assert_array_equal(getattr(b, name), getattr(c, name))
+        np.testing.assert_array_equal(getattr(b2, name), getattr(c, name))
     multi.clear_packed_maps()
