@@ -26,7 +26,14 @@ caches, so every row measures steady-state stepping, as a training run sees it a
 load average is recorded (other users of the cores make wall figures noisy; CPU figures are steadier).
 
 ``reward="rwm"`` rows run when ``reward_models`` provides a loadable default checkpoint, and are reported as
-skipped otherwise.
+skipped otherwise. The learned reward is called once per env (a batched call could round differently from the
+single env's), so those rows are bound by the reward model, not by the env.
+
+Measured (2 shared cores, load average ~3.5-4.5 from other users, 64-scene pool; wall / CPU env-steps/s):
+SyncVectorEnv x256 578 / 585, DummyVecEnv x256 531 / 550; native x8 1,492 / 1,528, x64 3,294 / 3,374, x256
+4,212 / 4,445 (one core); native x256 on 2 processes 3,694 wall (6.4x Sync) with 3,730 env-steps per CPU-second
+in the workers, i.e. ~7,500 env-steps/s when both cores are free. Before this benchmark's work: native x8 ~490,
+single env ~200.
 """
 
 from __future__ import annotations
