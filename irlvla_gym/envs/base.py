@@ -16,15 +16,6 @@ from irlvla_gym.envs.scoring import SceneBundle, make_bundle
 from irlvla_gym.obs.registry import ObservationBuilder
 
 
-class RewardModelUnavailableError(NotImplementedError):
-    """``reward="rwm"`` was asked for but the reward world model does not exist yet."""
-
-
-RWM_MESSAGE = ("reward='rwm' needs the learned reward world model (reward_models/, a later issue), which does not "
-               "exist yet in this version of irlvla-gym; use reward='epdms' (the rule-based scorer) or pass a "
-               "callable (scene, plan) -> float")
-
-
 def resolve_reward(spec: Any) -> Callable[..., float] | None:
     """None for the built-in EPDMS reward, the callable for a custom one or for ``"rwm"`` / ``"rwm:<ckpt dir>"``
     (the reward world model, :func:`reward_models.env_reward`)."""
@@ -33,11 +24,9 @@ def resolve_reward(spec: Any) -> Callable[..., float] | None:
     if spec == "epdms":
         return None
     if isinstance(spec, str) and (spec == "rwm" or spec.startswith("rwm:")):
-        try:  # the learned reward world model (reward_models/): shipped checkpoint or "rwm:<checkpoint dir>"
-            from reward_models import env_reward
-        except ImportError as exc:
-            raise RewardModelUnavailableError(f"{RWM_MESSAGE} ({exc})") from exc
-        return env_reward(spec)
+        from reward_models import env_reward  # imported lazily: torch stays out of `import irlvla_gym`
+
+        return env_reward(spec)  # the shipped checkpoint, or "rwm:<checkpoint dir>"
     raise ValueError(f"reward must be 'epdms', 'rwm' or a callable, got {spec!r}")
 
 

@@ -55,8 +55,8 @@ class NavsimEnv(NavsimBaseEnv):
     :mod:`irlvla_gym.envs.scoring`). It equals ``irlvla_gym.metrics.score_plans(scene, plan, traffic=traffic,
     human_filter=human_filter, reference_progress=env.unwrapped.reference_progress).epdms[0]``.
     ``info["rewards"]`` holds every component (``nc, dac, ddc, tlc, ep, ttc, lk, hc, ec, epdms, pdms, progress``),
-    highway-env style. ``reward="rwm"``: the learned reward world model (not available yet: raises
-    :class:`~irlvla_gym.envs.base.RewardModelUnavailableError`). A callable ``reward(scene, plan) -> float``
+    highway-env style. ``reward="rwm"``: the learned reward world model (:mod:`reward_models`, the shipped default
+    checkpoint; ``"rwm:<checkpoint dir>"`` for another). A callable ``reward(scene, plan) -> float``
     (plan (8, 3) in the scene's ego frame) replaces the scorer; then ``info["rewards"] = {"custom": value}``.
 
     ## Starting State

@@ -10,7 +10,6 @@ import pytest
 
 import irlvla_gym  # noqa: F401  (registers the ids)
 from irlvla_gym.envs.testing import assert_same, rollout, small_kwargs
-from irlvla_gym.envs.base import RewardModelUnavailableError
 from irlvla_gym.envs.navsim_env import NavsimEnv
 
 
@@ -100,11 +99,14 @@ def test_custom_callable_reward(synthetic):
     assert info["rewards"] == {"custom": r} and seen == [(synthetic[1].token, (8, 3))]
 
 
-def test_rwm_reward_raises_clear_error(synthetic):
-    with pytest.raises(RewardModelUnavailableError, match="reward world model"):
-        NavsimEnv(**small_kwargs(synthetic, reward="rwm"))
-    with pytest.raises(NotImplementedError):
-        gym.make("IRLVLA-Navsim-v2", **small_kwargs(synthetic, reward="rwm"))
+def test_rwm_reward_uses_the_shipped_reward_model(synthetic, tmp_path):
+    env = NavsimEnv(**small_kwargs(synthetic, reward="rwm"))
+    env.reset(seed=0)
+    _, reward, terminated, _, info = env.step(np.zeros(24, np.float32))
+    assert terminated and np.isfinite(reward) and 0.0 <= reward <= 1.0
+    assert info["rewards"] == {"custom": reward}
+    with pytest.raises((FileNotFoundError, ValueError), match="missing-ckpt"):
+        NavsimEnv(**small_kwargs(synthetic, reward=f"rwm:{tmp_path / 'missing-ckpt'}"))
 
 
 @pytest.mark.parametrize("bad", [np.full(24, np.nan), np.r_[np.inf, np.zeros(23)], np.full(24, -np.inf)])
