@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = (
     "irlvla_gym.policies.bc",
     "irlvla_gym.leaderboard.cli",
     "baselines.cli",
+    "baselines.hacking.cli",
 )
 
 

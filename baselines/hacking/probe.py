@@ -1,0 +1,406 @@
+"""The reward-hacking probe: how far the learned reward and the true EPDMS drift apart while PPO optimises it.
+
+At a fixed interval the policy's current deterministic plans on a **fixed probe set** of scenes (default: the first
+32 ``synthetic-val`` scenes) are scored twice: by the reward model the policy is trained on, and by the rule-based
+scorer with the labeller's settings (``irlvla_gym.metrics.score_plans``: fast implementation, log replay, human
+filter, PDM-Closed EP normaliser, no previous plan; exactly what the reward model was trained to predict). Scalars
+(TensorBoard tag ``hacking/<name>``; N = probe scenes, pred = the reward model, true = the scorer):
+
+==========================  ====================================================================================
+``pred_reward``              mean over N of the predicted reward (the quantity the policy maximises)
+``true_epdms``               mean over N of the true EPDMS
+``gap``                      ``pred_reward - true_epdms`` (> 0: the model over-rates the policy's plans)
+``abs_gap``                  mean over N of ``|pred - true|``
+``frac_overrated``           of the plans the model rates above ``high`` (0.8), the fraction truly below ``low``
+                             (0.5); 0 when none is rated above ``high``; ``n_rated_high`` = how many are
+``sub_gap/<s>``              mean of predicted minus true sub-score ``s`` (nc dac ddc tlc ep ttc lk hc ec): the
+                             sub-score with the largest positive value is the one the policy games
+``true/<s>``, ``pred/<s>``   the means behind ``sub_gap/<s>``
+``ref_pred_reward``,         when a reference model is given (e.g. the frozen shipped model while the trained one
+``ref_gap``                  is an ensemble or is being refitted): its prediction and gap on the same plans
+``pred_reward_mean``,        for an :class:`~reward_models.ensemble.EnsembleRewardModel`: the members' mean reward
+``pred_std``                 and their standard deviation (``pred_reward`` is then ``mean - beta * std``)
+``plan_shift_m``             mean distance (m) of the plans' waypoints from the first measurement's plans
+==========================  ====================================================================================
+
+Use it as an SB3 callback in any PPO run (:class:`RewardHackingProbe`), or as a training hook of the baselines
+runner (:class:`ProbeHook`, config ``hooks: [{class: "baselines.hacking.probe:ProbeHook"}]`` + ``hook_interval``).
+At the end of training both write ``hacking_probe.csv`` / ``.json`` and the gap curves ``hacking_probe.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+SUB_SCORES = ("nc", "dac", "ddc", "tlc", "ep", "ttc", "lk", "hc", "ec")
+DEFAULT_POLICY_KEYS = ("camera", "ego", "instruction")
+PREFIX = "hacking/"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The probe set and the two scorings
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProbeSet:
+    """A fixed set of N scenes with everything the measurement needs precomputed.
+
+    Attributes:
+        scenes: the N scenes. policy_obs: entry -> (N, ...) the policy's observations at t0 (``obs_keys``).
+        rwm_obs: entry -> (N, ...) the reward model's inputs (``reward_models.model.OBS_ENTRIES``).
+        reference_progress: (N,) PDM-Closed EP normalisers (m). contexts: N scorer contexts (map queries).
+    """
+
+    scenes: list[Any]
+    policy_obs: dict[str, np.ndarray]
+    rwm_obs: dict[str, np.ndarray]
+    reference_progress: np.ndarray
+    contexts: list[Any]
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    @classmethod
+    def from_scenes(cls, scenes: Sequence[Any], obs_keys: Sequence[str] = DEFAULT_POLICY_KEYS,
+                    obs_config: Any = None) -> "ProbeSet":
+        """Observe, prepare and compute the EP normaliser of each scene (about 50 ms per scene)."""
+        from irlvla_gym.metrics import prepare_scene
+        from irlvla_gym.obs.registry import ObservationBuilder
+
+        from reward_models.dataset import reference_progress_fn
+        from reward_models.model import OBS_KEYS
+
+        scenes = list(scenes)
+        ref_fn, _ = reference_progress_fn()
+        refs = np.array([float(ref_fn(s)) if ref_fn is not None else np.nan for s in scenes])
+        return cls(scenes, ObservationBuilder(tuple(obs_keys), obs_config).observe_batch(scenes),
+                   ObservationBuilder(OBS_KEYS).observe_batch(scenes), refs, [prepare_scene(s) for s in scenes])
+
+    @classmethod
+    def from_split(cls, split: str = "synthetic-val", num_scenes: int = 32, obs_keys: Sequence[str] =
+                   DEFAULT_POLICY_KEYS, obs_config: Any = None, start: int = 0) -> "ProbeSet":
+        """Scenes ``start .. start + num_scenes - 1`` of a split or scene-store directory."""
+        from irlvla_gym.envs.scenes import SceneSource
+
+        source = SceneSource(split)
+        stop = min(len(source), start + num_scenes)
+        return cls.from_scenes([source.load(i) for i in range(start, stop)], obs_keys, obs_config)
+
+
+def true_scores(probe: ProbeSet, plans: np.ndarray) -> dict[str, np.ndarray]:
+    """The scorer's sub-scores and ``epdms`` (name -> (N,)) of one plan per probe scene; plans (N, 8, 3)."""
+    from irlvla_gym.metrics import score_plans
+
+    plans = np.asarray(plans, np.float64).reshape(len(probe), 8, 3)
+    out = {k: np.zeros(len(probe)) for k in (*SUB_SCORES, "epdms")}
+    for i, scene in enumerate(probe.scenes):
+        ref = None if np.isnan(probe.reference_progress[i]) else float(probe.reference_progress[i])
+        r = score_plans(scene, plans[i:i + 1], human_filter=True, traffic="log", reference_progress=ref,
+                        impl="fast", context=probe.contexts[i])
+        for k in out:
+            out[k][i] = float(np.asarray(getattr(r, k))[0])
+    return out
+
+
+def predicted_scores(model: Any, probe: ProbeSet, plans: np.ndarray) -> dict[str, np.ndarray]:
+    """The reward model's expected sub-scores, ``reward`` (and ``reward_mean`` / ``reward_std`` for an ensemble),
+    name -> (N,), of one plan per probe scene: one batched call ``model.predict_subscores(obs (N, ...),
+    plans (N, 1, 8, 3))``."""
+    plans = np.asarray(plans, np.float32).reshape(len(probe), 1, 8, 3)
+    pred = model.predict_subscores(probe.rwm_obs, plans)
+    return {k: np.asarray(v, np.float64)[:, 0] for k, v in pred.items()}
+
+
+def compare(pred: Mapping[str, np.ndarray], true: Mapping[str, np.ndarray], high: float = 0.8,
+            low: float = 0.5) -> dict[str, float]:
+    """The probe scalars (module docs, without the ``hacking/`` prefix) from per-scene predictions and truths."""
+    p, t = np.asarray(pred["reward"]), np.asarray(true["epdms"])
+    rated_high = p > high
+    out = {"pred_reward": float(p.mean()), "true_epdms": float(t.mean()), "gap": float((p - t).mean()),
+           "abs_gap": float(np.abs(p - t).mean()), "n_rated_high": float(rated_high.sum()),
+           "frac_overrated": float((t[rated_high] < low).mean()) if rated_high.any() else 0.0}
+    for s in SUB_SCORES:
+        out[f"pred/{s}"] = float(np.mean(pred[s]))
+        out[f"true/{s}"] = float(np.mean(true[s]))
+        out[f"sub_gap/{s}"] = out[f"pred/{s}"] - out[f"true/{s}"]
+    if "reward_std" in pred:
+        out["pred_reward_mean"] = float(np.mean(pred["reward_mean"]))
+        out["pred_std"] = float(np.mean(pred["reward_std"]))
+    return out
+
+
+def most_gamed(metrics: Mapping[str, float], exclude: Sequence[str] = ("ec",)) -> tuple[str, float]:
+    """(sub-score, gap) with the largest ``sub_gap`` (EC excluded by default: always 1 without a previous plan)."""
+    gaps = {s: metrics[f"sub_gap/{s}"] for s in SUB_SCORES if s not in exclude and f"sub_gap/{s}" in metrics}
+    name = max(gaps, key=gaps.get)
+    return name, float(gaps[name])
+
+
+def unwrap_model(reward: Any) -> Any:
+    """The scoring model behind a reward: a model object, a ``SceneRewardFn`` (its ``.model``), ``"rwm"`` /
+    ``"rwm:<dir>"`` (loaded), or None (the shipped model)."""
+    if reward is None or reward == "rwm":
+        from reward_models import load_default
+
+        return load_default()
+    if isinstance(reward, str):
+        if reward.startswith("rwm:"):
+            from reward_models import load_model
+
+            return load_model(reward[4:])
+        raise ValueError(f"the probe needs a learned reward, got reward={reward!r}")
+    return getattr(reward, "model", reward)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# History, files, plots (shared by the SB3 callback and the baselines hook)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class ProbeTracker:
+    """Measures a policy's plans on a probe set and keeps the history.
+
+    Args:
+        probe: the :class:`ProbeSet`. model: the trained-on reward model, or a zero-argument callable returning
+            it (re-read at every measurement, so a refitted / replaced model is seen). reference_model: optional
+            second model scored on the same plans (``ref_*`` scalars). high, low: thresholds of ``frac_overrated``.
+    """
+
+    def __init__(self, probe: ProbeSet, model: Any, reference_model: Any = None, high: float = 0.8,
+                 low: float = 0.5):
+        self.probe, self._model, self.reference_model = probe, model, reference_model
+        self.high, self.low = float(high), float(low)
+        self.history: list[dict[str, float]] = []
+        self.first_plans: np.ndarray | None = None
+        self.last_step: int | None = None
+        self.last: dict[str, Any] = {}
+
+    @property
+    def model(self) -> Any:
+        m = self._model
+        if callable(m) and not isinstance(m, str) and not hasattr(m, "predict_subscores") and not hasattr(m, "model"):
+            m = m()  # a zero-argument provider
+        return unwrap_model(m)
+
+    def measure(self, step: int, plans: np.ndarray) -> dict[str, float]:
+        """Score (N, 8, 3) plans, append the scalars (with ``step``) to the history and return them."""
+        plans = np.asarray(plans, np.float64).reshape(len(self.probe), 8, 3)
+        pred = predicted_scores(self.model, self.probe, plans)
+        true = true_scores(self.probe, plans)
+        metrics = compare(pred, true, self.high, self.low)
+        if self.reference_model is not None:
+            ref = predicted_scores(unwrap_model(self.reference_model), self.probe, plans)["reward"]
+            metrics["ref_pred_reward"] = float(ref.mean())
+            metrics["ref_gap"] = float((ref - true["epdms"]).mean())
+        if self.first_plans is None:
+            self.first_plans = plans.copy()
+        metrics["plan_shift_m"] = float(np.linalg.norm(plans[..., :2] - self.first_plans[..., :2], axis=-1).mean())
+        self.history.append({"step": float(step), **metrics})
+        self.last_step = int(step)
+        self.last = {"plans": plans, "pred": pred, "true": true}
+        return metrics
+
+    def write(self, out_dir: str | Path, title: str = "") -> dict[str, Path]:
+        """``hacking_probe.csv`` + ``.json`` (history) and ``hacking_probe.png`` (curves) into ``out_dir``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        files = {"csv": out / "hacking_probe.csv", "json": out / "hacking_probe.json", "png": out / "hacking_probe.png"}
+        keys = sorted({k for row in self.history for k in row} - {"step"})
+        with open(files["csv"], "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["step", *keys])
+            writer.writeheader()
+            writer.writerows(self.history)
+        files["json"].write_text(json.dumps({"probe_scenes": len(self.probe), "high": self.high, "low": self.low,
+                                             "history": self.history}, indent=1))
+        plot_probe_history(self.history, files["png"], title)
+        return files
+
+
+def plot_probe_history(history: Sequence[Mapping[str, float]], path: str | Path, title: str = "") -> Path:
+    """One run's gap curves: predicted reward vs true EPDMS, gap and over-rated fraction, per-sub-score gaps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in history]
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+    ax[0].plot(steps, [r["pred_reward"] for r in history], "o-", label="predicted reward (trained-on model)")
+    ax[0].plot(steps, [r["true_epdms"] for r in history], "s-", label="true EPDMS (scorer)")
+    if history and "ref_pred_reward" in history[0]:
+        ax[0].plot(steps, [r["ref_pred_reward"] for r in history], "^--", label="shipped RWM's prediction")
+    ax[0].set_title("probe scenes: reward vs truth")
+    ax[1].plot(steps, [r["gap"] for r in history], "o-", label="gap = pred - true")
+    ax[1].plot(steps, [r["abs_gap"] for r in history], "s--", label="mean |pred - true|")
+    ax[1].plot(steps, [r["frac_overrated"] for r in history], "^:", label="frac over-rated (pred>.8, true<.5)")
+    ax[1].axhline(0.0, color="grey", lw=0.5)
+    ax[1].set_title("gap")
+    for s in SUB_SCORES[:-1]:
+        ax[2].plot(steps, [r[f"sub_gap/{s}"] for r in history], label=s)
+    ax[2].axhline(0.0, color="grey", lw=0.5)
+    ax[2].set_title("per-sub-score gap (pred - true)")
+    for a in ax:
+        a.set_xlabel("env steps")
+        a.legend(fontsize=7)
+        a.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plan_groups(obs: Mapping[str, np.ndarray], plan_fn: Callable[[Mapping[str, np.ndarray]], np.ndarray],
+                n: int) -> np.ndarray:
+    """(n, 8, 3) plans of ``plan_fn`` called per instruction-length group (a scene's plan does not depend on its
+    batch neighbours; see ``baselines.common.length_groups``)."""
+    from baselines.common import length_groups
+
+    plans = np.zeros((n, 8, 3))
+    for rows in length_groups(obs.get("instruction"), n):
+        plans[rows] = np.asarray(plan_fn({k: np.asarray(v)[rows] for k, v in obs.items()})).reshape(len(rows), 8, 3)
+    return plans
+
+
+def sb3_plan_fn(policy: Any) -> Callable[[Mapping[str, np.ndarray]], np.ndarray]:
+    """Deterministic metric plans (B, 8, 3) of an SB3 policy with the env's Box(24) trajectory action."""
+    from irlvla_gym.envs.actions import action_to_plan
+
+    def plan(obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        actions, _ = policy.predict(dict(obs), deterministic=True)
+        return action_to_plan(np.asarray(actions).reshape(-1, 24))
+
+    return plan
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# SB3 callback
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class RewardHackingProbe(BaseCallback):
+    """SB3 callback: probe measurement at training start, every ``every_n_steps`` env steps (at the start of a
+    rollout, i.e. right after a policy update) and at training end; scalars go to the model's logger (TensorBoard
+    tag ``hacking/<name>``, dumped at the measurement's step); at the end the history and the PNG go to ``log_dir``.
+
+    Args:
+        probe_scenes: a :class:`ProbeSet`, a number of scenes of ``split``, or a sequence of scenes.
+        every_n_steps: env steps between measurements.
+        reward_model: the model the policy is trained on: a model, a ``SceneRewardFn``, ``"rwm"`` / ``"rwm:<dir>"``,
+            a zero-argument callable returning one of these, or None (the shipped model).
+        reference_model: optional second model for the ``ref_*`` scalars (e.g. the frozen shipped model).
+        obs_keys / obs_config: the policy's observation settings (must give the entries the policy observes).
+        log_dir: where the CSV / JSON / PNG go at the end (None: the logger's directory, else nothing).
+        split: the split of ``probe_scenes`` when it is a number. high / low: ``frac_overrated`` thresholds.
+        title: the PNG's title.
+    """
+
+    def __init__(self, probe_scenes: ProbeSet | int | Sequence[Any] = 32, every_n_steps: int = 512,
+                 reward_model: Any = None, reference_model: Any = None,
+                 obs_keys: Sequence[str] = DEFAULT_POLICY_KEYS, obs_config: Any = None,
+                 log_dir: str | Path | None = None, split: str = "synthetic-val", high: float = 0.8,
+                 low: float = 0.5, title: str = "", verbose: int = 0):
+        super().__init__(verbose)
+        if isinstance(probe_scenes, ProbeSet):
+            probe = probe_scenes
+        elif isinstance(probe_scenes, int):
+            probe = ProbeSet.from_split(split, probe_scenes, obs_keys, obs_config)
+        else:
+            probe = ProbeSet.from_scenes(probe_scenes, obs_keys, obs_config)
+        self.tracker = ProbeTracker(probe, reward_model, reference_model, high, low)
+        self.every = int(every_n_steps)
+        self.log_dir = None if log_dir is None else Path(log_dir)
+        self.title = title
+        self.files: dict[str, Path] = {}
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        return self.tracker.history
+
+    def _measure(self) -> None:
+        step = int(self.model.num_timesteps)
+        probe = self.tracker.probe
+        missing = sorted(set(self.model.observation_space.spaces) - set(probe.policy_obs))
+        if missing:
+            raise KeyError(f"the probe observations lack {missing}: pass the env's obs_keys / obs_config")
+        obs = {k: probe.policy_obs[k] for k in self.model.observation_space.spaces}
+        plans = plan_groups(obs, sb3_plan_fn(self.model.policy), len(probe))
+        metrics = self.tracker.measure(step, plans)
+        for key, value in metrics.items():
+            self.logger.record(PREFIX + key, value)
+        self.logger.dump(step)
+        if self.verbose:
+            print(f"[hacking probe] step {step}: pred {metrics['pred_reward']:.3f} true {metrics['true_epdms']:.3f} "
+                  f"gap {metrics['gap']:+.3f} over-rated {metrics['frac_overrated']:.2f}")
+
+    def _on_training_start(self) -> None:
+        if self.tracker.last_step != int(self.model.num_timesteps):
+            self._measure()
+
+    def _on_rollout_start(self) -> None:
+        step = int(self.model.num_timesteps)
+        if self.tracker.last_step is None or step - self.tracker.last_step >= self.every:
+            self._measure()
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.tracker.last_step != int(self.model.num_timesteps):
+            self._measure()
+        out = self.log_dir or (Path(self.logger.dir) if self.logger.dir else None)
+        if out is not None:
+            self.files = self.tracker.write(out, self.title)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Baselines training hook
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class ProbeHook:
+    """The probe as a :class:`baselines.hooks.TrainingHook` (config ``hooks:`` + ``hook_interval``).
+
+    The probe set is built at the first call from the run's ``obs_keys`` / ``obs_config``; the reward model is the
+    run's (``snapshot.env["reward"]``). Returns the scalars (the runner logs them under ``hacking/<name>``); at the
+    end of training writes ``hacking_probe.csv`` / ``.json`` / ``.png`` into the run directory.
+
+    Args:
+        num_scenes, split: the probe set. high, low: ``frac_overrated`` thresholds.
+    """
+
+    def __init__(self, num_scenes: int = 32, split: str = "synthetic-val", high: float = 0.8, low: float = 0.5):
+        self.num_scenes, self.split, self.high, self.low = int(num_scenes), split, high, low
+        self.tracker: ProbeTracker | None = None
+
+    def _tracker(self, snap: Any) -> ProbeTracker:
+        if self.tracker is None:
+            probe = ProbeSet.from_split(self.split, self.num_scenes, snap.obs_keys, snap.obs_config)
+            self.tracker = ProbeTracker(probe, snap.env.get("reward"), high=self.high, low=self.low)
+        return self.tracker
+
+    def on_interval(self, snap: Any) -> dict[str, float]:
+        tracker = self._tracker(snap)
+        plans = plan_groups(tracker.probe.policy_obs, snap.plan, len(tracker.probe))
+        return {PREFIX + k: v for k, v in tracker.measure(int(snap.step), plans).items()}
+
+    def on_training_end(self, snap: Any) -> None:
+        tracker = self._tracker(snap)
+        if tracker.last_step != int(snap.step):
+            metrics = self.on_interval(snap)
+            for key, value in metrics.items():
+                snap.record(key, value)
+        tracker.write(snap.run_dir, f"hacking probe: {Path(snap.run_dir).name}")
+
+
+__all__ = ["ProbeHook", "ProbeSet", "ProbeTracker", "RewardHackingProbe", "compare", "most_gamed", "plan_groups",
+           "plot_probe_history", "predicted_scores", "sb3_plan_fn", "true_scores", "unwrap_model"]

@@ -1,0 +1,303 @@
+"""An ensemble of reward world models with an uncertainty penalty: ``reward = mean - beta * std`` over M members.
+
+A policy optimised against one learned reward drifts to plans where that model is wrong. Members trained with
+different seeds on different bootstrap resamples of the dataset agree where the data is dense and disagree off
+it, so subtracting ``beta`` x their spread makes those plans unattractive (pessimism under model uncertainty).
+
+:class:`EnsembleRewardModel` has the interface of :class:`~reward_models.model.RewardWorldModel`
+(``encode_scene``, ``score``, ``predict_reward``, ``predict_subscores``, ``save_pretrained``, ``from_pretrained``),
+so it drops into anything that scores plans with the single model (``SceneRewardFn``, the hacking probe)::
+
+    ens = EnsembleRewardModel.from_pretrained("runs/hacking/ensemble")          # or build_ensemble(...)
+    enc = ens.encode_scene(obs)                # M scene encodings (the parameter-free parts computed once)
+    pred = ens.score(enc, plans)               # pred.reward = pred.mean - beta * pred.std, all (B, K)
+    fn = model_reward_fn(ens)                  # (scene, plan) -> float, pass as the env's reward=
+    gym.make("IRLVLA-Navsim-v2", reward=ensemble_env_reward("rwm-ensemble:runs/hacking/ensemble"))
+
+The plan features (:func:`reward_models.features.pose_features`) have no parameters, so they are computed once per
+call and shared by the members: an ensemble of M costs one feature pass + M small networks, not M full models.
+
+Members (:func:`build_ensemble`): each starts from the shipped checkpoint's weights (``init``) with its plan MLP and
+sub-score heads re-initialised from the member's seed, and is trained on a bootstrap resample (scenes drawn with
+replacement) of an RWM dataset for a few epochs (:func:`reward_models.refit.fit`). Member ``i`` uses seed
+``seed + i``; ``init=None`` trains members from scratch instead.
+
+On disk (:meth:`EnsembleRewardModel.save_pretrained`)::
+
+    DIR/ensemble.json       {"format": "irlvla-rwm-ensemble", "format_version": 1, "beta": ..., "members": [...]}
+    DIR/member-0/           a RewardWorldModel checkpoint (model.safetensors + config.json), one per member
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from reward_models.checkpoint import CheckpointError, read_json, write_json
+from reward_models.model import SUB_SCORES, RewardWorldModel, SceneEncoding, _is_prepared, prepare_obs
+from reward_models.reward_fn import SceneRewardFn
+
+ENSEMBLE_FORMAT = "irlvla-rwm-ensemble"
+ENSEMBLE_FORMAT_VERSION = 1
+ENSEMBLE_FILE = "ensemble.json"
+
+
+@dataclass
+class EnsembleEncoding:
+    """M members' encodings of the same B scenes (``members[0].obs`` holds the shared map lookup)."""
+
+    members: list[SceneEncoding]
+
+    def __len__(self) -> int:
+        return len(self.members[0])
+
+
+@dataclass
+class EnsemblePrediction:
+    """Ensemble outputs for (B, K) plans.
+
+    Attributes:
+        member_rewards: (M, B, K) each member's EPDMS-shaped reward in [0, 1].
+        mean, std: (B, K) mean and population standard deviation of ``member_rewards`` over members.
+        reward: (B, K) ``mean - beta * std`` (may be slightly negative for large ``beta``).
+        expected: sub-score name -> (B, K) mean over members of the expected sub-score.
+        member_expected: sub-score name -> (M, B, K).
+    """
+
+    member_rewards: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    reward: torch.Tensor
+    expected: dict[str, torch.Tensor]
+    member_expected: dict[str, torch.Tensor]
+
+
+def member_std(values: torch.Tensor) -> torch.Tensor:
+    """Population standard deviation over the leading (member) axis: (M, ...) -> (...).
+
+    Computed from deviations to member 0 (``var = E[d^2] - E[d]^2``, d = x - x_0), so identical members give
+    exactly 0, not a rounding residue of the mean."""
+    d = values - values[:1]
+    var = (d * d).mean(0) - d.mean(0) ** 2
+    return var.clamp_min(0.0).sqrt()
+
+
+class EnsembleRewardModel(nn.Module):
+    """M reward world models scored together; ``reward = mean - beta * std`` (module docs).
+
+    Args:
+        members: the member models (same BEV geometry, since they share the plan features).
+        beta: weight of the uncertainty penalty (0 = the plain ensemble mean).
+    """
+
+    def __init__(self, members: Sequence[RewardWorldModel], beta: float = 1.0):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        bev = {dataclasses.astuple(m.config.bev) for m in members}
+        if len(bev) != 1:
+            raise ValueError(f"ensemble members must share the BEV geometry (they share plan features), got {bev}")
+        self.members = nn.ModuleList(members)
+        self.beta = float(beta)
+
+    @property
+    def config(self):
+        """Member 0's :class:`~reward_models.model.ModelConfig` (the geometry every member shares)."""
+        return self.members[0].config
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    # ---- scene and plans -------------------------------------------------------------------------------------
+
+    def encode_scene(self, obs: Mapping[str, np.ndarray | torch.Tensor], lookup: bool = True) -> EnsembleEncoding:
+        """Each member's scene tokens for one observation or a batch; observation tensors and the map lookup are
+        prepared once (member 0's encoding carries them)."""
+        dev = next(self.parameters()).device
+        o = obs if _is_prepared(obs) else prepare_obs(obs, dev)
+        first = self.members[0].encode_scene(o, lookup=lookup)
+        rest = [m.encode_scene(o, lookup=False) for m in self.members[1:]]
+        return EnsembleEncoding([first, *rest])
+
+    def plan_features(self, enc: EnsembleEncoding, plans: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(B, K, 8, F) parameter-free plan features, shared by every member."""
+        return self.members[0].plan_features(enc.members[0], plans)
+
+    def score(self, enc: EnsembleEncoding, plans: np.ndarray | torch.Tensor | None,
+              feats: torch.Tensor | None = None) -> EnsemblePrediction:
+        """Score (B, K, 8, 3) plans (or (K, 8, 3) for B = 1) with every member; see :class:`EnsemblePrediction`."""
+        if feats is None:
+            feats = self.plan_features(enc, plans)
+        preds = [m.score(e, None, feats=feats) for m, e in zip(self.members, enc.members)]
+        rewards = torch.stack([p.reward for p in preds])  # (M, B, K)
+        mean, std = rewards.mean(0), member_std(rewards)
+        member_expected = {n: torch.stack([p.expected[n] for p in preds]) for n in SUB_SCORES}
+        return EnsemblePrediction(rewards, mean, std, mean - self.beta * std,
+                                  {n: v.mean(0) for n, v in member_expected.items()}, member_expected)
+
+    def forward(self, obs: Mapping[str, np.ndarray | torch.Tensor],
+                plans: np.ndarray | torch.Tensor) -> EnsemblePrediction:
+        """``score(encode_scene(obs), plans)``."""
+        return self.score(self.encode_scene(obs), plans)
+
+    @torch.no_grad()
+    def predict_reward(self, obs: Mapping[str, np.ndarray], plans: np.ndarray) -> np.ndarray:
+        """Penalised rewards as numpy: one scene + (K, 8, 3) plans -> (K,); a batch + (B, K, 8, 3) -> (B, K)."""
+        return self.predict_subscores(obs, plans)["reward"]
+
+    @torch.no_grad()
+    def predict_subscores(self, obs: Mapping[str, np.ndarray], plans: np.ndarray) -> dict[str, np.ndarray]:
+        """Mean expected sub-scores, ``reward`` (penalised), ``reward_mean`` and ``reward_std`` as numpy arrays
+        (shapes as :meth:`predict_reward`)."""
+        was = self.training
+        self.eval()
+        try:
+            single = np.asarray(obs["ego"]).ndim == 1
+            pred = self(obs, plans)
+        finally:
+            self.train(was)
+        out = {n: v.cpu().numpy() for n, v in pred.expected.items()}
+        out.update(reward=pred.reward.cpu().numpy(), reward_mean=pred.mean.cpu().numpy(),
+                   reward_std=pred.std.cpu().numpy())
+        return {k: v[0] for k, v in out.items()} if single else out
+
+    # ---- persistence -----------------------------------------------------------------------------------------
+
+    def save_pretrained(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
+        """Write ``ensemble.json`` + one checkpoint directory per member into ``path``."""
+        d = Path(path)
+        d.mkdir(parents=True, exist_ok=True)
+        names = [f"member-{i}" for i in range(len(self.members))]
+        for name, member in zip(names, self.members):
+            member.save_pretrained(d / name)
+        write_json(d / ENSEMBLE_FILE, {"format": ENSEMBLE_FORMAT, "format_version": ENSEMBLE_FORMAT_VERSION,
+                                       "beta": self.beta, "members": names, **dict(extra or {})})
+        return d
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, beta: float | None = None,
+                        device: str | torch.device = "cpu") -> "EnsembleRewardModel":
+        """Load a directory written by :meth:`save_pretrained`; ``beta`` overrides the saved one."""
+        d = Path(path)
+        meta = read_json(d / ENSEMBLE_FILE)
+        if meta.get("format") != ENSEMBLE_FORMAT or meta.get("format_version") != ENSEMBLE_FORMAT_VERSION:
+            raise CheckpointError(f"{d / ENSEMBLE_FILE}: not an {ENSEMBLE_FORMAT} v{ENSEMBLE_FORMAT_VERSION} file")
+        members = [RewardWorldModel.from_pretrained(d / name, device=device) for name in meta["members"]]
+        ens = cls(members, meta["beta"] if beta is None else beta).to(device).eval()
+        ens.checkpoint_info = meta
+        return ens
+
+
+# ---- as an env reward -------------------------------------------------------------------------------------------
+
+
+class ModelRewardFn(SceneRewardFn):
+    """:class:`~reward_models.reward_fn.SceneRewardFn` around a given model object (a single
+    :class:`RewardWorldModel` or an :class:`EnsembleRewardModel`) instead of a cached checkpoint: the env's
+    ``(scene, plan) -> float`` reward with the per-scene encoding cache. Call :meth:`clear_cache` after changing
+    the model's weights (the cached encodings belong to the old weights).
+
+    Args:
+        model: anything with ``encode_scene(obs)`` and ``score(enc, plans).reward`` (B, K).
+        cache_size: scene encodings kept (LRU).
+    """
+
+    def __init__(self, model: nn.Module, cache_size: int = 64):
+        from collections import OrderedDict
+
+        from irlvla_gym.obs.registry import ObservationBuilder
+
+        from reward_models.model import OBS_KEYS
+
+        self.model = model.eval()
+        self.builder = ObservationBuilder(OBS_KEYS)
+        self.cache_size = cache_size
+        self._cache = OrderedDict()
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+
+def ensemble_env_reward(spec: str, beta: float | None = None, cache_size: int = 4096) -> ModelRewardFn:
+    """The env reward of ``"rwm-ensemble:<dir>"`` (a directory written by :meth:`EnsembleRewardModel.save_pretrained`)
+    as a callable to pass as ``reward=`` (the env's config accepts callables, not this string)."""
+    prefix = "rwm-ensemble:"
+    if not spec.startswith(prefix) or len(spec) == len(prefix):
+        raise ValueError(f"expected 'rwm-ensemble:<dir>', got {spec!r}")
+    return ModelRewardFn(EnsembleRewardModel.from_pretrained(spec[len(prefix):], beta=beta), cache_size)
+
+
+# ---- building members --------------------------------------------------------------------------------------------
+
+
+def reinit_heads(model: RewardWorldModel, seed: int) -> RewardWorldModel:
+    """Re-initialise the plan MLP and the sub-score heads of ``model`` in place from ``seed`` (PyTorch's default
+    initialisation); the scene encoder and plan-token layers keep their weights."""
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        for module in [*model.plan_mlp, *model.heads.values()]:
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return model
+
+
+def bootstrap_indices(n: int, seed: int) -> np.ndarray:
+    """(n,) scene indices drawn with replacement (sorted), from ``np.random.default_rng(seed)``."""
+    return np.sort(np.random.default_rng(seed).integers(0, n, size=n))
+
+
+def build_ensemble(data, members: int = 3, beta: float = 1.0, init: str | Path | None = "default",
+                   epochs: int = 3, seed: int = 0, bootstrap: bool = True, lr: float = 1e-3,
+                   batch_scenes: int = 16, progress: bool = False) -> tuple[EnsembleRewardModel, dict[str, Any]]:
+    """Train M members on bootstrap resamples of ``data`` (module docs) and return the ensemble + a summary.
+
+    Args:
+        data: a :class:`reward_models.dataset.RWMData` (e.g. ``load_dataset(dir)``).
+        members: M. beta: the uncertainty penalty weight.
+        init: ``"default"`` (the shipped checkpoint), a checkpoint directory, or None (train from scratch).
+        epochs: passes over each member's resample. seed: member ``i`` uses ``seed + i`` (heads, resample, order).
+        bootstrap: resample scenes with replacement (else every member sees all scenes, only seeds differ).
+        lr, batch_scenes: optimiser settings (:func:`reward_models.refit.fit`).
+    Returns:
+        (ensemble, {"seconds": ..., "members": [per-member fit summaries]}).
+    """
+    from reward_models.refit import fit
+    from reward_models.reward_fn import DEFAULT_CHECKPOINT
+    from reward_models.train import precompute_features
+
+    t0 = time.perf_counter()
+    init_path = DEFAULT_CHECKPOINT if init == "default" else init
+    models, summaries = [], []
+    feats = None
+    for i in range(members):
+        s = seed + i
+        if init_path is not None:
+            model = reinit_heads(RewardWorldModel.from_pretrained(init_path), s)
+        else:
+            torch.manual_seed(s)
+            model = RewardWorldModel()
+        if feats is None:  # parameter-free: identical for every member
+            feats = precompute_features(model, data)
+        idx = bootstrap_indices(len(data), s) if bootstrap else np.arange(len(data))
+        steps = epochs * max(1, int(np.ceil(len(idx) / batch_scenes)))
+        summary = fit(model, data.subset(idx), steps=steps, lr=lr, batch_scenes=batch_scenes, seed=s,
+                      feats=feats[idx], progress=progress, desc=f"ensemble member {i + 1}/{members}")
+        summaries.append(summary)
+        models.append(model.eval())
+    ens = EnsembleRewardModel(models, beta=beta).eval()
+    return ens, {"seconds": time.perf_counter() - t0, "members": summaries, "bootstrap": bootstrap,
+                 "init": None if init_path is None else str(init_path), "epochs": epochs, "seed": seed}
+
+
+__all__ = ["EnsembleEncoding", "EnsemblePrediction", "EnsembleRewardModel", "ModelRewardFn", "bootstrap_indices",
+           "build_ensemble", "ensemble_env_reward", "member_std", "reinit_heads"]

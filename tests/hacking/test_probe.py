@@ -1,0 +1,73 @@
+"""The probe's numbers equal direct calls: the scorer (same plans, same scenes, the labeller's settings) and the
+reward model (one scene at a time)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from baselines.hacking.probe import (SUB_SCORES, ProbeTracker, compare, most_gamed, predicted_scores, true_scores)
+
+
+def _plans(probe) -> np.ndarray:
+    """The expert plan of each probe scene, the second one stretched by 30 % (a different score)."""
+    plans = np.stack([np.asarray(s.ego.future, np.float64) for s in probe.scenes])
+    plans[1, :, :2] *= 1.3
+    return plans
+
+
+def test_true_scores_match_direct_scorer_call(probe):
+    from irlvla_gym.metrics import score_plans
+    from irlvla_gym.planners import pdm_reference_progress
+
+    plans = _plans(probe)
+    got = true_scores(probe, plans)
+    for i, scene in enumerate(probe.scenes):
+        r = score_plans(scene, plans[i], human_filter=True, traffic="log",
+                        reference_progress=pdm_reference_progress(scene))
+        for k in (*SUB_SCORES, "epdms"):
+            assert got[k][i] == float(np.asarray(getattr(r, k))[0]), k
+
+
+def test_predicted_scores_match_direct_model_call(probe, tiny):
+    from irlvla_gym.obs.registry import ObservationBuilder
+    from reward_models import RewardWorldModel
+    from reward_models.model import OBS_KEYS
+
+    model = RewardWorldModel.from_pretrained(tiny["rwm"])
+    plans = _plans(probe)
+    got = predicted_scores(model, probe, plans)
+    builder = ObservationBuilder(OBS_KEYS)
+    for i, scene in enumerate(probe.scenes):
+        direct = model.predict_subscores(builder.observe(scene), plans[i][None].astype(np.float32))
+        for k in (*SUB_SCORES, "reward"):
+            np.testing.assert_allclose(got[k][i], direct[k][0], rtol=1e-5, atol=1e-6)
+
+
+def test_tracker_measure_combines_both(probe, tiny):
+    from reward_models import RewardWorldModel
+
+    model = RewardWorldModel.from_pretrained(tiny["rwm"])
+    tracker = ProbeTracker(probe, model, reference_model=model)
+    plans = _plans(probe)
+    m = tracker.measure(7, plans)
+    true, pred = true_scores(probe, plans), predicted_scores(model, probe, plans)
+    assert m["true_epdms"] == pytest.approx(true["epdms"].mean())
+    assert m["pred_reward"] == pytest.approx(pred["reward"].mean())
+    assert m["gap"] == pytest.approx(pred["reward"].mean() - true["epdms"].mean())
+    assert m["ref_gap"] == pytest.approx(m["gap"]) and m["plan_shift_m"] == 0.0
+    for s in SUB_SCORES:
+        assert m[f"sub_gap/{s}"] == pytest.approx(pred[s].mean() - true[s].mean())
+    assert tracker.history[-1]["step"] == 7.0
+    assert tracker.measure(8, plans + np.array([1.0, 0.0, 0.0]))["plan_shift_m"] == pytest.approx(1.0)
+
+
+def test_compare_overrated_fraction():
+    pred = {"reward": np.array([0.9, 0.95, 0.85, 0.3]), **{s: np.ones(4) for s in SUB_SCORES}}
+    true = {"epdms": np.array([0.2, 0.9, 0.4, 0.3]), **{s: np.ones(4) for s in SUB_SCORES}}
+    true["ep"] = np.array([0.5, 0.5, 0.5, 0.5])
+    m = compare(pred, true)
+    assert m["n_rated_high"] == 3 and m["frac_overrated"] == pytest.approx(2 / 3)
+    assert most_gamed(m) == ("ep", pytest.approx(0.5))
+    none_high = compare({**pred, "reward": np.full(4, 0.5)}, true)
+    assert none_high["frac_overrated"] == 0.0 and none_high["n_rated_high"] == 0
