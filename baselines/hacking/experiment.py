@@ -37,7 +37,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "run": {"total_timesteps": 4096},  # ppo-vla-rwm quick: 8 envs x 64 steps = 512 plans per update
         "probe_scenes": 32, "probe_split": "synthetic-val", "probe_every": 512,
         "eval_scenes": 50, "eval_split": "synthetic-test", "rwm_data_scenes": 256,
-        "remedy": {"ensemble_members": 3, "ensemble_beta": 1.0, "ensemble_epochs": 2, "refit_every": 1024,
+        "remedy": {"ensemble_members": 3, "ensemble_beta": 1.0, "ensemble_epochs": 24, "refit_every": 1024,
                    "refit_max_plans": 256, "refit_steps": 20, "anchor_kind": "kl", "anchor_weight": 0.01},
     },
     "full": {
@@ -52,11 +52,13 @@ assert tuple(PRESETS) == PRESET_NAMES
 
 
 class _Progress(BaseCallback):
-    """A tqdm bar over env steps."""
+    """A tqdm bar over env steps; logs ``rollout/reward_mean``, the mean training reward (the learned reward of the
+    sampled plans on the training scenes) of each rollout."""
 
     def __init__(self, total: int, desc: str, enabled: bool = True):
         super().__init__()
         self.total, self.desc, self.enabled, self.bar = total, desc, enabled, None
+        self.rewards: list[tuple[int, float]] = []  # (env step, mean training reward of the rollout)
 
     def _on_training_start(self) -> None:
         from tqdm.auto import tqdm
@@ -66,6 +68,11 @@ class _Progress(BaseCallback):
     def _on_step(self) -> bool:
         self.bar.update(self.training_env.num_envs)
         return True
+
+    def _on_rollout_end(self) -> None:
+        mean = float(np.mean(self.model.rollout_buffer.rewards))
+        self.rewards.append((int(self.model.num_timesteps), mean))
+        self.logger.record("rollout/reward_mean", mean)
 
     def _on_training_end(self) -> None:
         self.bar.close()
@@ -137,7 +144,8 @@ def train_remedy(name: str, cfg: RunConfig, remedy: RemedyConfig, seed: int, run
         refit_cb = RelabelRefitCallback(reward, refitter, Relabeller(source.load), remedy.refit_every,
                                         remedy.refit_max_plans, seed=seed)
         callbacks.append(refit_cb)
-    callbacks.append(_Progress(cfg.total_timesteps, f"hacking {name} s{seed}", progress))
+    progress_cb = _Progress(cfg.total_timesteps, f"hacking {name} s{seed}", progress)
+    callbacks.append(progress_cb)
 
     # ---- learn ------------------------------------------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -157,6 +165,7 @@ def train_remedy(name: str, cfg: RunConfig, remedy: RemedyConfig, seed: int, run
         "remedy": name, "seed": seed, "steps": int(model.num_timesteps), "wall_s": wall,
         "env_s": float(venv.env_seconds), "vec_env": vec_kind, "eval_s": time.perf_counter() - t1, "eval": row,
         "probe_first": first, "probe_last": last, "most_gamed": gamed, "most_gamed_gap": gamed_gap,
+        "train_reward": progress_cb.rewards,
     }
     if refit_cb is not None:
         n = len(refit_cb.history)

@@ -11,7 +11,8 @@ import numpy as np
 
 from baselines.common import read_json, write_json
 
-COLUMNS = ("remedy", "seeds", "test_epdms", "test_epdms_std", "delta_vs_bc", "pred_reward_start", "pred_reward_end",
+COLUMNS = ("remedy", "seeds", "test_epdms", "test_epdms_std", "delta_vs_bc", "train_reward_start", "train_reward_end",
+           "pred_reward_start", "pred_reward_end",
            "true_epdms_start", "true_epdms_end", "gap_start", "gap_end", "frac_overrated_end", "n_rated_high_end",
            "most_gamed", "most_gamed_gap", "ref_gap_end", "plan_shift_m", "wall_s", "refit_s_per_refit",
            "refit_fraction_of_wall")
@@ -40,6 +41,9 @@ def summarise(name: str, runs: Sequence[Mapping[str, Any]], bc_epdms: float) -> 
     row["n_rated_high_end"] = _mean([f["n_rated_high"] for f in last])
     row["ref_gap_end"] = _mean([f["ref_gap"] for f in last]) if all("ref_gap" in f for f in last) else None
     row["plan_shift_m"] = _mean([f["plan_shift_m"] for f in last])
+    curves = [r["train_reward"] for r in runs if r.get("train_reward")]
+    row["train_reward_start"] = _mean([c[0][1] for c in curves]) if curves else None
+    row["train_reward_end"] = _mean([c[-1][1] for c in curves]) if curves else None
     return row
 
 
@@ -58,16 +62,18 @@ def markdown(rows: Sequence[Mapping[str, Any]], bc: Mapping[str, Any], command: 
         f"Final policy on synthetic-test (leaderboard, {bc.get('scenes', '?')} scenes; BC alone = "
         f"{bc['epdms']:.4f}); probe = {probe_scenes} synthetic-val scenes, first -> last measurement.",
         "",
-        "| remedy | test EPDMS | vs BC | probe pred reward | probe true EPDMS | probe gap | over-rated (end) | "
+        "| remedy | test EPDMS | vs BC | training reward (rollouts) | probe pred reward | probe true EPDMS | probe gap | over-rated (end) | "
         "most over-predicted sub-score | gap of shipped RWM (end) | plan shift (m) | wall (s) | refit cost |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         refit = ("-" if r["refit_s_per_refit"] is None else
                  f"{r['refit_s_per_refit']:.1f} s/refit, {100 * r['refit_fraction_of_wall']:.0f} % of wall")
         std = f" ± {r['test_epdms_std']:.4f}" if r["seeds"] > 1 else ""
+        train = ("-" if r["train_reward_start"] is None else
+                 f"{r['train_reward_start']:.3f} -> {r['train_reward_end']:.3f}")
         lines.append(
-            f"| {r['remedy']} | {r['test_epdms']:.4f}{std} | {r['delta_vs_bc']:+.4f} | "
+            f"| {r['remedy']} | {r['test_epdms']:.4f}{std} | {r['delta_vs_bc']:+.4f} | {train} | "
             f"{r['pred_reward_start']:.3f} -> {r['pred_reward_end']:.3f} | "
             f"{r['true_epdms_start']:.3f} -> {r['true_epdms_end']:.3f} | "
             f"{r['gap_start']:+.3f} -> {r['gap_end']:+.3f} | {r['frac_overrated_end']:.2f} "

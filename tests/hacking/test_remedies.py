@@ -48,6 +48,7 @@ def test_remedy_runs_and_logs(finished, name):
     run = out / name / "seed0"
     metrics = done[name]
     assert metrics["steps"] == 64 and 0.0 <= metrics["eval"]["epdms"] <= 1.0
+    assert [s for s, _ in metrics["train_reward"]] == [32, 64]
     steps = [h["step"] for h in metrics_history(run)]
     assert steps[0] == 0 and steps[-1] == 64 and len(steps) >= 3  # start, after each update, end
     tags = _scalars(run)
