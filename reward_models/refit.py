@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reward_models.dataset import LABELS, OBS_ENTRIES, OBS_KEYS, RWMData, label_plans
+from reward_models.dataset import LABELS, OBS_ENTRIES, OBS_KEYS, RWMData
 from reward_models.model import RewardWorldModel, prepare_obs
 from reward_models.train import TrainConfig, batch_tensors, compute_loss, supervised_losses
 
@@ -125,6 +125,7 @@ class Relabeller:
         self.builder = ObservationBuilder(OBS_KEYS, obs_config)
         self.ref_fn, self.ep_normaliser = reference_progress_fn()
         self._scenes: dict[int, tuple[Any, dict[str, np.ndarray], float | None]] = {}
+        self._contexts: dict[int, Any] = {}
 
     def scene(self, index: int) -> tuple[Any, dict[str, np.ndarray], float | None]:
         """(scene, model observation, EP normaliser) of a scene index, cached."""
@@ -135,9 +136,20 @@ class Relabeller:
         return self._scenes[index]
 
     def label(self, index: int, plans: np.ndarray) -> dict[str, np.ndarray]:
-        """Scorer labels (name -> (n,)) of (n, 8, 3) plans in scene ``index``."""
+        """Scorer labels (name -> (n,)) of (n, 8, 3) plans in scene ``index``: exactly
+        :func:`reward_models.dataset.label_plans`, with the scene's scoring context (map queries) cached."""
+        from irlvla_gym.metrics import prepare_scene, score_plans
+
         scene, _, ref = self.scene(index)
-        return label_plans(scene, np.asarray(plans, np.float64).reshape(-1, 8, 3), ref)
+        if index not in self._contexts:
+            self._contexts[index] = prepare_scene(scene)
+        plans = np.asarray(plans, np.float64).reshape(-1, 8, 3)
+        r = score_plans(scene, plans, human_filter=True, traffic="log", reference_progress=ref, impl="fast",
+                        context=self._contexts[index])
+        out = {n: np.asarray(getattr(r, n), np.float64) for n in LABELS[:11]}
+        out["progress"] = np.asarray(r.progress, np.float64)
+        out["reference_progress"] = np.full(len(plans), np.nan if ref is None else float(ref))
+        return out
 
     def relabel(self, scene_indices: np.ndarray, plans: np.ndarray, into: RelabelledPlans,
                 step: int = 0) -> dict[str, np.ndarray]:
@@ -160,11 +172,20 @@ class Relabeller:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def pointwise_loss(model: RewardWorldModel, obs: dict[str, torch.Tensor], plans: torch.Tensor,
-                   labels: dict[str, torch.Tensor], reward_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """Per-plan loss of one-plan scenes (no ranking / IRL term: there is no plan set to rank): the sub-score
-    losses of :func:`reward_models.train.supervised_losses` + ``reward_weight`` x MSE(reward, EPDMS)."""
-    pred = model(obs, plans)
+def pointwise_loss(model: RewardWorldModel, obs: dict[str, torch.Tensor], plans: torch.Tensor | None,
+                   labels: dict[str, torch.Tensor], reward_weight: float, feats: torch.Tensor | None = None,
+                   rows: np.ndarray | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Per-plan loss of B one-plan scenes (no ranking / IRL term: there is no plan set to rank): the sub-score
+    losses of :func:`reward_models.train.supervised_losses` + ``reward_weight`` x MSE(reward, EPDMS).
+
+    ``obs``: prepared observations of the distinct scenes; ``rows`` (B,): the obs row of each plan (None: one
+    row per plan). ``plans`` (B, 1, 8, 3), or ``feats`` (B, 1, 8, F) precomputed plan features."""
+    from reward_models.model import SceneEncoding
+
+    enc = model.encode_scene(obs, lookup=feats is None)
+    if rows is not None:
+        enc = SceneEncoding(enc.tokens[rows], enc.mask[rows], {k: v[rows] for k, v in enc.obs.items()})
+    pred = model.score(enc, plans, feats=feats)
     parts = supervised_losses(pred, labels)
     mse = F.mse_loss(pred.reward, labels["epdms"])
     total = sum(parts.values()) + reward_weight * mse
@@ -211,12 +232,25 @@ class Refitter:
                                            weight_decay=self.config.weight_decay)
         self.rng = np.random.default_rng(self.config.seed)
         self.base_feats = precompute_features(model, base) if base is not None and len(base) else None
+        self.extra_feats = torch.zeros(0)
         self.history: list[dict[str, float]] = []
+
+    @torch.no_grad()
+    def _extend_features(self, extra: RelabelledPlans, chunk: int = 64) -> None:
+        """Plan features (parameter-free) of the relabelled plans added since the last refit, (P, 1, 8, F)."""
+        parts = [self.extra_feats] if len(self.extra_feats) else []
+        for s in range(len(self.extra_feats), len(extra), chunk):
+            idx = np.arange(s, min(s + chunk, len(extra)))
+            obs, plans, _ = extra.batch(idx)
+            parts.append(self.model.plan_features(self.model.encode_scene(obs), plans))
+        if parts:
+            self.extra_feats = torch.cat(parts)
 
     def refit(self, extra: RelabelledPlans) -> dict[str, float]:
         """Run ``config.steps`` steps; returns the mean losses and the seconds taken."""
         cfg, model = self.config, self.model
         t0 = time.perf_counter()
+        self._extend_features(extra)
         model.train()
         sums: dict[str, float] = {}
         for _ in range(cfg.steps):
@@ -230,8 +264,12 @@ class Refitter:
                 loss = loss + base_loss
                 logs["loss/base_total"] = float(base_loss.detach())
             if len(extra):
-                idx = self.rng.choice(len(extra), size=min(cfg.extra_batch, len(extra)), replace=False)
-                e_loss, e_logs = pointwise_loss(model, *extra.batch(np.sort(idx)), self.train_cfg.reward_weight)
+                idx = np.sort(self.rng.choice(len(extra), size=min(cfg.extra_batch, len(extra)), replace=False))
+                scenes, rows = np.unique(extra.scene_row[idx], return_inverse=True)  # encode each scene once
+                obs = prepare_obs({k: extra.obs[k][scenes] for k in OBS_ENTRIES}, batched=True)
+                labels = {k: torch.from_numpy(v[idx][:, None]) for k, v in extra.labels.items()}
+                e_loss, e_logs = pointwise_loss(model, obs, None, labels, self.train_cfg.reward_weight,
+                                                feats=self.extra_feats[idx], rows=rows)
                 loss = loss + cfg.extra_weight * e_loss
                 logs.update(e_logs)
             self.optimizer.zero_grad(set_to_none=True)

@@ -55,3 +55,25 @@ def test_refitter_updates_the_model(tiny, rwm_data, tmp_path):
     back = data.save(tmp_path / "plans.npz")
     with np.load(back, allow_pickle=False) as z:
         assert z["plans"].shape == (2, 8, 3) and z["label_epdms"].shape == (2,)
+
+
+def test_pointwise_loss_shared_scene_encoding_equals_per_plan(tiny):
+    """Encoding each distinct scene once (rows) + cached features gives the per-plan loss exactly."""
+    from irlvla_gym.envs.scenes import SceneSource
+    from reward_models import RewardWorldModel
+    from reward_models.model import OBS_ENTRIES, prepare_obs
+    from reward_models.refit import RelabelledPlans, Relabeller, pointwise_loss
+
+    model = RewardWorldModel.from_pretrained(tiny["rwm"])
+    source = SceneSource("synthetic-train", num_scenes=2)
+    data = RelabelledPlans()
+    plans = np.stack([source.load(i).ego.future for i in (0, 1, 0)]) * np.array([1.0, 1.1, 0.8])[:, None, None]
+    Relabeller(source.load).relabel(np.array([0, 1, 0]), plans, data)
+    idx = np.arange(3)
+    obs, p, labels = data.batch(idx)
+    with torch.no_grad():
+        direct, _ = pointwise_loss(model, obs, p, labels, 2.0)
+        feats = model.plan_features(model.encode_scene(obs), p)
+        shared, _ = pointwise_loss(model, prepare_obs({k: data.obs[k] for k in OBS_ENTRIES}, batched=True), None,
+                                   labels, 2.0, feats=feats, rows=data.scene_row)
+    torch.testing.assert_close(shared, direct)
