@@ -59,6 +59,7 @@ def speed_ratio(model: RewardWorldModel, source: str = "synthetic-test", num_sce
     src = SceneSource(source)
     builder = ObservationBuilder(OBS_KEYS)
     rows = []
+    num_scenes = min(num_scenes, len(src))  # a small store may hold fewer scenes than the timing wants
     for i in range(num_scenes):
         scene = src.load(i)
         ctx = prepare_scene(scene)
