@@ -28,7 +28,7 @@ Per-pose features (:func:`pose_features`, ``POSE_FEATURES`` columns):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -148,6 +148,23 @@ class MapLookup:
     a: torch.Tensor
     b: torch.Tensor
     flags: torch.Tensor
+    _query: tuple | None = field(default=None, repr=False, compare=False)
+
+    def query_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-scene tables for :func:`map_features`, built on first use and kept: ``cells`` (B, 3, (H+2) (W+2))
+        the ``nearest`` raster with a 1-cell border, as segment row + 1 (0 = none, also on the border, so queries
+        need no bounds masks), and ``segs`` (B (S+1), 5) rows [a_x, a_y, (b-a)_x, (b-a)_y, |b-a|^2 (>= 1e-9)] with
+        a far-away dummy row 0 per scene (a point is ~1e6 m from it, so it never wins and is never "found")."""
+        if self._query is None:
+            B, _, H, W = self.nearest.shape
+            cells = self.nearest.new_zeros(B, 3, H + 2, W + 2)
+            cells[:, :, 1:-1, 1:-1] = self.nearest + 1
+            ab = self.b - self.a
+            len2 = (ab * ab).sum(-1, keepdim=True).clamp_min(1e-9)
+            segs = torch.cat([self.a, ab, len2], dim=-1)  # (B, S, 5)
+            dummy = segs.new_tensor([1e6, 1e6, 0.0, 0.0, 1e-9]).expand(B, 1, 5)
+            self._query = (cells.view(B, 3, -1), torch.cat([dummy, segs], dim=1).reshape(-1, 5))
+        return self._query
 
 
 def map_lookup(mp: torch.Tensor, mmask: torch.Tensor, grid: FieldGrid = FIELD_GRID) -> MapLookup:
@@ -208,34 +225,29 @@ def map_features(lookup: MapLookup, points: torch.Tensor, grid: FieldGrid = FIEL
     """
     B, Q, _ = points.shape
     H, W = grid.shape
+    cells, segs = lookup.query_tables()
     fi = (grid.x_max - points[..., 0]) / grid.res - 0.5
     fj = (grid.y_half - points[..., 1]) / grid.res - 0.5
     i0, j0 = torch.floor(fi).long(), torch.floor(fj).long()
-    i = torch.stack([i0, i0, i0 + 1, i0 + 1], -1)  # (B, Q, 4)
-    j = torch.stack([j0, j0 + 1, j0, j0 + 1], -1)
-    inside = (i >= 0) & (i < H) & (j >= 0) & (j < W)
-    flat = (i.clamp(0, H - 1) * W + j.clamp(0, W - 1)).view(B, 1, Q * 4).expand(B, 3, Q * 4)
-    seg = torch.gather(lookup.nearest.view(B, 3, H * W), 2, flat).view(B, 3, Q, 4)
-    seg = seg.masked_fill(~inside[:, None], -1)
-    s = seg.clamp_min(0).view(B, -1)
-    ax, ay = (torch.gather(lookup.a[..., c], 1, s).view(B, 3, Q, 4) for c in (0, 1))
-    bx, by = (torch.gather(lookup.b[..., c], 1, s).view(B, 3, Q, 4) for c in (0, 1))
-    abx, aby = bx - ax, by - ay
-    len2 = (abx * abx + aby * aby).clamp_min(1e-9)
+    # rows / columns in the bordered raster: anything outside lands on the border (no segment)
+    r0, r1 = (i0.clamp(-1, H) + 1) * (W + 2), ((i0 + 1).clamp(-1, H) + 1) * (W + 2)
+    c0, c1 = j0.clamp(-1, W) + 1, (j0 + 1).clamp(-1, W) + 1
+    flat = torch.stack([r0 + c0, r0 + c1, r1 + c0, r1 + c1], -1).view(B, 1, Q * 4).expand(B, 3, Q * 4)
+    seg = torch.gather(cells, 2, flat).view(B, 3, Q, 4)  # segment row + 1, 0 = none
+    rows = seg if B == 1 else seg + (torch.arange(B, device=seg.device) * (segs.shape[0] // B)).view(B, 1, 1, 1)
+    ax, ay, abx, aby, len2 = segs.index_select(0, rows.reshape(-1)).view(B, 3, Q, 4, 5).unbind(-1)
     rx = points[..., 0].view(B, 1, Q, 1) - ax
     ry = points[..., 1].view(B, 1, Q, 1) - ay
     u = ((rx * abx + ry * aby) / len2).clamp(0.0, 1.0)
     dist = torch.hypot(rx - u * abx, ry - u * aby)
-    dist = dist.masked_fill(seg < 0, 1e3)
     best, k = dist.min(-1)  # (B, 3, Q)
-    chosen = seg.gather(-1, k[..., None]).squeeze(-1)
+    chosen = seg.gather(-1, k[..., None]).squeeze(-1) - 1
     found = (best < grid.cap) & (chosen >= 0)
     f = found.to(points.dtype)
     tx, ty = abx.gather(-1, k[..., None]).squeeze(-1), aby.gather(-1, k[..., None]).squeeze(-1)
     norm = torch.hypot(tx, ty).clamp_min(1e-6)
-    tangent = torch.stack([tx / norm * f, ty / norm * f], dim=-1)
     dist = torch.where(found, best, torch.full_like(best, grid.cap))
-    out = torch.stack([dist, tangent[..., 0], tangent[..., 1], f], dim=-1)  # (B, 3, Q, 4)
+    out = torch.stack([dist, tx / norm * f, ty / norm * f, f], dim=-1)  # (B, 3, Q, 4)
     return out.transpose(1, 2), chosen.masked_fill(~found, -1)
 
 
