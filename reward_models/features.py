@@ -28,7 +28,7 @@ Per-pose features (:func:`pose_features`, ``POSE_FEATURES`` columns):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -148,23 +148,6 @@ class MapLookup:
     a: torch.Tensor
     b: torch.Tensor
     flags: torch.Tensor
-    _query: tuple | None = field(default=None, repr=False, compare=False)
-
-    def query_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-scene tables for :func:`map_features`, built on first use and kept: ``cells`` (B, 3, (H+2) (W+2))
-        the ``nearest`` raster with a 1-cell border, as segment row + 1 (0 = none, also on the border, so queries
-        need no bounds masks), and ``segs`` (B (S+1), 5) rows [a_x, a_y, (b-a)_x, (b-a)_y, |b-a|^2 (>= 1e-9)] with
-        a far-away dummy row 0 per scene (a point is ~1e6 m from it, so it never wins and is never "found")."""
-        if self._query is None:
-            B, _, H, W = self.nearest.shape
-            cells = self.nearest.new_zeros(B, 3, H + 2, W + 2)
-            cells[:, :, 1:-1, 1:-1] = self.nearest + 1
-            ab = self.b - self.a
-            len2 = (ab * ab).sum(-1, keepdim=True).clamp_min(1e-9)
-            segs = torch.cat([self.a, ab, len2], dim=-1)  # (B, S, 5)
-            dummy = segs.new_tensor([1e6, 1e6, 0.0, 0.0, 1e-9]).expand(B, 1, 5)
-            self._query = (cells.view(B, 3, -1), torch.cat([dummy, segs], dim=1).reshape(-1, 5))
-        return self._query
 
 
 def map_lookup(mp: torch.Tensor, mmask: torch.Tensor, grid: FieldGrid = FIELD_GRID) -> MapLookup:
@@ -225,29 +208,34 @@ def map_features(lookup: MapLookup, points: torch.Tensor, grid: FieldGrid = FIEL
     """
     B, Q, _ = points.shape
     H, W = grid.shape
-    cells, segs = lookup.query_tables()
     fi = (grid.x_max - points[..., 0]) / grid.res - 0.5
     fj = (grid.y_half - points[..., 1]) / grid.res - 0.5
     i0, j0 = torch.floor(fi).long(), torch.floor(fj).long()
-    # rows / columns in the bordered raster: anything outside lands on the border (no segment)
-    r0, r1 = (i0.clamp(-1, H) + 1) * (W + 2), ((i0 + 1).clamp(-1, H) + 1) * (W + 2)
-    c0, c1 = j0.clamp(-1, W) + 1, (j0 + 1).clamp(-1, W) + 1
-    flat = torch.stack([r0 + c0, r0 + c1, r1 + c0, r1 + c1], -1).view(B, 1, Q * 4).expand(B, 3, Q * 4)
-    seg = torch.gather(cells, 2, flat).view(B, 3, Q, 4)  # segment row + 1, 0 = none
-    rows = seg if B == 1 else seg + (torch.arange(B, device=seg.device) * (segs.shape[0] // B)).view(B, 1, 1, 1)
-    ax, ay, abx, aby, len2 = segs.index_select(0, rows.reshape(-1)).view(B, 3, Q, 4, 5).unbind(-1)
+    i = torch.stack([i0, i0, i0 + 1, i0 + 1], -1)  # (B, Q, 4)
+    j = torch.stack([j0, j0 + 1, j0, j0 + 1], -1)
+    inside = (i >= 0) & (i < H) & (j >= 0) & (j < W)
+    flat = (i.clamp(0, H - 1) * W + j.clamp(0, W - 1)).view(B, 1, Q * 4).expand(B, 3, Q * 4)
+    seg = torch.gather(lookup.nearest.view(B, 3, H * W), 2, flat).view(B, 3, Q, 4)
+    seg = seg.masked_fill(~inside[:, None], -1)
+    s = seg.clamp_min(0).view(B, -1)
+    ax, ay = (torch.gather(lookup.a[..., c], 1, s).view(B, 3, Q, 4) for c in (0, 1))
+    bx, by = (torch.gather(lookup.b[..., c], 1, s).view(B, 3, Q, 4) for c in (0, 1))
+    abx, aby = bx - ax, by - ay
+    len2 = (abx * abx + aby * aby).clamp_min(1e-9)
     rx = points[..., 0].view(B, 1, Q, 1) - ax
     ry = points[..., 1].view(B, 1, Q, 1) - ay
     u = ((rx * abx + ry * aby) / len2).clamp(0.0, 1.0)
     dist = torch.hypot(rx - u * abx, ry - u * aby)
+    dist = dist.masked_fill(seg < 0, 1e3)
     best, k = dist.min(-1)  # (B, 3, Q)
-    chosen = seg.gather(-1, k[..., None]).squeeze(-1) - 1
+    chosen = seg.gather(-1, k[..., None]).squeeze(-1)
     found = (best < grid.cap) & (chosen >= 0)
     f = found.to(points.dtype)
     tx, ty = abx.gather(-1, k[..., None]).squeeze(-1), aby.gather(-1, k[..., None]).squeeze(-1)
     norm = torch.hypot(tx, ty).clamp_min(1e-6)
+    tangent = torch.stack([tx / norm * f, ty / norm * f], dim=-1)
     dist = torch.where(found, best, torch.full_like(best, grid.cap))
-    out = torch.stack([dist, tx / norm * f, ty / norm * f, f], dim=-1)  # (B, 3, Q, 4)
+    out = torch.stack([dist, tangent[..., 0], tangent[..., 1], f], dim=-1)  # (B, 3, Q, 4)
     return out.transpose(1, 2), chosen.masked_fill(~found, -1)
 
 
@@ -258,92 +246,57 @@ def segment_flags(lookup: MapLookup, seg: torch.Tensor) -> torch.Tensor:
     return fl * (seg >= 0)[..., None].to(fl.dtype)
 
 
-def _agent_features(out: torch.Tensor, centre: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                    speed: torch.Tensor, t: torch.Tensor, ag: torch.Tensor, amask: torch.Tensor) -> None:
-    """Writes the 7 agent columns (``agent_clearance`` .. ``agents_close``) into ``out`` (B, K, T, 7).
-
-    Work on the (B, K, T, N) pose x agent grid is kept to the few ops that need every agent (distance, the
-    in-front corridor); the nearest agent's offset and closing speed are gathered first and computed on (B, K, T).
-    """
-    dt = out.dtype
-    ax = (ag[:, None, :, AG_X] + t[None, :, None] * ag[:, None, :, AG_VX]).unsqueeze(1)  # (B, 1, T, N)
-    ay = (ag[:, None, :, AG_Y] + t[None, :, None] * ag[:, None, :, AG_VY]).unsqueeze(1)
-    rx = ax - centre[..., 0:1]  # (B, K, T, N)
-    ry = ay - centre[..., 1:2]
-    a_rad = 0.5 * torch.hypot(ag[..., AG_LEN], ag[..., AG_WID])  # (B, N)
-    amask4 = amask[:, None, None]
-    clear = torch.hypot(rx, ry).sub_(a_rad[:, None, None]).sub_(EGO_RADIUS).masked_fill_(~amask4, 1e3)
-    clearance, nearest = clear.min(dim=-1)  # (B, K, T)
-    c_, s_ = cos.unsqueeze(-1), sin.unsqueeze(-1)
-    lon = c_ * rx + s_ * ry  # (B, K, T, N) in the pose frame
-    lat = c_ * ry - s_ * rx
-    pick = nearest.unsqueeze(-1)
-    n_lon, n_lat = lon.gather(-1, pick).squeeze(-1), lat.gather(-1, pick).squeeze(-1)
-    # the nearest agent's velocity along the ego heading (same product as over all agents, then picked)
-    B, K, T = nearest.shape
-    flat = (nearest + (torch.arange(B, device=nearest.device) * ag.shape[1]).view(B, 1, 1)).view(-1)
-    vxy = ag[..., AG_VX:AG_VY + 1].reshape(-1, 2).index_select(0, flat).view(B, K, T, 2)
-    v_lon = cos * vxy[..., 0] + sin * vxy[..., 1]
-    closing = (speed - v_lon) * (n_lon > 0).to(dt)
-    half_w = ag[:, None, None, :, AG_WID] / 2
-    in_front = amask4 & (lon > 0) & (lat.abs_() < 1.25 + half_w)
-    gap = lon.sub_(ag[:, None, None, :, AG_LEN] / 2).sub_(FRONT - CENTRE_OFFSET)
-    front_gap = gap.masked_fill_(~in_front, 1e3).min(dim=-1).values.clamp(-5.0, 60.0)
-    out[..., 0] = clearance.clamp(-5.0, 30.0) / 10.0
-    out[..., 1] = n_lon.clamp(-30, 30) / 10.0
-    out[..., 2] = n_lat.clamp(-15, 15) / 5.0
-    out[..., 3] = closing.clamp(-20, 20) / 10.0
-    out[..., 4] = front_gap / 20.0
-    out[..., 5] = (front_gap.clamp_min(0.0) / speed.clamp_min(0.5)).clamp_max(5.0)
-    out[..., 6] = (clear < 3.0).sum(-1)
-
-
-# column offsets of the feature groups in POSE_FEATURES
-_KIN0, _BEV0 = 5, 11
-_VIEW0 = _BEV0 + 2 * 5 * BEV_SCENE_CHANNELS
-_AG0, _MAP0 = _VIEW0 + 1, _VIEW0 + 8
-
-
 def pose_features(plans: torch.Tensor, obs: dict[str, torch.Tensor], geom: BevGeometry = BevGeometry()) -> torch.Tensor:
     """(B, K, 8, NUM_POSE_FEATURES) per-pose features (module docs).
 
     Args:
         plans: (B, K, 8, 3) float32 plans in the t0 ego frame.
         obs: ``bev`` (B, 8, H, W) float in [0, 1] (see :func:`reward_models.model.prepare_obs`), ``ego`` (B, 21),
-            ``agents`` (B, N, 14), ``agents_mask`` (B, N) bool, ``map`` (B, P, L, 11), ``map_mask`` (B, P) bool;
-            optionally the per-scene ``map_lookup`` (:func:`map_lookup`), built here when absent.
-
-    Speed: the columns are written into one preallocated output (no final concatenation of ~100 columns) and the
-    work on the (plan, pose, agent) grid is kept to the ops that need every agent (:func:`_agent_features`).
+            ``agents`` (B, N, 14), ``agents_mask`` (B, N) bool, ``map`` (B, P, L, 11), ``map_mask`` (B, P) bool.
     """
     B, K, T, _ = plans.shape
     dev, dt = plans.device, plans.dtype
-    out = plans.new_empty(B, K, T, NUM_POSE_FEATURES)
     t = torch.arange(1, T + 1, device=dev, dtype=dt) * PLAN_DT  # (T,)
     cos, sin = torch.cos(plans[..., 2]), torch.sin(plans[..., 2])
-    out[..., 0] = t / 4.0
-    out[..., 1] = plans[..., 0] / 20.0
-    out[..., 2] = plans[..., 1] / 5.0
-    out[..., 3] = cos
-    out[..., 4] = sin
     kin = kinematics(plans, obs["ego"])
     speed = kin[..., 0]
-    out[..., _KIN0:_BEV0] = kin / kin.new_tensor([10.0, 3.0, 3.0, 1.0, 1.0, 5.0])
 
     # BEV samples at the poses and at the midpoints to the previous pose (origin before the first)
     prev = torch.cat([plans.new_zeros(B, K, 1, 3), plans[:, :, :-1]], dim=2)
     mid = torch.cat([(plans[..., :2] + prev[..., :2]) / 2, (prev[..., 2:] + _wrap(plans[..., 2:] - prev[..., 2:]) / 2)],
                     dim=-1)
-    pts = _box_points(torch.stack([plans, mid], dim=3))  # (B, K, T, 2, 5, 2), one call for poses and midpoints
-    out[..., _BEV0:_VIEW0] = _sample_bev(obs["bev"], pts.view(B, -1, 2), geom).reshape(B, K, T, -1)
+    pts = torch.stack([_box_points(plans), _box_points(mid)], dim=3)  # (B, K, T, 2, 5, 2)
+    bev = _sample_bev(obs["bev"], pts.reshape(B, -1, 2), geom).reshape(B, K, T, 2 * 5 * BEV_SCENE_CHANNELS)
     centre = pts[:, :, :, 0, 0]  # (B, K, T, 2)
-    out[..., _VIEW0] = ((centre[..., 0] < geom.range_ahead) & (centre[..., 0] > -geom.range_behind)
-                        & (centre[..., 1].abs() < geom.range_side))
+    in_view = ((centre[..., 0] < geom.range_ahead) & (centre[..., 0] > -geom.range_behind)
+               & (centre[..., 1].abs() < geom.range_side)).to(dt)
 
     # agents at the pose times, constant velocity
     ag, amask = obs["agents"], obs["agents_mask"]
     n_agents = max(int(amask.sum(1).max()) if amask.numel() else 0, 1)  # real agents come first (nearest first)
-    _agent_features(out[..., _AG0:_MAP0], centre, cos, sin, speed, t, ag[:, :n_agents], amask[:, :n_agents])
+    ag, amask = ag[:, :n_agents], amask[:, :n_agents]
+    cx, cy = centre[..., 0].unsqueeze(-1), centre[..., 1].unsqueeze(-1)  # (B, K, T, 1)
+    ax = (ag[:, None, :, AG_X] + t[None, :, None] * ag[:, None, :, AG_VX]).unsqueeze(1)  # (B, 1, T, N)
+    ay = (ag[:, None, :, AG_Y] + t[None, :, None] * ag[:, None, :, AG_VY]).unsqueeze(1)
+    rx, ry = ax - cx, ay - cy  # (B, K, T, N)
+    dist = torch.hypot(rx, ry)
+    a_rad = 0.5 * torch.hypot(ag[..., AG_LEN], ag[..., AG_WID])  # (B, N)
+    amask4 = amask[:, None, None]
+    clear = (dist - a_rad[:, None, None] - EGO_RADIUS).masked_fill(~amask4, 1e3)
+    clearance, nearest = clear.min(dim=-1)  # (B, K, T)
+    c_, s_ = cos.unsqueeze(-1), sin.unsqueeze(-1)
+    lon = c_ * rx + s_ * ry  # (B, K, T, N) in the pose frame
+    lat = c_ * ry - s_ * rx
+    v_lon = c_ * ag[:, None, None, :, AG_VX] + s_ * ag[:, None, None, :, AG_VY]
+    pick = nearest.unsqueeze(-1)
+    n_lon, n_lat = lon.gather(-1, pick).squeeze(-1), lat.gather(-1, pick).squeeze(-1)
+    closing = (speed - v_lon.gather(-1, pick).squeeze(-1)) * (n_lon > 0).to(dt)
+    half_w = ag[:, None, None, :, AG_WID] / 2
+    in_front = amask4 & (lon > 0) & (lat.abs() < 1.25 + half_w)
+    gap = lon - ag[:, None, None, :, AG_LEN] / 2 - (FRONT - CENTRE_OFFSET)
+    front_gap = gap.masked_fill(~in_front, 1e3).min(dim=-1).values.clamp(-5.0, 60.0)
+    front_ttc = (front_gap.clamp_min(0.0) / speed.clamp_min(0.5)).clamp_max(5.0)
+    close = (clear < 3.0).sum(-1).to(dt)
 
     # map: exact distances to the nearest lane / on-route lane / red-light lane segment (scene-once lookup)
     lookup = obs.get("map_lookup")
@@ -357,17 +310,21 @@ def pose_features(plans: torch.Tensor, obs: dict[str, torch.Tensor], geom: BevGe
     route_dir = torch.where(mf[..., 1, 3:4] > 0.5, route_t, heading)
     step = centre - torch.cat([centre.new_zeros(B, K, 1, 2) + centre.new_tensor([CENTRE_OFFSET, 0.0]),
                                centre[:, :, :-1]], dim=2)
-    m = out[..., _MAP0:]
-    m[..., 0] = mf[..., 0, 0] / 2.0
-    m[..., 1] = (heading * lane_t).sum(-1)
-    m[..., 2] = heading[..., 0] * lane_t[..., 1] - heading[..., 1] * lane_t[..., 0]
-    m[..., 3] = lane_flags[..., 3]
-    m[..., 4] = lane_flags[..., 1]
-    m[..., 5] = mf[..., 1, 0] / 2.0
-    m[..., 6] = (heading * route_t).sum(-1)
-    m[..., 7] = mf[..., 2, 0] / 2.0
-    m[..., 8] = (step * route_dir).sum(-1) / 5.0
-    return out
+    progress = (step * route_dir).sum(-1)
+    lane_cos = (heading * lane_t).sum(-1)
+    lane_sin = heading[..., 0] * lane_t[..., 1] - heading[..., 1] * lane_t[..., 0]
+    route_cos = (heading * route_t).sum(-1)
+    feats = [
+        (t / 4.0).expand(B, K, T), plans[..., 0] / 20.0, plans[..., 1] / 5.0, cos, sin,
+        kin[..., 0] / 10.0, kin[..., 1] / 3.0, kin[..., 2] / 3.0, kin[..., 3], kin[..., 4], kin[..., 5] / 5.0,
+    ]
+    tail = [
+        in_view, clearance.clamp(-5.0, 30.0) / 10.0, n_lon.clamp(-30, 30) / 10.0, n_lat.clamp(-15, 15) / 5.0,
+        closing.clamp(-20, 20) / 10.0, front_gap / 20.0, front_ttc, close,
+        mf[..., 0, 0] / 2.0, lane_cos, lane_sin, lane_flags[..., 3], lane_flags[..., 1], mf[..., 1, 0] / 2.0,
+        route_cos, mf[..., 2, 0] / 2.0, progress / 5.0,
+    ]
+    return torch.cat([torch.stack(feats, -1), bev, torch.stack(tail, -1)], dim=-1)
 
 
 __all__ = ["POSE_FEATURES", "NUM_POSE_FEATURES", "BevGeometry", "FieldGrid", "MapLookup", "map_lookup",

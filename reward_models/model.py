@@ -165,38 +165,6 @@ class CrossBlock(nn.Module):
         return q + self.ff(self.norm_ff(q))
 
 
-def _cross_block_inference(block: CrossBlock, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor) -> torch.Tensor:
-    """``block(q, kv, kv_mask)`` without autograd (see :meth:`RewardWorldModel._score_inference`).
-    q (B, Q, d), kv (B, S, d), kv_mask (B, S) True = ignore.
-
-    The per-head projections are folded into the scene side, which is small (S = 162 tokens) and shared by all Q
-    plans: scores of head h are ``norm_q(q) @ (W_q,h^T K_h^T) + b_q,h K_h^T``, and the output projection of head h
-    is applied to its values before the softmax weights, ``P_h @ (V_h W_o,h^T)``. So all heads take one
-    (Q x d) @ (d x H S) matmul for the scores and one (Q x H S) @ (H S x d) for the output, instead of per-head
-    matmuls with an inner size of d / H = 8 (same math, float rounding differs by ~1e-7).
-    """
-    attn = block.attn
-    B, Q, d = q.shape
-    S, H = kv.shape[1], attn.num_heads
-    dh = d // H
-    w, b = attn.in_proj_weight, attn.in_proj_bias
-    kvp = F.linear(block.norm_kv(kv), w[d:], b[d:])  # (B, S, 2d): keys and values in one matmul
-    k = kvp[..., :d].reshape(B, S, H, dh).permute(0, 2, 1, 3)  # (B, H, S, dh)
-    v = kvp[..., d:].reshape(B, S, H, dh).permute(0, 2, 1, 3)
-    scale = 1.0 / dh ** 0.5
-    wq = w[:d].view(H, dh, d) * scale  # (H, dh, d)
-    m = torch.matmul(k, wq).permute(0, 3, 1, 2).reshape(B, d, H * S)  # (B, d, H S): W_q,h^T K_h^T per head
-    c = torch.matmul(k, b[:d].view(H, dh, 1) * scale).reshape(B, 1, H * S)  # (B, 1, H S): b_q,h K_h^T
-    if kv_mask.any():
-        c = c.masked_fill(kv_mask[:, None, None, :].expand(B, 1, H, S).reshape(B, 1, H * S), float("-inf"))
-    wo = attn.out_proj.weight.view(d, H, dh).permute(1, 2, 0)  # (H, dh, d)
-    vo = torch.matmul(v, wo).reshape(B, H * S, d)  # (B, H S, d): V_h W_o,h^T
-    scores = torch.baddbmm(c, block.norm_q(q), m).view(B, Q, H, S)
-    p = scores.softmax(-1).view(B, Q, H * S)
-    q = q + torch.baddbmm(attn.out_proj.bias.view(1, 1, d), p, vo)
-    return q + block.ff(block.norm_ff(q))
-
-
 class RewardWorldModel(nn.Module):
     """Predicts EPDMS sub-scores of candidate plans in a scene and composes them into a reward (module docs).
 
@@ -293,8 +261,6 @@ class RewardWorldModel(nn.Module):
         """
         if feats is None:
             feats = self.plan_features(enc, plans)  # (B, K, 8, F)
-        if not torch.is_grad_enabled():
-            return self._score_inference(enc, feats)
         x = torch.cat([feats.flatten(2), feats.amax(dim=2), feats.amin(dim=2)], dim=-1)  # (B, K, 10 F)
         h0 = self.plan_in[1](self.plan_in[0](x))  # (B, K, hidden)
         q = self.plan_in[2](h0)  # (B, K, d): one plan token per plan
@@ -302,37 +268,6 @@ class RewardWorldModel(nn.Module):
             q = block(q, enc.tokens, enc.mask)
         h = self.plan_mlp(torch.cat([self.plan_norm(q), h0], dim=-1))
         logits = {n: (head(h) if n in THREE_WAY else head(h).squeeze(-1)) for n, head in self.heads.items()}
-        return self.compose(logits)
-
-    def _score_inference(self, enc: SceneEncoding, feats: torch.Tensor) -> Prediction:
-        """:meth:`score` without autograd, same weights and math in fewer, larger ops (outputs equal to float noise).
-
-        Why: at K = 256 plans the eager path spends as long in op dispatch as in arithmetic. Here the attention of
-        the one plan token per plan is written out (one batched matmul per step instead of
-        ``nn.MultiheadAttention``'s generic path), the nine heads run as one fused linear layer, and the GELU /
-        bias steps are in place. Used whenever grad is disabled (``predict_*``, env rewards, evaluation).
-        """
-        B, K = feats.shape[:2]
-        x = torch.cat([feats.flatten(2), feats.amax(dim=2), feats.amin(dim=2)], dim=-1).view(B * K, -1)
-        l0, l1 = self.plan_in[0], self.plan_in[2]
-        h0 = F.gelu(torch.addmm(l0.bias, x, l0.weight.t()))  # (BK, hidden)
-        q = torch.addmm(l1.bias, h0, l1.weight.t()).view(B, K, -1)  # (B, K, d): one plan token per plan
-        for block in self.blocks:
-            q = _cross_block_inference(block, q, enc.tokens, enc.mask)
-        m0, m1 = self.plan_mlp[0], self.plan_mlp[2]
-        hin = torch.cat([self.plan_norm(q).view(B * K, -1), h0], dim=-1)
-        h = F.gelu(torch.addmm(m0.bias, hin, m0.weight.t()))
-        h = F.gelu(torch.addmm(m1.bias, h, m1.weight.t()))
-        # the nine heads as one (hidden -> 15) layer, split afterwards
-        heads = list(self.heads.values())
-        w = torch.cat([hd.weight for hd in heads])
-        b = torch.cat([hd.bias for hd in heads])
-        out = torch.addmm(b, h, w.t()).view(B, K, -1)
-        logits, i = {}, 0
-        for n, hd in self.heads.items():
-            o = hd.out_features
-            logits[n] = out[..., i:i + o] if n in THREE_WAY else out[..., i]
-            i += o
         return self.compose(logits)
 
     def compose(self, logits: dict[str, torch.Tensor]) -> Prediction:
