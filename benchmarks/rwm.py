@@ -13,6 +13,10 @@ Two workloads, both with one torch/BLAS thread:
 * **256 scenes x 1 plan** (a vector env step): the scorer is one ``score_plans`` call per scene (contexts cached);
   the RWM encodes the 256 scenes as one batch and scores one plan each (observations given, as an env has them).
 
+The one-scene RWM time is also split into scene encoding (``encode_scene``, can be amortised when several batches
+of plans share a scene), plan features (``plan_features``) and the network (``score`` with the features given);
+``RWM, score only`` is features + network against a cached encoding. Each split reports wall and process CPU time.
+
 Per scene the best of ``--repeats`` runs is taken; the table reports the median over scenes.
 """
 
@@ -35,6 +39,17 @@ def _best(fn, repeats: int) -> float:
         fn()
         out.append(time.perf_counter() - t)
     return min(out)
+
+
+def _best_cpu(fn, repeats: int) -> tuple[float, float]:
+    """(best wall, best process CPU) seconds over ``repeats`` runs."""
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return min(wall), min(cpu)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,8 +91,15 @@ def main(argv: list[str] | None = None) -> int:
             model.predict_reward(obs, plans32)
             t_model = _best(lambda: model.predict_reward(obs, plans32), args.repeats)
             t_obs = _best(lambda: ObservationBuilder(OBS_KEYS).observe(scene), args.repeats)
-            rows.append((t_score, t_model, t_obs))
+            enc = model.encode_scene(obs)
+            feats = model.plan_features(enc, plans32)
+            split = [*_best_cpu(lambda: model.encode_scene(obs), args.repeats),
+                     *_best_cpu(lambda: model.plan_features(enc, plans32), args.repeats),
+                     *_best_cpu(lambda: model.score(enc, None, feats=feats), args.repeats),
+                     *_best_cpu(lambda: model.score(enc, plans32), args.repeats)]
+            rows.append((t_score, t_model, t_obs, *split))
         a = np.median(np.asarray(rows), axis=0)
+        enc_w, enc_c, feat_w, feat_c, net_w, net_c, only_w, only_c = a[3:]
 
         # 256 scenes x 1 plan (scenes cycled)
         n = 256
@@ -98,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         at_least("RWM, 1 scene x 256 plans (encode + score)", 256 / a[1], "plans/s", None,
                  note=f"{a[1] * 1e3:.2f} ms per batch"),
         at_least("RWM speed-up vs scorer, 1 scene x 256 plans", a[0] / a[1], "x", 20.0),
+        at_least("RWM, score only (scene encoding cached)", a[0] / only_w, "x", None,
+                 note=f"{only_w * 1e3:.2f} ms wall / {only_c * 1e3:.2f} ms CPU per batch"),
+        at_least("RWM split: scene encoding", enc_w * 1e3, "ms", None, note=f"CPU {enc_c * 1e3:.2f} ms"),
+        at_least("RWM split: plan features", feat_w * 1e3, "ms", None, note=f"CPU {feat_c * 1e3:.2f} ms"),
+        at_least("RWM split: network", net_w * 1e3, "ms", None, note=f"CPU {net_c * 1e3:.2f} ms"),
         at_least("RWM + building the obs, 1 scene x 256 plans", a[0] / (a[1] + a[2]), "x", None,
                  note=f"obs build {a[2] * 1e3:.1f} ms"),
         at_least("scorer fast path, 256 scenes x 1 plan", n / t_score_many, "plans/s", None),
