@@ -328,35 +328,11 @@ def score_states_fast(ctx: ScoringContext, states: np.ndarray, agents: AgentTrac
             infraction = (bearing < ahead) | (area & ~(bearing > behind))
             counted = _first_fault_free(t_i * S + s_i, k_i * N + n_i, infraction, K * N) & infraction
             if counted.any():
-                ck, ct, cn = k_i[counted], t_i[counted], n_i[counted]
-                res.ttc[ck] = 0.0
-                res.ttc_infraction[ck, ct] = True
-                order = np.lexsort((cn, ct, ck))
-                ck, ct, cn = ck[order], ct[order], cn[order]
-                first = np.r_[True, ck[1:] != ck[:-1]]
-                res.ttc_step[ck[first]] = ct[first]
-                res.ttc_agent[ck[first]] = cn[first]
+                record_ttc_infractions(res, k_i[counted], t_i[counted], n_i[counted])
 
-    # ---- DDC: oncoming displacement over a rolling 1 s window ----------------------------------------------------
+    # ---- DDC (rolling 1 s oncoming displacement) and LK (deviation runs) ------------------------------------------
     centre = pts[..., B.CENTER, :]
-    step_len = np.zeros((K, T))
-    step_len[:, 1:] = np.hypot(*(centre[:, 1:] - centre[:, :-1]).transpose(2, 0, 1))
-    step_len *= res.oncoming & ~res.in_intersection
-    step_len[:, 0] = 0.0
-    W = cfg.ddc_window_steps
-    cs = np.cumsum(step_len, axis=1)
-    window = cs.copy()
-    window[:, W:] -= cs[:, :-W]
-    worst = window[:, 1:].max(axis=1) if T > 1 else np.zeros(K)
-    res.oncoming_progress[:] = worst
-    res.ddc[:] = np.where(worst < cfg.ddc_compliance_m, 1.0, np.where(worst < cfg.ddc_violation_m, 0.5, 0.0))
-
-    # ---- LK: run of > 0.5 m deviation, intersection steps neither count nor reset ------------------------------
-    deviating = (res.lk_deviation > cfg.lk_max_deviation_m) & ~res.in_intersection
-    reset = ~(res.lk_deviation > cfg.lk_max_deviation_m) & ~res.in_intersection
-    run_total = np.cumsum(deviating, axis=1)
-    at_reset = np.maximum.accumulate(np.where(reset, run_total, 0), axis=1)
-    res.lk[:] = np.where((run_total - at_reset).max(axis=1) >= cfg.lk_window_steps, 0.0, 1.0)
+    score_ddc_and_lk(res, centre, cfg)
 
     # ---- progress ----------------------------------------------------------------------------------------------
     if len(ctx.route_centerline) >= 2:
@@ -371,3 +347,44 @@ def score_states_fast(ctx: ScoringContext, states: np.ndarray, agents: AgentTrac
         res.ec[:], res.ec_rms[:] = extended_comfort(states, prev, cfg)
     res.has_ec = previous_states is not None
     return res
+
+
+def record_ttc_infractions(res, plan: np.ndarray, step: np.ndarray, agent: np.ndarray) -> None:
+    """Write counted TTC infractions (parallel index arrays) into ``res``: TTC 0, the per-step flags, and for each
+    plan its earliest infraction (step, then agent index) as ``ttc_step`` / ``ttc_agent``."""
+    res.ttc[plan] = 0.0
+    res.ttc_infraction[plan, step] = True
+    order = np.lexsort((agent, step, plan))
+    plan, step, agent = plan[order], step[order], agent[order]
+    first = np.r_[True, plan[1:] != plan[:-1]]
+    res.ttc_step[plan[first]] = step[first]
+    res.ttc_agent[plan[first]] = agent[first]
+
+
+def score_ddc_and_lk(res, centre: np.ndarray, cfg) -> None:
+    """DDC and LK from per-step flags already in ``res`` (needs ``oncoming``, ``in_intersection``, ``lk_deviation``).
+
+    Args:
+        res: the result being filled (rows = plans).
+        centre: (rows, T, 2) ego box centres.
+        cfg: scorer config (DDC window and thresholds, LK deviation and window).
+    """
+    rows, T = centre.shape[:2]
+    # DDC: centre displacement while oncoming (outside intersections), summed over a rolling 1 s window.
+    step_len = np.zeros((rows, T))
+    step_len[:, 1:] = np.hypot(*(centre[:, 1:] - centre[:, :-1]).transpose(2, 0, 1))
+    step_len *= res.oncoming & ~res.in_intersection
+    step_len[:, 0] = 0.0
+    W = cfg.ddc_window_steps
+    cs = np.cumsum(step_len, axis=1)
+    window = cs.copy()
+    window[:, W:] -= cs[:, :-W]
+    worst = window[:, 1:].max(axis=1) if T > 1 else np.zeros(rows)
+    res.oncoming_progress[:] = worst
+    res.ddc[:] = np.where(worst < cfg.ddc_compliance_m, 1.0, np.where(worst < cfg.ddc_violation_m, 0.5, 0.0))
+    # LK: a run of > 0.5 m deviation for lk_window_steps; intersection steps neither count nor reset the run.
+    deviating = (res.lk_deviation > cfg.lk_max_deviation_m) & ~res.in_intersection
+    reset = ~(res.lk_deviation > cfg.lk_max_deviation_m) & ~res.in_intersection
+    run_total = np.cumsum(deviating, axis=1)
+    at_reset = np.maximum.accumulate(np.where(reset, run_total, 0), axis=1)
+    res.lk[:] = np.where((run_total - at_reset).max(axis=1) >= cfg.lk_window_steps, 0.0, 1.0)

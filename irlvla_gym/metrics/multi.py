@@ -29,7 +29,8 @@ from irlvla_gym.metrics.comfort import extended_comfort, history_comfort
 from irlvla_gym.metrics.config import MULTIPLICATIVE, SUB_SCORES, ScorerConfig
 from irlvla_gym.metrics.context import AgentTracks, ScoringContext
 from irlvla_gym.metrics.fast import (
-    _fast_map, _first_fault_free, _point_segment_distance, boxes_overlap, project_on_polyline, segment_box_overlap,
+    _fast_map, _first_fault_free, _point_segment_distance, boxes_overlap, project_on_polyline, record_ttc_infractions,
+    score_ddc_and_lk, segment_box_overlap,
 )
 from irlvla_gym.metrics.polyindex import _expand, _on_segment, _segments_cross
 from irlvla_gym.metrics.result import (
@@ -621,35 +622,10 @@ def score_rows(contexts: Sequence[ScoringContext], states: np.ndarray, agents: S
             infraction = (bearing < ahead) | (area & ~(bearing > behind))
             counted = _first_fault_free(t_i * S + s_i, a_i, infraction, A) & infraction
             if counted.any():
-                ck, ct, cn = k_i[counted], t_i[counted], local[a_i[counted]]
-                res.ttc[ck] = 0.0
-                res.ttc_infraction[ck, ct] = True
-                order = np.lexsort((cn, ct, ck))
-                ck, ct, cn = ck[order], ct[order], cn[order]
-                first = np.r_[True, ck[1:] != ck[:-1]]
-                res.ttc_step[ck[first]] = ct[first]
-                res.ttc_agent[ck[first]] = cn[first]
+                record_ttc_infractions(res, k_i[counted], t_i[counted], local[a_i[counted]])
 
-    # ---- DDC ----------------------------------------------------------------------------------------------------
-    centre = pts[..., B.CENTER, :]
-    step_len = np.zeros((R, T))
-    step_len[:, 1:] = np.hypot(*(centre[:, 1:] - centre[:, :-1]).transpose(2, 0, 1))
-    step_len *= res.oncoming & ~res.in_intersection
-    step_len[:, 0] = 0.0
-    W = cfg.ddc_window_steps
-    cs = np.cumsum(step_len, axis=1)
-    window = cs.copy()
-    window[:, W:] -= cs[:, :-W]
-    worst = window[:, 1:].max(axis=1) if T > 1 else np.zeros(R)
-    res.oncoming_progress[:] = worst
-    res.ddc[:] = np.where(worst < cfg.ddc_compliance_m, 1.0, np.where(worst < cfg.ddc_violation_m, 0.5, 0.0))
-
-    # ---- LK -----------------------------------------------------------------------------------------------------
-    deviating = (res.lk_deviation > cfg.lk_max_deviation_m) & ~res.in_intersection
-    reset = ~(res.lk_deviation > cfg.lk_max_deviation_m) & ~res.in_intersection
-    run_total = np.cumsum(deviating, axis=1)
-    at_reset = np.maximum.accumulate(np.where(reset, run_total, 0), axis=1)
-    res.lk[:] = np.where((run_total - at_reset).max(axis=1) >= cfg.lk_window_steps, 0.0, 1.0)
+    # ---- DDC and LK (shared with the single-scene path) -------------------------------------------------------
+    score_ddc_and_lk(res, pts[..., B.CENTER, :], cfg)
 
     # ---- comfort ------------------------------------------------------------------------------------------------
     history = np.stack([ctx.history_states for ctx in contexts])
