@@ -48,6 +48,29 @@ class ObservationType(ABC):
         return stack_entries(singles, self.space())
 
 
+class RasterObservation(ObservationType):
+    """An image key drawn by a batched renderer (``renderer_class(config, cache)`` with ``shape``, ``render`` and
+    ``render_batch``): one uint8 Box entry named :attr:`key`. The renderer keeps per-scene caches."""
+
+    renderer_class: type
+
+    def __init__(self, config: ObsConfig | None = None, cache: bool = True):
+        super().__init__(config)
+        self.renderer = self.renderer_class(self.config, cache=cache)
+
+    def space(self) -> gym.spaces.Dict:
+        return gym.spaces.Dict({self.key: gym.spaces.Box(0, 255, self.renderer.shape, np.uint8)})
+
+    def observe(self, scene: Scene, ego_pose: np.ndarray | None = None, time: float = 0.0,
+                ego_status: EgoStatus | None = None) -> dict[str, np.ndarray]:
+        return {self.key: self.renderer.render(scene, ego_pose, time)}
+
+    def observe_batch(self, scenes: Sequence[Scene], ego_poses: np.ndarray | None = None,
+                      times: np.ndarray | float | None = None,
+                      ego_statuses: Sequence[EgoStatus | None] | None = None) -> dict[str, np.ndarray]:
+        return {self.key: self.renderer.render_batch(scenes, ego_poses, times)}
+
+
 def stack_entries(singles: Sequence[dict[str, np.ndarray]], space: gym.spaces.Dict) -> dict[str, np.ndarray]:
     """Stack per-scene entry dicts into ``(N, ...)`` arrays (empty batches get shape (0, ...))."""
     out = {}

@@ -37,13 +37,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
-import gymnasium as gym
 import numpy as np
 from PIL import Image, ImageDraw
 
-from irlvla_gym.obs.base import ObservationType
+from irlvla_gym.obs.base import RasterObservation
 from irlvla_gym.obs.common import (
-    EgoStatus, agents_at_time, as_pose, as_pose_batch, as_time_batch, box_corners, light_state_at_time, polyline_piece,
+    agents_at_time, as_pose, as_pose_batch, as_time_batch, box_corners, light_state_at_time, polyline_piece,
     thick_polyline_ring, world_to_ego,
 )
 from irlvla_gym.obs.config import ObsConfig
@@ -388,23 +387,8 @@ class BevRenderer:
         return layer
 
 
-class BevObservation(ObservationType):
+class BevObservation(RasterObservation):
     """Key ``bev``: (C, H, W) uint8 raster (channels :data:`BEV_CHANNELS`), batched by :meth:`observe_batch`."""
 
     key = "bev"
-
-    def __init__(self, config: ObsConfig | None = None, cache: bool = True):
-        super().__init__(config)
-        self.renderer = BevRenderer(self.config, cache=cache)
-
-    def space(self) -> gym.spaces.Dict:
-        return gym.spaces.Dict({"bev": gym.spaces.Box(0, 255, self.renderer.shape, np.uint8)})
-
-    def observe(self, scene: Scene, ego_pose: np.ndarray | None = None, time: float = 0.0,
-                ego_status: EgoStatus | None = None) -> dict[str, np.ndarray]:
-        return {"bev": self.renderer.render(scene, ego_pose, time)}
-
-    def observe_batch(self, scenes: Sequence[Scene], ego_poses: np.ndarray | None = None,
-                      times: np.ndarray | float | None = None,
-                      ego_statuses: Sequence[EgoStatus | None] | None = None) -> dict[str, np.ndarray]:
-        return {"bev": self.renderer.render_batch(scenes, ego_poses, times)}
+    renderer_class = BevRenderer

@@ -28,14 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import gymnasium as gym
 import numpy as np
 from PIL import Image, ImageDraw
 
-from irlvla_gym.obs.base import ObservationType
+from irlvla_gym.obs.base import RasterObservation
 from irlvla_gym.obs.bev import _LRU
 from irlvla_gym.obs.common import (
-    EgoStatus, agents_at_time, as_pose, as_pose_batch, as_time_batch, box_corners, light_state_at_time,
+    agents_at_time, as_pose, as_pose_batch, as_time_batch, box_corners, light_state_at_time,
     thick_polyline_ring, world_to_ego,
 )
 from irlvla_gym.obs.config import ObsConfig
@@ -397,23 +396,8 @@ def _load_resized(path: str, width: int, height: int) -> np.ndarray:
     return arr
 
 
-class CameraObservation(ObservationType):
+class CameraObservation(RasterObservation):
     """Key ``camera``: (H, W, 3) uint8 front image, real ``CAM_F0`` when available, else rendered."""
 
     key = "camera"
-
-    def __init__(self, config: ObsConfig | None = None, cache: bool = True):
-        super().__init__(config)
-        self.renderer = CameraRenderer(self.config, cache=cache)
-
-    def space(self) -> gym.spaces.Dict:
-        return gym.spaces.Dict({"camera": gym.spaces.Box(0, 255, self.renderer.shape, np.uint8)})
-
-    def observe(self, scene: Scene, ego_pose: np.ndarray | None = None, time: float = 0.0,
-                ego_status: EgoStatus | None = None) -> dict[str, np.ndarray]:
-        return {"camera": self.renderer.render(scene, ego_pose, time)}
-
-    def observe_batch(self, scenes: Sequence[Scene], ego_poses: np.ndarray | None = None,
-                      times: np.ndarray | float | None = None,
-                      ego_statuses: Sequence[EgoStatus | None] | None = None) -> dict[str, np.ndarray]:
-        return {"camera": self.renderer.render_batch(scenes, ego_poses, times)}
+    renderer_class = CameraRenderer
