@@ -34,11 +34,8 @@ import numpy as np
 
 from irlvla_gym.metrics import AgentTracks, ScoreResult, ScoringContext, agent_tracks, finalize, prepare_scene
 from irlvla_gym.metrics.config import SUB_SCORES
-from irlvla_gym.scenes.geometry import to_local
-from irlvla_gym.scenes.scene import (
-    DT, NUM_FUTURE, NUM_TIMES, Agents, EgoState, MapData, PolygonSet, Ragged, Scene,
-    route_command, wrap_angle,
-)
+from irlvla_gym.scenes.geometry import to_local, transform_boxes, transform_map
+from irlvla_gym.scenes.scene import DT, NUM_FUTURE, NUM_TIMES, Agents, EgoState, Scene, route_command, wrap_angle
 
 SIM_DT = 0.1
 STEPS_PER_REPLAN = int(round(DT / SIM_DT))  # 5
@@ -197,20 +194,6 @@ def expert_future(bundle: SceneBundle, k: int) -> np.ndarray:
     return out
 
 
-def _transform_boxes(boxes: np.ndarray, pose: np.ndarray) -> np.ndarray:
-    out = boxes.copy()
-    out[..., :2] = to_local(boxes[..., :2], pose[:2], float(pose[2]))
-    out[..., 2] = wrap_angle(boxes[..., 2] - pose[2])
-    c, s = np.cos(pose[2]), np.sin(pose[2])
-    out[..., 6] = c * boxes[..., 6] + s * boxes[..., 7]
-    out[..., 7] = -s * boxes[..., 6] + c * boxes[..., 7]
-    return out
-
-
-def _transform_ragged(r: Ragged, pose: np.ndarray) -> Ragged:
-    return Ragged(to_local(r.points, pose[:2], float(pose[2])).astype(r.points.dtype), r.offsets)
-
-
 def scene_at(bundle: SceneBundle, step: int, trace: np.ndarray, boxes: np.ndarray, valid: np.ndarray) -> Scene:
     """A :class:`Scene` as seen at absolute 0.1 s ``step`` from the current ego state, in the current ego frame.
 
@@ -237,17 +220,9 @@ def scene_at(bundle: SceneBundle, step: int, trace: np.ndarray, boxes: np.ndarra
     ego = EgoState(hist, hist_states[:, 3:5].copy(), hist_states[:, 5:7].copy(), fut, scene.ego.vehicle)
     samples = step + np.arange(NUM_TIMES) * STEPS_PER_REPLAN
     ag = scene.agents
-    agents = Agents(_transform_boxes(boxes[samples], pose), valid[samples].copy(), ag.category, ag.track_id)
+    agents = Agents(transform_boxes(boxes[samples], pose), valid[samples].copy(), ag.category, ag.track_id)
     mp = scene.map
-    changes: dict[str, Any] = {}
-    for f in dataclasses.fields(MapData):
-        value = getattr(mp, f.name)
-        if isinstance(value, Ragged):
-            changes[f.name] = _transform_ragged(value, pose)
-        elif isinstance(value, PolygonSet):
-            changes[f.name] = PolygonSet(_transform_ragged(value.rings, pose), value.ring_polygon, value.ring_is_hole)
-    changes["lane_light_state"] = mp.lane_light_state[np.minimum(k + np.arange(NUM_TIMES), NUM_TIMES - 1)]
-    new_map = dataclasses.replace(mp, **changes)
+    new_map = transform_map(mp, pose, mp.lane_light_state[np.minimum(k + np.arange(NUM_TIMES), NUM_TIMES - 1)])
     route = np.asarray(bundle.ctx.route_centerline)
     speed = float(np.hypot(*trace[-1, 3:5]))
     command = route_command(to_local(route, pose[:2], float(pose[2])), max(4.0 * speed, 10.0)) if len(route) else \

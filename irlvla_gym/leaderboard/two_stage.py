@@ -47,9 +47,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from irlvla_gym.scenes.geometry import to_global, to_local
+from irlvla_gym.scenes.geometry import to_global, to_local, transform_boxes
+from irlvla_gym.scenes.geometry import transform_map as scene_transform_map
 from irlvla_gym.scenes.scene import (
-    DT, NUM_FUTURE, NUM_HISTORY, NUM_TIMES, Agents, EgoState, MapData, PolygonSet, Ragged, Scene, concat_polylines,
+    DT, NUM_FUTURE, NUM_HISTORY, NUM_TIMES, Agents, EgoState, MapData, Scene, concat_polylines,
     route_command, wrap_angle,
 )
 
@@ -108,35 +109,14 @@ class StageTwoScene:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _transform_ragged(r: Ragged, pose: np.ndarray) -> Ragged:
-    return Ragged(to_local(r.points, pose[:2], float(pose[2])).astype(r.points.dtype), r.offsets)
-
-
 def transform_map(mp: MapData, pose: np.ndarray, light_step: int | None = None) -> MapData:
     """The map in the frame of ``pose`` (3,) (given in the map's current frame); with ``light_step`` every light
     sample is set to the state at that step (lights held)."""
-    changes: dict[str, Any] = {}
-    for f in dataclasses.fields(MapData):
-        value = getattr(mp, f.name)
-        if isinstance(value, Ragged):
-            changes[f.name] = _transform_ragged(value, pose)
-        elif isinstance(value, PolygonSet):
-            changes[f.name] = PolygonSet(_transform_ragged(value.rings, pose), value.ring_polygon, value.ring_is_hole)
+    lights = None
     if light_step is not None:
         state = mp.lane_light_state[min(light_step, len(mp.lane_light_state) - 1)]
-        changes["lane_light_state"] = np.repeat(state[None], len(mp.lane_light_state), axis=0)
-    return dataclasses.replace(mp, **changes)
-
-
-def transform_boxes(boxes: np.ndarray, pose: np.ndarray) -> np.ndarray:
-    """Agent boxes (..., 8) into the frame of ``pose`` (3,): centre, yaw and velocity vector."""
-    out = np.array(boxes, dtype=np.float64, copy=True)
-    out[..., :2] = to_local(boxes[..., :2], pose[:2], float(pose[2]))
-    out[..., 2] = wrap_angle(boxes[..., 2] - pose[2])
-    c, s = np.cos(pose[2]), np.sin(pose[2])
-    out[..., 6] = c * boxes[..., 6] + s * boxes[..., 7]
-    out[..., 7] = -s * boxes[..., 6] + c * boxes[..., 7]
-    return out
+        lights = np.repeat(state[None], len(mp.lane_light_state), axis=0)
+    return scene_transform_map(mp, pose, lights)
 
 
 def expert_kinematics_at_end(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from irlvla_gym.scenes.scene import wrap_angle
+import dataclasses
+
+from irlvla_gym.scenes.scene import MapData, PolygonSet, Ragged, wrap_angle
 
 
 def to_local(points: np.ndarray, origin_xy: np.ndarray, origin_yaw: float) -> np.ndarray:
@@ -87,3 +89,35 @@ def project_to_polyline(points: np.ndarray, line: np.ndarray) -> tuple[np.ndarra
     s = cum[k] + t[rows, k] * np.sqrt(seg_len2[k])
     cross = seg[k, 0] * rel[rows, k, 1] - seg[k, 1] * rel[rows, k, 0]
     return s, np.sign(cross) * dist[rows, k]
+
+
+# ---- re-anchoring a scene in another frame (closed-loop replanning, two-stage start poses) ----------------------
+
+
+def transform_boxes(boxes: np.ndarray, pose: np.ndarray) -> np.ndarray:
+    """Agent boxes (..., 8) [x, y, yaw, l, w, h, vx, vy] into the frame of ``pose`` (3,): centre, yaw, velocity."""
+    out = np.array(boxes, dtype=np.float64, copy=True)
+    out[..., :2] = to_local(boxes[..., :2], pose[:2], float(pose[2]))
+    out[..., 2] = wrap_angle(boxes[..., 2] - pose[2])
+    out[..., 6:8] = rotate_vectors(boxes[..., 6:8], float(pose[2]))
+    return out
+
+
+def transform_ragged(r: Ragged, pose: np.ndarray) -> Ragged:
+    """Packed points into the frame of ``pose`` (3,); dtype and offsets kept."""
+    return Ragged(to_local(r.points, pose[:2], float(pose[2])).astype(r.points.dtype), r.offsets)
+
+
+def transform_map(mp: MapData, pose: np.ndarray, lane_light_state: np.ndarray | None = None) -> MapData:
+    """The map in the frame of ``pose`` (3,) (given in the map's current frame). Every polyline and polygon moves;
+    graph, flags and speed limits stay. ``lane_light_state`` (9, L) replaces the light samples (e.g. shifted in time)."""
+    changes: dict = {}
+    for f in dataclasses.fields(MapData):
+        value = getattr(mp, f.name)
+        if isinstance(value, Ragged):
+            changes[f.name] = transform_ragged(value, pose)
+        elif isinstance(value, PolygonSet):
+            changes[f.name] = PolygonSet(transform_ragged(value.rings, pose), value.ring_polygon, value.ring_is_hole)
+    if lane_light_state is not None:
+        changes["lane_light_state"] = lane_light_state
+    return dataclasses.replace(mp, **changes)
