@@ -38,8 +38,11 @@ class RunConfig:
 
     Attributes:
         variant: name (row of the table; a directory under the output root).
-        algorithm: ``"ppo"`` (SB3 PPO, :class:`baselines.anchor.PPOWithAnchor` when ``bc["weight"] > 0``) or
-            ``"dppo"`` (diffusion PPO over the denoising chain, :mod:`baselines.dppo`).
+        algorithm: ``"ppo"`` (SB3 PPO, :class:`baselines.anchor.PPOWithAnchor` when ``bc["weight"] > 0``),
+            ``"dppo"`` (diffusion PPO over the denoising chain, :mod:`baselines.dppo`) or ``"plugin"`` (any algorithm
+            of the ``irlvla_gym.algorithms`` entry points, ``module:attr`` or a built-in SB3 name, trained on the same
+            env by :func:`irlvla_gym.agents.train_algorithm`; see :mod:`baselines.plugin`).
+        plugin: the algorithm spec for ``algorithm="plugin"``; ``plugin_kwargs``: extra constructor arguments (SB3).
         policy: ``"vla"`` (:class:`irlvla_gym.policies.VLAPolicy` initialised from ``pretrained``) or ``"cnn"``
             (SB3 ``MultiInputPolicy`` from scratch: NatureCNN on ``bev`` + MLP on ``ego``).
         pretrained: VLA checkpoint (``bc_default``, ``bc_diffusion`` = :data:`baselines.pretrain.BC_DIFFUSION`, or a
@@ -83,10 +86,14 @@ class RunConfig:
     hooks: list[dict[str, Any]] = field(default_factory=list)
     rwm_cache_size: int = 4096
     description: str = ""
+    plugin: str | None = None
+    plugin_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.algorithm not in ("ppo", "dppo"):
-            raise ValueError(f"algorithm must be 'ppo' or 'dppo', got {self.algorithm!r}")
+        if self.algorithm not in ("ppo", "dppo", "plugin"):
+            raise ValueError(f"algorithm must be 'ppo', 'dppo' or 'plugin', got {self.algorithm!r}")
+        if self.algorithm == "plugin" and not self.plugin:
+            raise ValueError("algorithm 'plugin' needs `plugin: <algorithm name or module:attr>`")
         if self.policy not in ("vla", "cnn"):
             raise ValueError(f"policy must be 'vla' or 'cnn', got {self.policy!r}")
         if self.vec_env not in ("auto", "native", "dummy"):

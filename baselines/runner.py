@@ -54,10 +54,15 @@ def train_run(cfg: RunConfig, seed: int, out: str | Path, progress: bool = True,
     values = {**cfg.to_dict(), "seed": int(seed)}
     _check_config(run_dir, values)
 
+    trained_agent = None
     if cfg.algorithm == "dppo":
         from baselines.dppo import train_dppo
 
         metrics = train_dppo(cfg, seed, run_dir, progress)
+    elif cfg.algorithm == "plugin":
+        from baselines.plugin import train_plugin
+
+        metrics, trained_agent = train_plugin(cfg, seed, run_dir)
     else:
         from baselines.sb3_ppo import train_ppo
 
@@ -71,7 +76,7 @@ def train_run(cfg: RunConfig, seed: int, out: str | Path, progress: bool = True,
         from baselines.evaluate import evaluate_agents, load_run_agent
 
         t = time.perf_counter()
-        agent = load_run_agent(run_dir)
+        agent = trained_agent if trained_agent is not None else load_run_agent(run_dir)
         rows = evaluate_agents([agent], cfg.eval.get("split", "synthetic-test"), cfg.eval.get("num_scenes", 100),
                                progress=progress)
         metrics["eval"] = rows[agent.name]
