@@ -24,6 +24,8 @@ import torch
 FORMAT = "irlvla-rwm"
 FORMAT_VERSION = 1
 MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
+"""Directory of the checkpoints shipped in the package (``default``, ``policy_aware``)."""
 
 
 class CheckpointError(ValueError):
@@ -82,13 +84,34 @@ def save_model(model, path: str | os.PathLike, extra: Mapping | None = None) -> 
                                  "model": model.config.to_dict(), **dict(extra or {})})
 
 
+def shipped_checkpoints() -> list[str]:
+    """Names of the checkpoints shipped in the package (subdirectories of ``reward_models/checkpoints``)."""
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / CONFIG_FILE).is_file())
+
+
+def resolve_checkpoint(spec: str | os.PathLike | None) -> Path:
+    """The checkpoint directory of ``spec``: None = the shipped ``default``; an existing directory as given; else a
+    bare name (no path separator) of a shipped checkpoint, e.g. ``"policy_aware"``. An existing directory wins over
+    a shipped name, so paths that worked before keep working. Anything else raises :class:`CheckpointError`
+    listing the shipped names."""
+    if spec is None:
+        return SHIPPED_DIR / "default"
+    p = Path(spec)
+    if p.is_dir():
+        return p
+    name = str(spec)
+    if name and "/" not in name and os.sep not in name and (SHIPPED_DIR / name / CONFIG_FILE).is_file():
+        return SHIPPED_DIR / name
+    raise CheckpointError(f"{spec}: not a checkpoint directory (expected {MODEL_FILE} + {CONFIG_FILE}) nor the name "
+                          f"of a shipped checkpoint (shipped: {', '.join(shipped_checkpoints())})")
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """A :class:`~reward_models.model.RewardWorldModel` from a directory written by :func:`save_model`."""
+    """A :class:`~reward_models.model.RewardWorldModel` from a directory written by :func:`save_model` or the name
+    of a shipped checkpoint (:func:`resolve_checkpoint`)."""
     from reward_models.model import ModelConfig, RewardWorldModel
 
-    d = Path(path)
-    if not d.is_dir():
-        raise CheckpointError(f"{d}: not a checkpoint directory (expected {MODEL_FILE} + {CONFIG_FILE})")
+    d = resolve_checkpoint(path)
     cfg = read_json(d / CONFIG_FILE)
     if cfg.get("format") != FORMAT or cfg.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{d / CONFIG_FILE}: not an {FORMAT} v{FORMAT_VERSION} checkpoint "
@@ -125,5 +148,6 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tenso
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
-__all__ = ["CheckpointError", "save_model", "load_model", "save_tensors", "load_tensors", "read_json",
-           "write_json", "optimizer_tensors", "load_optimizer", "FORMAT_VERSION"]
+__all__ = ["CheckpointError", "save_model", "load_model", "resolve_checkpoint", "shipped_checkpoints", "SHIPPED_DIR",
+           "save_tensors", "load_tensors", "read_json", "write_json", "optimizer_tensors", "load_optimizer",
+           "FORMAT_VERSION"]

@@ -92,7 +92,7 @@ def register(subparsers) -> None:
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="fidelity report on a held-out split")
-    e.add_argument("--ckpt", required=True, help="checkpoint directory ('default' = the shipped one)")
+    e.add_argument("--ckpt", required=True, help="checkpoint directory or shipped name ('default', 'policy_aware')")
     e.add_argument("--split", default="synthetic-test")
     e.add_argument("--out", required=True)
     e.add_argument("--data", default=None, help="an existing RWM dataset of the split (else built in OUT/data)")

@@ -323,7 +323,8 @@ class RewardWorldModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path, device: str | torch.device = "cpu") -> "RewardWorldModel":
-        """Load a checkpoint directory (``model.safetensors`` + ``config.json``); clear error if corrupt."""
+        """Load a checkpoint directory (``model.safetensors`` + ``config.json``) or a shipped checkpoint by name
+        (``"default"``, ``"policy_aware"``); clear error if corrupt."""
         from reward_models.checkpoint import load_model
 
         return load_model(path, device=device)

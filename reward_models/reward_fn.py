@@ -1,10 +1,10 @@
 """The RWM as a reward: for the IRL-VLA envs (``reward="rwm"``) and for reward-wrapping tools of other libraries.
 
-* :func:`load_model` / :func:`load_default`: the shipped checkpoint (``reward_models/checkpoints/default``) or a
-  checkpoint directory, cached per path.
+* :func:`load_model` / :func:`load_default`: the shipped checkpoint (``reward_models/checkpoints/default``), another
+  shipped checkpoint by name (``"policy_aware"``) or a checkpoint directory, cached per path.
 * :class:`SceneRewardFn`: ``(scene, plan (8, 3)) -> float``, the callable the envs use for ``reward="rwm"`` or
-  ``reward="rwm:/path/to/ckpt"``. It builds the model's observation of the scene (``irlvla_gym.obs``: bev, ego,
-  instruction, agents, map at the scene origin and t0; the closed-loop env hands in the scene as seen from the
+  ``reward="rwm:<name or /path/to/ckpt>"``. It builds the model's observation of the scene (``irlvla_gym.obs``:
+  bev, ego, instruction, agents, map at the scene origin and t0; the closed-loop env hands in the scene as seen from the
   current ego state, so that is the current observation) and caches the scene encoding, so repeated plans in the
   same scene (vocabulary search, several env steps) cost only the plan scoring.
 * :class:`RWMRewardFn`: ``(obs, acts, next_obs, dones) -> (N,) np.ndarray``, the signature of reward functions in
@@ -27,9 +27,10 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from reward_models.checkpoint import SHIPPED_DIR, resolve_checkpoint
 from reward_models.model import OBS_ENTRIES, OBS_KEYS, RewardWorldModel
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"
+DEFAULT_CHECKPOINT = SHIPPED_DIR / "default"
 
 
 @functools.lru_cache(maxsize=8)
@@ -38,8 +39,9 @@ def _cached_model(path: str) -> RewardWorldModel:
 
 
 def load_model(path: str | Path | None = None) -> RewardWorldModel:
-    """A model from a checkpoint directory (default: the shipped one); cached per path, in eval mode."""
-    return _cached_model(str(Path(path) if path is not None else DEFAULT_CHECKPOINT))
+    """A model from a checkpoint directory or the name of a shipped checkpoint (``"default"``, ``"policy_aware"``;
+    :func:`reward_models.checkpoint.resolve_checkpoint`; None = the shipped default); cached per path, in eval mode."""
+    return _cached_model(str(resolve_checkpoint(path)))
 
 
 def load_default() -> RewardWorldModel:
@@ -51,7 +53,7 @@ class SceneRewardFn:
     """``(scene, plan) -> float`` reward for the envs (module docs).
 
     Args:
-        checkpoint: checkpoint directory; None = the shipped default.
+        checkpoint: checkpoint directory or shipped name ("policy_aware"); None = the shipped default.
         cache_size: scene encodings kept (LRU), keyed by scene token and ego state.
     """
 
@@ -93,19 +95,20 @@ class SceneRewardFn:
 
 
 def env_reward(spec: str) -> SceneRewardFn:
-    """The env reward for ``reward="rwm"`` (shipped checkpoint) or ``reward="rwm:<checkpoint dir>"``."""
+    """The env reward for ``reward="rwm"`` (shipped default), ``reward="rwm:<shipped name>"`` (e.g.
+    ``"rwm:policy_aware"``) or ``reward="rwm:<checkpoint dir>"``."""
     if spec == "rwm":
         return SceneRewardFn(None)
     if spec.startswith("rwm:") and len(spec) > 4:
         return SceneRewardFn(spec[4:])
-    raise ValueError(f"reward must be 'rwm' or 'rwm:<checkpoint dir>', got {spec!r}")
+    raise ValueError(f"reward must be 'rwm' or 'rwm:<shipped name or checkpoint dir>', got {spec!r}")
 
 
 class RWMRewardFn:
     """Batched reward function ``(obs, acts, next_obs, dones) -> (N,) float32`` (module docs).
 
     Args:
-        checkpoint: checkpoint directory; None = the shipped default.
+        checkpoint: checkpoint directory or shipped name ("policy_aware"); None = the shipped default.
         action_type: ``"trajectory"`` or ``"vocabulary"`` (the env's ``action_type``).
         vocabulary_size: K of the vocabulary for ``action_type="vocabulary"``.
     """

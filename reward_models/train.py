@@ -218,7 +218,8 @@ def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: Mo
     writer = _summary_writer(out_p / "tb")
     meta = {"train": dataclasses.asdict(cfg), "data": str(data_dir), "train_scenes": len(train_data),
             "val_scenes": len(val_data), "dataset": {k: data.manifest[k] for k in
-                                                     ("source", "num_scenes", "seed", "candidates", "ep_normaliser")}}
+                                                     ("source", "num_scenes", "seed", "candidates", "ep_normaliser",
+                                                      "policy") if k in data.manifest}}
     start_time = time.monotonic()
 
     def save_last() -> None:
