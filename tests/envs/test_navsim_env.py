@@ -179,8 +179,8 @@ def test_record_video(tmp_path, synthetic):
     from gymnasium.wrappers import RecordVideo
 
     env = RecordVideo(gym.make("IRLVLA-Navsim-v2", render_mode="rgb_array", **small_kwargs(synthetic)),
-                      str(tmp_path), episode_trigger=lambda e: True, disable_logger=True)
+                      str(tmp_path / "videos"), episode_trigger=lambda e: True, disable_logger=True)
     env.reset(seed=0)
     env.step(env.action_space.sample())
     env.close()
-    assert list(tmp_path.glob("*.mp4"))
+    assert list((tmp_path / "videos").glob("*.mp4"))
