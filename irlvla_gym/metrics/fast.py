@@ -14,6 +14,8 @@ sub-score. The geometry differs only in technique:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from irlvla_gym.metrics import boxes as B
@@ -163,31 +165,11 @@ def score_states_fast(ctx: ScoringContext, states: np.ndarray, agents: AgentTrac
     KT = K * T
 
     # ---- one containment query for all corners and centres ------------------------------------------------------
-    point_idx, poly, entry = fmap.index.contains(pts.reshape(-1, 2), return_entries=True)
-    kt, which = point_idx // 5, point_idx % 5
-    is_corner = which < B.CENTER
-    # Non-drivable: a corner inside no polygon (every polygon in the index is drivable).
-    corner_covered = np.zeros(KT * 4, bool)
-    corner_covered[(kt * 4 + which)[is_corner]] = True
-    non_drivable = ~corner_covered.reshape(KT, 4).all(axis=1)
-    # Multiple lanes: > 1 lane holds some corner, and no lane holds all 4 corners.
-    lane_pair = is_corner & (poly < L)
-    key = kt[lane_pair] * max(L, 1) + poly[lane_pair]
-    if KT * max(L, 1) <= 4_000_000:  # counting sort beats np.unique's sort for moderate lane counts
-        counts = np.bincount(key, minlength=KT * max(L, 1))
-        ukey = np.flatnonzero(counts)
-        corners_per_lane = counts[ukey]
-    else:
-        ukey, corners_per_lane = np.unique(key, return_counts=True)
-    ukt = ukey // max(L, 1)
-    lanes_touched = np.bincount(ukt, minlength=KT)
-    one_lane_all = np.bincount(ukt[corners_per_lane == 4], minlength=KT) > 0
-    multiple_lanes = (lanes_touched > 1) & ~one_lane_all
-    # Centre: on-route, intersection.
-    is_centre = ~is_corner
-    ckt, cpoly = kt[is_centre], poly[is_centre]
-    oncoming = np.bincount(ckt, weights=ctx.polygon_is_on_route[cpoly], minlength=KT) == 0
-    in_inter = np.bincount(ckt, weights=ctx.polygon_is_intersection[cpoly], minlength=KT) > 0
+    area = area_flags(ctx, pts)
+    kt, lane_pair, poly, entry = area.kt, area.lane_pair, area.poly, area.entry
+    is_centre, ckt, cpoly = area.is_centre, area.ckt, area.cpoly
+    non_drivable, multiple_lanes, oncoming, in_inter = (area.non_drivable, area.multiple_lanes, area.oncoming,
+                                                        area.in_intersection)
     res.non_drivable[:] = non_drivable.reshape(K, T)
     res.multiple_lanes[:] = multiple_lanes.reshape(K, T)
     res.oncoming[:] = oncoming.reshape(K, T)
@@ -388,3 +370,57 @@ def score_ddc_and_lk(res, centre: np.ndarray, cfg) -> None:
     run_total = np.cumsum(deviating, axis=1)
     at_reset = np.maximum.accumulate(np.where(reset, run_total, 0), axis=1)
     res.lk[:] = np.where((run_total - at_reset).max(axis=1) >= cfg.lk_window_steps, 0.0, 1.0)
+
+
+class AreaFlags(NamedTuple):
+    """Ego-area flags of K x T ego boxes from one containment query of their 4 corners + centre.
+
+    ``kt``, ``poly``, ``entry``: the (point, polygon) hits (point = kt * 5 + corner index); ``lane_pair`` marks
+    corner hits in lane polygons; ``is_centre`` marks centre hits and ``ckt`` / ``cpoly`` are those hits' step and
+    polygon. Flags are (K * T,) bool.
+    """
+
+    kt: np.ndarray
+    lane_pair: np.ndarray
+    poly: np.ndarray
+    entry: np.ndarray
+    is_centre: np.ndarray
+    ckt: np.ndarray
+    cpoly: np.ndarray
+    non_drivable: np.ndarray
+    multiple_lanes: np.ndarray
+    oncoming: np.ndarray
+    in_intersection: np.ndarray
+
+
+def area_flags(ctx: ScoringContext, pts: np.ndarray) -> AreaFlags:
+    """Non-drivable, multiple-lanes, oncoming and in-intersection flags (epdms.md "Ego-area flags") of ego box
+    points ``pts`` (K, T, 5, 2), from one containment query against the scene's packed polygon index."""
+    K, T = pts.shape[:2]
+    KT, L = K * T, ctx.num_lanes
+    point_idx, poly, entry = _fast_map(ctx).index.contains(pts.reshape(-1, 2), return_entries=True)
+    kt, which = point_idx // 5, point_idx % 5
+    is_corner = which < B.CENTER
+    # Non-drivable: a corner inside no polygon (every polygon in the index is drivable).
+    corner_covered = np.zeros(KT * 4, bool)
+    corner_covered[(kt * 4 + which)[is_corner]] = True
+    non_drivable = ~corner_covered.reshape(KT, 4).all(axis=1)
+    # Multiple lanes: > 1 lane holds some corner, and no lane holds all 4 corners.
+    lane_pair = is_corner & (poly < L)
+    key = kt[lane_pair] * max(L, 1) + poly[lane_pair]
+    if KT * max(L, 1) <= 4_000_000:  # counting sort beats np.unique's sort for moderate lane counts
+        counts = np.bincount(key, minlength=KT * max(L, 1))
+        ukey = np.flatnonzero(counts)
+        corners_per_lane = counts[ukey]
+    else:
+        ukey, corners_per_lane = np.unique(key, return_counts=True)
+    ukt = ukey // max(L, 1)
+    lanes_touched = np.bincount(ukt, minlength=KT)
+    one_lane_all = np.bincount(ukt[corners_per_lane == 4], minlength=KT) > 0
+    multiple_lanes = (lanes_touched > 1) & ~one_lane_all
+    # Centre: on-route, intersection.
+    is_centre = ~is_corner
+    ckt, cpoly = kt[is_centre], poly[is_centre]
+    oncoming = np.bincount(ckt, weights=ctx.polygon_is_on_route[cpoly], minlength=KT) == 0
+    in_inter = np.bincount(ckt, weights=ctx.polygon_is_intersection[cpoly], minlength=KT) > 0
+    return AreaFlags(kt, lane_pair, poly, entry, is_centre, ckt, cpoly, non_drivable, multiple_lanes, oncoming, in_inter)

@@ -29,7 +29,7 @@ from irlvla_gym.metrics.comfort import extended_comfort, history_comfort
 from irlvla_gym.metrics.config import MULTIPLICATIVE, SUB_SCORES, ScorerConfig
 from irlvla_gym.metrics.context import AgentTracks, ScoringContext
 from irlvla_gym.metrics.fast import (
-    _fast_map, _first_fault_free, _point_segment_distance, boxes_overlap, project_on_polyline, record_ttc_infractions,
+    _fast_map, _first_fault_free, _point_segment_distance, area_flags, boxes_overlap, project_on_polyline, record_ttc_infractions,
     score_ddc_and_lk, segment_box_overlap,
 )
 from irlvla_gym.metrics.polyindex import _expand, _on_segment, _segments_cross
@@ -62,28 +62,11 @@ def _map_flags(ctx: ScoringContext, red: np.ndarray, pts: np.ndarray, res: Score
     K, T = pts.shape[:2]
     L = ctx.num_lanes
     KT = K * T
-    point_idx, poly, entry = fmap.index.contains(pts.reshape(-1, 2), return_entries=True)
-    kt, which = point_idx // 5, point_idx % 5
-    is_corner = which < B.CENTER
-    corner_covered = np.zeros(KT * 4, bool)
-    corner_covered[(kt * 4 + which)[is_corner]] = True
-    non_drivable = ~corner_covered.reshape(KT, 4).all(axis=1)
-    lane_pair = is_corner & (poly < L)
-    key = kt[lane_pair] * max(L, 1) + poly[lane_pair]
-    if KT * max(L, 1) <= 4_000_000:
-        counts = np.bincount(key, minlength=KT * max(L, 1))
-        ukey = np.flatnonzero(counts)
-        corners_per_lane = counts[ukey]
-    else:
-        ukey, corners_per_lane = np.unique(key, return_counts=True)
-    ukt = ukey // max(L, 1)
-    lanes_touched = np.bincount(ukt, minlength=KT)
-    one_lane_all = np.bincount(ukt[corners_per_lane == 4], minlength=KT) > 0
-    multiple_lanes = (lanes_touched > 1) & ~one_lane_all
-    is_centre = ~is_corner
-    ckt, cpoly = kt[is_centre], poly[is_centre]
-    oncoming = np.bincount(ckt, weights=ctx.polygon_is_on_route[cpoly], minlength=KT) == 0
-    in_inter = np.bincount(ckt, weights=ctx.polygon_is_intersection[cpoly], minlength=KT) > 0
+    area = area_flags(ctx, pts)
+    kt, lane_pair, poly, entry = area.kt, area.lane_pair, area.poly, area.entry
+    is_centre, ckt, cpoly = area.is_centre, area.ckt, area.cpoly
+    non_drivable, multiple_lanes, oncoming, in_inter = (area.non_drivable, area.multiple_lanes, area.oncoming,
+                                                        area.in_intersection)
     res.non_drivable[rows] = non_drivable.reshape(K, T)
     res.multiple_lanes[rows] = multiple_lanes.reshape(K, T)
     res.oncoming[rows] = oncoming.reshape(K, T)
