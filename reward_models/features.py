@@ -14,7 +14,8 @@ Per-pose features (:func:`pose_features`, ``POSE_FEATURES`` columns):
   acceleration / 3 m/s^2, lateral acceleration / 3, yaw rate (rad/s), yaw acceleration (rad/s^2), jerk / 5 m/s^3;
 * BEV samples: the 7 scene channels (all but ``ego``) bilinearly sampled at the ego box's centre and 4 corners, at
   the pose and at the midpoint to the previous pose (2 x 5 x 7 = 70 values in [0, 1]), and an in-view flag;
-* agents (constant-velocity forecast of the ``agents`` vectors to the pose's time): smallest clearance (centre
+* agents (forecast to the pose's time: constant velocity, or the ``agents_future`` entry when the scene encoding
+  provides one, see :mod:`reward_models.forecast`): smallest clearance (centre
   distance minus both bounding radii) / 10 m, the nearest agent's offset in the pose frame (dx / 10, dy / 5), its
   closing speed / 10 m/s, the gap to the nearest agent in a 2.5 m wide corridor ahead / 20 m and that gap divided
   by the speed (a time-to-collision proxy, s, capped at 5), agents within 3 m;
@@ -276,8 +277,14 @@ def pose_features(plans: torch.Tensor, obs: dict[str, torch.Tensor], geom: BevGe
     n_agents = max(int(amask.sum(1).max()) if amask.numel() else 0, 1)  # real agents come first (nearest first)
     ag, amask = ag[:, :n_agents], amask[:, :n_agents]
     cx, cy = centre[..., 0].unsqueeze(-1), centre[..., 1].unsqueeze(-1)  # (B, K, T, 1)
-    ax = (ag[:, None, :, AG_X] + t[None, :, None] * ag[:, None, :, AG_VX]).unsqueeze(1)  # (B, 1, T, N)
-    ay = (ag[:, None, :, AG_Y] + t[None, :, None] * ag[:, None, :, AG_VY]).unsqueeze(1)
+    future = obs.get("agents_future")  # (B, N, T, 4) [x, y, vx, vy] from reward_models.forecast, else constant velocity
+    if future is None:
+        ax = (ag[:, None, :, AG_X] + t[None, :, None] * ag[:, None, :, AG_VX]).unsqueeze(1)  # (B, 1, T, N)
+        ay = (ag[:, None, :, AG_Y] + t[None, :, None] * ag[:, None, :, AG_VY]).unsqueeze(1)
+        avx, avy = ag[:, None, None, :, AG_VX], ag[:, None, None, :, AG_VY]  # (B, 1, 1, N)
+    else:
+        future = future[:, :n_agents].transpose(1, 2).unsqueeze(1)  # (B, 1, T, N, 4)
+        ax, ay, avx, avy = future.unbind(-1)
     rx, ry = ax - cx, ay - cy  # (B, K, T, N)
     dist = torch.hypot(rx, ry)
     a_rad = 0.5 * torch.hypot(ag[..., AG_LEN], ag[..., AG_WID])  # (B, N)
@@ -287,7 +294,7 @@ def pose_features(plans: torch.Tensor, obs: dict[str, torch.Tensor], geom: BevGe
     c_, s_ = cos.unsqueeze(-1), sin.unsqueeze(-1)
     lon = c_ * rx + s_ * ry  # (B, K, T, N) in the pose frame
     lat = c_ * ry - s_ * rx
-    v_lon = c_ * ag[:, None, None, :, AG_VX] + s_ * ag[:, None, None, :, AG_VY]
+    v_lon = c_ * avx + s_ * avy
     pick = nearest.unsqueeze(-1)
     n_lon, n_lat = lon.gather(-1, pick).squeeze(-1), lat.gather(-1, pick).squeeze(-1)
     closing = (speed - v_lon.gather(-1, pick).squeeze(-1)) * (n_lon > 0).to(dt)

@@ -35,7 +35,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reward_models.features import NUM_POSE_FEATURES, BevGeometry, map_lookup, pose_features
+from reward_models.features import (
+    BEV_SCENE_CHANNELS, NUM_POSE_FEATURES, PLAN_DT, POSE_FEATURES, BevGeometry, map_lookup, pose_features,
+)
+from reward_models.forecast import FORECASTS, forecast_agents
 
 SUB_SCORES = ("nc", "dac", "ddc", "tlc", "ep", "ttc", "lk", "hc", "ec")
 THREE_WAY = ("nc", "ddc")
@@ -45,6 +48,10 @@ OBS_KEYS = ("bev", "ego", "instruction", "agents", "map")
 agents_mask, map, map_mask."""
 OBS_ENTRIES = ("bev", "ego", "instruction", "agents", "agents_mask", "map", "map_mask")
 THREE_WAY_VALUES = (0.0, 0.5, 1.0)
+BEV_SAMPLE_MODES = ("full", "extrema")
+_BEV_FIRST = POSE_FEATURES.index("bev_pose_centre_0")  # the 70 BEV sample columns start here
+_BEV_FULL = 2 * 5 * BEV_SCENE_CHANNELS
+_BEV_EXTREMA = 2 * 2 * BEV_SCENE_CHANNELS
 
 
 @dataclass
@@ -56,7 +63,14 @@ class ModelConfig:
         hidden: plan-embedding width (after flattening the 8 pose tokens).
         instruction_vocab: embedding rows for instruction token ids (ids >= this are clipped).
         use_ec: include EC in the reward (/16) instead of dropping it (/14).
-        bev: BEV metric extent (must match the ``ObsConfig`` used to build observations).
+        bev_range_*: BEV metric extent (must match the ``ObsConfig`` used to build observations).
+        bev_samples: ``"full"``: the plan encoder sees all 70 BEV samples per pose (7 channels x 5 box points x
+            {pose, midpoint}); ``"extrema"``: per channel only their max and min over the 5 box points, at the pose
+            and at the midpoint (28 values), which makes the first plan layer 2x smaller.
+        bev_tokens: BEV scene tokens, 64 (8 x 8 grid; the first convolution takes 4 x 4 patches) or 16 (4 x 4 grid
+            from the raster averaged over 4 x 4 cells: 10x cheaper convolutions and a shorter attention).
+        agent_forecast: how the plan features place the agents at the pose times: ``"cv"`` constant velocity,
+            ``"lane"`` lane following on the map entry (:mod:`reward_models.forecast`, once per scene).
     """
 
     d_model: int = 32
@@ -68,6 +82,24 @@ class ModelConfig:
     bev_range_ahead: float = 48.0
     bev_range_behind: float = 16.0
     bev_range_side: float = 32.0
+    bev_samples: str = "full"
+    bev_tokens: int = 64
+    agent_forecast: str = "cv"
+
+    def __post_init__(self):
+        if self.bev_samples not in BEV_SAMPLE_MODES:
+            raise ValueError(f"ModelConfig.bev_samples must be one of {BEV_SAMPLE_MODES}, got {self.bev_samples!r}")
+        if self.agent_forecast not in FORECASTS:
+            raise ValueError(f"ModelConfig.agent_forecast must be one of {FORECASTS}, got {self.agent_forecast!r}")
+        if self.bev_tokens not in (16, 64):
+            raise ValueError(f"ModelConfig.bev_tokens must be 16 or 64, got {self.bev_tokens!r}")
+        if self.d_model % self.heads:
+            raise ValueError(f"ModelConfig.d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+
+    @property
+    def plan_feature_dim(self) -> int:
+        """Per-pose feature count the plan encoder sees (after :func:`compact_bev_samples` when ``"extrema"``)."""
+        return NUM_POSE_FEATURES if self.bev_samples == "full" else NUM_POSE_FEATURES - _BEV_FULL + _BEV_EXTREMA
 
     @property
     def bev(self) -> BevGeometry:
@@ -89,14 +121,22 @@ class SceneEncoding:
     Attributes:
         tokens: (B, S, d) scene tokens. mask: (B, S) bool, True = padding (ignored by attention).
         obs: the prepared observation tensors (:func:`prepare_obs`) the plan features need.
+        kv: per cross-attention block, the scene tokens' keys and values (B, heads, S, d / heads) each, projected
+            once per scene so that scoring plans only projects the plan queries (None: projected in ``score``).
     """
 
     tokens: torch.Tensor
     mask: torch.Tensor
     obs: dict[str, torch.Tensor]
+    kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
+
+    def select(self, rows) -> "SceneEncoding":
+        """The encoding of scenes ``rows`` (index array or tensor; repeats allowed)."""
+        kv = None if self.kv is None else [(k[rows], v[rows]) for k, v in self.kv]
+        return SceneEncoding(self.tokens[rows], self.mask[rows], {k: v[rows] for k, v in self.obs.items()}, kv)
 
 
 @dataclass
@@ -158,11 +198,33 @@ class CrossBlock(nn.Module):
         self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
         self.ff = _mlp(d, 2 * d, d)
 
+    def project_kv(self, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scene tokens (B, S, d) -> keys, values (B, heads, S, d / heads) (the attention's own projections)."""
+        B, S, d = kv.shape
+        h = self.attn.num_heads
+        w, b = self.attn.in_proj_weight, self.attn.in_proj_bias
+        kvp = F.linear(self.norm_kv(kv), w[d:], b[d:]).view(B, S, 2, h, d // h).permute(2, 0, 3, 1, 4)
+        return kvp[0], kvp[1]
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_mask: torch.Tensor | None) -> torch.Tensor:
+        """q (B, Q, d) against projected keys / values (:meth:`project_kv`); kv_mask (B, S) True = ignore or None.
+
+        The same function as ``nn.MultiheadAttention`` (same weights), with the scene side projected once."""
+        B, Q, d = q.shape
+        h = self.attn.num_heads
+        w, b = self.attn.in_proj_weight, self.attn.in_proj_bias
+        qp = F.linear(self.norm_q(q), w[:d], b[:d]).view(B, Q, h, d // h).transpose(1, 2)
+        bias = None
+        if kv_mask is not None and bool(kv_mask.any()):
+            bias = torch.zeros(kv_mask.shape, dtype=q.dtype, device=q.device).masked_fill_(kv_mask, float("-inf"))
+            bias = bias[:, None, None, :]
+        o = F.scaled_dot_product_attention(qp, k, v, attn_mask=bias).transpose(1, 2).reshape(B, Q, d)
+        q = q + self.attn.out_proj(o)
+        return q + self.ff(self.norm_ff(q))
+
     def forward(self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor) -> torch.Tensor:
         """q (B, Q, d), kv (B, S, d), kv_mask (B, S) True = ignore -> (B, Q, d)."""
-        kvn = self.norm_kv(kv)
-        q = q + self.attn(self.norm_q(q), kvn, kvn, key_padding_mask=kv_mask, need_weights=False)[0]
-        return q + self.ff(self.norm_ff(q))
+        return self.attend(q, *self.project_kv(kv), kv_mask)
 
 
 class RewardWorldModel(nn.Module):
@@ -180,20 +242,21 @@ class RewardWorldModel(nn.Module):
         super().__init__()
         self.config = cfg = config or ModelConfig()
         d = cfg.d_model
-        self.bev_cnn = nn.Sequential(
-            nn.Conv2d(8, 32, 4, stride=4), nn.GELU(),
-            nn.Conv2d(32, 48, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(48, d, 3, stride=2, padding=1),
-        )
-        self.bev_pos = nn.Parameter(torch.zeros(1, 64, d))
+        if cfg.bev_tokens == 64:  # /4 patches, /2, /2: an 8 x 8 token grid
+            layers = [nn.Conv2d(8, 32, 4, stride=4), nn.GELU(), nn.Conv2d(32, 48, 3, stride=2, padding=1)]
+        else:  # 4 x 4 averages first (the plan features sample the full-resolution raster), then /2 x 3: 4 x 4 tokens
+            layers = [nn.AvgPool2d(4), nn.Conv2d(8, 32, 3, stride=2, padding=1), nn.GELU(),
+                      nn.Conv2d(32, 48, 3, stride=2, padding=1)]
+        self.bev_cnn = nn.Sequential(*layers, nn.GELU(), nn.Conv2d(48, d, 3, stride=2, padding=1))
+        self.bev_pos = nn.Parameter(torch.zeros(1, cfg.bev_tokens, d))
         self.agent_mlp = _mlp(14, d, d)
         self.map_point = _mlp(11, d, d)
         self.map_out = nn.Linear(d, d)
         self.ego_mlp = _mlp(21, d, d)
         self.instr = nn.Embedding(cfg.instruction_vocab, d, padding_idx=0)
         self.type_emb = nn.Parameter(torch.zeros(5, d))  # bev, agent, map, ego, instruction
-        F = NUM_POSE_FEATURES
-        self.plan_in = nn.Sequential(nn.Linear(8 * F + 2 * F, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, d))
+        nf = cfg.plan_feature_dim
+        self.plan_in = nn.Sequential(nn.Linear(8 * nf + 2 * nf, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, d))
         self.blocks = nn.ModuleList([CrossBlock(d, cfg.heads) for _ in range(cfg.layers)])
         self.plan_norm = nn.LayerNorm(d)
         self.plan_mlp = nn.Sequential(nn.Linear(d + cfg.hidden, cfg.hidden), nn.GELU(),
@@ -232,11 +295,16 @@ class RewardWorldModel(nn.Module):
         n = (ids > 0).sum(1, keepdim=True).clamp_min(1)
         instr = (emb.sum(1) / n + te[4]).unsqueeze(1)
         tokens = torch.cat([bev, agents, maps, ego, instr], dim=1)
-        keep = torch.cat([torch.ones(B, 64, dtype=torch.bool, device=dev), o["agents_mask"], o["map_mask"],
-                          torch.ones(B, 2, dtype=torch.bool, device=dev)], dim=1)
+        keep = torch.cat([torch.ones(B, bev.shape[1], dtype=torch.bool, device=dev), o["agents_mask"],
+                          o["map_mask"], torch.ones(B, 2, dtype=torch.bool, device=dev)], dim=1)
         if lookup:
             o = dict(o, map_lookup=map_lookup(o["map"], o["map_mask"]))
-        return SceneEncoding(tokens, ~keep, o)
+            if self.config.agent_forecast != "cv":
+                times = np.arange(1, 9, dtype=np.float32) * PLAN_DT
+                future = forecast_agents(o["agents"], o["agents_mask"], o["map"], o["map_mask"], times,
+                                         self.config.agent_forecast)
+                o["agents_future"] = torch.from_numpy(future).to(dev)
+        return SceneEncoding(tokens, ~keep, o, [block.project_kv(tokens) for block in self.blocks])
 
     # ---- plans -----------------------------------------------------------------------------------------------
 
@@ -261,13 +329,23 @@ class RewardWorldModel(nn.Module):
         """
         if feats is None:
             feats = self.plan_features(enc, plans)  # (B, K, 8, F)
+        if self.config.bev_samples == "extrema":
+            feats = compact_bev_samples(feats)
         x = torch.cat([feats.flatten(2), feats.amax(dim=2), feats.amin(dim=2)], dim=-1)  # (B, K, 10 F)
         h0 = self.plan_in[1](self.plan_in[0](x))  # (B, K, hidden)
         q = self.plan_in[2](h0)  # (B, K, d): one plan token per plan
-        for block in self.blocks:
-            q = block(q, enc.tokens, enc.mask)
+        kv = enc.kv if enc.kv is not None else [block.project_kv(enc.tokens) for block in self.blocks]
+        for block, (k, v) in zip(self.blocks, kv):
+            q = block.attend(q, k, v, enc.mask)
         h = self.plan_mlp(torch.cat([self.plan_norm(q), h0], dim=-1))
-        logits = {n: (head(h) if n in THREE_WAY else head(h).squeeze(-1)) for n, head in self.heads.items()}
+        # all heads as one matrix product (the per-head Linear layers stay the parameters)
+        heads = list(self.heads.values())
+        out = F.linear(h, torch.cat([hd.weight for hd in heads]), torch.cat([hd.bias for hd in heads]))
+        logits, i = {}, 0
+        for n, hd in zip(self.heads.keys(), heads):
+            j = i + hd.out_features
+            logits[n] = out[..., i:j] if n in THREE_WAY else out[..., i]
+            i = j
         return self.compose(logits)
 
     def compose(self, logits: dict[str, torch.Tensor]) -> Prediction:
@@ -330,6 +408,15 @@ class RewardWorldModel(nn.Module):
         return load_model(path, device=device)
 
 
+def compact_bev_samples(feats: torch.Tensor) -> torch.Tensor:
+    """(..., NUM_POSE_FEATURES) -> (..., plan_feature_dim of ``bev_samples="extrema"``): the 70 BEV sample columns
+    (ordered {pose, mid} x 5 box points x 7 channels) replaced by their max and min over the 5 box points per
+    channel, at the pose and at the midpoint ([max pose, max mid, min pose, min mid] x 7 channels)."""
+    bev = feats[..., _BEV_FIRST:_BEV_FIRST + _BEV_FULL].unflatten(-1, (2, 5, BEV_SCENE_CHANNELS))
+    return torch.cat([feats[..., :_BEV_FIRST], bev.amax(-2).flatten(-2), bev.amin(-2).flatten(-2),
+                      feats[..., _BEV_FIRST + _BEV_FULL:]], dim=-1)
+
+
 def _is_prepared(obs: Mapping) -> bool:
     return isinstance(obs.get("bev"), torch.Tensor) and obs["bev"].is_floating_point() and obs["ego"].ndim == 2
 
@@ -338,5 +425,6 @@ def num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["ModelConfig", "RewardWorldModel", "SceneEncoding", "Prediction", "prepare_obs", "SUB_SCORES",
+__all__ = ["ModelConfig", "RewardWorldModel", "SceneEncoding", "Prediction", "prepare_obs", "compact_bev_samples",
+           "SUB_SCORES",
            "THREE_WAY", "BINARY", "OBS_KEYS", "OBS_ENTRIES", "num_parameters"]

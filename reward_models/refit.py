@@ -180,11 +180,10 @@ def pointwise_loss(model: RewardWorldModel, obs: dict[str, torch.Tensor], plans:
 
     ``obs``: prepared observations of the distinct scenes; ``rows`` (B,): the obs row of each plan (None: one
     row per plan). ``plans`` (B, 1, 8, 3), or ``feats`` (B, 1, 8, F) precomputed plan features."""
-    from reward_models.model import SceneEncoding
 
     enc = model.encode_scene(obs, lookup=feats is None)
     if rows is not None:
-        enc = SceneEncoding(enc.tokens[rows], enc.mask[rows], {k: v[rows] for k, v in enc.obs.items()})
+        enc = enc.select(rows)
     pred = model.score(enc, plans, feats=feats)
     parts = supervised_losses(pred, labels)
     mse = F.mse_loss(pred.reward, labels["epdms"])
