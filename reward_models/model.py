@@ -51,6 +51,11 @@ THREE_WAY_VALUES = (0.0, 0.5, 1.0)
 BEV_SAMPLE_MODES = ("full", "extrema")
 _BEV_FIRST = POSE_FEATURES.index("bev_pose_centre_0")  # the 70 BEV sample columns start here
 _BEV_FULL = 2 * 5 * BEV_SCENE_CHANNELS
+# input scaling of the scene token MLPs: agents x, y / 32 m, velocity / 10 m/s, size / 5 m; map x, y / 32 m;
+# ego velocity / 10, acceleration / 3, history poses / 20, speed / 10
+_AGENT_SCALE = torch.tensor([1 / 32.0] * 2 + [1.0] * 2 + [1 / 10.0] * 2 + [1 / 5.0] * 2 + [1.0] * 6)
+_MAP_SCALE = torch.tensor([1 / 32.0] * 2 + [1.0] * 9)
+_EGO_SCALE = torch.tensor([1 / 10.0] * 2 + [1 / 3.0] * 2 + [1.0] * 4 + [1 / 20.0] * 12 + [1 / 10.0])
 _BEV_EXTREMA = 2 * 2 * BEV_SCENE_CHANNELS
 
 
@@ -282,13 +287,13 @@ class RewardWorldModel(nn.Module):
         te = self.type_emb
         bev = self.bev_cnn(o["bev"]).flatten(2).transpose(1, 2) + self.bev_pos + te[0]  # (B, 64, d)
         ag = o["agents"]
-        ag_in = torch.cat([ag[..., :2] / 32.0, ag[..., 2:4], ag[..., 4:6] / 10.0, ag[..., 6:8] / 5.0, ag[..., 8:]], -1)
+        ag_in = ag * _AGENT_SCALE.to(ag)
         agents = self.agent_mlp(ag_in) + te[1]
         mp = o["map"]
-        mp_in = torch.cat([mp[..., :2] / 32.0, mp[..., 2:]], -1)
+        mp_in = mp * _MAP_SCALE.to(mp)
         maps = self.map_out(self.map_point(mp_in).max(dim=2).values) + te[2]
         eg = o["ego"]
-        eg_in = torch.cat([eg[:, :2] / 10.0, eg[:, 2:4] / 3.0, eg[:, 4:8], eg[:, 8:20] / 20.0, eg[:, 20:] / 10.0], -1)
+        eg_in = eg * _EGO_SCALE.to(eg)
         ego = (self.ego_mlp(eg_in) + te[3]).unsqueeze(1)
         ids = o["instruction"].clamp(0, self.config.instruction_vocab - 1)
         emb = self.instr(ids)
