@@ -1,0 +1,132 @@
+"""The numba plan-feature kernels (reward_models.kernels) reproduce the torch reference (reward_models.features)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from reward_models import features as Fe
+from reward_models import kernels as Kn
+
+TOL = 2e-5
+
+
+@pytest.fixture(scope="module")
+def obs3():
+    from irlvla_gym.obs.registry import ObservationBuilder
+    from irlvla_gym.scenes.synthetic import SPLITS, generate_scene
+    from reward_models.model import OBS_KEYS, prepare_obs
+
+    spec = SPLITS["synthetic-test"]
+    scenes = [generate_scene(spec.first_seed + i, spec.config, spec.name) for i in range(3)]
+    return prepare_obs(ObservationBuilder(OBS_KEYS).observe_batch(scenes))
+
+
+def _plans(B: int, seed: int = 0) -> torch.Tensor:
+    """The 256-plan vocabulary per scene, partly perturbed: noisy, far outside the BEV, large yaws, zero motion,
+    uniformly random poses."""
+    from irlvla_gym.envs.vocabulary import load_vocabulary
+
+    g = torch.Generator().manual_seed(seed)
+    p = torch.as_tensor(np.asarray(load_vocabulary(256)), dtype=torch.float32)[None].repeat(B, 1, 1, 1)
+    p[:, 64:128] += torch.randn(B, 64, 8, 3, generator=g) * torch.tensor([2.0, 1.0, 0.3])
+    p[:, 128:160] *= torch.tensor([8.0, 8.0, 1.0])
+    p[:, 160:192, :, 2] += torch.randn(B, 32, 8, generator=g) * 6.0
+    p[:, 192:200] = 0.0
+    p[:, 200:232] = (torch.rand(B, 32, 8, 3, generator=g) - 0.5) * torch.tensor([200.0, 150.0, 20.0])
+    p[:, 232:240, :, :2] += 0.5 * torch.arange(1, 9, dtype=torch.float32)[:, None]  # off-grid x / y on cell edges
+    return p.contiguous()
+
+
+def _sub(obs, idx):
+    return {k: v[idx] for k, v in obs.items()}
+
+
+def _assert_close(ref: torch.Tensor, got: torch.Tensor, names=Fe.POSE_FEATURES):
+    assert ref.shape == got.shape and got.dtype == torch.float32
+    diff = (ref - got).abs().reshape(-1, ref.shape[-1]).amax(0)
+    bad = {names[i % len(names)]: float(diff[i]) for i in torch.nonzero(diff > TOL).flatten().tolist()}
+    assert not bad, f"max abs diff per column above {TOL}: {bad}"
+
+
+def _assert_lookup_equal(ref: Fe.MapLookup, got: Fe.MapLookup):
+    assert got.nearest.dtype == torch.int64
+    assert torch.equal(ref.nearest, got.nearest), f"{int((ref.nearest != got.nearest).sum())} cells differ"
+    for name in ("a", "b", "flags"):
+        assert torch.equal(getattr(ref, name), getattr(got, name)), name
+
+
+@pytest.mark.parametrize("idx", [slice(0, 1), slice(0, 3)], ids=["B1", "B3"])
+def test_map_lookup_matches_torch(obs3, idx):
+    o = _sub(obs3, idx)
+    _assert_lookup_equal(Fe.map_lookup(o["map"], o["map_mask"]), Kn.map_lookup_fast(o["map"], o["map_mask"]))
+
+
+def test_map_lookup_intended_layout(obs3):
+    """``reference_layout=False``: table l of cell (i, j) at [b, l, i, j] (the reference interleaves the 3 tables)."""
+    ref = Fe.map_lookup(obs3["map"], obs3["map_mask"]).nearest
+    B, _, H, W = ref.shape
+    intended = ref.reshape(B, H * W, 3).permute(0, 2, 1).reshape(B, 3, H, W)
+    got = Kn.map_lookup_fast(obs3["map"], obs3["map_mask"], reference_layout=False).nearest
+    assert torch.equal(intended, got)
+
+
+@pytest.mark.parametrize("idx", [slice(0, 1), slice(0, 3)], ids=["B1", "B3"])
+def test_pose_features_match_torch(obs3, idx):
+    o = _sub(obs3, idx)
+    B = o["ego"].shape[0]
+    plans = _plans(B)
+    lookup = Fe.map_lookup(o["map"], o["map_mask"])
+    ref = Fe.pose_features(plans, dict(o, map_lookup=lookup))
+    _assert_close(ref, Kn.pose_features_fast(plans, dict(o, map_lookup=lookup)))
+    _assert_close(ref, Kn.pose_features_fast(plans, o))  # builds its own lookup
+    _assert_close(ref, Kn.pose_features_fast(plans, o, lookup=Kn.map_lookup_fast(o["map"], o["map_mask"])))
+    x = torch.cat([ref.flatten(2), ref.amax(dim=2), ref.amin(dim=2)], dim=-1)
+    _assert_close(x, Kn.plan_inputs_fast(plans, o, lookup=lookup))
+
+
+def test_pose_features_one_plan_per_scene(obs3):
+    plans = _plans(3, seed=1)[:, ::37].contiguous()  # (3, 7, 8, 3)
+    _assert_close(Fe.pose_features(plans, obs3), Kn.pose_features_fast(plans, obs3))
+
+
+def test_pose_features_no_agents_no_map(obs3):
+    """Scenes without real agents / polylines (all-padding slots), alone and next to a normal scene."""
+    o = dict(obs3)
+    am, mm = o["agents_mask"].clone(), o["map_mask"].clone()
+    am[1] = False
+    mm[2] = False
+    o.update(agents_mask=am, map_mask=mm)
+    plans = _plans(3, seed=2)
+    _assert_lookup_equal(Fe.map_lookup(o["map"], mm), Kn.map_lookup_fast(o["map"], mm))
+    _assert_close(Fe.pose_features(plans, o), Kn.pose_features_fast(plans, o))
+    empty = dict(_sub(o, slice(0, 1)), agents_mask=torch.zeros_like(am[:1]), map_mask=torch.zeros_like(mm[:1]))
+    _assert_lookup_equal(Fe.map_lookup(empty["map"], empty["map_mask"]),
+                         Kn.map_lookup_fast(empty["map"], empty["map_mask"]))
+    _assert_close(Fe.pose_features(plans[:1], empty), Kn.pose_features_fast(plans[:1], empty))
+
+
+def test_pose_features_with_intended_lookup_layout(obs3):
+    """Given the same (intended-layout) lookup, the kernel still matches the torch feature code."""
+    ref_lk = Fe.map_lookup(obs3["map"], obs3["map_mask"])
+    B, _, H, W = ref_lk.nearest.shape
+    intended = Fe.MapLookup(ref_lk.nearest.reshape(B, H * W, 3).permute(0, 2, 1).reshape(B, 3, H, W).contiguous(),
+                            ref_lk.a, ref_lk.b, ref_lk.flags)
+    plans = _plans(3, seed=3)
+    ref = Fe.pose_features(plans, dict(obs3, map_lookup=intended))
+    _assert_close(ref, Kn.pose_features_fast(plans, obs3, lookup=Kn.map_lookup_fast(
+        obs3["map"], obs3["map_mask"], reference_layout=False)))
+
+
+def test_wrap_matches_torch_remainder():
+    g = torch.Generator().manual_seed(0)
+    a = torch.cat([(torch.rand(20000, generator=g) - 0.5) * 60.0, torch.tensor([0.0, -0.0, np.pi, -np.pi, 2 * np.pi,
+                                                                              -2 * np.pi, 3 * np.pi, 1e4])])
+    plans = torch.zeros(1, a.numel() // 8, 8, 3)
+    plans[..., 2] = a[: plans.shape[1] * 8].view(1, -1, 8)
+    out = np.empty((1, plans.shape[1], 8, 2), dtype=np.float32)
+    Kn._yaws_kernel(plans.numpy(), out)
+    prev = torch.cat([torch.zeros(1, plans.shape[1], 1), plans[:, :, :-1, 2]], dim=2)
+    mid = prev + Fe._wrap(plans[..., 2] - prev) / 2
+    assert torch.equal(torch.from_numpy(out[..., 1]), mid)
