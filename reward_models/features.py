@@ -151,8 +151,14 @@ class MapLookup:
     flags: torch.Tensor
 
 
-def map_lookup(mp: torch.Tensor, mmask: torch.Tensor, grid: FieldGrid = FIELD_GRID) -> MapLookup:
+def map_lookup(mp: torch.Tensor, mmask: torch.Tensor, grid: FieldGrid = FIELD_GRID,
+               legacy_layout: bool = False) -> MapLookup:
     """Nearest centreline segments per raster cell, once per scene, from (B, P, L, 11) polylines + (B, P) mask.
+
+    ``legacy_layout=True`` reproduces the table layout of the first checkpoints (``ModelConfig.map_layout =
+    "interleaved"``): the three (B*H*W,) tables were stacked as (B*H*W, 3) and viewed as (B, 3, H, W), so entry
+    [b, l, i, j] held table q % 3 at cell q // 3 (q = l*H*W + i*W + j), and the lane / route / red-light features
+    came from the wrong cells. Those checkpoints were trained on it, so it stays available for them.
 
     Cells are filled by scattering, for every segment, its point-to-segment distance to the cells of a window around
     it (``scatter_reduce`` amin on distance-and-index keys): O(segments x window), not O(cells x points). Queries
@@ -196,7 +202,9 @@ def map_lookup(mp: torch.Tensor, mmask: torch.Tensor, grid: FieldGrid = FIELD_GR
         keys = torch.full((B * H * W,), none, dtype=torch.long, device=mp.device)
         keys.scatter_reduce_(0, cell, k, reduce="amin", include_self=True)
         nearest.append(torch.where(keys < none, keys & ((1 << _SEG_BITS) - 1), torch.full_like(keys, -1)))
-    return MapLookup(torch.stack(nearest, 1).view(B, 3, H, W), a, b, flags)
+    if legacy_layout:
+        return MapLookup(torch.stack(nearest, 1).view(B, 3, H, W), a, b, flags)
+    return MapLookup(torch.stack([n.view(B, H, W) for n in nearest], 1), a, b, flags)
 
 
 def map_features(lookup: MapLookup, points: torch.Tensor, grid: FieldGrid = FIELD_GRID) -> tuple[torch.Tensor,

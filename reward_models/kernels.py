@@ -13,9 +13,11 @@ cosines and sines are the one thing taken from torch itself (``torch.cos`` / ``t
 implementations whose last bit differs from libm's), computed on a (B, K, T, 2) [yaw, midpoint yaw] array that a
 small kernel prepares. The remaining differences come from ``grid_sample``'s own float rounding (~1e-7).
 
-Lookup layout: ``features.map_lookup`` returns ``torch.stack(nearest, 1).view(B, 3, H, W)`` of three (B*H*W,)
-tables, which interleaves them (see :func:`map_lookup_arrays`); ``map_lookup_arrays`` reproduces that layout by
-default (``reference_layout=True``, what the trained checkpoints saw) and offers the intended one.
+Lookup layout: both implementations give table l at cell (i, j) by default, and the interleaved layout the first
+checkpoints were trained with under ``legacy_layout=True`` (see :func:`reward_models.features.map_lookup`).
+
+Agent forecasts: with an ``agents_future`` entry in ``obs`` ((B, N, 8, 4) [x, y, vx, vy], from
+:mod:`reward_models.forecast`) the agent columns use it instead of constant velocity, as the torch reference does.
 
 Compilation: all kernels are ``@numba.njit(cache=True)``; the first call in a fresh environment compiles them
 (a few seconds) and writes the machine code to ``__pycache__``; later processes load it from there. Call
@@ -56,6 +58,8 @@ _NB = 5  # box points
 _NC = 7  # BEV scene channels
 _KIN0 = 11  # first BEV column
 _TAIL0 = _KIN0 + 2 * _NB * _NC  # in_view column
+_NF = NUM_POSE_FEATURES
+_NF_COMPACT = _NF - 2 * _NB * _NC + 4 * _NC  # with the BEV samples reduced to their extrema (ModelConfig.bev_samples)
 
 _JIT = dict(cache=True, fastmath=False, nogil=True, error_model="numpy")
 _INLINE = dict(_JIT, inline="always")  # helpers: inlined at the numba IR level (no call / refcount overhead)
@@ -89,7 +93,7 @@ def _wrap(a):
 # ---- map lookup ------------------------------------------------------------------------------------------------
 
 @numba.njit(**_JIT)
-def _map_lookup_kernel(mp, mmask, idx, x_max, y_half, res, cap, win, reference_layout, nearest, seg_a, seg_b,
+def _map_lookup_kernel(mp, mmask, idx, x_max, y_half, res, cap, win, legacy_layout, nearest, seg_a, seg_b,
                        seg_flags):
     B = mp.shape[0]
     P = seg_a.shape[1] // (idx.shape[0] - 1)
@@ -169,7 +173,7 @@ def _map_lookup_kernel(mp, mmask, idx, x_max, y_half, res, cap, win, reference_l
                         if red and key < keys[2, i, j]:
                             keys[2, i, j] = key
         mask = (1 << _SEG_BITS) - 1
-        if reference_layout:
+        if legacy_layout:
             # features.map_lookup stacks the 3 flat (B*H*W,) tables on dim 1 and views the (B*H*W, 3) result as
             # (B, 3, H, W): flat entry q of a scene's (3, H, W) block holds table q % 3 at cell q // 3
             for q in range(3 * H * W):
@@ -190,17 +194,15 @@ def _count_real(mask: np.ndarray) -> int:
     return max(int(mask.sum(1).max()) if mask.size else 0, 1)
 
 
-def map_lookup_arrays(mp: np.ndarray, mmask: np.ndarray, grid: FieldGrid = FIELD_GRID, reference_layout: bool = True
+def map_lookup_arrays(mp: np.ndarray, mmask: np.ndarray, grid: FieldGrid = FIELD_GRID, legacy_layout: bool = False
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Numpy :func:`reward_models.features.map_lookup`: (B, P, L, 11) float32 polylines + (B, P) bool mask ->
     nearest (B, 3, H, W) int64, a (B, S, 2), b (B, S, 2), flags (B, S, 7) float32 (S = P' x segments per polyline,
     P' the largest number of real polylines in the batch).
 
-    ``reference_layout=True`` (default) reproduces the torch reference bit for bit, including its table layout:
-    ``features.map_lookup`` builds ``torch.stack(nearest, 1).view(B, 3, H, W)`` from three (B*H*W,) tables, which
-    interleaves them (entry [b, l, i, j] is table (l*H*W + i*W + j) % 3 at cell (l*H*W + i*W + j) // 3), and
-    ``map_features`` reads that interleaved table. ``reference_layout=False`` gives the intended layout
-    (entry [b, l, i, j] = table l at cell (i, j)), i.e. what ``torch.stack(nearest, 1)`` of (B, H, W) views would.
+    Entry [b, l, i, j] is table l (lane, route, red) at cell (i, j). ``legacy_layout=True`` reproduces
+    ``features.map_lookup(legacy_layout=True)``, the interleaved layout of the first checkpoints (entry
+    [b, l, i, j] is table (l*H*W + i*W + j) % 3 at cell (l*H*W + i*W + j) // 3).
     """
     mp = np.ascontiguousarray(mp, dtype=np.float32)
     mmask = np.ascontiguousarray(mmask, dtype=np.bool_)
@@ -217,7 +219,7 @@ def map_lookup_arrays(mp: np.ndarray, mmask: np.ndarray, grid: FieldGrid = FIELD
     flags = np.empty((B, S, 7), dtype=np.float32)
     win = int(math.ceil((grid.cap + grid.res) / grid.res + 0.5))
     _map_lookup_kernel(mp, mmask, idx, _F32(grid.x_max), _F32(grid.y_half), _F32(grid.res), _F32(grid.cap), win,
-                       reference_layout, nearest, a, b, flags)
+                       legacy_layout, nearest, a, b, flags)
     return nearest, a, b, flags
 
 
@@ -234,10 +236,10 @@ def _np(t: torch.Tensor | np.ndarray, dtype) -> np.ndarray:
 
 
 def map_lookup_fast(mp: torch.Tensor | np.ndarray, mmask: torch.Tensor | np.ndarray,
-                    grid: FieldGrid = FIELD_GRID, reference_layout: bool = True) -> MapLookup:
+                    grid: FieldGrid = FIELD_GRID, legacy_layout: bool = False) -> MapLookup:
     """Drop-in for :func:`reward_models.features.map_lookup` (CPU torch tensors, zero-copy from the numpy outputs;
-    ``reference_layout``: see :func:`map_lookup_arrays`)."""
-    nearest, a, b, flags = map_lookup_arrays(_np(mp, np.float32), _np(mmask, np.bool_), grid, reference_layout)
+    ``legacy_layout``: see :func:`map_lookup_arrays`)."""
+    nearest, a, b, flags = map_lookup_arrays(_np(mp, np.float32), _np(mmask, np.bool_), grid, legacy_layout)
     return MapLookup(torch.from_numpy(nearest), torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(flags))
 
 
@@ -303,12 +305,15 @@ def _clamp(x, lo, hi):
 
 
 @numba.njit(**_JIT)
-def _pose_kernel(plans, cosa, sina, ego, bev, agents, amask, nearest, seg_a, seg_b, seg_flags, prm, pow2, extras, out):
+def _pose_kernel(plans, cosa, sina, ego, bev, agents, amask, future, has_future, nearest, seg_a, seg_b, seg_flags, prm,
+                 pow2, extras, compact, out):
     ra, rb, rs, span, x_max, y_half, res, cap = prm[0], prm[1], prm[2], prm[3], prm[4], prm[5], prm[6], prm[7]
     lx = _LX
     ly = _LY
     B, K, T = plans.shape[0], plans.shape[1], plans.shape[2]
-    F = out.shape[2] // (T + 2 if extras else T)
+    F = _NF  # full per-pose width; the output row has FO per pose (_NF, or _NF_COMPACT with ``compact``)
+    FO = _NF_COMPACT if compact else _NF
+    scratch = np.empty(T * F, dtype=np.float32)
     Hb = bev.shape[2]
     Wb = bev.shape[3]
     half_w = np.float32(Wb) / _TWO
@@ -335,6 +340,8 @@ def _pose_kernel(plans, cosa, sina, ego, bev, agents, amask, nearest, seg_a, seg
     acc = np.empty(T + 2, dtype=np.float32)
     ag_x = np.empty((T, max(NA, 1)), dtype=np.float32)
     ag_y = np.empty((T, max(NA, 1)), dtype=np.float32)
+    ag_vx = np.empty((T, max(NA, 1)), dtype=np.float32)
+    ag_vy = np.empty((T, max(NA, 1)), dtype=np.float32)
     ag_r = np.empty(max(NA, 1), dtype=np.float32)
     cand_d = np.empty(4, dtype=np.float32)
     cand_s = np.empty(4, dtype=np.int64)
@@ -355,13 +362,21 @@ def _pose_kernel(plans, cosa, sina, ego, bev, agents, amask, nearest, seg_a, seg
         for t in range(T):
             tt = np.float32(t + 1) * _DT
             for j in range(NA):
-                ag_x[t, j] = agents[b, j, 0] + tt * agents[b, j, 4]
-                ag_y[t, j] = agents[b, j, 1] + tt * agents[b, j, 5]
+                if has_future:  # a per-scene forecast (reward_models.forecast): [x, y, vx, vy] per agent and time
+                    ag_x[t, j] = future[b, j, t, 0]
+                    ag_y[t, j] = future[b, j, t, 1]
+                    ag_vx[t, j] = future[b, j, t, 2]
+                    ag_vy[t, j] = future[b, j, t, 3]
+                else:
+                    ag_x[t, j] = agents[b, j, 0] + tt * agents[b, j, 4]
+                    ag_y[t, j] = agents[b, j, 1] + tt * agents[b, j, 5]
+                    ag_vx[t, j] = agents[b, j, 4]
+                    ag_vy[t, j] = agents[b, j, 5]
         for j in range(NA):
             ag_r[j] = _HALF * _hyp(agents[b, j, 6], agents[b, j, 7])
         bv = bev[b]
         for k in range(K):
-            orow = out[b, k]
+            orow = scratch if compact else out[b, k]
             # kinematics: steps 0..10 of the 12-pose sequence; we need steps 1..10
             sp[0] = hs[0]
             sp[1] = hs[1]
@@ -478,7 +493,7 @@ def _pose_kernel(plans, cosa, sina, ego, bev, agents, amask, nearest, seg_a, seg
                 ry = ag_y[t, best_j] - cy
                 n_lon = c * rx + s * ry
                 n_lat = c * ry - s * rx
-                v_lon = c * agents[b, best_j, 4] + s * agents[b, best_j, 5]
+                v_lon = c * ag_vx[t, best_j] + s * ag_vy[t, best_j]
                 closing = (speed - v_lon) * (_ONE if n_lon > _ZERO else _ZERO)
                 fgap = _clamp(fgap, _F32(-5.0), _F32(60.0))
                 ttc = (fgap if fgap > _ZERO else _ZERO) / (speed if speed > _HALF else _HALF)
@@ -571,21 +586,43 @@ def _pose_kernel(plans, cosa, sina, ego, bev, agents, amask, nearest, seg_a, seg
                 orow[col + 14] = c * mres[1, 1] + s * mres[1, 2]
                 orow[col + 15] = mres[2, 0] / _TWO
                 orow[col + 16] = progress / _F32(5.0)
+            if compact:  # the 70 BEV samples -> per channel max / min over the 5 box points, at pose and midpoint
+                dst = out[b, k]
+                for t in range(T):
+                    src = t * F
+                    d0 = t * FO
+                    for f in range(_KIN0):
+                        dst[d0 + f] = orow[src + f]
+                    for w in range(2):
+                        for ch in range(_NC):
+                            hi = orow[src + _KIN0 + w * _NB * _NC + ch]
+                            lo = hi
+                            for p in range(1, _NB):
+                                v = orow[src + _KIN0 + (w * _NB + p) * _NC + ch]
+                                if v > hi:
+                                    hi = v
+                                if v < lo:
+                                    lo = v
+                            dst[d0 + _KIN0 + w * _NC + ch] = hi
+                            dst[d0 + _KIN0 + (2 + w) * _NC + ch] = lo
+                    for f in range(_NF - _TAIL0):
+                        dst[d0 + _KIN0 + 4 * _NC + f] = orow[src + _TAIL0 + f]
+                orow = dst
             if extras:
-                for f in range(F):
+                for f in range(FO):
                     hi = orow[f]
                     lo = hi
                     for t in range(1, T):
-                        v = orow[t * F + f]
+                        v = orow[t * FO + f]
                         if v > hi:
                             hi = v
                         if v < lo:
                             lo = v
-                    orow[T * F + f] = hi
-                    orow[(T + 1) * F + f] = lo
+                    orow[T * FO + f] = hi
+                    orow[(T + 1) * FO + f] = lo
 
 
-def _run_pose_kernel(plans, obs, geom: BevGeometry, lookup, extras: bool) -> torch.Tensor:
+def _run_pose_kernel(plans, obs, geom: BevGeometry, lookup, extras: bool, compact: bool = False) -> torch.Tensor:
     p = plans.detach()
     if p.device.type != "cpu" or p.dtype != torch.float32:
         p = p.to("cpu", torch.float32)
@@ -607,16 +644,19 @@ def _run_pose_kernel(plans, obs, geom: BevGeometry, lookup, extras: bool) -> tor
                                _np(lookup.flags, np.float32))
     amask = _np(obs["agents_mask"], np.bool_)
     agents = _np(obs["agents"], np.float32)
-    F = NUM_POSE_FEATURES
+    F = _NF_COMPACT if compact else _NF
     out = np.empty((B, K, (T + 2) * F if extras else T * F), dtype=np.float32)
+    future = obs.get("agents_future")
+    has_future = future is not None
+    future = _np(future, np.float32) if has_future else np.zeros((1, 1, T, 4), np.float32)
     bev = _np(obs["bev"], np.float32)
     g = FIELD_GRID
     span = _F32(geom.range_ahead + geom.range_behind)
     pow2 = all(math.frexp(float(v))[0] == 0.5 for v in (_F32(geom.range_side), span, _F32(g.res)))
     prm = np.array([geom.range_ahead, geom.range_behind, geom.range_side, span, g.x_max, g.y_half, g.res, g.cap],
                    dtype=np.float32)
-    _pose_kernel(plans_np, cos, sin, _np(obs["ego"], np.float32), bev, agents, amask, nearest, sa, sb, sf, prm, pow2,
-                 extras, out)
+    _pose_kernel(plans_np, cos, sin, _np(obs["ego"], np.float32), bev, agents, amask, future, has_future, nearest, sa,
+                 sb, sf, prm, pow2, extras, compact, out)
     return torch.from_numpy(out)
 
 
@@ -632,10 +672,11 @@ def pose_features_fast(plans: torch.Tensor, obs: dict[str, torch.Tensor], geom: 
 
 
 def plan_inputs_fast(plans: torch.Tensor, obs: dict[str, torch.Tensor], geom: BevGeometry = BevGeometry(),
-                     lookup: MapLookup | None = None) -> torch.Tensor:
+                     lookup: MapLookup | None = None, compact: bool = False) -> torch.Tensor:
     """(B, K, 10 F) ``[feats.flatten(2), feats.amax(2), feats.amin(2)]``, the input ``RewardWorldModel.score``
-    builds from :func:`pose_features`, in one pass."""
-    return _run_pose_kernel(plans, obs, geom, lookup, extras=True)
+    builds from :func:`pose_features`, in one pass. ``compact``: the features first go through
+    :func:`reward_models.model.compact_bev_samples` (F = 56 instead of 98)."""
+    return _run_pose_kernel(plans, obs, geom, lookup, extras=True, compact=compact)
 
 
 def warmup() -> None:
@@ -652,6 +693,7 @@ def warmup() -> None:
     plans = torch.zeros(B, K, NUM_POSES, 3)
     pose_features_fast(plans, obs, lookup=lk)
     plan_inputs_fast(plans, obs, lookup=lk)
+    plan_inputs_fast(plans, dict(obs, agents_future=torch.zeros(B, 2, NUM_POSES, 4)), lookup=lk, compact=True)
 
 
 __all__ = ["map_lookup_arrays", "map_lookup_fast", "pose_features_fast", "plan_inputs_fast", "warmup"]

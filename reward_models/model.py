@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from reward_models import kernels
 from reward_models.features import (
     BEV_SCENE_CHANNELS, NUM_POSE_FEATURES, PLAN_DT, POSE_FEATURES, BevGeometry, map_lookup, pose_features,
 )
@@ -49,6 +50,13 @@ agents_mask, map, map_mask."""
 OBS_ENTRIES = ("bev", "ego", "instruction", "agents", "agents_mask", "map", "map_mask")
 THREE_WAY_VALUES = (0.0, 0.5, 1.0)
 BEV_SAMPLE_MODES = ("full", "extrema")
+# columns of the fused head output (heads in SUB_SCORES order): name -> (first column, width)
+_HEAD_COLUMNS = {n: (sum(3 if m in THREE_WAY else 1 for m in SUB_SCORES[:i]), 3 if n in THREE_WAY else 1)
+                 for i, n in enumerate(SUB_SCORES)}
+# the weighted sum of EPDMS: 5 EP + 5 TTC + 2 LK + 2 HC (+ 2 EC), over 14 (16)
+_WEIGHTED_COLUMNS = [_HEAD_COLUMNS[n][0] for n in ("ep", "ttc", "lk", "hc", "ec")]
+_WEIGHTS = [5 / 14, 5 / 14, 2 / 14, 2 / 14, 0.0]
+_EC_WEIGHTS = [5 / 16, 5 / 16, 2 / 16, 2 / 16, 2 / 16]
 _BEV_FIRST = POSE_FEATURES.index("bev_pose_centre_0")  # the 70 BEV sample columns start here
 _BEV_FULL = 2 * 5 * BEV_SCENE_CHANNELS
 # input scaling of the scene token MLPs: agents x, y / 32 m, velocity / 10 m/s, size / 5 m; map x, y / 32 m;
@@ -76,6 +84,10 @@ class ModelConfig:
             from the raster averaged over 4 x 4 cells: 10x cheaper convolutions and a shorter attention).
         agent_forecast: how the plan features place the agents at the pose times: ``"cv"`` constant velocity,
             ``"lane"`` lane following on the map entry (:mod:`reward_models.forecast`, once per scene).
+        map_layout: ``"cells"``: the map lookup table of every raster cell lists that cell's nearest segments;
+            ``"interleaved"``: the layout the first checkpoints were trained with (a bug: their lane / route /
+            red-light features were read from the wrong cells; see :func:`reward_models.features.map_lookup`). A
+            ``config.json`` without this field is such a checkpoint.
     """
 
     d_model: int = 32
@@ -90,10 +102,13 @@ class ModelConfig:
     bev_samples: str = "full"
     bev_tokens: int = 64
     agent_forecast: str = "cv"
+    map_layout: str = "cells"
 
     def __post_init__(self):
         if self.bev_samples not in BEV_SAMPLE_MODES:
             raise ValueError(f"ModelConfig.bev_samples must be one of {BEV_SAMPLE_MODES}, got {self.bev_samples!r}")
+        if self.map_layout not in ("cells", "interleaved"):
+            raise ValueError(f"ModelConfig.map_layout must be 'cells' or 'interleaved', got {self.map_layout!r}")
         if self.agent_forecast not in FORECASTS:
             raise ValueError(f"ModelConfig.agent_forecast must be one of {FORECASTS}, got {self.agent_forecast!r}")
         if self.bev_tokens not in (16, 64):
@@ -116,7 +131,9 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: Mapping) -> "ModelConfig":
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        values = {k: v for k, v in values.items() if k in names}
+        values.setdefault("map_layout", "interleaved")  # written before the field existed: the legacy layout
+        return cls(**values)
 
 
 @dataclass
@@ -266,7 +283,7 @@ class RewardWorldModel(nn.Module):
         self.plan_norm = nn.LayerNorm(d)
         self.plan_mlp = nn.Sequential(nn.Linear(d + cfg.hidden, cfg.hidden), nn.GELU(),
                                       nn.Linear(cfg.hidden, cfg.hidden), nn.GELU())
-        self.heads = nn.ModuleDict({n: nn.Linear(cfg.hidden, 3 if n in THREE_WAY else 1) for n in SUB_SCORES})
+        self.heads = nn.ModuleDict({n: nn.Linear(cfg.hidden, _HEAD_COLUMNS[n][1]) for n in SUB_SCORES})
         nn.init.normal_(self.bev_pos, std=0.02)
         nn.init.normal_(self.type_emb, std=0.02)
 
@@ -303,7 +320,11 @@ class RewardWorldModel(nn.Module):
         keep = torch.cat([torch.ones(B, bev.shape[1], dtype=torch.bool, device=dev), o["agents_mask"],
                           o["map_mask"], torch.ones(B, 2, dtype=torch.bool, device=dev)], dim=1)
         if lookup:
-            o = dict(o, map_lookup=map_lookup(o["map"], o["map_mask"]))
+            legacy = self.config.map_layout == "interleaved"
+            if dev.type == "cpu":
+                o = dict(o, map_lookup=kernels.map_lookup_fast(o["map"], o["map_mask"], legacy_layout=legacy))
+            else:
+                o = dict(o, map_lookup=map_lookup(o["map"], o["map_mask"], legacy_layout=legacy))
             if self.config.agent_forecast != "cv":
                 times = np.arange(1, 9, dtype=np.float32) * PLAN_DT
                 future = forecast_agents(o["agents"], o["agents_mask"], o["map"], o["map_mask"], times,
@@ -314,11 +335,32 @@ class RewardWorldModel(nn.Module):
     # ---- plans -----------------------------------------------------------------------------------------------
 
     def plan_features(self, enc: SceneEncoding, plans: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(B, K, 8, F) parameter-free plan-in-scene features (:func:`reward_models.features.pose_features`)."""
-        p = torch.as_tensor(plans, dtype=torch.float32, device=enc.tokens.device)
-        if p.ndim == 3:
-            p = p.unsqueeze(0)
+        """(B, K, 8, F) parameter-free plan-in-scene features (:func:`reward_models.features.pose_features`; on
+        the CPU the compiled :func:`reward_models.kernels.pose_features_fast`, the same values)."""
+        p = self._plans(enc, plans)
+        if p.device.type == "cpu":
+            return kernels.pose_features_fast(p, enc.obs, self.config.bev)
         return pose_features(p, enc.obs, self.config.bev)
+
+    def plan_inputs(self, enc: SceneEncoding, plans: np.ndarray | torch.Tensor | None,
+                    feats: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K, 10 F') input of the plan encoder: the per-pose features (after :func:`compact_bev_samples` with
+        ``bev_samples="extrema"``) flattened over the 8 poses, then their max and min over the poses. From
+        precomputed :meth:`plan_features` ``feats``, else from the plans (on the CPU in one compiled pass)."""
+        if feats is None:
+            p = self._plans(enc, plans)
+            if p.device.type == "cpu":
+                return kernels.plan_inputs_fast(p, enc.obs, self.config.bev,
+                                                compact=self.config.bev_samples == "extrema")
+            feats = pose_features(p, enc.obs, self.config.bev)
+        if self.config.bev_samples == "extrema":
+            feats = compact_bev_samples(feats)
+        return torch.cat([feats.flatten(2), feats.amax(dim=2), feats.amin(dim=2)], dim=-1)
+
+    @staticmethod
+    def _plans(enc: SceneEncoding, plans: np.ndarray | torch.Tensor) -> torch.Tensor:
+        p = torch.as_tensor(plans, dtype=torch.float32, device=enc.tokens.device)
+        return p.unsqueeze(0) if p.ndim == 3 else p
 
     def score(self, enc: SceneEncoding, plans: np.ndarray | torch.Tensor | None,
               feats: torch.Tensor | None = None) -> Prediction:
@@ -332,26 +374,27 @@ class RewardWorldModel(nn.Module):
         Returns:
             :class:`Prediction` with (B, K) tensors.
         """
-        if feats is None:
-            feats = self.plan_features(enc, plans)  # (B, K, 8, F)
-        if self.config.bev_samples == "extrema":
-            feats = compact_bev_samples(feats)
-        x = torch.cat([feats.flatten(2), feats.amax(dim=2), feats.amin(dim=2)], dim=-1)  # (B, K, 10 F)
+        x = self.plan_inputs(enc, plans, feats)  # (B, K, 10 F')
         h0 = self.plan_in[1](self.plan_in[0](x))  # (B, K, hidden)
         q = self.plan_in[2](h0)  # (B, K, d): one plan token per plan
         kv = enc.kv if enc.kv is not None else [block.project_kv(enc.tokens) for block in self.blocks]
         for block, (k, v) in zip(self.blocks, kv):
             q = block.attend(q, k, v, enc.mask)
         h = self.plan_mlp(torch.cat([self.plan_norm(q), h0], dim=-1))
-        # all heads as one matrix product (the per-head Linear layers stay the parameters)
-        heads = list(self.heads.values())
+        # all heads as one matrix product (the per-head Linear layers stay the parameters), composed on the fused
+        # (B, K, 13) logits: the same values as compose() with a third of its operations
+        heads = self.heads.values()
         out = F.linear(h, torch.cat([hd.weight for hd in heads]), torch.cat([hd.bias for hd in heads]))
-        logits, i = {}, 0
-        for n, hd in zip(self.heads.keys(), heads):
-            j = i + hd.out_features
-            logits[n] = out[..., i:j] if n in THREE_WAY else out[..., i]
-            i = j
-        return self.compose(logits)
+        logits = {n: out[..., i] if width == 1 else out[..., i:i + width] for n, (i, width) in _HEAD_COLUMNS.items()}
+        values = out.new_tensor(THREE_WAY_VALUES)
+        nc, ddc = _HEAD_COLUMNS["nc"][0], _HEAD_COLUMNS["ddc"][0]
+        three = (torch.stack([out[..., nc:nc + 3], out[..., ddc:ddc + 3]], -2).softmax(-1) @ values)  # (B, K, 2)
+        sig = torch.sigmoid(out)
+        expected = {n: three[..., THREE_WAY.index(n)] if n in THREE_WAY else sig[..., i]
+                    for n, (i, _) in _HEAD_COLUMNS.items()}
+        weighted = sig[..., _WEIGHTED_COLUMNS] @ out.new_tensor(_EC_WEIGHTS if self.config.use_ec else _WEIGHTS)
+        reward = three.prod(-1) * sig[..., _HEAD_COLUMNS["dac"][0]] * sig[..., _HEAD_COLUMNS["tlc"][0]] * weighted
+        return Prediction(logits, expected, reward)
 
     def compose(self, logits: dict[str, torch.Tensor]) -> Prediction:
         """Expected sub-scores and the EPDMS-shaped reward from head logits."""
@@ -374,7 +417,8 @@ class RewardWorldModel(nn.Module):
     def predict_reward(self, obs: Mapping[str, np.ndarray], plans: np.ndarray) -> np.ndarray:
         """Rewards as numpy: one scene + (K, 8, 3) plans -> (K,); a batch + (B, K, 8, 3) -> (B, K)."""
         was = self.training
-        self.eval()
+        if was:  # (no dropout or batch norm: the mode only matters to subclasses; skip the module walk)
+            self.eval()
         try:
             single = np.asarray(obs["ego"]).ndim == 1
             r = self(obs, plans).reward.cpu().numpy()
@@ -386,7 +430,8 @@ class RewardWorldModel(nn.Module):
     def predict_subscores(self, obs: Mapping[str, np.ndarray], plans: np.ndarray) -> dict[str, np.ndarray]:
         """Expected sub-scores and ``reward`` as numpy arrays (same shapes as :meth:`predict_reward`)."""
         was = self.training
-        self.eval()
+        if was:  # (no dropout or batch norm: the mode only matters to subclasses; skip the module walk)
+            self.eval()
         try:
             single = np.asarray(obs["ego"]).ndim == 1
             pred = self(obs, plans)

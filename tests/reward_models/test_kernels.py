@@ -63,13 +63,46 @@ def test_map_lookup_matches_torch(obs3, idx):
     _assert_lookup_equal(Fe.map_lookup(o["map"], o["map_mask"]), Kn.map_lookup_fast(o["map"], o["map_mask"]))
 
 
-def test_map_lookup_intended_layout(obs3):
-    """``reference_layout=False``: table l of cell (i, j) at [b, l, i, j] (the reference interleaves the 3 tables)."""
-    ref = Fe.map_lookup(obs3["map"], obs3["map_mask"]).nearest
-    B, _, H, W = ref.shape
-    intended = ref.reshape(B, H * W, 3).permute(0, 2, 1).reshape(B, 3, H, W)
-    got = Kn.map_lookup_fast(obs3["map"], obs3["map_mask"], reference_layout=False).nearest
-    assert torch.equal(intended, got)
+def test_map_lookup_legacy_layout(obs3):
+    """``legacy_layout=True``: the first checkpoints' interleaved tables, in both implementations."""
+    ref = Fe.map_lookup(obs3["map"], obs3["map_mask"], legacy_layout=True)
+    _assert_lookup_equal(ref, Kn.map_lookup_fast(obs3["map"], obs3["map_mask"], legacy_layout=True))
+    fixed = Fe.map_lookup(obs3["map"], obs3["map_mask"]).nearest
+    B, _, H, W = fixed.shape
+    assert torch.equal(ref.nearest.reshape(B, H * W, 3).permute(0, 2, 1).reshape(B, 3, H, W), fixed)
+
+
+def test_map_lookup_cells_hold_their_own_nearest_segment(obs3):
+    """Table l at cell (i, j) lists a segment within the cap of that cell's centre (the legacy layout does not)."""
+    lk = Kn.map_lookup_fast(obs3["map"], obs3["map_mask"])
+    g = Fe.FIELD_GRID
+    b, l, i, j = torch.nonzero(lk.nearest >= 0, as_tuple=True)
+    seg = lk.nearest[b, l, i, j]
+    px, py = g.x_max - (i + 0.5) * g.res, g.y_half - (j + 0.5) * g.res
+    a, e = lk.a[b, seg], lk.b[b, seg]
+    ab = e - a
+    u = (((px - a[:, 0]) * ab[:, 0] + (py - a[:, 1]) * ab[:, 1]) / (ab * ab).sum(-1).clamp_min(1e-9)).clamp(0, 1)
+    d = torch.hypot(px - a[:, 0] - u * ab[:, 0], py - a[:, 1] - u * ab[:, 1])
+    assert len(d) > 100 and float(d.max()) < g.cap + g.res
+
+
+def test_pose_features_with_agent_forecast_and_compact_inputs(obs3):
+    """The ``agents_future`` entry (lane-following forecast) and the extrema-compacted score inputs."""
+    from reward_models.forecast import forecast_agents
+    from reward_models.model import compact_bev_samples
+
+    times = np.arange(1, 9, dtype=np.float32) * 0.5
+    o = dict(obs3, agents_future=torch.from_numpy(forecast_agents(
+        obs3["agents"], obs3["agents_mask"], obs3["map"], obs3["map_mask"], times, "lane")))
+    plans = _plans(3, seed=4)
+    ref = Fe.pose_features(plans, o)
+    assert not torch.allclose(ref, Fe.pose_features(plans, obs3))  # the forecast changes the agent columns
+    _assert_close(ref, Kn.pose_features_fast(plans, o))
+    c = compact_bev_samples(ref)
+    x = torch.cat([c.flatten(2), c.amax(dim=2), c.amin(dim=2)], dim=-1)
+    got = Kn.plan_inputs_fast(plans, o, compact=True)
+    assert got.shape == x.shape
+    assert float((x - got).abs().max()) < TOL
 
 
 @pytest.mark.parametrize("idx", [slice(0, 1), slice(0, 3)], ids=["B1", "B3"])
@@ -107,16 +140,12 @@ def test_pose_features_no_agents_no_map(obs3):
     _assert_close(Fe.pose_features(plans[:1], empty), Kn.pose_features_fast(plans[:1], empty))
 
 
-def test_pose_features_with_intended_lookup_layout(obs3):
-    """Given the same (intended-layout) lookup, the kernel still matches the torch feature code."""
-    ref_lk = Fe.map_lookup(obs3["map"], obs3["map_mask"])
-    B, _, H, W = ref_lk.nearest.shape
-    intended = Fe.MapLookup(ref_lk.nearest.reshape(B, H * W, 3).permute(0, 2, 1).reshape(B, 3, H, W).contiguous(),
-                            ref_lk.a, ref_lk.b, ref_lk.flags)
+def test_pose_features_with_legacy_lookup_layout(obs3):
+    """Given the legacy (interleaved) lookup, the kernel still matches the torch feature code."""
     plans = _plans(3, seed=3)
-    ref = Fe.pose_features(plans, dict(obs3, map_lookup=intended))
+    ref = Fe.pose_features(plans, dict(obs3, map_lookup=Fe.map_lookup(obs3["map"], obs3["map_mask"], legacy_layout=True)))
     _assert_close(ref, Kn.pose_features_fast(plans, obs3, lookup=Kn.map_lookup_fast(
-        obs3["map"], obs3["map_mask"], reference_layout=False)))
+        obs3["map"], obs3["map_mask"], legacy_layout=True)))
 
 
 def test_wrap_matches_torch_remainder():
