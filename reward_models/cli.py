@@ -29,9 +29,9 @@ def _train(args) -> int:
     cfg = TrainConfig(epochs=args.epochs, batch_scenes=args.batch_scenes, lr=args.lr, irl_weight=args.irl_weight,
                       rank_weight=args.rank_weight, reward_weight=args.reward_weight, seed=args.seed,
                       patience=args.patience, max_minutes=args.max_minutes)
-    model_cfg = ModelConfig(d_model=args.d_model, hidden=args.hidden, heads=args.heads,
-                            bev_samples=args.bev_samples, bev_tokens=args.bev_tokens,
-                            agent_forecast=args.agent_forecast)
+    given = {"d_model": args.d_model, "hidden": args.hidden, "heads": args.heads, "bev_samples": args.bev_samples,
+             "bev_tokens": args.bev_tokens, "agent_forecast": args.agent_forecast}
+    model_cfg = ModelConfig(**{k: v for k, v in given.items() if v is not None})
     summary = train(args.data, args.out, cfg, model_cfg, val_dir=args.val_data, max_scenes=args.max_scenes,
                     progress=not args.no_progress)
     print(f"rwm train: {args.out}: {summary['epochs_done']} epochs, {summary['steps']} steps, best validation loss "
@@ -84,13 +84,13 @@ def register(subparsers) -> None:
     t.add_argument("--irl-weight", type=float, default=0.1, help="weight of the MaxEnt IRL term")
     t.add_argument("--rank-weight", type=float, default=0.5, help="weight of the listwise ranking term")
     t.add_argument("--reward-weight", type=float, default=2.0, help="weight of the reward-vs-EPDMS squared error")
-    t.add_argument("--d-model", type=int, default=32, help="token width")
-    t.add_argument("--hidden", type=int, default=128, help="plan-embedding width")
-    t.add_argument("--heads", type=int, default=4, help="attention heads")
-    t.add_argument("--bev-samples", choices=("full", "extrema"), default="full",
+    t.add_argument("--d-model", type=int, default=None, help="token width (default: ModelConfig's)")
+    t.add_argument("--hidden", type=int, default=None, help="plan-embedding width (default: ModelConfig's)")
+    t.add_argument("--heads", type=int, default=None, help="attention heads (default: ModelConfig's)")
+    t.add_argument("--bev-samples", choices=("full", "extrema"), default=None,
                    help="BEV samples per plan pose: all 70, or their per-channel max/min over the ego box (28)")
-    t.add_argument("--bev-tokens", type=int, choices=(16, 64), default=64, help="BEV scene tokens")
-    t.add_argument("--agent-forecast", choices=("cv", "lane"), default="cv",
+    t.add_argument("--bev-tokens", type=int, choices=(16, 64), default=None, help="BEV scene tokens")
+    t.add_argument("--agent-forecast", choices=("cv", "lane"), default=None,
                    help="agent forecast of the plan features: constant velocity or lane following")
     t.add_argument("--patience", type=int, default=4)
     t.add_argument("--max-minutes", type=float, default=None, help="stop after this training time")

@@ -67,11 +67,21 @@ _EGO_SCALE = torch.tensor([1 / 10.0] * 2 + [1 / 3.0] * 2 + [1.0] * 4 + [1 / 20.0
 _BEV_EXTREMA = 2 * 2 * BEV_SCENE_CHANNELS
 
 
+LEGACY_DEFAULTS = {"heads": 4, "hidden": 128, "bev_samples": "full", "bev_tokens": 64, "agent_forecast": "cv",
+                   "map_layout": "interleaved"}
+"""Values of fields that a ``config.json`` of the first checkpoints (``checkpoints/v1``, ``checkpoints/policy_aware``)
+does not list or listed under other defaults: :meth:`ModelConfig.from_dict` fills them in, so those checkpoints
+load as they were trained."""
+
+
 @dataclass
 class ModelConfig:
     """Hyperparameters of :class:`RewardWorldModel` (stored in ``config.json``).
 
     Attributes:
+        The defaults are the shipped model's (``checkpoints/default``); :data:`LEGACY_DEFAULTS` those of the first
+        checkpoints.
+
         d_model: token width. heads: attention heads. layers: cross-attention blocks.
         hidden: plan-embedding width (after flattening the 8 pose tokens).
         instruction_vocab: embedding rows for instruction token ids (ids >= this are clipped).
@@ -91,17 +101,17 @@ class ModelConfig:
     """
 
     d_model: int = 32
-    heads: int = 4
+    heads: int = 2
     layers: int = 1
-    hidden: int = 128
+    hidden: int = 64
     instruction_vocab: int = 64
     use_ec: bool = False
     bev_range_ahead: float = 48.0
     bev_range_behind: float = 16.0
     bev_range_side: float = 32.0
-    bev_samples: str = "full"
-    bev_tokens: int = 64
-    agent_forecast: str = "cv"
+    bev_samples: str = "extrema"
+    bev_tokens: int = 16
+    agent_forecast: str = "lane"
     map_layout: str = "cells"
 
     def __post_init__(self):
@@ -132,7 +142,8 @@ class ModelConfig:
     def from_dict(cls, values: Mapping) -> "ModelConfig":
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in values.items() if k in names}
-        values.setdefault("map_layout", "interleaved")  # written before the field existed: the legacy layout
+        for name, legacy in LEGACY_DEFAULTS.items():  # a config.json written before the field existed
+            values.setdefault(name, legacy)
         return cls(**values)
 
 
@@ -363,7 +374,7 @@ class RewardWorldModel(nn.Module):
         return p.unsqueeze(0) if p.ndim == 3 else p
 
     def score(self, enc: SceneEncoding, plans: np.ndarray | torch.Tensor | None,
-              feats: torch.Tensor | None = None) -> Prediction:
+              feats: torch.Tensor | None = None, inputs: torch.Tensor | None = None) -> Prediction:
         """Predict sub-scores and reward of plans against encoded scenes.
 
         Args:
@@ -371,10 +382,11 @@ class RewardWorldModel(nn.Module):
             plans: (B, K, 8, 3) plans per scene, or (K, 8, 3) when B = 1 (poses x, y, yaw in the t0 ego frame,
                 rear axle, m / rad).
             feats: precomputed :meth:`plan_features` (then ``plans`` is not used); training caches them.
+            inputs: precomputed :meth:`plan_inputs` (then ``plans`` and ``feats`` are not used).
         Returns:
             :class:`Prediction` with (B, K) tensors.
         """
-        x = self.plan_inputs(enc, plans, feats)  # (B, K, 10 F')
+        x = self.plan_inputs(enc, plans, feats) if inputs is None else inputs  # (B, K, 10 F')
         h0 = self.plan_in[1](self.plan_in[0](x))  # (B, K, hidden)
         q = self.plan_in[2](h0)  # (B, K, d): one plan token per plan
         kv = enc.kv if enc.kv is not None else [block.project_kv(enc.tokens) for block in self.blocks]

@@ -32,9 +32,10 @@ def plans2():
 
 
 FAST = dict(hidden=64, heads=2, bev_samples="extrema", bev_tokens=16, agent_forecast="lane")
+LEGACY = dict(hidden=128, heads=4, bev_samples="full", bev_tokens=64, agent_forecast="cv", map_layout="interleaved")
 
 
-@pytest.mark.parametrize("cfg", [{}, FAST], ids=["default", "fast"])
+@pytest.mark.parametrize("cfg", [LEGACY, FAST], ids=["legacy", "fast"])
 def test_compiled_inputs_equal_the_torch_features(obs2, plans2, cfg):
     torch.manual_seed(0)
     model = RewardWorldModel(ModelConfig(**cfg)).eval()
