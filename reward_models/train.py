@@ -24,6 +24,7 @@ TensorBoard logs in ``CKPT_DIR/tb`` when tensorboard is installed.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -44,7 +45,11 @@ from reward_models.model import BINARY, THREE_WAY, ModelConfig, RewardWorldModel
 
 @dataclass
 class TrainConfig:
-    """Training hyperparameters (all stored in the checkpoint's ``config.json``)."""
+    """Training hyperparameters (all stored in the checkpoint's ``config.json``).
+
+    ``ema``: when > 0, an exponential moving average of the weights (decay ``min(ema, (1 + step) / (10 + step))``
+    per optimiser step) is what gets validated, early-stopped on and saved; the optimiser keeps updating the raw
+    weights. 0 disables it."""
 
     epochs: int = 30
     batch_scenes: int = 16
@@ -60,6 +65,7 @@ class TrainConfig:
     seed: int = 0
     max_minutes: float | None = None
     grad_clip: float = 1.0
+    ema: float = 0.0
 
 
 def supervised_losses(pred, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -213,6 +219,12 @@ def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: Mo
         model_cfg = model_cfg or ModelConfig()
         model = RewardWorldModel(model_cfg)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = None
+    if cfg.ema > 0:  # the averaged weights: validated and saved instead of the raw ones
+        ema = copy.deepcopy(model).requires_grad_(False)
+        if (last / "ema.safetensors").exists():
+            ema.load_state_dict(load_tensors(last / "ema.safetensors"))
+    kept = ema if ema is not None else model
     train_feats, val_feats = precompute_features(model, train_data), precompute_features(model, val_data)
     model.train()
     writer = _summary_writer(out_p / "tb")
@@ -227,6 +239,8 @@ def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: Mo
         tensors["torch_rng"] = torch.get_rng_state()
         save_tensors(last / "optimizer.safetensors", tensors)
         save_tensors(last / "model.safetensors", model.state_dict())
+        if ema is not None:
+            save_tensors(last / "ema.safetensors", ema.state_dict())
         write_json(last / "trainer.json", {**state, "model": model_cfg.to_dict(), "optimizer_groups": groups,
                                            "numpy_rng": rng.bit_generator.state, **meta})
 
@@ -251,6 +265,12 @@ def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: Mo
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
+            if ema is not None:
+                decay = min(cfg.ema, (1 + state["step"]) / (10 + state["step"]))
+                with torch.no_grad():
+                    e_params, params = list(ema.parameters()), list(model.parameters())
+                    torch._foreach_mul_(e_params, decay)
+                    torch._foreach_add_(e_params, params, alpha=1.0 - decay)
             state["step"] += 1
             running = 0.9 * running + 0.1 * loss.item() if b else loss.item()
             bar.set_postfix(loss=f"{running:.4f}")
@@ -259,7 +279,7 @@ def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: Mo
                     writer.add_scalar(f"train/{k}", v, state["step"])
                 writer.add_scalar("train/lr", lr, state["step"])
         bar.close()
-        val = (evaluate_loss(model, val_data, cfg, val_feats) if len(val_data)
+        val = (evaluate_loss(kept, val_data, cfg, val_feats) if len(val_data)
                else {"loss/total": running, "spearman": float("nan")})
         state["epoch"] = epoch + 1
         state["history"].append({"epoch": epoch + 1, "step": state["step"], "train_loss": running,
@@ -274,7 +294,7 @@ def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: Mo
               f"val best-of-K gap {val.get('best_of_k_gap', float('nan')):.4f}", flush=True)
         if val["loss/total"] < state["best_val"] - 1e-5:
             state["best_val"], state["bad_epochs"] = val["loss/total"], 0
-            save_model(model, out_p, extra={**meta, "epoch": epoch + 1, "step": state["step"],
+            save_model(kept, out_p, extra={**meta, "epoch": epoch + 1, "step": state["step"],
                                             "val": {k: float(v) for k, v in val.items()}})
         else:
             state["bad_epochs"] += 1

@@ -69,6 +69,23 @@ def test_resume_continues_from_saved_step(tiny_data, tmp_path):
     assert s3["history"][1]["val_loss"] == pytest.approx(s2["history"][1]["val_loss"], rel=1e-5)
 
 
+def test_weight_average_is_validated_saved_and_resumed(tiny_data, tmp_path):
+    from reward_models.checkpoint import load_tensors
+
+    cfg = dict(batch_scenes=1, val_fraction=0.34, ema=0.5, patience=10)
+    out = tmp_path / "ck"
+    train(str(tiny_data), str(out), TrainConfig(epochs=1, **cfg), progress=False)
+    s2 = train(str(tiny_data), str(out), TrainConfig(epochs=3, **cfg), progress=False)
+    raw, avg = load_tensors(out / "last" / "model.safetensors"), load_tensors(out / "last" / "ema.safetensors")
+    assert any(not torch.equal(raw[k], avg[k]) for k in raw)  # the average lags the raw weights
+    best = int(np.argmin([h["val_loss"] for h in s2["history"]]))
+    if best == 2:  # the saved model is the average of the best epoch
+        saved = load_tensors(out / "model.safetensors")
+        assert all(torch.equal(saved[k], avg[k]) for k in avg)
+    s3 = train(str(tiny_data), str(tmp_path / "one"), TrainConfig(epochs=3, **cfg), progress=False)
+    assert s3["history"][2]["val_loss"] == pytest.approx(s2["history"][2]["val_loss"], rel=1e-5)
+
+
 def test_corrupted_checkpoint_names_the_file(tiny_ckpt, tmp_path):
     import shutil
 
