@@ -30,7 +30,7 @@ def _train(args) -> int:
                       rank_weight=args.rank_weight, reward_weight=args.reward_weight, seed=args.seed,
                       patience=args.patience, max_minutes=args.max_minutes, ema=args.ema)
     given = {"d_model": args.d_model, "hidden": args.hidden, "heads": args.heads, "bev_samples": args.bev_samples,
-             "bev_tokens": args.bev_tokens, "agent_forecast": args.agent_forecast}
+             "bev_tokens": args.bev_tokens, "agent_forecast": args.agent_forecast, "activation": args.activation}
     model_cfg = ModelConfig(**{k: v for k, v in given.items() if v is not None})
     summary = train(args.data, args.out, cfg, model_cfg, val_dir=args.val_data, max_scenes=args.max_scenes,
                     progress=not args.no_progress)
@@ -90,6 +90,7 @@ def register(subparsers) -> None:
     t.add_argument("--bev-samples", choices=("full", "extrema"), default=None,
                    help="BEV samples per plan pose: all 70, or their per-channel max/min over the ego box (28)")
     t.add_argument("--bev-tokens", type=int, choices=(16, 64), default=None, help="BEV scene tokens")
+    t.add_argument("--activation", choices=("gelu", "relu"), default=None, help="hidden-layer activation")
     t.add_argument("--agent-forecast", choices=("cv", "lane"), default=None,
                    help="agent forecast of the plan features: constant velocity or lane following")
     t.add_argument("--patience", type=int, default=4)

@@ -121,7 +121,7 @@ class EnsembleRewardModel(nn.Module):
         """Each member's scene tokens for one observation or a batch; observation tensors and the map lookup are
         prepared once (member 0's encoding carries them)."""
         dev = next(self.parameters()).device
-        o = obs if _is_prepared(obs) else prepare_obs(obs, dev)
+        o = obs if _is_prepared(obs) else prepare_obs(obs, dev, bev_uint8=dev.type == "cpu")
         first = self.members[0].encode_scene(o, lookup=lookup)
         rest = [m.encode_scene(o, lookup=False) for m in self.members[1:]]
         return EnsembleEncoding([first, *rest])

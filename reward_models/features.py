@@ -107,7 +107,10 @@ def kinematics(plans: torch.Tensor, ego: torch.Tensor) -> torch.Tensor:
 
 
 def _sample_bev(bev: torch.Tensor, points: torch.Tensor, geom: BevGeometry) -> torch.Tensor:
-    """Bilinear samples of the 7 scene channels. bev (B, 8, H, W) float in [0, 1]; points (B, Q, 2) -> (B, Q, 7)."""
+    """Bilinear samples of the 7 scene channels. bev (B, 8, H, W) float in [0, 1] (or uint8 0..255);
+    points (B, Q, 2) -> (B, Q, 7)."""
+    if bev.dtype == torch.uint8:
+        bev = bev[:, :BEV_SCENE_CHANNELS].float() / 255.0
     grid = geom.to_grid(points).unsqueeze(2)  # (B, Q, 1, 2)
     out = F.grid_sample(bev[:, :BEV_SCENE_CHANNELS], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.squeeze(-1).transpose(1, 2)

@@ -223,7 +223,7 @@ def map_lookup_arrays(mp: np.ndarray, mmask: np.ndarray, grid: FieldGrid = FIELD
     return nearest, a, b, flags
 
 
-_TORCH_DTYPES = {np.float32: torch.float32, np.int64: torch.int64, np.bool_: torch.bool}
+_TORCH_DTYPES = {np.float32: torch.float32, np.int64: torch.int64, np.bool_: torch.bool, np.uint8: torch.uint8}
 
 
 def _np(t: torch.Tensor | np.ndarray, dtype) -> np.ndarray:
@@ -305,8 +305,8 @@ def _clamp(x, lo, hi):
 
 
 @numba.njit(**_JIT)
-def _pose_kernel(plans, cosa, sina, ego, bev, agents, amask, future, has_future, nearest, seg_a, seg_b, seg_flags, prm,
-                 pow2, extras, compact, out):
+def _pose_kernel(plans, cosa, sina, ego, bev, bscale, agents, amask, future, has_future, nearest, seg_a, seg_b,
+                 seg_flags, prm, pow2, extras, compact, out):
     ra, rb, rs, span, x_max, y_half, res, cap = prm[0], prm[1], prm[2], prm[3], prm[4], prm[5], prm[6], prm[7]
     lx = _LX
     ly = _LY
@@ -446,19 +446,19 @@ def _pose_kernel(plans, cosa, sina, ego, bev, agents, amask, future, has_future,
                             orow[o + ch] = _ZERO
                     elif mode == 1:
                         for ch in range(_NC):
-                            v = bv[ch, y0, x0] * nw + bv[ch, y0, x0 + 1] * ne
-                            v = v + bv[ch, y0 + 1, x0] * sw
-                            orow[o + ch] = v + bv[ch, y0 + 1, x0 + 1] * se
+                            v = (_F32(bv[ch, y0, x0]) * bscale) * nw + (_F32(bv[ch, y0, x0 + 1]) * bscale) * ne
+                            v = v + (_F32(bv[ch, y0 + 1, x0]) * bscale) * sw
+                            orow[o + ch] = v + (_F32(bv[ch, y0 + 1, x0 + 1]) * bscale) * se
                     else:
                         in_w = x0 >= 0
                         in_e = x0 + 1 < Wb
                         in_n = y0 >= 0
                         in_s = y0 + 1 < Hb
                         for ch in range(_NC):
-                            v_nw = bv[ch, y0, x0] if (in_n and in_w) else _ZERO
-                            v_ne = bv[ch, y0, x0 + 1] if (in_n and in_e) else _ZERO
-                            v_sw = bv[ch, y0 + 1, x0] if (in_s and in_w) else _ZERO
-                            v_se = bv[ch, y0 + 1, x0 + 1] if (in_s and in_e) else _ZERO
+                            v_nw = _F32(bv[ch, y0, x0]) * bscale if (in_n and in_w) else _ZERO
+                            v_ne = _F32(bv[ch, y0, x0 + 1]) * bscale if (in_n and in_e) else _ZERO
+                            v_sw = _F32(bv[ch, y0 + 1, x0]) * bscale if (in_s and in_w) else _ZERO
+                            v_se = _F32(bv[ch, y0 + 1, x0 + 1]) * bscale if (in_s and in_e) else _ZERO
                             orow[o + ch] = v_nw * nw + v_ne * ne + v_sw * sw + v_se * se
                 col = base + _TAIL0
                 in_view = (cx < ra) and (cx > -rb) and (abs(cy) < rs)
@@ -649,14 +649,18 @@ def _run_pose_kernel(plans, obs, geom: BevGeometry, lookup, extras: bool, compac
     future = obs.get("agents_future")
     has_future = future is not None
     future = _np(future, np.float32) if has_future else np.zeros((1, 1, T, 4), np.float32)
-    bev = _np(obs["bev"], np.float32)
+    bev_t = obs["bev"]
+    if isinstance(bev_t, torch.Tensor) and bev_t.dtype == torch.uint8:  # raw bytes: scaled by 1/255 when sampled
+        bev, bscale = _np(bev_t, np.uint8), _F32(1.0 / 255.0)
+    else:
+        bev, bscale = _np(bev_t, np.float32), _ONE
     g = FIELD_GRID
     span = _F32(geom.range_ahead + geom.range_behind)
     pow2 = all(math.frexp(float(v))[0] == 0.5 for v in (_F32(geom.range_side), span, _F32(g.res)))
     prm = np.array([geom.range_ahead, geom.range_behind, geom.range_side, span, g.x_max, g.y_half, g.res, g.cap],
                    dtype=np.float32)
-    _pose_kernel(plans_np, cos, sin, _np(obs["ego"], np.float32), bev, agents, amask, future, has_future, nearest, sa,
-                 sb, sf, prm, pow2, extras, compact, out)
+    _pose_kernel(plans_np, cos, sin, _np(obs["ego"], np.float32), bev, bscale, agents, amask, future, has_future,
+                 nearest, sa, sb, sf, prm, pow2, extras, compact, out)
     return torch.from_numpy(out)
 
 
@@ -679,6 +683,35 @@ def plan_inputs_fast(plans: torch.Tensor, obs: dict[str, torch.Tensor], geom: Be
     return _run_pose_kernel(plans, obs, geom, lookup, extras=True, compact=compact)
 
 
+@numba.njit(**_JIT)
+def _pool_kernel(bev, out):
+    B, C, H, W = bev.shape
+    Ho, Wo = out.shape[2], out.shape[3]
+    fh, fw = H // Ho, W // Wo
+    scale = _ONE / _F32(fh * fw * 255)
+    for b in range(B):
+        for c in range(C):
+            for i in range(Ho):
+                for j in range(Wo):
+                    acc = 0
+                    for u in range(i * fh, (i + 1) * fh):
+                        for v in range(j * fw, (j + 1) * fw):
+                            acc += bev[b, c, u, v]
+                    out[b, c, i, j] = _F32(acc) * scale
+
+
+def pool_bev(bev: torch.Tensor, factor: int = 4) -> torch.Tensor:
+    """(B, C, H, W) uint8 raster -> (B, C, H / factor, W / factor) float32 block means scaled to [0, 1]: the same
+    as ``avg_pool2d(bev.float() / 255, factor)`` up to float rounding, without the float copy of the raster."""
+    arr = _np(bev, np.uint8)
+    B, C, H, W = arr.shape
+    if H % factor or W % factor:
+        raise ValueError(f"pool_bev: raster {H} x {W} is not divisible by {factor}")
+    out = np.empty((B, C, H // factor, W // factor), np.float32)
+    _pool_kernel(arr, out)
+    return torch.from_numpy(out)
+
+
 def warmup() -> None:
     """Compile (or load from the on-disk cache) every kernel with the argument types the wrappers use."""
     B, K = 1, 2
@@ -694,6 +727,9 @@ def warmup() -> None:
     pose_features_fast(plans, obs, lookup=lk)
     plan_inputs_fast(plans, obs, lookup=lk)
     plan_inputs_fast(plans, dict(obs, agents_future=torch.zeros(B, 2, NUM_POSES, 4)), lookup=lk, compact=True)
+    u8 = torch.zeros(B, 8, 128, 128, dtype=torch.uint8)
+    plan_inputs_fast(plans, dict(obs, bev=u8), lookup=lk, compact=True)
+    pool_bev(u8)
 
 
-__all__ = ["map_lookup_arrays", "map_lookup_fast", "pose_features_fast", "plan_inputs_fast", "warmup"]
+__all__ = ["map_lookup_arrays", "map_lookup_fast", "pose_features_fast", "plan_inputs_fast", "pool_bev", "warmup"]

@@ -50,6 +50,7 @@ agents_mask, map, map_mask."""
 OBS_ENTRIES = ("bev", "ego", "instruction", "agents", "agents_mask", "map", "map_mask")
 THREE_WAY_VALUES = (0.0, 0.5, 1.0)
 BEV_SAMPLE_MODES = ("full", "extrema")
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 # columns of the fused head output (heads in SUB_SCORES order): name -> (first column, width)
 _HEAD_COLUMNS = {n: (sum(3 if m in THREE_WAY else 1 for m in SUB_SCORES[:i]), 3 if n in THREE_WAY else 1)
                  for i, n in enumerate(SUB_SCORES)}
@@ -68,7 +69,7 @@ _BEV_EXTREMA = 2 * 2 * BEV_SCENE_CHANNELS
 
 
 LEGACY_DEFAULTS = {"heads": 4, "hidden": 128, "bev_samples": "full", "bev_tokens": 64, "agent_forecast": "cv",
-                   "map_layout": "interleaved"}
+                   "map_layout": "interleaved", "activation": "gelu"}
 """Values of fields that a ``config.json`` of the first checkpoints (``checkpoints/v1``, ``checkpoints/policy_aware``)
 does not list or listed under other defaults: :meth:`ModelConfig.from_dict` fills them in, so those checkpoints
 load as they were trained."""
@@ -98,6 +99,7 @@ class ModelConfig:
             ``"interleaved"``: the layout the first checkpoints were trained with (a bug: their lane / route /
             red-light features were read from the wrong cells; see :func:`reward_models.features.map_lookup`). A
             ``config.json`` without this field is such a checkpoint.
+        activation: of every hidden layer, ``"gelu"`` or ``"relu"`` (cheaper on a CPU).
     """
 
     d_model: int = 32
@@ -113,10 +115,13 @@ class ModelConfig:
     bev_tokens: int = 16
     agent_forecast: str = "lane"
     map_layout: str = "cells"
+    activation: str = "gelu"
 
     def __post_init__(self):
         if self.bev_samples not in BEV_SAMPLE_MODES:
             raise ValueError(f"ModelConfig.bev_samples must be one of {BEV_SAMPLE_MODES}, got {self.bev_samples!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"ModelConfig.activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
         if self.map_layout not in ("cells", "interleaved"):
             raise ValueError(f"ModelConfig.map_layout must be 'cells' or 'interleaved', got {self.map_layout!r}")
         if self.agent_forecast not in FORECASTS:
@@ -188,11 +193,12 @@ class Prediction:
 
 
 def prepare_obs(obs: Mapping[str, np.ndarray | torch.Tensor], device: torch.device | str = "cpu",
-                batched: bool | None = None) -> dict[str, torch.Tensor]:
+                batched: bool | None = None, bev_uint8: bool = False) -> dict[str, torch.Tensor]:
     """Observation arrays -> model tensors: ``bev`` float in [0, 1], masks bool, the rest float32 / int64.
 
     Accepts one observation (``ego`` of shape (21,)) or a batch ((B, 21)); always returns batched tensors.
-    Raises KeyError naming any missing entry.
+    ``bev_uint8``: keep a uint8 ``bev`` as it is (0..255; the model's CPU path pools and samples it without a float
+    copy of the raster). Raises KeyError naming any missing entry.
     """
     missing = [k for k in OBS_ENTRIES if k not in obs]
     if missing:
@@ -207,7 +213,10 @@ def prepare_obs(obs: Mapping[str, np.ndarray | torch.Tensor], device: torch.devi
         if single:
             v = v.unsqueeze(0)
         if k == "bev":
-            v = v.to(device=device, dtype=torch.float32) / 255.0
+            if bev_uint8 and v.dtype == torch.uint8:
+                v = v.to(device=device)
+            else:
+                v = v.to(device=device, dtype=torch.float32) / 255.0
         elif k.endswith("_mask"):
             v = v.to(device=device) > 0
         elif k == "instruction":
@@ -218,18 +227,18 @@ def prepare_obs(obs: Mapping[str, np.ndarray | torch.Tensor], device: torch.devi
     return out
 
 
-def _mlp(i: int, h: int, o: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(i, h), nn.GELU(), nn.Linear(h, o))
+def _mlp(i: int, h: int, o: int, act: str = "gelu") -> nn.Sequential:
+    return nn.Sequential(nn.Linear(i, h), ACTIVATIONS[act](), nn.Linear(h, o))
 
 
 class CrossBlock(nn.Module):
     """Pre-norm block: plan tokens attend to scene tokens, then a feed-forward layer (both residual)."""
 
-    def __init__(self, d: int, heads: int):
+    def __init__(self, d: int, heads: int, act: str = "gelu"):
         super().__init__()
         self.norm_q, self.norm_kv, self.norm_ff = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
         self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
-        self.ff = _mlp(d, 2 * d, d)
+        self.ff = _mlp(d, 2 * d, d, act)
 
     def project_kv(self, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Scene tokens (B, S, d) -> keys, values (B, heads, S, d / heads) (the attention's own projections)."""
@@ -275,25 +284,26 @@ class RewardWorldModel(nn.Module):
         super().__init__()
         self.config = cfg = config or ModelConfig()
         d = cfg.d_model
+        act = ACTIVATIONS[cfg.activation]
         if cfg.bev_tokens == 64:  # /4 patches, /2, /2: an 8 x 8 token grid
-            layers = [nn.Conv2d(8, 32, 4, stride=4), nn.GELU(), nn.Conv2d(32, 48, 3, stride=2, padding=1)]
+            layers = [nn.Conv2d(8, 32, 4, stride=4), act(), nn.Conv2d(32, 48, 3, stride=2, padding=1)]
         else:  # 4 x 4 averages first (the plan features sample the full-resolution raster), then /2 x 3: 4 x 4 tokens
-            layers = [nn.AvgPool2d(4), nn.Conv2d(8, 32, 3, stride=2, padding=1), nn.GELU(),
+            layers = [nn.AvgPool2d(4), nn.Conv2d(8, 32, 3, stride=2, padding=1), act(),
                       nn.Conv2d(32, 48, 3, stride=2, padding=1)]
-        self.bev_cnn = nn.Sequential(*layers, nn.GELU(), nn.Conv2d(48, d, 3, stride=2, padding=1))
+        self.bev_cnn = nn.Sequential(*layers, act(), nn.Conv2d(48, d, 3, stride=2, padding=1))
         self.bev_pos = nn.Parameter(torch.zeros(1, cfg.bev_tokens, d))
-        self.agent_mlp = _mlp(14, d, d)
-        self.map_point = _mlp(11, d, d)
+        self.agent_mlp = _mlp(14, d, d, cfg.activation)
+        self.map_point = _mlp(11, d, d, cfg.activation)
         self.map_out = nn.Linear(d, d)
-        self.ego_mlp = _mlp(21, d, d)
+        self.ego_mlp = _mlp(21, d, d, cfg.activation)
         self.instr = nn.Embedding(cfg.instruction_vocab, d, padding_idx=0)
         self.type_emb = nn.Parameter(torch.zeros(5, d))  # bev, agent, map, ego, instruction
         nf = cfg.plan_feature_dim
-        self.plan_in = nn.Sequential(nn.Linear(8 * nf + 2 * nf, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, d))
-        self.blocks = nn.ModuleList([CrossBlock(d, cfg.heads) for _ in range(cfg.layers)])
+        self.plan_in = nn.Sequential(nn.Linear(8 * nf + 2 * nf, cfg.hidden), act(), nn.Linear(cfg.hidden, d))
+        self.blocks = nn.ModuleList([CrossBlock(d, cfg.heads, cfg.activation) for _ in range(cfg.layers)])
         self.plan_norm = nn.LayerNorm(d)
-        self.plan_mlp = nn.Sequential(nn.Linear(d + cfg.hidden, cfg.hidden), nn.GELU(),
-                                      nn.Linear(cfg.hidden, cfg.hidden), nn.GELU())
+        self.plan_mlp = nn.Sequential(nn.Linear(d + cfg.hidden, cfg.hidden), act(),
+                                      nn.Linear(cfg.hidden, cfg.hidden), act())
         self.heads = nn.ModuleDict({n: nn.Linear(cfg.hidden, _HEAD_COLUMNS[n][1]) for n in SUB_SCORES})
         nn.init.normal_(self.bev_pos, std=0.02)
         nn.init.normal_(self.type_emb, std=0.02)
@@ -305,7 +315,7 @@ class RewardWorldModel(nn.Module):
 
         ``lookup=False`` skips the map lookup table the plan features need (when features are precomputed)."""
         dev = next(self.parameters()).device
-        o = obs if _is_prepared(obs) else prepare_obs(obs, dev)
+        o = obs if _is_prepared(obs) else prepare_obs(obs, dev, bev_uint8=dev.type == "cpu")
         B = o["ego"].shape[0]
         # real agents / polylines come first (nearest first): drop all-padding slots (attention result unchanged)
         n_ag = max(int(o["agents_mask"].sum(1).max()), 1)
@@ -313,7 +323,7 @@ class RewardWorldModel(nn.Module):
         o = dict(o, agents=o["agents"][:, :n_ag], agents_mask=o["agents_mask"][:, :n_ag], map=o["map"][:, :n_mp],
                  map_mask=o["map_mask"][:, :n_mp])
         te = self.type_emb
-        bev = self.bev_cnn(o["bev"]).flatten(2).transpose(1, 2) + self.bev_pos + te[0]  # (B, 64, d)
+        bev = self._bev_tokens(o["bev"]) + self.bev_pos + te[0]  # (B, bev_tokens, d)
         ag = o["agents"]
         ag_in = ag * _AGENT_SCALE.to(ag)
         agents = self.agent_mlp(ag_in) + te[1]
@@ -342,6 +352,14 @@ class RewardWorldModel(nn.Module):
                                          self.config.agent_forecast)
                 o["agents_future"] = torch.from_numpy(future).to(dev)
         return SceneEncoding(tokens, ~keep, o, [block.project_kv(tokens) for block in self.blocks])
+
+    def _bev_tokens(self, bev: torch.Tensor) -> torch.Tensor:
+        """(B, 8, H, W) float in [0, 1] or uint8 -> (B, bev_tokens, d) (before the position embedding)."""
+        if bev.dtype == torch.uint8:
+            if self.config.bev_tokens == 16:  # the 4 x 4 average straight from the bytes (no float raster copy)
+                return self.bev_cnn[1:](kernels.pool_bev(bev)).flatten(2).transpose(1, 2)
+            bev = bev.float() / 255.0
+        return self.bev_cnn(bev).flatten(2).transpose(1, 2)
 
     # ---- plans -----------------------------------------------------------------------------------------------
 
@@ -480,7 +498,10 @@ def compact_bev_samples(feats: torch.Tensor) -> torch.Tensor:
 
 
 def _is_prepared(obs: Mapping) -> bool:
-    return isinstance(obs.get("bev"), torch.Tensor) and obs["bev"].is_floating_point() and obs["ego"].ndim == 2
+    """Already :func:`prepare_obs` output (bool masks, float or uint8 bev, batched)?"""
+    bev, mask = obs.get("bev"), obs.get("agents_mask")
+    return (isinstance(bev, torch.Tensor) and (bev.is_floating_point() or bev.dtype == torch.uint8)
+            and isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and obs["ego"].ndim == 2)
 
 
 def num_parameters(model: nn.Module) -> int:

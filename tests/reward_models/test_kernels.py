@@ -159,3 +159,23 @@ def test_wrap_matches_torch_remainder():
     prev = torch.cat([torch.zeros(1, plans.shape[1], 1), plans[:, :, :-1, 2]], dim=2)
     mid = prev + Fe._wrap(plans[..., 2] - prev) / 2
     assert torch.equal(torch.from_numpy(out[..., 1]), mid)
+
+
+def test_uint8_raster_gives_the_float_results():
+    """The model keeps the BEV as bytes on the CPU: pooling and sampling them equals the float-raster path."""
+    from irlvla_gym.obs.registry import ObservationBuilder
+    from irlvla_gym.scenes.synthetic import SPLITS, generate_scene
+    from reward_models.model import OBS_KEYS, prepare_obs
+
+    spec = SPLITS["synthetic-test"]
+    raw = ObservationBuilder(OBS_KEYS).observe_batch([generate_scene(spec.first_seed + i, spec.config, spec.name)
+                                                      for i in range(2)])
+    f32, u8 = prepare_obs(raw), prepare_obs(raw, bev_uint8=True)
+    assert u8["bev"].dtype == torch.uint8 and f32["bev"].dtype == torch.float32
+    pooled = torch.nn.functional.avg_pool2d(f32["bev"], 4)
+    assert float((Kn.pool_bev(u8["bev"]) - pooled).abs().max()) < 1e-6
+    plans = _plans(2, seed=5)
+    _assert_close(Kn.pose_features_fast(plans, f32), Kn.pose_features_fast(plans, u8))
+    _assert_close(Fe.pose_features(plans, f32), Fe.pose_features(plans, u8))
+    with pytest.raises(ValueError, match="divisible"):
+        Kn.pool_bev(torch.zeros(1, 8, 30, 30, dtype=torch.uint8))
