@@ -28,7 +28,8 @@ def _train(args) -> int:
 
     cfg = TrainConfig(epochs=args.epochs, batch_scenes=args.batch_scenes, lr=args.lr, irl_weight=args.irl_weight,
                       rank_weight=args.rank_weight, reward_weight=args.reward_weight, seed=args.seed,
-                      patience=args.patience, max_minutes=args.max_minutes, ema=args.ema)
+                      patience=args.patience, max_minutes=args.max_minutes, ema=args.ema,
+                      overrate_weight=args.overrate_weight)
     given = {"d_model": args.d_model, "hidden": args.hidden, "heads": args.heads, "bev_samples": args.bev_samples,
              "bev_tokens": args.bev_tokens, "agent_forecast": args.agent_forecast, "activation": args.activation}
     model_cfg = ModelConfig(**{k: v for k, v in given.items() if v is not None})
@@ -94,6 +95,8 @@ def register(subparsers) -> None:
     t.add_argument("--agent-forecast", choices=("cv", "lane"), default=None,
                    help="agent forecast of the plan features: constant velocity or lane following")
     t.add_argument("--patience", type=int, default=4)
+    t.add_argument("--overrate-weight", type=float, default=0.0,
+                   help="extra weight of the squared reward error where the model over-rates a plan (pessimism)")
     t.add_argument("--ema", type=float, default=0.0,
                    help="decay of an exponential moving average of the weights, validated and saved (0: off)")
     t.add_argument("--max-minutes", type=float, default=None, help="stop after this training time")

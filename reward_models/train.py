@@ -49,7 +49,11 @@ class TrainConfig:
 
     ``ema``: when > 0, an exponential moving average of the weights (decay ``min(ema, (1 + step) / (10 + step))``
     per optimiser step) is what gets validated, early-stopped on and saved; the optimiser keeps updating the raw
-    weights. 0 disables it."""
+    weights. 0 disables it.
+
+    ``overrate_weight``: the squared reward error of a plan the model rates above its true EPDMS counts
+    ``1 + overrate_weight`` times (a pessimistic reward: over-rating a bad plan is what makes best-of-K selection and
+    RL pick it; under-rating a good one costs little when other good plans exist). 0: the plain squared error."""
 
     epochs: int = 30
     batch_scenes: int = 16
@@ -66,6 +70,7 @@ class TrainConfig:
     max_minutes: float | None = None
     grad_clip: float = 1.0
     ema: float = 0.0
+    overrate_weight: float = 0.0
 
 
 def supervised_losses(pred, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -120,7 +125,8 @@ def compute_loss(model: RewardWorldModel, obs, plans, labels, cfg: TrainConfig,
         pred = model.score(model.encode_scene(obs, lookup=False), None, feats=feats)
     parts = supervised_losses(pred, labels)
     sup = sum(parts.values())
-    rew = F.mse_loss(pred.reward, labels["epdms"])
+    err = pred.reward - labels["epdms"]
+    rew = ((1.0 + cfg.overrate_weight * (err > 0).to(err.dtype)) * err * err).mean()
     irl = irl_loss(pred.reward, cfg.irl_temperature)
     rank = rank_loss(pred.reward, labels["epdms"], cfg.rank_temperature)
     total = sup + cfg.reward_weight * rew + cfg.irl_weight * irl + cfg.rank_weight * rank
