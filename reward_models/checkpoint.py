@@ -25,7 +25,7 @@ FORMAT = "irlvla-rwm"
 FORMAT_VERSION = 1
 MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
-"""Directory of the checkpoints shipped in the package (``default``, ``policy_aware``)."""
+"""Directory of the checkpoints shipped in the package (``default``, ``v1``, ``policy_aware``)."""
 
 
 class CheckpointError(ValueError):

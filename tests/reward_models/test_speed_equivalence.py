@@ -1,4 +1,5 @@
-"""The fast inference path of the reward world model reproduces the outputs the shipped checkpoint gave before it.
+"""The fast inference path of the reward world model reproduces the outputs the first shipped checkpoint (``v1``,
+the default of the published baselines and reward-hacking results) gave before it.
 
 ``data/rwm_reference.npz`` was written by ``python -m tests.reward_models.test_speed_equivalence --write`` from the
 code as it was BEFORE the speed work (commit 693d9f9: eager per-op torch features, eager network): for 4
@@ -16,11 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from reward_models import DEFAULT_CHECKPOINT
+from reward_models.checkpoint import SHIPPED_DIR
 
 REFERENCE = Path(__file__).parent / "data" / "rwm_reference.npz"
 NUM_SCENES, NUM_PLANS = 4, 64
-needs_ckpt = pytest.mark.skipif(not (DEFAULT_CHECKPOINT / "model.safetensors").exists(), reason="no shipped ckpt")
+V1 = SHIPPED_DIR / "v1"
+needs_ckpt = pytest.mark.skipif(not (V1 / "model.safetensors").exists(), reason="no shipped v1 checkpoint")
 
 
 def reference_inputs() -> tuple[list[dict], np.ndarray]:
@@ -70,7 +72,7 @@ def compute(model) -> dict[str, np.ndarray]:
 def model():
     from reward_models import load_model
 
-    return load_model(None).eval()
+    return load_model(V1).eval()
 
 
 @needs_ckpt
@@ -119,5 +121,5 @@ if __name__ == "__main__":
 
     if "--write" in sys.argv:
         REFERENCE.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(REFERENCE, **compute(load_model(None).eval()))
+        np.savez_compressed(REFERENCE, **compute(load_model(V1).eval()))
         print("wrote", REFERENCE, REFERENCE.stat().st_size, "bytes")
