@@ -51,13 +51,17 @@ OBS_ENTRIES = ("bev", "ego", "instruction", "agents", "agents_mask", "map", "map
 THREE_WAY_VALUES = (0.0, 0.5, 1.0)
 BEV_SAMPLE_MODES = ("full", "extrema")
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
-# columns of the fused head output (heads in SUB_SCORES order): name -> (first column, width)
-_HEAD_COLUMNS = {n: (sum(3 if m in THREE_WAY else 1 for m in SUB_SCORES[:i]), 3 if n in THREE_WAY else 1)
-                 for i, n in enumerate(SUB_SCORES)}
-# the weighted sum of EPDMS: 5 EP + 5 TTC + 2 LK + 2 HC (+ 2 EC), over 14 (16)
-_WEIGHTED_COLUMNS = [_HEAD_COLUMNS[n][0] for n in ("ep", "ttc", "lk", "hc", "ec")]
-_WEIGHTS = [5 / 14, 5 / 14, 2 / 14, 2 / 14, 0.0]
-_EC_WEIGHTS = [5 / 16, 5 / 16, 2 / 16, 2 / 16, 2 / 16]
+# columns of the fused head output: the two 3-way heads first (one softmax), then the binary ones, the two
+# multiplicative ones (DAC, TLC) adjacent: name -> (first column, width)
+_FUSED_ORDER = ("nc", "ddc", "dac", "tlc", "ep", "ttc", "lk", "hc", "ec")
+_HEAD_COLUMNS = {n: (sum(3 if m in THREE_WAY else 1 for m in _FUSED_ORDER[:i]), 3 if n in THREE_WAY else 1)
+                 for i, n in enumerate(_FUSED_ORDER)}
+_THREE_WAY_VALUES = torch.tensor(THREE_WAY_VALUES)
+# the weighted sum of EPDMS as a dot product with the 13 sigmoids: 5 EP + 5 TTC + 2 LK + 2 HC (+ 2 EC), / 14 (16)
+_WEIGHTS, _EC_WEIGHTS = torch.zeros(13), torch.zeros(13)
+for _n, _w in (("ep", 5), ("ttc", 5), ("lk", 2), ("hc", 2), ("ec", 2)):
+    _EC_WEIGHTS[_HEAD_COLUMNS[_n][0]] = _w / 16
+    _WEIGHTS[_HEAD_COLUMNS[_n][0]] = _w / 14 if _n != "ec" else 0.0
 _BEV_FIRST = POSE_FEATURES.index("bev_pose_centre_0")  # the 70 BEV sample columns start here
 _BEV_FULL = 2 * 5 * BEV_SCENE_CHANNELS
 # input scaling of the scene token MLPs: agents x, y / 32 m, velocity / 10 m/s, size / 5 m; map x, y / 32 m;
@@ -413,17 +417,15 @@ class RewardWorldModel(nn.Module):
         h = self.plan_mlp(torch.cat([self.plan_norm(q), h0], dim=-1))
         # all heads as one matrix product (the per-head Linear layers stay the parameters), composed on the fused
         # (B, K, 13) logits: the same values as compose() with a third of its operations
-        heads = self.heads.values()
-        out = F.linear(h, torch.cat([hd.weight for hd in heads]), torch.cat([hd.bias for hd in heads]))
+        heads = [self.heads[n] for n in _FUSED_ORDER]
+        out = F.linear(h, torch.cat([hd.weight for hd in heads]), torch.cat([hd.bias for hd in heads]))  # (B, K, 13)
         logits = {n: out[..., i] if width == 1 else out[..., i:i + width] for n, (i, width) in _HEAD_COLUMNS.items()}
-        values = out.new_tensor(THREE_WAY_VALUES)
-        nc, ddc = _HEAD_COLUMNS["nc"][0], _HEAD_COLUMNS["ddc"][0]
-        three = (torch.stack([out[..., nc:nc + 3], out[..., ddc:ddc + 3]], -2).softmax(-1) @ values)  # (B, K, 2)
+        three = out[..., :6].unflatten(-1, (2, 3)).softmax(-1) @ _THREE_WAY_VALUES.to(out)  # (B, K, 2): E[NC], E[DDC]
         sig = torch.sigmoid(out)
-        expected = {n: three[..., THREE_WAY.index(n)] if n in THREE_WAY else sig[..., i]
+        expected = {n: three[..., 0 if n == "nc" else 1] if n in THREE_WAY else sig[..., i]
                     for n, (i, _) in _HEAD_COLUMNS.items()}
-        weighted = sig[..., _WEIGHTED_COLUMNS] @ out.new_tensor(_EC_WEIGHTS if self.config.use_ec else _WEIGHTS)
-        reward = three.prod(-1) * sig[..., _HEAD_COLUMNS["dac"][0]] * sig[..., _HEAD_COLUMNS["tlc"][0]] * weighted
+        weighted = sig @ (_EC_WEIGHTS if self.config.use_ec else _WEIGHTS).to(out)
+        reward = three.prod(-1) * sig[..., 6:8].prod(-1) * weighted  # E[NC] E[DDC] P[DAC] P[TLC] (weighted sum)
         return Prediction(logits, expected, reward)
 
     def compose(self, logits: dict[str, torch.Tensor]) -> Prediction:

@@ -51,9 +51,10 @@ def test_compiled_inputs_equal_the_torch_features(obs2, plans2, cfg):
         assert float((a - b).abs().max()) < 1e-5
 
 
-def test_fused_heads_equal_compose_and_attention_equals_multihead(obs2, plans2):
+@pytest.mark.parametrize("use_ec", [False, True])
+def test_fused_heads_equal_compose_and_attention_equals_multihead(obs2, plans2, use_ec):
     torch.manual_seed(1)
-    model = RewardWorldModel(ModelConfig(**FAST)).eval()
+    model = RewardWorldModel(ModelConfig(**FAST, use_ec=use_ec)).eval()
     with torch.no_grad():
         enc = model.encode_scene(obs2)
         pred = model.score(enc, plans2)
