@@ -10,6 +10,7 @@ from reward_models import features as Fe
 from reward_models import kernels as Kn
 
 TOL = 2e-5
+RTOL = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +45,12 @@ def _sub(obs, idx):
 
 
 def _assert_close(ref: torch.Tensor, got: torch.Tensor, names=Fe.POSE_FEATURES):
+    """Within TOL + RTOL |ref| (the pose kernel may contract and reassociate float operations: large finite
+    differences of random plans, e.g. lateral accelerations of 1e3 m/s^2, differ in their last bits)."""
     assert ref.shape == got.shape and got.dtype == torch.float32
-    diff = (ref - got).abs().reshape(-1, ref.shape[-1]).amax(0)
-    bad = {names[i % len(names)]: float(diff[i]) for i in torch.nonzero(diff > TOL).flatten().tolist()}
-    assert not bad, f"max abs diff per column above {TOL}: {bad}"
+    excess = ((ref - got).abs() - RTOL * ref.abs()).reshape(-1, ref.shape[-1]).amax(0)
+    bad = {names[i % len(names)]: float(excess[i]) for i in torch.nonzero(excess > TOL).flatten().tolist()}
+    assert not bad, f"abs diff beyond {RTOL} x |ref| above {TOL} per column: {bad}"
 
 
 def _assert_lookup_equal(ref: Fe.MapLookup, got: Fe.MapLookup):
@@ -102,7 +105,7 @@ def test_pose_features_with_agent_forecast_and_compact_inputs(obs3):
     x = torch.cat([c.flatten(2), c.amax(dim=2), c.amin(dim=2)], dim=-1)
     got = Kn.plan_inputs_fast(plans, o, compact=True)
     assert got.shape == x.shape
-    assert float((x - got).abs().max()) < TOL
+    assert float(((x - got).abs() - RTOL * x.abs()).max()) < TOL
 
 
 @pytest.mark.parametrize("idx", [slice(0, 1), slice(0, 3)], ids=["B1", "B3"])
