@@ -50,6 +50,7 @@ def _eval(args) -> int:
     print(json.dumps({"spearman": round(rep["spearman"], 4), "pearson": round(rep["pearson"], 4),
                       "best_of_k_gap": round(s["gap"], 4), "rwm_pick": round(s["rwm_pick"], 4),
                       "oracle_pick": round(s["oracle_pick"], 4), "expert": round(s["expert"], 4),
+                      "speed_ratio_cached": round(rep.get("speed", {}).get("ratio_cached", float("nan")), 1),
                       "speed_ratio": round(rep.get("speed", {}).get("ratio_model", float("nan")), 1)}))
     print(f"rwm eval: report in {args.out}/report.md")
     return 0

@@ -445,7 +445,7 @@ class RewardWorldModel(nn.Module):
         """``score(encode_scene(obs), plans)``."""
         return self.score(self.encode_scene(obs), plans)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_reward(self, obs: Mapping[str, np.ndarray], plans: np.ndarray) -> np.ndarray:
         """Rewards as numpy: one scene + (K, 8, 3) plans -> (K,); a batch + (B, K, 8, 3) -> (B, K)."""
         was = self.training
@@ -458,7 +458,7 @@ class RewardWorldModel(nn.Module):
             self.train(was)
         return r[0] if single else r
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_subscores(self, obs: Mapping[str, np.ndarray], plans: np.ndarray) -> dict[str, np.ndarray]:
         """Expected sub-scores and ``reward`` as numpy arrays (same shapes as :meth:`predict_reward`)."""
         was = self.training
