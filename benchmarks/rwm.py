@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     plans32 = plans.astype(np.float32)
     builder = ObservationBuilder(OBS_KEYS)
     rows = []
-    with torch.no_grad():
+    with torch.inference_mode():
         for scene in scenes:
             ctx = prepare_scene(scene)
             score_plans(scene, plans[:4], context=ctx)
