@@ -76,6 +76,12 @@ def _hyp(x, y):
 
 
 @numba.njit(**_INLINE)
+def _hyp32(x, y):
+    """float32 hypot in float32 arithmetic (the pose kernel: within an ulp of torch.hypot, faster)."""
+    return np.float32(math.sqrt(x * x + y * y))
+
+
+@numba.njit(**_INLINE)
 def _wrap(a):
     """torch.remainder(a + pi, 2 pi) - pi in float32."""
     v = a + _PI
@@ -375,7 +381,7 @@ def _pose_kernel(plans, cosa, sina, ego, bev, bscale, agents, amask, future, has
                     ag_vx[t, j] = agents[b, j, 4]
                     ag_vy[t, j] = agents[b, j, 5]
         for j in range(NA):
-            ag_r[j] = _HALF * _hyp(agents[b, j, 6], agents[b, j, 7])
+            ag_r[j] = _HALF * _hyp32(agents[b, j, 6], agents[b, j, 7])
         bv = bev[b]
         for k in range(K):
             orow = scratch if compact else out[b, k]
@@ -476,7 +482,7 @@ def _pose_kernel(plans, cosa, sina, ego, bev, bscale, agents, amask, future, has
                     rx = ag_x[t, j] - cx
                     ry = ag_y[t, j] - cy
                     if amask[b, j]:
-                        clear = (_hyp(rx, ry) - ag_r[j]) - _EGO_R
+                        clear = (_hyp32(rx, ry) - ag_r[j]) - _EGO_R
                         lon = c * rx + s * ry
                         if lon > _ZERO:
                             lat = c * ry - s * rx
@@ -670,6 +676,11 @@ def _run_pose_kernel(plans, obs, geom: BevGeometry, lookup, extras: bool, compac
     return torch.from_numpy(out)
 
 
+def scene_channels(bev: torch.Tensor) -> torch.Tensor:
+    """(B, 8, H, W) uint8 raster -> (B, 7, H, W) float32 in [0, 1]: the scene channels the plan features sample."""
+    return torch.from_numpy(np.multiply(_np(bev, np.uint8)[:, :_NC], _F32(1.0 / 255.0), dtype=np.float32))
+
+
 def pose_features_fast(plans: torch.Tensor, obs: dict[str, torch.Tensor], geom: BevGeometry = BevGeometry(),
                        lookup: MapLookup | None = None) -> torch.Tensor:
     """Drop-in for :func:`reward_models.features.pose_features`: (B, K, 8, NUM_POSE_FEATURES) float32 (CPU).
@@ -738,4 +749,5 @@ def warmup() -> None:
     pool_bev(u8)
 
 
-__all__ = ["map_lookup_arrays", "map_lookup_fast", "pose_features_fast", "plan_inputs_fast", "pool_bev", "warmup"]
+__all__ = ["map_lookup_arrays", "map_lookup_fast", "pose_features_fast", "plan_inputs_fast", "pool_bev",
+           "scene_channels", "warmup"]

@@ -355,6 +355,10 @@ class RewardWorldModel(nn.Module):
                 future = forecast_agents(o["agents"], o["agents_mask"], o["map"], o["map_mask"], times,
                                          self.config.agent_forecast)
                 o["agents_future"] = torch.from_numpy(future).to(dev)
+            if o["bev"].dtype == torch.uint8 and B <= 16:
+                # the plan features sample the raster ~20 times per plan: one float copy of the 7 scene channels per
+                # scene (large batches, e.g. a vector env's one plan per scene, keep the bytes: no 0.5 MB copy each)
+                o["bev"] = kernels.scene_channels(o["bev"])
         return SceneEncoding(tokens, ~keep, o, [block.project_kv(tokens) for block in self.blocks])
 
     def _bev_tokens(self, bev: torch.Tensor) -> torch.Tensor:
