@@ -700,33 +700,16 @@ def plan_inputs_fast(plans: torch.Tensor, obs: dict[str, torch.Tensor], geom: Be
     return _run_pose_kernel(plans, obs, geom, lookup, extras=True, compact=compact)
 
 
-@numba.njit(**_JIT)
-def _pool_kernel(bev, out):
-    B, C, H, W = bev.shape
-    Ho, Wo = out.shape[2], out.shape[3]
-    fh, fw = H // Ho, W // Wo
-    scale = _ONE / _F32(fh * fw * 255)
-    for b in range(B):
-        for c in range(C):
-            for i in range(Ho):
-                for j in range(Wo):
-                    acc = 0
-                    for u in range(i * fh, (i + 1) * fh):
-                        for v in range(j * fw, (j + 1) * fw):
-                            acc += bev[b, c, u, v]
-                    out[b, c, i, j] = _F32(acc) * scale
-
-
 def pool_bev(bev: torch.Tensor, factor: int = 4) -> torch.Tensor:
     """(B, C, H, W) uint8 raster -> (B, C, H / factor, W / factor) float32 block means scaled to [0, 1]: the same
-    as ``avg_pool2d(bev.float() / 255, factor)`` up to float rounding, without the float copy of the raster."""
-    arr = _np(bev, np.uint8)
-    B, C, H, W = arr.shape
+    as ``avg_pool2d(bev.float() / 255, factor)`` up to float rounding, without the float copy of the raster (two
+    integer sums over rows then columns)."""
+    B, C, H, W = bev.shape
     if H % factor or W % factor:
         raise ValueError(f"pool_bev: raster {H} x {W} is not divisible by {factor}")
-    out = np.empty((B, C, H // factor, W // factor), np.float32)
-    _pool_kernel(arr, out)
-    return torch.from_numpy(out)
+    rows = bev.reshape(B, C, H // factor, factor, W).sum(3, dtype=torch.int32)
+    sums = rows.reshape(B, C, H // factor, W // factor, factor).sum(-1)
+    return sums.to(torch.float32) * (1.0 / (factor * factor * 255))
 
 
 def warmup() -> None:
@@ -744,9 +727,7 @@ def warmup() -> None:
     pose_features_fast(plans, obs, lookup=lk)
     plan_inputs_fast(plans, obs, lookup=lk)
     plan_inputs_fast(plans, dict(obs, agents_future=torch.zeros(B, 2, NUM_POSES, 4)), lookup=lk, compact=True)
-    u8 = torch.zeros(B, 8, 128, 128, dtype=torch.uint8)
-    plan_inputs_fast(plans, dict(obs, bev=u8), lookup=lk, compact=True)
-    pool_bev(u8)
+    plan_inputs_fast(plans, dict(obs, bev=torch.zeros(B, 8, 128, 128, dtype=torch.uint8)), lookup=lk, compact=True)
 
 
 __all__ = ["map_lookup_arrays", "map_lookup_fast", "pose_features_fast", "plan_inputs_fast", "pool_bev",

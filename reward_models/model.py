@@ -423,11 +423,11 @@ class RewardWorldModel(nn.Module):
         # (B, K, 13) logits: the same values as compose() with a third of its operations
         heads = [self.heads[n] for n in _FUSED_ORDER]
         out = F.linear(h, torch.cat([hd.weight for hd in heads]), torch.cat([hd.bias for hd in heads]))  # (B, K, 13)
-        logits = {n: out[..., i] if width == 1 else out[..., i:i + width] for n, (i, width) in _HEAD_COLUMNS.items()}
+        cols, sig = out.unbind(-1), torch.sigmoid(out)
         three = out[..., :6].unflatten(-1, (2, 3)).softmax(-1) @ _THREE_WAY_VALUES.to(out)  # (B, K, 2): E[NC], E[DDC]
-        sig = torch.sigmoid(out)
-        expected = {n: three[..., 0 if n == "nc" else 1] if n in THREE_WAY else sig[..., i]
-                    for n, (i, _) in _HEAD_COLUMNS.items()}
+        probs, means = sig.unbind(-1), three.unbind(-1)
+        logits = {n: cols[i] if width == 1 else out[..., i:i + width] for n, (i, width) in _HEAD_COLUMNS.items()}
+        expected = {n: means[THREE_WAY.index(n)] if n in THREE_WAY else probs[i] for n, (i, _) in _HEAD_COLUMNS.items()}
         weighted = sig @ (_EC_WEIGHTS if self.config.use_ec else _WEIGHTS).to(out)
         reward = three.prod(-1) * sig[..., 6:8].prod(-1) * weighted  # E[NC] E[DDC] P[DAC] P[TLC] (weighted sum)
         return Prediction(logits, expected, reward)
