@@ -28,6 +28,7 @@ Compilation: all kernels are ``@numba.njit(cache=True)``; the first call in a fr
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
@@ -632,6 +633,18 @@ def _pose_kernel(plans, cosa, sina, ego, bev, bscale, agents, amask, future, has
                     orow[(T + 1) * FO + f] = lo
 
 
+@functools.lru_cache(maxsize=8)
+def _geometry_params(geom: BevGeometry) -> tuple[np.ndarray, bool]:
+    """Kernel constants of a BEV geometry (and the lookup grid), and whether its divisions are by powers of 2."""
+    g = FIELD_GRID
+    span = _F32(geom.range_ahead + geom.range_behind)
+    pow2 = all(math.frexp(float(v))[0] == 0.5 for v in (_F32(geom.range_side), span, _F32(g.res)))
+    prm = np.array([geom.range_ahead, geom.range_behind, geom.range_side, span, g.x_max, g.y_half, g.res, g.cap],
+                   dtype=np.float32)
+    prm.setflags(write=False)
+    return prm, pow2
+
+
 def _run_pose_kernel(plans, obs, geom: BevGeometry, lookup, extras: bool, compact: bool = False) -> torch.Tensor:
     p = plans.detach()
     if p.device.type != "cpu" or p.dtype != torch.float32:
@@ -666,11 +679,7 @@ def _run_pose_kernel(plans, obs, geom: BevGeometry, lookup, extras: bool, compac
             bev, bscale = np.multiply(bev[:, :_NC], _F32(1.0 / 255.0), dtype=np.float32), _ONE
     else:
         bev, bscale = _np(bev_t, np.float32), _ONE
-    g = FIELD_GRID
-    span = _F32(geom.range_ahead + geom.range_behind)
-    pow2 = all(math.frexp(float(v))[0] == 0.5 for v in (_F32(geom.range_side), span, _F32(g.res)))
-    prm = np.array([geom.range_ahead, geom.range_behind, geom.range_side, span, g.x_max, g.y_half, g.res, g.cap],
-                   dtype=np.float32)
+    prm, pow2 = _geometry_params(geom)
     _pose_kernel(plans_np, cos, sin, _np(obs["ego"], np.float32), bev, bscale, agents, amask, future, has_future,
                  nearest, sa, sb, sf, prm, pow2, extras, compact, out)
     return torch.from_numpy(out)
