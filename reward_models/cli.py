@@ -45,7 +45,7 @@ def _eval(args) -> int:
 
     rep = evaluate(args.ckpt, args.out, split=args.split, data=args.data, num_scenes=args.num_scenes,
                    seed=args.seed, workers=args.workers, speed_scenes=args.speed_scenes,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, compare=args.compare)
     s = rep["best_of_k"]
     print(json.dumps({"spearman": round(rep["spearman"], 4), "pearson": round(rep["pearson"], 4),
                       "best_of_k_gap": round(s["gap"], 4), "rwm_pick": round(s["rwm_pick"], 4),
@@ -53,6 +53,19 @@ def _eval(args) -> int:
                       "speed_ratio_cached": round(rep.get("speed", {}).get("ratio_cached", float("nan")), 1),
                       "speed_ratio": round(rep.get("speed", {}).get("ratio_model", float("nan")), 1)}))
     print(f"rwm eval: report in {args.out}/report.md")
+    return 0
+
+
+def _forecast(args) -> int:
+    from reward_models.forecast import forecast_errors
+
+    res = forecast_errors(args.split, args.scenes)
+    print(f"moving agents of {args.scenes} {args.split} scenes (errors in m)\n")
+    print("| forecast | agents | ADE | FDE (4 s) | lateral at 4 s | longitudinal at 4 s | lateral > 1 m |")
+    print("|---|---|---|---|---|---|---|")
+    for kind, r in res.items():
+        print(f"| {kind} | {r['agents']} | {r['ade']:.2f} | {r['fde']:.2f} | {r['lateral_4s']:.2f} | "
+              f"{r['longitudinal_4s']:.2f} | {r['lateral_over_1m']:.3f} |")
     return 0
 
 
@@ -114,6 +127,12 @@ def register(subparsers) -> None:
     e.add_argument("--num-scenes", type=int, default=300)
     e.add_argument("--workers", type=int, default=1)
     e.add_argument("--speed-scenes", type=int, default=5)
+    e.add_argument("--compare", default=None, help="another checkpoint: paired best-of-K comparison on the same scenes")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=_eval)
+
+    f = sub.add_parser("forecast", help="agent forecast errors (constant velocity / lane following) vs logged futures")
+    f.add_argument("--split", default="synthetic-val")
+    f.add_argument("--scenes", type=int, default=100)
+    f.set_defaults(func=_forecast)

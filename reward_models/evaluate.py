@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from reward_models.dataset import OBS_ENTRIES, OBS_KEYS, SOURCES, CandidateConfig, build_dataset, load_dataset
-from reward_models.metrics import best_of_k, pearson, roc_auc, spearman
+from reward_models.metrics import best_of_k, best_of_k_gaps, bootstrap_mean_ci, pearson, roc_auc, spearman
 from reward_models.model import BINARY, SUB_SCORES, THREE_WAY, RewardWorldModel
 
 
@@ -178,9 +178,17 @@ def markdown(rep: dict[str, Any], ckpt: str) -> str:
         f"| best-of-K: RWM pick EPDMS | {s['rwm_pick']:.4f} | |",
         f"| best-of-K: oracle pick EPDMS | {s['oracle_pick']:.4f} | |",
         f"| best-of-K gap (oracle - RWM) | {s['gap']:.4f} | <= 0.03 |",
+        f"| best-of-K gap: bootstrap 95 % interval | {s['gap_ci'][0]:.4f} - {s['gap_ci'][1]:.4f} | |",
+        f"| best-of-K gap per block of 100 scenes | {' / '.join(f'{g:.3f}' for g in s['gap_blocks'])} | |",
+        f"| scenes with the pick within 0.01 of the oracle / 0.2 or more below it | "
+        f"{s['within_0.01']:.3f} / {s['blunders']} | |",
         f"| expert EPDMS | {s['expert']:.4f} | |",
         f"| RWM ranks the expert above all candidates | {s['rwm_prefers_expert']:.3f} | |",
     ]
+    cmp_ = rep.get("compare")
+    if cmp_:
+        lines.append(f"| best-of-K gap of `{cmp_['checkpoint']}` / paired difference (this - that), 95 % interval | "
+                     f"{cmp_['gap']:.4f} / {cmp_['gap_difference']:+.4f} ({cmp_['ci'][0]:+.4f} to {cmp_['ci'][1]:+.4f}) | |")
     sp = rep.get("speed")
     if sp:
         lines += [f"| speed: scorer, {sp['plans']} plans / scene, warm / fresh context | "
@@ -207,8 +215,11 @@ def markdown(rep: dict[str, Any], ckpt: str) -> str:
 
 def evaluate(ckpt: str, out: str, split: str = "synthetic-test", data: str | None = None,
              num_scenes: int | None = 300, seed: int = 0, workers: int = 1, speed_scenes: int = 5,
-             progress: bool = True) -> dict[str, Any]:
-    """Write ``report.json``, ``report.md`` and ``calibration.png`` into ``out``; returns the report."""
+             progress: bool = True, compare: str | None = None) -> dict[str, Any]:
+    """Write ``report.json``, ``report.md`` and ``calibration.png`` into ``out``; returns the report.
+
+    ``compare``: another checkpoint scored on the same scenes; the report adds its best-of-K gap and the paired
+    difference of the per-scene gaps with a bootstrap 95 % interval."""
     from reward_models import load_model
 
     out_p = Path(out)
@@ -225,6 +236,12 @@ def evaluate(ckpt: str, out: str, split: str = "synthetic-test", data: str | Non
     rep["data"] = str(data)
     rep["checkpoint"] = str(ckpt)
     rep["calibration"] = calibration_plot(pred["reward"], ds.labels["epdms"], out_p / "calibration.png")
+    if compare:
+        other = predict_dataset(load_model(compare), ds)["reward"][:, 1:]
+        true = ds.labels["epdms"][:, 1:]
+        diff = best_of_k_gaps(pred["reward"][:, 1:], true) - best_of_k_gaps(other, true)
+        rep["compare"] = {"checkpoint": str(compare), "gap": float(best_of_k_gaps(other, true).mean()),
+                          "gap_difference": float(diff.mean()), "ci": bootstrap_mean_ci(diff)}
     if speed_scenes:
         rep["speed"] = speed_ratio(model, ds.manifest["source"], num_scenes=speed_scenes)
     from irlvla_gym.utils import atomic_write

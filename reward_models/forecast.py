@@ -152,10 +152,56 @@ def forecast_agents(agents: np.ndarray | torch.Tensor, agents_mask: np.ndarray |
     return out
 
 
+def forecast_errors(split: str = "synthetic-val", num_scenes: int = 100, min_speed: float = MIN_SPEED
+                    ) -> dict[str, dict[str, float]]:
+    """Errors of each forecast against the logged futures of the moving agents (speed > ``min_speed``) of the
+    first ``num_scenes`` scenes of a synthetic split: per kind, ADE over 0.5 .. 4 s, FDE at 4 s, and at 4 s the
+    mean lateral / longitudinal error (relative to the logged heading) and the share more than 1 m off laterally.
+    Observation agents are matched to scene agents by their t0 position."""
+    from irlvla_gym.obs.common import agents_at_time
+    from irlvla_gym.obs.registry import ObservationBuilder
+    from irlvla_gym.scenes.synthetic import SPLITS, generate_scene
+
+    spec = SPLITS[split]
+    builder = ObservationBuilder(("agents", "map"))
+    times = np.arange(1, 9, dtype=np.float32) * 0.5
+    err = {k: [] for k in FORECASTS}
+    lat = {k: [] for k in FORECASTS}
+    lon = {k: [] for k in FORECASTS}
+    for s in range(num_scenes):
+        scene = generate_scene(spec.first_seed + s, spec.config, spec.name)
+        o = builder.observe(scene)
+        m = o["agents_mask"].astype(bool)
+        ag = o["agents"][m]
+        if not m.any():
+            continue
+        start = agents_at_time(scene, 0.0)[0]
+        idx = np.hypot(start[:, None, 0] - ag[None, :, 0], start[:, None, 1] - ag[None, :, 1]).argmin(0)
+        logged = [agents_at_time(scene, float(t)) for t in times]
+        xy = np.stack([b[idx, :2] for b, _ in logged], 1)  # (n, 8, 2)
+        valid = np.stack([v[idx] for _, v in logged], 1) & (np.hypot(ag[:, 4], ag[:, 5]) > min_speed)[:, None]
+        yaw = logged[-1][0][idx, 2]
+        for kind in FORECASTS:
+            f = forecast_agents(o["agents"][None], o["agents_mask"][None], o["map"][None], o["map_mask"][None],
+                                times, kind)[0][m, :, :2]
+            d = f - xy
+            err[kind].append(np.where(valid, np.hypot(d[..., 0], d[..., 1]), np.nan))
+            end = valid[:, -1]
+            lat[kind].append(np.abs(-d[end, -1, 0] * np.sin(yaw[end]) + d[end, -1, 1] * np.cos(yaw[end])))
+            lon[kind].append(np.abs(d[end, -1, 0] * np.cos(yaw[end]) + d[end, -1, 1] * np.sin(yaw[end])))
+    out = {}
+    for kind in FORECASTS:
+        e, la, lo = np.concatenate(err[kind]), np.concatenate(lat[kind]), np.concatenate(lon[kind])
+        out[kind] = {"agents": int(len(la)), "ade": float(np.nanmean(e)), "fde": float(np.nanmean(e[:, -1])),
+                     "lateral_4s": float(la.mean()), "longitudinal_4s": float(lo.mean()),
+                     "lateral_over_1m": float(np.mean(la > 1.0))}
+    return out
+
+
 def _np(x, dtype) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     return np.ascontiguousarray(x, dtype=dtype)
 
 
-__all__ = ["FORECASTS", "forecast_agents"]
+__all__ = ["FORECASTS", "forecast_agents", "forecast_errors"]

@@ -153,11 +153,11 @@ def evaluate_loss(model: RewardWorldModel, data: RWMData, cfg: TrainConfig,
         n += len(idx)
     model.train()
     res = {k: v / n for k, v in sums.items()}
-    from reward_models.metrics import best_of_k, spearman
+    from reward_models.metrics import best_of_k_gaps, spearman
 
     pred = np.concatenate(preds)
     res["spearman"] = spearman(pred.ravel(), data.labels["epdms"].ravel())
-    res["best_of_k_gap"] = best_of_k(pred[:, 1:], data.labels["epdms"][:, 1:])["gap"]
+    res["best_of_k_gap"] = float(best_of_k_gaps(pred[:, 1:], data.labels["epdms"][:, 1:]).mean())
     return res
 
 

@@ -95,31 +95,9 @@ def test_unknown_forecast_is_refused():
 
 def test_lane_forecast_is_closer_to_the_logged_future_on_synthetic_scenes():
     """Lateral error of the moving agents' forecasts at 4 s vs their logged boxes (synthetic-val, 30 scenes)."""
-    from irlvla_gym.obs.common import agents_at_time
-    from irlvla_gym.obs.registry import ObservationBuilder
-    from irlvla_gym.scenes.synthetic import SPLITS, generate_scene
-    from reward_models.model import OBS_KEYS
+    from reward_models.forecast import forecast_errors
 
-    spec = SPLITS["synthetic-val"]
-    builder = ObservationBuilder(OBS_KEYS)
-    lateral = {"cv": [], "lane": []}
-    for s in range(30):
-        scene = generate_scene(spec.first_seed + s, spec.config, spec.name)
-        o = builder.observe(scene)
-        m = o["agents_mask"].astype(bool)
-        boxes0 = agents_at_time(scene, 0.0)[0]
-        ag = o["agents"][m]
-        if not m.any():
-            continue
-        idx = np.hypot(boxes0[:, None, 0] - ag[None, :, 0], boxes0[:, None, 1] - ag[None, :, 1]).argmin(0)
-        end, valid = agents_at_time(scene, 4.0)
-        moving = (np.hypot(ag[:, 4], ag[:, 5]) > 1.0) & valid[idx]
-        for kind in lateral:
-            f = forecast_agents(o["agents"][None], o["agents_mask"][None], o["map"][None], o["map_mask"][None],
-                                TIMES, kind)[0][m][:, -1]
-            r = f[:, :2] - end[idx, :2]
-            yaw = end[idx, 2]
-            lateral[kind].append(np.abs(-r[:, 0] * np.sin(yaw) + r[:, 1] * np.cos(yaw))[moving])
-    cv, lane = np.concatenate(lateral["cv"]), np.concatenate(lateral["lane"])
-    assert len(cv) > 30
-    assert lane.mean() < 0.5 * cv.mean(), (lane.mean(), cv.mean())
+    err = forecast_errors("synthetic-val", 30)
+    assert err["cv"]["agents"] == err["lane"]["agents"] > 30
+    assert err["lane"]["lateral_4s"] < 0.5 * err["cv"]["lateral_4s"], err
+    assert err["lane"]["ade"] < err["cv"]["ade"]

@@ -70,3 +70,14 @@ def test_eval_report(tiny_ckpt, tiny_data, tmp_path):
     assert {"spearman", "pearson", "best_of_k", "subscores"} <= set(saved)
     assert -1.0 <= rep["spearman"] <= 1.0
     assert rep["best_of_k"]["oracle_pick"] >= rep["best_of_k"]["rwm_pick"] - 1e-9
+
+
+def test_eval_report_compares_with_another_checkpoint(tiny_ckpt, tiny_data, tmp_path):
+    """``--compare``: a checkpoint against itself has the same gap and a zero paired difference."""
+    from reward_models.evaluate import evaluate
+
+    rep = evaluate(str(tiny_ckpt), str(tmp_path / "ev"), data=str(tiny_data), speed_scenes=0, progress=False,
+                   compare=str(tiny_ckpt))
+    c = rep["compare"]
+    assert c["gap"] == rep["best_of_k"]["gap"] and c["gap_difference"] == 0.0 and c["ci"] == (0.0, 0.0)
+    assert "paired difference" in (tmp_path / "ev" / "report.md").read_text()
