@@ -61,3 +61,18 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def save_figure(fig, path: str | Path, title: str | None = None, dpi: int = 100) -> Path:
+    """Finish a matplotlib figure (optional suptitle, tight layout), write it as PNG (parent folders created) and
+    close it; returns the path."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

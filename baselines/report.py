@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from baselines.common import read_json, write_json
+from baselines.common import read_json, save_figure, write_json
 
 SCORES = ("epdms", "pdms", "nc", "dac", "ddc", "tlc", "ep", "ttc", "lk", "hc", "ec")
 TIMES = ("ms_per_step", "env_ms_per_step", "update_ms_per_step", "wall_s_per_100k_steps")
@@ -147,12 +147,7 @@ def plot_curves(out: Path, variants: Sequence[str], seeds: Sequence[int], path: 
         ax.grid(alpha=0.3)
         if entries:
             ax.legend(fontsize=8)
-    fig.suptitle("Baselines: training reward per env step (mean ± std over seeds)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, "Baselines: training reward per env step (mean ± std over seeds)", dpi=110)
 
 
 def write_report(out: str | Path, variants: Sequence[str], seeds: Sequence[int],

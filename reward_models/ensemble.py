@@ -41,7 +41,9 @@ import torch
 import torch.nn as nn
 
 from reward_models.checkpoint import CheckpointError, read_json, write_json
-from reward_models.model import SUB_SCORES, RewardWorldModel, SceneEncoding, _is_prepared, prepare_obs
+from reward_models.model import (
+    SUB_SCORES, RewardWorldModel, SceneEncoding, _is_prepared, numpy_outputs, prepare_obs, run_inference,
+)
 from reward_models.reward_fn import SceneRewardFn
 
 ENSEMBLE_FORMAT = "irlvla-rwm-ensemble"
@@ -152,21 +154,12 @@ class EnsembleRewardModel(nn.Module):
         """Penalised rewards as numpy: one scene + (K, 8, 3) plans -> (K,); a batch + (B, K, 8, 3) -> (B, K)."""
         return self.predict_subscores(obs, plans)["reward"]
 
-    @torch.no_grad()
     def predict_subscores(self, obs: Mapping[str, np.ndarray], plans: np.ndarray) -> dict[str, np.ndarray]:
         """Mean expected sub-scores, ``reward`` (penalised), ``reward_mean`` and ``reward_std`` as numpy arrays
         (shapes as :meth:`predict_reward`)."""
-        was = self.training
-        self.eval()
-        try:
-            single = np.asarray(obs["ego"]).ndim == 1
-            pred = self(obs, plans)
-        finally:
-            self.train(was)
-        out = {n: v.cpu().numpy() for n, v in pred.expected.items()}
-        out.update(reward=pred.reward.cpu().numpy(), reward_mean=pred.mean.cpu().numpy(),
-                   reward_std=pred.std.cpu().numpy())
-        return {k: v[0] for k, v in out.items()} if single else out
+        pred, single = run_inference(self, obs, plans)
+        return numpy_outputs({**pred.expected, "reward": pred.reward, "reward_mean": pred.mean,
+                              "reward_std": pred.std}, single)
 
     # ---- persistence -----------------------------------------------------------------------------------------
 

@@ -674,9 +674,7 @@ def _run_pose_kernel(plans, obs, geom: BevGeometry, lookup, extras: bool, compac
     future = _np(future, np.float32) if has_future else np.zeros((1, 1, T, 4), np.float32)
     bev_t = obs["bev"]
     if isinstance(bev_t, torch.Tensor) and bev_t.dtype == torch.uint8:  # raw bytes: scaled by 1/255 when sampled
-        bev, bscale = _np(bev_t, np.uint8), _F32(1.0 / 255.0)
-        if K >= 16:  # many samples per raster: one float copy of the scene channels is cheaper than converting each
-            bev, bscale = np.multiply(bev[:, :_NC], _F32(1.0 / 255.0), dtype=np.float32), _ONE
+        bev, bscale = _np(bev_t, np.uint8), _F32(1.0 / 255.0)  # (the model's encoding converts small batches once)
     else:
         bev, bscale = _np(bev_t, np.float32), _ONE
     prm, pow2 = _geometry_params(geom)

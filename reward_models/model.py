@@ -419,12 +419,16 @@ class RewardWorldModel(nn.Module):
         for block, (k, v) in zip(self.blocks, kv):
             q = block.attend(q, k, v, enc.mask)
         h = self.plan_mlp(torch.cat([self.plan_norm(q), h0], dim=-1))
-        # all heads as one matrix product (the per-head Linear layers stay the parameters), composed on the fused
-        # (B, K, 13) logits: the same values as compose() with a third of its operations
+        # all heads as one matrix product (the per-head Linear layers stay the parameters)
         heads = [self.heads[n] for n in _FUSED_ORDER]
         out = F.linear(h, torch.cat([hd.weight for hd in heads]), torch.cat([hd.bias for hd in heads]))  # (B, K, 13)
+        return self.compose(out)
+
+    def compose(self, out: torch.Tensor) -> Prediction:
+        """Expected sub-scores and the EPDMS-shaped reward from the fused head output (..., 13) (columns
+        :data:`_HEAD_COLUMNS`): E[NC] P[DAC] E[DDC] P[TLC] (5 EP + 5 P[TTC] + 2 P[LK] + 2 P[HC] [+ 2 P[EC]]) / 14 [16]."""
         cols, sig = out.unbind(-1), torch.sigmoid(out)
-        three = out[..., :6].unflatten(-1, (2, 3)).softmax(-1) @ _THREE_WAY_VALUES.to(out)  # (B, K, 2): E[NC], E[DDC]
+        three = out[..., :6].unflatten(-1, (2, 3)).softmax(-1) @ _THREE_WAY_VALUES.to(out)  # (..., 2): E[NC], E[DDC]
         probs, means = sig.unbind(-1), three.unbind(-1)
         logits = {n: cols[i] if width == 1 else out[..., i:i + width] for n, (i, width) in _HEAD_COLUMNS.items()}
         expected = {n: means[THREE_WAY.index(n)] if n in THREE_WAY else probs[i] for n, (i, _) in _HEAD_COLUMNS.items()}
@@ -432,50 +436,18 @@ class RewardWorldModel(nn.Module):
         reward = three.prod(-1) * sig[..., 6:8].prod(-1) * weighted  # E[NC] E[DDC] P[DAC] P[TLC] (weighted sum)
         return Prediction(logits, expected, reward)
 
-    def compose(self, logits: dict[str, torch.Tensor]) -> Prediction:
-        """Expected sub-scores and the EPDMS-shaped reward from head logits."""
-        values = torch.tensor(THREE_WAY_VALUES, dtype=logits["nc"].dtype, device=logits["nc"].device)
-        e = {n: (logits[n].softmax(-1) * values).sum(-1) if n in THREE_WAY else torch.sigmoid(logits[n])
-             for n in SUB_SCORES}
-        weighted = 5.0 * e["ep"] + 5.0 * e["ttc"] + 2.0 * e["lk"] + 2.0 * e["hc"]
-        if self.config.use_ec:
-            weighted = (weighted + 2.0 * e["ec"]) / 16.0
-        else:
-            weighted = weighted / 14.0
-        reward = e["nc"] * e["dac"] * e["ddc"] * e["tlc"] * weighted
-        return Prediction(logits, e, reward)
-
     def forward(self, obs: Mapping[str, np.ndarray | torch.Tensor], plans: np.ndarray | torch.Tensor) -> Prediction:
         """``score(encode_scene(obs), plans)``."""
         return self.score(self.encode_scene(obs), plans)
 
-    @torch.inference_mode()
     def predict_reward(self, obs: Mapping[str, np.ndarray], plans: np.ndarray) -> np.ndarray:
         """Rewards as numpy: one scene + (K, 8, 3) plans -> (K,); a batch + (B, K, 8, 3) -> (B, K)."""
-        was = self.training
-        if was:  # (no dropout or batch norm: the mode only matters to subclasses; skip the module walk)
-            self.eval()
-        try:
-            single = np.asarray(obs["ego"]).ndim == 1
-            r = self(obs, plans).reward.cpu().numpy()
-        finally:
-            self.train(was)
-        return r[0] if single else r
+        return self.predict_subscores(obs, plans)["reward"]
 
-    @torch.inference_mode()
     def predict_subscores(self, obs: Mapping[str, np.ndarray], plans: np.ndarray) -> dict[str, np.ndarray]:
         """Expected sub-scores and ``reward`` as numpy arrays (same shapes as :meth:`predict_reward`)."""
-        was = self.training
-        if was:  # (no dropout or batch norm: the mode only matters to subclasses; skip the module walk)
-            self.eval()
-        try:
-            single = np.asarray(obs["ego"]).ndim == 1
-            pred = self(obs, plans)
-        finally:
-            self.train(was)
-        out = {n: v.cpu().numpy() for n, v in pred.expected.items()}
-        out["reward"] = pred.reward.cpu().numpy()
-        return {k: v[0] for k, v in out.items()} if single else out
+        pred, single = run_inference(self, obs, plans)
+        return numpy_outputs({**pred.expected, "reward": pred.reward}, single)
 
     # ---- persistence -----------------------------------------------------------------------------------------
 
@@ -492,6 +464,26 @@ class RewardWorldModel(nn.Module):
         from reward_models.checkpoint import load_model
 
         return load_model(path, device=device)
+
+
+def run_inference(module: nn.Module, obs: Mapping[str, np.ndarray], plans: np.ndarray):
+    """``module(obs, plans)`` in eval and inference mode (the training mode is restored); returns the prediction and
+    whether ``obs`` was one scene (``ego`` of shape (21,)) rather than a batch."""
+    was = module.training
+    if was:
+        module.eval()
+    try:
+        with torch.inference_mode():
+            return module(obs, plans), np.asarray(obs["ego"]).ndim == 1
+    finally:
+        if was:
+            module.train()
+
+
+def numpy_outputs(tensors: Mapping[str, torch.Tensor], single: bool) -> dict[str, np.ndarray]:
+    """Name -> numpy array, without the batch axis when ``single``."""
+    out = {k: v.cpu().numpy() for k, v in tensors.items()}
+    return {k: v[0] for k, v in out.items()} if single else out
 
 
 def compact_bev_samples(feats: torch.Tensor) -> torch.Tensor:

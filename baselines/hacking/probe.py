@@ -231,6 +231,8 @@ def plot_probe_history(history: Sequence[Mapping[str, float]], path: str | Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from baselines.common import save_figure
+
     steps = [r["step"] for r in history]
     fig, ax = plt.subplots(1, 3, figsize=(15, 4))
     ax[0].plot(steps, [r["pred_reward"] for r in history], "o-", label="predicted reward (trained-on model)")
@@ -251,12 +253,7 @@ def plot_probe_history(history: Sequence[Mapping[str, float]], path: str | Path,
         a.set_xlabel("env steps")
         a.legend(fontsize=7)
         a.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, title)
 
 
 def plan_groups(obs: Mapping[str, np.ndarray], plan_fn: Callable[[Mapping[str, np.ndarray]], np.ndarray],

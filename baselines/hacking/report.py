@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from baselines.common import read_json, write_json
+from baselines.common import read_json, save_figure, write_json
 
 COLUMNS = ("remedy", "seeds", "test_epdms", "test_epdms_std", "delta_vs_bc", "train_reward_start", "train_reward_end",
            "pred_reward_start", "pred_reward_end",
@@ -102,12 +102,7 @@ def plot_gap_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], path
         ax.set_xlabel("env steps")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, title)
 
 
 def write_report(out: str | Path, results: Mapping[str, Sequence[Mapping[str, Any]]], bc: Mapping[str, Any],

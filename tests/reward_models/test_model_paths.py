@@ -58,10 +58,20 @@ def test_fused_heads_equal_compose_and_attention_equals_multihead(obs2, plans2, 
     with torch.no_grad():
         enc = model.encode_scene(obs2)
         pred = model.score(enc, plans2)
-        again = model.compose(pred.logits)
-        for n, v in again.expected.items():
+        # the composition, written out from the per-head logits
+        values = torch.tensor([0.0, 0.5, 1.0])
+        e = {n: (pred.logits[n].softmax(-1) * values).sum(-1) if n in ("nc", "ddc") else torch.sigmoid(pred.logits[n])
+             for n in pred.logits}
+        for n, v in e.items():
             assert torch.allclose(v, pred.expected[n], atol=1e-6), n
-        assert torch.allclose(again.reward, pred.reward, atol=1e-6)
+        weighted = 5 * e["ep"] + 5 * e["ttc"] + 2 * e["lk"] + 2 * e["hc"] + (2 * e["ec"] if use_ec else 0)
+        reward = e["nc"] * e["dac"] * e["ddc"] * e["tlc"] * weighted / (16 if use_ec else 14)
+        assert torch.allclose(reward, pred.reward, atol=1e-6)
+        # the per-head Linear layers are the parameters the fused product uses
+        h = torch.randn(3, model.config.hidden)
+        fused = model.compose(torch.cat([model.heads[n](h) for n in ("nc", "ddc", "dac", "tlc", "ep", "ttc", "lk",
+                                                                       "hc", "ec")], -1))
+        assert torch.allclose(fused.logits["ttc"], model.heads["ttc"](h).squeeze(-1))
         # cross-attention with the projected keys/values == nn.MultiheadAttention on the scene tokens
         block = model.blocks[0]
         q = torch.randn(2, 5, model.config.d_model)
