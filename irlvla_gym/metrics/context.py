@@ -13,6 +13,7 @@ pdm_planner/utils/pdm_geometry_utils / get_drivable_area_map) is computed here o
   until the next sample (step i uses sample i // 5).
 * the route centreline (for progress) and lane centrelines (for lane keeping).
 * the ego's logged history resampled to 0.1 s (for history comfort).
+* no per-lane centrelines: lane keeping measures the distance to the route centreline, as NAVSIM.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class ScoringContext:
         lane_is_connector: (L,) bool.
         red_connectors: (41, L) bool, on-route connector whose light is red at that 0.1 s step.
         route_centerline: (n, 2) float64 route centreline (m), n >= 2 unless the route is empty.
-        lane_centerlines: L arrays (n_i, 2) float64.
+        lane_centerlines: L arrays (n_i, 2) float64 (pictures and explanations; the scorer uses the route).
         history_states: (H, 11) ego states at t = -1.5 .. -0.1 s (0.1 s), columns as the simulator's.
         expert_poses: (8, 3) logged future poses (for the human filter).
         cache: free slot for implementation-specific precompute (the fast path's polygon index, shapely trees).
@@ -103,9 +104,14 @@ def on_route_lane_mask(scene: Scene) -> np.ndarray:
 def history_states(scene: Scene, config: ScorerConfig = DEFAULT_CONFIG) -> np.ndarray:
     """Ego states at t = -1.5 .. -0.1 s every 0.1 s, from the 2 Hz logged history (linear interpolation).
 
+    As NAVSIM's past trajectory (metric cache ``past_human_trajectory``: logged ``EgoState`` objects built with
+    ``tire_steering_angle=0`` and the default ``angular_vel = angular_accel = 0``, interpolated linearly), the
+    steering, yaw-rate and yaw-acceleration columns are zero. HC uses the first
+    :attr:`ScorerConfig.hc_history_steps` rows.
+
     Returns:
-        (H, 11) with [x, y, yaw, vx, vy, ax, ay] filled (body-frame velocity and acceleration, as logged), steering
-        columns zero, yaw rate / yaw acceleration from finite differences of the interpolated yaw.
+        (H, 11) with [x, y, yaw, vx, vy, ax, ay] filled (body-frame velocity and acceleration, as logged), the other
+        columns zero.
     """
     e = scene.ego
     t_log = np.arange(-(len(e.history) - 1), 1) * 0.5
@@ -114,14 +120,10 @@ def history_states(scene: Scene, config: ScorerConfig = DEFAULT_CONFIG) -> np.nd
     out = np.zeros((len(t), B.NUM_STATE_COLUMNS))
     out[:, B.X] = np.interp(t, t_log, e.history[:, 0])
     out[:, B.Y] = np.interp(t, t_log, e.history[:, 1])
-    yaw = np.interp(t, t_log, yaw_log)
-    out[:, B.YAW] = B.wrap(yaw)
+    out[:, B.YAW] = B.wrap(np.interp(t, t_log, yaw_log))
     for col, src in ((B.VX, e.history_velocity[:, 0]), (B.VY, e.history_velocity[:, 1]),
                      (B.AX, e.history_acceleration[:, 0]), (B.AY, e.history_acceleration[:, 1])):
         out[:, col] = np.interp(t, t_log, src)
-    yaw_full = np.interp(np.r_[t, 0.0], t_log, yaw_log)
-    out[:, B.YAW_RATE] = np.diff(yaw_full) / config.dt
-    out[:, B.YAW_ACC] = np.gradient(out[:, B.YAW_RATE], config.dt) if len(t) > 1 else 0.0
     return out
 
 

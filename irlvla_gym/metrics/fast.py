@@ -21,7 +21,7 @@ import numpy as np
 from irlvla_gym.metrics import boxes as B
 from irlvla_gym.metrics.comfort import extended_comfort, history_comfort
 from irlvla_gym.metrics.context import AgentTracks, ScoringContext
-from irlvla_gym.metrics.polyindex import PolygonIndex, _expand
+from irlvla_gym.metrics.polyindex import PolygonIndex
 from irlvla_gym.metrics.result import (
     ACTIVE_FRONT, ACTIVE_LATERAL, ACTIVE_REAR, STOPPED_EGO, STOPPED_TRACK, ScoreResult, empty_result,
 )
@@ -32,17 +32,10 @@ class _FastMap:
 
     def __init__(self, ctx: ScoringContext):
         self.index = PolygonIndex(ctx.polygons)
-        # Lane centrelines packed as segments with a CSR per lane, for lane-keeping distances.
-        segs_a, segs_b, counts = [], [], []
-        for line in ctx.lane_centerlines:
-            segs_a.append(line[:-1])
-            segs_b.append(line[1:])
-            counts.append(len(line) - 1)
-        self.lane_seg_a = np.concatenate(segs_a) if segs_a else np.zeros((0, 2))
-        self.lane_seg_b = np.concatenate(segs_b) if segs_b else np.zeros((0, 2))
-        self.lane_seg_count = np.asarray(counts, np.int64)
-        self.lane_seg_start = np.cumsum(self.lane_seg_count) - self.lane_seg_count
-        self._lane_segment_candidates(ctx.num_lanes)
+        # Route centreline as segments, for the lane-keeping deviation of every step.
+        line = ctx.route_centerline
+        self.route_a = np.ascontiguousarray(line[:-1]) if len(line) >= 2 else np.zeros((0, 2))
+        self.route_b = np.ascontiguousarray(line[1:]) if len(line) >= 2 else np.zeros((0, 2))
         # Red connector polygons: their edges, for box-edge overlap tests.
         self.red_lanes = np.flatnonzero(ctx.red_connectors.any(axis=0))
         self.red_edges = {}
@@ -51,32 +44,6 @@ class _FastMap:
             a = np.concatenate([np.asarray(r, np.float64) for r in rings])
             b = np.concatenate([np.roll(np.asarray(r, np.float64), -1, axis=0) for r in rings])
             self.red_edges[int(lane)] = (a, b, a.min(axis=0), a.max(axis=0))
-
-
-    def _lane_segment_candidates(self, num_lanes: int) -> None:
-        """Per index entry (cell, lane): the centreline segments that can be nearest to a point of the cell.
-
-        With q the cell centre and h its half diagonal, the segment nearest to any point p of the cell lies within
-        d_min(q) + 2h of q (triangle inequality), so only those segments are searched at query time; the minimum
-        over them equals the minimum over the whole centreline.
-        """
-        idx = self.index
-        entries = np.flatnonzero(idx.entry_polygon < num_lanes)
-        lane = idx.entry_polygon[entries]
-        if not len(entries):
-            self.entry_seg_start = np.zeros(len(idx.entry_polygon) + 1, np.int64)
-            self.entry_segs = np.zeros(0, np.int64)
-            return
-        q = idx.cell_centres(entries)
-        row, seg = _expand(self.lane_seg_start[lane], self.lane_seg_count[lane])
-        dist = _point_segment_distance(q[row], self.lane_seg_a[seg], self.lane_seg_b[seg])
-        first = np.cumsum(self.lane_seg_count[lane]) - self.lane_seg_count[lane]
-        d_min = np.minimum.reduceat(dist, first)
-        keep = dist <= d_min[row] + 2.0 * np.sqrt(0.5) * idx.resolution + 1e-9
-        counts = np.zeros(len(idx.entry_polygon), np.int64)
-        counts[entries] = np.bincount(row[keep], minlength=len(entries))
-        self.entry_seg_start = np.r_[0, np.cumsum(counts)]
-        self.entry_segs = seg[keep]  # grouped by entry in index order (rows are in entry order)
 
 
 def _fast_map(ctx: ScoringContext) -> _FastMap:
@@ -113,13 +80,45 @@ def segment_box_overlap(p: np.ndarray, q: np.ndarray, box: np.ndarray) -> np.nda
     return ~separated.any(axis=1)
 
 
-def _point_segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Distance (m) of points p to segments a-b, row-wise (M, 2) -> (M,)."""
-    d = b - a
-    L2 = np.einsum("md,md->m", d, d)
-    t = np.clip(np.einsum("md,md->m", p - a, d) / np.where(L2 > 0, L2, 1.0), 0.0, 1.0)
-    proj = a + t[:, None] * d
-    return np.hypot(p[:, 0] - proj[:, 0], p[:, 1] - proj[:, 1])
+def segment_distance(px: np.ndarray, py: np.ndarray, a: np.ndarray, d: np.ndarray, L2: np.ndarray) -> np.ndarray:
+    """Distance (m) of points (px, py) to segments starting at ``a`` with direction ``d`` and squared length ``L2``
+    (broadcasting; the one formula both the single- and the multi-scene scorer use, so they agree bit for bit)."""
+    rx, ry = px - a[..., 0], py - a[..., 1]
+    t = np.clip((rx * d[..., 0] + ry * d[..., 1]) / np.where(L2 > 0, L2, 1.0), 0.0, 1.0)
+    return np.hypot(rx - t * d[..., 0], ry - t * d[..., 1])
+
+
+def distance_to_segments(points: np.ndarray, seg_a: np.ndarray, seg_b: np.ndarray) -> np.ndarray:
+    """Distance (m) of each point to the nearest of S segments (a polyline's ``distance``). (M, 2) -> (M,); inf when
+    S = 0. One vectorised pass per segment: route centrelines have few segments, the points are K x 41 steps."""
+    out = np.full(len(points), np.inf)
+    px, py = points[:, 0], points[:, 1]
+    d = seg_b - seg_a
+    L2 = np.einsum("sd,sd->s", d, d)
+    for i in range(len(seg_a)):
+        np.minimum(out, segment_distance(px, py, seg_a[i], d[i], L2[i]), out=out)
+    return out
+
+
+def points_in_intersection(ctx: ScoringContext, points: np.ndarray) -> np.ndarray:
+    """(M,) bool: the points (M, 2) lie strictly inside an intersection polygon of the scene."""
+    point_idx, poly = _fast_map(ctx).index.contains(points)
+    return np.bincount(point_idx, weights=ctx.polygon_is_intersection[poly], minlength=len(points)) > 0
+
+
+def first_seen_stopped(boxes: np.ndarray, valid: np.ndarray, is_static: np.ndarray, threshold: float) -> np.ndarray:
+    """NC's "stopped track" per agent: static objects always; others when the speed at the agent's first valid step
+    is <= ``threshold`` (NAVSIM classifies with ``PDMObservation.unique_objects``, the track as first seen).
+
+    Args:
+        boxes: (..., T, N, 8); valid: (..., T, N); is_static: (N,).
+
+    Returns:
+        (..., N) bool.
+    """
+    first = np.argmax(valid, axis=-2)  # (..., N)
+    v = np.take_along_axis(boxes[..., 6:8], first[..., None, :, None], axis=-3)[..., 0, :, :]  # (..., N, 2)
+    return is_static | (np.hypot(v[..., 0], v[..., 1]) <= threshold)
 
 
 def project_on_polyline(points: np.ndarray, line: np.ndarray) -> np.ndarray:
@@ -176,20 +175,9 @@ def score_states_fast(ctx: ScoringContext, states: np.ndarray, agents: AgentTrac
     res.in_intersection[:] = in_inter.reshape(K, T)
     t_of_kt = np.tile(np.arange(T), K)
 
-    # ---- lane-keeping deviation: distance to the centreline of each lane holding the centre ----------------------
-    lane_c = cpoly < L
-    lk_kt, lk_entry = ckt[lane_c], entry[is_centre][lane_c]
-    deviation = np.full(KT, np.inf)
-    if len(lk_kt):
-        start = fmap.entry_seg_start[lk_entry]
-        count = fmap.entry_seg_start[lk_entry + 1] - start
-        row, item = _expand(start, count)
-        seg = fmap.entry_segs[item]
-        centre = pts[..., B.CENTER, :].reshape(KT, 2)
-        dist = _point_segment_distance(centre[lk_kt[row]], fmap.lane_seg_a[seg], fmap.lane_seg_b[seg])
-        per_pair = np.minimum.reduceat(dist, np.cumsum(count) - count)
-        np.minimum.at(deviation, lk_kt, per_pair)
-    res.lk_deviation[:] = deviation.reshape(K, T)
+    # ---- lane-keeping deviation: distance of the centre to the route centreline ----------------------------------
+    res.lk_deviation[:] = distance_to_segments(pts[..., B.CENTER, :].reshape(KT, 2), fmap.route_a,
+                                               fmap.route_b).reshape(K, T)
 
     # ---- red lights: a corner inside a red connector, or a connector edge overlapping the box ------------------
     corners = pts[..., :4, :]  # (K, T, 4, 2)
@@ -225,7 +213,7 @@ def score_states_fast(ctx: ScoringContext, states: np.ndarray, agents: AgentTrac
         a_corners = B.box_corners(boxes)  # (Kp, T, N, 4, 2)
         a_centre = boxes[..., :2]
         a_radius = 0.5 * np.hypot(boxes[..., 3], boxes[..., 4])  # (Kp, T, N)
-        a_stopped = agents.is_static | (np.hypot(boxes[..., 6], boxes[..., 7]) <= cfg.collision_stopped_speed)
+        a_stopped = first_seen_stopped(boxes, valid, agents.is_static, cfg.collision_stopped_speed)  # (Kp, N)
         e_centre = pts[..., B.CENTER, :]  # (K, T, 2)
         e_radius = 0.5 * np.hypot(ctx.vehicle.length, ctx.vehicle.width)
         flag = res.multiple_lanes | res.non_drivable  # (K, T)
@@ -251,7 +239,7 @@ def score_states_fast(ctx: ScoringContext, states: np.ndarray, agents: AgentTrac
                                         a_corners[p_i, t_i, n_i])
             kind[front] = ACTIVE_FRONT
             kind[bearing > behind] = ACTIVE_REAR
-            kind[a_stopped[p_i, t_i, n_i]] = STOPPED_TRACK
+            kind[a_stopped[p_i, n_i]] = STOPPED_TRACK
             kind[speed[k_i, t_i] <= cfg.collision_stopped_speed] = STOPPED_EGO
             fault = (kind == ACTIVE_FRONT) | (kind == STOPPED_TRACK) | ((kind == ACTIVE_LATERAL) & flag[k_i, t_i])
             counted = _first_fault_free(t_i, k_i * N + n_i, fault, K * N) & fault
@@ -306,7 +294,10 @@ def score_states_fast(ctx: ScoringContext, states: np.ndarray, agents: AgentTrac
         k_i, t_i, n_i, s_i, ta = k_i[hit], t_i[hit], n_i[hit], s_i[hit], ta[hit]
         if len(k_i):
             bearing = np.abs(B.relative_bearing(states[k_i, t_i, :2], yaw[k_i, t_i], a_centre[plan_of(k_i), ta, n_i]))
-            area = flag[k_i, t_i] | res.in_intersection[k_i, t_i]
+            area = flag[k_i, t_i].copy()
+            ask = ~area & ~(bearing < ahead) & ~(bearing > behind)  # the intersection test decides these only
+            if ask.any():  # NAVSIM tests the rear axle here (the box centre in DDC / LK)
+                area[ask] = points_in_intersection(ctx, states[k_i[ask], t_i[ask], :2])
             infraction = (bearing < ahead) | (area & ~(bearing > behind))
             counted = _first_fault_free(t_i * S + s_i, k_i * N + n_i, infraction, K * N) & infraction
             if counted.any():
@@ -323,7 +314,7 @@ def score_states_fast(ctx: ScoringContext, states: np.ndarray, agents: AgentTrac
 
     # ---- comfort -----------------------------------------------------------------------------------------------
     res.hc[:], res.comfort_ok[:], res.comfort_min[:], res.comfort_max[:] = history_comfort(
-        states, ctx.history_states, cfg)
+        states, ctx.history_states, cfg, ctx.vehicle.rear_axle_to_center)
     if previous_states is not None:
         prev = previous_states if len(previous_states) == K else np.broadcast_to(previous_states[:1], states.shape)
         res.ec[:], res.ec_rms[:] = extended_comfort(states, prev, cfg)

@@ -29,8 +29,9 @@ from irlvla_gym.metrics.comfort import extended_comfort, history_comfort
 from irlvla_gym.metrics.config import MULTIPLICATIVE, SUB_SCORES, ScorerConfig
 from irlvla_gym.metrics.context import AgentTracks, ScoringContext
 from irlvla_gym.metrics.fast import (
-    _fast_map, _first_fault_free, _point_segment_distance, area_flags, boxes_overlap, project_on_polyline, record_ttc_infractions,
-    score_ddc_and_lk, segment_box_overlap,
+    _fast_map, _first_fault_free, area_flags, boxes_overlap, distance_to_segments, first_seen_stopped,
+    points_in_intersection, project_on_polyline, record_ttc_infractions, score_ddc_and_lk, segment_box_overlap,
+    segment_distance,
 )
 from irlvla_gym.metrics.polyindex import _expand, _on_segment, _segments_cross
 from irlvla_gym.metrics.result import (
@@ -74,19 +75,8 @@ def _map_flags(ctx: ScoringContext, red: np.ndarray, pts: np.ndarray, res: Score
     t_of_kt = np.tile(np.arange(T), K)
     row_of_kt = np.repeat(np.arange(K), T)
 
-    lane_c = cpoly < L
-    lk_kt, lk_entry = ckt[lane_c], entry[is_centre][lane_c]
-    deviation = np.full(KT, np.inf)
-    centre = pts[..., B.CENTER, :].reshape(KT, 2)
-    if len(lk_kt):
-        start = fmap.entry_seg_start[lk_entry]
-        count = fmap.entry_seg_start[lk_entry + 1] - start
-        row, item = _expand(start, count)
-        seg = fmap.entry_segs[item]
-        dist = _point_segment_distance(centre[lk_kt[row]], fmap.lane_seg_a[seg], fmap.lane_seg_b[seg])
-        per_pair = np.minimum.reduceat(dist, np.cumsum(count) - count)
-        np.minimum.at(deviation, lk_kt, per_pair)
-    res.lk_deviation[rows] = deviation.reshape(K, T)
+    res.lk_deviation[rows] = distance_to_segments(pts[..., B.CENTER, :].reshape(KT, 2), fmap.route_a,
+                                                  fmap.route_b).reshape(K, T)
 
     red_step = np.zeros(KT, bool)
     rp = lane_pair.copy()
@@ -123,7 +113,7 @@ beyond it are queried one scene at a time (:func:`_map_flags`)."""
 
 
 class PackedMaps:
-    """The :class:`~irlvla_gym.metrics.polyindex.PolygonIndex` (and lane-segment candidates, polygon attributes,
+    """The :class:`~irlvla_gym.metrics.polyindex.PolygonIndex` (polygon attributes,
     route polylines) of several scenes concatenated with per-scene offsets, so the containment query, lane-keeping
     distances and route progress of rows from all of them run as one vectorised pass (no loop over scenes).
 
@@ -151,10 +141,6 @@ class PackedMaps:
         entry_edge_base = np.cumsum(n_entry_edges) - n_entry_edges
         n_poly = np.array([i.num_polygons for i in idx], np.int64)
         self.poly_base = np.cumsum(n_poly) - n_poly
-        n_segs = np.array([len(f.lane_seg_a) for f in fmaps], np.int64)
-        seg_base = np.cumsum(n_segs) - n_segs
-        n_entry_segs = np.array([len(f.entry_segs) for f in fmaps], np.int64)
-        entry_seg_base = np.cumsum(n_entry_segs) - n_entry_segs
 
         def cat(parts, dtype=None, empty=(0,)):
             parts = list(parts)
@@ -171,11 +157,6 @@ class PackedMaps:
         self.entry_edges = cat([i.entry_edges + b for i, b in zip(idx, edge_base)], np.int64)
         self.edge_a = cat([i.edge_a for i in idx], np.float64, (0, 2))
         self.edge_b = cat([i.edge_b for i in idx], np.float64, (0, 2))
-        self.entry_seg_start = cat([f.entry_seg_start[:-1] + b for f, b in zip(fmaps, entry_seg_base)]
-                                   + [[int(n_entry_segs.sum())]], np.int64)
-        self.entry_segs = cat([f.entry_segs + b for f, b in zip(fmaps, seg_base)], np.int64)
-        self.lane_seg_a = cat([f.lane_seg_a for f in fmaps], np.float64, (0, 2))
-        self.lane_seg_b = cat([f.lane_seg_b for f in fmaps], np.float64, (0, 2))
         self.num_lanes = np.array([c.num_lanes for c in contexts], np.int64)
         self.poly_is_lane = cat([np.arange(p) < c.num_lanes for p, c in zip(n_poly, contexts)], bool)
         self.poly_on_route = cat([c.polygon_is_on_route for c in contexts], np.float64)
@@ -324,18 +305,17 @@ def _map_flags_packed(pack: PackedMaps, contexts: Sequence[ScoringContext], pts:
     res.oncoming[rows] = oncoming.reshape(K, T)
     res.in_intersection[rows] = in_inter.reshape(K, T)
 
-    lane_c = pack.poly_is_lane[cpoly]
-    lk_kt, lk_entry = ckt[lane_c], entry[is_centre][lane_c]
-    deviation = np.full(KT, np.inf)
+    # Lane keeping: distance of each centre to its row's route centreline (segment by segment, as
+    # fast.distance_to_segments, so the minimum is the same number).
     centre = pts[..., B.CENTER, :].reshape(KT, 2)
-    if len(lk_kt):
-        start = pack.entry_seg_start[lk_entry]
-        count = pack.entry_seg_start[lk_entry + 1] - start
-        row, item = _expand(start, count)
-        seg = pack.entry_segs[item]
-        dist = _point_segment_distance(centre[lk_kt[row]], pack.lane_seg_a[seg], pack.lane_seg_b[seg])
-        per_pair = np.minimum.reduceat(dist, np.cumsum(count) - count)
-        np.minimum.at(deviation, lk_kt, per_pair)
+    deviation = np.full(KT, np.inf)
+    kt_rows = np.repeat(np.arange(K), T)
+    point_of, item = _expand(pack.route_start[slot_row[kt_rows]], pack.route_count[slot_row[kt_rows]])
+    if len(item):
+        a = pack.route_a[item]
+        dist = segment_distance(centre[point_of, 0], centre[point_of, 1], a, pack.route_b[item] - a,
+                                pack.route_L2[item])
+        np.minimum.at(deviation, point_of, dist)
     res.lk_deviation[rows] = deviation.reshape(K, T)
 
     # Red connectors: each row's (41, L) table flattened and concatenated.
@@ -413,7 +393,8 @@ def _agent_arrays(agents: AgentTracks, cfg: ScorerConfig, T: int) -> dict[str, n
     bt = np.ascontiguousarray(boxes.transpose(1, 0, 2))  # (N, T, 8)
     static = agents.is_static
     radius = 0.5 * np.hypot(bt[..., 3], bt[..., 4])
-    stopped = static[:, None] | (np.hypot(bt[..., 6], bt[..., 7]) <= cfg.collision_stopped_speed)
+    # "Stopped track" is decided by the agent as first seen (fast.first_seen_stopped), the same at every step.
+    stopped = np.repeat(first_seen_stopped(boxes, valid, static, cfg.collision_stopped_speed)[:, None], T, axis=1)
     Tt = min(cfg.ttc_num_steps, T)
     steps = np.asarray(cfg.ttc_projection_steps)
     later = np.minimum(np.arange(Tt)[:, None] + steps[None, :], T - 1)  # (Tt, S)
@@ -601,7 +582,11 @@ def score_rows(contexts: Sequence[ScoringContext], states: np.ndarray, agents: S
         a_i, t_i, s_i, ta, k_i = a_i[hit], t_i[hit], s_i[hit], ta[hit], k_i[hit]
         if len(a_i):
             bearing = np.abs(B.relative_bearing(states[k_i, t_i, :2], yaw[k_i, t_i], a_boxes[a_i, ta, :2]))
-            area = flag[k_i, t_i] | res.in_intersection[k_i, t_i]
+            area = flag[k_i, t_i].copy()
+            ask = np.flatnonzero(~area & ~(bearing < ahead) & ~(bearing > behind))
+            for r in np.unique(k_i[ask]):  # rear axle in an intersection (few candidates; per scene)
+                sel = ask[k_i[ask] == r]
+                area[sel] = points_in_intersection(contexts[r], states[r, t_i[sel], :2])
             infraction = (bearing < ahead) | (area & ~(bearing > behind))
             counted = _first_fault_free(t_i * S + s_i, a_i, infraction, A) & infraction
             if counted.any():
@@ -612,7 +597,8 @@ def score_rows(contexts: Sequence[ScoringContext], states: np.ndarray, agents: S
 
     # ---- comfort ------------------------------------------------------------------------------------------------
     history = np.stack([ctx.history_states for ctx in contexts])
-    res.hc[:], res.comfort_ok[:], res.comfort_min[:], res.comfort_max[:] = history_comfort(states, history, cfg)
+    d = np.array([ctx.vehicle.rear_axle_to_center for ctx in contexts])
+    res.hc[:], res.comfort_ok[:], res.comfort_min[:], res.comfort_max[:] = history_comfort(states, history, cfg, d)
     if previous_states is not None:
         has_ec[:] = [p is not None for p in previous_states]
         if has_ec.any():

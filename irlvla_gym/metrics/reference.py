@@ -30,7 +30,6 @@ class _ShapelyMap:
     def __init__(self, ctx: ScoringContext):
         self.polygons = [Polygon(rings[0], rings[1:]) for rings in ctx.polygons]
         self.tree = shapely.STRtree(self.polygons)
-        self.lane_centerlines = [LineString(c) for c in ctx.lane_centerlines]
         self.route = LineString(ctx.route_centerline) if len(ctx.route_centerline) >= 2 else None
 
 
@@ -47,7 +46,8 @@ def _containing(smap: _ShapelyMap, point: np.ndarray) -> set[int]:
 
 def _collision_type(ego_state: np.ndarray, ego_polygon: Polygon, agent_polygon: Polygon, agent_box: np.ndarray,
                     agent_is_static: bool, config) -> int:
-    """pdm_scorer_utils.get_collision_type: classify an ego/agent overlap."""
+    """pdm_scorer_utils.get_collision_type: classify an ego/agent overlap. ``agent_box`` is the agent as first
+    seen (its velocity decides "stopped"), ``agent_polygon`` the one at the step (its centroid decides "behind")."""
     ego_speed = np.hypot(ego_state[B.VX], ego_state[B.VY])
     if ego_speed <= config.collision_stopped_speed:
         return STOPPED_EGO
@@ -99,6 +99,9 @@ def score_states_reference(ctx: ScoringContext, states: np.ndarray, agents: Agen
         if k == 0 or agents.boxes.ndim == 4:
             agent_polys = [[Polygon(B.box_corners(boxes[t, n])) if valid[t, n] else None for n in range(N)]
                            for t in range(T)]
+            # NAVSIM classifies a collision with the tracked object as first seen in the 41 steps
+            # (PDMObservation.unique_objects): its velocity there decides "stopped track".
+            first_box = [boxes[int(np.argmax(valid[:, n])), n] for n in range(N)]
         pts = B.ego_box_points(states[k], ctx.vehicle)  # (T, 5, 2)
         ego_polys = [Polygon(pts[t, :4]) for t in range(T)]
 
@@ -112,9 +115,9 @@ def score_states_reference(ctx: ScoringContext, states: np.ndarray, agents: Agen
             res.non_drivable[k, t] = any(len(s) == 0 for s in corner_sets)
             res.oncoming[k, t] = len(centre_set & on_route) == 0
             res.in_intersection[k, t] = len(centre_set & inter) > 0
-            centre = Point(pts[t, B.CENTER])
-            res.lk_deviation[k, t] = min((smap.lane_centerlines[l].distance(centre) for l in centre_set & lane_ids),
-                                         default=np.inf)
+            # LK: distance to the route centreline (pdm_scorer._calculate_lane_keeping).
+            res.lk_deviation[k, t] = (smap.route.distance(Point(pts[t, B.CENTER])) if smap.route is not None
+                                      else np.inf)
             red = np.flatnonzero(ctx.red_connectors[t])
             res.red_light[k, t] = any(smap.polygons[l].intersects(ego_polys[t]) for l in red)
 
@@ -128,7 +131,7 @@ def score_states_reference(ctx: ScoringContext, states: np.ndarray, agents: Agen
                 agent_poly = agent_polys[t][n]
                 if not agent_poly.intersects(ego_polys[t]):
                     continue
-                kind = _collision_type(states[k, t], ego_polys[t], agent_poly, boxes[t, n],
+                kind = _collision_type(states[k, t], ego_polys[t], agent_poly, first_box[n],
                                        bool(agent_is_static[n]), cfg)
                 lateral_at_fault = kind == ACTIVE_LATERAL and (res.multiple_lanes[k, t] or res.non_drivable[k, t])
                 if kind in (ACTIVE_FRONT, STOPPED_TRACK) or lateral_at_fault:
@@ -170,7 +173,9 @@ def score_states_reference(ctx: ScoringContext, states: np.ndarray, agents: Agen
                 continue
             heading = states[k, t, B.YAW]
             velocity = speed[t] * np.array([np.cos(heading), np.sin(heading)])
-            ego_area_flag = res.multiple_lanes[k, t] or res.non_drivable[k, t] or res.in_intersection[k, t]
+            # NAVSIM tests "in intersection" at the rear axle here (centre in DDC / LK).
+            rear_axle_in_intersection = len(_containing(smap, states[k, t, :2]) & inter) > 0
+            ego_area_flag = res.multiple_lanes[k, t] or res.non_drivable[k, t] or rear_axle_in_intersection
             for step in cfg.ttc_projection_steps:
                 projected = Polygon(pts[t, :4] + velocity * step * cfg.dt)
                 for n in range(N):
@@ -202,7 +207,8 @@ def score_states_reference(ctx: ScoringContext, states: np.ndarray, agents: Agen
 
     # ---- comfort (shared arithmetic, one plan at a time) ---------------------------------------------------------
     for k in range(K):
-        hc, ok, vmin, vmax = history_comfort(states[k:k + 1], ctx.history_states, cfg)
+        hc, ok, vmin, vmax = history_comfort(states[k:k + 1], ctx.history_states, cfg,
+                                               ctx.vehicle.rear_axle_to_center)
         res.hc[k], res.comfort_ok[k], res.comfort_min[k], res.comfort_max[k] = hc[0], ok[0], vmin[0], vmax[0]
         if previous_states is not None:
             prev = previous_states[k:k + 1] if len(previous_states) == K else previous_states[:1]

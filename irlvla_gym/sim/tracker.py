@@ -18,28 +18,31 @@ MIN_SPEED_FOR_STEERING = 0.5
 """[m/s] below this speed the steering angle cannot be inferred from the yaw rate (kappa = omega / v blows up)."""
 
 
-def initial_state(scene: Scene, config: SimConfig = SimConfig(), estimate_steering: bool = True) -> np.ndarray:
+def initial_state(scene: Scene, config: SimConfig = SimConfig(), estimate_steering: bool = False) -> np.ndarray:
     """The ego state at t0 as an (11,) float64 :class:`StateIndex` row.
 
     Pose (0, 0, 0) (t0 ego frame); velocity and acceleration from the scene ego (body frame, as NAVSIM's
-    ``ego_state_to_state_array``). The yaw rate is the 3-point backward difference of the history headings at t0;
-    the steering angle follows from it through the bicycle relation ``tan(steer) = L * omega / v`` (clipped to
-    ``max_steering_angle``), or 0 when ``estimate_steering`` is False or the speed is below
-    :data:`MIN_SPEED_FOR_STEERING`. Steering rate and yaw acceleration are 0.
+    ``ego_state_to_state_array``). As NAVSIM (``ego_status_to_ego_state`` builds the start state with
+    ``tire_steering_angle=0`` and nuPlan's default ``angular_vel=0``), steering angle, steering rate, yaw rate and
+    yaw acceleration are 0.
 
-    NAVSIM's nuPlan-derived logs carry a tyre steering angle of 0; estimating it removes the heading-error transient a
-    zero steering angle causes in curves (documented deviation, switch off with ``estimate_steering=False``).
+    ``estimate_steering=True`` (not NAVSIM): the yaw rate is the 3-point backward difference of the history
+    headings at t0 and the steering angle follows from ``tan(steer) = L * omega / v`` (clipped to
+    ``max_steering_angle``; 0 below :data:`MIN_SPEED_FOR_STEERING`). That removes the heading-error transient a zero
+    steering angle causes in curves, but plans then simulate up to ~1 m apart from NAVSIM's.
     """
     ego = scene.ego
     state = np.zeros(StateIndex.SIZE)
     state[StateIndex.VELOCITY_2D] = ego.velocity
     state[StateIndex.ACCELERATION_2D] = ego.acceleration
+    if not estimate_steering:
+        return state
     headings = np.unwrap(ego.history[:, 2])
     # Second-order one-sided difference at t0: (3 h0 - 4 h-1 + h-2) / (2 dt).
     yaw_rate = (3.0 * headings[-1] - 4.0 * headings[-2] + headings[-3]) / (2.0 * SCENE_DT)
     state[StateIndex.ANGULAR_VELOCITY] = yaw_rate
     speed = float(ego.velocity[0])
-    if estimate_steering and abs(speed) >= MIN_SPEED_FOR_STEERING:
+    if abs(speed) >= MIN_SPEED_FOR_STEERING:
         steering = np.arctan(config.wheelbase * yaw_rate / speed)
         state[StateIndex.STEERING_ANGLE] = np.clip(steering, -config.max_steering_angle, config.max_steering_angle)
     return state

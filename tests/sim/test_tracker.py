@@ -165,10 +165,12 @@ def test_initial_state_steering_from_yaw_rate():
     history[-1] = 0.0
     from dataclasses import replace
     curved = scene.replace(ego=replace(scene.ego, history=history))
-    state = initial_state(curved)
+    state = initial_state(curved, estimate_steering=True)
     assert state[StateIndex.ANGULAR_VELOCITY] == pytest.approx(10.0 / R)
     assert state[StateIndex.STEERING_ANGLE] == pytest.approx(np.arctan(PACIFICA.wheelbase / R))
-    assert initial_state(curved, estimate_steering=False)[StateIndex.STEERING_ANGLE] == 0.0
+    # NAVSIM's default: the start state has zero steering angle and zero yaw rate.
+    navsim = initial_state(curved)
+    assert navsim[StateIndex.STEERING_ANGLE] == 0.0 and navsim[StateIndex.ANGULAR_VELOCITY] == 0.0
 
 
 def test_ego_and_agent_corners():
