@@ -53,16 +53,26 @@ class PolygonIndex:
         shapes = []
         for p, rings in enumerate(polygons):
             clean = []
-            for ring in rings:
-                ring = np.asarray(ring, np.float64)[:, :2]
+            for r, ring in enumerate(rings):
+                ring = np.asarray(ring, np.float64)
+                ring = ring[:, :2] if ring.ndim == 2 else ring.reshape(-1, 2)
                 if len(ring) > 1 and np.array_equal(ring[0], ring[-1]):
                     ring = ring[:-1]
+                if len(np.unique(ring, axis=0)) < 3:
+                    # A ring with fewer than 3 distinct vertices encloses no area (a hole of 2 points read back from
+                    # a GeoPackage, say): it changes no point's containment, so it is skipped; a degenerate exterior
+                    # leaves an empty polygon that contains nothing.
+                    if r == 0:
+                        break
+                    continue
                 clean.append(ring)
                 starts.append(ring)
                 ends.append(np.roll(ring, -1, axis=0))
                 owner.append(np.full(len(ring), p))
-            shapes.append(shapely.Polygon(clean[0], clean[1:]))
+            shapes.append(shapely.Polygon(clean[0], clean[1:]) if clean else shapely.Polygon())
         if P == 0:
+            starts, ends, owner = [np.zeros((0, 2))], [np.zeros((0, 2))], [np.zeros(0, np.int64)]
+        if not starts:
             starts, ends, owner = [np.zeros((0, 2))], [np.zeros((0, 2))], [np.zeros(0, np.int64)]
         a, b = np.concatenate(starts), np.concatenate(ends)
         edge_owner = np.concatenate(owner).astype(np.int64)
@@ -105,6 +115,8 @@ class PolygonIndex:
         keys, partial, centre_in = [], [], []
         for p, poly in enumerate(shapes):
             pa = a[edge_owner == p]
+            if not len(pa):
+                continue
             c0 = np.floor((pa.min(axis=0) - self.origin) / res).astype(np.int64) - 1
             c1 = np.floor((pa.max(axis=0) - self.origin) / res).astype(np.int64) + 1
             ix, iy = np.meshgrid(np.arange(c0[0], c1[0] + 1), np.arange(c0[1], c1[1] + 1), indexing="xy")

@@ -9,14 +9,14 @@ Reading (data-formats.md sections 1 and 4):
   window into a Scene in the ego frame at t0 (the last history frame). Bad scenes become
   :class:`~irlvla_gym.scenes.sources.SkippedItem` naming the file, frame and field; iteration continues.
 
-Writing: :func:`export_navsim` writes scenes in exactly that layout (a maps root with the json + a GeoPackage, and a
+Writing: :func:`export_navsim` writes scenes in exactly that layout (a maps root with the json + GeoPackages, and a
 logs folder of pickles holding every frame key of section 4), so the reader can be tested by round trips without the
-real (licensed, very large) NAVSIM files.
+real (licensed, very large) NAVSIM files, and the official NAVSIM v2 code (numpy 1.x, nuPlan devkit) loads it as is.
 
-Conventions of the export (documented choices, see :func:`export_navsim`): all scenes share one map; scene k is placed
-at its own UTM offset on a grid (``spacing`` metres apart) with its own heading, so their maps never overlap within
-the reader's crop radius. Each scene becomes a block of ``4 + num_future_frames`` consecutive frames of its log
-(default 14 = NAVSIM's non-overlapping ``frame_interval``).
+Conventions of the export (documented choices, see :func:`export_navsim`): all scenes of a city share one map; each
+is placed at its own UTM offset on a grid (``spacing`` metres apart) with its own heading, so their maps never
+overlap within the reader's crop radius. Each scene becomes a block of ``4 + num_future_frames`` consecutive frames
+of its log (default 14 = NAVSIM's non-overlapping ``frame_interval``).
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from irlvla_gym.scenes.gpkg import (
 from irlvla_gym.scenes.safe_pickle import NAVSIM_ALLOWLIST, UnsafePickleError, load_pickle
 from irlvla_gym.scenes.scene import (
     BARRIER, BICYCLE, CAMERA_CHANNELS, COMMAND_UNKNOWN, DT, GENERIC_OBJECT, LIGHT_GREEN,
-    LIGHT_NONE, LIGHT_RED, MAX_COORD, NUM_FUTURE, NUM_HISTORY, NUM_TIMES, PEDESTRIAN, TRAFFIC_CONE, VEHICLE, Agents,
-    EgoState, MapData, PolygonSet, Scene, SceneMetadata, SceneValidationError, wrap_angle,
+    LIGHT_NONE, LIGHT_RED, MAX_COORD, NUM_FUTURE, NUM_HISTORY, NUM_TIMES, PACIFICA, PEDESTRIAN, TRAFFIC_CONE, VEHICLE,
+    Agents, EgoState, EgoVehicle, MapData, PolygonSet, Scene, SceneMetadata, SceneValidationError, wrap_angle,
 )
 from irlvla_gym.scenes.sources import SkippedItem
 
@@ -74,6 +74,16 @@ CATEGORY_TO_NAME = ("vehicle", "pedestrian", "bicycle", "traffic_cone", "barrier
 REQUIRED_FRAME_KEYS = ("token", "timestamp", "log_name", "map_location", "roadblock_ids", "ego2global_translation",
                        "ego2global_rotation", "ego_dynamic_state", "traffic_lights", "driving_command")
 """Frame keys the reader needs (``anns`` is optional: absent in the test split; ``cams`` optional)."""
+
+DEFAULT_MAP_NAME = "us-nv-las-vegas-strip"
+"""Map the exporter uses for scenes whose metadata names no nuPlan location."""
+
+EGO_VEHICLE_KEY = "irlvla_ego_vehicle"
+"""Extra frame key (NAVSIM ignores it) holding the ego's [width, front_length, rear_length, wheelbase, height] (m);
+NAVSIM itself always scores with the Pacifica's parameters."""
+
+_MIN_ABSOLUTE_US = 10 ** 12
+"""Timestamps below this (about 11.6 days after the epoch, in µs) are taken as relative to the source's start."""
 
 DEFAULT_UTM_ORIGINS = {
     "us-nv-las-vegas-strip": (664753.7, 3999465.6),
@@ -209,6 +219,8 @@ class MapLane:
         speed_limit: m/s, NaN unknown.
         exit_lane / entry_lane: connectors only: upstream / downstream lane fid.
         stop_line_fids: connectors only: traffic_light_stop_line_fids (non-empty = has a traffic light).
+        scene_group: the exported scene's own lane group (column ``irlvla_group`` of our export; None elsewhere):
+            becomes ``MapData.lane_group`` instead of the roadblock when present.
     """
 
     fid: int
@@ -223,6 +235,7 @@ class MapLane:
     exit_lane: int | None = None
     entry_lane: int | None = None
     stop_line_fids: tuple[int, ...] = ()
+    scene_group: int | None = None
 
     @property
     def key(self) -> tuple[bool, int]:
@@ -339,8 +352,13 @@ class NuPlanMapReader:
         self.lanes: dict[int, MapLane] = {}
         self.connectors: dict[int, MapLane] = {}
         self.dropped_lanes: list[str] = []
+        inserted_lanes: set[int] = set()
+        self.extra_successors: dict[tuple[bool, int], list[tuple[bool, int]]] = {}
         for f in t["lanes_polygons"]:
             a = f.attributes
+            if _int_or_none(a.get("irlvla_inserted")):
+                inserted_lanes.add(f.fid)
+                continue
             lane = self._make_lane(f.fid, False, baselines.get((False, f.fid)), _largest_polygon(f.geometry),
                                    a.get("left_boundary_fid"), a.get("right_boundary_fid"))
             if lane is None:
@@ -348,9 +366,16 @@ class NuPlanMapReader:
             lane.group = _int_or_none(a.get("lane_group_fid"))
             lane.lane_index = _int_or_none(a.get("lane_index"))
             lane.speed_limit = _float_or_nan(a.get("speed_limit_mps"))
+            lane.scene_group = _int_or_none(a.get("irlvla_group"))
             self.lanes[f.fid] = lane
         for f in t["lane_connectors"]:
             a = f.attributes
+            if _int_or_none(a.get("irlvla_inserted")):
+                # An inserted link connector of our export: folded back into the direct lane -> lane edge.
+                ex, en = _int_or_none(a.get("exit_lane_fid")), _int_or_none(a.get("entry_lane_fid"))
+                if ex is not None and en is not None:
+                    self.extra_successors.setdefault((False, ex), []).append((False, en))
+                continue
             pf = conn_poly.get(f.fid)
             pa = pf.attributes if pf is not None else {}
             baseline = baselines.get((True, f.fid))
@@ -365,6 +390,7 @@ class NuPlanMapReader:
             lane.exit_lane = _int_or_none(a.get("exit_lane_fid"))
             lane.entry_lane = _int_or_none(a.get("entry_lane_fid"))
             lane.stop_line_fids = _fid_list(a.get("traffic_light_stop_line_fids"))
+            lane.scene_group = _int_or_none(a.get("irlvla_group"))
             self.connectors[f.fid] = lane
         if not self.lanes and not self.connectors:
             raise NuPlanMapError(f"{path}: the map has no usable lanes or lane connectors (empty map?)")
@@ -377,6 +403,12 @@ class NuPlanMapReader:
                 self.lane_out.setdefault(c.exit_lane, []).append(c.fid)
             if c.entry_lane is not None:
                 self.lane_in.setdefault(c.entry_lane, []).append(c.fid)
+        # Inserted bridge lanes of our export (connector -> bridge -> connector) fold back into connector edges;
+        # inserted stub lanes (a cropped neighbour) simply vanish.
+        for x in inserted_lanes:
+            for ci in self.lane_in.get(x, ()):
+                for co in self.lane_out.get(x, ()):
+                    self.extra_successors.setdefault((True, ci), []).append((True, co))
         self.group_lanes: dict[int, list[int]] = {}
         for ln in self.lanes.values():
             if ln.group is not None:
@@ -389,10 +421,11 @@ class NuPlanMapReader:
                           if ln.group is not None and ln.lane_index is not None}
 
         self.roadblocks: dict[int, BaseGeometry] = {f.fid: f.geometry for f in t["lane_groups_polygons"]
-                                                    if f.geometry is not None and not f.geometry.is_empty}
+                                                    if f.geometry is not None and not f.geometry.is_empty
+                                                    and not _int_or_none(f.attributes.get("irlvla_inserted"))}
         self.roadblock_connectors: dict[int, RoadblockConnector] = {}
         for f in t["lane_group_connectors"]:
-            if f.geometry is None or f.geometry.is_empty:
+            if f.geometry is None or f.geometry.is_empty or _int_or_none(f.attributes.get("irlvla_inserted")):
                 continue
             a = f.attributes
             self.roadblock_connectors[f.fid] = RoadblockConnector(
@@ -478,12 +511,15 @@ class NuPlanMapReader:
         return (self.connectors if key[0] else self.lanes)[key[1]]
 
     def successors(self, key: tuple[bool, int]) -> list[tuple[bool, int]]:
-        """Outgoing edges (1.6): a lane's connectors (exit_lane_fid = lane); a connector's entry lane."""
+        """Outgoing edges (1.6): a lane's connectors (exit_lane_fid = lane); a connector's entry lane; plus the edges
+        our export stored as inserted link connectors / bridge lanes (:attr:`extra_successors`)."""
         is_conn, fid = key
+        extra = self.extra_successors.get(key, [])
         if is_conn:
             entry = self.connectors[fid].entry_lane
-            return [(False, entry)] if entry in self.lanes else []
-        return [(True, c) for c in self.lane_out.get(fid, ()) if c in self.connectors]
+            return ([(False, entry)] if entry in self.lanes else []) + [s for s in extra if s[1] in self.connectors]
+        return [(True, c) for c in self.lane_out.get(fid, ()) if c in self.connectors] + \
+            [s for s in extra if s[1] in self.lanes]
 
     def drivable_polygons(self, x: float, y: float, radius: float) -> list[BaseGeometry]:
         """PDMDrivableMap's polygons around (x, y): roadblocks, the lanes inside them, the lane connectors inside the
@@ -633,7 +669,9 @@ class NuPlanMapReader:
         groups: dict[tuple[bool, int], int] = {}
         lane_group = []
         for ln in lanes:
-            if ln.group is None:
+            if ln.scene_group is not None:
+                lane_group.append(groups.setdefault(("scene", ln.scene_group), len(groups)))
+            elif ln.group is None:
                 lane_group.append(-1)
             else:
                 lane_group.append(groups.setdefault((ln.is_connector, ln.group), len(groups)))
@@ -889,7 +927,13 @@ def frames_to_scene(frames: Sequence[Mapping], map_reader: NuPlanMapReader, *, n
     local = poses_to_local(poses, origin[:2], origin[2])
     local[NUM_HISTORY - 1] = 0.0
     dyn = np.stack([_float_array(frames[i], "ego_dynamic_state", (4,), labels[i]) for i in sel[:NUM_HISTORY]])
-    ego = EgoState(local[:NUM_HISTORY], dyn[:, :2], dyn[:, 2:4], local[NUM_HISTORY:])
+    vehicle = PACIFICA
+    if t0.get(EGO_VEHICLE_KEY) is not None:
+        try:
+            vehicle = EgoVehicle.from_array(np.asarray(t0[EGO_VEHICLE_KEY], dtype=np.float64))
+        except (TypeError, ValueError):
+            raise NavsimFormatError(f"{w0}: field {EGO_VEHICLE_KEY!r} must be 5 numbers (m)") from None
+    ego = EgoState(local[:NUM_HISTORY], dyn[:, :2], dyn[:, 2:4], local[NUM_HISTORY:], vehicle)
 
     times = list(range(h - 1, h + NUM_FUTURE))  # t0 .. t0 + 4 s
     agents = _agents([frames[i] for i in times], poses[NUM_HISTORY - 1:], origin, [labels[i] for i in times])
@@ -1036,14 +1080,16 @@ class ExportResult:
     Attributes:
         maps_root: folder with ``nuplan-maps-v1.0.json`` (pass as ``maps_root`` / ``NUPLAN_MAPS_ROOT``).
         logs_dir: folder of ``<log_name>.pkl`` files.
-        gpkg_path: the map GeoPackage.
+        gpkg_path: the map GeoPackage of the first scene's location (``map_name``).
         map_name / map_version / epsg: map location, version string and projected CRS.
         tokens: t0 frame token of each exported scene (= the scene token), in input order.
         lane_fids: scene token -> {scene lane id: GeoPackage fid (lanes_polygons / lane_connectors)}.
         placements: scene token -> (easting, northing, heading): where the scene's ego frame sits in UTM.
         log_of: scene token -> log name.
-        dropped_edges: successor edges nuPlan cannot represent (lane -> lane, connector -> connector, or a connector's
-            second predecessor/successor), summed over scenes.
+        map_of: scene token -> the nuPlan location (map) it was written to.
+        gpkg_paths: location -> its map GeoPackage (all four nuPlan locations; those without scenes are empty).
+        dropped_edges: successor edges nuPlan cannot represent even with the inserted connectors / bridge lanes (a
+            connector's second predecessor / successor), summed over scenes.
         dropped_lights: (time, lane) light states lost: lights on non-connector lanes, and yellow (exported as not
             red, i.e. green).
     """
@@ -1058,6 +1104,8 @@ class ExportResult:
     lane_fids: dict[str, dict[str, int]] = field(default_factory=dict)
     placements: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     log_of: dict[str, str] = field(default_factory=dict)
+    map_of: dict[str, str] = field(default_factory=dict)
+    gpkg_paths: dict[str, Path] = field(default_factory=dict)
     dropped_edges: int = 0
     dropped_lights: int = 0
 
@@ -1108,6 +1156,62 @@ def _body_velocities(poses: np.ndarray, dt: float = DT) -> tuple[np.ndarray, np.
     return body(v_w), body(a_w)
 
 
+_STUB = 0.05
+"""Length (m) of the inserted stub / bridge lanes and the minimum length of inserted link connectors."""
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return np.asarray(v, np.float64) / n if n > 1e-9 else np.array([1.0, 0.0])
+
+
+def _link_line(p0: np.ndarray, p1: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """2-point centre line of an inserted element from ``p0`` (end of the upstream line ``before``) to ``p1`` (start
+    of the downstream line ``after``); when they (nearly) coincide, a :data:`_STUB` m segment from ``p0`` along the
+    mean of the two lines' directions there."""
+    p0, p1 = np.asarray(p0, np.float64), np.asarray(p1, np.float64)
+    if np.linalg.norm(p1 - p0) >= _STUB:
+        return np.stack([p0, p1])
+    d = _unit(_unit(before[-1] - before[-2]) + _unit(after[1] - after[0]))
+    return np.stack([p0, p0 + _STUB * d])
+
+
+def _strip(line: np.ndarray, width: float) -> tuple[Polygon, np.ndarray, np.ndarray]:
+    """(rectangle polygon, left boundary, right boundary) of a 2-point centre line and a width (clipped to 1..8 m)."""
+    half = 0.5 * float(np.clip(width if math.isfinite(width) else 3.5, 1.0, 8.0))
+    d = _unit(line[-1] - line[0])
+    nrm = np.array([-d[1], d[0]])
+    left, right = line + half * nrm, line - half * nrm
+    return Polygon([left[0], left[1], right[1], right[0]]), left, right
+
+
+def _split_sequential_groups(keys: Sequence[Any], edges: Sequence[tuple[int, int]]) -> list[Any]:
+    """Lane group keys with every group that holds a successor edge between two of its members split into levels
+    (longest upstream chain inside the group), so no roadblock contains a lane and its successor."""
+    members: dict[Any, list[int]] = {}
+    for i, k in enumerate(keys):
+        members.setdefault(k, []).append(i)
+    inner: dict[Any, list[tuple[int, int]]] = {}
+    for a, b in edges:
+        if a != b and keys[a] == keys[b]:
+            inner.setdefault(keys[a], []).append((a, b))
+    out = list(keys)
+    for k, es in inner.items():
+        n = len(members[k])
+        level = {i: 0 for i in members[k]}
+        for _ in range(n):
+            changed = False
+            for a, b in es:
+                if level[b] < level[a] + 1 < n:
+                    level[b] = level[a] + 1
+                    changed = True
+            if not changed:
+                break
+        for i in members[k]:
+            out[i] = (k, level[i])
+    return out
+
+
 class _MapWriter:
     """Accumulates the nuPlan GeoPackage rows of all exported scenes (UTM coordinates)."""
 
@@ -1117,17 +1221,18 @@ class _MapWriter:
     COLUMNS: dict[str, dict[str, str]] = {
         "lanes_polygons": {"lane_fid": "INTEGER", "lane_group_fid": "INTEGER", "lane_index": "INTEGER",
                            "left_boundary_fid": "INTEGER", "right_boundary_fid": "INTEGER",
-                           "speed_limit_mps": "REAL"},
+                           "speed_limit_mps": "REAL", "irlvla_inserted": "INTEGER", "irlvla_group": "INTEGER"},
         "lane_connectors": {"exit_lane_fid": "INTEGER", "entry_lane_fid": "INTEGER",
                             "lane_group_connector_fid": "INTEGER", "speed_limit_mps": "REAL",
-                            "traffic_light_stop_line_fids": "TEXT"},
+                            "traffic_light_stop_line_fids": "TEXT", "irlvla_inserted": "INTEGER",
+                            "irlvla_group": "INTEGER"},
         "gen_lane_connectors_scaled_width_polygons": {"lane_connector_fid": "INTEGER", "left_boundary_fid": "INTEGER",
                                                       "right_boundary_fid": "INTEGER"},
         "baseline_paths": {"lane_fid": "INTEGER", "lane_connector_fid": "INTEGER"},
         "boundaries": {"boundary_type_fid": "INTEGER"},
-        "lane_groups_polygons": {},
+        "lane_groups_polygons": {"irlvla_inserted": "INTEGER"},
         "lane_group_connectors": {"from_lane_group_fid": "INTEGER", "to_lane_group_fid": "INTEGER",
-                                  "intersection_fid": "INTEGER"},
+                                  "intersection_fid": "INTEGER", "irlvla_inserted": "INTEGER"},
         "stop_polygons": {"stop_polygon_type_fid": "INTEGER"},
         "intersections": {"intersection_type_fid": "INTEGER"},
         "crosswalks": {}, "carpark_areas": {}, "road_segments": {}, "generic_drivable_areas": {}, "walkways": {},
@@ -1158,14 +1263,24 @@ class _MapWriter:
         is_conn = np.asarray(mp.lane_is_connector, bool)
         fids = [self.fid() for _ in range(L)]
         centers = [w(c) for c in mp.lane_centerlines]
+        lefts = [w(b) for b in mp.lane_left_boundaries]
+        rights = [w(b) for b in mp.lane_right_boundaries]
         polys = []
         for rings in _polygonset_polygons(mp.lane_polygons):
             p = _polygon_from_rings([w(r) for r in rings])
             polys.append(p if p.is_valid else max(_valid_parts(p) or [p.buffer(0)], key=lambda g: g.area))
+        edges = [(int(a), int(b)) for a, b in np.asarray(mp.lane_successors).reshape(-1, 2) if a != b]
 
-        # Roadblocks / roadblock connectors: one per (lane_group, kind); ungrouped lanes get their own.
-        group_key = [(int(g), bool(c)) if g >= 0 else ("solo", i)
-                     for i, (g, c) in enumerate(zip(mp.lane_group, is_conn))]
+        # Roadblocks / roadblock connectors: one per (lane_group, kind); ungrouped lanes get their own. A scene group
+        # holding a successor edge between two of its own members (Waymo groups are neighbour components) is split
+        # into successive levels: a nuPlan roadblock is a set of side-by-side lanes.
+        orig_key = [(int(g), bool(c)) if g >= 0 else ("solo", i)
+                    for i, (g, c) in enumerate(zip(mp.lane_group, is_conn))]
+        orig_fid: dict[Any, int] = {}
+        for k in orig_key:
+            if k not in orig_fid:
+                orig_fid[k] = self.fid()
+        group_key = _split_sequential_groups(orig_key, edges)
         block_fid: dict[Any, int] = {}
         members: dict[Any, list[int]] = {}
         for i, k in enumerate(group_key):
@@ -1173,29 +1288,102 @@ class _MapWriter:
                 block_fid[k] = self.fid()
             members.setdefault(k, []).append(i)
 
-        preds: dict[int, list[int]] = {i: [] for i in range(L)}
-        succs: dict[int, list[int]] = {i: [] for i in range(L)}
-        dropped = 0
-        for a, b in np.asarray(mp.lane_successors).reshape(-1, 2):
-            a, b = int(a), int(b)
-            if is_conn[a] == is_conn[b]:
-                dropped += 1  # lane -> lane or connector -> connector: not representable in nuPlan
+        lane_preds: dict[int, list[int]] = {i: [] for i in range(L)}
+        lane_succs: dict[int, list[int]] = {i: [] for i in range(L)}
+        conn_preds: dict[int, list[int]] = {i: [] for i in range(L)}
+        conn_succs: dict[int, list[int]] = {i: [] for i in range(L)}
+        ll_edges: list[tuple[int, int]] = []
+        for a, b in edges:
+            if not is_conn[a] and not is_conn[b]:
+                ll_edges.append((a, b))
                 continue
-            succs[a].append(b)
-            preds[b].append(a)
-        exit_of, entry_of = {}, {}
+            (conn_succs if is_conn[b] else lane_succs)[a].append(b)
+            (conn_preds if is_conn[a] else lane_preds)[b].append(a)
+
+        def width_at(i: int, end: bool) -> float:
+            k = -1 if end else 0
+            return float(np.linalg.norm(lefts[i][k] - rights[i][k]))
+
+        # Inserted elements (marked irlvla_inserted = 1; NAVSIM sees them, our reader folds them back into edges).
+        # Direct lane -> lane links get a short lane connector (nuPlan joins lanes only through connectors); a
+        # connector -> connector link gets a short bridge lane; a connector whose upstream / downstream lane was
+        # cropped away gets a stub lane, so no connector id is ever NULL.
+        extra_lanes: list[tuple[int, np.ndarray, float, Any]] = []  # (fid, centre line, width, block key)
+        extra_conns: list[tuple[int, np.ndarray, float, int, int, Any, float]] = []
+
+        def add_extra_lane(line: np.ndarray, width: float) -> int:
+            f = self.fid()
+            key = ("inserted", f)
+            block_fid[key] = self.fid()
+            members[key] = []
+            extra_lanes.append((f, line, width, key))
+            return f
+
+        link_of: dict[tuple[int, int], Any] = {}
+        for a, b in ll_edges:
+            key = ("link", group_key[a], group_key[b])
+            if key not in block_fid:
+                block_fid[key] = self.fid()
+                members[key] = []
+            speed = float(mp.lane_speed_limits[a])
+            extra_conns.append((self.fid(), _link_line(centers[a][-1], centers[b][0], centers[a], centers[b]),
+                                min(width_at(a, True), width_at(b, False)), fids[a], fids[b], key, speed))
+            link_of[(a, b)] = key
+
+        dropped = 0
+        exit_fid: dict[int, int] = {}
+        entry_fid: dict[int, int] = {}
+        exit_block: dict[int, Any] = {}
+        entry_block: dict[int, Any] = {}
+        bridge: dict[tuple[int, int], int] = {}
+        bridge_block: dict[int, Any] = {}
+
+        def bridge_lane(c0: int, c1: int) -> int:
+            if (c0, c1) not in bridge:
+                f = add_extra_lane(_link_line(centers[c0][-1], centers[c1][0], centers[c0], centers[c1]),
+                                   min(width_at(c0, True), width_at(c1, False)))
+                bridge[(c0, c1)] = f
+                bridge_block[f] = extra_lanes[-1][3]
+            return bridge[(c0, c1)]
+
         for i in np.flatnonzero(is_conn):
-            exit_of[i] = preds[i][0] if preds[i] else None
-            entry_of[i] = succs[i][0] if succs[i] else None
-            dropped += max(len(preds[i]) - 1, 0) + max(len(succs[i]) - 1, 0)
-        # Lane -> connector edges must agree with the connector's (single) exit lane.
-        dropped += sum(1 for i in range(L) if not is_conn[i] for j in succs[i] if exit_of.get(j) != i)
-        dropped += sum(1 for i in range(L) if not is_conn[i] for j in preds[i] if entry_of.get(j) != i)
+            i = int(i)
+            if lane_preds[i]:
+                exit_fid[i], exit_block[i] = fids[lane_preds[i][0]], group_key[lane_preds[i][0]]
+            elif conn_preds[i]:
+                f = bridge_lane(conn_preds[i][0], i)
+                exit_fid[i], exit_block[i] = f, bridge_block[f]
+            else:
+                c = centers[i]
+                f = add_extra_lane(_link_line(c[0] - _STUB * _unit(c[1] - c[0]), c[0], c, c), width_at(i, False))
+                exit_fid[i], exit_block[i] = f, extra_lanes[-1][3]
+            if lane_succs[i]:
+                entry_fid[i], entry_block[i] = fids[lane_succs[i][0]], group_key[lane_succs[i][0]]
+            elif conn_succs[i]:
+                f = bridge_lane(i, conn_succs[i][0])
+                entry_fid[i], entry_block[i] = f, bridge_block[f]
+            else:
+                c = centers[i]
+                f = add_extra_lane(_link_line(c[-1], c[-1] + _STUB * _unit(c[-1] - c[-2]), c, c), width_at(i, True))
+                entry_fid[i], entry_block[i] = f, extra_lanes[-1][3]
+        # Edges nuPlan still cannot hold: a connector's second upstream / downstream element, and connector ->
+        # connector links whose bridge could not be both the first one's entry and the second one's exit.
+        for a, b in edges:
+            if is_conn[a] and is_conn[b]:
+                f = bridge.get((a, b))
+                ok = f is not None and entry_fid.get(a) == f and exit_fid.get(b) == f
+            elif is_conn[b]:
+                ok = exit_fid[b] == fids[a]
+            elif is_conn[a]:
+                ok = entry_fid[a] == fids[b]
+            else:
+                ok = True
+            dropped += not ok
 
         # lane_index: left -> right within each roadblock by lateral offset of the centreline midpoints.
         lane_index = {}
         for k, idx in members.items():
-            if is_conn[idx[0]]:
+            if not idx or is_conn[idx[0]]:
                 continue
             ref = centers[idx[0]]
             mid_ref = LineString(ref).interpolate(0.5, normalized=True)
@@ -1224,11 +1412,9 @@ class _MapWriter:
 
         for i in range(L):
             c = centers[i]
-            left_fid = self.add("boundaries", self.fid(), LineString(w(mp.lane_left_boundaries[i])),
-                                boundary_type_fid=2)
+            left_fid = self.add("boundaries", self.fid(), LineString(lefts[i]), boundary_type_fid=2)
             # Right boundaries are stored reversed on purpose: nuPlan boundaries may run against the baseline.
-            right_fid = self.add("boundaries", self.fid(), LineString(w(mp.lane_right_boundaries[i])[::-1]),
-                                 boundary_type_fid=2)
+            right_fid = self.add("boundaries", self.fid(), LineString(rights[i][::-1]), boundary_type_fid=2)
             speed = float(mp.lane_speed_limits[i])
             speed_v = speed if math.isfinite(speed) else None
             bf = block_fid[group_key[i]]
@@ -1236,37 +1422,62 @@ class _MapWriter:
                 stop = ""
                 if has_light[i]:
                     p0, h0 = c[0], math.atan2(*(c[1] - c[0])[::-1])
-                    half = 0.5 * max(float(np.linalg.norm(w(mp.lane_left_boundaries[i])[0]
-                                                          - w(mp.lane_right_boundaries[i])[0])), 2.0)
+                    half = 0.5 * max(float(np.linalg.norm(lefts[i][0] - rights[i][0])), 2.0)
                     rect = Polygon(to_global(np.array([[0.0, -half], [1.0, -half], [1.0, half], [0.0, half]]),
                                              p0, h0))
                     stop = str(self.add("stop_polygons", self.fid(), rect, stop_polygon_type_fid=2))
-                ex, en = exit_of.get(i), entry_of.get(i)
-                self.add("lane_connectors", fids[i], LineString(c),
-                         exit_lane_fid=fids[ex] if ex is not None else None,
-                         entry_lane_fid=fids[en] if en is not None else None,
-                         lane_group_connector_fid=bf, speed_limit_mps=speed_v, traffic_light_stop_line_fids=stop)
+                self.add("lane_connectors", fids[i], LineString(c), exit_lane_fid=exit_fid[i],
+                         entry_lane_fid=entry_fid[i], lane_group_connector_fid=bf, speed_limit_mps=speed_v,
+                         traffic_light_stop_line_fids=stop, irlvla_inserted=0, irlvla_group=orig_fid[orig_key[i]])
                 self.add("gen_lane_connectors_scaled_width_polygons", self.fid(), polys[i], lane_connector_fid=fids[i],
                          left_boundary_fid=left_fid, right_boundary_fid=right_fid)
                 self.add("baseline_paths", self.fid(), LineString(c), lane_fid=None, lane_connector_fid=fids[i])
             else:
                 self.add("lanes_polygons", fids[i], polys[i], lane_fid=fids[i], lane_group_fid=bf,
                          lane_index=lane_index.get(i, 0), left_boundary_fid=left_fid, right_boundary_fid=right_fid,
-                         speed_limit_mps=speed_v)
+                         speed_limit_mps=speed_v, irlvla_inserted=0, irlvla_group=orig_fid[orig_key[i]])
                 self.add("baseline_paths", self.fid(), LineString(c), lane_fid=fids[i], lane_connector_fid=None)
 
+        extra_polys: dict[Any, list[Polygon]] = {}
+        for f, line, width, key in extra_lanes:
+            poly, left, right = _strip(line, width)
+            lf = self.add("boundaries", self.fid(), LineString(left), boundary_type_fid=3)
+            rf = self.add("boundaries", self.fid(), LineString(right[::-1]), boundary_type_fid=3)
+            self.add("lanes_polygons", f, poly, lane_fid=f, lane_group_fid=block_fid[key], lane_index=0,
+                     left_boundary_fid=lf, right_boundary_fid=rf, speed_limit_mps=None, irlvla_inserted=1,
+                     irlvla_group=block_fid[key])
+            self.add("baseline_paths", self.fid(), LineString(line), lane_fid=f, lane_connector_fid=None)
+            self.add("lane_groups_polygons", block_fid[key], poly, irlvla_inserted=1)
+        for f, line, width, ex, en, key, speed in extra_conns:
+            poly, left, right = _strip(line, width)
+            lf = self.add("boundaries", self.fid(), LineString(left), boundary_type_fid=3)
+            rf = self.add("boundaries", self.fid(), LineString(right[::-1]), boundary_type_fid=3)
+            self.add("lane_connectors", f, LineString(line), exit_lane_fid=ex, entry_lane_fid=en,
+                     lane_group_connector_fid=block_fid[key], speed_limit_mps=speed if math.isfinite(speed) else None,
+                     traffic_light_stop_line_fids="", irlvla_inserted=1, irlvla_group=block_fid[key])
+            self.add("gen_lane_connectors_scaled_width_polygons", self.fid(), poly, lane_connector_fid=f,
+                     left_boundary_fid=lf, right_boundary_fid=rf)
+            self.add("baseline_paths", self.fid(), LineString(line), lane_fid=None, lane_connector_fid=f)
+            extra_polys.setdefault(key, []).append(poly)
+        for key, ps in extra_polys.items():
+            self.add("lane_group_connectors", block_fid[key], shapely.union_all(ps),
+                     from_lane_group_fid=block_fid[key[1]], to_lane_group_fid=block_fid[key[2]],
+                     intersection_fid=None, irlvla_inserted=1)
+
         for k, idx in members.items():
+            if not idx:
+                continue
             union = shapely.union_all([polys[i] for i in idx])
             if not is_conn[idx[0]]:
-                self.add("lane_groups_polygons", block_fid[k], union)
+                self.add("lane_groups_polygons", block_fid[k], union, irlvla_inserted=0)
                 continue
-            frm = next((block_fid[group_key[exit_of[i]]] for i in idx if exit_of.get(i) is not None), None)
-            to = next((block_fid[group_key[entry_of[i]]] for i in idx if entry_of.get(i) is not None), None)
+            frm = block_fid[exit_block[idx[0]]]
+            to = block_fid[entry_block[idx[0]]]
             inter = None
             if any(bool(mp.lane_is_intersection[i]) for i in idx):
                 inter = next((f for f, p in zip(inter_fids, inter_polys) if p.intersects(union)), None)
             self.add("lane_group_connectors", block_fid[k], union, from_lane_group_fid=frm, to_lane_group_fid=to,
-                     intersection_fid=inter)
+                     intersection_fid=inter, irlvla_inserted=0)
 
         # Drivable area: road_segments hold the scene's drivable polygons (nuPlan's DRIVABLE_AREA); the part not
         # covered by lanes, connectors and intersections goes to carpark_areas, which PDMDrivableMap (and so the
@@ -1282,11 +1493,22 @@ class _MapWriter:
                 if part.geom_type == "Polygon" and part.area > 0.05:
                     self.add("carpark_areas", self.fid(), part)
 
+        # Route roadblocks in driving order, with the inserted link / bridge blocks between their two ends.
         route_blocks: list[int] = []
-        for i in np.asarray(scene.route_lanes, np.int64):
-            bf = block_fid[group_key[int(i)]]
+
+        def push(bf: int) -> None:
             if not route_blocks or route_blocks[-1] != bf:
                 route_blocks.append(bf)
+
+        route = [int(i) for i in np.asarray(scene.route_lanes, np.int64)]
+        for n, j in enumerate(route):
+            if n:
+                i = route[n - 1]
+                if (i, j) in link_of:
+                    push(block_fid[link_of[(i, j)]])
+                elif (i, j) in bridge:
+                    push(block_fid[bridge_block[bridge[(i, j)]]])
+            push(block_fid[group_key[j]])
         return {str(mp.lane_ids[i]): fids[i] for i in range(L)}, route_blocks, dropped, dropped_lights
 
     def write(self, path: Path, epsg: int, version: str, lonlat: bool) -> None:
@@ -1305,6 +1527,25 @@ class _MapWriter:
                                "version": version})
 
 
+class _Numpy1Pickler(pickle._Pickler):
+    """Pickler that names numpy 2's ``numpy._core.*`` globals by their numpy 1.x spelling ``numpy.core.*``.
+
+    numpy >= 2 still resolves ``numpy.core.*`` (a compatibility alias), numpy 1.x (NAVSIM pins it) has no
+    ``numpy._core``, so pickles written this way load under both. Pure-Python pickler: ``save_global`` is overridable.
+    """
+
+    def save_global(self, obj: Any, name: str | None = None) -> None:
+        module = getattr(obj, "__module__", None) or ""
+        if module == "numpy._core" or module.startswith("numpy._core."):
+            qual = name or getattr(obj, "__qualname__", None) or obj.__name__
+            self.save("numpy.core" + module[len("numpy._core"):])
+            self.save(qual)
+            self.write(pickle.STACK_GLOBAL)
+            self.memoize(obj)
+            return
+        super().save_global(obj, name)
+
+
 def _safe_log_name(name: str) -> str:
     """A log name usable as a file stem (NAVSIM: ``<log_name>.pkl``): characters outside [A-Za-z0-9._-] -> '_'."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).strip(".")
@@ -1315,21 +1556,29 @@ def _frame_token(token: str, j: int) -> str:
     return token if j == 0 else hashlib.sha1(f"{token}/{j}".encode()).hexdigest()[:16]
 
 
-def export_navsim(scenes: Iterable[Scene], out_dir: str | os.PathLike, *, map_name: str = "us-nv-las-vegas-strip",
+def export_navsim(scenes: Iterable[Scene], out_dir: str | os.PathLike, *, map_name: str | None = None,
                   map_version: str | None = None, epsg: int | None = None,
                   utm_origin: tuple[float, float] | None = None, spacing: float = 3000.0, grid_columns: int = 20,
                   headings: Sequence[float] | None = None, num_future_frames: int = 10, log_name: str | None = None,
                   lonlat: bool = False) -> ExportResult:
-    """Write scenes as NAVSIM log pickles + a nuPlan map GeoPackage (the layout :func:`iter_scenes` reads).
+    """Write scenes as NAVSIM log pickles + nuPlan map GeoPackages (the layout :func:`iter_scenes` reads, and the one
+    the official NAVSIM v2 SceneLoader + nuPlan map API load as is, with ``NUPLAN_MAPS_ROOT=<out_dir>/maps``).
 
     Layout::
 
-        <out_dir>/maps/nuplan-maps-v1.0.json            {map_name: {"version": map_version, "layers": {}}}
-        <out_dir>/maps/<map_name>/<map_version>/map.gpkg
+        <out_dir>/maps/nuplan-maps-v1.0.json            {city: {"version": version, "layers": {}}} for all four
+                                                        nuPlan locations (+ map_name if it is none of them)
+        <out_dir>/maps/<city>/<version>/map.gpkg        the scenes' map; cities without scenes get an empty map
+                                                        (every table, no rows): nuPlan's GPKGMapsDB opens all four
+                                                        at start-up. Plain files (no symlinks): the folder copies.
         <out_dir>/logs/<log_name>.pkl                   list of frame dicts (every key of data-formats.md 4)
 
-    Placement: scene k's ego frame at t0 is put at UTM ``utm_origin + spacing * (k % grid_columns, k //
-    grid_columns)`` with heading ``headings[k]`` (default ``0.3 + 0.7 k`` rad, wrapped, so the rotation is
+    City: ``map_name`` for every scene when given; else (default) the scene's ``metadata.map_name`` when it is a
+    nuPlan location, otherwise :data:`DEFAULT_MAP_NAME`. ``map_version`` / ``epsg`` / ``utm_origin`` override the
+    per-city defaults (:data:`MAP_VERSIONS`, the city's UTM zone, :data:`DEFAULT_UTM_ORIGINS`) for every city.
+
+    Placement: the k-th scene of a city has its ego frame at t0 at UTM ``utm_origin + spacing * (k % grid_columns,
+    k // grid_columns)`` with heading ``headings[k]`` (default ``0.3 + 0.7 k`` rad, wrapped, so the rotation is
     exercised); scene maps are written whole, so keep ``spacing`` above twice (map extent + reader radius).
 
     Frames: each scene is a block of ``4 + num_future_frames`` consecutive 2 Hz frames of its log (the log is
@@ -1338,33 +1587,66 @@ def export_navsim(scenes: Iterable[Scene], out_dir: str | os.PathLike, *, map_na
     file stem), 8 future frames and, beyond them, ego poses extrapolated at constant velocity and
     yaw rate (NAVSIM windows carry 10 future frames). ``anns`` hold the scene agents at t0 .. t0 + 4 s and are empty
     elsewhere; ``traffic_lights`` hold (connector fid, is_red) at t0 .. t0 + 4 s (t0's for the history frames, the
-    last one's beyond). The t0 frame's token is the scene token.
+    last one's beyond). The t0 frame's token is the scene token. Timestamps are absolute µs: a scene
+    ``timestamp_us`` below 10^12 (unset, or relative to the source's start as in Waymo) is moved to
+    ``1.6e15 + 1e7 k + timestamp_us`` (nuPlan refuses time points <= 0). The extra key :data:`EGO_VEHICLE_KEY` holds
+    the scene's ego dimensions (NAVSIM ignores it and always scores with the Pacifica; :func:`iter_scenes` reads it
+    back, so a read-back scene scores like the original).
 
     Map: lanes -> lanes_polygons (+ baseline_paths, boundaries; right boundaries stored reversed), connectors ->
     lane_connectors (+ gen_lane_connectors_scaled_width_polygons); lane groups -> lane_groups_polygons /
     lane_group_connectors (polygon = union of their lanes), ungrouped lanes get a roadblock each; intersections,
     crosswalks, TRAFFIC_LIGHT stop_polygons for lit connectors; drivable area -> road_segments, and its part outside
-    lanes/connectors/intersections -> carpark_areas. Lossy: edges nuPlan cannot hold (see ExportResult), lights on
-    non-connector lanes, yellow (-> green), ``lane_is_intersection`` of lanes outside intersection polygons.
+    lanes/connectors/intersections -> carpark_areas. nuPlan joins lanes only through connectors, and a roadblock is a
+    set of side-by-side lanes, so the export inserts (rows marked ``irlvla_inserted = 1``; NAVSIM uses them like any
+    other, our reader folds them back into the original edges and drops them):
+
+    * a short lane connector (its own roadblock connector per pair of roadblocks) for each direct lane -> lane link,
+      from the end of one centreline to the start of the next (at least 0.05 m long), as wide as the narrower end;
+    * a 0.05 m bridge lane (own roadblock) for each connector -> connector link;
+    * a 0.05 m stub lane (own roadblock) before / after a connector whose upstream / downstream lane was cropped
+      away, so no exit_lane_fid / entry_lane_fid / from_lane_group_fid / to_lane_group_fid is ever NULL (a NULL makes
+      the devkit read the whole column as float);
+    * scene lane groups holding a lane and its successor are split into successive roadblocks (the scene's own group
+      is kept in the ``irlvla_group`` column and read back as ``MapData.lane_group``).
+
+    The route's roadblock ids include the inserted link blocks, so NAVSIM's route and centreline run through them.
+    Lossy: a connector's second upstream / downstream element (see ExportResult), lights on non-connector lanes,
+    yellow (-> green), ``lane_is_intersection`` of lanes outside intersection polygons.
 
     Args:
         lonlat: store the GeoPackage in EPSG:4326 lon/lat (the reader projects it back), to test that path.
 
-    Pickles use ``pickle.HIGHEST_PROTOCOL`` and hold only builtins and numpy arrays / float64 scalars, so the
-    restricted unpickler reads them.
+    Pickles use protocol 4, hold only builtins and numpy arrays / float64 scalars (so the restricted unpickler reads
+    them), and name numpy's globals ``numpy.core.*`` (numpy 1.x spelling, which numpy 2 also resolves) even when
+    written under numpy 2, so NAVSIM's numpy 1.x loads them.
     """
     if num_future_frames < NUM_FUTURE:
         raise ValueError(f"num_future_frames must be >= {NUM_FUTURE}")
     out = Path(out_dir)
     maps_root, logs_dir = out / "maps", out / "logs"
-    map_version = map_version or MAP_VERSIONS.get(map_name, "1.0.0")
-    epsg = epsg or MAP_UTM_EPSG.get(map_name, 32611)
-    if utm_origin is None:
-        utm_origin = DEFAULT_UTM_ORIGINS.get(map_name, DEFAULT_UTM_ORIGINS["us-nv-las-vegas-strip"]) \
-            if map_name in DEFAULT_UTM_ORIGINS or epsg == 32611 else (500000.0, 4000000.0)
-    result = ExportResult(maps_root, logs_dir, maps_root / map_name / map_version / "map.gpkg", map_name,
-                          map_version, int(epsg))
-    writer = _MapWriter()
+    scenes = list(scenes)
+    city_of = [map_name if map_name is not None else
+               (s.metadata.map_name if s.metadata.map_name in MAP_VERSIONS else DEFAULT_MAP_NAME) for s in scenes]
+    cities = list(dict.fromkeys(city_of)) or [map_name or DEFAULT_MAP_NAME]
+
+    def version_of(city: str) -> str:
+        return map_version or MAP_VERSIONS.get(city, "1.0.0")
+
+    def epsg_of(city: str) -> int:
+        return int(epsg or MAP_UTM_EPSG.get(city, 32611))
+
+    def origin_of(city: str) -> tuple[float, float]:
+        if utm_origin is not None:
+            return utm_origin
+        return DEFAULT_UTM_ORIGINS.get(city, DEFAULT_UTM_ORIGINS["us-nv-las-vegas-strip"]) \
+            if city in DEFAULT_UTM_ORIGINS or epsg_of(city) == 32611 else (500000.0, 4000000.0)
+
+    main = cities[0]
+    result = ExportResult(maps_root, logs_dir, maps_root / main / version_of(main) / "map.gpkg", main,
+                          version_of(main), epsg_of(main))
+    writers: dict[str, _MapWriter] = {c: _MapWriter() for c in cities}
+    slot = {c: 0 for c in cities}
     logs: dict[str, list[dict]] = {}
     n_frames = NUM_HISTORY + num_future_frames
     base_ts = 1_600_000_000_000_000
@@ -1372,13 +1654,18 @@ def export_navsim(scenes: Iterable[Scene], out_dir: str | os.PathLike, *, map_na
         token = scene.token
         if token in result.lane_fids:
             raise ValueError(f"export_navsim: duplicate scene token {token!r}")
-        col, row_ = k % grid_columns, k // grid_columns
-        origin = np.array([utm_origin[0] + spacing * col, utm_origin[1] + spacing * row_])
+        city = city_of[k]
+        m = slot[city]
+        slot[city] += 1
+        col, row_ = m % grid_columns, m // grid_columns
+        u0 = origin_of(city)
+        origin = np.array([u0[0] + spacing * col, u0[1] + spacing * row_])
         heading = float(wrap_angle(headings[k] if headings is not None else 0.3 + 0.7 * k))
-        lane_fids, route_blocks, dropped, dropped_lights = writer.add_scene(scene, origin, heading)
+        lane_fids, route_blocks, dropped, dropped_lights = writers[city].add_scene(scene, origin, heading)
         result.tokens.append(token)
         result.lane_fids[token] = lane_fids
         result.placements[token] = (float(origin[0]), float(origin[1]), heading)
+        result.map_of[token] = city
         result.dropped_edges += dropped
         result.dropped_lights += dropped_lights
         name = _safe_log_name(log_name or scene.metadata.log_name or "navsim_export")
@@ -1417,7 +1704,10 @@ def export_navsim(scenes: Iterable[Scene], out_dir: str | os.PathLike, *, map_na
                                 if st[i] != LIGHT_NONE])
         cmd = np.zeros(4, np.int64)
         cmd[scene.command] = 1
-        ts0 = int(scene.metadata.timestamp_us) or base_ts + 10_000_000 * k
+        ts0 = int(scene.metadata.timestamp_us)
+        if ts0 < _MIN_ABSOLUTE_US:  # unset (0) or relative to the source's start (Waymo): make it absolute
+            ts0 = base_ts + 10_000_000 * k + max(ts0, 0)
+        vehicle = [float(v) for v in scene.ego.vehicle.as_array()]
         a = scene.agents
         log_token = hashlib.sha1(name.encode()).hexdigest()[:16]
         for jj in range(n_frames):
@@ -1465,7 +1755,7 @@ def export_navsim(scenes: Iterable[Scene], out_dir: str | os.PathLike, *, map_na
                 "log_token": log_token,
                 "scene_name": f"{name}-{token}",
                 "scene_token": _frame_token(token, -100),
-                "map_location": map_name,
+                "map_location": city,
                 "vehicle_name": "pacifica",
                 "sample_prev": None,
                 "sample_next": None,
@@ -1487,15 +1777,23 @@ def export_navsim(scenes: Iterable[Scene], out_dir: str | os.PathLike, *, map_na
                               "sensor2lidar_translation": np.zeros(3), "cam_intrinsic": np.eye(3),
                               "distortion": np.zeros(5)} for ch in CAMERA_CHANNELS},
                 "anns": anns,
+                EGO_VEHICLE_KEY: list(vehicle),
             })
     maps_root.mkdir(parents=True, exist_ok=True)
-    (maps_root / f"{MAPS_VERSION}.json").write_text(json.dumps({map_name: {"version": map_version, "layers": {}}}))
-    writer.write(result.gpkg_path, int(epsg), map_version, lonlat)
+    index = {}
+    for city in dict.fromkeys(list(MAP_VERSIONS) + cities):
+        # nuPlan's GPKGMapsDB opens every one of its four locations at start-up: cities without scenes get an empty
+        # map (every table, no rows) so the maps root loads as is.
+        index[city] = {"version": version_of(city), "layers": {}}
+        path = maps_root / city / version_of(city) / "map.gpkg"
+        result.gpkg_paths[city] = path
+        (writers.get(city) or _MapWriter()).write(path, epsg_of(city), version_of(city), lonlat)
+    (maps_root / f"{MAPS_VERSION}.json").write_text(json.dumps(index, indent=1))
     logs_dir.mkdir(parents=True, exist_ok=True)
     for name, frames in logs.items():
         for i, fr in enumerate(frames):
             fr["sample_prev"] = frames[i - 1]["token"] if i > 0 else None
             fr["sample_next"] = frames[i + 1]["token"] if i + 1 < len(frames) else None
         with open(logs_dir / f"{name}.pkl", "wb") as fh:
-            pickle.dump(frames, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            _Numpy1Pickler(fh, protocol=4).dump(frames)
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -14,13 +15,13 @@ import shapely
 from shapely.geometry import box as shp_box
 
 from irlvla_gym.scenes.navsim import (
-    MAPS_VERSION, NavsimFormatError, NuPlanMapError, NuPlanMapReader, SceneFilter, export_navsim, iter_scenes,
-    LANE, LANE_CONNECTOR, ROADBLOCK, CROSSWALK, INTERSECTION,
+    MAPS_VERSION, MAP_VERSIONS, NavsimFormatError, NuPlanMapError, NuPlanMapReader, SceneFilter, export_navsim,
+    iter_scenes, LANE, LANE_CONNECTOR, ROADBLOCK, CROSSWALK, INTERSECTION,
 )
 from irlvla_gym.scenes.safe_pickle import UnsafePickleError
 from irlvla_gym.scenes.scene import (
     BICYCLE, COMMAND_LEFT, LIGHT_GREEN, LIGHT_NONE, LIGHT_RED, NUM_TIMES, PEDESTRIAN, TRAFFIC_CONE, VEHICLE, Agents,
-    EgoState, MapData, PolygonSet, Scene, SceneMetadata,
+    EgoState, EgoVehicle, MapData, PolygonSet, Scene, SceneMetadata,
 )
 from irlvla_gym.scenes.sources import SkippedItem
 from irlvla_gym.scenes.testing import straight_road_scene
@@ -240,8 +241,9 @@ def exported(tmp_path_factory):
 
 def test_export_layout_and_frame_keys(exported):
     scenes, res = exported
+    # All four nuPlan locations (the devkit opens every one at start-up); the scenes' city has the real map.
     assert json.loads((res.maps_root / f"{MAPS_VERSION}.json").read_text()) == {
-        "us-nv-las-vegas-strip": {"version": "9.15.1915", "layers": {}}}
+        city: {"version": v, "layers": {}} for city, v in MAP_VERSIONS.items()}
     assert res.gpkg_path == res.maps_root / "us-nv-las-vegas-strip" / "9.15.1915" / "map.gpkg"
     con = sqlite3.connect(res.gpkg_path)
     tables = {r[0] for r in con.execute("SELECT table_name FROM gpkg_contents")}
@@ -448,7 +450,10 @@ def test_missing_map_json(small_export, monkeypatch):
 
 
 def test_missing_map_entry_and_gpkg(small_export):
-    with pytest.raises(NuPlanMapError, match="no entry for map 'us-ma-boston'"):
+    with pytest.raises(NuPlanMapError, match="no entry for map 'us-xx-nowhere'"):
+        NuPlanMapReader(small_export.maps_root, "us-xx-nowhere")
+    # Cities without exported scenes get an empty placeholder map (nuPlan's GPKGMapsDB opens all four).
+    with pytest.raises(NuPlanMapError, match="no usable lanes"):
         NuPlanMapReader(small_export.maps_root, "us-ma-boston")
     small_export.gpkg_path.unlink()
     with pytest.raises(NuPlanMapError, match="map.gpkg"):
@@ -578,3 +583,166 @@ def test_malicious_log_pickle_refused(small_export):
         pickle.dump([{"token": _Evil()}], fh, protocol=pickle.HIGHEST_PROTOCOL)
     with pytest.raises(UnsafePickleError, match="evil.pkl.*getenv"):
         list(iter_scenes(small_export.logs_dir / "evil.pkl", small_export.maps_root))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What the official NAVSIM / nuPlan code needs from the export (numpy 1.x pickles, four-city maps root, routes
+# through lane connectors, no NULL ids, real ego vehicle, absolute timestamps)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class _Numpy1Unpickler(pickle.Unpickler):
+    """Simulates a numpy 1.x reader (NAVSIM pins numpy 1.x): there is no ``numpy._core`` module."""
+
+    def find_class(self, module, name):
+        if module == "numpy._core" or module.startswith("numpy._core."):
+            raise ModuleNotFoundError(f"No module named {module!r}")
+        return super().find_class(module, name)
+
+
+def test_log_pickles_load_without_numpy_core(exported):
+    _, res = exported
+    path = res.logs_dir / "log-a.pkl"
+    with open(path, "rb") as fh:
+        frames = _Numpy1Unpickler(fh).load()
+    assert len(frames) == 4 * 14
+    assert isinstance(frames[0]["ego2global_translation"], np.ndarray)
+    assert frames[0]["ego2global_translation"].dtype == np.float64
+    assert type(frames[0]["lidar2ego_rotation"][0]) is np.float64
+    with open(path, "rb") as fh:
+        data = fh.read()
+    assert b"numpy._core" not in data and b"numpy.core" in data
+    # Our own restricted unpickler reads the same bytes.
+    from irlvla_gym.scenes.safe_pickle import NAVSIM_ALLOWLIST, load_pickle
+    again = load_pickle(path, NAVSIM_ALLOWLIST)
+    np.testing.assert_array_equal(again[5]["can_bus"], frames[5]["can_bus"])
+
+
+def _gpkg_rows(path, table, cols):
+    con = sqlite3.connect(path)
+    try:
+        return [dict(zip(["fid"] + cols, r)) for r in con.execute(f'SELECT fid, {", ".join(cols)} FROM "{table}"')]
+    finally:
+        con.close()
+
+
+_FID_COLUMNS = {"lanes_polygons": ["lane_group_fid"],
+                "lane_connectors": ["exit_lane_fid", "entry_lane_fid", "lane_group_connector_fid"],
+                "lane_group_connectors": ["from_lane_group_fid", "to_lane_group_fid"],
+                "gen_lane_connectors_scaled_width_polygons": ["lane_connector_fid"]}
+
+
+def _assert_no_null_fids(gpkg_path):
+    for table, cols in _FID_COLUMNS.items():
+        for row in _gpkg_rows(gpkg_path, table, cols):
+            for c in cols:
+                assert isinstance(row[c], int), (table, row)  # NULL would make the devkit read the column as float
+
+
+def _navsim_route_check(gpkg_path, roadblock_ids):
+    """Route continuity with nuPlan's semantics only (no project reader): lanes belong to roadblocks by
+    lane_group_fid, connectors to roadblock connectors by lane_group_connector_fid; a lane's outgoing edges are the
+    connectors whose exit_lane_fid is the lane, a connector's outgoing edge is its entry_lane_fid. Returns the number
+    of consecutive route-block pairs joined by such an edge, and the number of pairs."""
+    lanes = _gpkg_rows(gpkg_path, "lanes_polygons", ["lane_group_fid"])
+    conns = _gpkg_rows(gpkg_path, "lane_connectors", ["exit_lane_fid", "entry_lane_fid", "lane_group_connector_fid"])
+    block = {("L", r["fid"]): r["lane_group_fid"] for r in lanes}
+    block.update({("C", r["fid"]): r["lane_group_connector_fid"] for r in conns})
+    succ: dict = {}
+    for r in conns:
+        succ.setdefault(("L", r["exit_lane_fid"]), []).append(("C", r["fid"]))
+        succ.setdefault(("C", r["fid"]), []).append(("L", r["entry_lane_fid"]))
+    members: dict = {}
+    for k, b in block.items():
+        members.setdefault(b, []).append(k)
+    ids = [int(r) for r in roadblock_ids]
+    joined = sum(any(block.get(s) == b1 for m in members.get(b0, []) for s in succ.get(m, []))
+                 for b0, b1 in zip(ids, ids[1:]))
+    return joined, len(ids) - 1
+
+
+def _t0_frames(res):
+    out = {}
+    for name in set(res.log_of.values()):
+        with open(res.logs_dir / f"{name}.pkl", "rb") as fh:
+            for fr in pickle.load(fh):
+                if fr["token"] in res.lane_fids:
+                    out[fr["token"]] = fr
+    return out
+
+
+def test_routes_continuous_through_connectors_and_no_null_ids(tmp_path):
+    scenes = _synthetic_scenes(12)
+    if not scenes:
+        pytest.skip("irlvla_gym.scenes.synthetic.generate_scene not available")
+    direct = sum(1 for s in scenes for a, b in s.map.lane_successors
+                 if not s.map.lane_is_connector[a] and not s.map.lane_is_connector[b])
+    res = export_navsim(scenes, tmp_path, spacing=5000.0)
+    _assert_no_null_fids(res.gpkg_path)
+    assert res.dropped_edges == 0
+    inserted = [r for r in _gpkg_rows(res.gpkg_path, "lane_connectors", ["irlvla_inserted"]) if r["irlvla_inserted"]]
+    assert len(inserted) == direct
+    frames = _t0_frames(res)
+    for s in scenes:
+        joined, pairs = _navsim_route_check(res.gpkg_path, frames[s.token]["roadblock_ids"])
+        assert joined == pairs, (s.token, joined, pairs)
+        # The route's last block holds the scene's last route lane.
+        last = res.lane_fids[s.token][str(s.map.lane_ids[int(s.route_lanes[-1])])]
+        lanes = {r["fid"]: r["lane_group_fid"] for r in _gpkg_rows(res.gpkg_path, "lanes_polygons", ["lane_group_fid"])}
+        conns = {r["fid"]: r["lane_group_connector_fid"]
+                 for r in _gpkg_rows(res.gpkg_path, "lane_connectors", ["lane_group_connector_fid"])}
+        assert int(frames[s.token]["roadblock_ids"][-1]) == lanes.get(last, conns.get(last))
+    # Our reader folds the inserted connectors back into the original lane -> lane edges: exact graph.
+    out = list(iter_scenes(res.logs_dir, res.maps_root, map_radius=400.0, scene_filter=SceneFilter(has_route=False)))
+    by_token = {s.token: s for s in out if not isinstance(s, SkippedItem)}
+    for orig in scenes:
+        assert_round_trip(orig, by_token[orig.token], res.lane_fids[orig.token], exact_graph=True)
+
+
+def test_cropped_connector_neighbours_become_stub_lanes(tmp_path):
+    # Junction scene with lanes A and B cropped away: C1 has neither its exit nor its entry lane.
+    sc = junction_scene("crop")
+    mp = sc.map
+    keep = [2, 3, 4]  # D, C1, C2
+    succ = [(keep.index(int(a)), keep.index(int(b))) for a, b in mp.lane_successors if a in keep and b in keep]
+    mp2 = MapData.from_lists(
+        lane_ids=[mp.lane_ids[i] for i in keep], centerlines=[mp.lane_centerlines[i] for i in keep],
+        left_boundaries=[mp.lane_left_boundaries[i] for i in keep],
+        right_boundaries=[mp.lane_right_boundaries[i] for i in keep], drivable_area=mp.drivable_area,
+        speed_limits=[mp.lane_speed_limits[i] for i in keep], is_connector=[mp.lane_is_connector[i] for i in keep],
+        is_intersection=[mp.lane_is_intersection[i] for i in keep], lane_group=[0, 1, 2], successors=succ,
+        light_state=mp.lane_light_state[:, keep], intersections=mp.intersections)
+    sc2 = dataclasses.replace(sc, map=mp2, route_lanes=np.array([1], np.int64))
+    res = export_navsim([sc2], tmp_path)
+    _assert_no_null_fids(res.gpkg_path)
+    lanes = {r["fid"]: r for r in _gpkg_rows(res.gpkg_path, "lanes_polygons", ["irlvla_inserted"])}
+    for r in _gpkg_rows(res.gpkg_path, "lane_connectors", ["exit_lane_fid", "entry_lane_fid", "irlvla_inserted"]):
+        assert r["exit_lane_fid"] in lanes and r["entry_lane_fid"] in lanes
+    assert sum(r["irlvla_inserted"] for r in lanes.values()) == 3  # C1 before / after, C2 before (C2 -> D kept)
+    back = [s for s in iter_scenes(res.logs_dir, res.maps_root, map_radius=RADIUS) if not isinstance(s, SkippedItem)]
+    assert len(back) == 1 and back[0].map.num_lanes == 3  # stubs are not read back as lanes
+
+
+def test_real_vehicle_timestamps_and_cities(tmp_path):
+    small = EgoVehicle(width=1.73, front_length=3.6, rear_length=1.0, wheelbase=2.43, height=1.56)
+    s0 = _straight("v0")
+    s0 = dataclasses.replace(s0, ego=dataclasses.replace(s0.ego, vehicle=small),
+                             metadata=dataclasses.replace(s0.metadata, timestamp_us=1_500_000, map_name="waymo"))
+    s1 = _straight("v1")
+    s1 = dataclasses.replace(s1, metadata=dataclasses.replace(s1.metadata, map_name="us-ma-boston", timestamp_us=0))
+    res = export_navsim([s0, s1], tmp_path, log_name="log-v")
+    assert res.map_of == {"v0": "us-nv-las-vegas-strip", "v1": "us-ma-boston"}
+    index = json.loads((res.maps_root / f"{MAPS_VERSION}.json").read_text())
+    assert set(index) == set(MAP_VERSIONS)
+    for city, entry in index.items():
+        assert (res.maps_root / city / entry["version"] / "map.gpkg").is_file()
+        assert not (res.maps_root / city / entry["version"] / "map.gpkg").is_symlink()
+    with open(res.logs_dir / "log-v.pkl", "rb") as fh:
+        frames = pickle.load(fh)
+    stamps = [fr["timestamp"] for fr in frames]
+    assert min(stamps) > 10 ** 12 and all(b > a for a, b in zip(stamps, stamps[1:]))
+    assert {fr["map_location"] for fr in frames} == {"us-nv-las-vegas-strip", "us-ma-boston"}
+    back = {s.token: s for s in iter_scenes(res.logs_dir, res.maps_root, map_radius=RADIUS)
+            if not isinstance(s, SkippedItem)}
+    assert back["v0"].ego.vehicle == small
+    assert back["v1"].ego.vehicle == EgoVehicle()
