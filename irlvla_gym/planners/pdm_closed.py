@@ -1,42 +1,36 @@
 """PDM-Closed: NAVSIM's rule-based reference planner and the EP normaliser of the EPDMS scorer.
 
-Mirrors navsim/planning/simulation/planner/pdm_planner/pdm_closed_planner.py and
-abstract_pdm_closed_planner.py (``_get_closed_loop_trajectory``), in numpy and vectorised over the proposals:
+Follows navsim/planning/simulation/planner/pdm_planner (``PDMClosedPlanner`` as ``MetricCacheProcessor`` configures
+it) and navsim/evaluate/pdm_score.py, in the t0 ego frame:
 
-1. Centreline: the scene's route centreline (``Scene.route_centerline()``), extended straight beyond both ends so
-   that every proposal has road to drive on, resampled every ``path_spacing`` m
-   (PDMPath / ``_get_discrete_centerline``).
-2. Proposals: 15 = lateral offsets {0, -1, +1} m of the centreline x IDM policies at fractions {0.2, .., 1.0} of the
-   current lane's speed limit (15 m/s when unknown). Each proposal is a longitudinal IDM profile (min gap 1 m,
-   headway 1.5 s, accel 1.5 m/s^2, decel 3 m/s^2) integrated at 0.1 s along its offset path
-   (``BatchIDMPolicy.propagate``); poses lie on the offset path at the IDM progress, heading = path heading.
-3. Leader (PDMObservation + ``_get_leading_object``): at every step, the nearest obstacle ahead of the front bumper in
-   the proposal's corridor (the offset path widened to the ego width): agent boxes, and red on-route lane-connector
-   polygons (stopped obstacles; a light that turns green later frees the way). The agents are what PDMObservation
-   sees: the t0 boxes moved at their t0 velocity (static objects fixed) -- ``agent_forecast="constant_velocity"``,
-   the default -- or, as an oracle variant, the log-replayed future boxes (``agent_forecast="log"``).
-4. The 15 proposals (sampled at 0.5 s, 8 poses) are simulated with the LQR tracker and scored with the EPDMS scorer
-   against the same agents the planner sees, with EP normalised among the proposals themselves (NAVSIM's PDMScorer
-   inside the planner), no human filter; the best by score wins (``np.argmax``, ties to the first: centreline, then
-   the slower policy, as NAVSIM's ordering).
+1. Centreline (``_get_discrete_centerline`` / ``PDMPath``): the route lanes' centrelines concatenated, joint vertices
+   kept twice, vertex headings towards the next vertex of the same lane (nuPlan ``compute_linestring_heading``); no
+   extension. Offset paths shift every vertex by -1 / +1 m along its own normal (``parallel_discrete_path``) and
+   have their own arclength.
+2. Proposals: 3 paths (centreline, -1 m, +1 m) x 5 IDM policies at {0.2, .., 1.0} x the speed limit of NAVSIM's
+   starting lane (on-route lane under the rear axle with the lowest heading error; 15 m/s when unknown).
+   ``BatchIDMPolicy``: forward Euler at 0.1 s for 40 steps, exponent 10, min gap 1 m, headway 1.5 s, accel 1.5,
+   decel 3 m/s^2, no speed clamp. Poses are interpolated on the path at the IDM arclength (pose 0: the ego's
+   projection on the path).
+3. Leader (``PDMGenerator._update_leading_agents``), searched at even steps and held at odd ones (step 1 keeps the
+   zero-initialised leader: progress 0, speed 0, so every moving proposal brakes at -3 m/s^2 for 0.1 s): objects
+   whose polygon intersects the corridor (the path from the ego over max target speed x 5 s, buffered by half the
+   ego width, square caps) and whose centroid projects ahead of the ego's arclength; the nearest by polygon distance
+   from the ego box sets the leader at ego arclength + distance with its t0 speed projected on the ego heading
+   (0 for static objects and red lights); none: the path end, with rear length = half the ego length. One scratch
+   array is reused across the proposals of a path, so stale fields carry over exactly as in NAVSIM.
+   Objects (``PDMObservation``): t0 detections within 100 m of the ego centre (nearest 50 vehicles / 25 pedestrians
+   / 10 bicycles / 50 static), dynamic ones moved at their t0 speed along their heading, sampled every 0.2 s; red
+   on-route connectors at t0; objects overlapping the ego at t0 (red connectors: containing it) are ignored.
+4. The 15 proposals' 41 states are tracked by the LQR + bicycle simulation from the ego's t0 state and scored against
+   the planner's own view (EP normalised among the proposals, history comfort 1: the planner's scorer has no past
+   trajectory); the best by score wins (``np.argmax``, ties to the first).
+5. EP normaliser (:func:`pdm_reference_progress`): pdm_score.py re-simulates PDM-Closed's 0.1 s trajectory -- the
+   same reference and start, so the chosen proposal's simulated states -- and scores it with the agent's plan;
+   the normaliser is its progress x multiplicative product against the logged agents.
 
-Why the forecast matters: with the log-replayed future the planner is an oracle that never collides and always
-finds the fastest safe proposal, so it scores ~0.99 EPDMS on the real samples and its progress (the EP normaliser)
-pushes the logged human's EP down to ~0.72 (human EPDMS 0.889). With NAVSIM's own observation model it scores
-~0.95, and the human ~0.91 -- the relation NAVSIM reports (human above or near PDM-Closed).
-
-The EP normaliser of the scorer is the chosen proposal's progress x its multiplicative product
-(:func:`pdm_reference_progress`; navsim/evaluate/pdm_score.py scores PDM-Closed alongside the agent).
-
-Deviations (documented, small):
-* The corridor test is done in the path's Frenet frame: a box intersects the corridor when its extent along the local
-  path normal overlaps [offset - w/2, offset + w/2] (exact on straight paths; a shapely polygon intersection in
-  NAVSIM). The box's along-path interval is its centre's arclength +- its extent along the local tangent.
-* The proposals are scored from their 8 poses at 0.5 s (as any agent's plan), not from NAVSIM's 0.1 s proposal
-  states, so re-scoring the returned plan reproduces the planner's own numbers exactly.
-* Horizon 4 s (NAVSIM plans 5 s; only 4 s is scored).
-* Red-light state follows the log over the horizon (held between 2 Hz samples), as the scorer's TLC does, in both
-  forecast modes; NAVSIM's observation keeps the t0 state.
+Checked against the official NAVSIM v2 on 30 exported synthetic scenes with intact routes: identical proposals
+(to 1e-4 m), same choice, normaliser within 0.02 m (the remainder is the LQR tracking simulation).
 """
 
 from __future__ import annotations
@@ -48,9 +42,8 @@ from typing import Sequence
 import numpy as np
 
 from irlvla_gym.planners.base import PlannerBase
-from irlvla_gym.scenes.scene import Scene
+from irlvla_gym.scenes.scene import BICYCLE, PEDESTRIAN, VEHICLE, Scene
 from irlvla_gym.sim.config import IDMParams
-from irlvla_gym.sim.traffic import idm_acceleration
 
 PDM_IDM_PARAMS = IDMParams(target_velocity=15.0, min_gap_to_lead_agent=1.0, headway_time=1.5, accel_max=1.5,
                            decel_max=3.0, exponent=4.0)
@@ -68,19 +61,20 @@ class PDMClosedConfig:
         idm: IDM parameters of the proposals.
         dt: IDM integration step (s).
         num_steps: IDM steps (40 x 0.1 s = 4 s, the scored horizon).
-        path_spacing: resampling step of the centreline (m).
-        path_extension: straight extension before the start and after the end of the route (m).
-        path_length_ahead: how far ahead of the ego the path is kept (m); covers 4 s at ~35 m/s.
-        red_light_entered_tolerance: a red connector whose entry lies more than this behind the front bumper at t0
-            is considered already entered and ignored (m).
-        agent_forecast: what the IDM leader search sees of the agents over the horizon: "log" (the log-replayed
-            future boxes at each step; an oracle) or "constant_velocity" (the t0 boxes moved at their t0 velocity,
-            static categories fixed: tuplan_garage / NAVSIM ``PDMObservation``, which forecasts the current
-            detections with ``dynamic_object_dxy``). With "constant_velocity" the proposals are also *scored*
-            against that forecast (NAVSIM's planner-internal PDMScorer sees only its own observation); the EP
-            normaliser is then the chosen plan re-scored against the real agents (``traffic``).
-        traffic: agents used to *score* the proposals: "log" (non-reactive replay) or "idm" (reactive).
-        context_cache_size: scorer contexts kept per planner (``prepare_scene`` results, keyed by token).
+        agent_forecast: what the planner sees of the agents: "constant_velocity" (NAVSIM's ``PDMObservation``: the
+            t0 detections within 100 m, dynamic ones moved at their t0 speed along their heading, sampled every
+            0.2 s) or "log" (an oracle variant: the same objects' log-replayed boxes). The proposals are selected
+            by scoring them against this view (NAVSIM's planner-internal PDMScorer); the EP normaliser is the chosen
+            trajectory re-scored against the real agents (``traffic``).
+        traffic: agents of that final re-scoring: "log" (non-reactive replay, NAVSIM) or "idm" (reactive).
+        context_cache_size: scorer contexts kept per planner (``prepare_scene`` results, keyed by content).
+        idm_exponent: free-road exponent of the IDM (NAVSIM's ``BatchIDMPolicy`` hard-codes 10).
+        leading_agent_update_rate: the leader is searched every this many steps and held in between; at the first
+            step it is NAVSIM's zero-initialised leader (a brief brake), reproduced on purpose.
+        trajectory_poses: 0.1 s poses of NAVSIM's final trajectory (4 s + 1 s for TTC); sets the length of the
+            leader-search corridor (max target speed x this x dt).
+        estimate_steering: start state of the tracking simulation: None follows
+            :func:`irlvla_gym.sim.tracker.initial_state`'s default (as the scored plans), else forces it.
     """
 
     speed_fractions: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
@@ -89,13 +83,13 @@ class PDMClosedConfig:
     idm: IDMParams = PDM_IDM_PARAMS
     dt: float = 0.1
     num_steps: int = 40
-    path_spacing: float = 1.0
-    path_extension: float = 200.0
-    path_length_ahead: float = 160.0
-    red_light_entered_tolerance: float = 1.0
     agent_forecast: str = "constant_velocity"
     traffic: str = "log"
     context_cache_size: int = 8
+    idm_exponent: float = 10.0
+    leading_agent_update_rate: int = 2
+    trajectory_poses: int = 50
+    estimate_steering: bool | None = None
 
     @property
     def num_proposals(self) -> int:
@@ -117,6 +111,8 @@ class PDMClosedOutput:
         scores: the scorer's :class:`~irlvla_gym.metrics.result.ScoreResult` over the P proposals (EP normalised
             among them).
         reference_progress: chosen proposal's progress x multiplicative product (m): the EP normaliser.
+        states: (P, 41, 11) the proposals tracked by the LQR + bicycle simulation.
+        centerline: (J, 3) the route centreline [x, y, heading] of the proposals.
     """
 
     plan: np.ndarray
@@ -129,191 +125,234 @@ class PDMClosedOutput:
     best: int
     scores: object
     reference_progress: float
+    states: np.ndarray | None = None
+    centerline: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Geometry of the proposal path
+# Geometry of the proposal paths (navsim/.../pdm_planner/utils/pdm_path.py, pdm_geometry_utils.py)
 # --------------------------------------------------------------------------------------------------------------------
+
+
+class _PDMPath:
+    """A discrete path (NAVSIM ``PDMPath``): vertices with headings, cumulative progress, shapely linestring.
+
+    Attributes:
+        xy: (J, 2) vertices (t0 ego frame); consecutive duplicates (lane joints) are kept, as NAVSIM does.
+        heading: (J,) unwrapped vertex headings (rad).
+        progress: (J,) cumulative arclength (m), 0 at the first vertex.
+    """
+
+    def __init__(self, xy: np.ndarray, heading: np.ndarray):
+        import shapely
+
+        self.xy = np.asarray(xy, np.float64)
+        self.heading = np.unwrap(np.asarray(heading, np.float64))
+        self.progress = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(self.xy, axis=0), axis=1))]
+        self.linestring = shapely.LineString(self.xy)
+
+    @property
+    def length(self) -> float:
+        return float(self.progress[-1])
+
+    def interpolate(self, distances: np.ndarray) -> np.ndarray:
+        """(..., 3) poses at arclengths ``distances``, clipped to [1e-5, length] (``PDMPath.interpolate``)."""
+        d = np.clip(np.asarray(distances, np.float64), 1e-5, self.length)
+        out = np.stack([np.interp(d, self.progress, self.xy[:, 0]), np.interp(d, self.progress, self.xy[:, 1]),
+                        np.interp(d, self.progress, self.heading)], axis=-1)
+        out[..., 2] = np.arctan2(np.sin(out[..., 2]), np.cos(out[..., 2]))
+        return out
+
+    def project(self, points) -> np.ndarray:
+        """Arclength of the nearest point of the linestring (shapely ``project``) of (M, 2) points or geometries."""
+        import shapely
+
+        if isinstance(points, np.ndarray) and points.dtype != object:
+            points = shapely.points(points)
+        return np.asarray(shapely.line_locate_point(self.linestring, points), np.float64)
+
+    def substring(self, start: float, end: float):
+        """Linestring between two arclengths: the vertices inside [start, end] if there are at least two, else
+        shapely's exact substring (``PDMPath.substring``)."""
+        import shapely
+        from shapely.ops import substring
+
+        start = float(np.clip(start, 0.0, self.length))
+        end = float(np.clip(end, 0.0, self.length))
+        inside = (start <= self.progress) & (self.progress <= end)
+        if inside.sum() > 1:
+            return shapely.LineString(self.xy[inside])
+        return substring(self.linestring, start, end)
+
+    def parallel(self, offset: float) -> "_PDMPath":
+        """The path shifted by ``offset`` (m, +left) along each vertex's normal (``parallel_discrete_path``)."""
+        h = self.heading + 0.5 * np.pi
+        return _PDMPath(self.xy + offset * np.stack([np.cos(h), np.sin(h)], axis=-1), self.heading)
+
+
+def _centerline(scene: Scene) -> _PDMPath:
+    """The route centreline as NAVSIM's planner builds it: the centrelines of the lanes of its route search
+    (:func:`irlvla_gym.scenes.routing.navsim_route_lanes`) concatenated (joint vertices kept twice), each vertex's
+    heading towards its successor within its lane (last one repeated: nuPlan's ``compute_linestring_heading``). An
+    empty route falls back to a straight line along the ego heading."""
+    from irlvla_gym.scenes.routing import navsim_route_lanes
+
+    xy, heading = [], []
+    for lane in navsim_route_lanes(scene):
+        line = np.asarray(scene.map.lane_centerlines[int(lane)], np.float64)
+        if len(line) < 2:
+            continue
+        h = np.arctan2(np.diff(line[:, 1]), np.diff(line[:, 0]))
+        xy.append(line)
+        heading.append(np.r_[h, h[-1]])
+    if not xy:
+        return _PDMPath(np.array([[-100.0, 0.0], [200.0, 0.0]]), np.zeros(2))
+    return _PDMPath(np.concatenate(xy), np.concatenate(heading))
+
+
+def _box_polygons(xy: np.ndarray, yaw: np.ndarray, front: np.ndarray, rear: np.ndarray, half_width: np.ndarray):
+    """Shapely polygons of oriented boxes: reference points (M, 2), yaw (M,), extents ahead of / behind the
+    reference point and half width (M,) each."""
+    import shapely
+
+    c, s = np.cos(yaw), np.sin(yaw)
+    lon = np.stack([front, front, -rear, -rear], axis=-1)  # (M, 4) FL, FR, RR, RL
+    lat = np.stack([half_width, -half_width, -half_width, half_width], axis=-1)
+    x = xy[:, 0, None] + lon * c[:, None] - lat * s[:, None]
+    y = xy[:, 1, None] + lon * s[:, None] + lat * c[:, None]
+    return shapely.polygons(np.stack([x, y], axis=-1))
+
+
+def _current_speed_limit(scene: Scene, config: PDMClosedConfig) -> float | None:
+    """Speed limit (m/s) of NAVSIM's starting lane, None when unknown (the IDM then uses its fallback)."""
+    from irlvla_gym.scenes.routing import starting_lane
+
+    lane = starting_lane(scene)
+    if lane < 0:
+        return None
+    limit = float(scene.map.lane_speed_limits[lane])
+    return limit if np.isfinite(limit) and limit > 0 else None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The planner's observation (navsim/.../pdm_planner/observation/pdm_observation.py, pdm_object_manager.py)
+# --------------------------------------------------------------------------------------------------------------------
+
+_MAX_OBJECTS = {VEHICLE: 50, PEDESTRIAN: 25, BICYCLE: 10}
+_MAX_STATIC_OBJECTS = 50
 
 
 @dataclass
-class _Path:
-    """The (extended, resampled) route centreline in the t0 ego frame.
+class _Observation:
+    """PDMObservation: object polygons at t = 0, 0.2, .. s (constant-velocity forecast of the t0 detections, red
+    on-route connectors as static obstacles).
 
     Attributes:
-        xy: (J, 2) vertices every ``spacing`` m.
-        s: (J,) arclength (m) of each vertex; 0 = start of the route centreline (negative on the back extension).
-        heading: (J,) unwrapped heading (rad) of the path at each vertex (central differences).
-        normal: (J, 2) unit left normal at each vertex.
+        polygons: list over samples of (M,) shapely polygon arrays (M objects, the same order every sample).
+        is_red: (M,) bool, object is a red-light polygon.
+        heading: (M,) t0 heading (rad) of the object; speed: (M,) t0 speed (m/s), 0 for static objects and red
+            lights (the leader velocity uses both).
+        collided: (M,) bool, objects already overlapping the ego at t0 (ignored as leaders).
+        boxes / valid: (S + 1, N, 8) / (S + 1, N) the agents' forecast at every 0.1 s step as seen by the scorer
+            (boxes held between the 0.2 s samples, as ``PDMObservation.__getitem__``).
     """
 
-    xy: np.ndarray
-    s: np.ndarray
+    polygons: list
+    is_red: np.ndarray
     heading: np.ndarray
-    normal: np.ndarray
+    speed: np.ndarray
+    collided: np.ndarray
+    boxes: np.ndarray
+    valid: np.ndarray
 
-    def at(self, s: np.ndarray, offset: np.ndarray | float = 0.0) -> np.ndarray:
-        """(..., 3) poses [x, y, yaw] at arclengths ``s`` (...) on the path shifted by ``offset`` (m, +left)."""
-        x = np.interp(s, self.s, self.xy[:, 0])
-        y = np.interp(s, self.s, self.xy[:, 1])
-        h = np.interp(s, self.s, self.heading)
-        nx, ny = -np.sin(h), np.cos(h)
-        out = np.stack([x + offset * nx, y + offset * ny, h], axis=-1)
-        out[..., 2] = (out[..., 2] + np.pi) % (2.0 * np.pi) - np.pi
-        return out
-
-    def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Frenet coordinates of (M, 2) points: arclength s (M,), lateral offset d (M,, +left), path heading (M,).
-
-        Nearest vertex first, then the offset along its tangent (exact to O(spacing^2 * curvature)).
-        """
-        pts = np.asarray(points, np.float64).reshape(-1, 2)
-        if not len(pts):
-            z = np.zeros(0)
-            return z, z, z
-        d2 = ((pts[:, None, :] - self.xy[None]) ** 2).sum(-1)  # (M, J)
-        j = np.argmin(d2, axis=1)
-        rel = pts - self.xy[j]
-        h = self.heading[j]
-        c, si = np.cos(h), np.sin(h)
-        along = rel[:, 0] * c + rel[:, 1] * si
-        lateral = -rel[:, 0] * si + rel[:, 1] * c
-        return self.s[j] + along, lateral, h
+    def at(self, time_idx: int):
+        return self.polygons[time_idx // 2]
 
 
-def _build_path(scene: Scene, config: PDMClosedConfig) -> tuple[_Path, float, float]:
-    """Route centreline as a :class:`_Path`, plus the ego's (rear axle, origin) arclength s0 and lateral offset d0.
+def _observation(scene: Scene, config: PDMClosedConfig, num_steps: int, map_radius: float = 100.0) -> _Observation:
+    import shapely
 
-    An empty or degenerate route falls back to the straight line along the ego's heading (x axis).
-    """
-    line = scene.route_centerline().astype(np.float64) if len(scene.route_lanes) else np.zeros((0, 2))
-    if len(line) >= 2:
-        seg = np.linalg.norm(np.diff(line, axis=0), axis=1)
-        line = line[np.r_[True, seg > 1e-3]]
-    if len(line) < 2:
-        line = np.array([[0.0, 0.0], [1.0, 0.0]])
-    seg = np.linalg.norm(np.diff(line, axis=0), axis=1)
-    cum = np.r_[0.0, np.cumsum(seg)]
-    ext = config.path_extension
-    d_start = (line[1] - line[0]) / seg[0]
-    d_end = (line[-1] - line[-2]) / seg[-1]
-    # Straight extensions: the ego may stand before the route start (adapter crop) or reach its end within 4 s.
-    full = np.concatenate([(line[0] - ext * d_start)[None], line, (line[-1] + ext * d_end)[None]])
-    full_s = np.r_[-ext, cum, cum[-1] + ext]
-    s_grid = np.arange(full_s[0], full_s[-1] + 1e-9, config.path_spacing)
-    xy = np.stack([np.interp(s_grid, full_s, full[:, 0]), np.interp(s_grid, full_s, full[:, 1])], axis=-1)
-    # Keep the stretch around the ego (nearest vertex to the origin) so projections stay cheap.
-    s_ego_rough = s_grid[int(np.argmin((xy ** 2).sum(-1)))]
-    keep = (s_grid >= s_ego_rough - 30.0) & (s_grid <= s_ego_rough + config.path_length_ahead)
-    xy, s_grid = xy[keep], s_grid[keep]
-    diff = np.gradient(xy, axis=0)
-    heading = np.unwrap(np.arctan2(diff[:, 1], diff[:, 0]))
-    normal = np.stack([-np.sin(heading), np.cos(heading)], axis=-1)
-    path = _Path(xy, s_grid, heading, normal)
-    s0, d0, _ = path.project(np.zeros((1, 2)))
-    return path, float(s0[0]), float(d0[0])
+    vehicle = scene.ego.vehicle
+    start = scene.agents.boxes[0]  # (N, 8) t0 ego frame
+    valid0 = np.asarray(scene.agents.valid[0], bool)
+    category = np.asarray(scene.agents.category, np.int64)
+    center = np.array([0.5 * (vehicle.front_length - vehicle.rear_length), 0.0])
+    dist = np.linalg.norm(start[:, :2] - center, axis=1)
+    keep = valid0 & (dist <= map_radius)
+    # nearest objects per category (PDMObjectManager.get_nearest_objects)
+    selected = []
+    for cat, cap in _MAX_OBJECTS.items():
+        idx = np.flatnonzero(keep & (category == cat))
+        selected.append(idx[np.argsort(dist[idx], kind="stable")][:cap])
+    dynamic = np.concatenate(selected) if selected else np.zeros(0, np.int64)
+    idx = np.flatnonzero(keep & ~np.isin(category, list(_MAX_OBJECTS)))
+    static = idx[np.argsort(dist[idx], kind="stable")][:_MAX_STATIC_OBJECTS]
+    order = np.r_[static, dynamic].astype(np.int64)
+    b = start[order]
+    speed = np.hypot(b[:, 6], b[:, 7])
+    is_dyn = np.r_[np.zeros(len(static), bool), np.ones(len(dynamic), bool)]
+    speed = np.where(is_dyn, speed, 0.0)
+    vel_angle = np.arctan2(b[:, 7], b[:, 6])
+    forward = np.abs(np.arctan2(np.sin(b[:, 2] - vel_angle), np.cos(b[:, 2] - vel_angle))) < 0.5 * np.pi
+    track_heading = np.where(forward, b[:, 2], b[:, 2] + np.pi)
+    dxy = speed[:, None] * np.stack([np.cos(track_heading), np.sin(track_heading)], axis=-1)
 
+    # red on-route connectors at t0 (``_get_traffic_light_geometries``)
+    from irlvla_gym.metrics.context import on_route_lane_mask
+    from irlvla_gym.scenes.scene import LIGHT_RED
 
-def _route_lane_start_s(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
-    """Arclength (m) of the start of each route lane on ``scene.route_centerline()``, and the route lanes (R,)."""
-    lanes = np.asarray(scene.route_lanes, np.int64)
-    starts = np.zeros(len(lanes))
-    total, prev_end = 0.0, None
-    for i, lane in enumerate(lanes):
-        line = np.asarray(scene.map.lane_centerlines[int(lane)], np.float64)
-        if prev_end is not None:
-            total += float(np.linalg.norm(line[0] - prev_end))  # concat_polylines joins lanes with a segment
-        starts[i] = total
-        total += float(np.linalg.norm(np.diff(line, axis=0), axis=1).sum())
-        prev_end = line[-1]
-    return starts, lanes
+    mp = scene.map
+    red = np.flatnonzero((mp.lane_light_state[0] == LIGHT_RED) & on_route_lane_mask(scene) & mp.lane_is_connector)
+    red_polys = np.array([shapely.Polygon(mp.lane_polygons.exterior(int(i))) for i in red], dtype=object)
 
-
-def _current_speed_limit(scene: Scene, s0: float, config: PDMClosedConfig) -> float:
-    """Speed limit (m/s) of the route lane under the ego (NAVSIM: the current lane's ``speed_limit_mps``)."""
-    starts, lanes = _route_lane_start_s(scene)
-    if not len(lanes):
-        return config.default_speed_limit
-    i = int(np.clip(np.searchsorted(starts, s0, side="right") - 1, 0, len(lanes) - 1))
-    limit = float(scene.map.lane_speed_limits[lanes[i]])
-    return limit if np.isfinite(limit) and limit > 0 else config.default_speed_limit
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Obstacles in the proposal corridors
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _agent_intervals(path: _Path, boxes: np.ndarray, valid: np.ndarray, offsets: np.ndarray, half_width: float
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Along-path intervals of agent boxes that intrude into each offset corridor.
-
-    Args:
-        path: the centreline.
-        boxes: (T, N, 8) agent boxes [x, y, yaw, length, width, height, vx, vy] per 0.1 s step (t0 ego frame).
-        valid: (T, N) bool.
-        offsets: (O,) corridor offsets (m, +left).
-        half_width: half the ego width (m).
-
-    Returns:
-        s_lo, s_hi: (O, T, N) arclength interval (m) of the box along the path; +inf / -inf where the box is invalid
-        or misses the corridor. speed: (T, N) agent velocity along the path (m/s).
-    """
-    T, N = valid.shape
-    O = len(offsets)
-    s_lo = np.full((O, T, N), np.inf)
-    s_hi = np.full((O, T, N), -np.inf)
-    speed = np.zeros((T, N))
-    if N == 0:
-        return s_lo, s_hi, speed
-    # Cheap prefilter: agents that never come near the path (bounding box of the path + margin) are dropped.
-    lo, hi = path.xy.min(0), path.xy.max(0)
-    reach = 0.5 * np.hypot(boxes[..., 3], boxes[..., 4]) + half_width + np.abs(offsets).max() + 2.0
-    xy = boxes[..., :2]
-    near = valid & np.all(xy > lo - reach[..., None], -1) & np.all(xy < hi + reach[..., None], -1)
-    t_idx, n_idx = np.nonzero(near)
-    if not len(t_idx):
-        return s_lo, s_hi, speed
-    b = boxes[t_idx, n_idx]  # (M, 8)
-    s, d, h = path.project(b[:, :2])
-    rel_yaw = b[:, 2] - h
-    cos, sin = np.abs(np.cos(rel_yaw)), np.abs(np.sin(rel_yaw))
     half_l, half_w = 0.5 * b[:, 3], 0.5 * b[:, 4]
-    extent_normal = half_l * sin + half_w * cos
-    extent_tangent = half_l * cos + half_w * sin
-    speed[t_idx, n_idx] = b[:, 6] * np.cos(h) + b[:, 7] * np.sin(h)
-    hits = np.abs(d[None, :] - offsets[:, None]) < extent_normal[None, :] + half_width  # (O, M)
-    for o in range(O):
-        m = hits[o]
-        s_lo[o, t_idx[m], n_idx[m]] = s[m] - extent_tangent[m]
-        s_hi[o, t_idx[m], n_idx[m]] = s[m] + extent_tangent[m]
-    return s_lo, s_hi, speed
+    samples = np.arange(0, num_steps + 3, 2)  # NAVSIM: observation_samples (+ res) at resolution 2
+    log_boxes = log_valid = None
+    if config.agent_forecast == "log":  # oracle variant: the log-replayed future boxes of the same objects
+        log_boxes, log_valid = _forecast_agents(scene, int(samples[-1]), config)
+    polygons = []
+    for sample in samples:
+        if log_boxes is None:
+            xy, yaw = b[:, :2] + sample * config.dt * dxy, b[:, 2]
+        else:
+            lb = log_boxes[sample, order]
+            xy = np.where(log_valid[sample, order, None], lb[:, :2], 1e6)  # gone: far away
+            yaw = lb[:, 2]
+        polys = _box_polygons(xy, yaw, half_l, half_l, half_w) if len(b) else np.zeros(0, object)
+        polygons.append(np.concatenate([polys, red_polys]))
+    M = len(order) + len(red)
+    is_red = np.r_[np.zeros(len(order), bool), np.ones(len(red), bool)]
+    ego_poly = _box_polygons(np.zeros((1, 2)), np.zeros(1), np.array([vehicle.front_length]),
+                             np.array([vehicle.rear_length]), np.array([0.5 * vehicle.width]))[0]
+    collided = np.zeros(M, bool)
+    if M:
+        hits = shapely.intersects(polygons[0], ego_poly)
+        within = shapely.within(ego_poly, polygons[0])
+        collided = hits & (~is_red | within)
+
+    # the same forecast as agent boxes for the planner's own scorer (constant-velocity mode)
+    N = start.shape[0]
+    t_held = 2 * (np.arange(num_steps + 1) // 2) * config.dt
+    boxes = np.repeat(start[None], num_steps + 1, axis=0)
+    valid = np.zeros((num_steps + 1, N), bool)
+    full_dxy = np.zeros((N, 2))
+    full_dxy[order] = dxy
+    boxes[..., :2] += t_held[:, None, None] * full_dxy[None]
+    valid[:, order] = True
+    return _Observation(polygons, is_red, np.r_[b[:, 2], np.zeros(len(red))], np.r_[speed, np.zeros(len(red))],
+                        collided, boxes, valid)
 
 
-def _red_light_entries(scene: Scene, path: _Path, red: np.ndarray, offsets: np.ndarray, half_width: float,
-                       s_front0: float, tolerance: float) -> np.ndarray:
-    """Arclength (m) where each offset corridor enters a red on-route connector, per 0.1 s step.
-
-    Args:
-        red: (T, L) bool, on-route connector red at that step (the scorer's ``ScoringContext.red_connectors``).
-        s_front0: front bumper arclength at t0 (m); connectors entered more than ``tolerance`` before it are ignored
-            (the ego is already inside: stopping there helps nobody).
-
-    Returns:
-        (O, T) entry arclength, +inf where no red connector blocks the corridor.
-    """
-    T = red.shape[0]
-    out = np.full((len(offsets), T), np.inf)
-    lanes = np.flatnonzero(red.any(axis=0))
-    for lane in lanes:
-        ring = np.asarray(scene.map.lane_polygons.exterior(int(lane)), np.float64)
-        s, d, _ = path.project(ring)
-        if s.max() <= s_front0 or s.min() < s_front0 - tolerance:
-            continue
-        crosses = (d.min() < offsets + half_width) & (d.max() > offsets - half_width)  # (O,)
-        entry = np.where(crosses, s.min(), np.inf)  # (O,)
-        out = np.where(red[None, :, lane], np.minimum(out, entry[:, None]), out)
-    return out
+def _idm_step(progress, velocity, lead_progress, lead_velocity, lead_rear, target, cfg: PDMClosedConfig):
+    """One forward-Euler step of NAVSIM's ``BatchIDMPolicy.propagate`` (exponent 10, no clipping of the speed)."""
+    p = cfg.idm
+    s_star = p.min_gap_to_lead_agent + velocity * p.headway_time + velocity * (velocity - lead_velocity) / (
+        2.0 * np.sqrt(p.accel_max * p.decel_max))
+    s_alpha = np.maximum(lead_progress - progress - lead_rear, p.min_gap_to_lead_agent)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        accel = p.accel_max * (1.0 - (velocity / target) ** cfg.idm_exponent - (s_star / s_alpha) ** 2)
+    accel = np.clip(accel, -p.decel_max, p.accel_max)
+    return progress + cfg.dt * velocity, velocity + cfg.dt * accel
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -324,7 +363,7 @@ def _red_light_entries(scene: Scene, path: _Path, red: np.ndarray, offsets: np.n
 class PDMClosedPlanner(PlannerBase):
     """NAVSIM's PDM-Closed (see the module docstring). Usable as a planner and as the scorer's EP reference.
 
-    Results are cached per scene token (the last ``cache_size`` scenes), so planning and
+    Results are cached per scene content (:func:`scene_cache_key`; the last ``cache_size`` scenes), so planning and
     :meth:`reference_progress` on the same scene cost one run.
     """
 
@@ -343,14 +382,15 @@ class PDMClosedPlanner(PlannerBase):
         polygon index in it is expensive to build the first time)."""
         from irlvla_gym.metrics import prepare_scene
 
-        ctx = self._contexts.get(scene.token)
+        key = scene_cache_key(scene)
+        ctx = self._contexts.get(key)
         if ctx is None:
             ctx = prepare_scene(scene)
-            self._contexts[scene.token] = ctx
+            self._contexts[key] = ctx
             while len(self._contexts) > self.config.context_cache_size:
                 self._contexts.popitem(last=False)
         else:
-            self._contexts.move_to_end(scene.token)
+            self._contexts.move_to_end(key)
         return ctx
 
     def clear_cache(self) -> None:
@@ -371,18 +411,19 @@ class PDMClosedPlanner(PlannerBase):
         return self.run(scene).reference_progress
 
     def run(self, scene: Scene, context=None) -> PDMClosedOutput:
-        """Plan ``scene`` (cached by token) and return all intermediate results.
+        """Plan ``scene`` (cached by content, :func:`scene_cache_key`) and return all intermediate results.
 
         Args:
             scene: the scene.
             context: a ``prepare_scene(scene)`` result to reuse (else the planner's own cache is used).
         """
-        out = self._outputs.get(scene.token)
+        key = scene_cache_key(scene)
+        out = self._outputs.get(key)
         if out is not None:
-            self._outputs.move_to_end(scene.token)
+            self._outputs.move_to_end(key)
             return out
         out = self._run(scene, context)
-        self._outputs[scene.token] = out
+        self._outputs[key] = out
         while len(self._outputs) > self._cache_size:
             self._outputs.popitem(last=False)
         return out
@@ -390,107 +431,144 @@ class PDMClosedPlanner(PlannerBase):
     # ---- the algorithm -------------------------------------------------------------------------------------------
 
     def proposals(self, scene: Scene, red_connectors: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Build the IDM proposals of ``scene`` without scoring them.
+        """Build the IDM proposals of ``scene`` without scoring them (NAVSIM ``PDMGenerator.generate_proposals``).
 
         Args:
-            red_connectors: (41, L) bool red on-route connectors per 0.1 s step (the scorer context's); computed
-                from the scene when None.
+            red_connectors: unused (kept for compatibility); the planner sees the red lights at t0, as NAVSIM's
+                ``PDMObservation``.
 
         Returns:
-            dict with ``poses`` (P, S + 1, 3) at 0.1 s (t = 0 .. 4 s), ``plans`` (P, 8, 3) at 0.5 s, ``speeds``
-            (P, S + 1), ``offsets`` (P,), ``fractions`` (P,), ``target_speed`` (P,).
+            dict with ``poses`` (P, S + 1, 3) at 0.1 s (t = 0 .. 4 s; pose 0 = the ego's projection on the proposal
+            path, as NAVSIM's trajectory), ``plans`` (P, 8, 3) at 0.5 s, ``speeds`` (P, S + 1), ``progress``
+            (P, S + 1) IDM arclength on each proposal's own path, ``offsets`` (P,), ``fractions`` (P,),
+            ``target_speed`` (P,), ``centerline`` (J, 3) the route centreline [x, y, heading] (t0 ego frame).
         """
+        import shapely
+        from shapely.geometry.base import CAP_STYLE
+
         cfg = self.config
         vehicle = scene.ego.vehicle
-        half_width = 0.5 * vehicle.width
-        path, s0, _ = _build_path(scene, cfg)
-        offsets_u = np.asarray(cfg.lateral_offsets, np.float64)  # (O,)
-        fractions_u = np.asarray(cfg.speed_fractions, np.float64)  # (F,)
-        O, F = len(offsets_u), len(fractions_u)
-        # Offset-major order, as NAVSIM enumerates (path, policy) pairs: ties go to the centreline.
-        off_idx = np.repeat(np.arange(O), F)  # (P,)
-        offsets = offsets_u[off_idx]
-        fractions = np.tile(fractions_u, O)
-        limit = _current_speed_limit(scene, s0, cfg)
-        target = fractions * limit  # (P,)
-
         S = cfg.num_steps
-        boxes, valid = _forecast_agents(scene, S, cfg)
-        s_lo, s_hi, agent_speed = _agent_intervals(path, boxes, valid, offsets_u, half_width)  # (O, T, N)
-        if red_connectors is None:
-            red_connectors = _red_connectors(scene, S + 1, cfg.dt)
-        red_entry = _red_light_entries(scene, path, red_connectors[: S + 1], offsets_u, half_width,
-                                       s0 + vehicle.front_length, cfg.red_light_entered_tolerance)  # (O, T)
+        centre = _centerline(scene)
+        paths = [centre] + [centre.parallel(o) for o in cfg.lateral_offsets if o != 0.0]
+        offsets_u = np.r_[0.0, [o for o in cfg.lateral_offsets if o != 0.0]]
+        O, F = len(paths), len(cfg.speed_fractions)
+        fractions_u = np.asarray(cfg.speed_fractions, np.float64)
+        offsets = np.repeat(offsets_u, F)
+        fractions = np.tile(fractions_u, O)
+        limit = _current_speed_limit(scene, cfg)
+        target_u = fractions_u * (limit if limit is not None else cfg.default_speed_limit)
+        target = np.tile(target_u, O)
+        obs = _observation(scene, cfg, max(S, cfg.trajectory_poses))
+        max_target = float(np.max(target_u))
+        ego_length = vehicle.front_length + vehicle.rear_length
 
-        P = len(offsets)
-        s = np.full(P, s0)
-        v = np.full(P, max(float(scene.ego.velocity[0]), 0.0))
-        s_hist = np.empty((P, S + 1))
-        v_hist = np.empty((P, S + 1))
-        s_hist[:, 0], v_hist[:, 0] = s, v
-        rows = np.arange(P)
-        for t in range(S):
-            front = s + vehicle.front_length  # (P,) front bumper arclength
-            rear = s - vehicle.rear_length
-            lo, hi = s_lo[off_idx, t], s_hi[off_idx, t]  # (P, N)
-            # Obstacles ahead: some part beyond the front bumper, and starting ahead of the ego's rear (an agent
-            # level with the ego only grazing the widened corridor is not a leader).
-            ahead = (hi > front[:, None]) & (lo > rear[:, None])
-            gap_agents = np.where(ahead, lo - front[:, None], np.inf)
-            if gap_agents.shape[1]:
-                lead = np.argmin(gap_agents, axis=1)
-                gap = gap_agents[rows, lead]
-                lead_speed = np.maximum(agent_speed[t][lead], 0.0)
-            else:
-                gap = np.full(P, np.inf)
-                lead_speed = np.zeros(P)
-            red_gap = red_entry[off_idx, t] - front
-            red_gap = np.where(red_gap > -cfg.red_light_entered_tolerance, np.maximum(red_gap, 0.0), np.inf)
-            use_red = red_gap < gap
-            gap = np.where(use_red, red_gap, np.maximum(gap, 0.0))
-            lead_speed = np.where(use_red, 0.0, lead_speed)
-            accel = idm_acceleration(v, gap, lead_speed, target, cfg.idm)
-            # Forward Euler: progress with the old speed, then the speed (nuPlan / PDM BatchIDMPolicy).
-            s = s + v * cfg.dt
-            v = np.maximum(v + accel * cfg.dt, 0.0)
-            s_hist[:, t + 1], v_hist[:, t + 1] = s, v
-        poses = path.at(s_hist, offsets[:, None])  # (P, S + 1, 3)
+        P = O * F
+        prog = np.zeros((P, S + 1))
+        vel = np.zeros((P, S + 1))
+        poses = np.zeros((P, S + 1, 3))
+        v0 = float(scene.ego.velocity[0])
+        for o, path in enumerate(paths):
+            rows = np.arange(o * F, (o + 1) * F)
+            p0 = float(path.project(np.zeros((1, 2)))[0])
+            prog[rows, 0], vel[rows, 0] = p0, v0
+            poses[rows, 0] = path.interpolate(p0)
+            corridor = path.substring(p0, p0 + abs(max_target) * cfg.trajectory_poses * cfg.dt).buffer(
+                0.5 * vehicle.width, cap_style=CAP_STYLE.square)
+            lead = np.zeros((F, 3))  # progress, velocity, rear length (time_idx 0: zeros, as NAVSIM)
+            for t in range(1, S + 1):
+                if t % cfg.leading_agent_update_rate == 0:
+                    polys = obs.at(t)
+                    hit = np.flatnonzero(shapely.intersects(polys, corridor) & ~obs.collided) if len(polys) else []
+                    obj_prog = path.project(shapely.centroid(polys[hit])) if len(hit) else np.zeros(0)
+                    scratch = np.zeros(3)  # NAVSIM reuses one array across the batch: stale fields carry over
+                    new = np.zeros((F, 3))
+                    for k, row in enumerate(rows):
+                        ego_prog = prog[row, t - 1]
+                        ahead = hit[obj_prog > ego_prog] if len(hit) else []
+                        if len(ahead):
+                            x, y, h = poses[row, t - 1]
+                            ego_poly = _box_polygons(np.array([[x, y]]), np.array([h]),
+                                                     np.array([vehicle.front_length]),
+                                                     np.array([vehicle.rear_length]), np.array([0.5 * vehicle.width]))[0]
+                            d = shapely.distance(ego_poly, polys[ahead])
+                            j = int(np.argmin(d))
+                            nearest = ahead[j]
+                            scratch[0] = ego_prog + d[j]
+                            if not obs.is_red[nearest]:
+                                rel = obs.heading[nearest] - h
+                                scratch[1] = obs.speed[nearest] * np.cos(rel)
+                        else:
+                            scratch[0] = path.length
+                            scratch[2] = 0.5 * ego_length
+                        new[k] = scratch
+                    lead = new
+                prog[rows, t], vel[rows, t] = _idm_step(prog[rows, t - 1], vel[rows, t - 1], lead[:, 0], lead[:, 1],
+                                                        lead[:, 2], target[rows], cfg)
+                poses[rows, t] = path.interpolate(prog[rows, t])
         ratio = int(round(0.5 / cfg.dt))
         plans = poses[:, ratio::ratio][:, :8]
-        return {"poses": poses, "plans": plans, "speeds": v_hist, "offsets": offsets, "fractions": fractions,
-                "target_speed": target}
+        cl = np.concatenate([centre.xy, centre.heading[:, None]], axis=1)
+        return {"poses": poses, "plans": plans, "speeds": vel, "progress": prog, "offsets": offsets,
+                "fractions": fractions, "target_speed": target, "centerline": cl, "observation": obs}
+
+    def simulate(self, scene: Scene, poses: np.ndarray) -> np.ndarray:
+        """Track (K, S + 1, 3) reference poses at 0.1 s (pose 0 included, as NAVSIM's ``PDMSimulator`` tracks the
+        proposal states) with the LQR tracker + bicycle from the ego's t0 state. Returns (K, S + 1, 11)."""
+        from irlvla_gym.sim.config import SimConfig
+        from irlvla_gym.sim.fused import PYTHON_LOOP_MAX_K, StepTables, run_numpy, run_python
+        from irlvla_gym.sim.lqr import ReferenceProfiles
+        from irlvla_gym.sim.tracker import initial_state
+
+        sim_cfg = SimConfig()
+        if self.config.estimate_steering is None:
+            start = initial_state(scene, sim_cfg)
+        else:
+            start = initial_state(scene, sim_cfg, estimate_steering=self.config.estimate_steering)
+        poses = np.asarray(poses, np.float64)
+        K = poses.shape[0]
+        start = np.ascontiguousarray(np.broadcast_to(start, (K, start.shape[-1])))
+        reference = ReferenceProfiles.fit(poses, sim_cfg)
+        tables = StepTables.build(reference.poses, reference.velocity, reference.curvature, sim_cfg)
+        run = run_python if K <= PYTHON_LOOP_MAX_K else run_numpy
+        return run(start, tables, sim_cfg)
 
     def _run(self, scene: Scene, context=None) -> PDMClosedOutput:
         from irlvla_gym.metrics.api import agent_tracks, score_states
+        from irlvla_gym.metrics.config import DEFAULT_CONFIG
         from irlvla_gym.metrics.context import AgentTracks
-        from irlvla_gym.sim import simulate_plans
+        from irlvla_gym.metrics.result import epdms
 
         cfg = self.config
         ctx = context if context is not None else self.context(scene)
-        prop = self.proposals(scene, ctx.red_connectors)
+        prop = self.proposals(scene)
         plans = prop["plans"]
-        states = simulate_plans(scene, plans)
+        states = self.simulate(scene, prop["poses"])
         if cfg.agent_forecast == "log":
             seen = agent_tracks(scene, cfg.traffic, states)
-        else:
+        elif cfg.agent_forecast == "constant_velocity":
             # NAVSIM's planner scores its proposals in its own world model (PDMObservation forecasts).
-            boxes, valid = _forecast_agents(scene, cfg.num_steps, cfg)
-            seen = AgentTracks(boxes, valid, np.asarray(scene.agents.category, np.int64))
+            obs = prop["observation"]
+            seen = AgentTracks(obs.boxes[: cfg.num_steps + 1], obs.valid[: cfg.num_steps + 1],
+                               np.asarray(scene.agents.category, np.int64))
+        else:
+            raise ValueError(f"agent_forecast must be 'log' or 'constant_velocity', got {cfg.agent_forecast!r}")
         # NAVSIM's PDMScorer inside the planner: EP normalised among the proposals, no human filter.
         result = score_states(ctx, states, seen, reference_progress=None)
-        best = int(np.argmax(result.epdms))
-        if cfg.agent_forecast == "log":
-            reference = float(result.progress[best] * result.multiplicative[best])
-        else:
-            # The EP normaliser is the chosen plan as the real scorer sees it (navsim/evaluate/pdm_score.py scores
-            # the PDM-Closed trajectory against the logged agents).
-            chosen = states[best:best + 1]
-            real = score_states(ctx, chosen, agent_tracks(scene, cfg.traffic, chosen), reference_progress=None)
-            reference = float(real.progress[0] * real.multiplicative[0])
+        # The planner's PDMScorer gets no past human trajectory, so its history comfort is 1 for every proposal.
+        sub = dict(result.subscores())
+        sub["hc"] = np.ones_like(sub["hc"])
+        selection = epdms(sub, DEFAULT_CONFIG, has_ec=False)
+        best = int(np.argmax(selection))
+        # The EP normaliser: navsim/evaluate/pdm_score.py re-simulates PDM-Closed's 0.1 s trajectory (the chosen
+        # proposal's states, the same reference and start as above) and scores it against the logged agents.
+        chosen = states[best:best + 1]
+        real = score_states(ctx, chosen, agent_tracks(scene, cfg.traffic, chosen), reference_progress=None)
+        reference = float(real.progress[0] * real.multiplicative[0])
         return PDMClosedOutput(plan=plans[best].copy(), proposals=plans, proposal_poses=prop["poses"],
                                speeds=prop["speeds"], offsets=prop["offsets"], fractions=prop["fractions"],
                                target_speed=prop["target_speed"], best=best, scores=result,
-                               reference_progress=reference)
+                               reference_progress=reference, states=states, centerline=prop["centerline"])
 
 
 def _forecast_agents(scene: Scene, num_steps: int, config: PDMClosedConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -499,7 +577,8 @@ def _forecast_agents(scene: Scene, num_steps: int, config: PDMClosedConfig) -> t
 
     if config.agent_forecast == "log":
         track = log_replay(scene, config.dt)
-        return track.boxes[: num_steps + 1], track.valid[: num_steps + 1]
+        idx = np.minimum(np.arange(num_steps + 1), track.boxes.shape[0] - 1)
+        return track.boxes[idx], track.valid[idx]
     if config.agent_forecast != "constant_velocity":
         raise ValueError(f"agent_forecast must be 'log' or 'constant_velocity', got {config.agent_forecast!r}")
     start = scene.agents.boxes[0]  # (N, 8) at t0
@@ -511,14 +590,19 @@ def _forecast_agents(scene: Scene, num_steps: int, config: PDMClosedConfig) -> t
     return boxes, valid
 
 
-def _red_connectors(scene: Scene, num_states: int, dt: float) -> np.ndarray:
-    """(T, L) bool red on-route connectors per step, the scorer's rule (``metrics.context.prepare_scene``)."""
-    from irlvla_gym.metrics.context import on_route_lane_mask
-    from irlvla_gym.scenes.scene import LIGHT_RED
+def scene_cache_key(scene: Scene) -> tuple[str, str]:
+    """Cache key of a scene: its token and a digest of all its arrays (``Scene.to_arrays``), so that a scene
+    changed under the same token (an edited map, agents, route or ego state) is planned again."""
+    import hashlib
 
-    mp = scene.map
-    sample = np.minimum(np.arange(num_states) * dt / 0.5 + 1e-9, mp.lane_light_state.shape[0] - 1).astype(np.int64)
-    return (mp.lane_light_state[sample] == LIGHT_RED) & (on_route_lane_mask(scene) & mp.lane_is_connector)[None]
+    h = hashlib.blake2b(digest_size=16)
+    for name, value in sorted(scene.to_arrays().items()):
+        arr = np.ascontiguousarray(value)
+        h.update(name.encode())
+        h.update(str(arr.dtype).encode())
+        h.update(str(arr.shape).encode())
+        h.update(arr.tobytes())
+    return scene.token, h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -539,7 +623,8 @@ def default_planner(traffic: str = "log") -> PDMClosedPlanner:
 def pdm_reference_progress(scene: Scene, *, traffic: str = "log", context=None) -> float:
     """EP normaliser of ``scene`` (m): PDM-Closed's chosen proposal's progress x its multiplicative product.
 
-    Cached per scene token (and traffic mode). Pass it as ``reference_progress`` to
+    Cached per scene content (:func:`scene_cache_key`) and traffic mode: a scene edited under the same token gets
+    a fresh normaliser. Pass it as ``reference_progress`` to
     :func:`irlvla_gym.metrics.score_plans`.
     """
     return default_planner(traffic).run(scene, context).reference_progress

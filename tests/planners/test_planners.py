@@ -10,6 +10,7 @@ from irlvla_gym.planners import (
     ConstantVelocityPlanner, HumanPlanner, PDMClosedConfig, PDMClosedPlanner, Planner, default_planner, make_planner,
     pdm_reference_progress,
 )
+from irlvla_gym.planners.pdm_closed import scene_cache_key
 from irlvla_gym.scenes.scene import LIGHT_RED, NUM_TIMES, Agents, EgoState, MapData, PolygonSet, Scene, SceneMetadata
 from irlvla_gym.scenes.testing import straight_road_scene
 
@@ -88,9 +89,13 @@ def test_pdm_closed_free_road_drives_near_the_speed_limit_in_lane() -> None:
     assert out.offsets[out.best] == 0.0 and out.fractions[out.best] == 1.0
     np.testing.assert_allclose(plan[:, 1:], 0.0, atol=1e-9)  # on the lane centre, heading along it
     speeds = _speeds(plan)
-    assert np.all(np.diff(speeds) > -1e-9) and 13.0 < speeds[-1] <= 15.0 + 1e-6  # accelerates towards 15 m/s
+    # Accelerates towards 15 m/s (NAVSIM's IDM: exponent 10, a 0.1 s brake at the first step from its zero-initialised
+    # leader, and the end of the 180 m route acting as a leader).
+    assert np.all(np.diff(speeds) > -1e-9) and 12.5 < speeds[-1] <= 15.0 + 1e-6
     result = score_plans(scene, plan, human_filter=False, reference_progress=out.reference_progress)
-    assert result.epdms[0] == pytest.approx(1.0)
+    # ~1: the 8 poses at 0.5 s, tracked as an agent's plan, progress slightly less than the 0.1 s trajectory that
+    # sets the normaliser (as in NAVSIM).
+    assert result.epdms[0] == pytest.approx(1.0, abs=2e-3)
 
 
 def test_pdm_closed_stops_behind_a_stopped_car() -> None:
@@ -136,10 +141,74 @@ def test_pdm_reference_progress_is_positive_and_cached() -> None:
     scene = straight_road_scene(speed=10.0, token="reference-progress")
     value = pdm_reference_progress(scene)
     assert value > 30.0  # ~4 s at 10-15 m/s
-    assert scene.token in default_planner()._outputs
+    assert scene_cache_key(scene) in default_planner()._outputs
     assert pdm_reference_progress(scene) == value
     planner = PDMClosedPlanner()
     assert planner.reference_progress(scene) == pytest.approx(value)
-    # The returned plan re-scored gives the same progress x product (its 8 poses are what was scored).
+    # The normaliser comes from the 0.1 s trajectory (NAVSIM re-simulates metric_cache.trajectory); the returned 8
+    # poses at 0.5 s, re-scored as an agent's plan, give nearly the same progress.
     result = score_plans(scene, planner.plan(scene), human_filter=False)
-    assert result.progress[0] * result.multiplicative[0] == pytest.approx(value)
+    assert result.progress[0] * result.multiplicative[0] == pytest.approx(value, abs=0.3)
+
+
+def test_pdm_reference_progress_cache_follows_the_scene_content() -> None:
+    """A scene changed under the same token (here: a stopped car placed ahead) gets a fresh normaliser."""
+    free = straight_road_scene(speed=10.0, token="same-token")
+    blocked = straight_road_scene(speed=10.0, agents=[dict(x=30.0, y=0.0, length=4.5)], token="same-token")
+    assert free.token == blocked.token and scene_cache_key(free) != scene_cache_key(blocked)
+    assert scene_cache_key(free) == scene_cache_key(straight_road_scene(speed=10.0, token="same-token"))
+    v_free = pdm_reference_progress(free)
+    v_blocked = pdm_reference_progress(blocked)
+    assert v_blocked < v_free - 10.0  # stops behind the car instead of reusing the free-road value
+    assert v_blocked == pytest.approx(PDMClosedPlanner().reference_progress(blocked))
+    assert pdm_reference_progress(free) == v_free
+    # Edits of the ego state or the map change the key too.
+    moved = free.replace(ego=EgoState(free.ego.history, free.ego.history_velocity * 0.5,
+                                      free.ego.history_acceleration, free.ego.future))
+    assert scene_cache_key(moved) != scene_cache_key(free)
+    assert pdm_reference_progress(moved) < v_free
+
+
+def test_pdm_closed_idm_follows_navsim_batch_idm_policy() -> None:
+    """NAVSIM's proposal unrolling (PDMGenerator + BatchIDMPolicy), checked on a free straight road against values
+    computed by hand from the official formulas: forward Euler, exponent 10, no speed clamp, the leader searched every
+    second step and zero (progress 0, speed 0, rear length 0) at the first step, the route end as the free-road leader
+    with the ego's half length as its rear length."""
+    speed = 10.0
+    scene = straight_road_scene(speed=speed, token="idm-parity")
+    cfg = PDMClosedConfig()
+    prop = PDMClosedPlanner(cfg).proposals(scene)
+    centre = prop["centerline"]
+    length = float(np.linalg.norm(np.diff(centre[:, :2], axis=0), axis=1).sum())
+    p0 = -centre[0, 0]  # ego (origin) projected on the straight centreline
+    a, b, gap0, T = 1.5, 3.0, 1.0, 1.5
+    vehicle = scene.ego.vehicle
+    half_length = 0.5 * (vehicle.front_length + vehicle.rear_length)
+    for k, frac in enumerate(cfg.speed_fractions):
+        target = frac * 15.0
+        x, v = p0, speed
+        xs, vs = [x], [v]
+        for t in range(1, 41):
+            lead, lead_rear = (0.0, 0.0) if t == 1 else (length, half_length)
+            s_star = gap0 + v * T + v * v / (2 * np.sqrt(a * b))
+            s_alpha = max(lead - x - lead_rear, gap0)
+            acc = float(np.clip(a * (1 - (v / target) ** 10 - (s_star / s_alpha) ** 2), -b, a))
+            x, v = x + 0.1 * v, v + 0.1 * acc
+            xs.append(x)
+            vs.append(v)
+        np.testing.assert_allclose(prop["progress"][k], xs, atol=1e-9)
+        np.testing.assert_allclose(prop["speeds"][k], vs, atol=1e-9)
+        np.testing.assert_allclose(prop["poses"][k, :, 0], np.asarray(xs) - p0, atol=1e-9)
+    assert prop["speeds"][4, 1] == pytest.approx(speed - 0.3)  # the first-step brake (-3 m/s^2 for 0.1 s)
+
+
+def test_pdm_closed_tracks_the_0p1s_proposal_states_from_their_path_projection() -> None:
+    """As NAVSIM's PDMSimulator: the 41 proposal states at 0.1 s are the tracker's reference, pose 0 being the
+    ego's projection on each proposal path (not the ego pose), while the simulation starts at the ego."""
+    scene = straight_road_scene(speed=10.0, token="pose0")
+    out = PDMClosedPlanner().run(scene)
+    assert out.proposal_poses.shape == (15, 41, 3) and out.states.shape == (15, 41, 11)
+    np.testing.assert_allclose(out.proposal_poses[:5, 0], 0.0, atol=1e-9)
+    np.testing.assert_allclose(out.proposal_poses[5:10, 0, 1], -1.0, atol=1e-9)  # offset path starts 1 m right
+    np.testing.assert_allclose(out.proposal_poses[10:, 0, 1], 1.0, atol=1e-9)
+    np.testing.assert_allclose(out.states[:, 0, :3], 0.0, atol=1e-12)  # tracking starts at the ego
