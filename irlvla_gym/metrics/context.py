@@ -11,7 +11,7 @@ pdm_planner/utils/pdm_geometry_utils / get_drivable_area_map) is computed here o
 * intersection polygons: the intersection polygons plus lanes flagged ``lane_is_intersection``.
 * red on-route connectors per 0.1 s step: connectors on the route whose light is red; the 2 Hz light state is held
   until the next sample (step i uses sample i // 5).
-* the route centreline (for progress) and lane centrelines (for lane keeping).
+* the route centreline (for progress and lane keeping), NAVSIM's: :func:`irlvla_gym.scenes.routing.navsim_route_lanes`.
 * the ego's logged history resampled to 0.1 s (for history comfort).
 * no per-lane centrelines: lane keeping measures the distance to the route centreline, as NAVSIM.
 """
@@ -25,7 +25,8 @@ import numpy as np
 
 from irlvla_gym.metrics import boxes as B
 from irlvla_gym.metrics.config import DEFAULT_CONFIG, ScorerConfig
-from irlvla_gym.scenes.scene import LIGHT_RED, EgoVehicle, PolygonSet, Scene
+from irlvla_gym.scenes.routing import navsim_route_lanes, on_route_lane_mask
+from irlvla_gym.scenes.scene import LIGHT_RED, EgoVehicle, PolygonSet, Scene, concat_polylines
 
 
 def _rings_of(polygons: PolygonSet) -> list[list[np.ndarray]]:
@@ -88,19 +89,6 @@ class ScoringContext:
         return np.r_[0.0, np.cumsum(seg)]
 
 
-def on_route_lane_mask(scene: Scene) -> np.ndarray:
-    """(L,) bool: route lanes and all lanes sharing a lane group (roadblock) with one of them."""
-    mp = scene.map
-    mask = np.zeros(mp.num_lanes, bool)
-    route = np.asarray(scene.route_lanes, np.int64)
-    mask[route] = True
-    groups = mp.lane_group[route]
-    groups = groups[groups >= 0]
-    if groups.size:
-        mask |= np.isin(mp.lane_group, groups)
-    return mask
-
-
 def history_states(scene: Scene, config: ScorerConfig = DEFAULT_CONFIG) -> np.ndarray:
     """Ego states at t = -1.5 .. -0.1 s every 0.1 s, from the 2 Hz logged history (linear interpolation).
 
@@ -150,7 +138,11 @@ def prepare_scene(scene: Scene, config: ScorerConfig = DEFAULT_CONFIG) -> Scorin
     light = mp.lane_light_state[sample.astype(np.int64)]  # (41, L)
     red = (light == LIGHT_RED) & (route_mask & mp.lane_is_connector)[None, :]
 
-    route_line = scene.route_centerline().astype(np.float64) if len(scene.route_lanes) else np.zeros((0, 2))
+    # NAVSIM's centreline: from the starting lane along the lane graph (irlvla_gym.scenes.routing), not the logged
+    # route_lanes (which may jump into a sibling lane where the driver changed lanes).
+    route = navsim_route_lanes(scene)
+    route_line = (concat_polylines([mp.lane_centerlines[int(i)] for i in route]).astype(np.float64) if len(route)
+                  else np.zeros((0, 2)))
     return ScoringContext(
         token=scene.token, vehicle=scene.ego.vehicle, config=config, polygons=polygons, num_lanes=L,
         polygon_is_lane=is_lane, polygon_is_on_route=on_route, polygon_is_intersection=is_inter,

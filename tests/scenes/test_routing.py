@@ -1,0 +1,61 @@
+"""NAVSIM's route search (irlvla_gym.scenes.routing): starting lane + Dijkstra through the lane graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from irlvla_gym.metrics import prepare_scene
+from irlvla_gym.scenes import synthetic
+from irlvla_gym.scenes.routing import navsim_route_lanes, on_route_lane_mask, starting_lane
+from irlvla_gym.scenes.scene import concat_polylines
+from irlvla_gym.scenes.testing import straight_road_scene
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return list(synthetic.iter_scenes("synthetic-test", num=40))
+
+
+def _edges(scene) -> set[tuple[int, int]]:
+    return set(map(tuple, scene.map.lane_successors.tolist()))
+
+
+def test_route_follows_successor_edges_where_the_logged_route_changes_lanes(scenes):
+    changed = 0
+    for scene in scenes:
+        route, logged = navsim_route_lanes(scene), np.asarray(scene.route_lanes)
+        edges = _edges(scene)
+        assert all((int(a), int(b)) in edges for a, b in zip(route[:-1], route[1:])), scene.token
+        on_route = on_route_lane_mask(scene)
+        assert on_route[route].all()
+        # It ends in the logged route's last roadblock, like NAVSIM's search (the route graph reaches it here).
+        assert scene.map.lane_group[route[-1]] == scene.map.lane_group[logged[-1]]
+        if any((int(a), int(b)) not in edges for a, b in zip(logged[:-1], logged[1:])):
+            changed += 1
+            assert synthetic.scene_layout(scene) == "lane_change"
+            assert route[0] == logged[0] and route[-1] != logged[-1]  # stays in the lane it started in
+        else:
+            assert route.tolist() == logged.tolist(), scene.token
+    assert changed >= 3
+
+
+def test_scoring_context_uses_the_navsim_route(scenes):
+    scene = next(s for s in scenes if synthetic.scene_layout(s) == "lane_change")
+    ctx = prepare_scene(scene)
+    want = concat_polylines([scene.map.lane_centerlines[int(i)] for i in navsim_route_lanes(scene)])
+    np.testing.assert_array_equal(ctx.route_centerline, want)
+
+
+def test_starting_lane_is_the_lane_under_the_ego():
+    scene = straight_road_scene(num_lanes=3, ego_lane=1)
+    lane = starting_lane(scene)
+    assert lane >= 0
+    line = np.asarray(scene.map.lane_centerlines[lane])
+    assert np.abs(line[:, 1]).max() < 0.5  # ego lane's centreline at y = 0
+
+
+def test_empty_route_stays_empty():
+    scene = straight_road_scene()
+    empty = scene.replace(route_lanes=np.zeros(0, np.int64))
+    assert navsim_route_lanes(empty).tolist() == []
