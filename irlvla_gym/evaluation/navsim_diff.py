@@ -56,7 +56,8 @@ DEFAULT_SYNTHETIC = 40
 SYNTHETIC_SPLIT = "synthetic-test"
 MODES = ("on", "off")
 """Human false-positive filter on / off."""
-EXACT_METRICS = ("nc", "dac", "ddc", "tlc", "ttc", "lk", "hc")
+EXACT_METRICS = ("nc", "dac", "ddc", "tlc", "ttc", "lk", "hc", "ec")
+"""EC is the two-frame extended comfort against :func:`previous_human_plan` (the same in both filter modes)."""
 TOLERANT_METRICS = ("ep", "epdms")
 METRICS = EXACT_METRICS + TOLERANT_METRICS
 TOLERANCE = 0.01
@@ -141,6 +142,18 @@ def make_plans(scene: Scene, seed: int = PLAN_SEED) -> np.ndarray:
     plans.append(_arc(rng.uniform(0.0, max(2.0 * speed, 5.0)), rng.uniform(-0.08, 0.08)))
     plans.append(np.zeros((8, 3)))
     return np.stack(plans)
+
+
+def previous_human_plan(scene: Scene) -> np.ndarray:
+    """The logged drive as a plan made 0.5 s earlier: poses at t = 0 .. 3.5 s (8, 3) in the ego frame at t = -0.5 s
+    (the previous frame of the same log), for the two-frame extended comfort (EC)."""
+    poses = np.vstack([np.asarray(scene.ego.history, np.float64)[-1:], np.asarray(scene.ego.future, np.float64)[:7]])
+    x0, y0, h0 = np.asarray(scene.ego.history, np.float64)[-2]
+    c, s = np.cos(h0), np.sin(h0)
+    dx, dy = poses[:, 0] - x0, poses[:, 1] - y0
+    out = np.stack([c * dx + s * dy, -s * dx + c * dy, poses[:, 2] - h0], axis=1)
+    out[:, 2] = (out[:, 2] + np.pi) % (2 * np.pi) - np.pi
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -282,8 +295,10 @@ def _one_line(text: str) -> str:
 
 
 def score_ours(logs: Path, maps_root: Path, plans: dict[str, np.ndarray], modes: Sequence[str] = MODES, *,
-               progress: bool = False, desc: str = "ours") -> dict:
-    """The project's scores of ``plans`` ({token: (K, 8, 3)}) on the scenes read back from a NAVSIM export.
+               previous_plans: dict[str, np.ndarray] | None = None, progress: bool = False,
+               desc: str = "ours") -> dict:
+    """The project's scores of ``plans`` ({token: (K, 8, 3)}) on the scenes read back from a NAVSIM export; with
+    ``previous_plans`` ({token: (K, 8, 3)} in the t = -0.5 s ego frame) also EC (in every mode's row).
 
     Returns the same structure as ``navsim_side.py``'s answer: ``{"results": {token: {"pdm_normaliser": m,
     "plans": [{"progress_raw": m, "on": {...}, "off": {...}}]}}, "errors": {token: reason}}``.
@@ -325,7 +340,14 @@ def score_ours(logs: Path, maps_root: Path, plans: dict[str, np.ndarray], modes:
                 for k, row in enumerate(rows):
                     row["progress_raw"] = float(r.progress[k])
                     row[mode] = {m: float(getattr(r, m)[k]) for m in SUB_SCORES if m != "ec"}
-                    row[mode]["epdms"] = float(r.epdms[k])
+                    row[mode]["epdms"] = float(r.epdms[k])  # without EC (one frame), as NAVSIM's side
+            previous = (previous_plans or {}).get(token)
+            if previous is not None:
+                r = score_plans(scene, scene_plans, previous_plans=previous, human_filter=False,
+                                reference_progress=reference, impl="fast", context=ctx)
+                for k, row in enumerate(rows):
+                    for mode in modes:
+                        row[mode]["ec"] = float(r.ec[k])
             out["results"][token] = {"pdm_normaliser": reference, "plans": rows}
         except Exception as exc:
             out["errors"][token] = f"{type(exc).__name__}: {exc}"
@@ -441,6 +463,8 @@ def compare(ours: dict, navsim: dict, plan_names: Sequence[str], modes: Sequence
                 if mode not in nrow or mode not in orow:
                     continue
                 for s in METRICS:
+                    if s not in nrow[mode] or s not in orow[mode]:  # EC only where both sides had a previous plan
+                        continue
                     a, b = float(nrow[mode][s]), float(orow[mode][s])
                     diffs[mode][s].append(abs(a - b))
                     if _agrees(s, a, b):
@@ -477,7 +501,8 @@ def format_report(report: dict, max_disagreements: int = 30) -> str:
             lines.append(f"{'':<10} {'mean|d|':<6} {'':>6} {'':>5}  "
                          + " ".join(f"{table[s]['mean_abs_diff']:6.3f}" for s in METRICS))
     lines.append(f"(share of plans that agree: {', '.join(s.upper() for s in EXACT_METRICS)} equal, EP and EPDMS "
-                 f"within {TOLERANCE}; EPDMS without EC; filter = NAVSIM's human false-positive filter)")
+                 f"within {TOLERANCE}; EPDMS without EC; EC against the logged drive as the plan of the previous "
+                 f"frame; filter = NAVSIM's human false-positive filter)")
     for source, cmp in sources.items():
         p, n = cmp["progress"], cmp["normaliser"]
         if p.get("n"):
@@ -562,25 +587,26 @@ def run_diff(cfg: DiffConfig) -> dict:
                     "modes": list(cfg.modes), "navsim_python": cfg.navsim_python, "shims": cfg.shims,
                     "out": str(root) if cfg.out is not None else None, "scene_counts": {}}
     try:
-        work: dict[str, tuple[Path, dict[str, np.ndarray]]] = {}
+        work: dict[str, tuple[Path, dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
         for source, scenes in by_source.items():
             sdir = root / source
             sdir.mkdir(parents=True, exist_ok=True)
             kept = export_source(scenes, sdir, source, bad)
-            work[source] = (sdir, {s.token: make_plans(s) for s in kept})
+            work[source] = (sdir, {s.token: make_plans(s) for s in kept},
+                            {s.token: np.repeat(previous_human_plan(s)[None], len(PLAN_NAMES), axis=0) for s in kept})
             report["scene_counts"][source] = len(kept)
         answers: dict[str, tuple[dict, dict]] = {}
-        for source, (sdir, plans) in work.items():
+        for source, (sdir, plans, previous) in work.items():
             if not plans:
                 continue
-            ours = score_ours(sdir / "logs", sdir / "maps", plans, cfg.modes, progress=cfg.progress,
-                              desc=f"ours {source}")
+            ours = score_ours(sdir / "logs", sdir / "maps", plans, cfg.modes, previous_plans=previous,
+                              progress=cfg.progress, desc=f"ours {source}")
             (sdir / "ours.json").write_text(json.dumps(ours))
             answers[source] = (ours, {})
-        total = sum(len(p) for _, p in work.values())
+        total = sum(len(p) for _, p, _ in work.values())
         with _tqdm(total=total, enabled=cfg.progress, desc="NAVSIM", unit="scene") as bar:
             base = 0
-            for source, (sdir, plans) in work.items():
+            for source, (sdir, plans, previous) in work.items():
                 if not plans:
                     continue
 
@@ -591,7 +617,8 @@ def run_diff(cfg: DiffConfig) -> dict:
                 request = {"logs": str((sdir / "logs").resolve()), "maps_root": str((sdir / "maps").resolve()),
                            "map_version": "nuplan-maps-v1.0", "out": str((sdir / "navsim.json").resolve()),
                            "modes": list(cfg.modes), "plan_names": list(PLAN_NAMES),
-                           "plans": {t: p.tolist() for t, p in plans.items()}, "shims": cfg.shims,
+                           "plans": {t: p.tolist() for t, p in plans.items()},
+                           "previous_plans": {t: p.tolist() for t, p in previous.items()}, "shims": cfg.shims,
                            "work_dir": str(sdir.resolve())}
                 answer = run_navsim_side(cfg.navsim_python, request, sdir, maps_root=(sdir / "maps").resolve(),
                                          on_progress=on_progress, timeout=cfg.navsim_timeout)

@@ -20,6 +20,7 @@ Request (JSON)::
 
     {"logs": DIR, "maps_root": DIR, "map_version": "nuplan-maps-v1.0", "out": FILE,
      "modes": ["on", "off"], "plan_names": [...], "plans": {token: K x 8 x [x, y, yaw]},
+     "previous_plans": {token: K x 8 x [x, y, yaw]} (optional, ego frame at t = -0.5 s: enables EC),
      "shims": false, "work_dir": DIR}
 
 Answer (JSON, written atomically to ``out``)::
@@ -31,7 +32,9 @@ Answer (JSON, written atomically to ``out``)::
 
 Sub-scores per mode: nc, dac, ddc, tlc, ep, ttc, lk, hc (NAVSIM's columns), ``epdms`` (EPDMS without EC: the
 product of the multiplicative metrics times the weighted mean of EP, TTC, LK, HC; a single frame has no previous
-plan), ``pdm_score`` (NAVSIM's own column). ``progress_raw`` is NAVSIM's raw progress of the plan along the
+plan), ``pdm_score`` (NAVSIM's own column), and with ``previous_plans`` ``ec``: the two-frame extended comfort of
+the plan against the previous frame's plan k (NAVSIM's ``ego_is_two_frame_extended_comfort`` on the overlapping
+36 states, as ``SceneAggregator`` computes it). ``progress_raw`` is NAVSIM's raw progress of the plan along the
 centerline (m); ``pdm_normaliser`` = PDM-Closed's raw progress x its multiplicative product (m), the EP normaliser
 when it beats the plan's own masked progress.
 
@@ -117,9 +120,12 @@ def score(request: dict) -> dict:
 
     from navsim.common.dataclasses import Scene, SceneFilter, SensorConfig, Trajectory
     from navsim.common.dataloader import SceneLoader
-    from navsim.evaluate.pdm_score import pdm_score
+    from navsim.evaluate.pdm_score import get_trajectory_as_array, pdm_score, transform_trajectory
     from navsim.planning.metric_caching.metric_cache_processor import MetricCacheProcessor
     from navsim.planning.scenario_builder.navsim_scenario import NavSimScenario
+    from navsim.planning.simulation.planner.pdm_planner.scoring.pdm_comfort_metrics import (
+        ego_is_two_frame_extended_comfort,
+    )
     from navsim.planning.simulation.planner.pdm_planner.scoring.pdm_scorer import PDMScorer, PDMScorerConfig
     from navsim.planning.simulation.planner.pdm_planner.simulation.pdm_simulator import PDMSimulator
     from navsim.planning.simulation.planner.pdm_planner.utils.pdm_enums import WeightedMetricIndex
@@ -168,15 +174,31 @@ def score(request: dict) -> dict:
                                       map_version=request.get("map_version", "nuplan-maps-v1.0"))
             cache = processor.compute_metric_cache(scenario)
             rec = {"scene_type": str(cache.scene_type), "plans": []}
-            for poses in plans[token]:
+            # EC: the previous frame's plans (ego frame at t = -0.5 s), simulated from that frame's ego state as its
+            # own pdm_score would, then compared over the overlap as SceneAggregator._compute_two_frame_comfort.
+            previous = request.get("previous_plans", {}).get(token)
+            prev_states = []
+            if previous is not None:
+                prev_ego = scenario.get_ego_state_at_iteration(-1)
+                for pp in previous:
+                    ptraj = transform_trajectory(Trajectory(poses=np.asarray(pp, np.float32),
+                                                            trajectory_sampling=plan_sampling), prev_ego)
+                    parr = get_trajectory_as_array(ptraj, proposal_sampling, prev_ego.time_point)
+                    prev_states.append(simulator.simulate_proposals(parr[None], prev_ego)[0])
+            overlap = round(0.5 / proposal_sampling.interval_length)
+            for k, poses in enumerate(plans[token]):
                 traj = Trajectory(poses=np.asarray(poses, np.float32), trajectory_sampling=plan_sampling)
                 prow: dict = {}
                 # "off" first: its scorer state then holds the (PDM-Closed, plan) batch (the "on" call rescored
                 # the human last).
                 for mode in sorted(set(modes) | {"off"}, key=lambda m: m != "off"):
                     scorer = scorers[mode]
-                    df, _ = pdm_score(cache, traj, proposal_sampling, simulator, scorer, traffic)
+                    df, states = pdm_score(cache, traj, proposal_sampling, simulator, scorer, traffic)
                     row = df.iloc[0]
+                    if mode == "off" and prev_states:
+                        cur = states[:-overlap]
+                        prow["ec"] = float(ego_is_two_frame_extended_comfort(
+                            cur[None], prev_states[k][overlap:][None], np.arange(len(cur)) * 0.1)[0])
                     if mode == "off":
                         prow["progress_raw"] = float(scorer._progress_raw[1])
                         rec["pdm_progress_raw"] = float(scorer._progress_raw[0])
@@ -187,6 +209,10 @@ def score(request: dict) -> dict:
                         vals["epdms"] = epdms_no_ec(row)
                         vals["pdm_score"] = float(row["pdm_score"])
                         prow[mode] = vals
+                if "ec" in prow:
+                    ec = prow.pop("ec")
+                    for mode in modes:
+                        prow[mode]["ec"] = ec
                 rec["plans"].append(prow)
             answer["results"][token] = rec
         except Exception:  # one bad scene is reported, the run goes on

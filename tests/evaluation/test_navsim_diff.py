@@ -52,6 +52,16 @@ def test_plan_set(scene) -> None:
     assert np.all(np.abs(plans[:, :, 2]) <= np.pi + 1e-9)
 
 
+def test_previous_human_plan_is_the_logged_drive_seen_from_half_a_second_earlier() -> None:
+    from irlvla_gym.scenes.testing import straight_road_scene
+
+    scene = straight_road_scene(speed=10.0)
+    prev = nd.previous_human_plan(scene)
+    assert prev.shape == (8, 3)
+    np.testing.assert_allclose(prev[:, 0], 5.0 * np.arange(1, 9), atol=1e-6)  # t = 0 .. 3.5 s from t = -0.5 s
+    np.testing.assert_allclose(prev[:, 1:], 0.0, atol=1e-6)
+
+
 def test_rescaled_standing_ego_and_arc() -> None:
     still = np.zeros((8, 3))
     np.testing.assert_array_equal(nd._rescaled_along(still, 1.4), still)
@@ -176,8 +186,10 @@ row = {"nc": 1.0, "dac": 1.0, "ddc": 1.0, "tlc": 1.0, "ep": 0.9, "ttc": 1.0, "lk
 results = {}
 for t in tokens[:-1]:
     assert all(len(p) == 8 and all(len(q) == 3 for q in p) for p in req["plans"][t])
+    assert len(req["previous_plans"][t]) == len(req["plans"][t])
     results[t] = {"scene_type": "ORIGINAL", "pdm_normaliser": 20.0,
-                  "plans": [dict({m: row for m in req["modes"]}, progress_raw=10.0) for _ in req["plans"][t]]}
+                  "plans": [dict({m: dict(row, ec=1.0) for m in req["modes"]}, progress_raw=10.0)
+                            for _ in req["plans"][t]]}
     print("NAVSIM_PROGRESS 1 %d" % len(tokens), file=sys.stderr)
 answer = {"status": "ok", "results": results, "errors": {tokens[-1]: "Traceback\\nRuntimeError: fake failure"},
           "versions": {"navsim": "fake"}, "maps_root": req["maps_root"]}
@@ -213,5 +225,7 @@ def test_end_to_end_with_fake_navsim(tmp_path, capsys) -> None:
     cmp = report["sources"]["synthetic"]
     assert cmp["scenes"] == 1 and cmp["plans"] == len(nd.PLAN_NAMES)
     assert {"on", "off"} == set(cmp["modes"]) and cmp["modes"]["on"]["nc"]["n"] == len(nd.PLAN_NAMES)
+    assert cmp["modes"]["off"]["ec"]["n"] == len(nd.PLAN_NAMES)  # EC compared against the previous frame's plan
+    assert "ec" in rec["plans"][0]["on"] and rec["plans"][0]["on"]["ec"] == rec["plans"][0]["off"]["ec"]
     assert any(b["token"] == tokens[-1] and b["stage"] == "navsim" for b in report["bad_scenes"])
     assert json.loads((out / "report.json").read_text())["sources"]["synthetic"]["scenes"] == 1
