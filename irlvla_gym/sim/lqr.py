@@ -6,7 +6,8 @@ The tracker turns a reference trajectory (K plans, interpolated to 0.1 s) and th
 command per plan per step: a longitudinal acceleration and a steering rate.
 
 * Reference velocity and curvature profiles come from a regularised least-squares fit of the reference poses
-  (jerk penalty on the velocity fit, curvature-rate penalty on the curvature fit).
+  (NAVSIM's "jerk" penalty on the velocity fit, which is in fact an acceleration penalty, see
+  :func:`jerk_regulariser`; curvature-rate penalty on the curvature fit).
 * Longitudinal: a one-step LQR that picks the constant acceleration that best reaches the reference velocity
   ``tracking_horizon`` steps ahead.
 * Lateral: a one-step LQR over [lateral error, heading error, steering angle] with the dynamics linearised along the
@@ -35,20 +36,34 @@ def _integration_matrix(num_displacements: int, dt: float) -> np.ndarray:
     return C
 
 
+def jerk_regulariser(num_displacements: int) -> np.ndarray:
+    """(M - 2, M) regulariser R of the velocity fit, over [v0, a_0 .. a_{M-2}], **as NAVSIM builds it**.
+
+    nuPlan's ``tracker_utils._make_banded_difference_matrix`` is the banded difference [-1, 1] (a jerk penalty).
+    NAVSIM's batched port (``batch_lqr_utils._make_banded_difference_matrix``) writes ``+eye`` into the columns
+    1.. and then ``-eye`` into the columns ..-1, which also zeroes the +1 entries of every row but the last: its
+    matrix is ``-I`` with a single +1 in the last row. So NAVSIM penalises the accelerations a_0 .. a_{M-4} themselves
+    and only the last difference a_{M-2} - a_{M-3}; the tracker's reference speeds (and so every simulated state)
+    follow from that. We mirror NAVSIM (its scorer is the reference), not nuPlan.
+    """
+    M = num_displacements
+    R = np.zeros((M - 2, M))
+    R[np.arange(M - 2), np.arange(1, M - 1)] = -1.0  # column 0 is v0 (unpenalised)
+    R[M - 3, M - 1] = 1.0
+    return R
+
+
 @lru_cache(maxsize=16)
 def _velocity_fit_operator(num_displacements: int, dt: float, jerk_penalty: float) -> np.ndarray:
     """(M, M) linear map from projected displacements u (M,) to [v0, a_0 .. a_{M-2}].
 
-    nuPlan ``_fit_initial_velocity_and_acceleration_profile`` solves ``x = pinv(A^T A + l R^T R) A^T y`` where the rows
-    of A for displacement k are [cos h_k, sin h_k]^T * C[k]. Because cos^2 + sin^2 = 1, A^T A = C^T C and
+    NAVSIM ``_fit_initial_velocity_and_acceleration_profile`` solves ``x = pinv(A^T A + l R^T R) A^T y`` where the
+    rows of A for displacement k are [cos h_k, sin h_k]^T * C[k]. Because cos^2 + sin^2 = 1, A^T A = C^T C and
     A^T y = C^T u with u_k = cos h_k dx_k + sin h_k dy_k, so the whole fit is one fixed matrix, identical for all plans.
+    R is NAVSIM's (:func:`jerk_regulariser`).
     """
     C = _integration_matrix(num_displacements, dt)
-    # Banded difference over the M - 1 accelerations (jerk), with a zero column for v0 (nuPlan's R).
-    M = num_displacements
-    R = np.zeros((M - 2, M))
-    R[np.arange(M - 2), np.arange(1, M - 1)] = -1.0
-    R[np.arange(M - 2), np.arange(2, M)] = 1.0
+    R = jerk_regulariser(num_displacements)
     return np.linalg.pinv(C.T @ C + jerk_penalty * R.T @ R) @ C.T
 
 

@@ -143,15 +143,41 @@ def test_bicycle_lags_and_steering_limit():
     assert state[0, StateIndex.ANGULAR_VELOCITY] == pytest.approx(expected_yaw_rate)
 
 
-def test_velocity_profile_fit_recovers_constant_acceleration():
+def test_velocity_profile_fit_constant_acceleration():
     t = np.arange(41) * 0.1
     x = 5.0 * t + 0.5 * 1.0 * t**2
     poses = np.stack([x, np.zeros_like(x), np.zeros_like(x)], -1)[None]
     velocity, curvature = velocity_curvature_profiles(poses, 0.1, 1e-4, 1e-2)
     assert velocity.shape == (1, 40)
-    # The fit models displacement k as v_k dt (forward Euler), so v_k = 5 + a t_k + a dt / 2.
-    np.testing.assert_allclose(velocity[0], 5.0 + t[:-1] + 0.05, atol=1e-6)
+    # The fit models displacement k as v_k dt (forward Euler), so v_k = 5 + a t_k + a dt / 2 -- away from the start:
+    # NAVSIM's regulariser penalises the accelerations themselves (not their differences), which pulls the first and
+    # the last few away (start speed 5.11 instead of 5.05).
+    np.testing.assert_allclose(velocity[0, 10:30], 5.0 + t[10:30] + 0.05, atol=5e-5)
+    assert velocity[0, 0] == pytest.approx(5.1118, abs=1e-4)
     np.testing.assert_allclose(curvature, 0.0, atol=1e-12)
+
+
+def test_velocity_fit_regulariser_is_navsims():
+    """NAVSIM's batch_lqr_utils._make_banded_difference_matrix overwrites its +1 band with the -eye assignment except in
+    the last row; the reference speeds follow from that (0.07 m/s off on an AV2 plan with nuPlan's true jerk band)."""
+    from irlvla_gym.sim.lqr import jerk_regulariser
+
+    R = jerk_regulariser(6)
+    expected = np.zeros((4, 6))
+    expected[np.arange(4), np.arange(1, 5)] = -1.0
+    expected[3, 5] = 1.0
+    np.testing.assert_array_equal(R, expected)
+    # NAVSIM's profiles of a curving, accelerating reference (values from navsim batch_lqr_utils
+    # get_velocity_curvature_profiles_with_derivatives_from_poses @ 0a380a90).
+    t = np.arange(41) * 0.1
+    x = 5.0 * t + 0.5 * t**2
+    poses = np.stack([x, 0.02 * x**2 / 10, np.arctan(0.04 * x / 10)], -1)[None]
+    velocity, curvature = velocity_curvature_profiles(poses, 0.1, 1e-4, 1e-2)
+    idx = [0, 1, 2, 5, 10, 20, 39]
+    np.testing.assert_allclose(velocity[0, idx], [5.111826226744, 5.173652453488, 5.259109911632, 5.550908344605,
+                                                  6.051681417508, 7.058691297595, 9.013802948343], atol=1e-9)
+    np.testing.assert_allclose(curvature[0, idx], [0.003975076734, 0.003981207296, 0.003987212748, 0.003996134872,
+                                                   0.003996352687, 0.003985107314, 0.003934070652], atol=1e-11)
 
 
 def test_initial_state_steering_from_yaw_rate():
