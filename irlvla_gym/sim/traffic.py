@@ -64,12 +64,16 @@ class AgentTrack:
         return self.boxes.shape[-2]
 
 
-def log_replay(scene: Scene, dt: float = 0.1) -> AgentTrack:
-    """Non-reactive agents: the scene's 2 Hz boxes interpolated to ``dt``.
+def log_replay(scene: Scene, dt: float = 0.1, hold_single_samples: bool = True) -> AgentTrack:
+    """Non-reactive agents: the scene's 2 Hz boxes interpolated to ``dt``, as NAVSIM's metric cache does
+    (``MetricCacheProcessor._interpolate_gt_observation``).
 
-    Positions, sizes and velocities are interpolated linearly, yaw along the shortest arc (unwrapped). A box between two
-    samples is valid only where both neighbouring samples are valid; at a sample time it is valid exactly when that
-    sample is, and equals it bit for bit.
+    An agent is present from its first to its last valid sample; in between, positions, velocities and the yaw
+    (along the shortest arc) are interpolated linearly between the neighbouring *valid* samples (a gap in the log is
+    bridged, as NAVSIM's interpolator over the observed samples does); sizes are those of the first valid sample.
+    At a valid sample time the box equals that sample bit for bit. An agent seen in exactly one sample is held there
+    (box and velocity) at every step when ``hold_single_samples`` (NAVSIM appends its one detection at every step);
+    False shows it at its sample time only.
 
     Returns:
         :class:`AgentTrack` with boxes (T, N, 8), valid (T, N), T = 8 * 0.5 / dt + 1 (41 for dt = 0.1).
@@ -78,21 +82,37 @@ def log_replay(scene: Scene, dt: float = 0.1) -> AgentTrack:
     ratio = int(round(SCENE_DT / dt))
     if abs(ratio * dt - SCENE_DT) > 1e-9:
         raise ValueError(f"dt {dt} must divide the scene step {SCENE_DT}")
-    intervals = boxes.shape[0] - 1
-    fine = np.arange(intervals * ratio + 1)
-    left = np.minimum(fine // ratio, intervals - 1)
-    alpha = (fine - left * ratio) / ratio  # (T,)
-    a = alpha[:, None, None]
-    b0, b1 = boxes[left], boxes[left + 1]
+    S, n = boxes.shape[:2]
+    fine = np.arange((S - 1) * ratio + 1)
+    sample = np.arange(S)
+    # Last valid sample at or before each sample index, first valid one at or after (-1 / S where none).
+    prev_valid = np.maximum.accumulate(np.where(valid, sample[:, None], -1), axis=0)  # (S, N)
+    next_valid = np.minimum.accumulate(np.where(valid, sample[:, None], S)[::-1], axis=0)[::-1]
+    pos = fine / ratio  # fine step in sample units
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + (fine % ratio > 0), S - 1)
+    left = prev_valid[lo]  # (T, N)
+    right = next_valid[hi]
+    present = (left >= 0) & (right < S)
+    left_c, right_c = np.clip(left, 0, S - 1), np.clip(right, 0, S - 1)
+    span = np.maximum(right_c - left_c, 1)
+    alpha = np.where(right_c > left_c, (pos[:, None] - left_c) / span, 0.0)  # 0 at a valid sample
+    cols = np.arange(n)[None, :]
+    b0, b1 = boxes[left_c, cols], boxes[right_c, cols]  # (T, N, 8)
+    a = alpha[..., None]
     out = (1.0 - a) * b0 + a * b1  # bit-exact at alpha in {0, 1}
     yaw_step = wrap_angle(b1[..., 2] - b0[..., 2])
-    between = wrap_angle(b0[..., 2] + alpha[:, None] * yaw_step)
-    out[..., 2] = np.where(alpha[:, None] == 1.0, b1[..., 2], np.where(alpha[:, None] == 0.0, b0[..., 2], between))
-    v0, v1 = valid[left], valid[left + 1]
-    out_valid = np.where(alpha[:, None] == 0.0, v0, np.where(alpha[:, None] == 1.0, v1, v0 & v1))
-    out[~out_valid] = 0.0
-    n = boxes.shape[1]
-    return AgentTrack(out, out_valid, scene.agents.category.copy(), np.zeros(n, bool), dt)
+    between = wrap_angle(b0[..., 2] + alpha * yaw_step)
+    out[..., 2] = np.where(alpha == 1.0, b1[..., 2], np.where(alpha == 0.0, b0[..., 2], between))
+    count = valid.sum(axis=0)
+    first = np.argmax(valid, axis=0)
+    out[..., 3:6] = boxes[first, np.arange(n), 3:6][None]  # sizes of the first detection
+    single = count == 1
+    if hold_single_samples and single.any():
+        out[:, single] = boxes[first[single], np.flatnonzero(single)][None]
+        present[:, single] = True
+    out[~present] = 0.0
+    return AgentTrack(out, present, scene.agents.category.copy(), np.zeros(n, bool), dt)
 
 
 def idm_acceleration(speed: np.ndarray, lead_distance: np.ndarray, lead_speed: np.ndarray,

@@ -57,14 +57,35 @@ def test_log_replay_matches_scene_at_samples_and_interpolates():
     scene = scene.replace(agents=Agents(boxes, valid, scene.agents.category, scene.agents.track_id))
     track = log_replay(scene)
     assert track.boxes.shape == (41, 2, 8) and track.valid.shape == (41, 2)
-    np.testing.assert_array_equal(track.boxes[::5], boxes)
-    np.testing.assert_array_equal(track.valid[::5], valid)
-    # Invalid between an invalid sample and its neighbours, zero-filled.
-    assert not track.valid[11:20, 0].any() and track.valid[10, 0] and track.valid[20, 0]
-    assert np.all(track.boxes[~track.valid] == 0.0)
+    samples = track.boxes[::5]
+    np.testing.assert_array_equal(samples[valid], boxes[valid])  # bit for bit at valid samples
+    # NAVSIM bridges the missing sample 3 (interpolating between samples 2 and 4 over its observed samples).
+    assert track.valid[:, 0].all()
+    np.testing.assert_allclose(track.boxes[10:21, 0, 0], 10.0 + 4.0 * np.arange(10, 21) * 0.1)
     # Linear position, shortest-arc yaw.
     np.testing.assert_allclose(track.boxes[2, 0, 0], 10.0 + 4.0 * 0.2)
     assert np.all(np.abs(np.abs(track.boxes[:, 1, 2]) - np.pi) <= 0.05 + 1e-12)
+
+
+def test_log_replay_presence_and_single_samples_as_navsim():
+    scene = straight_road_scene(agents=[dict(x=10.0, y=0.0, vx=4.0), dict(x=30.0, y=-3.5, vx=5.0),
+                                        dict(x=-20.0, y=0.0, vx=3.0)])
+    boxes, valid = scene.agents.boxes.copy(), scene.agents.valid.copy()
+    valid[:, 1] = False
+    valid[8, 1] = True  # seen once, at 4 s
+    valid[:2, 2] = False
+    valid[6:, 2] = False  # seen at 1.0 .. 2.5 s only
+    boxes[~valid] = 0.0
+    scene = scene.replace(agents=Agents(boxes, valid, scene.agents.category, scene.agents.track_id))
+    track = log_replay(scene)
+    # A track seen in one sample is held there (velocity included) for the whole horizon.
+    assert track.valid[:, 1].all()
+    np.testing.assert_array_equal(track.boxes[:, 1], np.broadcast_to(boxes[8, 1], (41, 8)))
+    # Otherwise present from its first to its last sample only.
+    assert not track.valid[:10, 2].any() and track.valid[10:26, 2].all() and not track.valid[26:, 2].any()
+    assert np.all(track.boxes[~track.valid] == 0.0)
+    shown_once = log_replay(scene, hold_single_samples=False)
+    assert shown_once.valid[:, 1].tolist() == [t == 40 for t in range(41)]
 
 
 def test_follower_stops_behind_stopped_ego_with_min_gap():
