@@ -221,6 +221,8 @@ class MapLane:
         stop_line_fids: connectors only: traffic_light_stop_line_fids (non-empty = has a traffic light).
         scene_group: the exported scene's own lane group (column ``irlvla_group`` of our export; None elsewhere):
             becomes ``MapData.lane_group`` instead of the roadblock when present.
+        scene_neighbors: lanes only, the exported scene's (left, right) neighbour fids (columns ``irlvla_left`` /
+            ``irlvla_right`` of our export, -1 = none; None elsewhere): used instead of ``lane_index`` when present.
     """
 
     fid: int
@@ -236,6 +238,7 @@ class MapLane:
     entry_lane: int | None = None
     stop_line_fids: tuple[int, ...] = ()
     scene_group: int | None = None
+    scene_neighbors: tuple[int | None, int | None] = (None, None)
 
     @property
     def key(self) -> tuple[bool, int]:
@@ -367,6 +370,7 @@ class NuPlanMapReader:
             lane.lane_index = _int_or_none(a.get("lane_index"))
             lane.speed_limit = _float_or_nan(a.get("speed_limit_mps"))
             lane.scene_group = _int_or_none(a.get("irlvla_group"))
+            lane.scene_neighbors = (_int_or_none(a.get("irlvla_left")), _int_or_none(a.get("irlvla_right")))
             self.lanes[f.fid] = lane
         for f in t["lane_connectors"]:
             a = f.attributes
@@ -432,13 +436,17 @@ class NuPlanMapReader:
                 f.fid, f.geometry, _int_or_none(a.get("from_lane_group_fid")), _int_or_none(a.get("to_lane_group_fid")),
                 _int_or_none(a.get("intersection_fid")))
 
+        inserted_of = {name: {f.fid: f.attributes.get("irlvla_inserted") for f in t[name]}
+                       for name in ("intersections",)}
+
         def polys(name: str) -> dict[int, BaseGeometry]:
             return {f.fid: f.geometry for f in t[name] if f.geometry is not None and not f.geometry.is_empty}
 
         self.stop_lines = polys("stop_polygons")
         self.stop_line_types = {f.fid: _int_or_none(f.attributes.get("stop_polygon_type_fid"))
                                 for f in t["stop_polygons"]}
-        self.intersections = polys("intersections")
+        self.intersections = {k: v for k, v in polys("intersections").items()
+                              if not _int_or_none(inserted_of["intersections"].get(k))}
         self.crosswalks = polys("crosswalks")
         self.carparks = polys("carpark_areas")
         self.walkways = polys("walkways")
@@ -540,7 +548,7 @@ class NuPlanMapReader:
     def route_blocks(self, roadblock_ids: Sequence[Any]) -> list[tuple[bool, int]]:
         """Resolve route ids (str fids) like NAVSIM: ROADBLOCK first, then ROADBLOCK_CONNECTOR; unknown ids dropped.
 
-        Returns (is_roadblock_connector, fid) pairs in route order."""
+        Returns (is_roadblock_connector, fid) pairs in route order, each once (NAVSIM's ``dict.fromkeys``)."""
         out = []
         for rid in roadblock_ids:
             fid = _int_or_none(rid)
@@ -550,7 +558,7 @@ class NuPlanMapReader:
                 out.append((False, fid))
             elif fid in self.roadblock_connectors:
                 out.append((True, fid))
-        return out
+        return list(dict.fromkeys(out))
 
     def _block_members(self, block: tuple[bool, int]) -> list[tuple[bool, int]]:
         is_rbc, fid = block
@@ -568,8 +576,9 @@ class NuPlanMapReader:
         1. The route blocks are ``roadblock_ids`` resolved as NAVSIM does. The start block is the first one whose
            polygon contains the ego (rear axle, UTM m); failing that, the nearest.
         2. The start lane is the start block's lane/connector nearest the ego, heading errors counting 2 m per rad.
-        3. From there, depth-first along the lane graph into the next route block (successors tried straightest
-           first; where the graph has no edge, a lane of the next block starting within 1 m of the current lane's
+        3. From there, depth-first along the lane graph, within the current route block (a roadblock may hold a lane
+           and its successor) or into the next one (successors into the next block tried first, straightest first;
+           where the graph has no edge into it, a lane of the next block starting within 1 m of the current lane's
            end), keeping the path that reaches the furthest route block (PDM's route-centreline search).
         """
         blocks = self.route_blocks(roadblock_ids)
@@ -599,27 +608,38 @@ class NuPlanMapReader:
                 block_of.setdefault(m, i)
 
         memo: dict[tuple[tuple[bool, int], int], tuple[int, list]] = {}
+        active: set[tuple[tuple[bool, int], int]] = set()
 
-        def nexts(key: tuple[bool, int], depth: int) -> list[tuple[bool, int]]:
-            if depth + 1 >= len(blocks):
-                return []
-            target = blocks[depth + 1]
-            cand = [s for s in self.successors(key) if block_of.get(s) == depth + 1]
-            if not cand:  # geometric continuation where the graph has no edge
-                end = self.lane(key).baseline[-1]
-                cand = [m for m in self._block_members(target)
-                        if np.linalg.norm(self.lane(m).baseline[0] - end) < 1.0]
+        def nexts(key: tuple[bool, int], depth: int) -> list[tuple[tuple[bool, int], int]]:
             h = _end_heading(self.lane(key).baseline, start=False)
-            return sorted(cand, key=lambda s: abs(float(wrap_angle(_end_heading(self.lane(s).baseline, True) - h))))
+
+            def straight(s: tuple[bool, int]) -> float:
+                return abs(float(wrap_angle(_end_heading(self.lane(s).baseline, True) - h)))
+
+            succ = self.successors(key)
+            cand: list[tuple[bool, int]] = []
+            if depth + 1 < len(blocks):
+                cand = [s for s in succ if block_of.get(s) == depth + 1]
+                if not cand:  # geometric continuation where the graph has no edge
+                    end = self.lane(key).baseline[-1]
+                    cand = [m for m in self._block_members(blocks[depth + 1])
+                            if np.linalg.norm(self.lane(m).baseline[0] - end) < 1.0]
+            same = [s for s in succ if block_of.get(s) == depth]
+            return [(s, depth + 1) for s in sorted(cand, key=straight)] + \
+                [(s, depth) for s in sorted(same, key=straight)]
 
         def best(key: tuple[bool, int], depth: int) -> tuple[int, list]:
             if (key, depth) in memo:
                 return memo[(key, depth)]
+            active.add((key, depth))
             result = (depth, [key])
-            for s in nexts(key, depth):
-                d, path = best(s, depth + 1)
+            for s, d_s in nexts(key, depth):
+                if (s, d_s) in active:  # a cycle inside one roadblock
+                    continue
+                d, path = best(s, d_s)
                 if d > result[0]:
                     result = (d, [key] + path)
+            active.discard((key, depth))
             memo[(key, depth)] = result
             return result
 
@@ -679,7 +699,9 @@ class NuPlanMapReader:
         left_nb, right_nb = [], []
         for ln in lanes:
             li = lr = -1
-            if not ln.is_connector and ln.group is not None and ln.lane_index is not None:
+            if not ln.is_connector and None not in ln.scene_neighbors:
+                li, lr = (row.get((False, f), -1) for f in ln.scene_neighbors)
+            elif not ln.is_connector and ln.group is not None and ln.lane_index is not None:
                 li = row.get((False, self._by_index.get((ln.group, ln.lane_index - 1), -1)), -1)
                 lr = row.get((False, self._by_index.get((ln.group, ln.lane_index + 1), -1)), -1)
             left_nb.append(li)
@@ -1187,7 +1209,8 @@ def _strip(line: np.ndarray, width: float) -> tuple[Polygon, np.ndarray, np.ndar
 
 def _split_sequential_groups(keys: Sequence[Any], edges: Sequence[tuple[int, int]]) -> list[Any]:
     """Lane group keys with every group that holds a successor edge between two of its members split into levels
-    (longest upstream chain inside the group), so no roadblock contains a lane and its successor."""
+    (longest upstream chain inside the group; key ``(group key, level)``): the side-by-side lanes that
+    ``lane_index`` numbers."""
     members: dict[Any, list[int]] = {}
     for i, k in enumerate(keys):
         members.setdefault(k, []).append(i)
@@ -1221,7 +1244,8 @@ class _MapWriter:
     COLUMNS: dict[str, dict[str, str]] = {
         "lanes_polygons": {"lane_fid": "INTEGER", "lane_group_fid": "INTEGER", "lane_index": "INTEGER",
                            "left_boundary_fid": "INTEGER", "right_boundary_fid": "INTEGER",
-                           "speed_limit_mps": "REAL", "irlvla_inserted": "INTEGER", "irlvla_group": "INTEGER"},
+                           "speed_limit_mps": "REAL", "irlvla_inserted": "INTEGER", "irlvla_group": "INTEGER",
+                           "irlvla_left": "INTEGER", "irlvla_right": "INTEGER"},
         "lane_connectors": {"exit_lane_fid": "INTEGER", "entry_lane_fid": "INTEGER",
                             "lane_group_connector_fid": "INTEGER", "speed_limit_mps": "REAL",
                             "traffic_light_stop_line_fids": "TEXT", "irlvla_inserted": "INTEGER",
@@ -1234,7 +1258,7 @@ class _MapWriter:
         "lane_group_connectors": {"from_lane_group_fid": "INTEGER", "to_lane_group_fid": "INTEGER",
                                   "intersection_fid": "INTEGER", "irlvla_inserted": "INTEGER"},
         "stop_polygons": {"stop_polygon_type_fid": "INTEGER"},
-        "intersections": {"intersection_type_fid": "INTEGER"},
+        "intersections": {"intersection_type_fid": "INTEGER", "irlvla_inserted": "INTEGER"},
         "crosswalks": {}, "carpark_areas": {}, "road_segments": {}, "generic_drivable_areas": {}, "walkways": {},
     }
 
@@ -1272,15 +1296,18 @@ class _MapWriter:
         edges = [(int(a), int(b)) for a, b in np.asarray(mp.lane_successors).reshape(-1, 2) if a != b]
 
         # Roadblocks / roadblock connectors: one per (lane_group, kind); ungrouped lanes get their own. A scene group
-        # holding a successor edge between two of its own members (Waymo groups are neighbour components) is split
-        # into successive levels: a nuPlan roadblock is a set of side-by-side lanes.
+        # is written whole even when it holds a lane and its successor (Waymo groups are neighbour components): NAVSIM's
+        # on-route lanes are the lanes of the route roadblocks, and the scorer's are those of the route's lane groups
+        # (irlvla_gym.scenes.routing.on_route_lane_mask), so a roadblock must be exactly a scene group. Such groups
+        # are only split into successive levels for lane_index (see below).
         orig_key = [(int(g), bool(c)) if g >= 0 else ("solo", i)
                     for i, (g, c) in enumerate(zip(mp.lane_group, is_conn))]
         orig_fid: dict[Any, int] = {}
         for k in orig_key:
             if k not in orig_fid:
                 orig_fid[k] = self.fid()
-        group_key = _split_sequential_groups(orig_key, edges)
+        group_key = list(orig_key)
+        level_key = _split_sequential_groups(orig_key, edges)
         block_fid: dict[Any, int] = {}
         members: dict[Any, list[int]] = {}
         for i, k in enumerate(group_key):
@@ -1380,11 +1407,18 @@ class _MapWriter:
                 ok = True
             dropped += not ok
 
-        # lane_index: left -> right within each roadblock by lateral offset of the centreline midpoints.
+        # lane_index: left -> right within each level of a roadblock (side-by-side lanes) by lateral offset of the
+        # centreline midpoints; level m of a roadblock of n lanes is numbered from m * (n + 1), so indices are unique
+        # in the roadblock and never adjacent across levels. Our reader takes the neighbours from the irlvla_left /
+        # irlvla_right columns (exact), the devkit from lane_index.
         lane_index = {}
-        for k, idx in members.items():
-            if not idx or is_conn[idx[0]]:
-                continue
+        level_members: dict[Any, list[int]] = {}
+        for i, k in enumerate(level_key):
+            if not is_conn[i]:
+                level_members.setdefault(k, []).append(i)
+        for k, idx in level_members.items():
+            n = len(members[group_key[idx[0]]])
+            base = k[1] * (n + 1) if k != group_key[idx[0]] else 0
             ref = centers[idx[0]]
             mid_ref = LineString(ref).interpolate(0.5, normalized=True)
             d = np.diff(ref, axis=0).sum(axis=0)
@@ -1394,12 +1428,30 @@ class _MapWriter:
                 m = LineString(centers[i]).interpolate(0.5, normalized=True)
                 lat.append(d[0] * (m.y - mid_ref.y) - d[1] * (m.x - mid_ref.x))
             for rank, j in enumerate(np.argsort(-np.asarray(lat), kind="stable")):
-                lane_index[idx[j]] = rank
+                lane_index[idx[j]] = base + rank
+        left_nb = np.asarray(mp.lane_left_neighbor, np.int64)
+        right_nb = np.asarray(mp.lane_right_neighbor, np.int64)
 
         # Intersections, crosswalks.
         inter_polys = [q for rings in _polygonset_polygons(mp.intersections)
                        for q in _valid_parts(_polygon_from_rings([w(r) for r in rings]))]
-        inter_fids = [self.add("intersections", self.fid(), p, intersection_type_fid=0) for p in inter_polys]
+        inter_fids = [self.add("intersections", self.fid(), p, intersection_type_fid=0, irlvla_inserted=0)
+                      for p in inter_polys]
+        # The scorer counts a lane flagged lane_is_intersection as intersection area (DDC, TTC), NAVSIM only the
+        # intersections layer: the flagged lanes' parts outside the intersection polygons (e.g. connectors crossing
+        # the crop edge of a clipped intersection) become extra intersections (irlvla_inserted = 1; our reader drops
+        # them, the flag itself travels in lane_group_connectors.intersection_fid / the midpoint test).
+        inter_polys_all = list(inter_polys)
+        flagged = [polys[i] for i in range(L) if bool(mp.lane_is_intersection[i])]
+        if flagged:
+            extra = shapely.union_all(flagged)
+            if inter_polys:
+                extra = shapely.difference(extra, shapely.union_all(inter_polys))
+            for part in _valid_parts(extra):
+                if part.area > 0.01:
+                    inter_fids.append(self.add("intersections", self.fid(), part, intersection_type_fid=0,
+                                               irlvla_inserted=1))
+                    inter_polys_all.append(part)
         for rings in _polygonset_polygons(mp.crosswalks):
             for q in _valid_parts(_polygon_from_rings([w(r) for r in rings])):
                 self.add("crosswalks", self.fid(), q)
@@ -1435,7 +1487,9 @@ class _MapWriter:
             else:
                 self.add("lanes_polygons", fids[i], polys[i], lane_fid=fids[i], lane_group_fid=bf,
                          lane_index=lane_index.get(i, 0), left_boundary_fid=left_fid, right_boundary_fid=right_fid,
-                         speed_limit_mps=speed_v, irlvla_inserted=0, irlvla_group=orig_fid[orig_key[i]])
+                         speed_limit_mps=speed_v, irlvla_inserted=0, irlvla_group=orig_fid[orig_key[i]],
+                         irlvla_left=fids[left_nb[i]] if left_nb[i] >= 0 else -1,
+                         irlvla_right=fids[right_nb[i]] if right_nb[i] >= 0 else -1)
                 self.add("baseline_paths", self.fid(), LineString(c), lane_fid=fids[i], lane_connector_fid=None)
 
         extra_polys: dict[Any, list[Polygon]] = {}
@@ -1475,40 +1529,53 @@ class _MapWriter:
             to = block_fid[entry_block[idx[0]]]
             inter = None
             if any(bool(mp.lane_is_intersection[i]) for i in idx):
-                inter = next((f for f, p in zip(inter_fids, inter_polys) if p.intersects(union)), None)
+                inter = next((f for f, p in zip(inter_fids, inter_polys_all) if p.intersects(union)), None)
             self.add("lane_group_connectors", block_fid[k], union, from_lane_group_fid=frm, to_lane_group_fid=to,
                      intersection_fid=inter, irlvla_inserted=0)
 
-        # Drivable area: road_segments hold the scene's drivable polygons (nuPlan's DRIVABLE_AREA); the part not
-        # covered by lanes, connectors and intersections goes to carpark_areas, which PDMDrivableMap (and so the
-        # reader) counts as drivable while it ignores road_segments.
+        # Drivable area: road_segments hold the scene's drivable polygons (nuPlan's DRIVABLE_AREA). NAVSIM's scorer
+        # counts as drivable only roadblocks (= the union of their lanes), intersections and car parks (DRIVABLE_AREA
+        # is never loaded, and lane-connector polygons are lanes, not drivable area), while the scene's drivable area
+        # is its drivable polygons + every lane and connector polygon + intersections. So everything of that not
+        # covered by (non-connector) lanes or intersections -- the scene's extra drivable polygons and connector
+        # polygons outside intersections -- goes to carpark_areas, which PDMDrivableMap (and so the reader) counts.
         drivable = [q for rings in _polygonset_polygons(mp.drivable_area)
                     for q in _valid_parts(_polygon_from_rings([w(r) for r in rings]))]
         for p in drivable:
             self.add("road_segments", self.fid(), p)
-        if drivable:
-            covered = shapely.union_all(polys + inter_polys) if (polys or inter_polys) else Polygon()
-            rest = shapely.difference(shapely.union_all(drivable), covered)
+        conn_polys = [polys[i] for i in range(L) if is_conn[i]]
+        if drivable or conn_polys:
+            lane_polys = [polys[i] for i in range(L) if not is_conn[i]]
+            covered = shapely.union_all(lane_polys + inter_polys) if (lane_polys or inter_polys) else Polygon()
+            rest = shapely.difference(shapely.union_all(drivable + conn_polys), covered)
             for part in getattr(rest, "geoms", [rest]):
                 if part.geom_type == "Polygon" and part.area > 0.05:
                     self.add("carpark_areas", self.fid(), part)
 
-        # Route roadblocks in driving order, with the inserted link / bridge blocks between their two ends.
+        # Route roadblocks in driving order, with the inserted link / bridge blocks between their two ends (also
+        # within one roadblock: NAVSIM's route search only walks lanes of route roadblocks). Each block is listed
+        # once (NAVSIM keeps the first occurrence), and the list ends with the last scene group reached first, as
+        # the scorer's route search (irlvla_gym.scenes.routing: its target is the last lane group of the route).
         route_blocks: list[int] = []
+        real_blocks: set[int] = set()
 
-        def push(bf: int) -> None:
-            if not route_blocks or route_blocks[-1] != bf:
+        def push(bf: int, real: bool) -> None:
+            if bf not in route_blocks:
                 route_blocks.append(bf)
+            if real:
+                real_blocks.add(bf)
 
         route = [int(i) for i in np.asarray(scene.route_lanes, np.int64)]
         for n, j in enumerate(route):
             if n:
                 i = route[n - 1]
                 if (i, j) in link_of:
-                    push(block_fid[link_of[(i, j)]])
+                    push(block_fid[link_of[(i, j)]], False)
                 elif (i, j) in bridge:
-                    push(block_fid[bridge_block[bridge[(i, j)]]])
-            push(block_fid[group_key[j]])
+                    push(block_fid[bridge_block[bridge[(i, j)]]], False)
+            push(block_fid[group_key[j]], True)
+        while route_blocks and route_blocks[-1] not in real_blocks:
+            route_blocks.pop()
         return {str(mp.lane_ids[i]): fids[i] for i in range(L)}, route_blocks, dropped, dropped_lights
 
     def write(self, path: Path, epsg: int, version: str, lonlat: bool) -> None:
@@ -1595,11 +1662,17 @@ def export_navsim(scenes: Iterable[Scene], out_dir: str | os.PathLike, *, map_na
 
     Map: lanes -> lanes_polygons (+ baseline_paths, boundaries; right boundaries stored reversed), connectors ->
     lane_connectors (+ gen_lane_connectors_scaled_width_polygons); lane groups -> lane_groups_polygons /
-    lane_group_connectors (polygon = union of their lanes), ungrouped lanes get a roadblock each; intersections,
-    crosswalks, TRAFFIC_LIGHT stop_polygons for lit connectors; drivable area -> road_segments, and its part outside
-    lanes/connectors/intersections -> carpark_areas. nuPlan joins lanes only through connectors, and a roadblock is a
-    set of side-by-side lanes, so the export inserts (rows marked ``irlvla_inserted = 1``; NAVSIM uses them like any
-    other, our reader folds them back into the original edges and drops them):
+    lane_group_connectors (polygon = union of their lanes), one roadblock per scene lane group even when it holds a
+    lane and its successor (NAVSIM's on-route lanes are the lanes of the route roadblocks, the scorer's those of the
+    route's lane groups), ungrouped lanes get a roadblock each; ``lane_index`` numbers the side-by-side lanes of each
+    level of a roadblock (unique in the roadblock), the exact neighbours go to ``irlvla_left`` / ``irlvla_right``;
+    intersections, crosswalks, TRAFFIC_LIGHT stop_polygons for lit connectors; drivable area -> road_segments.
+    What NAVSIM sees matches the scene as the scorer reads it: drivable = roadblocks + intersections + car parks, so
+    the scene's drivable polygons and connector polygons outside lanes and intersections -> carpark_areas; NAVSIM's
+    intersection test uses the intersections layer only, so the parts of lanes flagged ``lane_is_intersection``
+    outside the intersection polygons -> extra intersections. nuPlan joins lanes only through connectors, so the
+    export inserts (rows marked ``irlvla_inserted = 1``; NAVSIM uses them like any other, our reader folds them back
+    into the original edges and drops them):
 
     * a short lane connector (its own roadblock connector per pair of roadblocks) for each direct lane -> lane link,
       from the end of one centreline to the start of the next (at least 0.05 m long), as wide as the narrower end;
@@ -1607,10 +1680,10 @@ def export_navsim(scenes: Iterable[Scene], out_dir: str | os.PathLike, *, map_na
     * a 0.05 m stub lane (own roadblock) before / after a connector whose upstream / downstream lane was cropped
       away, so no exit_lane_fid / entry_lane_fid / from_lane_group_fid / to_lane_group_fid is ever NULL (a NULL makes
       the devkit read the whole column as float);
-    * scene lane groups holding a lane and its successor are split into successive roadblocks (the scene's own group
-      is kept in the ``irlvla_group`` column and read back as ``MapData.lane_group``).
+    * the intersection parts above.
 
-    The route's roadblock ids include the inserted link blocks, so NAVSIM's route and centreline run through them.
+    The route's roadblock ids include the inserted link blocks (also those inside one roadblock), so NAVSIM's route
+    and centreline run through them; each id once, the list ending with the last lane group the route reaches.
     Lossy: a connector's second upstream / downstream element (see ExportResult), lights on non-connector lanes,
     yellow (-> green), ``lane_is_intersection`` of lanes outside intersection polygons.
 

@@ -23,6 +23,7 @@ from irlvla_gym.scenes.scene import (
     BICYCLE, COMMAND_LEFT, LIGHT_GREEN, LIGHT_NONE, LIGHT_RED, NUM_TIMES, PEDESTRIAN, TRAFFIC_CONE, VEHICLE, Agents,
     EgoState, EgoVehicle, MapData, PolygonSet, Scene, SceneMetadata,
 )
+from irlvla_gym.scenes.geometry import to_local
 from irlvla_gym.scenes.sources import SkippedItem
 from irlvla_gym.scenes.testing import straight_road_scene
 
@@ -746,3 +747,129 @@ def test_real_vehicle_timestamps_and_cities(tmp_path):
             if not isinstance(s, SkippedItem)}
     assert back["v0"].ego.vehicle == small
     assert back["v1"].ego.vehicle == EgoVehicle()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What NAVSIM sees of the export: on-route lanes, drivable area, intersections (check-scorer --navsim parity)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _gpkg_features(path, table):
+    from irlvla_gym.scenes.gpkg import GeoPackage
+
+    with GeoPackage(path) as gp:
+        return gp.read_features(table)
+
+
+def _strip_lane(x0, x1, y, w=1.75):
+    c = np.array([[x0, y], [x1, y]], float)
+    return c, c + [0.0, w], c - [0.0, w]
+
+
+def _two_segment_group_scene(token: str = "seq") -> Scene:
+    """Waymo-like lane group: two side-by-side lanes, each followed directly by its successor (no connectors), all
+    four lanes in one lane group (a neighbour component), then a lane R0 of its own group; the route goes P0 -> Q0 ->
+    R0."""
+    lanes = [_strip_lane(-60, 20, 0.0), _strip_lane(-60, 20, 3.5), _strip_lane(20, 100, 0.0), _strip_lane(20, 100, 3.5),
+             _strip_lane(100, 180, 0.0)]
+    polys = [shapely.Polygon(np.concatenate([l[1], l[2][::-1]])) for l in lanes]
+    mp = MapData.from_lists(
+        lane_ids=["P0", "P1", "Q0", "Q1", "R0"], centerlines=[l[0] for l in lanes],
+        left_boundaries=[l[1] for l in lanes], right_boundaries=[l[2] for l in lanes],
+        drivable_area=PolygonSet.from_shapely([shapely.union_all(polys)]), speed_limits=[13.4] * 5,
+        is_connector=[False] * 5, is_intersection=[False] * 5, lane_group=[0, 0, 0, 0, 1],
+        successors=[(0, 2), (1, 3), (2, 4)], left_neighbor=[1, -1, 3, -1, -1], right_neighbor=[-1, 0, -1, 2, -1])
+    base = junction_scene(token)
+    agents = Agents(np.zeros((NUM_TIMES, 0, 8)), np.zeros((NUM_TIMES, 0), bool), np.zeros(0, np.int8),
+                    np.zeros(0, "<U1"))
+    return dataclasses.replace(base, map=mp, agents=agents, route_lanes=np.array([0, 2, 4], np.int64), cameras={})
+
+
+def test_sequential_lane_group_is_one_roadblock(tmp_path):
+    """A scene lane group holding a lane and its successor is one roadblock, so NAVSIM's on-route lanes (the lanes of
+    the route roadblocks) are all lanes of the route's lane groups, as the scorer's; neighbours and the route still
+    round-trip exactly."""
+    sc = _two_segment_group_scene()
+    res = export_navsim([sc], tmp_path)
+    fids = res.lane_fids[sc.token]
+    lanes = {r["fid"]: r for r in _gpkg_rows(res.gpkg_path, "lanes_polygons",
+                                              ["lane_group_fid", "lane_index", "irlvla_inserted"])}
+    real = [fids[k] for k in ("P0", "P1", "Q0", "Q1")]
+    assert len({lanes[f]["lane_group_fid"] for f in real}) == 1
+    indices = [lanes[f]["lane_index"] for f in real]
+    assert len(set(indices)) == 4  # unique in the roadblock (the devkit's adjacent_edges uses .item())
+    assert indices[1] == indices[0] - 1 and indices[3] == indices[2] - 1  # P1 left of P0, Q1 left of Q0
+    assert abs(indices[2] - indices[0]) > 1 and abs(indices[3] - indices[1]) > 1  # never adjacent across levels
+    # NAVSIM's route_lane_ids: lanes / connectors whose (roadblock / roadblock connector) fid is a route id.
+    (frame,) = _t0_frames(res).values()
+    route_ids = [int(r) for r in frame["roadblock_ids"]]
+    assert len(route_ids) == len(set(route_ids))
+    conns = _gpkg_rows(res.gpkg_path, "lane_connectors", ["lane_group_connector_fid", "irlvla_inserted"])
+    on_route = {f for f, r in lanes.items() if r["lane_group_fid"] in route_ids and not r["irlvla_inserted"]}
+    assert on_route == set(real) | {fids["R0"]}
+    # The inserted P0 -> Q0 link connector is on the route, so NAVSIM's search can walk P0 -> Q0 inside the
+    # roadblock; each block once, ending with R0's.
+    links = {r["lane_group_connector_fid"] for r in conns if r["irlvla_inserted"]}
+    g, r0 = lanes[fids["P0"]]["lane_group_fid"], lanes[fids["R0"]]["lane_group_fid"]
+    assert route_ids[0] == g and route_ids[-1] == r0 and len(route_ids) == 4 and set(route_ids[1:3]) <= links
+    # NAVSIM's Dijkstra walks the lane graph (nuPlan semantics) through lanes of route blocks only: P0 reaches R0.
+    cand = {("L", f) for f, r in lanes.items() if r["lane_group_fid"] in route_ids}
+    cand |= {("C", r["fid"]) for r in conns if r["lane_group_connector_fid"] in route_ids}
+    edges = _gpkg_rows(res.gpkg_path, "lane_connectors", ["exit_lane_fid", "entry_lane_fid"])
+    succ: dict = {}
+    for r in edges:
+        succ.setdefault(("L", r["exit_lane_fid"]), []).append(("C", r["fid"]))
+        succ.setdefault(("C", r["fid"]), []).append(("L", r["entry_lane_fid"]))
+    seen, todo = {("L", fids["P0"])}, [("L", fids["P0"])]
+    while todo:
+        for n in succ.get(todo.pop(), []):
+            if n in cand and n not in seen:
+                seen.add(n)
+                todo.append(n)
+    assert ("L", fids["R0"]) in seen and ("L", fids["Q0"]) in seen
+    (back,) = [s for s in iter_scenes(res.logs_dir, res.maps_root, map_radius=RADIUS) if isinstance(s, Scene)]
+    assert_round_trip(sc, back, fids, exact_graph=True)
+
+
+def _junction_small_intersection(token: str = "jsmall", extra_drivable=None) -> Scene:
+    """The junction scene with an intersection polygon that covers only the middle of the connectors (as a clipped
+    intersection does) and a drivable area of the lanes (+ ``extra_drivable``)."""
+    sc = junction_scene(token)
+    mp = sc.map
+    lane_polys = mp.lane_polygons.to_shapely()
+    drivable = shapely.union_all(list(lane_polys) + ([extra_drivable] if extra_drivable is not None else []))
+    mp2 = dataclasses.replace(mp, intersections=PolygonSet.from_shapely([shp_box(25, -10, 35, 10)]),
+                              drivable_area=PolygonSet.from_shapely([drivable]))
+    return dataclasses.replace(sc, map=mp2)
+
+
+def test_navsim_drivable_area_and_intersections_match_the_scene(tmp_path):
+    """NAVSIM's drivable area is roadblocks + intersections + car parks (lane-connector polygons and road_segments do
+    not count) and its intersection test uses the intersections layer only; the export makes both equal to the
+    scene's (drivable polygons + every lane and connector polygon + intersections; intersections + lanes flagged
+    lane_is_intersection), and the reader still gives back the scene's own intersections and flags."""
+    lot = shp_box(-40, -30, -20, -5)  # a drivable polygon away from the lanes
+    sc = _junction_small_intersection(extra_drivable=lot)
+    res = export_navsim([sc], tmp_path)
+    mp = sc.map
+    polys = list(mp.lane_polygons.to_shapely())
+    inters = list(mp.intersections.to_shapely())
+    scene_drivable = shapely.union_all(polys + inters + list(mp.drivable_area.to_shapely()))
+    x0, y0, h0 = res.placements[sc.token]
+
+    def local(table):  # the GeoPackage's UTM polygons in the scene's ego frame
+        return [shapely.transform(f.geometry, lambda a: to_local(a, np.array([x0, y0]), h0))
+                for f in _gpkg_features(res.gpkg_path, table)]
+
+    rb, it, cp = local("lane_groups_polygons"), local("intersections"), local("carpark_areas")
+    navsim_drivable = shapely.union_all(rb + it + cp)
+    assert scene_drivable.difference(navsim_drivable).area < 1e-2
+    assert navsim_drivable.difference(scene_drivable).area < 0.5  # only the 0.05 m inserted stub lanes
+    conn = [polys[i] for i in range(mp.num_lanes) if mp.lane_is_connector[i]]
+    assert shapely.union_all(conn).difference(shapely.union_all(inters)).area > 30  # the case under test
+    scene_inter = shapely.union_all(inters + [polys[i] for i in range(mp.num_lanes) if mp.lane_is_intersection[i]])
+    assert scene_inter.symmetric_difference(shapely.union_all(it)).area < 1e-2
+    (back,) = [s for s in iter_scenes(res.logs_dir, res.maps_root, map_radius=RADIUS) if isinstance(s, Scene)]
+    assert_round_trip(sc, back, res.lane_fids[sc.token])
+    assert _union(back.map.intersections).symmetric_difference(_union(mp.intersections)).area < 1e-2
+    assert _union(back.map.drivable_area).symmetric_difference(scene_drivable).area < 1e-2
