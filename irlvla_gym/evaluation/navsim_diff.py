@@ -285,7 +285,11 @@ def export_source(scenes: list[Scene], out_dir: Path, source: str, bad: list[Bad
     shutil.rmtree(out_dir / "logs", ignore_errors=True)
     shutil.rmtree(out_dir / "maps", ignore_errors=True)
     if kept:
-        export_navsim(kept, out_dir)
+        try:  # each scene exported alone; together they can still fail (placement-dependent geometry)
+            export_navsim(kept, out_dir)
+        except Exception as exc:
+            bad.append(BadScene(source, "*", "export", f"{type(exc).__name__}: {exc}"))
+            return []
     return kept
 
 

@@ -1140,6 +1140,34 @@ def _polygon_from_rings(rings: Sequence[np.ndarray]) -> Polygon:
     return Polygon(rings[0], rings[1:])
 
 
+_OVERLAY_GRID = 1e-4
+"""[m] precision grid of the last-resort retry of set operations GEOS cannot node at full precision."""
+
+
+def _overlay(fn, *args):
+    """``fn(*args)`` (a shapely set operation on geometries / lists of geometries), robust to GEOS failures
+    ("non-noded intersection", "ring edge missing"; frequent at UTM magnitudes of ~1e6 m): on failure the inputs are
+    made valid and moved next to the origin (where doubles have 1e6 times finer spacing), the operation repeated (then
+    on a 0.1 mm grid) and the result moved back."""
+    try:
+        return fn(*args)
+    except shapely.errors.GEOSException:
+        pass
+    flat = [g for a in args for g in (a if isinstance(a, (list, tuple)) else [a])]
+    lo = np.asarray(shapely.total_bounds(flat)[:2], np.float64)
+    lo = np.where(np.isfinite(lo), np.floor(lo), 0.0)
+
+    def local(g):
+        return shapely.make_valid(shapely.transform(g, lambda xy: xy - lo))
+
+    moved = [[local(g) for g in a] if isinstance(a, (list, tuple)) else local(a) for a in args]
+    try:
+        out = fn(*moved)
+    except shapely.errors.GEOSException:
+        out = fn(*moved, grid_size=_OVERLAY_GRID)
+    return shapely.transform(out, lambda xy: xy + lo)
+
+
 def _valid_parts(geom: BaseGeometry) -> list[Polygon]:
     """The polygonal parts of a geometry, repaired with make_valid if it is invalid (self-intersections etc.)."""
     if not geom.is_valid:
@@ -1444,9 +1472,9 @@ class _MapWriter:
         inter_polys_all = list(inter_polys)
         flagged = [polys[i] for i in range(L) if bool(mp.lane_is_intersection[i])]
         if flagged:
-            extra = shapely.union_all(flagged)
+            extra = _overlay(shapely.union_all, flagged)
             if inter_polys:
-                extra = shapely.difference(extra, shapely.union_all(inter_polys))
+                extra = _overlay(shapely.difference, extra, _overlay(shapely.union_all, inter_polys))
             for part in _valid_parts(extra):
                 if part.area > 0.01:
                     inter_fids.append(self.add("intersections", self.fid(), part, intersection_type_fid=0,
@@ -1514,14 +1542,14 @@ class _MapWriter:
             self.add("baseline_paths", self.fid(), LineString(line), lane_fid=None, lane_connector_fid=f)
             extra_polys.setdefault(key, []).append(poly)
         for key, ps in extra_polys.items():
-            self.add("lane_group_connectors", block_fid[key], shapely.union_all(ps),
+            self.add("lane_group_connectors", block_fid[key], _overlay(shapely.union_all, ps),
                      from_lane_group_fid=block_fid[key[1]], to_lane_group_fid=block_fid[key[2]],
                      intersection_fid=None, irlvla_inserted=1)
 
         for k, idx in members.items():
             if not idx:
                 continue
-            union = shapely.union_all([polys[i] for i in idx])
+            union = _overlay(shapely.union_all, [polys[i] for i in idx])
             if not is_conn[idx[0]]:
                 self.add("lane_groups_polygons", block_fid[k], union, irlvla_inserted=0)
                 continue
@@ -1546,8 +1574,9 @@ class _MapWriter:
         conn_polys = [polys[i] for i in range(L) if is_conn[i]]
         if drivable or conn_polys:
             lane_polys = [polys[i] for i in range(L) if not is_conn[i]]
-            covered = shapely.union_all(lane_polys + inter_polys) if (lane_polys or inter_polys) else Polygon()
-            rest = shapely.difference(shapely.union_all(drivable + conn_polys), covered)
+            covered = (_overlay(shapely.union_all, lane_polys + inter_polys) if (lane_polys or inter_polys)
+                       else Polygon())
+            rest = _overlay(shapely.difference, _overlay(shapely.union_all, drivable + conn_polys), covered)
             for part in getattr(rest, "geoms", [rest]):
                 if part.geom_type == "Polygon" and part.area > 0.05:
                     self.add("carpark_areas", self.fid(), part)

@@ -873,3 +873,26 @@ def test_navsim_drivable_area_and_intersections_match_the_scene(tmp_path):
     assert_round_trip(sc, back, res.lane_fids[sc.token])
     assert _union(back.map.intersections).symmetric_difference(_union(mp.intersections)).area < 1e-2
     assert _union(back.map.drivable_area).symmetric_difference(scene_drivable).area < 1e-2
+
+
+def test_overlay_retries_failed_set_operations_near_the_origin():
+    """GEOS can fail to node polygons at UTM magnitudes; the exporter's set operations then retry on valid inputs
+    moved next to the origin and move the result back."""
+    import shapely
+    from shapely.geometry import box as _box
+
+    from irlvla_gym.scenes.navsim import _overlay
+
+    calls = []
+
+    def flaky_difference(a, b, **kw):
+        calls.append(shapely.total_bounds([a, b])[0])
+        if len(calls) == 1:
+            raise shapely.errors.GEOSException("TopologyException: found non-noded intersection")
+        return shapely.difference(a, b, **kw)
+
+    a, b = _box(682770.0, 4005520.0, 682790.0, 4005530.0), _box(682775.0, 4005520.0, 682780.0, 4005530.0)
+    out = _overlay(flaky_difference, a, b)
+    assert len(calls) == 2 and calls[1] < 1.0  # retried in local coordinates
+    assert out.area == pytest.approx(a.area - b.area)
+    assert out.equals(shapely.difference(a, b))
