@@ -90,12 +90,22 @@ def segment_distance(px: np.ndarray, py: np.ndarray, a: np.ndarray, d: np.ndarra
 
 def distance_to_segments(points: np.ndarray, seg_a: np.ndarray, seg_b: np.ndarray) -> np.ndarray:
     """Distance (m) of each point to the nearest of S segments (a polyline's ``distance``). (M, 2) -> (M,); inf when
-    S = 0. One vectorised pass per segment: route centrelines have few segments, the points are K x 41 steps."""
+    S = 0. One vectorised pass per segment (route centrelines have few segments, the points are K x 41 steps),
+    nearest segments first; a segment whose bounding box lies farther from every point than the largest distance
+    found so far cannot lower any point's minimum and ends the loop (exact: the result is the plain minimum)."""
     out = np.full(len(points), np.inf)
+    if not len(seg_a) or not len(points):
+        return out
     px, py = points[:, 0], points[:, 1]
     d = seg_b - seg_a
     L2 = np.einsum("sd,sd->s", d, d)
-    for i in range(len(seg_a)):
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    smin, smax = np.minimum(seg_a, seg_b), np.maximum(seg_a, seg_b)
+    gap = np.maximum(0.0, np.maximum(smin - hi, lo - smax))  # (S, 2) box-to-box separation
+    bound = np.hypot(gap[:, 0], gap[:, 1])  # <= distance of the segment to any point
+    for i in np.argsort(bound, kind="stable"):
+        if bound[i] > out.max():
+            break
         np.minimum(out, segment_distance(px, py, seg_a[i], d[i], L2[i]), out=out)
     return out
 
