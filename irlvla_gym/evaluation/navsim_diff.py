@@ -3,10 +3,9 @@
 Pipeline (one export per source; sources: synthetic, av2, nuscenes, waymo):
 
 1. scenes: ``--scenes N`` synthetic-test scenes balanced over every synthetic layout (:func:`select_synthetic`;
-   default 40, >= 5 per layout) and the real sample windows under ``../shared/data`` (AV2 sensor logs and the
-   nuScenes ScenarioNet sample through :func:`irlvla_gym.evaluation.real_data.iter_real_scenes`, the Waymo
-   ScenarioNet sample through :func:`irlvla_gym.scenes.scenarionet.iter_scenes`; all windows by default, ``--scenes N``
-   evenly spaced ones per source);
+   default 40, >= 5 per layout) and the real sample windows under ``../shared/data`` (AV2 sensor logs, the nuScenes
+   and Waymo ScenarioNet samples: :func:`irlvla_gym.evaluation.real_data.iter_real_scenes`; all windows by default,
+   ``--scenes N`` evenly spaced ones per source);
 2. export each source with :func:`irlvla_gym.scenes.navsim.export_navsim`;
 3. a fixed set of plans per scene (:func:`make_plans`, :data:`PLAN_NAMES`), built on the original scene (the t0 ego
    frame is the same after the export);
@@ -44,14 +43,13 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from irlvla_gym.scenes.scene import Scene
 
 SOURCES = ("synthetic", "av2", "nuscenes", "waymo")
-WAYMO_DIR = "scenarionet_waymo"
 DEFAULT_SYNTHETIC = 40
 SYNTHETIC_SPLIT = "synthetic-test"
 MODES = ("on", "off")
@@ -225,32 +223,21 @@ def _evenly(items: list, limit: int | None) -> list:
 
 def real_scenes(data_dir: str | Path, sources: Sequence[str], *, limit: int | None = None,
                 stride: int = 1, bad: list[BadScene] | None = None) -> dict[str, list[Scene]]:
-    """The real sample windows per source ('av2', 'nuscenes', 'waymo') present under ``data_dir``.
-
-    AV2 and nuScenes come from :func:`irlvla_gym.evaluation.real_data.iter_real_scenes`, Waymo from the ScenarioNet
-    pickles in ``data_dir/scenarionet_waymo`` (no drivable-area layer). ``limit``: at most that many evenly spaced
-    windows per source. Missing folders give no scenes.
-    """
+    """The real sample windows per source ('av2', 'nuscenes', 'waymo') present under ``data_dir``
+    (:func:`irlvla_gym.evaluation.real_data.iter_real_scenes`); windows that fail to convert go to ``bad``.
+    ``limit``: at most that many evenly spaced windows per source. Missing folders give no scenes."""
     from irlvla_gym.evaluation.real_data import iter_real_scenes
-    from irlvla_gym.scenes import scenarionet
-    from irlvla_gym.scenes.sources import SkippedItem
 
-    data_dir = Path(data_dir)
+    def skipped(source: str, item) -> None:
+        if bad is not None:
+            bad.append(BadScene(source, str(item.item), "convert", str(item.error)))
+
     out: dict[str, list[Scene]] = {}
-    if {"av2", "nuscenes"} & set(sources):
-        try:
-            for source, scene in iter_real_scenes(data_dir, stride=stride):
-                if source in sources:
-                    out.setdefault(source, []).append(scene)
-        except FileNotFoundError:
-            pass
-    if "waymo" in sources and (data_dir / WAYMO_DIR).is_dir():
-        for item in scenarionet.iter_scenes(data_dir / WAYMO_DIR, stride=stride):
-            if isinstance(item, SkippedItem):
-                if bad is not None:
-                    bad.append(BadScene("waymo", str(item.item), "convert", str(item.error)))
-                continue
-            out.setdefault("waymo", []).append(item)
+    try:
+        for source, scene in iter_real_scenes(data_dir, stride=stride, sources=sources, on_skip=skipped):
+            out.setdefault(source, []).append(scene)
+    except FileNotFoundError:
+        pass
     return {source: _evenly(scenes, limit) for source, scenes in out.items()}
 
 

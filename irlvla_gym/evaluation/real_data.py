@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from irlvla_gym.scenes.scene import Scene
 
 AV2_DIR = "av2_sensor_logs"
 SCENARIONET_DIR = "scenarionet_nuscenes"
+WAYMO_DIR = "scenarionet_waymo"
 SCENARIONET_DRIVABLE = "boston_drivable_area.json"
 PLANNER_NAMES = ("human", "constant_velocity", "pdm_closed")
 COLUMNS = ("epdms", "pdms") + SUB_SCORES
@@ -45,32 +46,41 @@ def default_data_dir() -> Path:
     return (repo / ".." / "shared" / "data").resolve()
 
 
-def iter_real_scenes(data_dir: str | Path, *, stride: int = 1) -> Iterator[tuple[str, Scene]]:
-    """``(source name, scene)`` for every real scene under ``data_dir`` ('av2' and 'nuscenes').
+def iter_real_scenes(data_dir: str | Path, *, stride: int = 1, sources: Sequence[str] = ("av2", "nuscenes"),
+                     on_skip: Callable[[str, object], None] | None = None) -> Iterator[tuple[str, Scene]]:
+    """``(source name, scene)`` for every real scene under ``data_dir`` of the given ``sources`` ('av2': AV2 sensor
+    logs, 'nuscenes': the nuScenes ScenarioNet sample with its drivable area, 'waymo': the Waymo ScenarioNet sample).
 
-    Skipped items (bad windows) are reported on stderr and left out.
+    Skipped items (bad windows) go to ``on_skip(source, item)`` (default: reported on stderr) and are left out.
 
     Raises:
-        FileNotFoundError: neither sample folder exists under ``data_dir``.
+        FileNotFoundError: none of the requested sample folders exists under ``data_dir``.
     """
     from irlvla_gym.scenes import av2, scenarionet
     from irlvla_gym.scenes.sources import SkippedItem
 
     data_dir = Path(data_dir)
-    av2_root, sn_root = data_dir / AV2_DIR, data_dir / SCENARIONET_DIR
-    if not av2_root.is_dir() and not sn_root.is_dir():
-        raise FileNotFoundError(f"{data_dir}: no {AV2_DIR}/ or {SCENARIONET_DIR}/ (pass --data)")
+    roots = {"av2": data_dir / AV2_DIR, "nuscenes": data_dir / SCENARIONET_DIR, "waymo": data_dir / WAYMO_DIR}
+    present = [s for s in sources if roots[s].is_dir()]
+    if not present:
+        raise FileNotFoundError(f"{data_dir}: none of {', '.join(roots[s].name + '/' for s in sources)} (pass --data)")
     streams: list[tuple[str, Iterable]] = []
-    if av2_root.is_dir():
-        streams.append(("av2", av2.iter_scenes(av2_root, stride=stride)))
-    if sn_root.is_dir():
-        drivable = sn_root / SCENARIONET_DRIVABLE
-        streams.append(("nuscenes", scenarionet.iter_scenes(
-            sn_root, drivable_area=drivable if drivable.is_file() else None, stride=stride)))
+    for source in present:
+        if source == "av2":
+            streams.append(("av2", av2.iter_scenes(roots["av2"], stride=stride)))
+        elif source == "nuscenes":
+            drivable = roots["nuscenes"] / SCENARIONET_DRIVABLE
+            streams.append(("nuscenes", scenarionet.iter_scenes(
+                roots["nuscenes"], drivable_area=drivable if drivable.is_file() else None, stride=stride)))
+        else:  # Waymo ScenarioNet files carry their own lanes; no drivable-area layer
+            streams.append(("waymo", scenarionet.iter_scenes(roots["waymo"], stride=stride)))
     for source, items in streams:
         for item in items:
             if isinstance(item, SkippedItem):
-                print(f"skipped {item}", file=sys.stderr)
+                if on_skip is None:
+                    print(f"skipped {item}", file=sys.stderr)
+                else:
+                    on_skip(source, item)
                 continue
             yield source, item
 

@@ -13,7 +13,6 @@ pdm_planner/utils/pdm_geometry_utils / get_drivable_area_map) is computed here o
   until the next sample (step i uses sample i // 5).
 * the route centreline (for progress and lane keeping), NAVSIM's: :func:`irlvla_gym.scenes.routing.navsim_route_lanes`.
 * the ego's logged history resampled to 0.1 s (for history comfort).
-* no per-lane centrelines: lane keeping measures the distance to the route centreline, as NAVSIM.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import numpy as np
 
 from irlvla_gym.metrics import boxes as B
 from irlvla_gym.metrics.config import DEFAULT_CONFIG, ScorerConfig
-from irlvla_gym.scenes.routing import navsim_route_lanes, on_route_lane_mask
+from irlvla_gym.scenes.routing import navsim_route_blocks, navsim_route_lanes, on_route_lane_mask
 from irlvla_gym.scenes.scene import LIGHT_RED, EgoVehicle, PolygonSet, Scene, concat_polylines
 
 
@@ -60,7 +59,6 @@ class ScoringContext:
         lane_is_connector: (L,) bool.
         red_connectors: (41, L) bool, on-route connector whose light is red at that 0.1 s step.
         route_centerline: (n, 2) float64 route centreline (m), n >= 2 unless the route is empty.
-        lane_centerlines: L arrays (n_i, 2) float64 (pictures and explanations; the scorer uses the route).
         history_states: (H, 11) ego states at t = -1.5 .. -0.1 s (0.1 s), columns as the simulator's.
         expert_poses: (8, 3) logged future poses (for the human filter).
         cache: free slot for implementation-specific precompute (the fast path's polygon index, shapely trees).
@@ -77,7 +75,6 @@ class ScoringContext:
     lane_is_connector: np.ndarray
     red_connectors: np.ndarray
     route_centerline: np.ndarray
-    lane_centerlines: list[np.ndarray]
     history_states: np.ndarray
     expert_poses: np.ndarray
     cache: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -127,7 +124,8 @@ def prepare_scene(scene: Scene, config: ScorerConfig = DEFAULT_CONFIG) -> Scorin
     is_lane = np.zeros(P, bool)
     is_lane[:L] = True
     on_route = np.zeros(P, bool)
-    route_mask = on_route_lane_mask(scene)
+    blocks = navsim_route_blocks(scene)  # once: the on-route mask and the route search both use them
+    route_mask = on_route_lane_mask(scene, blocks)
     on_route[:L] = route_mask
     is_inter = np.zeros(P, bool)
     is_inter[:L] = mp.lane_is_intersection
@@ -140,14 +138,13 @@ def prepare_scene(scene: Scene, config: ScorerConfig = DEFAULT_CONFIG) -> Scorin
 
     # NAVSIM's centreline: from the starting lane along the lane graph (irlvla_gym.scenes.routing), not the logged
     # route_lanes (which may jump into a sibling lane where the driver changed lanes).
-    route = navsim_route_lanes(scene)
+    route = navsim_route_lanes(scene, blocks)
     route_line = (concat_polylines([mp.lane_centerlines[int(i)] for i in route]).astype(np.float64) if len(route)
                   else np.zeros((0, 2)))
     return ScoringContext(
         token=scene.token, vehicle=scene.ego.vehicle, config=config, polygons=polygons, num_lanes=L,
         polygon_is_lane=is_lane, polygon_is_on_route=on_route, polygon_is_intersection=is_inter,
         lane_is_connector=mp.lane_is_connector.copy(), red_connectors=red, route_centerline=route_line,
-        lane_centerlines=[np.asarray(c, np.float64) for c in mp.lane_centerlines],
         history_states=history_states(scene, config), expert_poses=np.asarray(scene.ego.future, np.float64),
     )
 

@@ -3,7 +3,7 @@
 Same rules as :mod:`irlvla_gym.metrics.reference` (the spec made executable); the two must agree on every
 sub-score. The geometry differs only in technique:
 
-* ego-area flags, red-light entry by corner, lane-keeping lanes: one batched point-in-polygon query of all
+* ego-area flags and red-light entry by corner: one batched point-in-polygon query of all
   K x 41 x 5 box points (:class:`PolygonIndex`: raster + exact crossing-parity fallback near edges);
 * ego-agent overlap: bounding-circle prefilter, then the separating-axis theorem on the surviving pairs;
 * NC's / TTC's "an agent handled without fault is ignored afterwards" (pdm_scorer.py keeps a per-proposal list of
@@ -169,14 +169,12 @@ def score_states_fast(ctx: ScoringContext, states: np.ndarray, agents: AgentTrac
     K, T, _ = states.shape
     res = empty_result(K, T)
     res.dt = cfg.dt
-    L = ctx.num_lanes
     pts = B.ego_box_points(states, ctx.vehicle)  # (K, T, 5, 2)
     KT = K * T
 
     # ---- one containment query for all corners and centres ------------------------------------------------------
     area = area_flags(ctx, pts)
-    kt, lane_pair, poly, entry = area.kt, area.lane_pair, area.poly, area.entry
-    is_centre, ckt, cpoly = area.is_centre, area.ckt, area.cpoly
+    kt, lane_pair, poly = area.kt, area.lane_pair, area.poly
     non_drivable, multiple_lanes, oncoming, in_inter = (area.non_drivable, area.multiple_lanes, area.oncoming,
                                                         area.in_intersection)
     res.non_drivable[:] = non_drivable.reshape(K, T)
@@ -376,18 +374,13 @@ def score_ddc_and_lk(res, centre: np.ndarray, cfg) -> None:
 class AreaFlags(NamedTuple):
     """Ego-area flags of K x T ego boxes from one containment query of their 4 corners + centre.
 
-    ``kt``, ``poly``, ``entry``: the (point, polygon) hits (point = kt * 5 + corner index); ``lane_pair`` marks
-    corner hits in lane polygons; ``is_centre`` marks centre hits and ``ckt`` / ``cpoly`` are those hits' step and
-    polygon. Flags are (K * T,) bool.
+    ``kt``, ``poly``: the (point, polygon) hits (point = kt * 5 + corner index); ``lane_pair`` marks corner hits in
+    lane polygons (the red-light test reuses them). Flags are (K * T,) bool.
     """
 
     kt: np.ndarray
     lane_pair: np.ndarray
     poly: np.ndarray
-    entry: np.ndarray
-    is_centre: np.ndarray
-    ckt: np.ndarray
-    cpoly: np.ndarray
     non_drivable: np.ndarray
     multiple_lanes: np.ndarray
     oncoming: np.ndarray
@@ -399,7 +392,7 @@ def area_flags(ctx: ScoringContext, pts: np.ndarray) -> AreaFlags:
     points ``pts`` (K, T, 5, 2), from one containment query against the scene's packed polygon index."""
     K, T = pts.shape[:2]
     KT, L = K * T, ctx.num_lanes
-    point_idx, poly, entry = _fast_map(ctx).index.contains(pts.reshape(-1, 2), return_entries=True)
+    point_idx, poly = _fast_map(ctx).index.contains(pts.reshape(-1, 2))
     kt, which = point_idx // 5, point_idx % 5
     is_corner = which < B.CENTER
     # Non-drivable: a corner inside no polygon (every polygon in the index is drivable).
@@ -424,4 +417,4 @@ def area_flags(ctx: ScoringContext, pts: np.ndarray) -> AreaFlags:
     ckt, cpoly = kt[is_centre], poly[is_centre]
     oncoming = np.bincount(ckt, weights=ctx.polygon_is_on_route[cpoly], minlength=KT) == 0
     in_inter = np.bincount(ckt, weights=ctx.polygon_is_intersection[cpoly], minlength=KT) > 0
-    return AreaFlags(kt, lane_pair, poly, entry, is_centre, ckt, cpoly, non_drivable, multiple_lanes, oncoming, in_inter)
+    return AreaFlags(kt, lane_pair, poly, non_drivable, multiple_lanes, oncoming, in_inter)

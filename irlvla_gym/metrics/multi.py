@@ -61,11 +61,9 @@ def _map_flags(ctx: ScoringContext, red: np.ndarray, pts: np.ndarray, res: Score
     """
     fmap = _fast_map(ctx)
     K, T = pts.shape[:2]
-    L = ctx.num_lanes
     KT = K * T
     area = area_flags(ctx, pts)
-    kt, lane_pair, poly, entry = area.kt, area.lane_pair, area.poly, area.entry
-    is_centre, ckt, cpoly = area.is_centre, area.ckt, area.cpoly
+    kt, lane_pair, poly = area.kt, area.lane_pair, area.poly
     non_drivable, multiple_lanes, oncoming, in_inter = (area.non_drivable, area.multiple_lanes, area.oncoming,
                                                         area.in_intersection)
     res.non_drivable[rows] = non_drivable.reshape(K, T)
@@ -188,9 +186,9 @@ class PackedMaps:
     def __contains__(self, ctx: ScoringContext) -> bool:
         return id(_fast_map(ctx)) in self.slot
 
-    def contains(self, points: np.ndarray, slot: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def contains(self, points: np.ndarray, slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`PolygonIndex.contains` of points (Q, 2) each in the scene of packed slot ``slot`` (Q,):
-        (point index, global polygon, global entry), sorted by point."""
+        (point index, global polygon), sorted by point."""
         origin, res = self.origin[slot], self.res[slot]
         nx, ny = self.nx[slot], self.ny[slot]
         cxy = np.floor((points - origin) / res[:, None])
@@ -217,7 +215,7 @@ class PackedMaps:
             parity = np.bincount(row, weights=crosses, minlength=len(sel)).astype(np.int64) & 1
             on_edge = np.bincount(row, weights=_on_segment(p, ea, eb), minlength=len(sel)) > 0
             inside[sel] = (self.entry_centre_inside[pe] ^ parity.astype(bool)) & ~on_edge
-        return point_of[inside], self.entry_polygon[entry[inside]], entry[inside]
+        return point_of[inside], self.entry_polygon[entry[inside]]
 
 
 PACK_MIN_GROWTH = 8
@@ -275,7 +273,7 @@ def _map_flags_packed(pack: PackedMaps, contexts: Sequence[ScoringContext], pts:
     KT = K * T
     slot_row = np.array([pack.slot[id(_fast_map(contexts[r]))] for r in rows], np.int64)
     flat = pts.reshape(-1, 2)
-    point_idx, poly, entry = pack.contains(flat, np.repeat(slot_row, T * 5))
+    point_idx, poly = pack.contains(flat, np.repeat(slot_row, T * 5))
     kt, which = point_idx // 5, point_idx % 5
     is_corner = which < B.CENTER
     corner_covered = np.zeros(KT * 4, bool)

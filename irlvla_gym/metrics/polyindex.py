@@ -156,21 +156,14 @@ class PolygonIndex:
                                       self.entry_centre_inside, self.entry_edges, self.entry_edge_start,
                                       self.edge_a, self.edge_b))
 
-    def cell_centres(self, entries: np.ndarray) -> np.ndarray:
-        """(E, 2) centres (m) of the cells of the given entries."""
-        cell = np.searchsorted(self.cell_start, entries, side="right") - 1
-        nx = int(self.shape[0])
-        return self.origin + (np.stack([cell % nx, cell // nx], axis=1) + 0.5) * self.resolution
-
-    def contains(self, points: np.ndarray, return_entries: bool = False):
+    def contains(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """All (point, polygon) containment pairs.
 
         Args:
             points: (M, 2) float64 (m).
-            return_entries: also return the (cell, polygon) entry each pair was decided in.
 
         Returns:
-            point_index (Q,), polygon_index (Q,) int64, sorted by point index [, entry (Q,)].
+            point_index (Q,), polygon_index (Q,) int64, sorted by point index.
         """
         pts = np.asarray(points, np.float64).reshape(-1, 2)
         res = self.resolution
@@ -200,8 +193,6 @@ class PolygonIndex:
             # A point exactly on an edge is outside, as shapely ``contains`` has it.
             on_edge = np.bincount(row, weights=_on_segment(p, ea, eb), minlength=len(sel)) > 0
             inside[sel] = (self.entry_centre_inside[pe] ^ parity.astype(bool)) & ~on_edge
-        if return_entries:
-            return point_of[inside], self.entry_polygon[entry[inside]], entry[inside]
         return point_of[inside], self.entry_polygon[entry[inside]]
 
 

@@ -430,12 +430,9 @@ class PDMClosedPlanner(PlannerBase):
 
     # ---- the algorithm -------------------------------------------------------------------------------------------
 
-    def proposals(self, scene: Scene, red_connectors: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def proposals(self, scene: Scene) -> dict[str, np.ndarray]:
         """Build the IDM proposals of ``scene`` without scoring them (NAVSIM ``PDMGenerator.generate_proposals``).
-
-        Args:
-            red_connectors: unused (kept for compatibility); the planner sees the red lights at t0, as NAVSIM's
-                ``PDMObservation``.
+        The planner sees the red lights at t0, as NAVSIM's ``PDMObservation``.
 
         Returns:
             dict with ``poses`` (P, S + 1, 3) at 0.1 s (t = 0 .. 4 s; pose 0 = the ego's projection on the proposal

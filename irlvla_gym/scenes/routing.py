@@ -43,11 +43,11 @@ def _logged_route_blocks(scene: Scene) -> list[int]:
     return blocks
 
 
-def on_route_lane_mask(scene: Scene) -> np.ndarray:
-    """(L,) bool: the lanes of NAVSIM's (corrected) route roadblocks (:func:`navsim_route_blocks`), NAVSIM's
-    ``route_lane_ids``. Without route lanes: all False."""
+def on_route_lane_mask(scene: Scene, blocks: list[int] | None = None) -> np.ndarray:
+    """(L,) bool: the lanes of NAVSIM's (corrected) route roadblocks (``blocks``, default
+    :func:`navsim_route_blocks`), NAVSIM's ``route_lane_ids``. Without route lanes: all False."""
     mp = scene.map
-    blocks = navsim_route_blocks(scene)
+    blocks = navsim_route_blocks(scene) if blocks is None else blocks
     keys = np.array([_block(scene, i) for i in range(mp.num_lanes)], np.int64)
     return np.isin(keys, np.asarray(blocks, np.int64)) if blocks else np.zeros(mp.num_lanes, bool)
 
@@ -239,22 +239,22 @@ def _block(scene: Scene, lane: int) -> int:
     return group if group >= 0 else -(lane + 1)
 
 
-def navsim_route_lanes(scene: Scene) -> np.ndarray:
+def navsim_route_lanes(scene: Scene, blocks: list[int] | None = None) -> np.ndarray:
     """(n,) int64 lane indices of NAVSIM's route centreline (see module docs); empty without route lanes.
 
-    Roadblocks are NAVSIM's corrected route roadblocks (:func:`navsim_route_blocks`); candidates are the lanes of
-    those roadblocks; edge cost is the centreline length; ties go to the lane queued first, as in NAVSIM's list-based
-    Dijkstra.
+    Roadblocks are NAVSIM's corrected route roadblocks (``blocks``, default :func:`navsim_route_blocks`; pass them
+    when already computed); candidates are the lanes of those roadblocks; edge cost is the centreline length; ties go
+    to the lane queued first, as in NAVSIM's list-based Dijkstra.
     """
     mp = scene.map
     route = np.asarray(scene.route_lanes, np.int64)
     if not len(route):
         return route
-    on_route = on_route_lane_mask(scene)
+    blocks = navsim_route_blocks(scene) if blocks is None else blocks
+    on_route = on_route_lane_mask(scene, blocks)
     start = starting_lane(scene, on_route)
     if start < 0:
         return route
-    blocks = navsim_route_blocks(scene)
     start_block = _block(scene, start)
     first = blocks.index(start_block) if start_block in blocks else 0
     target = blocks[first:first + SEARCH_DEPTH][-1]
