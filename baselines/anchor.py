@@ -56,9 +56,9 @@ class ExpertDataset:
                         chunk: int = 32) -> "ExpertDataset":
         """Build from ``IRLVLA-Navsim-v2`` kwargs (``scenes`` / ``split`` / ``num_scenes`` / ``obs_keys`` /
         ``obs_config``): the first ``num_scenes`` scenes of that source (None: the env's pool)."""
-        from irlvla_gym.envs.actions import plan_to_action
+        from irlvla_gym.plans.codec import plan_to_action
         from irlvla_gym.envs.config import EnvConfig
-        from irlvla_gym.envs.scenes import SceneSource
+        from irlvla_gym.scenes.source import SceneSource
         from irlvla_gym.obs.registry import ObservationBuilder
 
         cfg = EnvConfig.from_kwargs({k: v for k, v in env.items() if k != "reward"})

@@ -35,6 +35,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def run_dir_of(out: str | Path, variant: str, seed: int) -> Path:
+    """The folder of one training run: ``<out>/<variant>/seed<seed>``."""
+    return Path(out) / variant / f"seed{seed}"
+
+
 def write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as indented JSON atomically (readers never see half a file)."""
     from irlvla_gym.utils import atomic_write

@@ -25,6 +25,8 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from irlvla_gym.rewards import parse_reward
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 VARIANTS = ("ppo-cnn-epdms", "ppo-vla-epdms", "ppo-vla-rwm", "ppo-vla-rwm-bc", "dppo-vla-rwm")
 """The five baselines, in table order."""
@@ -98,14 +100,16 @@ class RunConfig:
             raise ValueError(f"policy must be 'vla' or 'cnn', got {self.policy!r}")
         if self.vec_env not in ("auto", "native", "dummy"):
             raise ValueError(f"vec_env must be 'auto', 'native' or 'dummy', got {self.vec_env!r}")
-        if not (self.reward in ("epdms", "rwm") or str(self.reward).startswith("rwm:")):
-            raise ValueError(f"reward must be 'epdms', 'rwm' or 'rwm:<dir>', got {self.reward!r}")
+        if callable(self.reward):
+            raise ValueError("a run's reward must be a name ('epdms', 'rwm', 'rwm:<dir>', ...): it is written to the "
+                             "run's config.json; register a custom reward with irlvla_gym.rewards.register_reward")
+        parse_reward(self.reward)
         if self.total_timesteps < 1 or self.n_envs < 1:
             raise ValueError("total_timesteps and n_envs must be >= 1")
 
     @property
     def learned_reward(self) -> bool:
-        return str(self.reward).startswith("rwm")
+        return parse_reward(self.reward).learned
 
     def to_dict(self) -> dict[str, Any]:
         return copy.deepcopy(dataclasses.asdict(self))

@@ -206,7 +206,7 @@ class DiffusionAgent(nn.Module):
     @torch.no_grad()
     def plan(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Deterministic plans (B, 8, 3) (the noise-free chain = ``DiffusionHead.forward``)."""
-        from irlvla_gym.envs.actions import action_to_plan
+        from irlvla_gym.plans.codec import action_to_plan
 
         return action_to_plan(self.act(obs, deterministic=True)["action"].numpy())
 

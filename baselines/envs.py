@@ -17,19 +17,17 @@ import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 
 from baselines.config import ENV_ID, RunConfig
+from irlvla_gym.rewards import parse_reward
 
 
 def make_reward(cfg: RunConfig) -> Any:
-    """The env's ``reward`` argument for a run (a string for the scorer, a callable for the learned reward)."""
-    if not cfg.learned_reward:
+    """The env's ``reward`` argument for a run: the string ``"epdms"`` (the env's own scorer) or the built reward
+    callable (:mod:`irlvla_gym.rewards`; the RWM's scene-encoding cache sized by ``rwm_cache_size``)."""
+    spec = parse_reward(cfg.reward)
+    if spec.is_builtin:
         return cfg.reward
-    from reward_models import DEFAULT_CHECKPOINT, SceneRewardFn
-
-    checkpoint = None if cfg.reward == "rwm" else cfg.reward[4:]
-    if checkpoint is None and not (DEFAULT_CHECKPOINT / "config.json").is_file():
-        raise FileNotFoundError(f"reward='rwm' needs the shipped reward world model at {DEFAULT_CHECKPOINT}; train it "
-                                "(irlvla rwm train) or pass reward=rwm:<checkpoint dir> (--set reward=rwm:DIR)")
-    return SceneRewardFn(checkpoint, cache_size=cfg.rwm_cache_size)
+    options = {"cache_size": cfg.rwm_cache_size} if spec.name == "rwm" else {}
+    return spec.make(**options)
 
 
 def env_kwargs(cfg: RunConfig, reward: Any | None = None) -> dict[str, Any]:

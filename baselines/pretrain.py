@@ -106,7 +106,7 @@ def pretrain_diffusion(out: str | Path, init: str = "bc_default", num_scenes: in
     with torch.no_grad():
         for rows, tokens in groups:
             pred[rows] = torch.cat([head(tokens[s:s + 256]) for s in range(0, len(rows), 256)]).numpy()
-    from irlvla_gym.envs.actions import action_to_plan
+    from irlvla_gym.plans.codec import action_to_plan
 
     ade, fde = displacement_errors(action_to_plan(pred), np.asarray(cache.plans))
     metrics = {"train_loss": loss_value, "train_ade": ade, "train_fde": fde, "num_scenes": n, "epochs": epochs,

@@ -15,9 +15,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from baselines.common import read_json, save_figure, write_json
+from baselines.common import read_json, run_dir_of, save_figure, write_json
+from irlvla_gym.metrics.config import SUB_SCORES
 
-SCORES = ("epdms", "pdms", "nc", "dac", "ddc", "tlc", "ep", "ttc", "lk", "hc", "ec")
+SCORES = ("epdms", "pdms", *SUB_SCORES)
 TIMES = ("ms_per_step", "env_ms_per_step", "update_ms_per_step", "wall_s_per_100k_steps")
 
 
@@ -31,7 +32,6 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 def collect_rows(out: Path, variants: Sequence[str], seeds: Sequence[int],
                  references: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Table rows: per variant mean/std over the seeds that finished; then the references."""
-    from baselines.runner import run_dir_of
 
     rows: list[dict[str, Any]] = []
     for variant in variants:
@@ -112,7 +112,6 @@ def plot_curves(out: Path, variants: Sequence[str], seeds: Sequence[int], path: 
     import matplotlib.pyplot as plt
 
     from baselines.hooks import CurveWriter
-    from baselines.runner import run_dir_of
 
     panels = {"rule-based reward (EPDMS)": [], "learned reward (RWM prediction)": []}
     for variant in variants:

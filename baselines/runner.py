@@ -20,12 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from baselines.common import read_json, write_json
+from baselines.common import read_json, run_dir_of, write_json
 from baselines.config import VARIANTS, RunConfig, load_config
-
-
-def run_dir_of(out: str | Path, variant: str, seed: int) -> Path:
-    return Path(out) / variant / f"seed{seed}"
 
 
 def _check_config(run_dir: Path, values: dict[str, Any]) -> None:

@@ -33,7 +33,7 @@ from baselines.hooks import CurveWriter, HookRunner, PolicySnapshot, RunCallback
 
 def train_ppo(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = True) -> dict[str, Any]:
     """Train (or resume) one SB3 PPO run; returns the run's timing metrics (also the checkpoint state)."""
-    from irlvla_gym.envs.actions import action_to_plan
+    from irlvla_gym.plans.codec import action_to_plan
     from irlvla_gym.obs.config import ObsConfig
 
     run_dir = Path(run_dir)

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from irlvla_gym.envs.vocabulary import load_vocabulary
+    from irlvla_gym.plans.vocabulary import load_vocabulary
     from irlvla_gym.metrics import prepare_scene, score_plans
     from irlvla_gym.obs.registry import ObservationBuilder
     from irlvla_gym.scenes.synthetic import SPLITS, generate_scene

@@ -201,7 +201,7 @@ class SB3ModelAgent:
 
     Observation keys come from the model's observation space; the :class:`~irlvla_gym.obs.config.ObsConfig` from
     ``obs_config``, else the sidecar ``<model>.irlvla.json`` (written by :meth:`save`), else the default. The action
-    becomes a plan like the env decodes it: ``Box(24)`` -> :func:`~irlvla_gym.envs.actions.action_to_plan`,
+    becomes a plan like the env decodes it: ``Box(24)`` -> :func:`~irlvla_gym.plans.codec.action_to_plan`,
     ``Discrete(K)`` -> the K-entry trajectory vocabulary.
 
     Args:
@@ -212,7 +212,7 @@ class SB3ModelAgent:
     """
 
     def __init__(self, model: Any, name: str | None = None, obs_config: Any = None, deterministic: bool = True):
-        from irlvla_gym.envs.actions import make_action_type
+        from irlvla_gym.plans.codec import make_action_type
         from irlvla_gym.obs.config import ObsConfig
         from irlvla_gym.obs.registry import ObservationBuilder
 

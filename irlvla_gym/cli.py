@@ -11,7 +11,7 @@ SUBCOMMAND_MODULES = (
     "irlvla_gym.scenes.cli",
     "irlvla_gym.pipeline",
     "irlvla_gym.evaluation.score_cli",
-    "irlvla_gym.evaluation.real_data",
+    "irlvla_gym.evaluation.check_cli",
     "reward_models.cli",
     "irlvla_gym.policies.bc",
     "irlvla_gym.leaderboard.cli",

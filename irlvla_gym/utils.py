@@ -1,4 +1,4 @@
-"""Process-level helpers: thread limits, atomic file writes."""
+"""Process-level helpers: thread limits, atomic file writes, the cache directory."""
 
 from __future__ import annotations
 
@@ -42,3 +42,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
         except FileNotFoundError:
             pass
         raise
+
+
+def cache_dir() -> Path:
+    """The irlvla cache root: ``$IRLVLA_CACHE`` or ``~/.cache/irlvla_gym`` (scene stores, vocabularies, obs caches)."""
+    return Path(os.environ.get("IRLVLA_CACHE") or Path.home() / ".cache" / "irlvla_gym")

@@ -7,12 +7,37 @@
 * :mod:`reward_models.evaluate`: the fidelity report (``irlvla rwm eval``).
 * :mod:`reward_models.reward_fn`: :func:`load_default`, the env reward (``reward="rwm"``) and :class:`RWMRewardFn`.
 
-See ``reward_models/README.md`` for commands and numbers. Importing this package imports torch.
+See ``reward_models/README.md`` for commands and numbers. The names below are imported on first use, so that
+``import reward_models`` (and ``irlvla --help``) does not import torch.
 """
 
-from reward_models.checkpoint import CheckpointError
-from reward_models.model import ModelConfig, RewardWorldModel
-from reward_models.reward_fn import DEFAULT_CHECKPOINT, RWMRewardFn, SceneRewardFn, env_reward, load_default, load_model
+from __future__ import annotations
 
-__all__ = ["CheckpointError", "ModelConfig", "RewardWorldModel", "DEFAULT_CHECKPOINT", "RWMRewardFn",
-           "SceneRewardFn", "env_reward", "load_default", "load_model"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "CheckpointError": "reward_models.checkpoint",
+    "ModelConfig": "reward_models.model",
+    "RewardWorldModel": "reward_models.model",
+    "DEFAULT_CHECKPOINT": "reward_models.reward_fn",
+    "RWMRewardFn": "reward_models.reward_fn",
+    "SceneRewardFn": "reward_models.reward_fn",
+    "env_reward": "reward_models.reward_fn",
+    "load_default": "reward_models.reward_fn",
+    "load_model": "reward_models.reward_fn",
+    "make_env_reward": "reward_models.reward_fn",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'reward_models' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -106,24 +106,16 @@ def resolve_checkpoint(spec: str | os.PathLike | None) -> Path:
                           f"of a shipped checkpoint (shipped: {', '.join(shipped_checkpoints())})")
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """A :class:`~reward_models.model.RewardWorldModel` from a directory written by :func:`save_model` or the name
-    of a shipped checkpoint (:func:`resolve_checkpoint`)."""
-    from reward_models.model import ModelConfig, RewardWorldModel
-
+def read_checkpoint(path: str | os.PathLike) -> tuple[Path, dict[str, Any], dict[str, torch.Tensor]]:
+    """(directory, config.json contents, weights) of a directory written by :func:`save_model` or the name of a shipped
+    checkpoint (:func:`resolve_checkpoint`); :class:`CheckpointError` if the format is not this one. The model is
+    built by :meth:`reward_models.model.RewardWorldModel.from_pretrained` (this module knows no model class)."""
     d = resolve_checkpoint(path)
     cfg = read_json(d / CONFIG_FILE)
     if cfg.get("format") != FORMAT or cfg.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{d / CONFIG_FILE}: not an {FORMAT} v{FORMAT_VERSION} checkpoint "
                               f"(format {cfg.get('format')!r} v{cfg.get('format_version')!r})")
-    model = RewardWorldModel(ModelConfig.from_dict(cfg.get("model", {})))
-    state = load_tensors(d / MODEL_FILE)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{d / MODEL_FILE}: weights do not match the config ({exc})") from None
-    model.checkpoint_info = cfg
-    return model.to(device).eval()
+    return d, cfg, load_tensors(d / MODEL_FILE)
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -148,6 +140,6 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tenso
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
-__all__ = ["CheckpointError", "save_model", "load_model", "resolve_checkpoint", "shipped_checkpoints", "SHIPPED_DIR",
+__all__ = ["CheckpointError", "save_model", "read_checkpoint", "resolve_checkpoint", "shipped_checkpoints", "SHIPPED_DIR",
            "save_tensors", "load_tensors", "read_json", "write_json", "optimizer_tensors", "load_optimizer",
            "FORMAT_VERSION"]

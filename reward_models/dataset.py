@@ -5,7 +5,7 @@
 Candidates (:class:`CandidateConfig`, one :class:`PlanSampler` per source, all drawing from a per-scene generator
 ``np.random.default_rng([seed, scene_index])`` so the dataset is identical for any worker count or backend):
 
-* ``vocab_near``: the trajectory-vocabulary entries (``irlvla_gym.envs.vocabulary``, K = 256) nearest to the expert
+* ``vocab_near``: the trajectory-vocabulary entries (``irlvla_gym.plans.vocabulary``, K = 256) nearest to the expert
   plan (hard negatives and near-positives);
 * ``vocab_random``: vocabulary entries drawn uniformly without replacement;
 * ``policy``: samples of a policy (``--policy``: a VLA checkpoint such as ``bc_default``, or a callable; see
@@ -51,10 +51,14 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from irlvla_gym.metrics.config import SUB_SCORES
+
 FORMAT_VERSION = 1
 SOURCES = ("expert", "vocab_near", "vocab_random", "perturb", "policy")
-LABELS = ("nc", "dac", "ddc", "tlc", "ep", "ttc", "lk", "hc", "ec", "epdms", "pdms", "progress", "reference_progress")
+LABELS = (*SUB_SCORES, "epdms", "pdms", "progress", "reference_progress")
 OBS_KEYS = ("bev", "ego", "instruction", "agents", "map")
+"""Observation keys (``irlvla_gym.obs`` registry) the reward model consumes; entries bev, ego, instruction, agents,
+agents_mask, map, map_mask."""
 OBS_ENTRIES = ("bev", "ego", "instruction", "agents", "agents_mask", "map", "map_mask")
 
 
@@ -118,13 +122,13 @@ class VocabularySampler:
 
     def __init__(self, vocabulary: np.ndarray | None = None):
         if vocabulary is None:
-            from irlvla_gym.envs.vocabulary import load_vocabulary
+            from irlvla_gym.plans.vocabulary import load_vocabulary
 
             vocabulary = load_vocabulary(256)
         self.vocabulary = np.asarray(vocabulary, np.float64)
 
     def nearest(self, expert: np.ndarray, num: int) -> np.ndarray:
-        from irlvla_gym.envs.vocabulary import YAW_WEIGHT
+        from irlvla_gym.plans.vocabulary import YAW_WEIGHT
 
         w = np.array([1.0, 1.0, YAW_WEIGHT])
         d = (((self.vocabulary - expert[None]) * w) ** 2).sum(axis=(1, 2))
@@ -201,7 +205,7 @@ class VLAPlanSampler:
     """Samples of an ``irlvla_gym.policies`` VLA network checkpoint (a directory or a shipped name like
     ``"bc_default"``): the deterministic plan first, then ``clip(mean + std * N(0, 1), -1, 1)`` in the env's
     normalised action space (std = the Gaussian head's ``exp(log_std)``, 0.1 for other heads), decoded with
-    ``irlvla_gym.envs.actions.action_to_plan``. Observations are built with the network's own ``obs_keys``."""
+    ``irlvla_gym.plans.codec.action_to_plan``. Observations are built with the network's own ``obs_keys``."""
 
     name = "policy"
 
@@ -221,7 +225,7 @@ class VLAPlanSampler:
     def sample(self, scene, obs, num: int, rng: np.random.Generator) -> np.ndarray:
         import torch
 
-        from irlvla_gym.envs.actions import action_to_plan
+        from irlvla_gym.plans.codec import action_to_plan
 
         o = self.builder.observe_batch([scene])
         with torch.no_grad():
@@ -339,7 +343,7 @@ class ShardTask:
 
 
 def _scene_source(source: str):
-    from irlvla_gym.envs.scenes import SceneSource
+    from irlvla_gym.scenes.source import SceneSource
 
     return SceneSource(source)
 

@@ -42,7 +42,7 @@ import torch.nn as nn
 
 from reward_models.checkpoint import CheckpointError, read_json, write_json
 from reward_models.model import (
-    SUB_SCORES, RewardWorldModel, SceneEncoding, _is_prepared, numpy_outputs, prepare_obs, run_inference,
+    SUB_SCORES, RewardWorldModel, SceneEncoding, is_prepared, numpy_outputs, prepare_obs, run_inference,
 )
 from reward_models.reward_fn import SceneRewardFn
 
@@ -123,7 +123,7 @@ class EnsembleRewardModel(nn.Module):
         """Each member's scene tokens for one observation or a batch; observation tensors and the map lookup are
         prepared once (member 0's encoding carries them)."""
         dev = next(self.parameters()).device
-        o = obs if _is_prepared(obs) else prepare_obs(obs, dev, bev_uint8=dev.type == "cpu")
+        o = obs if is_prepared(obs) else prepare_obs(obs, dev, bev_uint8=dev.type == "cpu")
         first = self.members[0].encode_scene(o, lookup=lookup)
         rest = [m.encode_scene(o, lookup=False) for m in self.members[1:]]
         return EnsembleEncoding([first, *rest])

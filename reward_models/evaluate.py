@@ -54,8 +54,8 @@ def speed_ratio(model: RewardWorldModel, source: str = "synthetic-test", num_sce
     building the observation from the scene. Best of ``repeats`` per scene, median over scenes; run with one
     thread (``OMP_NUM_THREADS=1``) for per-core numbers.
     """
-    from irlvla_gym.envs.scenes import SceneSource
-    from irlvla_gym.envs.vocabulary import load_vocabulary
+    from irlvla_gym.scenes.source import SceneSource
+    from irlvla_gym.plans.vocabulary import load_vocabulary
     from irlvla_gym.metrics import prepare_scene, score_plans
     from irlvla_gym.obs.registry import ObservationBuilder
 

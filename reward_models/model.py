@@ -36,18 +36,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from reward_models import kernels
+from reward_models.checkpoint import MODEL_FILE, CheckpointError, read_checkpoint, save_model
+from irlvla_gym.metrics.config import SUB_SCORES
+from reward_models.dataset import OBS_ENTRIES, OBS_KEYS
 from reward_models.features import (
     BEV_SCENE_CHANNELS, NUM_POSE_FEATURES, PLAN_DT, POSE_FEATURES, BevGeometry, map_lookup, pose_features,
 )
 from reward_models.forecast import FORECASTS, forecast_agents
 
-SUB_SCORES = ("nc", "dac", "ddc", "tlc", "ep", "ttc", "lk", "hc", "ec")
 THREE_WAY = ("nc", "ddc")
 BINARY = ("dac", "tlc", "ttc", "lk", "hc", "ec")
-OBS_KEYS = ("bev", "ego", "instruction", "agents", "map")
-"""Observation keys (``irlvla_gym.obs`` registry) the model consumes; entries bev, ego, instruction, agents,
-agents_mask, map, map_mask."""
-OBS_ENTRIES = ("bev", "ego", "instruction", "agents", "agents_mask", "map", "map_mask")
 THREE_WAY_VALUES = (0.0, 0.5, 1.0)
 BEV_SAMPLE_MODES = ("full", "extrema")
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
@@ -319,7 +317,7 @@ class RewardWorldModel(nn.Module):
 
         ``lookup=False`` skips the map lookup table the plan features need (when features are precomputed)."""
         dev = next(self.parameters()).device
-        o = obs if _is_prepared(obs) else prepare_obs(obs, dev, bev_uint8=dev.type == "cpu")
+        o = obs if is_prepared(obs) else prepare_obs(obs, dev, bev_uint8=dev.type == "cpu")
         B = o["ego"].shape[0]
         # real agents / polylines come first (nearest first): drop all-padding slots (attention result unchanged)
         n_ag = max(int(o["agents_mask"].sum(1).max()), 1)
@@ -453,17 +451,20 @@ class RewardWorldModel(nn.Module):
 
     def save_pretrained(self, path, extra: Mapping | None = None) -> None:
         """Write ``model.safetensors`` + ``config.json`` into directory ``path`` (atomically)."""
-        from reward_models.checkpoint import save_model
-
         save_model(self, path, extra=extra)
 
     @classmethod
     def from_pretrained(cls, path, device: str | torch.device = "cpu") -> "RewardWorldModel":
         """Load a checkpoint directory (``model.safetensors`` + ``config.json``) or a shipped checkpoint by name
         (``"default"``, ``"policy_aware"``); clear error if corrupt."""
-        from reward_models.checkpoint import load_model
-
-        return load_model(path, device=device)
+        d, cfg, state = read_checkpoint(path)
+        model = cls(ModelConfig.from_dict(cfg.get("model", {})))
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{d / MODEL_FILE}: weights do not match the config ({exc})") from None
+        model.checkpoint_info = cfg
+        return model.to(device).eval()
 
 
 def run_inference(module: nn.Module, obs: Mapping[str, np.ndarray], plans: np.ndarray):
@@ -495,7 +496,7 @@ def compact_bev_samples(feats: torch.Tensor) -> torch.Tensor:
                       feats[..., _BEV_FIRST + _BEV_FULL:]], dim=-1)
 
 
-def _is_prepared(obs: Mapping) -> bool:
+def is_prepared(obs: Mapping) -> bool:
     """Already :func:`prepare_obs` output (bool masks, float or uint8 bev, batched)?"""
     bev, mask = obs.get("bev"), obs.get("agents_mask")
     return (isinstance(bev, torch.Tensor) and (bev.is_floating_point() or bev.dtype == torch.uint8)

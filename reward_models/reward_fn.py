@@ -12,7 +12,7 @@
   the env's observation, so make the env with ``obs_keys=RWMRewardFn.OBS_KEYS`` (bev, ego, instruction, agents,
   map) or a superset. The reward of an action is computed from ``obs`` (the observation the action was chosen in;
   in the plan-once env ``next_obs`` already belongs to the next scene after the auto-reset). Actions are decoded
-  like the env's action type: ``"trajectory"`` (Box(24) in [-1, 1], ``irlvla_gym.envs.actions.action_to_plan``)
+  like the env's action type: ``"trajectory"`` (Box(24) in [-1, 1], ``irlvla_gym.plans.codec.action_to_plan``)
   or ``"vocabulary"`` (index into the K-entry vocabulary). Non-finite actions get reward 0, as in the envs.
 """
 
@@ -94,14 +94,24 @@ class SceneRewardFn:
         return float(self.score(scene, plan)[0])
 
 
+def make_env_reward(argument: str | None = None, *, cache_size: int = 64) -> SceneRewardFn:
+    """The env reward ``"rwm"`` (``argument`` None: the shipped default) or ``"rwm:<argument>"`` (a shipped name such as
+    ``"policy_aware"``, or a checkpoint directory). Registered as the ``rwm`` entry point of ``irlvla_gym.rewards``,
+    which is how the envs find it without importing this package."""
+    if argument is None and not (DEFAULT_CHECKPOINT / "config.json").is_file():
+        raise FileNotFoundError(f"reward='rwm' needs the shipped reward world model at {DEFAULT_CHECKPOINT}; train it "
+                                "(irlvla rwm train) or pass reward=rwm:<checkpoint dir> (--set reward=rwm:DIR)")
+    return SceneRewardFn(argument, cache_size=cache_size)
+
+
 def env_reward(spec: str) -> SceneRewardFn:
-    """The env reward for ``reward="rwm"`` (shipped default), ``reward="rwm:<shipped name>"`` (e.g.
-    ``"rwm:policy_aware"``) or ``reward="rwm:<checkpoint dir>"``."""
-    if spec == "rwm":
-        return SceneRewardFn(None)
-    if spec.startswith("rwm:") and len(spec) > 4:
-        return SceneRewardFn(spec[4:])
-    raise ValueError(f"reward must be 'rwm' or 'rwm:<shipped name or checkpoint dir>', got {spec!r}")
+    """The env reward of a spec string ``"rwm"`` or ``"rwm:<shipped name or checkpoint dir>"``."""
+    from irlvla_gym.rewards import parse_reward
+
+    parsed = parse_reward(spec)
+    if parsed.name != "rwm":
+        raise ValueError(f"reward must be 'rwm' or 'rwm:<shipped name or checkpoint dir>', got {spec!r}")
+    return make_env_reward(parsed.argument)
 
 
 class RWMRewardFn:
@@ -118,7 +128,7 @@ class RWMRewardFn:
 
     def __init__(self, checkpoint: str | Path | None = None, action_type: str = "trajectory",
                  vocabulary_size: int = 256):
-        from irlvla_gym.envs.actions import make_action_type
+        from irlvla_gym.plans.codec import make_action_type
 
         self.model = load_model(checkpoint)
         self.actions = make_action_type(action_type, vocabulary_size)
@@ -149,4 +159,5 @@ class RWMRewardFn:
         return np.where(valid, reward, 0.0).astype(np.float32)
 
 
-__all__ = ["DEFAULT_CHECKPOINT", "load_model", "load_default", "SceneRewardFn", "RWMRewardFn", "env_reward"]
+__all__ = ["DEFAULT_CHECKPOINT", "load_model", "load_default", "SceneRewardFn", "RWMRewardFn", "env_reward",
+           "make_env_reward"]

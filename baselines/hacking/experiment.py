@@ -98,7 +98,7 @@ def train_remedy(name: str, cfg: RunConfig, remedy: RemedyConfig, seed: int, run
     from baselines.envs import make_sb3_vec_env
     from baselines.evaluate import VLANetworkAgent, evaluate_agents
     from baselines.pretrain import resolve_pretrained
-    from irlvla_gym.envs.scenes import SceneSource
+    from irlvla_gym.scenes.source import SceneSource
     from irlvla_gym.policies import VLAPolicy
     from reward_models import DEFAULT_CHECKPOINT, RewardWorldModel
     from reward_models.ensemble import EnsembleRewardModel, ModelRewardFn

@@ -39,7 +39,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-SUB_SCORES = ("nc", "dac", "ddc", "tlc", "ep", "ttc", "lk", "hc", "ec")
+from irlvla_gym.metrics.config import SUB_SCORES
+
 DEFAULT_POLICY_KEYS = ("camera", "ego", "instruction")
 PREFIX = "hacking/"
 
@@ -88,7 +89,7 @@ class ProbeSet:
     def from_split(cls, split: str = "synthetic-val", num_scenes: int = 32, obs_keys: Sequence[str] =
                    DEFAULT_POLICY_KEYS, obs_config: Any = None, start: int = 0) -> "ProbeSet":
         """Scenes ``start .. start + num_scenes - 1`` of a split or scene-store directory."""
-        from irlvla_gym.envs.scenes import SceneSource
+        from irlvla_gym.scenes.source import SceneSource
 
         source = SceneSource(split)
         stop = min(len(source), start + num_scenes)
@@ -147,16 +148,14 @@ def most_gamed(metrics: Mapping[str, float], exclude: Sequence[str] = ("ec",)) -
 def unwrap_model(reward: Any) -> Any:
     """The scoring model behind a reward: a model object, a ``SceneRewardFn`` (its ``.model``), ``"rwm"`` /
     ``"rwm:<dir>"`` (loaded), or None (the shipped model)."""
-    if reward is None or reward == "rwm":
-        from reward_models import load_default
+    if reward is None or isinstance(reward, str):
+        from irlvla_gym.rewards import parse_reward
+        from reward_models import load_model
 
-        return load_default()
-    if isinstance(reward, str):
-        if reward.startswith("rwm:"):
-            from reward_models import load_model
-
-            return load_model(reward[4:])
-        raise ValueError(f"the probe needs a learned reward, got reward={reward!r}")
+        spec = parse_reward("rwm" if reward is None else reward)
+        if spec.name != "rwm":
+            raise ValueError(f"the probe needs a learned reward model ('rwm' or 'rwm:<dir>'), got reward={reward!r}")
+        return load_model(spec.argument)  # None: the shipped default
     return getattr(reward, "model", reward)
 
 
@@ -270,7 +269,7 @@ def plan_groups(obs: Mapping[str, np.ndarray], plan_fn: Callable[[Mapping[str, n
 
 def sb3_plan_fn(policy: Any) -> Callable[[Mapping[str, np.ndarray]], np.ndarray]:
     """Deterministic metric plans (B, 8, 3) of an SB3 policy with the env's Box(24) trajectory action."""
-    from irlvla_gym.envs.actions import action_to_plan
+    from irlvla_gym.plans.codec import action_to_plan
 
     def plan(obs: Mapping[str, np.ndarray]) -> np.ndarray:
         actions, _ = policy.predict(dict(obs), deterministic=True)

@@ -109,7 +109,7 @@ class RelabelRefitCallback(BaseCallback):
 
     def refit_now(self, step: int) -> dict[str, float]:
         """Relabel the recorded plans (subsampled), add them, fine-tune; returns the refit's record."""
-        from irlvla_gym.envs.actions import action_to_plan
+        from irlvla_gym.plans.codec import action_to_plan
 
         t0 = time.perf_counter()
         n = len(self._scenes)

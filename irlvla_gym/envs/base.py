@@ -8,26 +8,20 @@ from typing import Any, Callable, Mapping
 import gymnasium as gym
 import numpy as np
 
-from irlvla_gym.envs.actions import ActionType, Decoded, make_action_type
+from irlvla_gym.plans.codec import ActionType, Decoded, make_action_type
 from irlvla_gym.envs.config import EnvConfig
 from irlvla_gym.envs.render import FrameRenderer, HumanWindow
-from irlvla_gym.envs.scenes import LRU, SceneSource, shared_lru
+from irlvla_gym.envs.scenes import LRU, shared_lru
+from irlvla_gym.scenes.source import SceneSource
 from irlvla_gym.envs.scoring import SceneBundle, make_bundle
 from irlvla_gym.obs.registry import ObservationBuilder
+from irlvla_gym.rewards import make_reward
 
 
 def resolve_reward(spec: Any) -> Callable[..., float] | None:
-    """None for the built-in EPDMS reward, the callable for a custom one or for ``"rwm"`` / ``"rwm:<ckpt dir>"``
-    (the reward world model, :func:`reward_models.env_reward`)."""
-    if callable(spec):
-        return spec
-    if spec == "epdms":
-        return None
-    if isinstance(spec, str) and (spec == "rwm" or spec.startswith("rwm:")):
-        from reward_models import env_reward  # imported lazily: torch stays out of `import irlvla_gym`
-
-        return env_reward(spec)  # the shipped checkpoint, or "rwm:<checkpoint dir>"
-    raise ValueError(f"reward must be 'epdms', 'rwm' or a callable, got {spec!r}")
+    """None for the built-in EPDMS reward, else the reward callable: a user callable, or a registered reward such as
+    ``"rwm"`` / ``"rwm:<ckpt dir>"`` (the reward world model; :mod:`irlvla_gym.rewards`)."""
+    return make_reward(spec)
 
 
 class NavsimBaseEnv(gym.Env):
@@ -115,7 +109,7 @@ class NavsimBaseEnv(gym.Env):
     # ---- actions -----------------------------------------------------------------------------------------------
 
     def decode_action(self, action: Any) -> Decoded:
-        """The plan (8, 3) an action stands for, with the invalid / clipped flags (see ``envs.actions``)."""
+        """The plan (8, 3) an action stands for, with the invalid / clipped flags (see :mod:`irlvla_gym.plans.codec`)."""
         return self.action_kind.decode(action)
 
     def plan_to_action(self, plan: np.ndarray):

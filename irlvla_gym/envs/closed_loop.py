@@ -33,7 +33,7 @@ class NavsimClosedLoopEnv(NavsimBaseEnv):
     ## Action Space
 
     As ``IRLVLA-Navsim-v2``: ``Box(-1, 1, (24,), float32)`` (8 poses at t + 0.5 .. t + 4 s in the ego frame at the
-    current time t, fixed scaling of :mod:`irlvla_gym.envs.actions`) or ``Discrete(K)`` (trajectory vocabulary).
+    current time t, fixed scaling of :mod:`irlvla_gym.plans.codec`) or ``Discrete(K)`` (trajectory vocabulary).
     Out-of-range actions are clipped (``info["clipped_action"]``); an action with NaN/inf entries (or a bad
     vocabulary index) is *invalid*: the ego executes the action with non-finite entries replaced by 0 (for a
     vocabulary index: the "stay" plan of zeros, i.e. brake), the step's reward and sub-scores are 0 and

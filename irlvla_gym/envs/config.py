@@ -7,11 +7,11 @@ are equivalent (highway-env style ``config`` dict; explicit kwargs win over ``co
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence, Union
 
 from irlvla_gym.obs.config import ObsConfig
+from irlvla_gym.rewards import parse_reward
 
 RewardSpec = Union[str, Callable[..., float]]
 DEFAULT_OBS_KEYS = ("bev", "ego", "instruction")
@@ -67,8 +67,7 @@ class EnvConfig:
             raise ValueError(f"action_type must be 'trajectory' or 'vocabulary', got {self.action_type!r}")
         if self.traffic not in ("log", "idm"):
             raise ValueError(f"traffic must be 'log' or 'idm', got {self.traffic!r}")
-        if not (callable(self.reward) or self.reward in ("epdms", "rwm") or str(self.reward).startswith("rwm:")):
-            raise ValueError(f"reward must be 'epdms', 'rwm' or a callable (scene, plan) -> float, got {self.reward!r}")
+        parse_reward(self.reward)  # one clear error for an unknown reward; the env builds it
         if self.num_scenes is not None and self.num_scenes < 1:
             raise ValueError(f"num_scenes must be >= 1 or None, got {self.num_scenes}")
         if self.scene_cache_size < 1:
@@ -89,7 +88,3 @@ class EnvConfig:
             raise TypeError(f"unknown env argument(s) {unknown}; valid: {sorted(names - {'extra'})}")
         return cls(**base)
 
-
-def cache_dir() -> str:
-    """``$IRLVLA_CACHE`` or ``~/.cache/irlvla_gym``."""
-    return os.environ.get("IRLVLA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "irlvla_gym")

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from irlvla_gym.envs.actions import Decoded
+from irlvla_gym.plans.codec import Decoded
 from irlvla_gym.envs.base import NavsimBaseEnv
 from irlvla_gym.envs.scoring import score_dict, score_states, zero_scores
 
@@ -25,9 +25,9 @@ class NavsimEnv(NavsimBaseEnv):
 
     ``action_type="trajectory"`` (default): ``Box(-1.0, 1.0, (24,), float32)``: 8 poses (x, y, yaw) at t = 0.5 ..
     4 s in the ego frame at t0, flattened, each divided by a fixed per-step scale (x: 10 m per 0.5 s step = 20 m/s,
-    y: 3 m per step, yaw: 0.4 rad per step, capped at pi); see :mod:`irlvla_gym.envs.actions` (``action_to_plan``,
+    y: 3 m per step, yaw: 0.4 rad per step, capped at pi); see :mod:`irlvla_gym.plans.codec` (``action_to_plan``,
     ``plan_to_action``). ``action_type="vocabulary"``: ``Discrete(K)`` over a k-means vocabulary of expert plans
-    (K = ``vocabulary_size``, default 256 shipped; see :mod:`irlvla_gym.envs.vocabulary`).
+    (K = ``vocabulary_size``, default 256 shipped; see :mod:`irlvla_gym.plans.vocabulary`).
 
     Out-of-range finite actions are clipped to [-1, 1] (``info["clipped_action"]``). Actions with NaN/inf entries
     (or a vocabulary index outside [0, K)) are not simulated: reward 0, every sub-score 0,
@@ -84,7 +84,7 @@ class NavsimEnv(NavsimBaseEnv):
     (True, True)
 
     Scenes of a split are generated on first use (~30 ms each; a store prebuilt with
-    ``python -m irlvla_gym.envs.scenes --build synthetic-train`` is used when present) and each scene's
+    ``python -m irlvla_gym.scenes.source --build synthetic-train`` is used when present) and each scene's
     precomputation (scoring context, agents, expert rollout, t0 observation) is kept in an LRU of
     ``scene_cache_size`` entries, so revisiting a scene costs only the simulation and scoring of the plan.
 

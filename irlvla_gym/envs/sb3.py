@@ -20,6 +20,8 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
+from irlvla_gym.envs.registration import register_envs
+
 
 def _rows_of(infos: dict[str, Any], n: int) -> list[dict[str, Any]]:
     """Gymnasium's batched infos (``key`` arrays + ``_key`` masks, nested dicts) to one dict per env."""
@@ -50,7 +52,7 @@ class BatchedVecEnv(VecEnv):
     """
 
     def __init__(self, env_id: str = "IRLVLA-Navsim-v2", num_envs: int = 8, **kwargs: Any):
-        import irlvla_gym  # noqa: F401  (registers the ids)
+        register_envs()
 
         self.venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point",
                                  autoreset_mode=AutoresetMode.SAME_STEP, **kwargs)
@@ -185,7 +187,7 @@ class MultiProcessVecEnv(VecEnv):
             work_remote.close()
             self.remotes.append(remote)
             self.processes.append(proc)
-        import irlvla_gym  # noqa: F401
+        register_envs()
 
         probe = gym.make(env_id, **kwargs)
         super().__init__(num_envs, probe.observation_space, probe.action_space)

@@ -1,26 +1,15 @@
-"""Where the envs get scenes: :class:`SceneSource` (split name, store, path or list) and an LRU helper.
+"""The envs' process-wide per-scene caches (:func:`shared_lru`).
 
-Split names (``"synthetic-train"`` ...) resolve to:
-
-1. a prebuilt scene store at ``<cache dir>/scenes/<split>`` if one exists (build it once with
-   ``python -m irlvla_gym.envs.scenes --build synthetic-train``, progress bar included), else
-2. lazy generation: scene ``i`` is ``generate_scene(first_seed + i, split=...)`` made on first use (~30 ms). The env
-   keeps its per-scene precomputations in an in-memory LRU (``EnvConfig.scene_cache_size``), so a pool of scenes
-   that fits the LRU is generated once per process; ``num_scenes`` restricts episodes to such a pool.
-
-Tokens of a split are known without generating (``f"{split}-{i:05d}"``), so ``options={"token": ...}`` is free.
+:class:`SceneSource` moved to :mod:`irlvla_gym.scenes.source` (it serves BC, the reward model and the leaderboard
+too); it is re-exported here so ``from irlvla_gym.envs.scenes import SceneSource`` keeps working.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 from collections import OrderedDict
-from pathlib import Path
-from typing import Any, Callable, Generic, Hashable, Sequence, TypeVar
+from typing import Any, Callable, Generic, Hashable, TypeVar
 
-from irlvla_gym.envs.config import cache_dir
-from irlvla_gym.scenes.scene import Scene
+from irlvla_gym.scenes.source import SceneSource, build_split_store, split_store_path
 
 V = TypeVar("V")
 
@@ -73,125 +62,10 @@ def clear_shared_caches() -> None:
     _SHARED.clear()
 
 
-def split_store_path(split: str) -> Path:
-    """Where a prebuilt store of a synthetic split lives: ``<cache dir>/scenes/<split>``."""
-    return Path(cache_dir()) / "scenes" / split
-
-
-class SceneSource:
-    """Indexable scenes with tokens, from a split name, a store (object or path) or a list of scenes.
-
-    Args:
-        scenes: see :class:`~irlvla_gym.envs.config.EnvConfig` ``scenes``; None uses ``split``.
-        split: synthetic split name used when ``scenes`` is None.
-        num_scenes: keep only the first ``num_scenes``.
-    """
-
-    def __init__(self, scenes: Any = None, split: str = "synthetic-train", num_scenes: int | None = None):
-        from irlvla_gym.scenes.store import SceneStore
-
-        self._split_spec = None
-        self._store = None
-        self._list: list[Scene] | None = None
-        if scenes is None:
-            scenes = split
-        if isinstance(scenes, Scene):
-            scenes = [scenes]
-        if isinstance(scenes, (str, os.PathLike)) and not os.path.isdir(scenes):
-            from irlvla_gym.scenes.synthetic import SPLITS
-
-            name = str(scenes)
-            if name not in SPLITS:
-                raise ValueError(f"scenes={name!r} is neither a synthetic split ({', '.join(SPLITS)}) nor a "
-                                 "scene-store directory")
-            prebuilt = split_store_path(name)
-            if (prebuilt / "manifest.json").exists():
-                self._store = SceneStore(prebuilt, verify=False)
-            else:
-                self._split_spec = SPLITS[name]
-            self.name = name
-        elif isinstance(scenes, (str, os.PathLike)):
-            self._store = SceneStore(scenes, verify=False)
-            self.name = str(scenes)
-        elif isinstance(scenes, SceneStore):
-            self._store = scenes
-            self.name = str(scenes.path)
-        else:
-            self._list = list(scenes)
-            if not self._list or not all(isinstance(s, Scene) for s in self._list):
-                raise ValueError("scenes must be a split name, a store, a store path or a non-empty list of Scene")
-            self.name = "list"
-        if self._store is not None:
-            self._tokens = [str(t) for t in self._store.tokens]
-        elif self._list is not None:
-            self._tokens = [s.token for s in self._list]
-        else:
-            spec = self._split_spec
-            self._tokens = [f"{spec.name}-{i:05d}" for i in range(spec.size)]
-        if num_scenes is not None:
-            self._tokens = self._tokens[:num_scenes]
-        self._index = {t: i for i, t in enumerate(self._tokens)}
-
-    def __len__(self) -> int:
-        return len(self._tokens)
-
-    @property
-    def cache_key(self) -> tuple[Hashable, Any]:
-        """(key, keep_alive): identifies what ``load(i)`` returns, for :func:`shared_lru` (scene ``i`` of a source
-        does not depend on ``num_scenes``)."""
-        if self._list is not None:
-            return ("list", tuple(id(s) for s in self._list)), self._list
-        if self._store is not None:
-            path = getattr(self._store, "path", None)
-            if path is not None:
-                return ("store", os.path.realpath(str(path))), None
-            return ("store-object", id(self._store)), self._store
-        return ("split", self._split_spec.name), None
-
-    def token(self, index: int) -> str:
-        return self._tokens[index]
-
-    def index_of(self, token: str) -> int:
-        try:
-            return self._index[token]
-        except KeyError:
-            raise KeyError(f"scene token {token!r} is not in the env's scenes ({self.name})") from None
-
-    def load(self, index: int) -> Scene:
-        """Scene ``index`` (generated, read from the store or taken from the list)."""
-        if not 0 <= index < len(self):
-            raise IndexError(f"scene_index {index} out of range for {len(self)} scenes")
-        if self._list is not None:
-            return self._list[index]
-        if self._store is not None:
-            return self._store[index]
-        from irlvla_gym.scenes.synthetic import generate_scene
-
-        spec = self._split_spec
-        return generate_scene(spec.first_seed + index, spec.config, spec.name)
-
-
-def build_split_store(split: str, num: int | None = None, progress: bool = True) -> Path:
-    """Build (or finish) the cached store of a synthetic split at :func:`split_store_path`; returns its path."""
-    from irlvla_gym.scenes.store import build_store
-    from irlvla_gym.scenes.synthetic import iter_scenes, split_size
-
-    out = split_store_path(split)
-    total = split_size(split) if num is None else min(num, split_size(split))
-    build_store(iter_scenes(split, total), out, split=split, source="synthetic", total=total, progress=progress)
-    return out
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Prebuild the env's scene store of a synthetic split.")
-    parser.add_argument("--build", required=True, metavar="SPLIT")
-    parser.add_argument("--num", type=int, default=None)
-    args = parser.parse_args(argv)
-    print(build_split_store(args.build, args.num))
-
-
-if __name__ == "__main__":
-    main()
-
-
 __all__ = ["LRU", "SceneSource", "build_split_store", "clear_shared_caches", "shared_lru", "split_store_path"]
+
+
+if __name__ == "__main__":  # the old spelling of ``python -m irlvla_gym.scenes.source --build SPLIT``
+    from irlvla_gym.scenes.source import main
+
+    main()

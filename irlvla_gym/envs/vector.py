@@ -50,7 +50,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from irlvla_gym.envs.actions import Decoded, TrajectoryAction, action_to_plan
+from irlvla_gym.plans.codec import Decoded, TrajectoryAction, action_to_plan
 from irlvla_gym.envs.base import NavsimBaseEnv
 from irlvla_gym.envs.closed_loop import HISTORY_ROWS, ROUTE_END_MARGIN, NavsimClosedLoopEnv
 from irlvla_gym.envs.navsim_env import NavsimEnv

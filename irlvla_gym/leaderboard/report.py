@@ -14,8 +14,10 @@ stage-1 means; ``stage2_epdms`` and ``s2_<sub-score>`` are, per group, the weigh
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -144,9 +146,22 @@ def csv_text(rows: Sequence[dict[str, Any]], two_stage: bool = False) -> str:
     return buf.getvalue()
 
 
-def json_document(result: Any) -> dict[str, Any]:
-    from irlvla_gym.leaderboard.runner import config_dict
+def config_dict(config: Any) -> dict[str, Any]:
+    """A :class:`~irlvla_gym.leaderboard.runner.LeaderboardConfig` as JSON-friendly values (agent instances by name)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name == "agents":
+            value = [a if isinstance(a, str) else str(getattr(a, "name", type(a).__name__)) for a in value]
+        elif f.name == "perturbations":
+            value = [dataclasses.asdict(p) for p in value]
+        elif isinstance(value, os.PathLike):
+            value = str(value)
+        out[f.name] = value
+    return out
 
+
+def json_document(result: Any) -> dict[str, Any]:
     return {"config": config_dict(result.config), "wall_seconds": result.wall_seconds,
             "columns": list(columns(result.config.two_stage)), "rows": list(result.rows),
             "scenes": list(result.records)}

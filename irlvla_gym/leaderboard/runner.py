@@ -11,8 +11,6 @@ is counted and its first messages kept; the run goes on.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import random
 import sys
 import time
@@ -24,6 +22,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from irlvla_gym.agents import Agent, check_plan, load_agent
+from irlvla_gym.leaderboard.report import config_dict, summarise, write_outputs
 from irlvla_gym.leaderboard.two_stage import DEFAULT_PERTURBATIONS, StartPerturbation, stage_two_scenes
 from irlvla_gym.metrics.config import SUB_SCORES
 
@@ -113,7 +112,7 @@ class SceneEvaluator:
     """Holds the agents and caches of one worker and evaluates scene tasks (see :meth:`evaluate`)."""
 
     def __init__(self, config: LeaderboardConfig, agents: Sequence[Any] | None = None):
-        from irlvla_gym.envs.scenes import SceneSource
+        from irlvla_gym.scenes.source import SceneSource
         from irlvla_gym.planners import default_planner
         from irlvla_gym.utils import limit_torch_threads
 
@@ -337,7 +336,7 @@ class LeaderboardResult:
 
 def scene_indices(config: LeaderboardConfig) -> list[int]:
     """The fixed scene list: the first ``num_scenes`` of the split."""
-    from irlvla_gym.envs.scenes import SceneSource
+    from irlvla_gym.scenes.source import SceneSource
 
     total = len(SceneSource(config.split))
     n = total if config.num_scenes is None else min(config.num_scenes, total)
@@ -348,7 +347,6 @@ def run_leaderboard(config: LeaderboardConfig) -> LeaderboardResult:
     """Evaluate ``config.agents`` on the first ``config.num_scenes`` scenes and (with ``config.out``) write
     leaderboard.md / leaderboard.csv / leaderboard.json. Agent specs are resolved here first, so a bad spec fails
     before any work starts."""
-    from irlvla_gym.leaderboard.report import summarise, write_outputs
 
     t0 = time.perf_counter()
     resolved = [load_agent(a) for a in config.agents]  # fail fast on bad specs; names for the table
@@ -369,21 +367,6 @@ def run_leaderboard(config: LeaderboardConfig) -> LeaderboardResult:
     if config.out is not None:
         result.paths = write_outputs(result, Path(config.out))
     return result
-
-
-def config_dict(config: LeaderboardConfig) -> dict[str, Any]:
-    """The settings as JSON-friendly values (agent instances by name)."""
-    out = {}
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if f.name == "agents":
-            value = [a if isinstance(a, str) else str(getattr(a, "name", type(a).__name__)) for a in value]
-        elif f.name == "perturbations":
-            value = [dataclasses.asdict(p) for p in value]
-        elif isinstance(value, os.PathLike):
-            value = str(value)
-        out[f.name] = value
-    return out
 
 
 __all__ = [

@@ -4,7 +4,7 @@ One file, top to bottom (CleanRL style): hyperparameters (:class:`BCConfig`, one
 observation cache, the training loop (data -> loss -> update -> logging), validation, checkpoints and resume.
 
 Targets: the logged expert plan ``scene.ego.future`` (8, 3) mapped to the env's trajectory action with
-:func:`irlvla_gym.envs.actions.plan_to_action` (the (24,) normalised plan PPO acts in). Gaussian head: MSE of the
+:func:`irlvla_gym.plans.codec.plan_to_action` (the (24,) normalised plan PPO acts in). Gaussian head: MSE of the
 mean (or ``--loss nll``); diffusion head: its denoising loss plus the MSE of its deterministic sample.
 
 Observation cache. The observations of the training (and validation) scenes are computed once with the batched
@@ -112,13 +112,13 @@ class BCConfig:
 
 
 def _scene_source(split: str, scenes: str | None, num: int | None):
-    from irlvla_gym.envs.scenes import SceneSource
+    from irlvla_gym.scenes.source import SceneSource
 
     return SceneSource(scenes, split=split, num_scenes=num)
 
 
 def _cache_root(cache_dir: str | None) -> Path:
-    from irlvla_gym.envs.config import cache_dir as default_cache
+    from irlvla_gym.utils import cache_dir as default_cache
 
     return Path(cache_dir) if cache_dir else Path(default_cache()) / "bc_obs"
 
@@ -170,7 +170,7 @@ def build_obs_cache(split: str, scenes: str | None, num: int | None, keys: Seque
     """
     from tqdm.auto import tqdm
 
-    from irlvla_gym.envs.actions import plan_to_action
+    from irlvla_gym.plans.codec import plan_to_action
     from irlvla_gym.obs import ObservationBuilder
     from irlvla_gym.utils import atomic_write
 

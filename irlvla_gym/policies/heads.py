@@ -2,7 +2,7 @@
 
 Both heads read the fused tokens ``(B, T, d)`` of :class:`~irlvla_gym.policies.network.VLAEncoder` (token 0 is the
 pooled *plan token*) and output the **mean action** ``(B, 24)``: the env's trajectory action, i.e. the 8 x (x, y,
-yaw) plan divided by :data:`irlvla_gym.envs.actions.PLAN_SCALE` and flattened row by row. Both own the
+yaw) plan divided by :data:`irlvla_gym.plans.codec.PLAN_SCALE` and flattened row by row. Both own the
 state-independent ``log_std`` (24,) of the Gaussian that SB3's PPO samples from, so a diffusion plan is used as the
 Gaussian's mean exactly like the MLP's.
 """
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from irlvla_gym.envs.actions import ACTION_DIM
+from irlvla_gym.plans.codec import ACTION_DIM
 from irlvla_gym.scenes.scene import NUM_FUTURE
 
 

@@ -247,7 +247,7 @@ def prepare_observations(obs: Mapping[str, Any], keys: tuple[str, ...] | list[st
 class VLANetwork(nn.Module):
     """The VLA planning network: :class:`VLAEncoder` + a planning head (``config.head``).
 
-    ``forward(inputs)`` -> mean action (B, 24) (the normalised plan; ``irlvla_gym.envs.actions.action_to_plan``
+    ``forward(inputs)`` -> mean action (B, 24) (the normalised plan; ``irlvla_gym.plans.codec.action_to_plan``
     maps it to metres). Build from a :class:`VLAConfig` (or dict), or load with :meth:`from_pretrained`.
 
     Args:
@@ -282,7 +282,7 @@ class VLANetwork(nn.Module):
     @torch.no_grad()
     def plan(self, obs: Mapping[str, Any]) -> np.ndarray:
         """Env observations (batched) -> metric plans (B, 8, 3) float64 (eval mode, no gradients)."""
-        from irlvla_gym.envs.actions import action_to_plan
+        from irlvla_gym.plans.codec import action_to_plan
 
         was_training = self.training
         self.eval()

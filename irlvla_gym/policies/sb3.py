@@ -45,7 +45,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
-from irlvla_gym.envs.actions import ACTION_DIM
+from irlvla_gym.plans.codec import ACTION_DIM
 from irlvla_gym.policies.config import SUPPORTED_OBS_KEYS, WEIGHTS_NAME, VLAConfig
 from irlvla_gym.policies.network import VLAEncoder, VLANetwork, make_head, prepare_observations, resolve_checkpoint
 

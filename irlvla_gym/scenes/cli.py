@@ -289,7 +289,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render.set_defaults(func=cmd_render)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    from irlvla_gym.cli import main
-
-    sys.exit(main(["scenes", *sys.argv[1:]]))
+if __name__ == "__main__":  # pragma: no cover  (``irlvla scenes ...`` is the documented spelling)
+    parser = argparse.ArgumentParser(prog="python -m irlvla_gym.scenes.cli")
+    register(parser.add_subparsers(dest="command", required=True))
+    arguments = parser.parse_args(["scenes", *sys.argv[1:]])
+    sys.exit(int(arguments.func(arguments) or 0))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from irlvla_gym.envs.actions import (
+from irlvla_gym.plans.codec import (
     ACTION_DIM, PLAN_SCALE, TrajectoryAction, VocabularyAction, action_to_plan, plan_to_action,
 )
-from irlvla_gym.envs.vocabulary import DATA_DIR, build_vocabulary, kmeans, load_vocabulary
+from irlvla_gym.plans.vocabulary import DATA_DIR, build_vocabulary, kmeans, load_vocabulary
 
 
 def test_scaling_roundtrip_and_coverage(synthetic):
@@ -56,7 +56,7 @@ def test_kmeans_and_build(synthetic):
 
 
 def test_other_k_built_and_cached(tmp_path, monkeypatch, synthetic):
-    import irlvla_gym.envs.vocabulary as V
+    import irlvla_gym.plans.vocabulary as V
 
     monkeypatch.setenv("IRLVLA_CACHE", str(tmp_path))
     calls = []

@@ -62,7 +62,7 @@ def test_terminates_on_collision_with_stopped_car(stopped_car):
 
 
 def test_terminates_off_road(empty_road):
-    from irlvla_gym.envs.actions import plan_to_action
+    from irlvla_gym.plans.codec import plan_to_action
 
     env = NavsimClosedLoopEnv(**small_kwargs([empty_road]))
     env.reset()
@@ -98,7 +98,7 @@ def test_first_step_equals_plan_once(synthetic):
 
 def test_shifted_scoring_matches_direct_scorer_call(synthetic):
     """Step k's reward equals score_states on the states simulated from the current state (documented recipe)."""
-    from irlvla_gym.envs.actions import action_to_plan
+    from irlvla_gym.plans.codec import action_to_plan
     from irlvla_gym.envs.scoring import context_at, score_states, window
     from irlvla_gym.scenes.geometry import to_global
     from irlvla_gym.sim import simulate_plans

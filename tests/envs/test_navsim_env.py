@@ -140,7 +140,7 @@ def test_scene_selection_options(synthetic):
 
 
 def test_split_source_lazy_and_pool():
-    from irlvla_gym.envs.scenes import SceneSource
+    from irlvla_gym.scenes.source import SceneSource
 
     src = SceneSource("synthetic-val", num_scenes=5)
     assert len(src) == 5 and src.token(3) == "synthetic-val-00003"

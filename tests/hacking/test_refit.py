@@ -7,7 +7,7 @@ import torch
 
 
 def test_relabel_adds_exactly_the_scored_plans():
-    from irlvla_gym.envs.scenes import SceneSource
+    from irlvla_gym.scenes.source import SceneSource
     from reward_models.dataset import LABELS, label_plans, reference_progress_fn
     from reward_models.refit import RelabelledPlans, Relabeller
 
@@ -38,7 +38,7 @@ def test_relabel_adds_exactly_the_scored_plans():
 
 
 def test_refitter_updates_the_model(tiny, rwm_data, tmp_path):
-    from irlvla_gym.envs.scenes import SceneSource
+    from irlvla_gym.scenes.source import SceneSource
     from reward_models import RewardWorldModel
     from reward_models.refit import RefitConfig, RelabelledPlans, Refitter, Relabeller
 
@@ -59,7 +59,7 @@ def test_refitter_updates_the_model(tiny, rwm_data, tmp_path):
 
 def test_pointwise_loss_shared_scene_encoding_equals_per_plan(tiny):
     """Encoding each distinct scene once (rows) + cached features gives the per-plan loss exactly."""
-    from irlvla_gym.envs.scenes import SceneSource
+    from irlvla_gym.scenes.source import SceneSource
     from reward_models import RewardWorldModel
     from reward_models.model import OBS_ENTRIES, prepare_obs
     from reward_models.refit import RelabelledPlans, Relabeller, pointwise_loss

@@ -72,7 +72,7 @@ def test_policy_mean_is_the_network_plan(scenes):
     with torch.no_grad():
         dist = policy.get_distribution(obs_t)
         plan = policy.network.plan({k: v[None] for k, v in obs.items()})
-    from irlvla_gym.envs.actions import action_to_plan
+    from irlvla_gym.plans.codec import action_to_plan
 
     np.testing.assert_allclose(action_to_plan(dist.distribution.mean.numpy()), plan, atol=1e-5)
     assert torch.equal(dist.distribution.stddev[0], policy.log_std.exp())

@@ -57,7 +57,7 @@ def test_other_seed_differs_and_settings_mismatch_is_an_error(tmp_path, tiny_dat
 
 
 def test_labels_equal_the_scorer(tiny_data):
-    from irlvla_gym.envs.scenes import SceneSource
+    from irlvla_gym.scenes.source import SceneSource
     from irlvla_gym.metrics import score_plans
     from irlvla_gym.planners import pdm_reference_progress
 

@@ -27,7 +27,7 @@ def obs3():
 def _plans(B: int, seed: int = 0) -> torch.Tensor:
     """The 256-plan vocabulary per scene, partly perturbed: noisy, far outside the BEV, large yaws, zero motion,
     uniformly random poses."""
-    from irlvla_gym.envs.vocabulary import load_vocabulary
+    from irlvla_gym.plans.vocabulary import load_vocabulary
 
     g = torch.Generator().manual_seed(seed)
     p = torch.as_tensor(np.asarray(load_vocabulary(256)), dtype=torch.float32)[None].repeat(B, 1, 1, 1)

@@ -24,7 +24,7 @@ def obs2():
 
 @pytest.fixture(scope="module")
 def plans2():
-    from irlvla_gym.envs.vocabulary import load_vocabulary
+    from irlvla_gym.plans.vocabulary import load_vocabulary
 
     rng = np.random.default_rng(0)
     p = np.stack([load_vocabulary(256)[::4]] * 2).astype(np.float32)

@@ -27,7 +27,7 @@ needs_ckpt = pytest.mark.skipif(not (V1 / "model.safetensors").exists(), reason=
 
 def reference_inputs() -> tuple[list[dict], np.ndarray]:
     """Observations of 4 synthetic-test scenes and (4, 64, 8, 3) float32 plans (deterministic)."""
-    from irlvla_gym.envs.vocabulary import load_vocabulary
+    from irlvla_gym.plans.vocabulary import load_vocabulary
     from irlvla_gym.obs.registry import ObservationBuilder
     from irlvla_gym.scenes.synthetic import SPLITS, generate_scene
     from reward_models.model import OBS_KEYS
