@@ -545,8 +545,6 @@ class DiffConfig:
 
 def run_diff(cfg: DiffConfig) -> dict:
     """Run the differential check; returns the report (``status``: "ok" or "skipped")."""
-    from irlvla_gym.evaluation.real_data import default_data_dir
-
     for s in cfg.sources:
         if s not in SOURCES:
             raise ValueError(f"unknown source {s!r}; choose from {','.join(SOURCES)}")
@@ -555,18 +553,7 @@ def run_diff(cfg: DiffConfig) -> dict:
         return {"status": "skipped", "reason": reason}
     t_start = time.time()
     bad: list[BadScene] = []
-    by_source: dict[str, list[Scene]] = {}
-    if "synthetic" in cfg.sources:
-        by_source["synthetic"] = select_synthetic(DEFAULT_SYNTHETIC if cfg.scenes is None else cfg.scenes,
-                                                  progress=cfg.progress, bad=bad)
-    real = [s for s in cfg.sources if s != "synthetic"]
-    if real:
-        data_dir = cfg.data_dir if cfg.data_dir is not None else default_data_dir()
-        by_source.update(real_scenes(data_dir, real, limit=cfg.scenes, stride=cfg.stride, bad=bad))
-    by_source = {s: v for s, v in by_source.items() if v}
-    if not by_source:
-        raise ValueError(f"no scene for sources {','.join(cfg.sources)}")
-
+    by_source = _diff_scenes(cfg, bad)
     tmp = None
     if cfg.out is None:
         tmp = tempfile.TemporaryDirectory(prefix="irlvla-navsim-diff-")
@@ -578,45 +565,8 @@ def run_diff(cfg: DiffConfig) -> dict:
                     "modes": list(cfg.modes), "navsim_python": cfg.navsim_python, "shims": cfg.shims,
                     "out": str(root) if cfg.out is not None else None, "scene_counts": {}}
     try:
-        work: dict[str, tuple[Path, dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
-        for source, scenes in by_source.items():
-            sdir = root / source
-            sdir.mkdir(parents=True, exist_ok=True)
-            kept = export_source(scenes, sdir, source, bad)
-            work[source] = (sdir, {s.token: make_plans(s) for s in kept},
-                            {s.token: np.repeat(previous_human_plan(s)[None], len(PLAN_NAMES), axis=0) for s in kept})
-            report["scene_counts"][source] = len(kept)
-        answers: dict[str, tuple[dict, dict]] = {}
-        for source, (sdir, plans, previous) in work.items():
-            if not plans:
-                continue
-            ours = score_ours(sdir / "logs", sdir / "maps", plans, cfg.modes, previous_plans=previous,
-                              progress=cfg.progress, desc=f"ours {source}")
-            (sdir / "ours.json").write_text(json.dumps(ours))
-            answers[source] = (ours, {})
-        total = sum(len(p) for _, p, _ in work.values())
-        with _tqdm(total=total, enabled=cfg.progress, desc="NAVSIM", unit="scene") as bar:
-            base = 0
-            for source, (sdir, plans, previous) in work.items():
-                if not plans:
-                    continue
-
-                def on_progress(done: int, _total: int, base=base) -> None:
-                    bar.n = base + done
-                    bar.refresh()
-
-                request = {"logs": str((sdir / "logs").resolve()), "maps_root": str((sdir / "maps").resolve()),
-                           "map_version": "nuplan-maps-v1.0", "out": str((sdir / "navsim.json").resolve()),
-                           "modes": list(cfg.modes), "plan_names": list(PLAN_NAMES),
-                           "plans": {t: p.tolist() for t, p in plans.items()},
-                           "previous_plans": {t: p.tolist() for t, p in previous.items()}, "shims": cfg.shims,
-                           "work_dir": str(sdir.resolve())}
-                answer = run_navsim_side(cfg.navsim_python, request, sdir, maps_root=(sdir / "maps").resolve(),
-                                         on_progress=on_progress, timeout=cfg.navsim_timeout)
-                base += len(plans)
-                bar.n = base
-                bar.refresh()
-                answers[source] = (answers[source][0], answer)
+        work = _export_sources(by_source, root, bad, report)
+        answers = _score_sources(work, cfg)
         for source, (ours, answer) in answers.items():
             if answer.get("status") != "ok":
                 bad.append(BadScene(source, "*", "navsim", answer.get("error", "NAVSIM side failed")))
@@ -635,6 +585,79 @@ def run_diff(cfg: DiffConfig) -> dict:
         if tmp is not None:
             tmp.cleanup()
     return report
+
+
+def _diff_scenes(cfg: DiffConfig, bad: list[BadScene]) -> dict[str, list[Scene]]:
+    """The scenes to compare per source (synthetic and the real sources in ``cfg.data_dir``); sources without any
+    left out; unusable items are appended to ``bad``. Raises ValueError when no source has a scene."""
+    from irlvla_gym.evaluation.real_data import default_data_dir
+
+    by_source: dict[str, list[Scene]] = {}
+    if "synthetic" in cfg.sources:
+        by_source["synthetic"] = select_synthetic(DEFAULT_SYNTHETIC if cfg.scenes is None else cfg.scenes,
+                                                  progress=cfg.progress, bad=bad)
+    real = [s for s in cfg.sources if s != "synthetic"]
+    if real:
+        data_dir = cfg.data_dir if cfg.data_dir is not None else default_data_dir()
+        by_source.update(real_scenes(data_dir, real, limit=cfg.scenes, stride=cfg.stride, bad=bad))
+    by_source = {s: v for s, v in by_source.items() if v}
+    if not by_source:
+        raise ValueError(f"no scene for sources {','.join(cfg.sources)}")
+    return by_source
+
+
+def _export_sources(by_source: dict[str, list[Scene]], root: Path, bad: list[BadScene], report: dict
+                    ) -> dict[str, tuple[Path, dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """Export each source's scenes to ``root/<source>`` (NAVSIM layout) and make their plans: source -> (folder,
+    token -> (K, 8, 3) plans, token -> (K, 8, 3) previous-frame plans). Records the kept scene counts in
+    ``report``."""
+    work: dict[str, tuple[Path, dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
+    for source, scenes in by_source.items():
+        sdir = root / source
+        sdir.mkdir(parents=True, exist_ok=True)
+        kept = export_source(scenes, sdir, source, bad)
+        work[source] = (sdir, {s.token: make_plans(s) for s in kept},
+                        {s.token: np.repeat(previous_human_plan(s)[None], len(PLAN_NAMES), axis=0) for s in kept})
+        report["scene_counts"][source] = len(kept)
+    return work
+
+
+def _score_sources(work: dict[str, tuple[Path, dict[str, np.ndarray], dict[str, np.ndarray]]], cfg: DiffConfig
+                   ) -> dict[str, tuple[dict, dict]]:
+    """Score every exported source with our scorer (``ours.json``), then on the NAVSIM side (one subprocess per
+    source, one progress bar over all): source -> (our answer, NAVSIM's answer)."""
+    answers: dict[str, tuple[dict, dict]] = {}
+    for source, (sdir, plans, previous) in work.items():
+        if not plans:
+            continue
+        ours = score_ours(sdir / "logs", sdir / "maps", plans, cfg.modes, previous_plans=previous,
+                          progress=cfg.progress, desc=f"ours {source}")
+        (sdir / "ours.json").write_text(json.dumps(ours))
+        answers[source] = (ours, {})
+    total = sum(len(p) for _, p, _ in work.values())
+    with _tqdm(total=total, enabled=cfg.progress, desc="NAVSIM", unit="scene") as bar:
+        base = 0
+        for source, (sdir, plans, previous) in work.items():
+            if not plans:
+                continue
+
+            def on_progress(done: int, _total: int, base=base) -> None:
+                bar.n = base + done
+                bar.refresh()
+
+            request = {"logs": str((sdir / "logs").resolve()), "maps_root": str((sdir / "maps").resolve()),
+                       "map_version": "nuplan-maps-v1.0", "out": str((sdir / "navsim.json").resolve()),
+                       "modes": list(cfg.modes), "plan_names": list(PLAN_NAMES),
+                       "plans": {t: p.tolist() for t, p in plans.items()},
+                       "previous_plans": {t: p.tolist() for t, p in previous.items()}, "shims": cfg.shims,
+                       "work_dir": str(sdir.resolve())}
+            answer = run_navsim_side(cfg.navsim_python, request, sdir, maps_root=(sdir / "maps").resolve(),
+                                     on_progress=on_progress, timeout=cfg.navsim_timeout)
+            base += len(plans)
+            bar.n = base
+            bar.refresh()
+            answers[source] = (answers[source][0], answer)
+    return answers
 
 
 def _parse_modes(value: str | None) -> tuple[str, ...]:

@@ -113,33 +113,12 @@ def score(request: dict) -> dict:
     if request.get("shims"):
         apply_numpy_core_shim()
         maps_root = make_four_city_maps_root(maps_root, Path(request["work_dir"]) / "maps_navsim")
-    os.environ["NUPLAN_MAPS_ROOT"] = str(maps_root)
+    os.environ["NUPLAN_MAPS_ROOT"] = str(maps_root)  # before importing nuPlan / NAVSIM
 
     import numpy as np
-    from nuplan.planning.simulation.trajectory.trajectory_sampling import TrajectorySampling
-
-    from navsim.common.dataclasses import Scene, SceneFilter, SensorConfig, Trajectory
-    from navsim.common.dataloader import SceneLoader
-    from navsim.evaluate.pdm_score import get_trajectory_as_array, pdm_score, transform_trajectory
-    from navsim.planning.metric_caching.metric_cache_processor import MetricCacheProcessor
-    from navsim.planning.scenario_builder.navsim_scenario import NavSimScenario
-    from navsim.planning.simulation.planner.pdm_planner.scoring.pdm_comfort_metrics import (
-        ego_is_two_frame_extended_comfort,
-    )
-    from navsim.planning.simulation.planner.pdm_planner.scoring.pdm_scorer import PDMScorer, PDMScorerConfig
-    from navsim.planning.simulation.planner.pdm_planner.simulation.pdm_simulator import PDMSimulator
-    from navsim.planning.simulation.planner.pdm_planner.utils.pdm_enums import WeightedMetricIndex
-    from navsim.traffic_agents_policies.log_replay_traffic_agents import LogReplayTrafficAgents
 
     import navsim
     import nuplan
-
-    def epdms_no_ec(row) -> float:
-        # run_pdm_score.compute_final_scores with EC's weight removed (one frame: no previous plan).
-        wm = np.asarray(row["weighted_metrics"], float)
-        w = np.asarray(row["weighted_metrics_array"], float).copy()
-        w[WeightedMetricIndex.TWO_FRAME_EXTENDED_COMFORT] = 0.0
-        return float(row["multiplicative_metrics_prod"] * (wm * w).sum() / w.sum())
 
     answer: dict = {"status": "ok", "results": {}, "errors": {},
                     "versions": {"navsim": str(Path(navsim.__file__).parent), "nuplan": str(Path(nuplan.__file__).parent),
@@ -147,20 +126,8 @@ def score(request: dict) -> dict:
                     "maps_root": str(maps_root)}
     plans = request["plans"]
     modes = list(request.get("modes", ["on", "off"]))
-    proposal_sampling = TrajectorySampling(num_poses=40, interval_length=0.1)
-    plan_sampling = TrajectorySampling(time_horizon=4, interval_length=0.5)
-    no_sensors = SensorConfig.build_no_sensors()
-    scene_filter = SceneFilter(num_history_frames=4, num_future_frames=10, has_route=True, tokens=list(plans))
-    loader = SceneLoader(data_path=Path(request["logs"]), original_sensor_path=None, scene_filter=scene_filter,
-                         sensor_config=no_sensors)
-    processor = MetricCacheProcessor(cache_path=None, force_feature_computation=True,
-                                     proposal_sampling=proposal_sampling)
-    simulator = PDMSimulator(proposal_sampling)
-    scorers = {"on": PDMScorer(proposal_sampling, config=PDMScorerConfig(human_penalty_filter=True)),
-               "off": PDMScorer(proposal_sampling, config=PDMScorerConfig(human_penalty_filter=False))}
-    traffic = LogReplayTrafficAgents(proposal_sampling)
-
-    frames_of = loader.scene_frames_dicts
+    tools = NavsimTools(Path(request["logs"]), tokens=list(plans))
+    frames_of = tools.loader.scene_frames_dicts
     for token in plans:
         if token not in frames_of:
             answer["errors"][token] = "NAVSIM's SceneLoader did not load this token (log/window/route filter)"
@@ -168,57 +135,135 @@ def score(request: dict) -> dict:
     progress(0, len(todo))
     for done, token in enumerate(todo, 1):
         try:
-            scene = Scene.from_scene_dict_list(frames_of[token], None, num_history_frames=4, num_future_frames=10,
-                                               sensor_config=no_sensors)
-            scenario = NavSimScenario(scene, map_root=str(maps_root),
-                                      map_version=request.get("map_version", "nuplan-maps-v1.0"))
-            cache = processor.compute_metric_cache(scenario)
-            rec = {"scene_type": str(cache.scene_type), "plans": []}
-            # EC: the previous frame's plans (ego frame at t = -0.5 s), simulated from that frame's ego state as its
-            # own pdm_score would, then compared over the overlap as SceneAggregator._compute_two_frame_comfort.
-            previous = request.get("previous_plans", {}).get(token)
-            prev_states = []
-            if previous is not None:
-                prev_ego = scenario.get_ego_state_at_iteration(-1)
-                for pp in previous:
-                    ptraj = transform_trajectory(Trajectory(poses=np.asarray(pp, np.float32),
-                                                            trajectory_sampling=plan_sampling), prev_ego)
-                    parr = get_trajectory_as_array(ptraj, proposal_sampling, prev_ego.time_point)
-                    prev_states.append(simulator.simulate_proposals(parr[None], prev_ego)[0])
-            overlap = round(0.5 / proposal_sampling.interval_length)
-            for k, poses in enumerate(plans[token]):
-                traj = Trajectory(poses=np.asarray(poses, np.float32), trajectory_sampling=plan_sampling)
-                prow: dict = {}
-                # "off" first: its scorer state then holds the (PDM-Closed, plan) batch (the "on" call rescored
-                # the human last).
-                for mode in sorted(set(modes) | {"off"}, key=lambda m: m != "off"):
-                    scorer = scorers[mode]
-                    df, states = pdm_score(cache, traj, proposal_sampling, simulator, scorer, traffic)
-                    row = df.iloc[0]
-                    if mode == "off" and prev_states:
-                        cur = states[:-overlap]
-                        prow["ec"] = float(ego_is_two_frame_extended_comfort(
-                            cur[None], prev_states[k][overlap:][None], np.arange(len(cur)) * 0.1)[0])
-                    if mode == "off":
-                        prow["progress_raw"] = float(scorer._progress_raw[1])
-                        rec["pdm_progress_raw"] = float(scorer._progress_raw[0])
-                        rec["pdm_prod"] = float(scorer._multi_metrics.prod(axis=0)[0])
-                        rec["pdm_normaliser"] = rec["pdm_progress_raw"] * rec["pdm_prod"]
-                    if mode in modes:
-                        vals = {s: float(row[c]) for s, c in zip(SHORT, COLUMNS)}
-                        vals["epdms"] = epdms_no_ec(row)
-                        vals["pdm_score"] = float(row["pdm_score"])
-                        prow[mode] = vals
-                if "ec" in prow:
-                    ec = prow.pop("ec")
-                    for mode in modes:
-                        prow[mode]["ec"] = ec
-                rec["plans"].append(prow)
-            answer["results"][token] = rec
+            answer["results"][token] = tools.score_scene(
+                frames_of[token], plans[token], request.get("previous_plans", {}).get(token), modes,
+                maps_root=maps_root, map_version=request.get("map_version", "nuplan-maps-v1.0"))
         except Exception:  # one bad scene is reported, the run goes on
             answer["errors"][token] = traceback.format_exc()
         progress(done, len(todo))
     return answer
+
+
+class NavsimTools:
+    """NAVSIM's scene loader (for the request's ``tokens`` in the ``logs`` folder), metric-cache processor, PDM
+    simulator, the two PDM scorers (human penalty filter "on" / "off") and non-reactive traffic, as
+    ``run_pdm_score.py`` builds them. Imports NAVSIM and nuPlan (``NUPLAN_MAPS_ROOT`` must be set): all at
+    construction, so a missing NAVSIM name fails the whole run, not each scene."""
+
+    def __init__(self, logs: Path, tokens: list[str]):
+        from nuplan.planning.simulation.trajectory.trajectory_sampling import TrajectorySampling
+
+        from navsim.common.dataclasses import Scene, SceneFilter, SensorConfig, Trajectory
+        from navsim.common.dataloader import SceneLoader
+        from navsim.evaluate.pdm_score import get_trajectory_as_array, pdm_score, transform_trajectory
+        from navsim.planning.metric_caching.metric_cache_processor import MetricCacheProcessor
+        from navsim.planning.scenario_builder.navsim_scenario import NavSimScenario
+        from navsim.planning.simulation.planner.pdm_planner.scoring.pdm_comfort_metrics import (
+            ego_is_two_frame_extended_comfort,
+        )
+        from navsim.planning.simulation.planner.pdm_planner.scoring.pdm_scorer import PDMScorer, PDMScorerConfig
+        from navsim.planning.simulation.planner.pdm_planner.simulation.pdm_simulator import PDMSimulator
+        from navsim.planning.simulation.planner.pdm_planner.utils.pdm_enums import WeightedMetricIndex
+        from navsim.traffic_agents_policies.log_replay_traffic_agents import LogReplayTrafficAgents
+
+        self.Scene, self.Trajectory, self.NavSimScenario = Scene, Trajectory, NavSimScenario
+        self.pdm_score, self.get_trajectory_as_array = pdm_score, get_trajectory_as_array
+        self.transform_trajectory, self.two_frame_comfort = transform_trajectory, ego_is_two_frame_extended_comfort
+        self.ec_index = WeightedMetricIndex.TWO_FRAME_EXTENDED_COMFORT
+
+        self.proposal_sampling = TrajectorySampling(num_poses=40, interval_length=0.1)  # simulated: 4 s at 0.1 s
+        self.plan_sampling = TrajectorySampling(time_horizon=4, interval_length=0.5)  # plans: 8 poses at 0.5 s
+        self.no_sensors = SensorConfig.build_no_sensors()
+        scene_filter = SceneFilter(num_history_frames=4, num_future_frames=10, has_route=True, tokens=tokens)
+        self.loader = SceneLoader(data_path=logs, original_sensor_path=None, scene_filter=scene_filter,
+                                  sensor_config=self.no_sensors)
+        self.processor = MetricCacheProcessor(cache_path=None, force_feature_computation=True,
+                                              proposal_sampling=self.proposal_sampling)
+        self.simulator = PDMSimulator(self.proposal_sampling)
+        self.scorers = {
+            "on": PDMScorer(self.proposal_sampling, config=PDMScorerConfig(human_penalty_filter=True)),
+            "off": PDMScorer(self.proposal_sampling, config=PDMScorerConfig(human_penalty_filter=False))}
+        self.traffic = LogReplayTrafficAgents(self.proposal_sampling)
+
+    def score_scene(self, frames: list, plans: list, previous: list | None, modes: list[str], *, maps_root: Path,
+                    map_version: str) -> dict:
+        """The answer record of one scene (its loaded ``frames``): scene type, PDM-Closed's raw progress /
+        multiplicative product / EP normaliser, and per plan (K x 8 x [x, y, yaw], ego frame) the raw progress and
+        the sub-scores of each mode (plus ``ec`` against ``previous`` plan k when given)."""
+        import numpy as np
+
+        scene = self.Scene.from_scene_dict_list(frames, None, num_history_frames=4, num_future_frames=10,
+                                           sensor_config=self.no_sensors)
+        scenario = self.NavSimScenario(scene, map_root=str(maps_root), map_version=map_version)
+        cache = self.processor.compute_metric_cache(scenario)
+        rec = {"scene_type": str(cache.scene_type), "plans": []}
+        prev_states = self.previous_states(scenario, previous) if previous is not None else []
+        for k, poses in enumerate(plans):
+            prow = self.score_plan(cache, np.asarray(poses, np.float32), prev_states[k] if prev_states else None,
+                                   modes, rec)
+            rec["plans"].append(prow)
+        return rec
+
+    def previous_states(self, scenario, previous: list) -> list:
+        """EC: the previous frame's plans (K x 8 x [x, y, yaw], ego frame at t = -0.5 s), simulated from that frame's
+        ego state as its own pdm_score would: K (41, 11) state arrays."""
+        import numpy as np
+
+        prev_ego = scenario.get_ego_state_at_iteration(-1)
+        prev_states = []
+        for pp in previous:
+            ptraj = self.transform_trajectory(self.Trajectory(poses=np.asarray(pp, np.float32),
+                                                              trajectory_sampling=self.plan_sampling), prev_ego)
+            parr = self.get_trajectory_as_array(ptraj, self.proposal_sampling, prev_ego.time_point)
+            prev_states.append(self.simulator.simulate_proposals(parr[None], prev_ego)[0])
+        return prev_states
+
+    def score_plan(self, cache, poses, prev_states, modes: list[str], rec: dict) -> dict:
+        """Score one plan (8, 3) float32 in every mode; returns its record (``progress_raw``, one dict of
+        sub-scores per mode, ``ec`` in each when ``prev_states`` (41, 11) is given) and stores PDM-Closed's
+        figures in the scene record ``rec``."""
+        import numpy as np
+
+        # EC is compared over the overlap of the two frames' simulations (SceneAggregator._compute_two_frame_comfort).
+        overlap = round(0.5 / self.proposal_sampling.interval_length)
+        traj = self.Trajectory(poses=poses, trajectory_sampling=self.plan_sampling)
+        prow: dict = {}
+        # "off" first: its scorer state then holds the (PDM-Closed, plan) batch (the "on" call rescored
+        # the human last).
+        for mode in sorted(set(modes) | {"off"}, key=lambda m: m != "off"):
+            scorer = self.scorers[mode]
+            df, states = self.pdm_score(cache, traj, self.proposal_sampling, self.simulator, scorer, self.traffic)
+            row = df.iloc[0]
+            if mode == "off" and prev_states is not None:
+                cur = states[:-overlap]
+                prow["ec"] = float(self.two_frame_comfort(
+                    cur[None], prev_states[overlap:][None], np.arange(len(cur)) * 0.1)[0])
+            if mode == "off":
+                prow["progress_raw"] = float(scorer._progress_raw[1])
+                rec["pdm_progress_raw"] = float(scorer._progress_raw[0])
+                rec["pdm_prod"] = float(scorer._multi_metrics.prod(axis=0)[0])
+                rec["pdm_normaliser"] = rec["pdm_progress_raw"] * rec["pdm_prod"]
+            if mode in modes:
+                vals = {s: float(row[c]) for s, c in zip(SHORT, COLUMNS)}
+                vals["epdms"] = epdms_no_ec(row, self.ec_index)
+                vals["pdm_score"] = float(row["pdm_score"])
+                prow[mode] = vals
+        if "ec" in prow:
+            ec = prow.pop("ec")
+            for mode in modes:
+                prow[mode]["ec"] = ec
+        return prow
+
+
+def epdms_no_ec(row, ec_index: int) -> float:
+    """EPDMS of a NAVSIM score row without EC: run_pdm_score.compute_final_scores with the weight of EC (weighted
+    metric ``ec_index``) removed (one frame: no previous plan)."""
+    import numpy as np
+
+    wm = np.asarray(row["weighted_metrics"], float)
+    w = np.asarray(row["weighted_metrics_array"], float).copy()
+    w[ec_index] = 0.0
+    return float(row["multiplicative_metrics_prod"] * (wm * w).sum() / w.sum())
 
 
 def main(argv: list[str]) -> int:

@@ -33,13 +33,13 @@ bounding box). Cached and uncached renderers give identical frames.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from irlvla_gym.cache import LRU
 from irlvla_gym.obs.base import RasterObservation
 from irlvla_gym.obs.common import (
     agents_at_time, as_pose, as_pose_batch, as_time_batch, box_corners, light_state_at_time, polyline_piece,
@@ -130,23 +130,6 @@ class PreparedMap:
         return cls(PackedItems.build(drv_rings, drv_values), lane_lines, route, PackedItems.build(patches, lit))
 
 
-class _LRU(OrderedDict):
-    def __init__(self, size: int):
-        super().__init__()
-        self.size = size
-
-    def get_or(self, key, make):
-        if key in self:
-            self.move_to_end(key)
-            return self[key]
-        value = make()
-        if self.size > 0:
-            self[key] = value
-            if len(self) > self.size:
-                self.popitem(last=False)
-        return value
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Renderer
 # --------------------------------------------------------------------------------------------------------------------
@@ -169,8 +152,8 @@ class BevRenderer:
         self.height, self.width = c.bev_size
         self.m_per_row, self.m_per_col = c.bev_metres_per_pixel
         size = c.bev_cache_size if cache else 0
-        self._prepared: _LRU = _LRU(max(4 * size, size))
-        self._static: _LRU = _LRU(size)
+        self._prepared: LRU = LRU(max(4 * size, size))
+        self._static: LRU = LRU(size)
         self._ego_layers: dict[tuple, np.ndarray] = {}
         # View bounding circle in the ego frame (centre x, radius) for culling.
         self._view_centre_x = 0.5 * (c.bev_range_ahead - c.bev_range_behind)
@@ -216,8 +199,8 @@ class BevRenderer:
 
     def _render_into(self, frame: np.ndarray, scene: Scene, pose: np.ndarray, time: float) -> None:
         token = scene.metadata.token
-        prepared = self._prepared.get_or(token, lambda: PreparedMap.from_scene(scene))
-        static = self._static.get_or((token, pose.tobytes()), lambda: self._draw_static(prepared, pose))
+        prepared = self._prepared.get(token, lambda: PreparedMap.from_scene(scene))
+        static = self._static.get((token, pose.tobytes()), lambda: self._draw_static(prepared, pose))
         frame[:NUM_STATIC] = static
         self._draw_agents(frame, scene, pose, time)
         frame[TRAFFIC_LIGHTS] = self._draw_lights(prepared, scene, pose, time)

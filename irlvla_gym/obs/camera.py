@@ -31,8 +31,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from irlvla_gym.cache import LRU
 from irlvla_gym.obs.base import RasterObservation
-from irlvla_gym.obs.bev import _LRU
 from irlvla_gym.obs.common import (
     agents_at_time, as_pose, as_pose_batch, as_time_batch, box_corners, light_state_at_time,
     thick_polyline_ring, world_to_ego,
@@ -225,7 +225,7 @@ class CameraRenderer:
                               [-np.sin(pitch), 0.0, -np.cos(pitch)],
                               [np.cos(pitch), 0.0, -np.sin(pitch)]])
         self.origin = np.array([c.camera_x, 0.0, c.camera_height])
-        self._prepared: _LRU = _LRU(4 * c.bev_cache_size if cache else 0)
+        self._prepared: LRU = LRU(4 * c.bev_cache_size if cache else 0)
         self._background = self._make_background()
 
     @property
@@ -288,7 +288,7 @@ class CameraRenderer:
         return np.repeat(colour[:, None, :], w, axis=1).astype(np.uint8)
 
     def _render_synthetic(self, scene: Scene, pose: np.ndarray, time: float) -> np.ndarray:
-        prepared = self._prepared.get_or(scene.metadata.token, lambda: PreparedCameraScene.from_scene(scene))
+        prepared = self._prepared.get(scene.metadata.token, lambda: PreparedCameraScene.from_scene(scene))
         image = Image.fromarray(self._background)
         draw = ImageDraw.Draw(image)
         self._draw_ground(draw, prepared.ground, pose)

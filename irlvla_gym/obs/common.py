@@ -12,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
+from irlvla_gym.geometry import arc_length
+from irlvla_gym.geometry import box_corners  # noqa: F401  (re-exported: (N, >=5) boxes -> (N, 4, 2), CCW from FL)
 from irlvla_gym.scenes.scene import DT, NUM_TIMES, Scene, wrap_angle
 
 MAX_TIME = DT * (NUM_TIMES - 1)
@@ -104,18 +106,6 @@ def light_state_at_time(scene: Scene, time: float) -> np.ndarray:
     return scene.map.lane_light_state[k]
 
 
-def box_corners(boxes: np.ndarray) -> np.ndarray:
-    """(N, 4, 2) corners of boxes (N, >=5) [x, y, yaw, length, width], counter-clockwise from front-left."""
-    c, s = np.cos(boxes[:, 2]), np.sin(boxes[:, 2])
-    half_l, half_w = 0.5 * boxes[:, 3], 0.5 * boxes[:, 4]
-    signs = np.array([[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]])  # (front, left) signs
-    lon = signs[None, :, 0] * half_l[:, None]
-    lat = signs[None, :, 1] * half_w[:, None]
-    x = boxes[:, None, 0] + c[:, None] * lon - s[:, None] * lat
-    y = boxes[:, None, 1] + s[:, None] * lon + c[:, None] * lat
-    return np.stack([x, y], axis=-1)
-
-
 def thick_polyline_ring(line: np.ndarray, half_width: float) -> np.ndarray:
     """Closed ring (2n, 2) of a (n, 2) polyline thickened by ``half_width`` (m) on both sides (vertex normals)."""
     line = np.asarray(line, np.float64)
@@ -129,7 +119,7 @@ def polyline_piece(line: np.ndarray, length: float, from_start: bool = True) -> 
     line = np.asarray(line, np.float64)
     if not from_start:
         return polyline_piece(line[::-1], length)[::-1]
-    cum = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(line, axis=0), axis=1))]
+    cum = arc_length(line)
     if cum[-1] <= length:
         return line
     k = int(np.searchsorted(cum, length))

@@ -30,6 +30,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from irlvla_gym.geometry import polyline_length
 from irlvla_gym.obs.base import ObservationType
 from irlvla_gym.obs.common import EgoStatus, agents_at_time, as_pose, light_state_at_time
 from irlvla_gym.scenes.scene import (
@@ -201,7 +202,7 @@ class InstructionContext:
 def _route_geometry(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Route polyline (P, 2) in the scene frame, per-route-lane arc ranges (R, 2) [start, end] along it (m)."""
     lanes = [scene.map.lane_centerlines[int(i)].astype(np.float64) for i in scene.route_lanes]
-    lengths = np.array([np.linalg.norm(np.diff(c, axis=0), axis=1).sum() for c in lanes])
+    lengths = np.array([polyline_length(c) for c in lanes])
     ends = np.cumsum(lengths)
     ranges = np.stack([ends - lengths, ends], axis=1) if len(lanes) else np.zeros((0, 2))
     line = np.concatenate(lanes) if lanes else np.zeros((0, 2))

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
+from irlvla_gym.cache import LRU
+from irlvla_gym.geometry import arc_length, polyline_length
 from irlvla_gym.obs.base import ObservationType
-from irlvla_gym.obs.bev import _LRU
 from irlvla_gym.obs.common import EgoStatus, agents_at_time, as_pose, light_state_at_time, rotate_to_ego, world_to_ego
 from irlvla_gym.obs.config import ObsConfig
 from irlvla_gym.scenes.scene import (
@@ -43,14 +44,14 @@ _LIGHT_COLUMN = {LIGHT_RED: 8, LIGHT_YELLOW: 9, LIGHT_GREEN: 10}
 
 def _resample(line: np.ndarray, num: int) -> np.ndarray:
     """(num, 2) points equally spaced by arc length along a (n, 2) polyline."""
-    cum = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(line, axis=0), axis=1))]
+    cum = arc_length(line)
     s = np.linspace(0.0, cum[-1], num)
     return np.stack([np.interp(s, cum, line[:, 0]), np.interp(s, cum, line[:, 1])], axis=-1)
 
 
 def _split(line: np.ndarray, max_length: float) -> list[np.ndarray]:
     """Cut a polyline into consecutive pieces of at most ``max_length`` m (equal lengths), sharing end points."""
-    cum = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(line, axis=0), axis=1))]
+    cum = arc_length(line)
     count = max(1, int(np.ceil(cum[-1] / max_length - 1e-9)))
     if count == 1:
         return [line]
@@ -86,7 +87,7 @@ class PreparedMapVectors:
         points, flags, lanes = [], [], []
         for i in range(mp.num_lanes):
             line = mp.lane_centerlines[i].astype(np.float64)
-            if np.linalg.norm(np.diff(line, axis=0), axis=1).sum() < 1e-6:
+            if polyline_length(line) < 1e-6:
                 continue
             for piece in _split(line, config.map_segment_length):
                 points.append(_resample(piece, num))
@@ -157,7 +158,7 @@ class MapObservation(ObservationType):
 
     def __init__(self, config: ObsConfig | None = None, cache: bool = True):
         super().__init__(config)
-        self._prepared: _LRU = _LRU(4 * self.config.bev_cache_size if cache else 0)
+        self._prepared: LRU = LRU(4 * self.config.bev_cache_size if cache else 0)
 
     def space(self) -> gym.spaces.Dict:
         c = self.config
@@ -174,7 +175,7 @@ class MapObservation(ObservationType):
                 ego_status: EgoStatus | None = None) -> dict[str, np.ndarray]:
         c = self.config
         pose = as_pose(ego_pose)
-        prepared = self._prepared.get_or(scene.metadata.token, lambda: PreparedMapVectors.from_scene(scene, c))
+        prepared = self._prepared.get(scene.metadata.token, lambda: PreparedMapVectors.from_scene(scene, c))
         features = np.zeros((c.max_polylines, c.points_per_polyline, len(MAP_FEATURES)), np.float32)
         mask = np.zeros(c.max_polylines, np.uint8)
         if len(prepared.points):

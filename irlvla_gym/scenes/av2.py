@@ -820,7 +820,7 @@ def _window_scene(log: AV2Log, t0_sweep: int, map_radius: float) -> Scene:
     outside = np.flatnonzero(route_scene < 0)
     route_scene = route_scene[:outside[0]] if len(outside) else route_scene
     path_xy = np.r_[np.zeros((1, 2)), ego.future[:, :2]]
-    lookahead = float(np.linalg.norm(np.diff(path_xy, axis=0), axis=1).sum())
+    lookahead = polyline_length(path_xy)
     meta = SceneMetadata(token=f"{log.log_id}-{t0_sweep:03d}", source="av2", log_name=log.log_id,
                          map_name=log.city, timestamp_us=t0 // 1000, licence=AV2_LICENCE)
     route_centerline = concat_polylines([map_data.lane_centerlines[int(i)] for i in route_scene])

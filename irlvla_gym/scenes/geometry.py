@@ -6,6 +6,7 @@ import numpy as np
 
 import dataclasses
 
+from irlvla_gym.geometry import polyline_length  # noqa: F401  (re-exported for the adapters)
 from irlvla_gym.scenes.scene import MapData, PolygonSet, Ragged, wrap_angle
 
 
@@ -38,11 +39,6 @@ def rotate_vectors(vectors: np.ndarray, yaw: float) -> np.ndarray:
     c, s = np.cos(yaw), np.sin(yaw)
     v = np.asarray(vectors, dtype=np.float64)
     return np.stack([c * v[..., 0] + s * v[..., 1], -s * v[..., 0] + c * v[..., 1]], axis=-1)
-
-
-def polyline_length(line: np.ndarray) -> float:
-    line = np.asarray(line, dtype=np.float64)
-    return float(np.linalg.norm(np.diff(line[:, :2], axis=0), axis=1).sum()) if len(line) > 1 else 0.0
 
 
 def resample_polyline(line: np.ndarray, num: int | None = None, spacing: float | None = None) -> np.ndarray:

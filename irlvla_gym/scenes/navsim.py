@@ -17,6 +17,33 @@ Conventions of the export (documented choices, see :func:`export_navsim`): all s
 is placed at its own UTM offset on a grid (``spacing`` metres apart) with its own heading, so their maps never
 overlap within the reader's crop radius. Each scene becomes a block of ``4 + num_future_frames`` consecutive frames
 of its log (default 14 = NAVSIM's non-overlapping ``frame_interval``).
+
+Map tables of the export: lanes -> lanes_polygons (+ baseline_paths, boundaries; right boundaries stored reversed),
+connectors -> lane_connectors (+ gen_lane_connectors_scaled_width_polygons); lane groups -> lane_groups_polygons /
+lane_group_connectors (polygon = union of their lanes), one roadblock per scene lane group even when it holds a lane
+and its successor (NAVSIM's on-route lanes are the lanes of the route roadblocks, the scorer's those of the route's
+lane groups), ungrouped lanes get a roadblock each; ``lane_index`` numbers the side-by-side lanes of each level of a
+roadblock (unique in the roadblock), the exact neighbours go to ``irlvla_left`` / ``irlvla_right``; intersections,
+crosswalks, TRAFFIC_LIGHT stop_polygons for lit connectors; drivable area -> road_segments. What NAVSIM sees matches
+the scene as the scorer reads it: drivable = roadblocks + intersections + car parks, so the scene's drivable
+polygons and connector polygons outside lanes and intersections -> carpark_areas; NAVSIM's intersection test uses
+the intersections layer only, so the parts of lanes flagged ``lane_is_intersection`` outside the intersection
+polygons -> extra intersections. nuPlan joins lanes only through connectors, so the export inserts (rows marked
+``irlvla_inserted = 1``; NAVSIM uses them like any other, our reader folds them back into the original edges and
+drops them):
+
+* a short lane connector (its own roadblock connector per pair of roadblocks) for each direct lane -> lane link,
+  from the end of one centreline to the start of the next (at least 0.05 m long), as wide as the narrower end;
+* a 0.05 m bridge lane (own roadblock) for each connector -> connector link;
+* a 0.05 m stub lane (own roadblock) before / after a connector whose upstream / downstream lane was cropped
+  away, so no exit_lane_fid / entry_lane_fid / from_lane_group_fid / to_lane_group_fid is ever NULL (a NULL makes
+  the devkit read the whole column as float);
+* the intersection parts above.
+
+The route's roadblock ids include the inserted link blocks (also those inside one roadblock), so NAVSIM's route
+and centreline run through them; each id once, the list ending with the last lane group the route reaches.
+Lossy: a connector's second upstream / downstream element (see ExportResult), lights on non-connector lanes,
+yellow (-> green), ``lane_is_intersection`` of lanes outside intersection polygons.
 """
 
 from __future__ import annotations
@@ -29,7 +56,7 @@ import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import shapely
@@ -84,6 +111,8 @@ NAVSIM itself always scores with the Pacifica's parameters."""
 
 _MIN_ABSOLUTE_US = 10 ** 12
 """Timestamps below this (about 11.6 days after the epoch, in µs) are taken as relative to the source's start."""
+_EXPORT_BASE_US = 1_600_000_000_000_000
+"""Exported scene k with a relative timestamp starts at this + 1e7 k µs (see :func:`export_navsim`)."""
 
 DEFAULT_UTM_ORIGINS = {
     "us-nv-las-vegas-strip": (664753.7, 3999465.6),
@@ -324,14 +353,28 @@ class NuPlanMapReader:
             raise NuPlanMapError(str(exc)) from None
 
     def _load(self, gp: GeoPackage) -> None:
+        """Read every layer (UTM m) into the reader's dicts (fid -> object), the lane graph and the spatial
+        indexes."""
         t = {name: self._table(gp, name, True) for name in _REQUIRED_TABLES}
         t.update({name: self._table(gp, name, False) for name in _OPTIONAL_TABLES})
-        path = self.gpkg_path
+        baselines = self._load_lines(t)
+        inserted_lanes = self._load_lanes(t, baselines)
+        self._load_connectors(t, baselines)
+        if not self.lanes and not self.connectors:
+            raise NuPlanMapError(f"{self.gpkg_path}: the map has no usable lanes or lane connectors (empty map?)")
+        self._build_lane_graph(inserted_lanes)
+        self._load_roadblocks(t)
+        self._load_areas(t)
+        self._build_trees()
 
+    def _load_lines(self, t: Mapping[str, list[Feature]]) -> dict[tuple[bool, int], np.ndarray]:
+        """Fill ``self.boundaries`` (boundary fid -> (n, 2) polyline); return the baseline paths keyed by
+        (is_connector, lane or connector fid)."""
         baselines: dict[tuple[bool, int], np.ndarray] = {}
         bcols = t["baseline_paths"][0].attributes if t["baseline_paths"] else {}
         if t["baseline_paths"] and "lane_fid" not in bcols and "lane_connector_fid" not in bcols:
-            raise NuPlanMapError(f"{path}: table 'baseline_paths' needs a 'lane_fid' or 'lane_connector_fid' column")
+            raise NuPlanMapError(f"{self.gpkg_path}: table 'baseline_paths' needs a 'lane_fid' or "
+                                 "'lane_connector_fid' column")
         for f in t["baseline_paths"]:
             xy = _line_coords(f.geometry)
             if xy is None:
@@ -346,17 +389,16 @@ class NuPlanMapReader:
             xy = _line_coords(f.geometry)
             if xy is not None:
                 self.boundaries[f.fid] = xy
-        conn_poly: dict[int, Feature] = {}
-        for f in t["gen_lane_connectors_scaled_width_polygons"]:
-            cf = _int_or_none(f.attributes.get("lane_connector_fid"))
-            if cf is not None:
-                conn_poly[cf] = f
+        return baselines
 
+    def _load_lanes(self, t: Mapping[str, list[Feature]], baselines: Mapping[tuple[bool, int], np.ndarray]
+                    ) -> set[int]:
+        """Fill ``self.lanes`` (fid -> :class:`MapLane`) from lanes_polygons (``self.dropped_lanes`` names the
+        unusable ones); return the fids of the lanes our export inserted (bridges and stubs, not real lanes)."""
         self.lanes: dict[int, MapLane] = {}
         self.connectors: dict[int, MapLane] = {}
         self.dropped_lanes: list[str] = []
         inserted_lanes: set[int] = set()
-        self.extra_successors: dict[tuple[bool, int], list[tuple[bool, int]]] = {}
         for f in t["lanes_polygons"]:
             a = f.attributes
             if _int_or_none(a.get("irlvla_inserted")):
@@ -372,6 +414,18 @@ class NuPlanMapReader:
             lane.scene_group = _int_or_none(a.get("irlvla_group"))
             lane.scene_neighbors = (_int_or_none(a.get("irlvla_left")), _int_or_none(a.get("irlvla_right")))
             self.lanes[f.fid] = lane
+        return inserted_lanes
+
+    def _load_connectors(self, t: Mapping[str, list[Feature]],
+                         baselines: Mapping[tuple[bool, int], np.ndarray]) -> None:
+        """Fill ``self.connectors`` (fid -> :class:`MapLane`) from lane_connectors and their scaled-width polygons;
+        link connectors our export inserted become direct lane -> lane edges in ``self.extra_successors``."""
+        conn_poly: dict[int, Feature] = {}
+        for f in t["gen_lane_connectors_scaled_width_polygons"]:
+            cf = _int_or_none(f.attributes.get("lane_connector_fid"))
+            if cf is not None:
+                conn_poly[cf] = f
+        self.extra_successors: dict[tuple[bool, int], list[tuple[bool, int]]] = {}
         for f in t["lane_connectors"]:
             a = f.attributes
             if _int_or_none(a.get("irlvla_inserted")):
@@ -396,10 +450,10 @@ class NuPlanMapReader:
             lane.stop_line_fids = _fid_list(a.get("traffic_light_stop_line_fids"))
             lane.scene_group = _int_or_none(a.get("irlvla_group"))
             self.connectors[f.fid] = lane
-        if not self.lanes and not self.connectors:
-            raise NuPlanMapError(f"{path}: the map has no usable lanes or lane connectors (empty map?)")
 
-        # Graph (1.6): lane -> connectors whose exit lane it is; connector -> its entry lane.
+    def _build_lane_graph(self, inserted_lanes: set[int]) -> None:
+        """The lane graph (1.6): lane -> connectors whose exit / entry lane it is (``lane_out`` / ``lane_in``), edges
+        through our inserted bridge lanes, and the lanes / connectors of each lane group (roadblock)."""
         self.lane_out: dict[int, list[int]] = {}
         self.lane_in: dict[int, list[int]] = {}
         for c in self.connectors.values():
@@ -424,6 +478,9 @@ class NuPlanMapReader:
         self._by_index = {(ln.group, ln.lane_index): ln.fid for ln in self.lanes.values()
                           if ln.group is not None and ln.lane_index is not None}
 
+    def _load_roadblocks(self, t: Mapping[str, list[Feature]]) -> None:
+        """``self.roadblocks`` (lane group fid -> polygon) and ``self.roadblock_connectors``, without the ones our
+        export inserted."""
         self.roadblocks: dict[int, BaseGeometry] = {f.fid: f.geometry for f in t["lane_groups_polygons"]
                                                     if f.geometry is not None and not f.geometry.is_empty
                                                     and not _int_or_none(f.attributes.get("irlvla_inserted"))}
@@ -436,6 +493,9 @@ class NuPlanMapReader:
                 f.fid, f.geometry, _int_or_none(a.get("from_lane_group_fid")), _int_or_none(a.get("to_lane_group_fid")),
                 _int_or_none(a.get("intersection_fid")))
 
+    def _load_areas(self, t: Mapping[str, list[Feature]]) -> None:
+        """Polygon layers (fid -> geometry): stop lines (and their types), intersections (without inserted ones),
+        crosswalks, carparks, walkways, road segments, generic drivable areas."""
         inserted_of = {name: {f.fid: f.attributes.get("irlvla_inserted") for f in t[name]}
                        for name in ("intersections",)}
 
@@ -453,6 +513,8 @@ class NuPlanMapReader:
         self.road_segments = polys("road_segments")
         self.generic_drivable_areas = polys("generic_drivable_areas")
 
+    def _build_trees(self) -> None:
+        """One STRtree per queryable layer, with the (n,) int64 fids of its geometries."""
         self._trees: dict[str, tuple[STRtree, np.ndarray]] = {}
         for layer, objs in ((LANE, {k: v.polygon for k, v in self.lanes.items()}),
                             (LANE_CONNECTOR, {k: v.polygon for k, v in self.connectors.items()}),
@@ -1263,6 +1325,237 @@ def _split_sequential_groups(keys: Sequence[Any], edges: Sequence[tuple[int, int
     return out
 
 
+class _SceneLanes:
+    """Working state of :meth:`_MapWriter.add_scene` for one scene: its lanes in UTM coordinates, their fids, the
+    roadblock (lane group) keys, the successor edges sorted by kind, and the inserted elements that join them.
+
+    Fids come from the writer's counter in a fixed order (lanes, scene groups, roadblocks, then the inserted
+    elements as they are added), so an export is reproducible.
+
+    Attributes (L lanes; lane i has fid ``fids[i]``):
+        centers / lefts / rights: L (n, 2) float64 polylines (UTM m); polys: L shapely lane polygons.
+        edges: successor edges (a, b), a != b; ll_edges: those between two non-connector lanes.
+        lane_preds / lane_succs / conn_preds / conn_succs: lane -> its non-connector / connector predecessors and
+            successors (edges touching a connector only).
+        orig_key / orig_fid: scene lane-group key per lane and its fid (the irlvla_group column).
+        group_key / block_fid / members: roadblock key per lane, its fid and its lanes (inserted blocks have none).
+        level_key: ``group_key`` with groups holding inner successor edges split into levels (lane_index).
+        extra_lanes: inserted lanes (fid, centre line, width, block key); extra_conns: inserted link connectors
+            (fid, centre line, width, exit lane fid, entry lane fid, block key, speed limit).
+        link_of: (a, b) lane -> lane edge -> block key of its link connector.
+        exit_fid / entry_fid / exit_block / entry_block: connector -> its exit / entry lane fid and block key.
+        bridge: (c0, c1) connector -> connector edge -> bridge lane fid; bridge_block: bridge fid -> block key.
+    """
+
+    def __init__(self, scene: Scene, origin: np.ndarray, heading: float, fid: Callable[[], int]):
+        mp = scene.map
+        self.scene, self.map, self.L = scene, mp, mp.num_lanes
+        self.origin, self.heading, self.fid = origin, heading, fid
+        self.is_conn = np.asarray(mp.lane_is_connector, bool)
+        self.fids = [fid() for _ in range(self.L)]
+        self.centers = [self.w(c) for c in mp.lane_centerlines]
+        self.lefts = [self.w(b) for b in mp.lane_left_boundaries]
+        self.rights = [self.w(b) for b in mp.lane_right_boundaries]
+        self.polys = []
+        for rings in _polygonset_polygons(mp.lane_polygons):
+            p = _polygon_from_rings([self.w(r) for r in rings])
+            self.polys.append(p if p.is_valid else max(_valid_parts(p) or [p.buffer(0)], key=lambda g: g.area))
+        self.edges = [(int(a), int(b)) for a, b in np.asarray(mp.lane_successors).reshape(-1, 2) if a != b]
+        self._roadblocks()
+        self._sort_edges()
+        self.extra_lanes: list[tuple[int, np.ndarray, float, Any]] = []
+        self.extra_conns: list[tuple[int, np.ndarray, float, int, int, Any, float]] = []
+        self.link_of: dict[tuple[int, int], Any] = {}
+        self.exit_fid: dict[int, int] = {}
+        self.entry_fid: dict[int, int] = {}
+        self.exit_block: dict[int, Any] = {}
+        self.entry_block: dict[int, Any] = {}
+        self.bridge: dict[tuple[int, int], int] = {}
+        self.bridge_block: dict[int, Any] = {}
+
+    def w(self, a: np.ndarray) -> np.ndarray:
+        """(..., 2) scene-frame points -> UTM (float64)."""
+        return to_global(np.asarray(a, dtype=np.float64), self.origin, self.heading)
+
+    def _roadblocks(self) -> None:
+        """Roadblocks / roadblock connectors: one per (lane_group, kind); ungrouped lanes get their own."""
+        # A scene group is written whole even when it holds a lane and its successor (Waymo groups are neighbour
+        # components): NAVSIM's on-route lanes are the lanes of the route roadblocks, and the scorer's are those of
+        # the route's lane groups (irlvla_gym.scenes.routing.on_route_lane_mask), so a roadblock must be exactly a
+        # scene group. Such groups are only split into successive levels for lane_index (see _lane_indices).
+        mp = self.map
+        self.orig_key = [(int(g), bool(c)) if g >= 0 else ("solo", i)
+                         for i, (g, c) in enumerate(zip(mp.lane_group, self.is_conn))]
+        self.orig_fid: dict[Any, int] = {}
+        for k in self.orig_key:
+            if k not in self.orig_fid:
+                self.orig_fid[k] = self.fid()
+        self.group_key = list(self.orig_key)
+        self.level_key = _split_sequential_groups(self.orig_key, self.edges)
+        self.block_fid: dict[Any, int] = {}
+        self.members: dict[Any, list[int]] = {}
+        for i, k in enumerate(self.group_key):
+            if k not in self.block_fid:
+                self.block_fid[k] = self.fid()
+            self.members.setdefault(k, []).append(i)
+
+    def _sort_edges(self) -> None:
+        """Sort the successor edges: lane -> lane (``ll_edges``) or touching a connector (preds / succs lists)."""
+        L, is_conn = self.L, self.is_conn
+        self.lane_preds: dict[int, list[int]] = {i: [] for i in range(L)}
+        self.lane_succs: dict[int, list[int]] = {i: [] for i in range(L)}
+        self.conn_preds: dict[int, list[int]] = {i: [] for i in range(L)}
+        self.conn_succs: dict[int, list[int]] = {i: [] for i in range(L)}
+        self.ll_edges: list[tuple[int, int]] = []
+        for a, b in self.edges:
+            if not is_conn[a] and not is_conn[b]:
+                self.ll_edges.append((a, b))
+                continue
+            (self.conn_succs if is_conn[b] else self.lane_succs)[a].append(b)
+            (self.conn_preds if is_conn[a] else self.lane_preds)[b].append(a)
+
+    def width_at(self, i: int, end: bool) -> float:
+        """Width (m) of lane i at its start or end (distance between its boundaries)."""
+        k = -1 if end else 0
+        return float(np.linalg.norm(self.lefts[i][k] - self.rights[i][k]))
+
+    # Inserted elements (marked irlvla_inserted = 1; NAVSIM sees them, our reader folds them back into edges).
+    # Direct lane -> lane links get a short lane connector (nuPlan joins lanes only through connectors); a
+    # connector -> connector link gets a short bridge lane; a connector whose upstream / downstream lane was
+    # cropped away gets a stub lane, so no connector id is ever NULL.
+
+    def add_extra_lane(self, line: np.ndarray, width: float) -> int:
+        """Insert a lane (centre ``line`` (2, 2) UTM m, ``width`` m) in a roadblock of its own; returns its fid."""
+        f = self.fid()
+        key = ("inserted", f)
+        self.block_fid[key] = self.fid()
+        self.members[key] = []
+        self.extra_lanes.append((f, line, width, key))
+        return f
+
+    def link_lanes(self) -> None:
+        """A link connector for every lane -> lane edge, in a roadblock connector per (from group, to group)."""
+        mp, centers = self.map, self.centers
+        for a, b in self.ll_edges:
+            key = ("link", self.group_key[a], self.group_key[b])
+            if key not in self.block_fid:
+                self.block_fid[key] = self.fid()
+                self.members[key] = []
+            speed = float(mp.lane_speed_limits[a])
+            self.extra_conns.append((self.fid(), _link_line(centers[a][-1], centers[b][0], centers[a], centers[b]),
+                                     min(self.width_at(a, True), self.width_at(b, False)), self.fids[a],
+                                     self.fids[b], key, speed))
+            self.link_of[(a, b)] = key
+
+    def bridge_lane(self, c0: int, c1: int) -> int:
+        """Fid of the bridge lane of the connector -> connector edge (c0, c1) (inserted on first use)."""
+        if (c0, c1) not in self.bridge:
+            centers = self.centers
+            f = self.add_extra_lane(_link_line(centers[c0][-1], centers[c1][0], centers[c0], centers[c1]),
+                                    min(self.width_at(c0, True), self.width_at(c1, False)))
+            self.bridge[(c0, c1)] = f
+            self.bridge_block[f] = self.extra_lanes[-1][3]
+        return self.bridge[(c0, c1)]
+
+    def connect_connectors(self) -> None:
+        """Exit and entry lane (fid and roadblock key) of every connector: its first upstream / downstream lane,
+        else a bridge lane to its first upstream / downstream connector, else a stub lane."""
+        fids, group_key = self.fids, self.group_key
+        for i in np.flatnonzero(self.is_conn):
+            i = int(i)
+            if self.lane_preds[i]:
+                self.exit_fid[i], self.exit_block[i] = fids[self.lane_preds[i][0]], group_key[self.lane_preds[i][0]]
+            elif self.conn_preds[i]:
+                f = self.bridge_lane(self.conn_preds[i][0], i)
+                self.exit_fid[i], self.exit_block[i] = f, self.bridge_block[f]
+            else:
+                c = self.centers[i]
+                f = self.add_extra_lane(_link_line(c[0] - _STUB * _unit(c[1] - c[0]), c[0], c, c),
+                                        self.width_at(i, False))
+                self.exit_fid[i], self.exit_block[i] = f, self.extra_lanes[-1][3]
+            if self.lane_succs[i]:
+                self.entry_fid[i], self.entry_block[i] = fids[self.lane_succs[i][0]], group_key[self.lane_succs[i][0]]
+            elif self.conn_succs[i]:
+                f = self.bridge_lane(i, self.conn_succs[i][0])
+                self.entry_fid[i], self.entry_block[i] = f, self.bridge_block[f]
+            else:
+                c = self.centers[i]
+                f = self.add_extra_lane(_link_line(c[-1], c[-1] + _STUB * _unit(c[-1] - c[-2]), c, c),
+                                        self.width_at(i, True))
+                self.entry_fid[i], self.entry_block[i] = f, self.extra_lanes[-1][3]
+
+    def dropped_edges(self) -> int:
+        """Edges nuPlan still cannot hold: a connector's second upstream / downstream element, and connector ->
+        connector links whose bridge could not be both the first one's entry and the second one's exit."""
+        dropped = 0
+        is_conn, fids = self.is_conn, self.fids
+        for a, b in self.edges:
+            if is_conn[a] and is_conn[b]:
+                f = self.bridge.get((a, b))
+                ok = f is not None and self.entry_fid.get(a) == f and self.exit_fid.get(b) == f
+            elif is_conn[b]:
+                ok = self.exit_fid[b] == fids[a]
+            elif is_conn[a]:
+                ok = self.entry_fid[a] == fids[b]
+            else:
+                ok = True
+            dropped += not ok
+        return dropped
+
+    def lane_indices(self) -> dict[int, int]:
+        """lane_index of every non-connector lane: left -> right within each level of a roadblock (side-by-side
+        lanes) by lateral offset of the centreline midpoints; level m of a roadblock of n lanes is numbered from
+        m * (n + 1), so indices are unique in the roadblock and never adjacent across levels. Our reader takes the
+        neighbours from the irlvla_left / irlvla_right columns (exact), the devkit from lane_index."""
+        lane_index = {}
+        level_members: dict[Any, list[int]] = {}
+        for i, k in enumerate(self.level_key):
+            if not self.is_conn[i]:
+                level_members.setdefault(k, []).append(i)
+        for k, idx in level_members.items():
+            n = len(self.members[self.group_key[idx[0]]])
+            base = k[1] * (n + 1) if k != self.group_key[idx[0]] else 0
+            ref = self.centers[idx[0]]
+            mid_ref = LineString(ref).interpolate(0.5, normalized=True)
+            d = np.diff(ref, axis=0).sum(axis=0)
+            d = d / max(np.linalg.norm(d), 1e-9)
+            lat = []
+            for i in idx:
+                m = LineString(self.centers[i]).interpolate(0.5, normalized=True)
+                lat.append(d[0] * (m.y - mid_ref.y) - d[1] * (m.x - mid_ref.x))
+            for rank, j in enumerate(np.argsort(-np.asarray(lat), kind="stable")):
+                lane_index[idx[j]] = base + rank
+        return lane_index
+
+    def route_blocks(self) -> list[int]:
+        """Route roadblock fids in driving order, with the inserted link / bridge blocks between their two ends
+        (also within one roadblock: NAVSIM's route search only walks lanes of route roadblocks). Each block is
+        listed once (NAVSIM keeps the first occurrence), and the list ends with the last scene group reached first,
+        as the scorer's route search (irlvla_gym.scenes.routing: its target is the last lane group of the route)."""
+        route_blocks: list[int] = []
+        real_blocks: set[int] = set()
+
+        def push(bf: int, real: bool) -> None:
+            if bf not in route_blocks:
+                route_blocks.append(bf)
+            if real:
+                real_blocks.add(bf)
+
+        block_fid = self.block_fid
+        route = [int(i) for i in np.asarray(self.scene.route_lanes, np.int64)]
+        for n, j in enumerate(route):
+            if n:
+                i = route[n - 1]
+                if (i, j) in self.link_of:
+                    push(block_fid[self.link_of[(i, j)]], False)
+                elif (i, j) in self.bridge:
+                    push(block_fid[self.bridge_block[self.bridge[(i, j)]]], False)
+            push(block_fid[self.group_key[j]], True)
+        while route_blocks and route_blocks[-1] not in real_blocks:
+            route_blocks.pop()
+        return route_blocks
+
+
 class _MapWriter:
     """Accumulates the nuPlan GeoPackage rows of all exported scenes (UTM coordinates)."""
 
@@ -1306,161 +1599,23 @@ class _MapWriter:
         """Write one scene's map at UTM ``origin`` / ``heading``.
 
         Returns (lane id -> fid, route roadblock fids, dropped edges, dropped lights)."""
+        st = _SceneLanes(scene, origin, heading, self.fid)
+        st.link_lanes()
+        st.connect_connectors()
+        dropped = st.dropped_edges()
+        lane_index = st.lane_indices()
+        inter_fids, inter_polys, inter_polys_all = self._add_intersections_and_crosswalks(st)
+        dropped_lights = self._add_lanes(st, lane_index)
+        self._add_inserted(st)
+        self._add_roadblocks(st, inter_fids, inter_polys_all)
+        self._add_drivable_area(st, inter_polys)
         mp = scene.map
-        L = mp.num_lanes
+        return {str(mp.lane_ids[i]): st.fids[i] for i in range(st.L)}, st.route_blocks(), dropped, dropped_lights
 
-        def w(a: np.ndarray) -> np.ndarray:
-            return to_global(np.asarray(a, dtype=np.float64), origin, heading)
-
-        is_conn = np.asarray(mp.lane_is_connector, bool)
-        fids = [self.fid() for _ in range(L)]
-        centers = [w(c) for c in mp.lane_centerlines]
-        lefts = [w(b) for b in mp.lane_left_boundaries]
-        rights = [w(b) for b in mp.lane_right_boundaries]
-        polys = []
-        for rings in _polygonset_polygons(mp.lane_polygons):
-            p = _polygon_from_rings([w(r) for r in rings])
-            polys.append(p if p.is_valid else max(_valid_parts(p) or [p.buffer(0)], key=lambda g: g.area))
-        edges = [(int(a), int(b)) for a, b in np.asarray(mp.lane_successors).reshape(-1, 2) if a != b]
-
-        # Roadblocks / roadblock connectors: one per (lane_group, kind); ungrouped lanes get their own. A scene group
-        # is written whole even when it holds a lane and its successor (Waymo groups are neighbour components): NAVSIM's
-        # on-route lanes are the lanes of the route roadblocks, and the scorer's are those of the route's lane groups
-        # (irlvla_gym.scenes.routing.on_route_lane_mask), so a roadblock must be exactly a scene group. Such groups
-        # are only split into successive levels for lane_index (see below).
-        orig_key = [(int(g), bool(c)) if g >= 0 else ("solo", i)
-                    for i, (g, c) in enumerate(zip(mp.lane_group, is_conn))]
-        orig_fid: dict[Any, int] = {}
-        for k in orig_key:
-            if k not in orig_fid:
-                orig_fid[k] = self.fid()
-        group_key = list(orig_key)
-        level_key = _split_sequential_groups(orig_key, edges)
-        block_fid: dict[Any, int] = {}
-        members: dict[Any, list[int]] = {}
-        for i, k in enumerate(group_key):
-            if k not in block_fid:
-                block_fid[k] = self.fid()
-            members.setdefault(k, []).append(i)
-
-        lane_preds: dict[int, list[int]] = {i: [] for i in range(L)}
-        lane_succs: dict[int, list[int]] = {i: [] for i in range(L)}
-        conn_preds: dict[int, list[int]] = {i: [] for i in range(L)}
-        conn_succs: dict[int, list[int]] = {i: [] for i in range(L)}
-        ll_edges: list[tuple[int, int]] = []
-        for a, b in edges:
-            if not is_conn[a] and not is_conn[b]:
-                ll_edges.append((a, b))
-                continue
-            (conn_succs if is_conn[b] else lane_succs)[a].append(b)
-            (conn_preds if is_conn[a] else lane_preds)[b].append(a)
-
-        def width_at(i: int, end: bool) -> float:
-            k = -1 if end else 0
-            return float(np.linalg.norm(lefts[i][k] - rights[i][k]))
-
-        # Inserted elements (marked irlvla_inserted = 1; NAVSIM sees them, our reader folds them back into edges).
-        # Direct lane -> lane links get a short lane connector (nuPlan joins lanes only through connectors); a
-        # connector -> connector link gets a short bridge lane; a connector whose upstream / downstream lane was
-        # cropped away gets a stub lane, so no connector id is ever NULL.
-        extra_lanes: list[tuple[int, np.ndarray, float, Any]] = []  # (fid, centre line, width, block key)
-        extra_conns: list[tuple[int, np.ndarray, float, int, int, Any, float]] = []
-
-        def add_extra_lane(line: np.ndarray, width: float) -> int:
-            f = self.fid()
-            key = ("inserted", f)
-            block_fid[key] = self.fid()
-            members[key] = []
-            extra_lanes.append((f, line, width, key))
-            return f
-
-        link_of: dict[tuple[int, int], Any] = {}
-        for a, b in ll_edges:
-            key = ("link", group_key[a], group_key[b])
-            if key not in block_fid:
-                block_fid[key] = self.fid()
-                members[key] = []
-            speed = float(mp.lane_speed_limits[a])
-            extra_conns.append((self.fid(), _link_line(centers[a][-1], centers[b][0], centers[a], centers[b]),
-                                min(width_at(a, True), width_at(b, False)), fids[a], fids[b], key, speed))
-            link_of[(a, b)] = key
-
-        dropped = 0
-        exit_fid: dict[int, int] = {}
-        entry_fid: dict[int, int] = {}
-        exit_block: dict[int, Any] = {}
-        entry_block: dict[int, Any] = {}
-        bridge: dict[tuple[int, int], int] = {}
-        bridge_block: dict[int, Any] = {}
-
-        def bridge_lane(c0: int, c1: int) -> int:
-            if (c0, c1) not in bridge:
-                f = add_extra_lane(_link_line(centers[c0][-1], centers[c1][0], centers[c0], centers[c1]),
-                                   min(width_at(c0, True), width_at(c1, False)))
-                bridge[(c0, c1)] = f
-                bridge_block[f] = extra_lanes[-1][3]
-            return bridge[(c0, c1)]
-
-        for i in np.flatnonzero(is_conn):
-            i = int(i)
-            if lane_preds[i]:
-                exit_fid[i], exit_block[i] = fids[lane_preds[i][0]], group_key[lane_preds[i][0]]
-            elif conn_preds[i]:
-                f = bridge_lane(conn_preds[i][0], i)
-                exit_fid[i], exit_block[i] = f, bridge_block[f]
-            else:
-                c = centers[i]
-                f = add_extra_lane(_link_line(c[0] - _STUB * _unit(c[1] - c[0]), c[0], c, c), width_at(i, False))
-                exit_fid[i], exit_block[i] = f, extra_lanes[-1][3]
-            if lane_succs[i]:
-                entry_fid[i], entry_block[i] = fids[lane_succs[i][0]], group_key[lane_succs[i][0]]
-            elif conn_succs[i]:
-                f = bridge_lane(i, conn_succs[i][0])
-                entry_fid[i], entry_block[i] = f, bridge_block[f]
-            else:
-                c = centers[i]
-                f = add_extra_lane(_link_line(c[-1], c[-1] + _STUB * _unit(c[-1] - c[-2]), c, c), width_at(i, True))
-                entry_fid[i], entry_block[i] = f, extra_lanes[-1][3]
-        # Edges nuPlan still cannot hold: a connector's second upstream / downstream element, and connector ->
-        # connector links whose bridge could not be both the first one's entry and the second one's exit.
-        for a, b in edges:
-            if is_conn[a] and is_conn[b]:
-                f = bridge.get((a, b))
-                ok = f is not None and entry_fid.get(a) == f and exit_fid.get(b) == f
-            elif is_conn[b]:
-                ok = exit_fid[b] == fids[a]
-            elif is_conn[a]:
-                ok = entry_fid[a] == fids[b]
-            else:
-                ok = True
-            dropped += not ok
-
-        # lane_index: left -> right within each level of a roadblock (side-by-side lanes) by lateral offset of the
-        # centreline midpoints; level m of a roadblock of n lanes is numbered from m * (n + 1), so indices are unique
-        # in the roadblock and never adjacent across levels. Our reader takes the neighbours from the irlvla_left /
-        # irlvla_right columns (exact), the devkit from lane_index.
-        lane_index = {}
-        level_members: dict[Any, list[int]] = {}
-        for i, k in enumerate(level_key):
-            if not is_conn[i]:
-                level_members.setdefault(k, []).append(i)
-        for k, idx in level_members.items():
-            n = len(members[group_key[idx[0]]])
-            base = k[1] * (n + 1) if k != group_key[idx[0]] else 0
-            ref = centers[idx[0]]
-            mid_ref = LineString(ref).interpolate(0.5, normalized=True)
-            d = np.diff(ref, axis=0).sum(axis=0)
-            d = d / max(np.linalg.norm(d), 1e-9)
-            lat = []
-            for i in idx:
-                m = LineString(centers[i]).interpolate(0.5, normalized=True)
-                lat.append(d[0] * (m.y - mid_ref.y) - d[1] * (m.x - mid_ref.x))
-            for rank, j in enumerate(np.argsort(-np.asarray(lat), kind="stable")):
-                lane_index[idx[j]] = base + rank
-        left_nb = np.asarray(mp.lane_left_neighbor, np.int64)
-        right_nb = np.asarray(mp.lane_right_neighbor, np.int64)
-
-        # Intersections, crosswalks.
+    def _add_intersections_and_crosswalks(self, st: _SceneLanes) -> tuple[list[int], list[Polygon], list[Polygon]]:
+        """Write the scene's intersections (plus inserted ones, see below) and crosswalks. Returns the fids of all
+        written intersections, the scene's intersection polygons and all written intersection polygons."""
+        mp, w, L = st.map, st.w, st.L
         inter_polys = [q for rings in _polygonset_polygons(mp.intersections)
                        for q in _valid_parts(_polygon_from_rings([w(r) for r in rings]))]
         inter_fids = [self.add("intersections", self.fid(), p, intersection_type_fid=0, irlvla_inserted=0)
@@ -1470,7 +1625,7 @@ class _MapWriter:
         # the crop edge of a clipped intersection) become extra intersections (irlvla_inserted = 1; our reader drops
         # them, the flag itself travels in lane_group_connectors.intersection_fid / the midpoint test).
         inter_polys_all = list(inter_polys)
-        flagged = [polys[i] for i in range(L) if bool(mp.lane_is_intersection[i])]
+        flagged = [st.polys[i] for i in range(L) if bool(mp.lane_is_intersection[i])]
         if flagged:
             extra = _overlay(shapely.union_all, flagged)
             if inter_polys:
@@ -1483,45 +1638,57 @@ class _MapWriter:
         for rings in _polygonset_polygons(mp.crosswalks):
             for q in _valid_parts(_polygon_from_rings([w(r) for r in rings])):
                 self.add("crosswalks", self.fid(), q)
+        return inter_fids, inter_polys, inter_polys_all
 
-        # Traffic lights: connectors with any light get a TRAFFIC_LIGHT stop polygon at their start.
+    def _add_lanes(self, st: _SceneLanes, lane_index: dict[int, int]) -> int:
+        """Write the scene's lanes and connectors (boundaries, polygons, baselines; connectors with any light get a
+        TRAFFIC_LIGHT stop polygon at their start). Returns the (time, lane) light states lost: lights on
+        non-connector lanes, and yellow (exported as not red)."""
+        mp, L, is_conn, fids = st.map, st.L, st.is_conn, st.fids
         light = np.asarray(mp.lane_light_state)
         has_light = np.any(light != LIGHT_NONE, axis=0) if L else np.zeros(0, bool)
         dropped_lights = int(np.count_nonzero(light[:, ~is_conn] != LIGHT_NONE)) if L else 0
         dropped_lights += int(np.count_nonzero(light[:, is_conn] == 2))  # yellow -> not red
-
+        left_nb = np.asarray(mp.lane_left_neighbor, np.int64)
+        right_nb = np.asarray(mp.lane_right_neighbor, np.int64)
         for i in range(L):
-            c = centers[i]
-            left_fid = self.add("boundaries", self.fid(), LineString(lefts[i]), boundary_type_fid=2)
+            c = st.centers[i]
+            left_fid = self.add("boundaries", self.fid(), LineString(st.lefts[i]), boundary_type_fid=2)
             # Right boundaries are stored reversed on purpose: nuPlan boundaries may run against the baseline.
-            right_fid = self.add("boundaries", self.fid(), LineString(rights[i][::-1]), boundary_type_fid=2)
+            right_fid = self.add("boundaries", self.fid(), LineString(st.rights[i][::-1]), boundary_type_fid=2)
             speed = float(mp.lane_speed_limits[i])
             speed_v = speed if math.isfinite(speed) else None
-            bf = block_fid[group_key[i]]
+            bf = st.block_fid[st.group_key[i]]
+            group = st.orig_fid[st.orig_key[i]]
             if is_conn[i]:
                 stop = ""
                 if has_light[i]:
                     p0, h0 = c[0], math.atan2(*(c[1] - c[0])[::-1])
-                    half = 0.5 * max(float(np.linalg.norm(lefts[i][0] - rights[i][0])), 2.0)
+                    half = 0.5 * max(float(np.linalg.norm(st.lefts[i][0] - st.rights[i][0])), 2.0)
                     rect = Polygon(to_global(np.array([[0.0, -half], [1.0, -half], [1.0, half], [0.0, half]]),
                                              p0, h0))
                     stop = str(self.add("stop_polygons", self.fid(), rect, stop_polygon_type_fid=2))
-                self.add("lane_connectors", fids[i], LineString(c), exit_lane_fid=exit_fid[i],
-                         entry_lane_fid=entry_fid[i], lane_group_connector_fid=bf, speed_limit_mps=speed_v,
-                         traffic_light_stop_line_fids=stop, irlvla_inserted=0, irlvla_group=orig_fid[orig_key[i]])
-                self.add("gen_lane_connectors_scaled_width_polygons", self.fid(), polys[i], lane_connector_fid=fids[i],
-                         left_boundary_fid=left_fid, right_boundary_fid=right_fid)
+                self.add("lane_connectors", fids[i], LineString(c), exit_lane_fid=st.exit_fid[i],
+                         entry_lane_fid=st.entry_fid[i], lane_group_connector_fid=bf, speed_limit_mps=speed_v,
+                         traffic_light_stop_line_fids=stop, irlvla_inserted=0, irlvla_group=group)
+                self.add("gen_lane_connectors_scaled_width_polygons", self.fid(), st.polys[i],
+                         lane_connector_fid=fids[i], left_boundary_fid=left_fid, right_boundary_fid=right_fid)
                 self.add("baseline_paths", self.fid(), LineString(c), lane_fid=None, lane_connector_fid=fids[i])
             else:
-                self.add("lanes_polygons", fids[i], polys[i], lane_fid=fids[i], lane_group_fid=bf,
+                self.add("lanes_polygons", fids[i], st.polys[i], lane_fid=fids[i], lane_group_fid=bf,
                          lane_index=lane_index.get(i, 0), left_boundary_fid=left_fid, right_boundary_fid=right_fid,
-                         speed_limit_mps=speed_v, irlvla_inserted=0, irlvla_group=orig_fid[orig_key[i]],
+                         speed_limit_mps=speed_v, irlvla_inserted=0, irlvla_group=group,
                          irlvla_left=fids[left_nb[i]] if left_nb[i] >= 0 else -1,
                          irlvla_right=fids[right_nb[i]] if right_nb[i] >= 0 else -1)
                 self.add("baseline_paths", self.fid(), LineString(c), lane_fid=fids[i], lane_connector_fid=None)
+        return dropped_lights
 
+    def _add_inserted(self, st: _SceneLanes) -> None:
+        """Write the inserted lanes (each in its own roadblock) and link connectors (one roadblock connector per
+        (from group, to group))."""
+        block_fid = st.block_fid
         extra_polys: dict[Any, list[Polygon]] = {}
-        for f, line, width, key in extra_lanes:
+        for f, line, width, key in st.extra_lanes:
             poly, left, right = _strip(line, width)
             lf = self.add("boundaries", self.fid(), LineString(left), boundary_type_fid=3)
             rf = self.add("boundaries", self.fid(), LineString(right[::-1]), boundary_type_fid=3)
@@ -1530,7 +1697,7 @@ class _MapWriter:
                      irlvla_group=block_fid[key])
             self.add("baseline_paths", self.fid(), LineString(line), lane_fid=f, lane_connector_fid=None)
             self.add("lane_groups_polygons", block_fid[key], poly, irlvla_inserted=1)
-        for f, line, width, ex, en, key, speed in extra_conns:
+        for f, line, width, ex, en, key, speed in st.extra_conns:
             poly, left, right = _strip(line, width)
             lf = self.add("boundaries", self.fid(), LineString(left), boundary_type_fid=3)
             rf = self.add("boundaries", self.fid(), LineString(right[::-1]), boundary_type_fid=3)
@@ -1546,27 +1713,36 @@ class _MapWriter:
                      from_lane_group_fid=block_fid[key[1]], to_lane_group_fid=block_fid[key[2]],
                      intersection_fid=None, irlvla_inserted=1)
 
-        for k, idx in members.items():
+    def _add_roadblocks(self, st: _SceneLanes, inter_fids: list[int], inter_polys_all: list[Polygon]) -> None:
+        """Write the scene's roadblocks (union of their lanes) and roadblock connectors (union of their connectors,
+        from / to the blocks of the first connector's exit / entry lane, and the first written intersection they
+        touch when any of them is flagged as an intersection lane)."""
+        mp, polys, block_fid = st.map, st.polys, st.block_fid
+        for k, idx in st.members.items():
             if not idx:
                 continue
             union = _overlay(shapely.union_all, [polys[i] for i in idx])
-            if not is_conn[idx[0]]:
+            if not st.is_conn[idx[0]]:
                 self.add("lane_groups_polygons", block_fid[k], union, irlvla_inserted=0)
                 continue
-            frm = block_fid[exit_block[idx[0]]]
-            to = block_fid[entry_block[idx[0]]]
+            frm = block_fid[st.exit_block[idx[0]]]
+            to = block_fid[st.entry_block[idx[0]]]
             inter = None
             if any(bool(mp.lane_is_intersection[i]) for i in idx):
                 inter = next((f for f, p in zip(inter_fids, inter_polys_all) if p.intersects(union)), None)
             self.add("lane_group_connectors", block_fid[k], union, from_lane_group_fid=frm, to_lane_group_fid=to,
                      intersection_fid=inter, irlvla_inserted=0)
 
-        # Drivable area: road_segments hold the scene's drivable polygons (nuPlan's DRIVABLE_AREA). NAVSIM's scorer
-        # counts as drivable only roadblocks (= the union of their lanes), intersections and car parks (DRIVABLE_AREA
-        # is never loaded, and lane-connector polygons are lanes, not drivable area), while the scene's drivable area
-        # is its drivable polygons + every lane and connector polygon + intersections. So everything of that not
-        # covered by (non-connector) lanes or intersections -- the scene's extra drivable polygons and connector
-        # polygons outside intersections -- goes to carpark_areas, which PDMDrivableMap (and so the reader) counts.
+    def _add_drivable_area(self, st: _SceneLanes, inter_polys: list[Polygon]) -> None:
+        """Drivable area: road_segments hold the scene's drivable polygons (nuPlan's DRIVABLE_AREA).
+
+        NAVSIM's scorer counts as drivable only roadblocks (= the union of their lanes), intersections and car parks
+        (DRIVABLE_AREA is never loaded, and lane-connector polygons are lanes, not drivable area), while the scene's
+        drivable area is its drivable polygons + every lane and connector polygon + intersections. So everything of
+        that not covered by (non-connector) lanes or intersections -- the scene's extra drivable polygons and
+        connector polygons outside intersections -- goes to carpark_areas, which PDMDrivableMap (and so the reader)
+        counts."""
+        mp, w, L, polys, is_conn = st.map, st.w, st.L, st.polys, st.is_conn
         drivable = [q for rings in _polygonset_polygons(mp.drivable_area)
                     for q in _valid_parts(_polygon_from_rings([w(r) for r in rings]))]
         for p in drivable:
@@ -1581,31 +1757,6 @@ class _MapWriter:
                 if part.geom_type == "Polygon" and part.area > 0.05:
                     self.add("carpark_areas", self.fid(), part)
 
-        # Route roadblocks in driving order, with the inserted link / bridge blocks between their two ends (also
-        # within one roadblock: NAVSIM's route search only walks lanes of route roadblocks). Each block is listed
-        # once (NAVSIM keeps the first occurrence), and the list ends with the last scene group reached first, as
-        # the scorer's route search (irlvla_gym.scenes.routing: its target is the last lane group of the route).
-        route_blocks: list[int] = []
-        real_blocks: set[int] = set()
-
-        def push(bf: int, real: bool) -> None:
-            if bf not in route_blocks:
-                route_blocks.append(bf)
-            if real:
-                real_blocks.add(bf)
-
-        route = [int(i) for i in np.asarray(scene.route_lanes, np.int64)]
-        for n, j in enumerate(route):
-            if n:
-                i = route[n - 1]
-                if (i, j) in link_of:
-                    push(block_fid[link_of[(i, j)]], False)
-                elif (i, j) in bridge:
-                    push(block_fid[bridge_block[bridge[(i, j)]]], False)
-            push(block_fid[group_key[j]], True)
-        while route_blocks and route_blocks[-1] not in real_blocks:
-            route_blocks.pop()
-        return {str(mp.lane_ids[i]): fids[i] for i in range(L)}, route_blocks, dropped, dropped_lights
 
     def write(self, path: Path, epsg: int, version: str, lonlat: bool) -> None:
         srs = epsg
@@ -1689,32 +1840,8 @@ def export_navsim(scenes: Iterable[Scene], out_dir: str | os.PathLike, *, map_na
     the scene's ego dimensions (NAVSIM ignores it and always scores with the Pacifica; :func:`iter_scenes` reads it
     back, so a read-back scene scores like the original).
 
-    Map: lanes -> lanes_polygons (+ baseline_paths, boundaries; right boundaries stored reversed), connectors ->
-    lane_connectors (+ gen_lane_connectors_scaled_width_polygons); lane groups -> lane_groups_polygons /
-    lane_group_connectors (polygon = union of their lanes), one roadblock per scene lane group even when it holds a
-    lane and its successor (NAVSIM's on-route lanes are the lanes of the route roadblocks, the scorer's those of the
-    route's lane groups), ungrouped lanes get a roadblock each; ``lane_index`` numbers the side-by-side lanes of each
-    level of a roadblock (unique in the roadblock), the exact neighbours go to ``irlvla_left`` / ``irlvla_right``;
-    intersections, crosswalks, TRAFFIC_LIGHT stop_polygons for lit connectors; drivable area -> road_segments.
-    What NAVSIM sees matches the scene as the scorer reads it: drivable = roadblocks + intersections + car parks, so
-    the scene's drivable polygons and connector polygons outside lanes and intersections -> carpark_areas; NAVSIM's
-    intersection test uses the intersections layer only, so the parts of lanes flagged ``lane_is_intersection``
-    outside the intersection polygons -> extra intersections. nuPlan joins lanes only through connectors, so the
-    export inserts (rows marked ``irlvla_inserted = 1``; NAVSIM uses them like any other, our reader folds them back
-    into the original edges and drops them):
-
-    * a short lane connector (its own roadblock connector per pair of roadblocks) for each direct lane -> lane link,
-      from the end of one centreline to the start of the next (at least 0.05 m long), as wide as the narrower end;
-    * a 0.05 m bridge lane (own roadblock) for each connector -> connector link;
-    * a 0.05 m stub lane (own roadblock) before / after a connector whose upstream / downstream lane was cropped
-      away, so no exit_lane_fid / entry_lane_fid / from_lane_group_fid / to_lane_group_fid is ever NULL (a NULL makes
-      the devkit read the whole column as float);
-    * the intersection parts above.
-
-    The route's roadblock ids include the inserted link blocks (also those inside one roadblock), so NAVSIM's route
-    and centreline run through them; each id once, the list ending with the last lane group the route reaches.
-    Lossy: a connector's second upstream / downstream element (see ExportResult), lights on non-connector lanes,
-    yellow (-> green), ``lane_is_intersection`` of lanes outside intersection polygons.
+    Map: the scene map's tables, the elements the export inserts (rows marked ``irlvla_inserted = 1``) and what is
+    lost are described in the module docs ("Map tables of the export"); see also :class:`ExportResult`.
 
     Args:
         lonlat: store the GeoPackage in EPSG:4326 lon/lat (the reader projects it back), to test that path.
@@ -1728,41 +1855,17 @@ def export_navsim(scenes: Iterable[Scene], out_dir: str | os.PathLike, *, map_na
     out = Path(out_dir)
     maps_root, logs_dir = out / "maps", out / "logs"
     scenes = list(scenes)
-    city_of = [map_name if map_name is not None else
-               (s.metadata.map_name if s.metadata.map_name in MAP_VERSIONS else DEFAULT_MAP_NAME) for s in scenes]
-    cities = list(dict.fromkeys(city_of)) or [map_name or DEFAULT_MAP_NAME]
-
-    def version_of(city: str) -> str:
-        return map_version or MAP_VERSIONS.get(city, "1.0.0")
-
-    def epsg_of(city: str) -> int:
-        return int(epsg or MAP_UTM_EPSG.get(city, 32611))
-
-    def origin_of(city: str) -> tuple[float, float]:
-        if utm_origin is not None:
-            return utm_origin
-        return DEFAULT_UTM_ORIGINS.get(city, DEFAULT_UTM_ORIGINS["us-nv-las-vegas-strip"]) \
-            if city in DEFAULT_UTM_ORIGINS or epsg_of(city) == 32611 else (500000.0, 4000000.0)
-
-    main = cities[0]
-    result = ExportResult(maps_root, logs_dir, maps_root / main / version_of(main) / "map.gpkg", main,
-                          version_of(main), epsg_of(main))
-    writers: dict[str, _MapWriter] = {c: _MapWriter() for c in cities}
-    slot = {c: 0 for c in cities}
+    places = _ExportPlaces(scenes, map_name, map_version, epsg, utm_origin, spacing, grid_columns, headings)
+    main = places.cities[0]
+    result = ExportResult(maps_root, logs_dir, maps_root / main / places.version(main) / "map.gpkg", main,
+                          places.version(main), places.epsg(main))
+    writers: dict[str, _MapWriter] = {c: _MapWriter() for c in places.cities}
     logs: dict[str, list[dict]] = {}
-    n_frames = NUM_HISTORY + num_future_frames
-    base_ts = 1_600_000_000_000_000
     for k, scene in enumerate(scenes):
         token = scene.token
         if token in result.lane_fids:
             raise ValueError(f"export_navsim: duplicate scene token {token!r}")
-        city = city_of[k]
-        m = slot[city]
-        slot[city] += 1
-        col, row_ = m % grid_columns, m // grid_columns
-        u0 = origin_of(city)
-        origin = np.array([u0[0] + spacing * col, u0[1] + spacing * row_])
-        heading = float(wrap_angle(headings[k] if headings is not None else 0.3 + 0.7 * k))
+        city, origin, heading = places.place(k)
         lane_fids, route_blocks, dropped, dropped_lights = writers[city].add_scene(scene, origin, heading)
         result.tokens.append(token)
         result.lane_fids[token] = lane_fids
@@ -1772,125 +1875,204 @@ def export_navsim(scenes: Iterable[Scene], out_dir: str | os.PathLike, *, map_na
         result.dropped_lights += dropped_lights
         name = _safe_log_name(log_name or scene.metadata.log_name or "navsim_export")
         result.log_of[token] = name
-        frames = logs.setdefault(name, [])
+        _append_scene_frames(logs.setdefault(name, []), scene, k, name=name, city=city, origin=origin,
+                             heading=heading, lane_fids=lane_fids, route_blocks=route_blocks,
+                             num_future_frames=num_future_frames)
+    _write_maps(maps_root, writers, places, result, lonlat)
+    _write_logs(logs_dir, logs)
+    return result
 
-        # Ego poses in the t0 frame for frames j = -3 .. num_future_frames, extrapolated beyond 4 s.
-        e = scene.ego
-        local = np.concatenate([e.history, e.future])
-        extra = num_future_frames - NUM_FUTURE
-        if extra:
-            d = local[-1] - local[-2]
-            speed = math.hypot(d[0], d[1])
-            dyaw = float(wrap_angle(d[2]))
-            ext = []
-            p = local[-1].copy()
-            for _ in range(extra):
-                p = p.copy()
-                p[2] = float(wrap_angle(p[2] + dyaw))
-                p[0] += speed * math.cos(p[2])
-                p[1] += speed * math.sin(p[2])
-                ext.append(p)
-            local = np.concatenate([local, np.asarray(ext)])
-        world_xy = to_global(local[:, :2], origin, heading)
-        world_yaw = wrap_angle(local[:, 2] + heading)
-        vel_b, acc_b = _body_velocities(np.column_stack([world_xy, world_yaw]))
-        vel_b[:NUM_HISTORY] = e.history_velocity
-        acc_b[:NUM_HISTORY] = e.history_acceleration
 
-        mp = scene.map
-        conn = np.flatnonzero(np.asarray(mp.lane_is_connector, bool))
-        light_lists = []
-        for t in range(NUM_TIMES):
-            st = np.asarray(mp.lane_light_state)[t]
-            light_lists.append([(int(lane_fids[str(mp.lane_ids[i])]), bool(st[i] == LIGHT_RED)) for i in conn
-                                if st[i] != LIGHT_NONE])
-        cmd = np.zeros(4, np.int64)
-        cmd[scene.command] = 1
-        ts0 = int(scene.metadata.timestamp_us)
-        if ts0 < _MIN_ABSOLUTE_US:  # unset (0) or relative to the source's start (Waymo): make it absolute
-            ts0 = base_ts + 10_000_000 * k + max(ts0, 0)
-        vehicle = [float(v) for v in scene.ego.vehicle.as_array()]
-        a = scene.agents
-        log_token = hashlib.sha1(name.encode()).hexdigest()[:16]
-        for jj in range(n_frames):
-            j = jj - (NUM_HISTORY - 1)  # frame offset from t0
-            x, y, yaw = float(world_xy[jj, 0]), float(world_xy[jj, 1]), float(world_yaw[jj])
-            q = _quat_yaw(yaw)
-            rot = np.array([[math.cos(yaw), -math.sin(yaw), 0.0], [math.sin(yaw), math.cos(yaw), 0.0],
-                            [0.0, 0.0, 1.0]])
-            ego2global = np.eye(4)
-            ego2global[:3, :3] = rot
-            ego2global[:3, 3] = [x, y, 0.0]
-            lidar2ego = np.eye(4)
-            lidar2ego[:3, 3] = [0.0, 0.0, 1.8]
-            can_bus = np.zeros(18)
-            can_bus[0:3] = [x, y, 0.0]
-            can_bus[3:7] = q
-            can_bus[7:9] = acc_b[jj]
-            can_bus[10:12] = vel_b[jj]
-            frame_token = _frame_token(token, j)
-            t_idx = min(max(j, 0), NUM_TIMES - 1)
-            anns = {"gt_boxes": np.zeros((0, 7)), "gt_names": np.zeros(0, "<U14"),
-                    "gt_velocity_3d": np.zeros((0, 3)), "instance_tokens": [], "track_tokens": []}
-            if 0 <= j < NUM_TIMES and len(a):
-                valid = np.asarray(a.valid[j], bool)
-                b = np.asarray(a.boxes[j])[valid]
-                pose = local[jj]
-                gb = np.zeros((len(b), 7))
-                gb[:, :2] = to_local(b[:, :2], pose[:2], pose[2])
-                gb[:, 2] = b[:, 5] / 2.0
-                gb[:, 3:6] = b[:, 3:6]
-                gb[:, 6] = wrap_angle(b[:, 2] - pose[2])
-                c, s = math.cos(pose[2]), math.sin(pose[2])
-                v = np.zeros((len(b), 3))
-                v[:, 0] = c * b[:, 6] + s * b[:, 7]
-                v[:, 1] = -s * b[:, 6] + c * b[:, 7]
-                ids = [str(t) for t in np.asarray(a.track_id)[valid]]
-                names = [CATEGORY_TO_NAME[int(ci)] for ci in np.asarray(a.category)[valid]]
-                anns = {"gt_boxes": gb, "gt_names": np.array(names, dtype="<U14").reshape(-1),
-                        "gt_velocity_3d": v, "instance_tokens": [f"inst-{t}" for t in ids], "track_tokens": ids}
-            frames.append({
-                "token": frame_token,
-                "frame_idx": len(frames),
-                "timestamp": ts0 + 500_000 * j,
-                "log_name": name,
-                "log_token": log_token,
-                "scene_name": f"{name}-{token}",
-                "scene_token": _frame_token(token, -100),
-                "map_location": city,
-                "vehicle_name": "pacifica",
-                "sample_prev": None,
-                "sample_next": None,
-                "roadblock_ids": [str(f) for f in route_blocks],
-                "can_bus": can_bus,
-                "ego2global_translation": np.array([x, y, 0.0]),
-                "ego2global_rotation": q,
-                "ego_dynamic_state": [float(vel_b[jj, 0]), float(vel_b[jj, 1]), float(acc_b[jj, 0]),
-                                      float(acc_b[jj, 1])],
-                "lidar_path": f"{name}/MergedPointCloud/{frame_token}.pcd",
-                "lidar2ego_translation": lidar2ego[:3, 3].copy(),
-                "lidar2ego_rotation": [np.float64(1.0), np.float64(0.0), np.float64(0.0), np.float64(0.0)],
-                "ego2global": ego2global,
-                "lidar2ego": lidar2ego,
-                "lidar2global": ego2global @ lidar2ego,
-                "traffic_lights": list(light_lists[t_idx]),
-                "driving_command": cmd.copy(),
-                "cams": {ch: {"data_path": scene.cameras.get(ch, ""), "sensor2lidar_rotation": np.eye(3),
-                              "sensor2lidar_translation": np.zeros(3), "cam_intrinsic": np.eye(3),
-                              "distortion": np.zeros(5)} for ch in CAMERA_CHANNELS},
-                "anns": anns,
-                EGO_VEHICLE_KEY: list(vehicle),
-            })
+class _ExportPlaces:
+    """Where :func:`export_navsim` puts each scene: its city (map), the city's map version, EPSG code and UTM grid
+    origin (m), and the scene's grid slot and heading (rad)."""
+
+    def __init__(self, scenes: list[Scene], map_name: str | None, map_version: str | None, epsg: int | None,
+                 utm_origin: tuple[float, float] | None, spacing: float, grid_columns: int,
+                 headings: Sequence[float] | None):
+        self.map_version, self.epsg_code, self.utm_origin = map_version, epsg, utm_origin
+        self.spacing, self.grid_columns, self.headings = spacing, grid_columns, headings
+        self.city_of = [map_name if map_name is not None else
+                        (s.metadata.map_name if s.metadata.map_name in MAP_VERSIONS else DEFAULT_MAP_NAME)
+                        for s in scenes]
+        self.cities = list(dict.fromkeys(self.city_of)) or [map_name or DEFAULT_MAP_NAME]
+        self.slot = {c: 0 for c in self.cities}  # scenes placed so far per city
+
+    def version(self, city: str) -> str:
+        return self.map_version or MAP_VERSIONS.get(city, "1.0.0")
+
+    def epsg(self, city: str) -> int:
+        return int(self.epsg_code or MAP_UTM_EPSG.get(city, 32611))
+
+    def origin(self, city: str) -> tuple[float, float]:
+        """UTM (easting, northing) (m) of the city's placement grid."""
+        if self.utm_origin is not None:
+            return self.utm_origin
+        return DEFAULT_UTM_ORIGINS.get(city, DEFAULT_UTM_ORIGINS["us-nv-las-vegas-strip"]) \
+            if city in DEFAULT_UTM_ORIGINS or self.epsg(city) == 32611 else (500000.0, 4000000.0)
+
+    def place(self, k: int) -> tuple[str, np.ndarray, float]:
+        """City, UTM origin (2,) (m) and heading (rad, wrapped) of scene k's ego frame at t0 (takes the next slot of
+        its city's grid)."""
+        city = self.city_of[k]
+        m = self.slot[city]
+        self.slot[city] += 1
+        col, row_ = m % self.grid_columns, m // self.grid_columns
+        u0 = self.origin(city)
+        origin = np.array([u0[0] + self.spacing * col, u0[1] + self.spacing * row_])
+        heading = float(wrap_angle(self.headings[k] if self.headings is not None else 0.3 + 0.7 * k))
+        return city, origin, heading
+
+
+def _export_ego_track(scene: Scene, origin: np.ndarray, heading: float, num_future_frames: int):
+    """Ego poses of frames j = -3 .. num_future_frames (F = 4 + num_future_frames), extrapolated beyond 4 s at
+    constant speed and yaw rate. Returns local poses (F, 3) (t0 frame, m / rad), world xy (F, 2) and yaw (F,) (UTM),
+    and body-frame velocity and acceleration (F, 2) (m/s, m/s^2; the scene's own for the history frames)."""
+    e = scene.ego
+    local = np.concatenate([e.history, e.future])
+    extra = num_future_frames - NUM_FUTURE
+    if extra:
+        d = local[-1] - local[-2]
+        speed = math.hypot(d[0], d[1])
+        dyaw = float(wrap_angle(d[2]))
+        ext = []
+        p = local[-1].copy()
+        for _ in range(extra):
+            p = p.copy()
+            p[2] = float(wrap_angle(p[2] + dyaw))
+            p[0] += speed * math.cos(p[2])
+            p[1] += speed * math.sin(p[2])
+            ext.append(p)
+        local = np.concatenate([local, np.asarray(ext)])
+    world_xy = to_global(local[:, :2], origin, heading)
+    world_yaw = wrap_angle(local[:, 2] + heading)
+    vel_b, acc_b = _body_velocities(np.column_stack([world_xy, world_yaw]))
+    vel_b[:NUM_HISTORY] = e.history_velocity
+    acc_b[:NUM_HISTORY] = e.history_acceleration
+    return local, world_xy, world_yaw, vel_b, acc_b
+
+
+def _frame_anns(agents: Agents, j: int, pose: np.ndarray) -> dict[str, Any]:
+    """OpenScene ``anns`` of frame j (0 <= j < 9) seen from the ego ``pose`` (3,) (t0 frame): boxes (n, 7) [x, y, z,
+    length, width, height, yaw] and velocities (n, 3) in the ego frame of that frame, names and track tokens."""
+    valid = np.asarray(agents.valid[j], bool)
+    b = np.asarray(agents.boxes[j])[valid]
+    gb = np.zeros((len(b), 7))
+    gb[:, :2] = to_local(b[:, :2], pose[:2], pose[2])
+    gb[:, 2] = b[:, 5] / 2.0
+    gb[:, 3:6] = b[:, 3:6]
+    gb[:, 6] = wrap_angle(b[:, 2] - pose[2])
+    c, s = math.cos(pose[2]), math.sin(pose[2])
+    v = np.zeros((len(b), 3))
+    v[:, 0] = c * b[:, 6] + s * b[:, 7]
+    v[:, 1] = -s * b[:, 6] + c * b[:, 7]
+    ids = [str(t) for t in np.asarray(agents.track_id)[valid]]
+    names = [CATEGORY_TO_NAME[int(ci)] for ci in np.asarray(agents.category)[valid]]
+    return {"gt_boxes": gb, "gt_names": np.array(names, dtype="<U14").reshape(-1),
+            "gt_velocity_3d": v, "instance_tokens": [f"inst-{t}" for t in ids], "track_tokens": ids}
+
+
+def _ego_frame_poses(x: float, y: float, yaw: float, vel: np.ndarray, acc: np.ndarray):
+    """Quaternion (4,), ego2global and lidar2ego (4, 4) and can_bus (18,) of an ego at UTM (x, y) (m), heading
+    ``yaw`` (rad), with body-frame velocity / acceleration (2,)."""
+    q = _quat_yaw(yaw)
+    rot = np.array([[math.cos(yaw), -math.sin(yaw), 0.0], [math.sin(yaw), math.cos(yaw), 0.0],
+                    [0.0, 0.0, 1.0]])
+    ego2global = np.eye(4)
+    ego2global[:3, :3] = rot
+    ego2global[:3, 3] = [x, y, 0.0]
+    lidar2ego = np.eye(4)
+    lidar2ego[:3, 3] = [0.0, 0.0, 1.8]
+    can_bus = np.zeros(18)
+    can_bus[0:3] = [x, y, 0.0]
+    can_bus[3:7] = q
+    can_bus[7:9] = acc
+    can_bus[10:12] = vel
+    return q, ego2global, lidar2ego, can_bus
+
+
+def _append_scene_frames(frames: list[dict], scene: Scene, k: int, *, name: str, city: str, origin: np.ndarray,
+                         heading: float, lane_fids: dict[str, int], route_blocks: list[int],
+                         num_future_frames: int) -> None:
+    """Append scene k's ``4 + num_future_frames`` frame dicts to its log's ``frames`` (see :func:`export_navsim`)."""
+    token = scene.token
+    local, world_xy, world_yaw, vel_b, acc_b = _export_ego_track(scene, origin, heading, num_future_frames)
+    mp = scene.map
+    conn = np.flatnonzero(np.asarray(mp.lane_is_connector, bool))
+    light_lists = []
+    for t in range(NUM_TIMES):
+        st = np.asarray(mp.lane_light_state)[t]
+        light_lists.append([(int(lane_fids[str(mp.lane_ids[i])]), bool(st[i] == LIGHT_RED)) for i in conn
+                            if st[i] != LIGHT_NONE])
+    cmd = np.zeros(4, np.int64)
+    cmd[scene.command] = 1
+    ts0 = int(scene.metadata.timestamp_us)
+    if ts0 < _MIN_ABSOLUTE_US:  # unset (0) or relative to the source's start (Waymo): make it absolute
+        ts0 = _EXPORT_BASE_US + 10_000_000 * k + max(ts0, 0)
+    vehicle = [float(v) for v in scene.ego.vehicle.as_array()]
+    a = scene.agents
+    log_token = hashlib.sha1(name.encode()).hexdigest()[:16]
+    for jj in range(NUM_HISTORY + num_future_frames):
+        j = jj - (NUM_HISTORY - 1)  # frame offset from t0
+        x, y, yaw = float(world_xy[jj, 0]), float(world_xy[jj, 1]), float(world_yaw[jj])
+        q, ego2global, lidar2ego, can_bus = _ego_frame_poses(x, y, yaw, vel_b[jj], acc_b[jj])
+        frame_token = _frame_token(token, j)
+        t_idx = min(max(j, 0), NUM_TIMES - 1)
+        anns = {"gt_boxes": np.zeros((0, 7)), "gt_names": np.zeros(0, "<U14"),
+                "gt_velocity_3d": np.zeros((0, 3)), "instance_tokens": [], "track_tokens": []}
+        if 0 <= j < NUM_TIMES and len(a):
+            anns = _frame_anns(a, j, local[jj])
+        frames.append({
+            "token": frame_token,
+            "frame_idx": len(frames),
+            "timestamp": ts0 + 500_000 * j,
+            "log_name": name,
+            "log_token": log_token,
+            "scene_name": f"{name}-{token}",
+            "scene_token": _frame_token(token, -100),
+            "map_location": city,
+            "vehicle_name": "pacifica",
+            "sample_prev": None,
+            "sample_next": None,
+            "roadblock_ids": [str(f) for f in route_blocks],
+            "can_bus": can_bus,
+            "ego2global_translation": np.array([x, y, 0.0]),
+            "ego2global_rotation": q,
+            "ego_dynamic_state": [float(vel_b[jj, 0]), float(vel_b[jj, 1]), float(acc_b[jj, 0]),
+                                  float(acc_b[jj, 1])],
+            "lidar_path": f"{name}/MergedPointCloud/{frame_token}.pcd",
+            "lidar2ego_translation": lidar2ego[:3, 3].copy(),
+            "lidar2ego_rotation": [np.float64(1.0), np.float64(0.0), np.float64(0.0), np.float64(0.0)],
+            "ego2global": ego2global,
+            "lidar2ego": lidar2ego,
+            "lidar2global": ego2global @ lidar2ego,
+            "traffic_lights": list(light_lists[t_idx]),
+            "driving_command": cmd.copy(),
+            "cams": {ch: {"data_path": scene.cameras.get(ch, ""), "sensor2lidar_rotation": np.eye(3),
+                          "sensor2lidar_translation": np.zeros(3), "cam_intrinsic": np.eye(3),
+                          "distortion": np.zeros(5)} for ch in CAMERA_CHANNELS},
+            "anns": anns,
+            EGO_VEHICLE_KEY: list(vehicle),
+        })
+
+
+def _write_maps(maps_root: Path, writers: dict[str, _MapWriter], places: _ExportPlaces, result: ExportResult,
+                lonlat: bool) -> None:
+    """Write every city's GeoPackage and the maps json (recording the paths in ``result.gpkg_paths``)."""
     maps_root.mkdir(parents=True, exist_ok=True)
     index = {}
-    for city in dict.fromkeys(list(MAP_VERSIONS) + cities):
+    for city in dict.fromkeys(list(MAP_VERSIONS) + places.cities):
         # nuPlan's GPKGMapsDB opens every one of its four locations at start-up: cities without scenes get an empty
         # map (every table, no rows) so the maps root loads as is.
-        index[city] = {"version": version_of(city), "layers": {}}
-        path = maps_root / city / version_of(city) / "map.gpkg"
+        index[city] = {"version": places.version(city), "layers": {}}
+        path = maps_root / city / places.version(city) / "map.gpkg"
         result.gpkg_paths[city] = path
-        (writers.get(city) or _MapWriter()).write(path, epsg_of(city), version_of(city), lonlat)
+        (writers.get(city) or _MapWriter()).write(path, places.epsg(city), places.version(city), lonlat)
     (maps_root / f"{MAPS_VERSION}.json").write_text(json.dumps(index, indent=1))
+
+
+def _write_logs(logs_dir: Path, logs: dict[str, list[dict]]) -> None:
+    """Link each log's frames (sample_prev / sample_next) and pickle it to ``<logs_dir>/<log name>.pkl``."""
     logs_dir.mkdir(parents=True, exist_ok=True)
     for name, frames in logs.items():
         for i, fr in enumerate(frames):
@@ -1898,4 +2080,3 @@ def export_navsim(scenes: Iterable[Scene], out_dir: str | os.PathLike, *, map_na
             fr["sample_next"] = frames[i + 1]["token"] if i + 1 < len(frames) else None
         with open(logs_dir / f"{name}.pkl", "wb") as fh:
             _Numpy1Pickler(fh, protocol=4).dump(frames)
-    return result

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import shapely
 
+from irlvla_gym.geometry import wrap_angle
 from irlvla_gym.scenes.scene import Scene
 
 SEARCH_DEPTH = 30
@@ -140,7 +141,7 @@ def current_block_candidates(scene: Scene, route_blocks: list[int]) -> tuple[int
             d = np.sqrt((line ** 2).sum(-1))
             j = int(np.argmin(d))
             h = _heading(line)[j]
-            heading_error = abs(float(np.arctan2(np.sin(h), np.cos(h))))
+            heading_error = abs(float(wrap_angle(h)))
             best_disp = min(best_disp, float(d[j]))
             if heading_error < HEADING_ERROR_THRESH and d[j] < DISPLACEMENT_ERROR_THRESH:
                 if b in route:
@@ -215,7 +216,7 @@ def starting_lane(scene: Scene, on_route: np.ndarray | None = None) -> int:
         if len(line) < 2:
             continue
         h = _heading(line)[int(np.argmin((line ** 2).sum(-1)))]
-        err = abs(float(np.arctan2(np.sin(h), np.cos(h))))
+        err = abs(float(wrap_angle(h)))
         if err < best_err:
             best, best_err = int(lane), err
     if best >= 0:

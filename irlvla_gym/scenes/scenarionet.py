@@ -75,6 +75,7 @@ from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 
+from irlvla_gym.geometry import arc_length, polyline_length
 from irlvla_gym.scenes.geometry import rotate_vectors, to_local
 from irlvla_gym.scenes.safe_pickle import SCENARIONET_ALLOWLIST, UnsafePickleError, load_pickle
 from irlvla_gym.scenes.scene import (
@@ -499,17 +500,50 @@ def _light_colours(values: Any) -> np.ndarray:
 
 
 def _build_world_map(scn: Mapping, T: int, drivable: Any, source: str) -> _WorldMap:
+    """The scenario's lanes (with successors, neighbours, groups, connector / intersection flags and (T, L) light
+    states), crosswalks, drivable area and intersections in the world frame. ``drivable``: a shapely geometry, or
+    None to build it from the lane and driveway polygons."""
     import shapely
-    from shapely.geometry import Polygon
 
     dataset = str(scn["metadata"].get("dataset", "")).lower()
-    is_nuscenes = "nuscenes" in dataset
     features: Mapping = scn["map_features"]
+    lanes = _read_lanes(features, "nuscenes" in dataset)
+    ids, cls, polys, feats = lanes["ids"], lanes["centerlines"], lanes["polygons"], lanes["features"]
+    L = len(ids)
+    index = {k: i for i, k in enumerate(ids)}
+    succ = _lane_successors(feats, cls, index)
+    left_nb, right_nb = _file_neighbours(feats, index)
+    if L and not any(("left_neighbor" in f) or ("right_neighbor" in f) for f in feats):
+        left_nb, right_nb = _infer_neighbours(cls, succ)
+    group = _neighbour_groups(left_nb, right_nb)
+    is_conn = np.asarray(lanes["connector"], bool)
+    is_inter = _intersection_lanes(is_conn, succ, L)
+    light = _lane_lights(scn.get("dynamic_map_states") or {}, index, T, L)
+    crosswalks, driveways = _crosswalks_and_driveways(features)
+    polygons = np.asarray(polys, dtype=object)
+    if drivable is None:
+        drivable = _closing(list(polys) + driveways)
+    inter_polys = [p for p, m in zip(polys, is_inter) if m]
+    intersections = _closing(inter_polys) if inter_polys else None
+    return _WorldMap(
+        lane_ids=np.asarray(ids, dtype=str) if L else np.zeros(0, "<U1"), centerlines=_pack(cls),
+        lefts=_pack(lanes["lefts"]), rights=_pack(lanes["rights"]), rings=_pack(lanes["rings"]), polygons=polygons,
+        tree=shapely.STRtree(polygons), speed=np.asarray(lanes["speed"], np.float32), is_connector=is_conn,
+        is_intersection=is_inter, group=group, successors=succ, left_nb=left_nb, right_nb=right_nb, light=light,
+        crosswalks=crosswalks, drivable=drivable, intersections=intersections)
+
+
+def _read_lanes(features: Mapping, is_nuscenes: bool) -> dict[str, list]:
+    """The usable LANE* features in file order (centreline of >= 2 distinct points and a valid polygon), as parallel
+    lists: ids (str), centerlines / lefts / rights ((n, 2) float64, world m), polygons (shapely, from the file or
+    the boundaries), rings ((m, 2) open exteriors), speed (m/s, NaN unknown), connector (bool), features (the raw
+    feature mappings)."""
+    from shapely.geometry import Polygon
+
     lane_items = [(str(k), f) for k, f in features.items() if str(f.get("type", "")).startswith("LANE")]
     any_polygon = any("polygon" in f for _, f in lane_items)
-
-    ids, cls, lefts, rights, rings, polys, speed, conn = [], [], [], [], [], [], [], []
-    feats = []
+    out: dict[str, list] = {k: [] for k in ("ids", "centerlines", "lefts", "rights", "rings", "polygons", "speed",
+                                            "connector", "features")}
     for fid, f in lane_items:
         line = _dedup(_as_xy(f["polyline"]))
         if len(line) < 2:
@@ -520,17 +554,7 @@ def _build_world_map(scn: Mapping, T: int, drivable: Any, source: str) -> _World
             ring = _as_xy(f["polygon"])
             if len(ring) >= 3:
                 file_poly = _polygon_exterior(Polygon(ring))
-        if "width" in f and np.asarray(f["width"]).size:
-            w = np.asarray(f["width"], dtype=np.float64).reshape(len(_as_xy(f["polyline"])), -1)
-            w = w[: len(line)] if len(w) >= len(line) else np.resize(w, (len(line), w.shape[1]))
-            wl, wr = _fill(w[:, 0]), _fill(w[:, -1])
-        else:
-            wl = _widths_from_boundaries(line, f.get("left_boundaries"), features)
-            wr = _widths_from_boundaries(line, f.get("right_boundaries"), features)
-            if file_poly is not None and (np.isnan(wl).any() or np.isnan(wr).any()):
-                pl, pr = _widths_from_polygon(line, file_poly)
-                wl, wr = np.where(np.isnan(wl), pl, wl), np.where(np.isnan(wr), pr, wr)
-            wl, wr = _fill(wl), _fill(wr)
+        wl, wr = _lane_half_widths(f, line, features, file_poly)
         left, right = line + wl[:, None] * n, line - wr[:, None] * n
         poly = file_poly if file_poly is not None else _polygon_exterior(
             Polygon(np.concatenate([left, right[::-1]])))
@@ -540,19 +564,35 @@ def _build_world_map(scn: Mapping, T: int, drivable: Any, source: str) -> _World
         sp = _speed_limit(f)
         if is_nuscenes and is_conn:
             sp = float("nan")  # the nuScenes converter writes a placeholder 100 km/h on every lane connector
-        ids.append(fid)
-        cls.append(line)
-        lefts.append(left)
-        rights.append(right)
-        polys.append(poly)
-        rings.append(np.asarray(poly.exterior.coords)[:-1, :2])
-        speed.append(sp)
-        conn.append(is_conn)
-        feats.append(f)
-    L = len(ids)
-    index = {k: i for i, k in enumerate(ids)}
+        for key, value in (("ids", fid), ("centerlines", line), ("lefts", left), ("rights", right),
+                           ("polygons", poly), ("rings", np.asarray(poly.exterior.coords)[:-1, :2]), ("speed", sp),
+                           ("connector", is_conn), ("features", f)):
+            out[key].append(value)
+    return out
 
-    # Successors.
+
+def _lane_half_widths(f: Mapping, line: np.ndarray, features: Mapping, file_poly: Any
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Left and right half widths (n,) (m) at the n vertices of the lane's de-duplicated centreline ``line``: from
+    the feature's ``width`` column, else from its boundary features, else from its polygon ``file_poly``, gaps filled
+    (:func:`_fill`)."""
+    if "width" in f and np.asarray(f["width"]).size:
+        w = np.asarray(f["width"], dtype=np.float64).reshape(len(_as_xy(f["polyline"])), -1)
+        w = w[: len(line)] if len(w) >= len(line) else np.resize(w, (len(line), w.shape[1]))
+        return _fill(w[:, 0]), _fill(w[:, -1])
+    wl = _widths_from_boundaries(line, f.get("left_boundaries"), features)
+    wr = _widths_from_boundaries(line, f.get("right_boundaries"), features)
+    if file_poly is not None and (np.isnan(wl).any() or np.isnan(wr).any()):
+        pl, pr = _widths_from_polygon(line, file_poly)
+        wl, wr = np.where(np.isnan(wl), pl, wl), np.where(np.isnan(wr), pr, wr)
+    return _fill(wl), _fill(wr)
+
+
+def _lane_successors(feats: list, cls: list, index: Mapping[str, int]) -> np.ndarray:
+    """(E, 2) int64 sorted successor edges [from, to] between lanes: from the files' exit / entry lanes when any lane
+    has them, else geometric (a centreline starting within _SUCC_DIST m of another's end, heading within
+    _HEADING_TOL)."""
+    L = len(cls)
     has_graph = any(("exit_lanes" in f) or ("entry_lanes" in f) for f in feats)
     edges: set[tuple[int, int]] = set()
     if has_graph:
@@ -574,9 +614,13 @@ def _build_world_map(scn: Mapping, T: int, drivable: Any, source: str) -> _World
             for b in bs:
                 if b != a and abs(wrap_angle(h_start[b] - h_end[a])) < _HEADING_TOL:
                     edges.add((a, b))
-    succ = np.array(sorted(edges), np.int64).reshape(-1, 2)
+    return np.array(sorted(edges), np.int64).reshape(-1, 2)
 
-    # Neighbours.
+
+def _file_neighbours(feats: list, index: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(L,) int64 left and right neighbour lanes from the files' left_neighbor / right_neighbor entries (the one
+    spanning most of the lane; -1 = none)."""
+    L = len(feats)
     left_nb = -np.ones(L, np.int64)
     right_nb = -np.ones(L, np.int64)
     for i, f in enumerate(feats):
@@ -599,25 +643,27 @@ def _build_world_map(scn: Mapping, T: int, drivable: Any, source: str) -> _World
                 if span > best_len:
                     best, best_len = index[nid[0]], span
             arr[i] = best
+    return left_nb, right_nb
 
-    if L and not any(("left_neighbor" in f) or ("right_neighbor" in f) for f in feats):
-        left_nb, right_nb = _infer_neighbours(cls, succ)
-    group = _neighbour_groups(left_nb, right_nb)
 
-    # Connectors / intersections.
-    is_conn = np.asarray(conn, bool)
+def _intersection_lanes(is_conn: np.ndarray, succ: np.ndarray, L: int) -> np.ndarray:
+    """(L,) bool lanes inside intersections: the connectors when the file marks any (or there is no lane graph),
+    else the lanes entered from a fork or leading into a merge."""
     if is_conn.any() or not len(succ):
-        is_inter = is_conn.copy()
-    else:
-        n_succ = np.bincount(succ[:, 0], minlength=L)
-        n_pred = np.bincount(succ[:, 1], minlength=L)
-        is_inter = np.zeros(L, bool)
-        is_inter[succ[n_succ[succ[:, 0]] >= 2, 1]] = True  # entered from a fork
-        is_inter[succ[n_pred[succ[:, 1]] >= 2, 0]] = True  # leads into a merge
+        return is_conn.copy()
+    n_succ = np.bincount(succ[:, 0], minlength=L)
+    n_pred = np.bincount(succ[:, 1], minlength=L)
+    is_inter = np.zeros(L, bool)
+    is_inter[succ[n_succ[succ[:, 0]] >= 2, 1]] = True  # entered from a fork
+    is_inter[succ[n_pred[succ[:, 1]] >= 2, 0]] = True  # leads into a merge
+    return is_inter
 
-    # Traffic lights.
+
+def _lane_lights(states: Mapping, index: Mapping[str, int], T: int, L: int) -> np.ndarray:
+    """(T, L) int8 light state of each lane at each of the scenario's T steps from its dynamic_map_states (the most
+    restrictive one where several lights control a lane)."""
     light = np.zeros((T, L), np.int8)
-    for key, tl in (scn.get("dynamic_map_states") or {}).items():
+    for key, tl in states.items():
         if not isinstance(tl, Mapping):
             continue
         state = tl.get("state", {})
@@ -641,10 +687,14 @@ def _build_world_map(scn: Mapping, T: int, drivable: Any, source: str) -> _World
             colours = np.resize(colours, T) if len(colours) else np.zeros(T, np.int8)
         for c in cols:
             light[:, c] = np.maximum(light[:, c], colours)
+    return light
 
-    # Crosswalks, drivable area, intersections.
-    crosswalks = []
-    driveways = []
+
+def _crosswalks_and_driveways(features: Mapping) -> tuple[list, list]:
+    """Shapely polygons (world frame) of the CROSSWALK / CROSS_WALK and of the DRIVEWAY map features."""
+    from shapely.geometry import Polygon
+
+    crosswalks, driveways = [], []
     for f in features.values():
         t = str(f.get("type", ""))
         if t in ("CROSSWALK", "CROSS_WALK", "DRIVEWAY"):
@@ -653,18 +703,7 @@ def _build_world_map(scn: Mapping, T: int, drivable: Any, source: str) -> _World
                 p = _polygon_exterior(Polygon(ring))
                 if p is not None:
                     (driveways if t == "DRIVEWAY" else crosswalks).append(p)
-    polygons = np.asarray(polys, dtype=object)
-    if drivable is None:
-        drivable = _closing(list(polys) + driveways)
-    inter_polys = [p for p, m in zip(polys, is_inter) if m]
-    intersections = _closing(inter_polys) if inter_polys else None
-    return _WorldMap(
-        lane_ids=np.asarray(ids, dtype=str) if L else np.zeros(0, "<U1"), centerlines=_pack(cls),
-        lefts=_pack(lefts), rights=_pack(rights), rings=_pack(rings), polygons=polygons, tree=shapely.STRtree(polygons),
-        speed=np.asarray(speed, np.float32), is_connector=is_conn, is_intersection=is_inter, group=group,
-        successors=succ,
-        left_nb=left_nb, right_nb=right_nb, light=light, crosswalks=crosswalks, drivable=drivable,
-        intersections=intersections)
+    return crosswalks, driveways
 
 
 def _infer_neighbours(lines: list, succ: np.ndarray, spacing: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -894,7 +933,7 @@ class _Converter:
         mp, lane_sel = self._map(agent_i, o_xy, o_yaw)
         route = self._route(i0, o_xy, o_yaw, mp, lane_sel)
         path = np.concatenate([np.zeros((1, 2)), future[:, :2]])
-        travel = float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum())
+        travel = polyline_length(path)
         token = f"scenarionet-{self.dataset or 'sd'}-{self.scenario_id}-{int(round((ts[i0] - ts[0]) * 10)):04d}"
         meta = SceneMetadata(token=token, source="scenarionet", log_name=self.scenario_id, map_name=self.map_name,
                              timestamp_us=int(round(ts[i0] * 1e6)), licence=self.licence)
@@ -1009,7 +1048,7 @@ class _Converter:
         xy, yaw = xy[:cut], yaw[:cut]
         if not len(xy):
             return np.zeros(0, np.int64)
-        step = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(xy, axis=0), axis=1))]
+        step = arc_length(xy)
         take = np.r_[0, np.flatnonzero(np.diff(np.floor(step / 1.0)) > 0) + 1]
         xy, yaw = xy[take], yaw[take]
         P = len(xy)

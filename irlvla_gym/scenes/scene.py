@@ -25,6 +25,9 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from irlvla_gym.geometry import wrap_angle  # noqa: F401  (re-exported: angles (rad) -> [-pi, pi))
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Constants
 # --------------------------------------------------------------------------------------------------------------------
@@ -79,11 +82,6 @@ class SceneValidationError(ValueError):
         self.field = field_name
         self.problem = problem
         super().__init__(f"scene {token!r}: field {field_name!r}: {problem}")
-
-
-def wrap_angle(angle: np.ndarray | float) -> np.ndarray:
-    """Wrap angles (rad) to [-pi, pi)."""
-    return (np.asarray(angle) + np.pi) % (2.0 * np.pi) - np.pi
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -672,6 +670,8 @@ def _as(scene: Scene, obj, name: str, dtype, shape: tuple) -> np.ndarray:
 
 
 def _validate_scene(scene: Scene) -> None:
+    """Check every field of ``scene`` (types, dtypes, shapes, finiteness, sane units, index ranges) in a fixed order
+    and cast arrays to their canonical dtypes in place; raise :class:`SceneValidationError` on the first problem."""
     m = scene.metadata
     token = m.token if isinstance(m, SceneMetadata) else "?"
     if not isinstance(m, SceneMetadata) or not m.token:
@@ -679,8 +679,17 @@ def _validate_scene(scene: Scene) -> None:
     for name, typ in (("ego", EgoState), ("agents", Agents), ("map", MapData)):
         if not isinstance(getattr(scene, name), typ):
             raise SceneValidationError(token, name, f"expected {typ.__name__}, got {type(getattr(scene, name))}")
+    _validate_ego(scene, token)
+    _validate_agents(scene, token)
+    num_lanes = _validate_map_geometry(scene, token)
+    _validate_map_lane_attributes(scene, token, num_lanes)
+    _validate_route_command_cameras(scene, token, num_lanes)
 
-    # Ego.
+
+def _validate_ego(scene: Scene, token: str) -> None:
+    """Ego history (4, 3) / velocities / accelerations (4, 2) and future (8, 3) (m, m/s, m/s^2, rad; float64):
+    finite, within the sanity bounds, t0 pose at the origin, yaw wrapped, no implied speed above MAX_SPEED; vehicle
+    dimensions in (0.2, MAX_BOX_SIZE) m."""
     e = scene.ego
     hist = _as(scene, e, "history", FLOAT, (NUM_HISTORY, 3))
     vel = _as(scene, e, "history_velocity", FLOAT, (NUM_HISTORY, 2))
@@ -705,7 +714,11 @@ def _validate_scene(scene: Scene) -> None:
     if not isinstance(v, EgoVehicle) or not all(0.2 < x < MAX_BOX_SIZE for x in dataclasses.astuple(v)):
         raise SceneValidationError(token, "ego.vehicle", f"dimensions must lie in (0.2, {MAX_BOX_SIZE}) m, got {v}")
 
-    # Agents.
+
+def _validate_agents(scene: Scene, token: str) -> None:
+    """Agent boxes (9, N, 8) float64, valid (9, N) bool, category (N,) int8, track ids (N,) str: categories in
+    range; where valid, positions / yaw / sizes / velocities finite and within the sanity bounds and sizes > 0;
+    invalid rows zero-filled (finite)."""
     a = scene.agents
     boxes = _as(scene, a, "boxes", FLOAT, (NUM_TIMES, -1, 8))
     n = boxes.shape[1]
@@ -715,19 +728,23 @@ def _validate_scene(scene: Scene) -> None:
     if tid.shape != (n,) or (n and tid.dtype.kind != "U"):
         raise SceneValidationError(token, "agents.track_id", f"expected ({n},) str array, got {tid.shape} {tid.dtype}")
     object.__setattr__(a, "track_id", tid.astype(str) if n else np.zeros(0, "<U1"))
-    if n:
-        if cat.min() < 0 or cat.max() >= len(AGENT_CATEGORIES):
-            raise SceneValidationError(token, "agents.category", f"must index {AGENT_CATEGORIES}")
-        _check_finite(token, "agents.boxes[..., 0:2] (x, y)", boxes[..., :2], MAX_COORD, where=valid[..., None])
-        _check_finite(token, "agents.boxes[..., 2] (yaw)", boxes[..., 2], np.pi + 1e-6, where=valid)
-        _check_finite(token, "agents.boxes[..., 3:6] (size)", boxes[..., 3:6], MAX_BOX_SIZE, where=valid[..., None])
-        _check_finite(token, "agents.boxes[..., 6:8] (velocity)", boxes[..., 6:8], MAX_SPEED, where=valid[..., None])
-        if np.any(boxes[..., 3:5][valid] <= 0):
-            raise SceneValidationError(token, "agents.boxes[..., 3:5] (length, width)", "must be > 0 where valid")
-        if not np.all(np.isfinite(boxes)):
-            raise SceneValidationError(token, "agents.boxes", "invalid rows must be zero-filled, not NaN")
+    if not n:
+        return
+    if cat.min() < 0 or cat.max() >= len(AGENT_CATEGORIES):
+        raise SceneValidationError(token, "agents.category", f"must index {AGENT_CATEGORIES}")
+    _check_finite(token, "agents.boxes[..., 0:2] (x, y)", boxes[..., :2], MAX_COORD, where=valid[..., None])
+    _check_finite(token, "agents.boxes[..., 2] (yaw)", boxes[..., 2], np.pi + 1e-6, where=valid)
+    _check_finite(token, "agents.boxes[..., 3:6] (size)", boxes[..., 3:6], MAX_BOX_SIZE, where=valid[..., None])
+    _check_finite(token, "agents.boxes[..., 6:8] (velocity)", boxes[..., 6:8], MAX_SPEED, where=valid[..., None])
+    if np.any(boxes[..., 3:5][valid] <= 0):
+        raise SceneValidationError(token, "agents.boxes[..., 3:5] (length, width)", "must be > 0 where valid")
+    if not np.all(np.isfinite(boxes)):
+        raise SceneValidationError(token, "agents.boxes", "invalid rows must be zero-filled, not NaN")
 
-    # Map.
+
+def _validate_map_geometry(scene: Scene, token: str) -> int:
+    """Map lane ids (L,) str, lane polylines (Ragged, L entries of >= 2 points) and polygon sets (float32 points,
+    int64 offsets; L lane polygons, a non-empty drivable area). Returns the number of lanes L."""
     mp = scene.map
     lane_ids = np.asarray(mp.lane_ids)
     L = len(lane_ids)
@@ -756,6 +773,14 @@ def _validate_scene(scene: Scene) -> None:
         raise SceneValidationError(token, "map.lane_polygons", f"has {mp.lane_polygons.count} polygons, expected {L}")
     if mp.drivable_area.count == 0:
         raise SceneValidationError(token, "map.drivable_area", "the map has no drivable area (empty map?)")
+    return L
+
+
+def _validate_map_lane_attributes(scene: Scene, token: str, L: int) -> None:
+    """Per-lane attributes of the L lanes: speed limits (L,) float32 in (0, MAX_SPEED] m/s or NaN, connector /
+    intersection flags (L,) bool, groups (L,) int64 >= -1, successor edges (E, 2) and neighbours (L,) int64 indexing
+    the lanes (-1 = none), light states (9, L) int8 indexing LIGHT_STATES."""
+    mp = scene.map
     speed = _as(scene, mp, "lane_speed_limits", MAP_FLOAT, (L,))
     if np.any(speed[np.isfinite(speed)] <= 0) or np.any(speed[np.isfinite(speed)] > MAX_SPEED):
         raise SceneValidationError(token, "map.lane_speed_limits", f"must lie in (0, {MAX_SPEED}] m/s or be NaN")
@@ -777,7 +802,10 @@ def _validate_scene(scene: Scene) -> None:
     if light.size and (light.min() < 0 or light.max() >= len(LIGHT_STATES)):
         raise SceneValidationError(token, "map.lane_light_state", f"must index {LIGHT_STATES}")
 
-    # Route, command, cameras.
+
+def _validate_route_command_cameras(scene: Scene, token: str, L: int) -> None:
+    """Route lanes (R,) int64 indexing the L lanes, the command an int index into COMMANDS, cameras a dict of channel
+    name -> path strings."""
     route = _as(scene, scene, "route_lanes", np.int64, (-1,))
     if route.size and (route.min() < 0 or route.max() >= L):
         raise SceneValidationError(token, "route_lanes", f"indices must lie in [0, {L})")

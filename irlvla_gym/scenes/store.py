@@ -266,11 +266,43 @@ def build_store(
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     out = Path(out_dir)
+    _claim_out_dir(out, {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "split": split, "source": source,
+                         "shard_size": shard_size})
+    writer = _ShardWriter(out / SHARDS_DIR, shard_size, start_item)
+    if start_item:
+        writer.reuse_leading_shards(resume_point(out, shard_size=shard_size), out)
+    reused_at_start = len(writer.shard_metas)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=start_item, unit="item", desc=f"build {out.name}", dynamic_ncols=True)
+    try:
+        for item in items:
+            if bar is not None:
+                bar.update(1)
+            writer.add(item)
+        writer.flush_partial()
+    finally:
+        if bar is not None:
+            bar.close()
+
+    writer.remove_other_shards()
+    tokens = _write_manifest(out, writer, split=split, source=source, shard_size=shard_size)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return BuildReport(out, int(len(tokens)), writer.all_skipped, writer.shards_written,
+                       writer.shards_reused + reused_at_start, writer.items_consumed, time.perf_counter() - t_start,
+                       size)
+
+
+def _claim_out_dir(out: Path, params: dict[str, Any]) -> None:
+    """Make ``out`` a store directory under construction with build parameters ``params``: created if needed,
+    refused if it is a file, a non-empty non-store directory or a store built with other parameters; its manifest
+    is removed (the directory no longer claims to be a complete store) and ``build.json`` written."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    params = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "split": split, "source": source,
-              "shard_size": shard_size}
     params_path = out / BUILD_PARAMS
     if params_path.exists():
         try:
@@ -284,97 +316,104 @@ def build_store(
         raise ValueError(f"{out} is not empty and is not a scene store; choose an empty or new output directory")
     (out / MANIFEST).unlink(missing_ok=True)  # from here on the directory does not claim to be a complete store
     _write_json(params_path, params)
-    shards_root = out / SHARDS_DIR
-    shards_root.mkdir(exist_ok=True)
+    (out / SHARDS_DIR).mkdir(exist_ok=True)
 
-    shard_metas: list[dict[str, Any]] = []
-    all_skipped: list[SkippedItem] = []
-    seen_tokens: dict[str, int] = {}
-    if start_item:
-        point = resume_point(out, shard_size=shard_size)
+
+class _ShardWriter:
+    """The state of one :func:`build_store` run: scenes are buffered and written ``shard_size`` at a time into
+    ``shards_root/<k>`` (or a complete shard with the same scenes, left by an interrupted run, is reused)."""
+
+    def __init__(self, shards_root: Path, shard_size: int, start_item: int):
+        self.shards_root = shards_root
+        self.shard_size = shard_size
+        self.shard_metas: list[dict[str, Any]] = []  # shard.json contents of the shards so far
+        self.all_skipped: list[SkippedItem] = []
+        self.seen_tokens: dict[str, int] = {}  # token -> scene index in the store
+        self.field_dtypes: dict[str, str] | None = None  # field name -> manifest dtype string
+        self.buffer: list[dict[str, np.ndarray]] = []  # Scene.to_arrays() of the scenes of the next shard
+        self.buffer_tokens: list[str] = []
+        self.pending_skipped: list[SkippedItem] = []  # skipped since the last shard ended
+        self.shards_written = self.shards_reused = 0
+        self.items_consumed = start_item
+
+    def reuse_leading_shards(self, point: "ResumePoint", out: Path) -> None:
+        """Take over the complete shards covering the first ``items_consumed`` (= ``start_item``) input items."""
+        start_item = self.items_consumed
         if start_item > point.items or start_item not in point.item_boundaries:
             raise ValueError(f"start_item={start_item} is not the end of a complete shard in {out} "
                              f"(complete shards end at items {point.item_boundaries[-5:]})")
         for k in range(point.item_boundaries.index(start_item)):
-            meta = _read_shard_meta(shards_root / _shard_name(k))
+            meta = _read_shard_meta(self.shards_root / _shard_name(k))
             assert meta is not None
-            shard_metas.append(meta)
-            all_skipped.extend(SkippedItem(**s) for s in meta["skipped"])
+            self.shard_metas.append(meta)
+            self.all_skipped.extend(SkippedItem(**s) for s in meta["skipped"])
             for tok in meta["tokens"]:
-                seen_tokens[tok] = len(seen_tokens)
+                self.seen_tokens[tok] = len(self.seen_tokens)
+        if self.shard_metas:  # dtypes from the reused shards' first field file headers
+            self.field_dtypes = _dtypes_of_shard(self.shards_root / _shard_name(0), self.shard_metas[0])
 
-    field_dtypes: dict[str, str] | None = None
-    for meta in shard_metas:  # dtypes from the reused shards' first field file headers
-        field_dtypes = _dtypes_of_shard(shards_root / _shard_name(0), meta)
-        break
-    buffer: list[dict[str, np.ndarray]] = []
-    buffer_tokens: list[str] = []
-    pending_skipped: list[SkippedItem] = []
-    shards_written = shards_reused = 0
-    reused_at_start = len(shard_metas)
-    items_consumed = start_item
+    def add(self, item: Scene | SkippedItem) -> None:
+        """Consume one input item: record a skip (or a duplicate token), or buffer a scene (and write a full
+        shard)."""
+        self.items_consumed += 1
+        if isinstance(item, SkippedItem):
+            self.pending_skipped.append(item)
+            self.all_skipped.append(item)
+            return
+        if not isinstance(item, Scene):
+            raise TypeError(f"build_store expects Scene or SkippedItem items, got {type(item).__name__}")
+        token = item.metadata.token
+        if token in self.seen_tokens:
+            skip = SkippedItem(f"scene {token}", f"duplicate token (first stored as scene {self.seen_tokens[token]})")
+            self.pending_skipped.append(skip)
+            self.all_skipped.append(skip)
+            return
+        self.seen_tokens[token] = len(self.seen_tokens)
+        self.buffer.append(item.to_arrays())
+        self.buffer_tokens.append(token)
+        if len(self.buffer) == self.shard_size:
+            self.flush()
 
-    def flush() -> None:
-        nonlocal shards_written, shards_reused, field_dtypes
-        k = len(shard_metas)
-        shard_dir = shards_root / _shard_name(k)
+    def flush_partial(self) -> None:
+        """Write the last, partly filled shard (if any scenes are buffered)."""
+        if self.buffer:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered scenes as the next shard, or reuse that shard if a complete one on disk holds the same
+        tokens and ends at the same input item."""
+        k = len(self.shard_metas)
+        shard_dir = self.shards_root / _shard_name(k)
         old = _read_shard_meta(shard_dir)
-        if old is not None and old["tokens"] == buffer_tokens and old.get("items_end") == items_consumed:
+        if old is not None and old["tokens"] == self.buffer_tokens and old.get("items_end") == self.items_consumed:
             meta = old  # complete from an interrupted earlier run, same scenes: keep it
-            shards_reused += 1
-            if field_dtypes is None:
-                field_dtypes = _dtypes_of_shard(shard_dir, meta)
+            self.shards_reused += 1
+            if self.field_dtypes is None:
+                self.field_dtypes = _dtypes_of_shard(shard_dir, meta)
         else:
-            if field_dtypes is None:
-                field_dtypes = {k_: _dtype_str(v.dtype) for k_, v in buffer[0].items()}
-            meta = _write_shard(shard_dir, buffer, list(buffer_tokens), field_dtypes, pending_skipped,
-                                items_consumed)
-            shards_written += 1
-        shard_metas.append(meta)
-        buffer.clear()
-        buffer_tokens.clear()
-        pending_skipped.clear()
+            if self.field_dtypes is None:
+                self.field_dtypes = {k_: _dtype_str(v.dtype) for k_, v in self.buffer[0].items()}
+            meta = _write_shard(shard_dir, self.buffer, list(self.buffer_tokens), self.field_dtypes,
+                                self.pending_skipped, self.items_consumed)
+            self.shards_written += 1
+        self.shard_metas.append(meta)
+        self.buffer.clear()
+        self.buffer_tokens.clear()
+        self.pending_skipped.clear()
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    def remove_other_shards(self) -> None:
+        """Remove shards left over from an earlier, longer build: they are not part of this store."""
+        keep = {_shard_name(k) for k in range(len(self.shard_metas))}
+        for child in self.shards_root.iterdir():
+            if child.name not in keep:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
 
-        bar = tqdm(total=total, initial=start_item, unit="item", desc=f"build {out.name}", dynamic_ncols=True)
-    try:
-        for item in items:
-            items_consumed += 1
-            if bar is not None:
-                bar.update(1)
-            if isinstance(item, SkippedItem):
-                pending_skipped.append(item)
-                all_skipped.append(item)
-                continue
-            if not isinstance(item, Scene):
-                raise TypeError(f"build_store expects Scene or SkippedItem items, got {type(item).__name__}")
-            token = item.metadata.token
-            if token in seen_tokens:
-                skip = SkippedItem(f"scene {token}", f"duplicate token (first stored as scene {seen_tokens[token]})")
-                pending_skipped.append(skip)
-                all_skipped.append(skip)
-                continue
-            seen_tokens[token] = len(seen_tokens)
-            buffer.append(item.to_arrays())
-            buffer_tokens.append(token)
-            if len(buffer) == shard_size:
-                flush()
-        if buffer:
-            flush()
-    finally:
-        if bar is not None:
-            bar.close()
 
-    # Remove shards left over from an earlier, longer build: they are not part of this store.
-    keep = {_shard_name(k) for k in range(len(shard_metas))}
-    for child in shards_root.iterdir():
-        if child.name not in keep:
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-
-    tokens = np.array([t for m in shard_metas for t in m["tokens"]]) if seen_tokens else np.zeros(0, "<U1")
+def _write_manifest(out: Path, writer: _ShardWriter, *, split: str, source: str, shard_size: int) -> np.ndarray:
+    """Write ``tokens.npy`` and then (last of all) ``manifest.json`` for the shards of ``writer``; returns the (N,)
+    tokens in store order."""
+    metas = writer.shard_metas
+    tokens = np.array([t for m in metas for t in m["tokens"]]) if writer.seen_tokens else np.zeros(0, "<U1")
     tokens_info = _save_npy(out / TOKENS_FILE, tokens)
     manifest = {
         "format": FORMAT_NAME,
@@ -384,18 +423,16 @@ def build_store(
         "source": source,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "shard_size": shard_size,
-        "items_consumed": items_consumed,
-        "fields": dict(field_dtypes or {}),
+        "items_consumed": writer.items_consumed,
+        "fields": dict(writer.field_dtypes or {}),
         "tokens": {"file": TOKENS_FILE, **tokens_info},
         "shards": [{"dir": f"{SHARDS_DIR}/{_shard_name(k)}", "count": m["count"], "fields": m["fields"],
-                    "files": m["files"]} for k, m in enumerate(shard_metas)],
-        "num_skipped": len(all_skipped),
-        "skipped": [{"item": s.item, "error": s.error} for s in all_skipped],
+                    "files": m["files"]} for k, m in enumerate(metas)],
+        "num_skipped": len(writer.all_skipped),
+        "skipped": [{"item": s.item, "error": s.error} for s in writer.all_skipped],
     }
     _write_json(out / MANIFEST, manifest)
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return BuildReport(out, int(len(tokens)), all_skipped, shards_written, shards_reused + reused_at_start,
-                       items_consumed, time.perf_counter() - t_start, size)
+    return tokens
 
 
 def _dtypes_of_shard(shard_dir: Path, meta: dict[str, Any]) -> dict[str, str]:

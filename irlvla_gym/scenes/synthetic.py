@@ -35,6 +35,7 @@ from typing import Iterator
 
 import numpy as np
 
+from irlvla_gym.geometry import arc_length, polyline_length
 from irlvla_gym.scenes.geometry import to_local
 from irlvla_gym.scenes.scene import (
     BARRIER, BICYCLE, DT, LIGHT_GREEN, LIGHT_NONE, LIGHT_RED, LIGHT_YELLOW, MAP_FLOAT, NUM_FUTURE, NUM_HISTORY,
@@ -256,27 +257,10 @@ def _bezier5(p0, h0: float, p1, h1: float, spacing: float = 1.5) -> np.ndarray:
     return basis @ ctrl
 
 
-def _polyline_length(line: np.ndarray) -> float:
-    return float(np.linalg.norm(np.diff(line, axis=0), axis=1).sum())
-
-
 def _quintic(u: np.ndarray) -> np.ndarray:
     """Smooth step 0 -> 1 on u in [0, 1] with zero 1st and 2nd derivatives at both ends."""
     u = np.clip(u, 0.0, 1.0)
     return u ** 3 * (10 - 15 * u + 6 * u * u)
-
-
-def _box_corners(box: np.ndarray) -> np.ndarray:
-    """(..., 4, 2) corners of boxes (..., 5) [cx, cy, yaw, length, width]."""
-    c, s = np.cos(box[..., 2]), np.sin(box[..., 2])
-    hl, hw = box[..., 3] / 2, box[..., 4] / 2
-    sx = np.array([1, 1, -1, -1])
-    sy = np.array([1, -1, -1, 1])
-    dx = sx * hl[..., None]
-    dy = sy * hw[..., None]
-    x = box[..., 0, None] + dx * c[..., None] - dy * s[..., None]
-    y = box[..., 1, None] + dx * s[..., None] + dy * c[..., None]
-    return np.stack([x, y], axis=-1)
 
 
 def _boxes_overlap(a: np.ndarray, b: np.ndarray, margin: float = 0.0) -> np.ndarray:
@@ -370,7 +354,7 @@ class _World:
         return len(self.centre)
 
     def lane_length(self, lane: int) -> float:
-        return _polyline_length(self.centre[lane])
+        return polyline_length(self.centre[lane])
 
     def successors_of(self, lane: int) -> list[int]:
         return [b for a, b in self.successors if a == lane]
@@ -438,8 +422,8 @@ class _Layout:
 def _parked_cars(rng: np.random.Generator, world: _World, x_range: tuple[float, float]) -> None:
     """Park cars along the world's parking shoulders (only where the shoulder's x lies in x_range, m)."""
     for line, width in world.parking_edges:
-        length = _polyline_length(line)
-        cum = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(line, axis=0), axis=1))]
+        length = polyline_length(line)
+        cum = arc_length(line)
         s = rng.uniform(0, 8)
         while s < length - 5:
             car_len = rng.uniform(4.3, 5.1)
@@ -590,7 +574,7 @@ def _layout_merge(rng: np.random.Generator, cfg: SyntheticConfig) -> _Layout:
     w.surfaces.append(np.concatenate([ramp_line + nrm * (width / 2), (ramp_line - nrm * (width / 2 + 0.3))[::-1]]))
     if ego_on_ramp:
         lanes = [ramp, f2[-1]]
-        station = _polyline_length(ramp_line) - to_merge
+        station = polyline_length(ramp_line) - to_merge
         # Ego lane centre is not y = 0 here; the export uses the ego's actual pose, so nothing depends on it.
     else:
         lanes = [f1[ego_k], f2[ego_k]]
@@ -955,7 +939,7 @@ def _path_geometry(world: _World, lay: _Layout, cfg: SyntheticConfig, lane_len: 
     line = concat_polylines([world.centre[l] for l in geometry])
     d = line[-1] - line[-2]
     line = np.concatenate([line, line[-1:] + _PATH_EXTENSION * d / np.linalg.norm(d)])
-    cum = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(line, axis=0), axis=1))]
+    cum = arc_length(line)
     num = int(np.ceil(cum[-1] / _PATH_DS)) + 1
     st = np.linspace(0.0, cum[-1], num)
     ds = cum[-1] / (num - 1)
@@ -1254,7 +1238,7 @@ def _crop_lanes(centre: list[np.ndarray], left: list[np.ndarray], right: list[np
             j = np.minimum(params.astype(np.int64), len(line) - 2)
             r = (params - j)[:, None]
             lines.append(line[j] * (1 - r) + line[j + 1] * r)
-        if _polyline_length(lines[0]) < 1.0:
+        if polyline_length(lines[0]) < 1.0:
             continue
         keep[i] = True
         out_c.append(lines[0]), out_l.append(lines[1]), out_r.append(lines[2])
@@ -1384,8 +1368,21 @@ def _finish(rng: np.random.Generator, cfg: SyntheticConfig, lay: _Layout, token:
 def _export(lay: _Layout, cfg: SyntheticConfig, veh: _Vehicles, paths: _Paths, sim: _SimResult, boxes: np.ndarray,
             peds: _Pedestrians, keep_ped: np.ndarray, statics: list[_Static], keep_static: np.ndarray,
             lights: "_Lights", sim_t: np.ndarray, i0: int, token: str, split: str, seed: int) -> Scene:
-    w = lay.world
-    # ---- ego ----
+    """The scene seen from the ego (path 0) at simulation step ``i0``: world frame -> ego t0 frame, samples every
+    0.5 s, map cropped to a disc around the ego."""
+    ego, origin, yaw0 = _export_ego(paths, sim, i0)
+    out_idx = i0 + _STEPS_PER_SAMPLE * np.arange(NUM_TIMES)  # simulation steps of the 9 scene times
+    agents = _export_agents(cfg, veh, sim, boxes, peds, keep_ped, statics, keep_static, out_idx, origin, yaw0)
+    mp, remap = _export_map(lay.world, cfg, lights, out_idx, origin, yaw0)
+    route, command = _export_route(paths, sim, veh, i0, remap, mp.lane_centerlines, ego.future)
+    meta = SceneMetadata(token=token, source="synthetic", log_name=f"synthetic/{lay.name}/{seed}",
+                         map_name="synthetic", timestamp_us=int(seed) * 1_000_000, licence=LICENCE, split=split)
+    return Scene(meta, ego, agents, mp, route, command)
+
+
+def _export_ego(paths: _Paths, sim: _SimResult, i0: int) -> tuple[EgoState, np.ndarray, float]:
+    """The ego state at simulation step ``i0`` in its own frame, and that frame: origin (2,) (world, m) and yaw0
+    (rad)."""
     ego_s = sim.s[:, 0]
     ego_xy, ego_h = paths.sample(np.zeros(len(ego_s), np.int64), ego_s)
     origin, yaw0 = ego_xy[i0], float(ego_h[i0])
@@ -1399,10 +1396,15 @@ def _export(lay: _Layout, cfg: SyntheticConfig, veh: _Vehicles, paths: _Paths, s
     v = sim.v[:, 0]
     hist_vel = np.stack([v[hist_idx], np.zeros(NUM_HISTORY)], axis=1)
     hist_acc = np.stack([sim.a[hist_idx, 0], v[hist_idx] * yaw_rate[hist_idx]], axis=1)
-    ego = EgoState(history, hist_vel, hist_acc, future, PACIFICA)
+    return EgoState(history, hist_vel, hist_acc, future, PACIFICA), origin, yaw0
 
-    # ---- agents: simulated vehicles, pedestrians, static objects ----
-    out_idx = i0 + _STEPS_PER_SAMPLE * np.arange(NUM_TIMES)
+
+def _export_agents(cfg: SyntheticConfig, veh: _Vehicles, sim: _SimResult, boxes: np.ndarray, peds: _Pedestrians,
+                   keep_ped: np.ndarray, statics: list[_Static], keep_static: np.ndarray, out_idx: np.ndarray,
+                   origin: np.ndarray, yaw0: float) -> Agents:
+    """Simulated vehicles (``boxes`` (steps, 1 + Nv, 5), index 0 the ego), kept pedestrians and static objects at the
+    (9,) simulation steps ``out_idx``, in the ego frame at (``origin``, ``yaw0``); valid inside the map range, agents
+    never seen dropped, and the later of two agents overlapping at t0 dropped."""
     T = NUM_TIMES
     veh_b = boxes[out_idx, 1:]  # (T, Nv, 5)
     veh_v = sim.v[out_idx, 1:]
@@ -1454,17 +1456,12 @@ def _export(lay: _Layout, cfg: SyntheticConfig, veh: _Vehicles, paths: _Paths, s
             keep = ~drop
             agent_boxes, valid, category, track_id = agent_boxes[:, keep], valid[:, keep], category[keep], \
                 track_id[keep]
-    agents = Agents(agent_boxes, valid, category, track_id.astype(str) if len(track_id) else np.zeros(0, "<U1"))
+    return Agents(agent_boxes, valid, category, track_id.astype(str) if len(track_id) else np.zeros(0, "<U1"))
 
-    # ---- map (cropped to a disc around the ego) ----
-    radius = cfg.map_range * _MAP_CROP_FACTOR
 
-    def to_ego(lines: list[np.ndarray]) -> list[np.ndarray]:
-        r = Ragged.from_list(lines)
-        pts = to_local(r.points.astype(float), origin, yaw0)
-        return np.split(pts, r.offsets[1:-1])
-
-    keep, centre_l, left_l, right_l = _crop_lanes(to_ego(w.centre), to_ego(w.left), to_ego(w.right), radius)
+def _lane_remapper(keep: np.ndarray):
+    """For a (L,) mask of kept lanes: a function mapping old lane indices (any shape, -1 = none) to indices into the
+    kept lanes (-1 where dropped or none)."""
     new_index = np.cumsum(keep) - 1  # old lane index -> new (valid where keep)
 
     def remap(idx: np.ndarray) -> np.ndarray:
@@ -1474,26 +1471,32 @@ def _export(lay: _Layout, cfg: SyntheticConfig, veh: _Vehicles, paths: _Paths, s
         out[ok] = np.where(keep[idx[ok]], new_index[idx[ok]], -1)
         return out
 
+    return remap
+
+
+def _export_map(w: _World, cfg: SyntheticConfig, lights: "_Lights", out_idx: np.ndarray, origin: np.ndarray,
+                yaw0: float):
+    """The world's map in the ego frame at (``origin``, ``yaw0``), cropped to a disc around the ego, with the light
+    states at the (9,) simulation steps ``out_idx``. Returns the :class:`MapData` and the world lane index -> map lane
+    index function (:func:`_lane_remapper`)."""
+    radius = cfg.map_range * _MAP_CROP_FACTOR
+
+    def to_ego(lines: list[np.ndarray]) -> list[np.ndarray]:
+        r = Ragged.from_list(lines)
+        pts = to_local(r.points.astype(float), origin, yaw0)
+        return np.split(pts, r.offsets[1:-1])
+
+    keep, centre_l, left_l, right_l = _crop_lanes(to_ego(w.centre), to_ego(w.left), to_ego(w.right), radius)
+    remap = _lane_remapper(keep)
     edges = remap(np.asarray(w.successors, np.int64).reshape(-1, 2))
     edges = edges[(edges >= 0).all(axis=1)]
-    centre = Ragged.from_list(centre_l)
-    left = Ragged.from_list(left_l)
-    right = Ragged.from_list(right_l)
     lane_polys = PolygonSet.from_exteriors([np.concatenate([lb, rb[::-1]]) for lb, rb in zip(left_l, right_l)])
-    from shapely import unary_union
-    from shapely.geometry import Point, Polygon
-
-    surfaces = [Polygon(to_local(p, origin, yaw0)) for p in w.surfaces]
-    drivable = unary_union([p if p.is_valid else p.buffer(0) for p in surfaces])
-    drivable = drivable.intersection(Point(0.0, 0.0).buffer(radius, quad_segs=16))
-    near = lambda poly: bool(np.min(np.linalg.norm(poly, axis=1)) < radius)  # noqa: E731
-    inters = [q for q in (to_local(p, origin, yaw0) for p in w.intersections) if near(q)]
-    walks = [q for q in (to_local(c.polygon, origin, yaw0) for c in w.crosswalks) if near(q)]
+    drivable, inters, walks = _export_areas(w, origin, yaw0, radius)
     mp = MapData(
         lane_ids=np.array([f"lane{i:03d}" for i in np.flatnonzero(keep)]),
-        lane_centerlines=centre,
-        lane_left_boundaries=left,
-        lane_right_boundaries=right,
+        lane_centerlines=Ragged.from_list(centre_l),
+        lane_left_boundaries=Ragged.from_list(left_l),
+        lane_right_boundaries=Ragged.from_list(right_l),
         lane_polygons=lane_polys,
         lane_speed_limits=np.asarray(w.speed, MAP_FLOAT)[keep],
         lane_is_connector=np.asarray(w.connector, bool)[keep],
@@ -1507,7 +1510,28 @@ def _export(lay: _Layout, cfg: SyntheticConfig, veh: _Vehicles, paths: _Paths, s
         intersections=PolygonSet.from_exteriors(inters),
         crosswalks=PolygonSet.from_exteriors(walks),
     )
-    # ---- route and command ----
+    return mp, remap
+
+
+def _export_areas(w: _World, origin: np.ndarray, yaw0: float, radius: float):
+    """Drivable area (a shapely geometry: the union of the road surfaces within ``radius`` m of the ego), and the
+    intersection and crosswalk exteriors ((n, 2) arrays) with a vertex within ``radius``, all in the ego frame."""
+    from shapely import unary_union
+    from shapely.geometry import Point, Polygon
+
+    surfaces = [Polygon(to_local(p, origin, yaw0)) for p in w.surfaces]
+    drivable = unary_union([p if p.is_valid else p.buffer(0) for p in surfaces])
+    drivable = drivable.intersection(Point(0.0, 0.0).buffer(radius, quad_segs=16))
+    near = lambda poly: bool(np.min(np.linalg.norm(poly, axis=1)) < radius)  # noqa: E731
+    inters = [q for q in (to_local(p, origin, yaw0) for p in w.intersections) if near(q)]
+    walks = [q for q in (to_local(c.polygon, origin, yaw0) for c in w.crosswalks) if near(q)]
+    return drivable, inters, walks
+
+
+def _export_route(paths: _Paths, sim: _SimResult, veh: _Vehicles, i0: int, remap, centre: Ragged,
+                  future: np.ndarray) -> tuple[np.ndarray, int]:
+    """Route lanes (map indices (R,), from the ego's lane at step ``i0`` along its lane chain until the map ends) and
+    the command from the route centreline over the distance of the (8, 3) expert ``future`` (at least 10 m)."""
     lane_t0, _ = _lanes_of(paths, sim.s[i0, :1])
     chain = veh.lanes[0]
     cur = int(lane_t0[0])
@@ -1515,11 +1539,8 @@ def _export(lay: _Layout, cfg: SyntheticConfig, veh: _Vehicles, paths: _Paths, s
     route = remap(np.asarray(chain[start:], np.int64))
     route = route[: np.argmax(route < 0)] if np.any(route < 0) else route  # the route ends where the map does
     route_line = concat_polylines([centre[int(i)] for i in route])
-    travelled = float(np.sum(np.linalg.norm(np.diff(np.r_[[[0.0, 0.0]], future[:, :2]], axis=0), axis=1)))
-    command = route_command(route_line, max(travelled, 10.0))
-    meta = SceneMetadata(token=token, source="synthetic", log_name=f"synthetic/{lay.name}/{seed}",
-                         map_name="synthetic", timestamp_us=int(seed) * 1_000_000, licence=LICENCE, split=split)
-    return Scene(meta, ego, agents, mp, route, command)
+    travelled = polyline_length(np.r_[[[0.0, 0.0]], future[:, :2]])
+    return route, route_command(route_line, max(travelled, 10.0))
 
 
 def iter_scenes(split: str = "synthetic-train", num: int | None = None,

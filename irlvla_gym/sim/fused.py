@@ -33,6 +33,7 @@ from typing import Callable
 
 import numpy as np
 
+from irlvla_gym.geometry import wrap_angle
 from irlvla_gym.sim.config import SimConfig
 from irlvla_gym.sim.state import StateIndex
 
@@ -235,10 +236,6 @@ def run_python(start: np.ndarray, tables: StepTables, config: SimConfig) -> np.n
     return out
 
 
-def _wrap(a: np.ndarray) -> np.ndarray:
-    return (a + _PI) % _TWO_PI - _PI
-
-
 def run_numpy(start: np.ndarray, tables: StepTables, config: SimConfig) -> np.ndarray:
     """Simulate with numpy arrays over K (same arithmetic as :func:`run_python`). start (K, 11) -> (K, S + 1, 11)."""
     c = constants(config)
@@ -247,7 +244,7 @@ def run_numpy(start: np.ndarray, tables: StepTables, config: SimConfig) -> np.nd
     # Column-major histories (column, step, plan), written row by row and transposed once at the end.
     hist = np.zeros((StateIndex.SIZE, S + 1, K))
     hist[:, 0] = start.T
-    hist[StateIndex.HEADING, 0] = _wrap(start[:, StateIndex.HEADING])
+    hist[StateIndex.HEADING, 0] = wrap_angle(start[:, StateIndex.HEADING])
     X, Y, HD, V, A, ST, RT, YR, YA = (hist[j] for j in (
         StateIndex.X, StateIndex.Y, StateIndex.HEADING, StateIndex.VELOCITY_X, StateIndex.ACCELERATION_X,
         StateIndex.STEERING_ANGLE, StateIndex.STEERING_RATE, StateIndex.ANGULAR_VELOCITY,
@@ -259,7 +256,7 @@ def run_numpy(start: np.ndarray, tables: StepTables, config: SimConfig) -> np.nd
     x, y, h, v, acc, steer, yaw_rate = X[0], Y[0], HD[0], V[0], A[0], ST[0], YR[0]
     for i in range(S):
         lateral = (y - ry[i]) * rc[i] - (x - rx[i]) * rs[i]
-        heading = _wrap(h - rh[i])
+        heading = wrap_angle(h - rh[i])
         vref = rv[i]
         accel = -(c.k_lon * (v - vref)) / c.d_lon
         alpha = dt * accel
@@ -272,8 +269,8 @@ def run_numpy(start: np.ndarray, tables: StepTables, config: SimConfig) -> np.nd
         g1 = g1v[i] * v + g1a[i] * alpha
         g0 = g0vv[i] * vv + g0va[i] * va + g0aa[i] * aa
         e0 = lateral + a01 * heading + a02 * steer + g0
-        e1 = _wrap(heading + a12 * steer + g1)
-        e2 = _wrap(steer)
+        e1 = wrap_angle(heading + a12 * steer + g1)
+        e2 = wrap_angle(steer)
         numerator = c.q0 * b0 * e0 + c.q1 * b1 * e1 + c.q2 * c.b2 * e2
         denominator = c.q0 * b0 * b0 + c.q1 * b1 * b1 + c.q2 * c.b2 * c.b2 + c.den_r
         rate = -numerator / denominator
@@ -288,7 +285,7 @@ def run_numpy(start: np.ndarray, tables: StepTables, config: SimConfig) -> np.nd
         dv = dt * v
         np.add(x, dv * np.cos(h), out=X[i + 1])
         np.add(y, dv * np.sin(h), out=Y[i + 1])
-        HD[i + 1] = _wrap(h + dv * np.tan(steer) / L)
+        HD[i + 1] = wrap_angle(h + dv * np.tan(steer) / L)
         np.add(v, dt * applied_accel, out=V[i + 1])
         A[i + 1] = applied_accel
         np.minimum(np.maximum(steer + dt * applied_rate, -c.max_steer), c.max_steer, out=ST[i + 1])

@@ -8,25 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from irlvla_gym.geometry import oriented_box_corners
 from irlvla_gym.scenes.scene import PACIFICA, EgoVehicle
 from irlvla_gym.sim.state import StateIndex
-
-# Corner sign pattern in the box frame, [FL, FR, RR, RL]: (+1 = front / left, -1 = rear / right).
-_CORNER_LONGITUDINAL = np.array([1.0, 1.0, -1.0, -1.0])
-_CORNER_LATERAL = np.array([1.0, -1.0, -1.0, 1.0])
-
-
-def _box_corners(x: np.ndarray, y: np.ndarray, yaw: np.ndarray, front: np.ndarray, rear: np.ndarray,
-                 half_width: np.ndarray) -> np.ndarray:
-    """Corners (..., 4, 2) of boxes whose reference point (x, y) lies ``front`` m behind the front face and ``rear`` m
-    ahead of the rear face, with heading ``yaw``; all inputs broadcast to the batch shape (...)."""
-    x, y, yaw, front, rear, half_width = (np.asarray(v, dtype=np.float64)[..., None]
-                                          for v in (x, y, yaw, front, rear, half_width))
-    lon = np.where(_CORNER_LONGITUDINAL > 0, front, -rear)  # (..., 4)
-    lat = _CORNER_LATERAL * half_width
-    c, s = np.cos(yaw), np.sin(yaw)
-    return np.stack([x + c * lon - s * lat, y + s * lon + c * lat], axis=-1)
-
 
 def ego_corners(states: np.ndarray, vehicle: EgoVehicle = PACIFICA) -> np.ndarray:
     """Ego box corners.
@@ -39,8 +23,8 @@ def ego_corners(states: np.ndarray, vehicle: EgoVehicle = PACIFICA) -> np.ndarra
         (..., 4, 2) float64 corners [front-left, front-right, rear-right, rear-left] in m, same frame as ``states``.
     """
     states = np.asarray(states, dtype=np.float64)
-    return _box_corners(states[..., StateIndex.X], states[..., StateIndex.Y], states[..., StateIndex.HEADING],
-                        vehicle.front_length, vehicle.rear_length, 0.5 * vehicle.width)
+    return oriented_box_corners(states[..., StateIndex.X], states[..., StateIndex.Y], states[..., StateIndex.HEADING],
+                                vehicle.front_length, vehicle.rear_length, 0.5 * vehicle.width, clockwise=True)
 
 
 def ego_centers(states: np.ndarray, vehicle: EgoVehicle = PACIFICA) -> np.ndarray:
@@ -75,4 +59,5 @@ def agent_corners(boxes: np.ndarray) -> np.ndarray:
     [x, y, yaw, length, width, height, vx, vy] (centre pose). Invalid (zero-filled) boxes give degenerate corners."""
     boxes = np.asarray(boxes, dtype=np.float64)
     half_length = 0.5 * boxes[..., 3]
-    return _box_corners(boxes[..., 0], boxes[..., 1], boxes[..., 2], half_length, half_length, 0.5 * boxes[..., 4])
+    return oriented_box_corners(boxes[..., 0], boxes[..., 1], boxes[..., 2], half_length, half_length,
+                                0.5 * boxes[..., 4], clockwise=True)

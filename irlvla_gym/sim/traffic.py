@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from irlvla_gym.geometry import arc_length, polyline_length, segment_lengths
 from irlvla_gym.scenes.scene import DT as SCENE_DT
 from irlvla_gym.scenes.scene import LIGHT_RED, VEHICLE, Scene, wrap_angle
 from irlvla_gym.sim.config import IDMParams, TrafficConfig
@@ -188,7 +189,7 @@ def _lane_chain(scene: Scene, first_lane: int, min_length: float, route: set[int
     one whose direction changes least (no revisits)."""
     mp = scene.map
     chain = [first_lane]
-    total = _polyline_length(mp.lane_centerlines[first_lane])
+    total = polyline_length(mp.lane_centerlines[first_lane])
     while total < min_length:
         current = mp.lane_centerlines[chain[-1]].astype(np.float64)
         successors = [int(s) for s in mp.successors(chain[-1]) if int(s) not in chain]
@@ -206,21 +207,17 @@ def _lane_chain(scene: Scene, first_lane: int, min_length: float, route: set[int
                 turns.append(abs(wrap_angle(np.arctan2(chord[1], chord[0]) - end_heading)))
             nxt = successors[int(np.argmin(turns))]
         chain.append(nxt)
-        total += _polyline_length(mp.lane_centerlines[nxt])
+        total += polyline_length(mp.lane_centerlines[nxt])
     return chain
-
-
-def _polyline_length(line: np.ndarray) -> float:
-    return float(np.linalg.norm(np.diff(np.asarray(line, np.float64), axis=0), axis=1).sum())
 
 
 def _resample(line: np.ndarray, spacing: float, num: int) -> tuple[np.ndarray, np.ndarray]:
     """``num`` points every ``spacing`` m along a polyline (n, 2), extrapolated straight past its end.
     Returns points (num, 2) and the fractional index of each into the input vertices (num,)."""
-    seg = np.linalg.norm(np.diff(line, axis=0), axis=1)
+    seg = segment_lengths(line)
     keep = np.r_[True, seg > 1e-6]
     line = line[keep]
-    cum = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(line, axis=0), axis=1))]
+    cum = arc_length(line)
     s = np.arange(num) * spacing
     xy = np.stack([np.interp(s, cum, line[:, 0]), np.interp(s, cum, line[:, 1])], -1)
     direction = line[-1] - line[-2]
@@ -285,7 +282,7 @@ class IDMTraffic:
             lines = [mp.lane_centerlines[l].astype(np.float64) for l in chain]
             line = np.concatenate(lines)
             # Arc length (along the centreline chain) where each lane of the chain starts.
-            lane_start = np.cumsum([0.0] + [_polyline_length(l) for l in lines[:-1]])
+            lane_start = np.cumsum([0.0] + [polyline_length(l) for l in lines[:-1]])
             centre, _ = _resample(line, ds, num)
             # Keep the t0 lateral offset, fading it out ahead of the agent (no sideways jump at the first step).
             tangent = np.gradient(centre, axis=0)
@@ -373,21 +370,10 @@ class IDMTraffic:
             :class:`AgentTrack` with boxes (K, 41, N, 8) and valid (K, 41, N); reactive agents are valid at every
             step, replayed ones follow the log. Row t = 0 is the logged t0 box for every agent.
         """
-        cfg, idm = self.config, self.config.idm
+        cfg = self.config
         T, N = self.num_times, len(self.scene.agents)
-        vehicle = self.scene.ego.vehicle
-        if ego_states is None:
-            K = 1
-            ego = np.zeros((1, T, 8))
-            ego_valid = np.zeros((1, T), bool)
-        else:
-            ego_states = np.asarray(ego_states, dtype=np.float64)
-            if ego_states.ndim != 3 or ego_states.shape[1] < T or ego_states.shape[2] != StateIndex.SIZE:
-                raise ValueError(f"ego_states must be (K, {T}, 11), got {ego_states.shape}")
-            K = ego_states.shape[0]
-            ego = ego_boxes(ego_states[:, :T], vehicle)  # (K, T, 8)
-            ego_valid = np.ones((K, T), bool)
-
+        ego, ego_valid = self._ego_obstacle(ego_states)
+        K = ego.shape[0]
         boxes = np.broadcast_to(self.replay.boxes[:T], (K, T, N, 8)).copy()
         valid = np.broadcast_to(self.replay.valid[:T], (K, T, N)).copy()
         R = len(self.reactive_index)
@@ -396,107 +382,148 @@ class IDMTraffic:
 
         ridx = self.reactive_index
         valid[:, :, ridx] = True
-        ds, W, P = cfg.path_spacing, self.window, self.path_xy.shape[1]
-        agent_rows = np.arange(R)[None, :]
         s = np.broadcast_to(self.s0, (K, R)).copy()
         v = np.broadcast_to(self.initial_speed, (K, R)).copy()
-        half_width = 0.5 * self.box_size[:, 1]
-        half_length = 0.5 * self.length
-        cand = self.candidates  # (R, C)
-        cand_ok = cand >= 0
-        cand_safe = np.where(cand_ok, cand, 0)
-        window_offsets = np.arange(W)
-
         for t in range(T - 1):
             # Obstacles at time t: all agents (reactive at their simulated pose) and the ego box: (K, N + 1, 8).
             obstacles = np.concatenate([boxes[:, t], ego[:, t, None]], axis=1)
             obstacle_valid = np.concatenate([valid[:, t], ego_valid[:, t, None]], axis=1)
-            obs = obstacles[:, cand_safe]  # (K, R, C, 8)
-            obs_ok = obstacle_valid[:, cand_safe] & cand_ok[None]
-
-            # Cheap pre-test on (rollout, agent, candidate) triples: the obstacle centre is within reach of the corridor
-            # and not far behind the agent. Only the surviving triples get the path-frame test (work ~ nearby pairs).
-            agent_box = boxes[:, t, ridx]  # (K, R, 8) current reactive boxes
-            rel = obs[..., :2] - agent_box[:, :, None, :2]
-            obs_half_diag = 0.5 * np.hypot(obs[..., 3], obs[..., 4])
-            reach = cfg.lookahead + half_length[None, :, None] + obs_half_diag + 2.0 * ds
-            forward = (rel[..., 0] * np.cos(agent_box[:, :, None, 2]) + rel[..., 1] * np.sin(agent_box[:, :, None, 2]))
-            near = obs_ok & (rel[..., 0] ** 2 + rel[..., 1] ** 2 < reach**2) & (forward > -obs_half_diag)
-            kk, rr, cc = np.nonzero(near)
-            base = np.floor(s / ds).astype(np.int64)  # (K, R) path index at the agent centre
-            gap = np.full(near.shape, np.inf)
-            speed_along = np.zeros(near.shape)
-            if len(kk):
-                o = obs[kk, rr, cc]  # (E, 8)
-                s_agent = s[kk, rr]
-                idx = np.minimum(base[kk, rr, None] + window_offsets, P - 1)  # (E, W) path window ahead
-                win = self.path_xy[rr[:, None], idx]  # (E, W, 2)
-                d2 = (win[..., 0] - o[:, None, 0]) ** 2 + (win[..., 1] - o[:, None, 1]) ** 2
-                near_idx = idx[np.arange(len(kk)), np.argmin(d2, axis=1)]  # (E,) nearest path point to the centre
-                anchor = self.path_xy[rr, near_idx]
-                tangent = self.path_tangent[rr, near_idx]
-                # The box in the path frame at that point: arc length along, offset across.
-                corners = agent_corners(o) - anchor[:, None, :]  # (E, 4, 2)
-                along = (near_idx[:, None] * ds + corners[..., 0] * tangent[:, None, 0]
-                         + corners[..., 1] * tangent[:, None, 1])
-                lateral = tangent[:, None, 0] * corners[..., 1] - tangent[:, None, 1] * corners[..., 0]
-                centre_rel = o[:, :2] - anchor
-                centre_along = near_idx * ds + centre_rel[:, 0] * tangent[:, 0] + centre_rel[:, 1] * tangent[:, 1]
-                hw = half_width[rr]
-                in_corridor = (lateral.max(-1) >= -hw) & (lateral.min(-1) <= hw)
-                gap_e = along.min(-1) - (s_agent + half_length[rr])  # front bumper to the nearest box point
-                ahead = in_corridor & (centre_along > s_agent) & (gap_e <= cfg.lookahead)
-                gap[kk, rr, cc] = np.where(ahead, gap_e, np.inf)
-                speed_along[kk, rr, cc] = np.maximum(o[:, 6] * tangent[:, 0] + o[:, 7] * tangent[:, 1], 0.0)
-            lead = np.argmin(gap, axis=-1)  # (K, R)
-            lead_gap = np.take_along_axis(gap, lead[..., None], -1)[..., 0]
-            lead_speed = np.where(np.isfinite(lead_gap), np.take_along_axis(speed_along, lead[..., None], -1)[..., 0],
-                                  0.0)
-            physical_gap = lead_gap
-
-            distance, speed_ahead = lead_gap, lead_speed
-            if cfg.stop_at_red_lights and self.stop_lane.shape[1]:
-                # Light states are 0.5 s samples: hold the last one.
-                light_step = min(int(np.floor(t * cfg.dt / SCENE_DT + 1e-9)),
-                                 self.scene.map.lane_light_state.shape[0] - 1)
-                light = self.scene.map.lane_light_state[light_step]
-                red = (self.stop_lane >= 0) & (light[np.maximum(self.stop_lane, 0)] == LIGHT_RED)  # (R, Q)
-                front = (s + half_length)[..., None]
-                line_gap = np.where(red[None] & (self.stop_s[None] > front), self.stop_s[None] - front, np.inf)
-                light_gap = line_gap.min(-1)
-                use_light = light_gap < distance
-                distance = np.where(use_light, light_gap, distance)
-                speed_ahead = np.where(use_light, 0.0, speed_ahead)
-
-            target = self.path_target_speed[agent_rows, np.minimum(base, P - 1)]
-            accel = idm_acceleration(v, distance, speed_ahead, target, idm)
-            # nuPlan IDMPolicy.solve_forward_euler_idm_policy: progress with the old speed, then the speed.
-            advance = v * cfg.dt
-            v_next = np.maximum(v + accel * cfg.dt, 0.0)
-            if cfg.prevent_overlap:
-                limit = np.maximum(physical_gap, 0.0)
-                blocked = advance > limit
-                advance = np.where(blocked, limit, advance)
-                v_next = np.where(blocked, np.minimum(v_next, lead_speed), v_next)
-            s = s + advance
-            v = v_next
-
-            # Boxes at t + 1.
-            f = s / ds
-            i0 = np.clip(np.floor(f).astype(np.int64), 0, P - 2)
-            frac = (f - i0)[..., None]
-            xy = (1.0 - frac) * self.path_xy[agent_rows, i0] + frac * self.path_xy[agent_rows, i0 + 1]
-            heading = self.path_heading[agent_rows, i0]
-            new = np.empty((K, R, 8))
-            new[..., 0:2] = xy
-            new[..., 2] = heading
-            new[..., 3:6] = self.box_size[None]
-            new[..., 6] = v * np.cos(heading)
-            new[..., 7] = v * np.sin(heading)
-            boxes[:, t + 1, ridx] = new
-
+            base = np.floor(s / cfg.path_spacing).astype(np.int64)  # (K, R) path index at the agent centre
+            lead_gap, lead_speed = self._leaders(obstacles, obstacle_valid, boxes[:, t, ridx], s, base)
+            distance, speed_ahead = self._red_light_stops(t, s, lead_gap, lead_speed)
+            s, v = self._idm_step(s, v, base, distance, speed_ahead, lead_gap, lead_speed)
+            boxes[:, t + 1, ridx] = self._path_boxes(s, v)
         # Row 0 stays the logged box (the replay at t = 0).
         return AgentTrack(boxes, valid, self.scene.agents.category.copy(), self.reactive.copy(), cfg.dt)
+
+    def _ego_obstacle(self, ego_states: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The ego as an obstacle: boxes (K, T, 8) (centre pose, size, velocity; m, rad, m/s) and valid (K, T) from
+        (K, >=T, 11) simulated states; for None, K = 1 with no valid ego box."""
+        T = self.num_times
+        if ego_states is None:
+            return np.zeros((1, T, 8)), np.zeros((1, T), bool)
+        ego_states = np.asarray(ego_states, dtype=np.float64)
+        if ego_states.ndim != 3 or ego_states.shape[1] < T or ego_states.shape[2] != StateIndex.SIZE:
+            raise ValueError(f"ego_states must be (K, {T}, 11), got {ego_states.shape}")
+        K = ego_states.shape[0]
+        return ego_boxes(ego_states[:, :T], self.scene.ego.vehicle), np.ones((K, T), bool)
+
+    def _leaders(self, obstacles: np.ndarray, obstacle_valid: np.ndarray, agent_box: np.ndarray, s: np.ndarray,
+                 base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The leading obstacle of each reactive agent in each rollout at one time step.
+
+        Args:
+            obstacles: (K, N + 1, 8) boxes of all agents and the ego (index N); obstacle_valid: (K, N + 1).
+            agent_box: (K, R) current boxes (K, R, 8) of the reactive agents.
+            s: (K, R) arc length (m) of the agents' centres along their paths; base: (K, R) its path index.
+
+        Returns:
+            lead_gap (K, R): front bumper to the nearest point of the nearest obstacle in the agent's corridor ahead
+            (m, inf if none within the look-ahead); lead_speed (K, R): that obstacle's speed along the path (m/s, >= 0;
+            0 without a leader).
+        """
+        cfg = self.config
+        ds, P = cfg.path_spacing, self.path_xy.shape[1]
+        half_length = 0.5 * self.length
+        cand = self.candidates  # (R, C)
+        cand_ok = cand >= 0
+        cand_safe = np.where(cand_ok, cand, 0)
+        obs = obstacles[:, cand_safe]  # (K, R, C, 8)
+        obs_ok = obstacle_valid[:, cand_safe] & cand_ok[None]
+
+        # Cheap pre-test on (rollout, agent, candidate) triples: the obstacle centre is within reach of the corridor
+        # and not far behind the agent. Only the surviving triples get the path-frame test (work ~ nearby pairs).
+        rel = obs[..., :2] - agent_box[:, :, None, :2]
+        obs_half_diag = 0.5 * np.hypot(obs[..., 3], obs[..., 4])
+        reach = cfg.lookahead + half_length[None, :, None] + obs_half_diag + 2.0 * ds
+        forward = (rel[..., 0] * np.cos(agent_box[:, :, None, 2]) + rel[..., 1] * np.sin(agent_box[:, :, None, 2]))
+        near = obs_ok & (rel[..., 0] ** 2 + rel[..., 1] ** 2 < reach**2) & (forward > -obs_half_diag)
+        kk, rr, cc = np.nonzero(near)
+        gap = np.full(near.shape, np.inf)
+        speed_along = np.zeros(near.shape)
+        if len(kk):
+            o = obs[kk, rr, cc]  # (E, 8)
+            s_agent = s[kk, rr]
+            idx = np.minimum(base[kk, rr, None] + np.arange(self.window), P - 1)  # (E, W) path window ahead
+            win = self.path_xy[rr[:, None], idx]  # (E, W, 2)
+            d2 = (win[..., 0] - o[:, None, 0]) ** 2 + (win[..., 1] - o[:, None, 1]) ** 2
+            near_idx = idx[np.arange(len(kk)), np.argmin(d2, axis=1)]  # (E,) nearest path point to the centre
+            anchor = self.path_xy[rr, near_idx]
+            tangent = self.path_tangent[rr, near_idx]
+            # The box in the path frame at that point: arc length along, offset across.
+            corners = agent_corners(o) - anchor[:, None, :]  # (E, 4, 2)
+            along = (near_idx[:, None] * ds + corners[..., 0] * tangent[:, None, 0]
+                     + corners[..., 1] * tangent[:, None, 1])
+            lateral = tangent[:, None, 0] * corners[..., 1] - tangent[:, None, 1] * corners[..., 0]
+            centre_rel = o[:, :2] - anchor
+            centre_along = near_idx * ds + centre_rel[:, 0] * tangent[:, 0] + centre_rel[:, 1] * tangent[:, 1]
+            hw = 0.5 * self.box_size[rr, 1]
+            in_corridor = (lateral.max(-1) >= -hw) & (lateral.min(-1) <= hw)
+            gap_e = along.min(-1) - (s_agent + half_length[rr])  # front bumper to the nearest box point
+            ahead = in_corridor & (centre_along > s_agent) & (gap_e <= cfg.lookahead)
+            gap[kk, rr, cc] = np.where(ahead, gap_e, np.inf)
+            speed_along[kk, rr, cc] = np.maximum(o[:, 6] * tangent[:, 0] + o[:, 7] * tangent[:, 1], 0.0)
+        lead = np.argmin(gap, axis=-1)  # (K, R)
+        lead_gap = np.take_along_axis(gap, lead[..., None], -1)[..., 0]
+        lead_speed = np.where(np.isfinite(lead_gap), np.take_along_axis(speed_along, lead[..., None], -1)[..., 0],
+                              0.0)
+        return lead_gap, lead_speed
+
+    def _red_light_stops(self, t: int, s: np.ndarray, distance: np.ndarray, speed_ahead: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """Treat the stop line of the next red lane on each agent's path (at step ``t``) as a standing obstacle
+        where it is nearer than the leader: (K, R) distance (m) and speed ahead (m/s) to drive by."""
+        cfg = self.config
+        if not (cfg.stop_at_red_lights and self.stop_lane.shape[1]):
+            return distance, speed_ahead
+        # Light states are 0.5 s samples: hold the last one.
+        light_step = min(int(np.floor(t * cfg.dt / SCENE_DT + 1e-9)), self.scene.map.lane_light_state.shape[0] - 1)
+        light = self.scene.map.lane_light_state[light_step]
+        red = (self.stop_lane >= 0) & (light[np.maximum(self.stop_lane, 0)] == LIGHT_RED)  # (R, Q)
+        front = (s + 0.5 * self.length)[..., None]
+        line_gap = np.where(red[None] & (self.stop_s[None] > front), self.stop_s[None] - front, np.inf)
+        light_gap = line_gap.min(-1)
+        use_light = light_gap < distance
+        return np.where(use_light, light_gap, distance), np.where(use_light, 0.0, speed_ahead)
+
+    def _idm_step(self, s: np.ndarray, v: np.ndarray, base: np.ndarray, distance: np.ndarray,
+                  speed_ahead: np.ndarray, lead_gap: np.ndarray, lead_speed: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """One forward-Euler IDM step of the (K, R) path positions ``s`` (m) and speeds ``v`` (m/s) towards the path's
+        target speed at ``base``, behind ``distance`` / ``speed_ahead``; with ``prevent_overlap`` an agent never
+        advances past its leader's gap ``lead_gap`` and then drives no faster than ``lead_speed``."""
+        cfg = self.config
+        P = self.path_xy.shape[1]
+        agent_rows = np.arange(len(self.reactive_index))[None, :]
+        target = self.path_target_speed[agent_rows, np.minimum(base, P - 1)]
+        accel = idm_acceleration(v, distance, speed_ahead, target, cfg.idm)
+        # nuPlan IDMPolicy.solve_forward_euler_idm_policy: progress with the old speed, then the speed.
+        advance = v * cfg.dt
+        v_next = np.maximum(v + accel * cfg.dt, 0.0)
+        if cfg.prevent_overlap:
+            limit = np.maximum(lead_gap, 0.0)
+            blocked = advance > limit
+            advance = np.where(blocked, limit, advance)
+            v_next = np.where(blocked, np.minimum(v_next, lead_speed), v_next)
+        return s + advance, v_next
+
+    def _path_boxes(self, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """(K, R, 8) boxes of the reactive agents at path arc lengths ``s`` (K, R) (m) with speeds ``v`` (m/s):
+        position interpolated on the path, heading of the path segment, logged size, velocity along the heading."""
+        ds, P = self.config.path_spacing, self.path_xy.shape[1]
+        agent_rows = np.arange(len(self.reactive_index))[None, :]
+        f = s / ds
+        i0 = np.clip(np.floor(f).astype(np.int64), 0, P - 2)
+        frac = (f - i0)[..., None]
+        xy = (1.0 - frac) * self.path_xy[agent_rows, i0] + frac * self.path_xy[agent_rows, i0 + 1]
+        heading = self.path_heading[agent_rows, i0]
+        new = np.empty(s.shape + (8,))
+        new[..., 0:2] = xy
+        new[..., 2] = heading
+        new[..., 3:6] = self.box_size[None]
+        new[..., 6] = v * np.cos(heading)
+        new[..., 7] = v * np.sin(heading)
+        return new
 
 
 def simulate_idm_agents(scene: Scene, ego_states: np.ndarray | None = None,
