@@ -12,7 +12,7 @@ so it drops into anything that scores plans with the single model (``SceneReward
     enc = ens.encode_scene(obs)                # M scene encodings (the parameter-free parts computed once)
     pred = ens.score(enc, plans)               # pred.reward = pred.mean - beta * pred.std, all (B, K)
     fn = model_reward_fn(ens)                  # (scene, plan) -> float, pass as the env's reward=
-    gym.make("IRLVLA-Navsim-v2", reward=ensemble_env_reward("rwm-ensemble:runs/hacking/ensemble"))
+    gym.make("IRLVLA-Navsim-v2", reward="rwm-ensemble:runs/hacking/ensemble")
 
 The plan features (:func:`reward_models.features.pose_features`) have no parameters, so they are computed once per
 call and shared by the members: an ensemble of M costs one feature pass + M small networks, not M full models.
@@ -203,28 +203,33 @@ class ModelRewardFn(SceneRewardFn):
     """
 
     def __init__(self, model: nn.Module, cache_size: int = 64):
-        from collections import OrderedDict
-
+        from irlvla_gym.cache import LRU
         from irlvla_gym.obs.registry import ObservationBuilder
 
         from reward_models.model import OBS_KEYS
 
         self.model = model.eval()
         self.builder = ObservationBuilder(OBS_KEYS)
-        self.cache_size = cache_size
-        self._cache = OrderedDict()
+        self._cache = LRU(cache_size)
 
-    def clear_cache(self) -> None:
-        self._cache.clear()
+
+def make_ensemble_reward(argument: str | None, *, beta: float | None = None, cache_size: int = 4096) -> ModelRewardFn:
+    """The env reward ``"rwm-ensemble:<dir>"`` (a directory written by :meth:`EnsembleRewardModel.save_pretrained`).
+    Registered as the ``rwm-ensemble`` entry point of ``irlvla_gym.rewards``, so ``reward="rwm-ensemble:<dir>"``
+    works wherever a reward spec does."""
+    if not argument:
+        raise ValueError("reward 'rwm-ensemble' needs a directory: 'rwm-ensemble:<dir>'")
+    return ModelRewardFn(EnsembleRewardModel.from_pretrained(argument, beta=beta), cache_size)
 
 
 def ensemble_env_reward(spec: str, beta: float | None = None, cache_size: int = 4096) -> ModelRewardFn:
-    """The env reward of ``"rwm-ensemble:<dir>"`` (a directory written by :meth:`EnsembleRewardModel.save_pretrained`)
-    as a callable to pass as ``reward=`` (the env's config accepts callables, not this string)."""
-    prefix = "rwm-ensemble:"
-    if not spec.startswith(prefix) or len(spec) == len(prefix):
+    """The env reward of a spec string ``"rwm-ensemble:<dir>"`` as a callable (``reward=`` also takes the string)."""
+    from irlvla_gym.rewards import parse_reward
+
+    parsed = parse_reward(spec)
+    if parsed.name != "rwm-ensemble":
         raise ValueError(f"expected 'rwm-ensemble:<dir>', got {spec!r}")
-    return ModelRewardFn(EnsembleRewardModel.from_pretrained(spec[len(prefix):], beta=beta), cache_size)
+    return make_ensemble_reward(parsed.argument, beta=beta, cache_size=cache_size)
 
 
 # ---- building members --------------------------------------------------------------------------------------------
@@ -293,4 +298,4 @@ def build_ensemble(data, members: int = 3, beta: float = 1.0, init: str | Path |
 
 
 __all__ = ["EnsembleEncoding", "EnsemblePrediction", "EnsembleRewardModel", "ModelRewardFn", "bootstrap_indices",
-           "build_ensemble", "ensemble_env_reward", "member_std", "reinit_heads"]
+           "build_ensemble", "ensemble_env_reward", "make_ensemble_reward", "member_std", "reinit_heads"]

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
+from irlvla_gym.cache import LRU
 from reward_models.checkpoint import SHIPPED_DIR, resolve_checkpoint
 from reward_models.model import OBS_ENTRIES, OBS_KEYS, RewardWorldModel
 
@@ -62,8 +62,7 @@ class SceneRewardFn:
 
         self.model = load_model(checkpoint)
         self.builder = ObservationBuilder(OBS_KEYS)
-        self.cache_size = cache_size
-        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._cache: LRU[Any] = LRU(cache_size)
 
     def _key(self, scene) -> str:
         e = scene.ego
@@ -74,15 +73,16 @@ class SceneRewardFn:
 
     @torch.no_grad()
     def encode(self, scene):
-        key = self._key(scene)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        enc = self.model.encode_scene(self.builder.observe(scene))
-        self._cache[key] = enc
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return enc
+        return self._cache.get(self._key(scene), lambda: self.model.encode_scene(self.builder.observe(scene)))
+
+    @property
+    def cache_size(self) -> int:
+        """Scene encodings kept (LRU)."""
+        return self._cache.size
+
+    def clear_cache(self) -> None:
+        """Drop the cached scene encodings (call it after changing the model's weights)."""
+        self._cache.clear()
 
     @torch.no_grad()
     def score(self, scene, plans: np.ndarray) -> np.ndarray:
