@@ -1,7 +1,8 @@
 """Run configuration of a baseline: one yaml file per variant (``baselines/configs/<variant>.yaml``) with presets.
 
 A config file holds the variant's settings at the top level and a ``presets:`` section whose entries (``quick``,
-``full``) override some of them (deep merge). ``--set key.sub=value`` flags override last (values parsed as yaml)::
+``full``) override some of them (deep merge; :class:`irlvla_gym.configs.Presets`, the project's one preset
+mechanism). ``--set key.sub=value`` flags override last (values parsed as yaml)::
 
     variant: ppo-vla-rwm
     algorithm: ppo          # ppo (SB3 PPO; with the BC anchor term when bc.weight > 0) | dppo (baselines/dppo.py)
@@ -13,6 +14,11 @@ A config file holds the variant's settings at the top level and a ``presets:`` s
     presets:
       quick: {total_timesteps: 4096}
       full: {total_timesteps: 200000, env: {num_scenes: null}}
+
+The sections ``ppo``, ``dppo``, ``bc`` and ``eval`` are typed (:class:`PPOConfig`, :class:`DPPOConfig`,
+:class:`BCAnchorConfig`, :class:`EvaluationConfig`: a misspelt key fails with the valid ones); ``env`` stays the
+``IRLVLA-Navsim-v2`` keyword mapping and is checked against :class:`irlvla_gym.envs.config.EnvConfig`. A run's
+``config.json`` is :meth:`RunConfig.to_dict` (every typed section in full) plus its seed.
 """
 
 from __future__ import annotations
@@ -21,75 +27,179 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
+from irlvla_gym.configs import Presets, deep_merge, from_mapping, option
 from irlvla_gym.rewards import parse_reward
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 VARIANTS = ("ppo-cnn-epdms", "ppo-vla-epdms", "ppo-vla-rwm", "ppo-vla-rwm-bc", "dppo-vla-rwm")
 """The five baselines, in table order."""
 PRESETS = ("quick", "full")
+"""The preset names every shipped config file defines (``--preset``)."""
 ENV_ID = "IRLVLA-Navsim-v2"
+
+
+# ---- typed sections -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PPOConfig:
+    """SB3 ``PPO`` hyperparameters (the ``ppo:`` section; the defaults are SB3's)."""
+
+    n_steps: int = 2048
+    """env steps per env and rollout"""
+    batch_size: int = 64
+    """minibatch size (plans)"""
+    n_epochs: int = 10
+    """passes over each rollout"""
+    learning_rate: float = 3e-4
+    """Adam step size"""
+    gamma: float = 0.99
+    """discount (plan-once episodes are one step long: the advantage is r - V(s))"""
+    gae_lambda: float = 0.95
+    """GAE lambda"""
+    clip_range: float = 0.2
+    """PPO clip of the probability ratio"""
+    clip_range_vf: float | None = None
+    """clip of the value update (None: off)"""
+    normalize_advantage: bool = True
+    """per-minibatch advantage normalisation"""
+    ent_coef: float = 0.0
+    """entropy bonus weight"""
+    vf_coef: float = 0.5
+    """value-loss weight"""
+    max_grad_norm: float = 0.5
+    """gradient-norm clipping"""
+    target_kl: float | None = None
+    """stop an update early at this approximate KL (None: off)"""
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of SB3's ``PPO``."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class DPPOConfig:
+    """DPPO settings (the ``dppo:`` section; the run's ``total_timesteps`` / ``n_envs`` apply;
+    :mod:`baselines.dppo`)."""
+
+    n_steps: int = 64
+    """env steps per env and rollout"""
+    batch_size: int = 128
+    """minibatch size (plans)"""
+    n_epochs: int = 2
+    """passes over each rollout"""
+    learning_rate: float = 3e-5
+    """Adam step of the encoder and the diffusion head"""
+    critic_learning_rate: float = 1e-3
+    """Adam step of the critic"""
+    clip_range: float = 0.1
+    """PPO clip of every denoising step's ratio"""
+    vf_coef: float = 0.5
+    """value-loss weight"""
+    max_grad_norm: float = 1.0
+    """gradient-norm clipping"""
+    gamma: float = 0.99
+    """GAE discount (irrelevant for one-step episodes)"""
+    gae_lambda: float = 0.95
+    """GAE lambda (irrelevant for one-step episodes)"""
+    ft_denoising_steps: int = 4
+    """k, the last denoising steps that are stochastic and trained (1 <= k <= K)"""
+    denoise_std: float = 0.05
+    """sigma of every trained step (normalised action units; the action is x_0)"""
+    freeze_encoder: bool = False
+    """train only the diffusion head and the critic"""
+    normalize_advantage: bool = True
+    """per-minibatch advantage normalisation"""
+    target_kl: float | None = None
+    """stop an update early at this approximate KL (None: off)"""
+    bc_weight: float = 0.0
+    """weight of the BC anchor (the head's denoising loss on expert plans; 0: off)"""
+    bc_batch_size: int = 64
+    """expert plans per BC-anchor minibatch"""
+
+
+@dataclass
+class BCAnchorConfig:
+    """The behaviour-cloning anchor of PPO (the ``bc:`` section; :class:`baselines.anchor.BCAnchor`)."""
+
+    weight: float = 0.0
+    """weight of the BC term in PPO's loss (0: off)"""
+    kind: Literal["nll", "mse"] = "nll"
+    """nll: log-likelihood of the expert action; mse: squared error of the policy's mean action"""
+    batch_size: int = 64
+    """expert plans per minibatch"""
+    num_scenes: int | None = None
+    """expert plans of the first N training scenes (None: the env's scenes)"""
+
+
+@dataclass
+class EvaluationConfig:
+    """The evaluation of a finished run (the ``eval:`` section): rule-based scorer, leaderboard protocol."""
+
+    split: str = "synthetic-test"
+    """synthetic split or scene-store directory"""
+    num_scenes: int | None = 100
+    """the first N scenes (None: all)"""
+
+
+# ---- one run ---------------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class RunConfig:
-    """Every setting of one baseline run (one variant, one seed).
-
-    Attributes:
-        variant: name (row of the table; a directory under the output root).
-        algorithm: ``"ppo"`` (SB3 PPO, :class:`baselines.anchor.PPOWithAnchor` when ``bc["weight"] > 0``),
-            ``"dppo"`` (diffusion PPO over the denoising chain, :mod:`baselines.dppo`) or ``"plugin"`` (any algorithm
-            of the ``irlvla_gym.algorithms`` entry points, ``module:attr`` or a built-in SB3 name, trained on the same
-            env by :func:`irlvla_gym.agents.train_algorithm`; see :mod:`baselines.plugin`).
-        plugin: the algorithm spec for ``algorithm="plugin"``; ``plugin_kwargs``: extra constructor arguments (SB3).
-        policy: ``"vla"`` (:class:`irlvla_gym.policies.VLAPolicy` initialised from ``pretrained``) or ``"cnn"``
-            (SB3 ``MultiInputPolicy`` from scratch: NatureCNN on ``bev`` + MLP on ``ego``).
-        pretrained: VLA checkpoint (``bc_default``, ``bc_diffusion`` = :data:`baselines.pretrain.BC_DIFFUSION`, or a
-            directory); ignored for ``policy="cnn"``.
-        reward: ``"epdms"``, ``"rwm"`` or ``"rwm:<checkpoint dir>"`` (the env's ``reward``).
-        total_timesteps: env steps of training (one step = one planned scene).
-        n_envs: parallel envs of the vector env.
-        vec_env: ``"auto"`` (native batched vector env when its SB3 adapter exists, else DummyVecEnv), ``"native"``
-            or ``"dummy"``. DPPO always uses the native gymnasium vector env.
-        env: ``IRLVLA-Navsim-v2`` keyword arguments (:class:`irlvla_gym.envs.EnvConfig` fields) except ``reward``.
-        ppo: SB3 ``PPO`` keyword arguments (n_steps per env, batch_size, n_epochs, learning_rate, ...).
-        policy_kwargs: SB3 ``policy_kwargs`` (``log_std_init`` etc.; ``pretrained_path`` is set from ``pretrained``).
-        bc: the behaviour-cloning anchor (:class:`baselines.anchor.BCAnchor`): ``weight`` (0 = off), ``kind``
-            (``"nll"``: log-likelihood of the expert action, ``"mse"``: of the mean), ``batch_size``, ``num_scenes``
-            (expert plans of the first N training scenes; None = the env's scenes).
-        dppo: :class:`baselines.dppo.DPPOConfig` fields.
-        eval: ``split`` and ``num_scenes`` of the evaluation (rule-based scorer, leaderboard protocol).
-        checkpoint_every: env steps between checkpoints (at the end of an update).
-        hook_interval: env steps between training-hook calls (0 = never); ``hooks``: hook specs
-            (``{"class": "module:Class", "kwargs": {...}}``, see :mod:`baselines.hooks`).
-        rwm_cache_size: scene encodings the learned reward keeps (>= the number of training scenes avoids
-            re-encoding a scene).
-    """
+    """Every setting of one baseline run (one variant, one seed)."""
 
     variant: str
-    algorithm: str = "ppo"
-    policy: str = "vla"
+    """name (row of the table; a directory under the output root)"""
+    algorithm: Literal["ppo", "dppo", "plugin"] = "ppo"
+    """ppo: SB3 PPO (baselines.anchor.PPOWithAnchor when bc.weight > 0); dppo: diffusion PPO over the denoising chain
+    (baselines.dppo); plugin: any algorithm of the irlvla_gym.algorithms entry points, module:attr or a built-in
+    SB3 name, trained on the same env by irlvla_gym.agents.train_algorithm (baselines.plugin)"""
+    policy: Literal["vla", "cnn"] = "vla"
+    """vla: irlvla_gym.policies.VLAPolicy initialised from `pretrained`; cnn: SB3 MultiInputPolicy from scratch
+    (NatureCNN on bev + MLP on ego)"""
     pretrained: str | None = "bc_default"
+    """VLA checkpoint (bc_default, bc_diffusion = baselines.pretrain.BC_DIFFUSION, or a directory); ignored for
+    policy cnn"""
     reward: str = "epdms"
+    """the env's reward: epdms, rwm or rwm:<checkpoint dir> (irlvla_gym.rewards)"""
     total_timesteps: int = 4096
+    """env steps of training (one step = one planned scene)"""
     n_envs: int = 8
-    vec_env: str = "auto"
+    """parallel envs of the vector env"""
+    vec_env: Literal["auto", "native", "dummy"] = "auto"
+    """auto: the native batched vector env when its SB3 adapter exists, else DummyVecEnv; DPPO always uses the native
+    gymnasium vector env"""
     env: dict[str, Any] = field(default_factory=dict)
-    ppo: dict[str, Any] = field(default_factory=dict)
+    """IRLVLA-Navsim-v2 keyword arguments (irlvla_gym.envs.EnvConfig fields) except reward"""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """SB3 PPO hyperparameters"""
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
-    bc: dict[str, Any] = field(default_factory=lambda: {"weight": 0.0})
-    dppo: dict[str, Any] = field(default_factory=dict)
-    eval: dict[str, Any] = field(default_factory=lambda: {"split": "synthetic-test", "num_scenes": 100})
+    """SB3 policy_kwargs (log_std_init etc.; pretrained_path is set from `pretrained`)"""
+    bc: BCAnchorConfig = field(default_factory=BCAnchorConfig)
+    """the behaviour-cloning anchor of PPO"""
+    dppo: DPPOConfig = field(default_factory=DPPOConfig)
+    """DPPO hyperparameters (algorithm dppo)"""
+    eval: EvaluationConfig = field(default_factory=EvaluationConfig)
+    """evaluation split and scene count"""
     checkpoint_every: int = 1024
+    """env steps between checkpoints (at the end of an update)"""
     hook_interval: int = 0
+    """env steps between training-hook calls (0: never)"""
     hooks: list[dict[str, Any]] = field(default_factory=list)
+    """hook specs ({"class": "module:Class", "kwargs": {...}}, see baselines.hooks)"""
     rwm_cache_size: int = 4096
+    """scene encodings the learned reward keeps (>= the number of training scenes avoids re-encoding a scene)"""
     description: str = ""
+    """one line for the table"""
     plugin: str | None = None
+    """the algorithm spec of algorithm plugin"""
     plugin_kwargs: dict[str, Any] = field(default_factory=dict)
+    """extra constructor arguments of the plug-in algorithm (SB3)"""
 
     def __post_init__(self) -> None:
         if self.algorithm not in ("ppo", "dppo", "plugin"):
@@ -106,6 +216,12 @@ class RunConfig:
         parse_reward(self.reward)
         if self.total_timesteps < 1 or self.n_envs < 1:
             raise ValueError("total_timesteps and n_envs must be >= 1")
+        self.ppo = from_mapping(PPOConfig, self.ppo or {}, owner="ppo")
+        self.dppo = from_mapping(DPPOConfig, self.dppo or {}, owner="dppo")
+        self.bc = from_mapping(BCAnchorConfig, self.bc or {}, owner="bc")
+        self.eval = from_mapping(EvaluationConfig, self.eval or {}, owner="eval")
+        self.env = dict(self.env or {})
+        _check_env(self.env)
 
     @property
     def learned_reward(self) -> bool:
@@ -123,15 +239,19 @@ class RunConfig:
         return cls(**{k: copy.deepcopy(v) for k, v in values.items() if k in names})
 
 
-def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``update`` merged in (nested dicts merge, everything else is replaced)."""
-    out = copy.deepcopy(dict(base))
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+def _check_env(env: Mapping[str, Any]) -> None:
+    """``env`` must make an :class:`~irlvla_gym.envs.config.EnvConfig` (the env's own check, run early)."""
+    from irlvla_gym.envs.config import EnvConfig
+
+    if "reward" in env:
+        raise ValueError("env.reward: set the run's `reward` instead (it is made once and shared by the envs)")
+    try:
+        EnvConfig.from_kwargs(dict(env))
+    except TypeError as exc:
+        raise ValueError(f"env: {exc}") from None
+
+
+# ---- yaml files, presets, overrides --------------------------------------------------------------------------------
 
 
 def parse_override(text: str) -> dict[str, Any]:
@@ -145,6 +265,32 @@ def parse_override(text: str) -> dict[str, Any]:
     return value
 
 
+@dataclass
+class Overrides:
+    """Config overrides given on the command line, applied after the preset in this order: every ``--set``, then the
+    shortcuts."""
+
+    sets: list[str] = option(default_factory=list, flag="--set", action="append", metavar="KEY=VALUE")
+    """config override key.sub=value, the value parsed as yaml (repeatable)"""
+    timesteps: int | None = None
+    """env steps per run (total_timesteps)"""
+    num_scenes: int | None = None
+    """training scene pool (env.num_scenes)"""
+    eval_scenes: int | None = None
+    """evaluation scenes (eval.num_scenes)"""
+    n_envs: int | None = None
+    """parallel envs"""
+
+    def as_list(self) -> list[str]:
+        """The overrides as ``key.sub=value`` strings (what :func:`load_config` and the run reports take)."""
+        out = list(self.sets)
+        for key, value in (("total_timesteps", self.timesteps), ("env.num_scenes", self.num_scenes),
+                           ("eval.num_scenes", self.eval_scenes), ("n_envs", self.n_envs)):
+            if value is not None:
+                out.append(f"{key}={value}")
+        return out
+
+
 def config_path(variant_or_path: str | Path) -> Path:
     """The yaml file of a variant name (``baselines/configs/<variant>.yaml``) or a path."""
     p = Path(variant_or_path)
@@ -156,21 +302,23 @@ def config_path(variant_or_path: str | Path) -> Path:
     raise FileNotFoundError(f"no baseline config {variant_or_path!r}: give a variant {list(VARIANTS)} or a yaml path")
 
 
+def read_config(variant_or_path: str | Path) -> tuple[dict[str, Any], Presets]:
+    """A config file's settings and its ``presets:`` section."""
+    path = config_path(variant_or_path)
+    raw = yaml.safe_load(path.read_text()) or {}
+    return raw, Presets(path.name, raw.pop("presets", {}) or {})
+
+
 def load_config(variant_or_path: str | Path, preset: str | None = "quick",
                 overrides: Sequence[str | Mapping[str, Any]] = ()) -> RunConfig:
     """Read a variant's yaml, apply the preset (``None``: none) and the overrides, in that order."""
-    path = config_path(variant_or_path)
-    raw = yaml.safe_load(path.read_text()) or {}
-    presets = raw.pop("presets", {}) or {}
-    values = raw
-    if preset is not None:
-        if preset not in presets:
-            raise ValueError(f"{path.name} has no preset {preset!r} (has {sorted(presets)})")
-        values = deep_merge(values, presets[preset])
+    values, presets = read_config(variant_or_path)
+    values = presets.apply(values, preset)
     for item in overrides:
         values = deep_merge(values, parse_override(item) if isinstance(item, str) else item)
     return RunConfig.from_dict(values)
 
 
-__all__ = ["CONFIG_DIR", "ENV_ID", "PRESETS", "RunConfig", "VARIANTS", "config_path", "deep_merge", "load_config",
-           "parse_override"]
+__all__ = ["BCAnchorConfig", "CONFIG_DIR", "DPPOConfig", "ENV_ID", "EvaluationConfig", "Overrides", "PPOConfig",
+           "PRESETS", "RunConfig", "VARIANTS", "config_path", "deep_merge", "load_config", "parse_override",
+           "read_config"]

@@ -1,7 +1,8 @@
 """``dppo-vla-rwm``: the VLA's diffusion head fine-tuned by PPO over its denoising chain (DPPO, Ren et al. 2024).
 
-A CleanRL-style loop in one file: hyperparameters, the agent, then ``train_dppo`` (collect -> advantages ->
-update -> log/checkpoint), top to bottom.
+A CleanRL-style loop in one file: the agent, then ``train_dppo`` (collect -> advantages -> update ->
+log/checkpoint), top to bottom; the hyperparameters are :class:`baselines.config.DPPOConfig` (the ``dppo:`` section
+of the run config).
 
 **The denoising chain as the policy.** The diffusion head (:class:`irlvla_gym.policies.DiffusionHead`) turns
 x_K = 0 into a plan by K deterministic DDIM steps ``x_{j} = mu_theta(x_{j+1}, j)`` (x0-prediction, j = K-1 .. 0;
@@ -28,7 +29,7 @@ episodes too (bootstrapping from the observation after the last step; truncation
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -37,48 +38,7 @@ import torch
 from torch import nn
 
 from baselines.common import length_groups, read_json, seed_everything, write_json
-from baselines.config import RunConfig
-
-# =====================================================================================================================
-# Hyperparameters
-# =====================================================================================================================
-
-
-@dataclass
-class DPPOConfig:
-    """DPPO settings (the ``dppo:`` section of the config; the run's ``total_timesteps`` / ``n_envs`` apply).
-
-    Attributes:
-        n_steps: env steps per env and rollout. batch_size: minibatch (plans). n_epochs: passes per rollout.
-        learning_rate: Adam step of the encoder and the diffusion head. critic_learning_rate: of the critic.
-        clip_range: PPO clip of every denoising step's ratio. vf_coef: value-loss weight.
-        max_grad_norm: gradient clipping. gamma, gae_lambda: GAE (irrelevant for one-step episodes).
-        ft_denoising_steps: k, the last denoising steps that are stochastic and trained (1 <= k <= K).
-        denoise_std: sigma of every trained step (normalised action units; the action is x_0).
-        freeze_encoder: train only the diffusion head and the critic.
-        normalize_advantage: per-minibatch advantage normalisation. target_kl: stop an update early (None: off).
-        bc_weight / bc_batch_size: the BC anchor (:class:`baselines.anchor.BCAnchor`, the head's denoising loss
-            on expert plans), 0 = off.
-    """
-
-    n_steps: int = 64
-    batch_size: int = 128
-    n_epochs: int = 2
-    learning_rate: float = 3e-5
-    critic_learning_rate: float = 1e-3
-    clip_range: float = 0.1
-    vf_coef: float = 0.5
-    max_grad_norm: float = 1.0
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    ft_denoising_steps: int = 4
-    denoise_std: float = 0.05
-    freeze_encoder: bool = False
-    normalize_advantage: bool = True
-    target_kl: float | None = None
-    bc_weight: float = 0.0
-    bc_batch_size: int = 64
-
+from baselines.config import DPPOConfig, RunConfig
 
 # =====================================================================================================================
 # Agent: VLA encoder + diffusion head (actor over the denoising chain) + critic
@@ -255,40 +215,27 @@ def train_dppo(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = True) 
     ``network/``)."""
     from tqdm.auto import tqdm
 
-    from baselines.anchor import make_anchor
     from baselines.envs import env_kwargs, make_gym_vector_env, make_reward
     from baselines.hooks import CurveWriter, HookRunner, PolicySnapshot, load_hooks
-    from baselines.pretrain import resolve_pretrained
     from irlvla_gym.obs.config import ObsConfig
-    from irlvla_gym.policies import VLANetwork
 
-    hp = DPPOConfig(**cfg.dppo)
+    hp = cfg.dppo
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoint"
     seed_everything(seed)
     generator = torch.Generator().manual_seed(seed)
 
-    # ---- env, agent, optimizer ------------------------------------------------------------------------------------
+    # ---- env, agent, optimizer (or resume) ----------------------------------------------------------------------
     reward = make_reward(cfg)
     envs = make_gym_vector_env(cfg, reward)
-    n_envs = envs.num_envs
-    network = VLANetwork.from_pretrained(resolve_pretrained(cfg.pretrained or "bc_diffusion"))
-    agent = DiffusionAgent(network, hp.ft_denoising_steps, hp.denoise_std)
-    if hp.freeze_encoder:
-        network.encoder.requires_grad_(False)
-    actor_params = [p for n, p in network.named_parameters() if p.requires_grad and not n.endswith("log_std")]
-    optimizer = torch.optim.Adam([{"params": actor_params, "lr": hp.learning_rate},
-                                  {"params": agent.critic.parameters(), "lr": hp.critic_learning_rate}], eps=1e-5)
-    anchor = make_anchor({"weight": hp.bc_weight, "batch_size": hp.bc_batch_size, "kind": "mse",
-                          "num_scenes": cfg.bc.get("num_scenes")}, cfg.env, seed=seed)
-
+    agent, optimizer, anchor = _make_agent(cfg, hp, seed)
     state: dict[str, Any] = {"step": 0, "wall_s": 0.0, "env_s": 0.0, "update": 0}
     if (ckpt_dir / "state.json").is_file():
         state = load_checkpoint(ckpt_dir, agent, optimizer)
         print(f"resuming {run_dir} from step {state['step']}")
     step, env_s, wall_offset = int(state["step"]), float(state["env_s"]), float(state["wall_s"])
 
-    # ---- logging, hooks ---------------------------------------------------------------------------------------------
+    # ---- logging, hooks -------------------------------------------------------------------------------------------
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(run_dir / "tb" / "dppo"))
@@ -305,92 +252,17 @@ def train_dppo(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = True) 
     t0 = time.perf_counter()
     wall = lambda: wall_offset + time.perf_counter() - t0  # noqa: E731
 
-    # ---- loop --------------------------------------------------------------------------------------------------------
-    rollout = hp.n_steps * n_envs
+    # ---- loop: collect -> advantages -> update -> log / checkpoint / hooks ------------------------------------------
     obs, _ = envs.reset(seed=seed + 1000 * int(state["update"]))
     bar = tqdm(total=cfg.total_timesteps, initial=step, desc=f"{cfg.variant} s{seed}", unit="step",
                disable=not progress, mininterval=2, dynamic_ncols=True)
     while step < cfg.total_timesteps:
-        # ---- collect a rollout ------------------------------------------------------------------------------------
-        T = hp.n_steps
-        buf_obs: list[dict[str, np.ndarray]] = []
-        chain_in = torch.zeros(T, n_envs, agent.k, 24)
-        chain_out = torch.zeros(T, n_envs, agent.k, 24)
-        old_log_prob = torch.zeros(T, n_envs, agent.k)
-        values = torch.zeros(T, n_envs)
-        rewards = torch.zeros(T, n_envs)
-        dones = torch.zeros(T, n_envs)
-        agent.eval()
-        for t in range(T):
-            out = agent.act(obs, generator=generator)
-            buf_obs.append({k: np.asarray(obs[k]) for k in agent.obs_keys})
-            chain_in[t], chain_out[t], old_log_prob[t], values[t] = (out["chain_in"], out["chain_out"],
-                                                                      out["log_prob"], out["value"])
-            t_env = time.perf_counter()
-            obs, reward_t, terminated, truncated, _ = envs.step(out["action"].clamp(-1, 1).numpy())
-            env_s += time.perf_counter() - t_env
-            rewards[t] = torch.as_tensor(reward_t, dtype=torch.float32)
-            dones[t] = torch.as_tensor(np.logical_or(terminated, truncated), dtype=torch.float32)
-            step += n_envs
-            bar.update(n_envs)
-
-        # ---- advantages (GAE; one-step episodes give r - V) ---------------------------------------------------------
-        with torch.no_grad():
-            next_value = agent.value(obs)
-        advantages = torch.zeros(T, n_envs)
-        last = torch.zeros(n_envs)
-        for t in reversed(range(T)):
-            nv = next_value if t == T - 1 else values[t + 1]
-            delta = rewards[t] + hp.gamma * nv * (1 - dones[t]) - values[t]
-            last = delta + hp.gamma * hp.gae_lambda * (1 - dones[t]) * last
-            advantages[t] = last
-        returns = advantages + values
-
-        # ---- PPO update over the trained denoising steps ------------------------------------------------------------
-        flat_obs = {k: np.concatenate([o[k] for o in buf_obs]) for k in agent.obs_keys}
-        b_in, b_out = chain_in.reshape(rollout, agent.k, 24), chain_out.reshape(rollout, agent.k, 24)
-        b_logp, b_adv, b_ret = old_log_prob.reshape(rollout, agent.k), advantages.reshape(-1), returns.reshape(-1)
-        agent.train()
-        logs: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clip_fraction": [], "approx_kl": [],
-                                        "anchor_loss": []}
-        stop = False
-        for _epoch in range(hp.n_epochs):
-            order = np.random.default_rng([seed, int(state["update"]), _epoch]).permutation(rollout)
-            for s in range(0, rollout, hp.batch_size):
-                mb = np.sort(order[s:s + hp.batch_size])
-                mb_t = torch.from_numpy(mb)
-                new_logp, new_value = agent.evaluate({k: v[mb] for k, v in flat_obs.items()}, b_in[mb_t], b_out[mb_t])
-                log_ratio = new_logp - b_logp[mb_t]  # (B, k): one ratio per denoising step
-                ratio = log_ratio.exp()
-                adv = b_adv[mb_t]
-                if hp.normalize_advantage and len(adv) > 1:
-                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                adv = adv[:, None]  # the plan's advantage, shared by its denoising steps
-                policy_loss = -torch.min(adv * ratio, adv * ratio.clamp(1 - hp.clip_range, 1 + hp.clip_range)).mean()
-                value_loss = 0.5 * (new_value - b_ret[mb_t]).pow(2).mean()
-                loss = policy_loss + hp.vf_coef * value_loss
-                if anchor is not None:
-                    anchor_loss, _ = anchor.loss(agent)
-                    loss = loss + anchor.weight * anchor_loss
-                    logs["anchor_loss"].append(anchor_loss.item())
-                optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], hp.max_grad_norm)
-                optimizer.step()
-                with torch.no_grad():
-                    approx_kl = ((ratio - 1) - log_ratio).mean().item()
-                logs["policy_loss"].append(policy_loss.item())
-                logs["value_loss"].append(value_loss.item())
-                logs["clip_fraction"].append(((ratio - 1).abs() > hp.clip_range).float().mean().item())
-                logs["approx_kl"].append(approx_kl)
-                if hp.target_kl is not None and approx_kl > 1.5 * hp.target_kl:
-                    stop = True
-                    break
-            if stop:
-                break
+        batch, obs, seconds = _collect(agent, envs, obs, hp.n_steps, generator, bar)
+        step, env_s = step + hp.n_steps * envs.num_envs, env_s + seconds
+        advantages, returns = _advantages(agent, obs, batch, hp)
+        logs = _update(agent, optimizer, anchor, batch, advantages, returns, hp, [seed, int(state["update"])])
         state["update"] = int(state["update"]) + 1
-
-        # ---- log, curve, checkpoint, hooks ---------------------------------------------------------------------------
+        rewards = batch["rewards"]
         writer.add_scalar("rollout/reward_mean", rewards.mean().item(), step)
         for key, vals in logs.items():
             if vals:
@@ -408,9 +280,120 @@ def train_dppo(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = True) 
     envs.close()
 
     # ---- final files: the fine-tuned network (evaluated like any VLA network) ----------------------------------------
-    network.save_pretrained(run_dir / "network")
+    agent.network.save_pretrained(run_dir / "network")
     write_json(run_dir / "dppo_config.json", asdict(hp))
     return {"steps": step, "wall_s": wall(), "env_s": env_s, "vec_env": "native-gym", "finished_at": time.time()}
+
+
+def _make_agent(cfg: RunConfig, hp: DPPOConfig, seed: int) -> tuple[DiffusionAgent, torch.optim.Optimizer, Any]:
+    """The agent around the run's pretrained diffusion-head network, its Adam (actor and critic learning rates) and
+    the BC anchor (None when ``bc_weight`` is 0)."""
+    from baselines.anchor import make_anchor
+    from baselines.pretrain import resolve_pretrained
+    from irlvla_gym.policies import VLANetwork
+
+    network = VLANetwork.from_pretrained(resolve_pretrained(cfg.pretrained or "bc_diffusion"))
+    agent = DiffusionAgent(network, hp.ft_denoising_steps, hp.denoise_std)
+    if hp.freeze_encoder:
+        network.encoder.requires_grad_(False)
+    actor_params = [p for n, p in network.named_parameters() if p.requires_grad and not n.endswith("log_std")]
+    optimizer = torch.optim.Adam([{"params": actor_params, "lr": hp.learning_rate},
+                                  {"params": agent.critic.parameters(), "lr": hp.critic_learning_rate}], eps=1e-5)
+    anchor = make_anchor({"weight": hp.bc_weight, "batch_size": hp.bc_batch_size, "kind": "mse",
+                          "num_scenes": cfg.bc.num_scenes}, cfg.env, seed=seed)
+    return agent, optimizer, anchor
+
+
+def _collect(agent: DiffusionAgent, envs: Any, obs: Any, n_steps: int, generator: torch.Generator,
+             bar: Any) -> tuple[dict[str, Any], Any, float]:
+    """One rollout of ``n_steps`` steps per env: (buffers, the observation after it, seconds inside the env).
+    Buffers: ``obs`` (list of per-step observation dicts), ``chain_in`` / ``chain_out`` (T, n_envs, k, 24),
+    ``log_prob`` (T, n_envs, k), ``values``, ``rewards``, ``dones`` (T, n_envs)."""
+    T, n_envs = n_steps, envs.num_envs
+    batch: dict[str, Any] = {"obs": [], "chain_in": torch.zeros(T, n_envs, agent.k, 24),
+                             "chain_out": torch.zeros(T, n_envs, agent.k, 24),
+                             "log_prob": torch.zeros(T, n_envs, agent.k), "values": torch.zeros(T, n_envs),
+                             "rewards": torch.zeros(T, n_envs), "dones": torch.zeros(T, n_envs)}
+    env_s = 0.0
+    agent.eval()
+    for t in range(T):
+        out = agent.act(obs, generator=generator)
+        batch["obs"].append({k: np.asarray(obs[k]) for k in agent.obs_keys})
+        for key, name in (("chain_in", "chain_in"), ("chain_out", "chain_out"), ("log_prob", "log_prob"),
+                          ("values", "value")):
+            batch[key][t] = out[name]
+        t_env = time.perf_counter()
+        obs, reward_t, terminated, truncated, _ = envs.step(out["action"].clamp(-1, 1).numpy())
+        env_s += time.perf_counter() - t_env
+        batch["rewards"][t] = torch.as_tensor(reward_t, dtype=torch.float32)
+        batch["dones"][t] = torch.as_tensor(np.logical_or(terminated, truncated), dtype=torch.float32)
+        bar.update(n_envs)
+    return batch, obs, env_s
+
+
+def _advantages(agent: DiffusionAgent, next_obs: Any, batch: Mapping[str, Any],
+                hp: DPPOConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE advantages and returns (T, n_envs), bootstrapping from the observation after the rollout (one-step
+    episodes give r - V)."""
+    values, rewards, dones = batch["values"], batch["rewards"], batch["dones"]
+    T = len(values)
+    with torch.no_grad():
+        next_value = agent.value(next_obs)
+    advantages = torch.zeros_like(values)
+    last = torch.zeros(values.shape[1])
+    for t in reversed(range(T)):
+        nv = next_value if t == T - 1 else values[t + 1]
+        delta = rewards[t] + hp.gamma * nv * (1 - dones[t]) - values[t]
+        last = delta + hp.gamma * hp.gae_lambda * (1 - dones[t]) * last
+        advantages[t] = last
+    return advantages, advantages + values
+
+
+def _update(agent: DiffusionAgent, optimizer: torch.optim.Optimizer, anchor: Any, batch: Mapping[str, Any],
+            advantages: torch.Tensor, returns: torch.Tensor, hp: DPPOConfig,
+            order_seed: list[int]) -> dict[str, list[float]]:
+    """PPO epochs over the trained denoising steps of one rollout; returns the per-minibatch logs. The minibatch
+    order depends on ``order_seed`` (run seed, update index) and the epoch, so a resumed run repeats it."""
+    k = agent.k
+    flat_obs = {key: np.concatenate([o[key] for o in batch["obs"]]) for key in agent.obs_keys}
+    rollout = len(advantages.reshape(-1))
+    b_in, b_out = batch["chain_in"].reshape(rollout, k, 24), batch["chain_out"].reshape(rollout, k, 24)
+    b_logp, b_adv, b_ret = batch["log_prob"].reshape(rollout, k), advantages.reshape(-1), returns.reshape(-1)
+    agent.train()
+    logs: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clip_fraction": [], "approx_kl": [],
+                                    "anchor_loss": []}
+    for epoch in range(hp.n_epochs):
+        order = np.random.default_rng([*order_seed, epoch]).permutation(rollout)
+        for s in range(0, rollout, hp.batch_size):
+            mb = np.sort(order[s:s + hp.batch_size])
+            mb_t = torch.from_numpy(mb)
+            new_logp, new_value = agent.evaluate({key: v[mb] for key, v in flat_obs.items()}, b_in[mb_t], b_out[mb_t])
+            log_ratio = new_logp - b_logp[mb_t]  # (B, k): one ratio per denoising step
+            ratio = log_ratio.exp()
+            adv = b_adv[mb_t]
+            if hp.normalize_advantage and len(adv) > 1:
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            adv = adv[:, None]  # the plan's advantage, shared by its denoising steps
+            policy_loss = -torch.min(adv * ratio, adv * ratio.clamp(1 - hp.clip_range, 1 + hp.clip_range)).mean()
+            value_loss = 0.5 * (new_value - b_ret[mb_t]).pow(2).mean()
+            loss = policy_loss + hp.vf_coef * value_loss
+            if anchor is not None:
+                anchor_loss, _ = anchor.loss(agent)
+                loss = loss + anchor.weight * anchor_loss
+                logs["anchor_loss"].append(anchor_loss.item())
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], hp.max_grad_norm)
+            optimizer.step()
+            with torch.no_grad():
+                approx_kl = ((ratio - 1) - log_ratio).mean().item()
+            logs["policy_loss"].append(policy_loss.item())
+            logs["value_loss"].append(value_loss.item())
+            logs["clip_fraction"].append(((ratio - 1).abs() > hp.clip_range).float().mean().item())
+            logs["approx_kl"].append(approx_kl)
+            if hp.target_kl is not None and approx_kl > 1.5 * hp.target_kl:
+                return logs  # early stop of this update
+    return logs
 
 
 __all__ = ["DPPOConfig", "DiffusionAgent", "train_dppo"]

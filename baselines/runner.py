@@ -15,19 +15,119 @@ Output layout (``--out``, default ``runs/baselines``)::
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from baselines.common import read_json, run_dir_of, write_json
-from baselines.config import VARIANTS, RunConfig, load_config
+from baselines.config import PRESETS, VARIANTS, Overrides, RunConfig, load_config
+from irlvla_gym.configs import option
+
+# ---- the commands' configs (each field is a flag of ``irlvla baselines <action>``) -----------------------------------
 
 
-def _check_config(run_dir: Path, values: dict[str, Any]) -> None:
+@dataclass
+class TrainJob:
+    """``irlvla baselines train``: one variant x one seed (:func:`run_train_job`)."""
+
+    variant: str = option(positional=True, help=f"one of {list(VARIANTS)} (or any name, with --config)")
+    config: str | None = None
+    """yaml config (default baselines/configs/<variant>.yaml)"""
+    seed: int = 0
+    """run seed"""
+    evaluate: bool = option(True, flag="--eval")
+    """evaluate the trained policy (rule-based scorer, the config's eval section)"""
+    preset: str = option("quick", choices=PRESETS)
+    """budget preset of the config files"""
+    out: str = "runs/baselines"
+    """output root"""
+    overrides: Overrides = field(default_factory=Overrides)
+    restart: bool = False
+    """start runs over instead of skipping / resuming"""
+    progress: bool = True
+    """progress bars"""
+
+    def run_config(self) -> RunConfig:
+        """The resolved config: the yaml, its preset, then the overrides; named after ``variant``."""
+        cfg = load_config(self.config or self.variant, self.preset, self.overrides.as_list())
+        if self.config and cfg.variant != self.variant:
+            cfg.variant = self.variant
+        return cfg
+
+
+@dataclass
+class SweepJob:
+    """``irlvla baselines run``: every variant x seed, the references, the table (:func:`run_sweep`)."""
+
+    preset: str = option("quick", choices=PRESETS)
+    """budget preset of the config files"""
+    out: str = "runs/baselines"
+    """output root"""
+    overrides: Overrides = field(default_factory=Overrides)
+    restart: bool = False
+    """start runs over instead of skipping / resuming"""
+    progress: bool = True
+    """progress bars"""
+    variants: tuple[str, ...] = option(VARIANTS, choices=VARIANTS)
+    """variants to train and evaluate"""
+    seeds: tuple[int, ...] = (0, 1)
+    """seeds of every variant"""
+
+
+@dataclass
+class TableJob:
+    """``irlvla baselines table``: (re)write the table and curves from finished runs (:func:`write_table`)."""
+
+    out: str = "runs/baselines"
+    """output root"""
+    variants: tuple[str, ...] = VARIANTS
+    """variants (rows) of the table"""
+    seeds: tuple[int, ...] = (0, 1)
+    """seeds of every variant"""
+
+
+def run_train_job(job: TrainJob) -> dict[str, Any]:
+    """Train (+ evaluate) one variant x seed: :func:`train_run` of the job's resolved config."""
+    return train_run(job.run_config(), job.seed, job.out, job.progress, evaluate=job.evaluate, restart=job.restart)
+
+
+def run_sweep(job: SweepJob) -> dict[str, Path]:
+    """:func:`run_all` of the job; returns the written files."""
+    return run_all(job.preset, job.variants, job.seeds, job.out, job.overrides.as_list(), job.progress, job.restart)
+
+
+def write_table(job: TableJob) -> dict[str, Path]:
+    """The table and curves of the finished runs under ``job.out`` (the references when they were evaluated)."""
+    from baselines.report import write_report
+
+    refs_path = Path(job.out) / "references.json"
+    refs = read_json(refs_path)["rows"] if refs_path.is_file() else {}
+    return write_report(job.out, list(job.variants), list(job.seeds), refs)
+
+
+# ---- runs -----------------------------------------------------------------------------------------------------------
+
+
+def _normalised(values: dict[str, Any]) -> dict[str, Any]:
+    """A config.json as the current :class:`RunConfig` writes it, as JSON reads it back: files of older versions
+    (sparse ``ppo`` / ``bc`` / ``eval`` sections) compare equal to the same settings written now."""
+    try:
+        values = {**RunConfig.from_dict({k: v for k, v in values.items() if k != "seed"}).to_dict(),
+                  "seed": values.get("seed")}
+    except (TypeError, ValueError):
+        pass  # not a config this version can read: compared as it is (and found different)
+    return json.loads(json.dumps(values, default=str))
+
+
+def check_config(run_dir: Path, values: dict[str, Any]) -> None:
+    """Write ``values`` (a run's config + seed) to ``run_dir/config.json``, or, when that file exists, refuse a
+    different config (ValueError naming the keys that differ)."""
     path = run_dir / "config.json"
     if path.is_file():
-        old = read_json(path)
+        old, values = _normalised(read_json(path)), _normalised(values)
         if old != values:
             diff = sorted(k for k in set(old) | set(values) if old.get(k) != values.get(k))
             raise ValueError(f"{run_dir} holds a run with a different config (keys {diff}); use --restart to start "
@@ -48,7 +148,7 @@ def train_run(cfg: RunConfig, seed: int, out: str | Path, progress: bool = True,
         return read_json(run_dir / "done.json")
     run_dir.mkdir(parents=True, exist_ok=True)
     values = {**cfg.to_dict(), "seed": int(seed)}
-    _check_config(run_dir, values)
+    check_config(run_dir, values)
 
     trained_agent = None
     if cfg.algorithm == "dppo":
@@ -73,8 +173,7 @@ def train_run(cfg: RunConfig, seed: int, out: str | Path, progress: bool = True,
 
         t = time.perf_counter()
         agent = trained_agent if trained_agent is not None else load_run_agent(run_dir)
-        rows = evaluate_agents([agent], cfg.eval.get("split", "synthetic-test"), cfg.eval.get("num_scenes", 100),
-                               progress=progress)
+        rows = evaluate_agents([agent], cfg.eval.split, cfg.eval.num_scenes, progress=progress)
         metrics["eval"] = rows[agent.name]
         metrics["eval_s"] = time.perf_counter() - t
         write_json(run_dir / "eval.json", metrics["eval"])
@@ -113,10 +212,10 @@ def run_all(preset: str = "quick", variants: Sequence[str] = VARIANTS, seeds: Se
         for seed in seeds:
             train_run(configs[variant], seed, out, progress, restart=restart)
     first = configs[variants[0]]
-    refs = evaluate_references(out, first.eval.get("split", "synthetic-test"), first.eval.get("num_scenes", 100),
-                               first.env.get("obs_config"), progress)
+    refs = evaluate_references(out, first.eval.split, first.eval.num_scenes, first.env.get("obs_config"), progress)
     command = {"preset": preset, "variants": list(variants), "seeds": list(seeds), "overrides": list(overrides)}
     return write_report(out, variants, seeds, refs, command)
 
 
-__all__ = ["evaluate_references", "run_all", "run_dir_of", "train_run"]
+__all__ = ["SweepJob", "TableJob", "TrainJob", "check_config", "evaluate_references", "run_all", "run_dir_of",
+           "run_sweep", "run_train_job", "train_run", "write_table"]

@@ -18,6 +18,7 @@ Files in ``run_dir``: ``checkpoint/model.zip`` + ``checkpoint/state.json`` (resu
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,8 @@ def train_ppo(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = True) -
         else:
             policy, policy_kwargs = "MultiInputPolicy", dict(cfg.policy_kwargs)
         model = PPOWithAnchor(policy, venv, seed=seed, device="cpu", verbose=0, tensorboard_log=str(run_dir / "tb"),
-                              policy_kwargs=policy_kwargs, **cfg.ppo)
-    model.anchor = make_anchor(cfg.bc, cfg.env, seed=seed)  # None unless bc.weight > 0
+                              policy_kwargs=policy_kwargs, **cfg.ppo.kwargs())
+    model.anchor = make_anchor(dataclasses.asdict(cfg.bc), cfg.env, seed=seed)  # None unless bc.weight > 0
     venv.env_seconds = float(state["env_s"])
 
     # ---- callbacks: curve, checkpoints, hooks, progress -------------------------------------------------------------

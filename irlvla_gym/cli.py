@@ -1,4 +1,10 @@
-"""The ``irlvla`` command line. Each feature area registers its own subcommands (``register(subparsers)``)."""
+"""The ``irlvla`` command line. Each feature area registers its own subcommands (``register(subparsers)``).
+
+A command's flags are the fields of its config dataclass (:func:`irlvla_gym.configs.add_arguments`: name, type,
+default and help written once, in the dataclass) and its handler builds that config back
+(:func:`irlvla_gym.configs.from_args`) and calls the typed entry point (``train_bc(BCConfig)``,
+``run_train(TrainRunConfig)``, ``run_leaderboard(LeaderboardConfig)``, ...), which is also what
+``irlvla pipeline`` calls. Building the parser imports no torch: heavy imports live inside the handlers."""
 
 from __future__ import annotations
 

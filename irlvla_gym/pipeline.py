@@ -14,6 +14,10 @@ stage calls resume their own interrupted work):
 6. ``leaderboard`` every agent on synthetic-test with the rule-based EPDMS scorer, beside the non-learning
                    references (logged human, constant velocity, PDM-Closed) (``irlvla leaderboard``).
 
+Each stage calls the typed entry point of its tool with a config object (``train_bc(BCConfig)``,
+``run_dataset(DatasetConfig)``, ``run_train(TrainRunConfig)``, ``run_eval(EvalConfig)``, ``train_run(RunConfig)``,
+``run_leaderboard(LeaderboardConfig)``), the same ones its command runs.
+
 The run directory ends with ``summary.md`` (the final table) and ``summary.json``. ``--preset quick`` (default)
 finishes in about 15 minutes on a 2-core CPU; ``--preset full`` uses the full splits and the budgets of the shipped
 checkpoints (hours).
@@ -26,73 +30,84 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
+
+from irlvla_gym.configs import Presets, add_arguments, from_args, option
+from irlvla_gym.rewards import RewardSpec
 
 SPLITS = ("synthetic-train", "synthetic-val", "synthetic-test", "synthetic-hard")
+STAGE_NAMES = ("scenes", "bc", "rwm_data", "rwm", "ppo", "leaderboard")
+"""The stages, in order (module docs); :data:`STAGES` maps them to their functions."""
 
 
 @dataclass(frozen=True)
-class Preset:
-    """Budgets of one pipeline preset (scene counts are the first N scenes of each split; None = the whole split)."""
+class Budgets:
+    """Budgets of one pipeline preset (the defaults are those of ``quick``; scene counts are the first N scenes)."""
 
-    scenes: dict[str, int | None]
-    bc_scenes: int
-    bc_epochs: int
-    bc_val_scenes: int
-    bc_score_scenes: int
-    rwm_scenes: int
-    rwm_epochs: int
-    rwm_eval_scenes: int
-    ppo_variants: tuple[str, ...]
-    ppo_preset: str
-    leaderboard_scenes: int
+    scenes: Mapping[str, int | None] = field(default_factory=lambda: {
+        "synthetic-train": 3000, "synthetic-val": 200, "synthetic-test": 100, "synthetic-hard": 100})
+    """scene-store size per synthetic split (None: the whole split)"""
+    bc_scenes: int = 3000
+    """stage 1: behaviour-cloning training scenes"""
+    bc_epochs: int = 12
+    """stage 1: behaviour-cloning epochs"""
+    bc_val_scenes: int = 100
+    """stage 1: validation scenes (ADE / FDE)"""
+    bc_score_scenes: int = 32
+    """stage 1: validation scenes scored with EPDMS"""
+    rwm_scenes: int = 600
+    """stage 2: training scenes of the RWM dataset"""
+    rwm_epochs: int = 20
+    """stage 2: RWM training epochs"""
+    rwm_eval_scenes: int = 100
+    """stage 2: held-out synthetic-test scenes of the RWM report"""
+    ppo_variants: tuple[str, ...] = ("ppo-vla-rwm", "ppo-vla-epdms")
+    """stage 3: baselines variants trained from the stage-1 policy (a learned-reward variant uses the stage-2 RWM)"""
+    ppo_preset: str = "quick"
+    """stage 3: preset of the variants' yaml configs"""
+    ppo_overrides: Mapping[str, Any] = field(default_factory=dict)
+    """stage 3: run-config overrides on top of ppo_preset (as irlvla baselines --set), e.g. {"total_timesteps": 64}"""
+    leaderboard_scenes: int = 100
+    """synthetic-test scenes of the final leaderboard"""
     workers: int = 2
-    ppo_overrides: tuple[str, ...] = ()
-    """Extra ``irlvla baselines train`` flags (e.g. ``("--timesteps", "64")``) on top of ``ppo_preset``."""
+    """processes of the RWM dataset builds and the leaderboard"""
 
 
-PRESETS: dict[str, Preset] = {
-    "quick": Preset(
-        scenes={"synthetic-train": 3000, "synthetic-val": 200, "synthetic-test": 100, "synthetic-hard": 100},
-        bc_scenes=3000, bc_epochs=12, bc_val_scenes=100, bc_score_scenes=32,
-        rwm_scenes=600, rwm_epochs=20, rwm_eval_scenes=100,
-        ppo_variants=("ppo-vla-rwm", "ppo-vla-epdms"), ppo_preset="quick", leaderboard_scenes=100,
-        ppo_overrides=("--timesteps", "8192")),
-    "full": Preset(
-        scenes={split: None for split in SPLITS},
-        bc_scenes=4000, bc_epochs=16, bc_val_scenes=200, bc_score_scenes=64,
-        rwm_scenes=2400, rwm_epochs=20, rwm_eval_scenes=300,
-        ppo_variants=("ppo-vla-rwm", "ppo-vla-rwm-bc", "ppo-vla-epdms"), ppo_preset="full",
-        leaderboard_scenes=500),
-}
+PRESETS = Presets("irlvla pipeline", {
+    "quick": {"ppo_overrides": {"total_timesteps": 8192}},  # the Budgets defaults; PPO at twice the yaml quick budget
+    "full": {"scenes": {split: None for split in SPLITS}, "bc_scenes": 4000, "bc_epochs": 16, "bc_val_scenes": 200,
+             "bc_score_scenes": 64, "rwm_scenes": 2400, "rwm_eval_scenes": 300,
+             "ppo_variants": ("ppo-vla-rwm", "ppo-vla-rwm-bc", "ppo-vla-epdms"), "ppo_preset": "full",
+             "leaderboard_scenes": 500},
+})
+"""Named budgets (:class:`irlvla_gym.configs.Presets` over :class:`Budgets`): ``--preset quick`` finishes in about
+15 minutes on a 2-core CPU, ``full`` uses the full splits and the budgets of the shipped checkpoints (hours)."""
 
 
 @dataclass
 class PipelineConfig:
-    """Arguments of ``irlvla pipeline`` (one field per CLI flag).
+    """Arguments of ``irlvla pipeline`` (each field is the flag of the same name)."""
 
-    Attributes:
-        out: run directory; every artefact lands below it.
-        preset: ``"quick"`` or ``"full"`` (:data:`PRESETS`).
-        stages: stage names to run (default: all, in order; a stage needs the ones before it).
-        num_renders: synthetic-test scenes drawn to PNG.
-        progress: show progress bars.
-        seed: seed of every stage.
-    """
-
-    out: Path = Path("runs/quick")
-    preset: str = "quick"
-    stages: tuple[str, ...] | None = None
-    num_renders: int = 6
-    progress: bool = True
+    preset: str = option("quick", choices=tuple(PRESETS))
+    """budgets: quick (about 15 minutes on a 2-core CPU) or full (hours); PRESETS"""
+    out: Path | None = None
+    """run directory; every artefact lands below it (default: runs/<preset>)"""
+    stages: tuple[str, ...] | None = option(None, choices=STAGE_NAMES)
+    """run only these stages (default: all, in order; a stage needs the ones before it)"""
+    num_renders: int = option(6, flag="--renders")
+    """synthetic-test scenes drawn to PNG"""
     seed: int = 0
-    spec: Preset = field(init=False)
+    """seed of every stage"""
+    progress: bool = True
+    """progress bars"""
+    budgets: Budgets = field(init=False)
+    """the preset's budgets"""
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise ValueError(f"--preset {self.preset!r}: choose from {', '.join(PRESETS)}")
-        self.spec = PRESETS[self.preset]
-        self.out = Path(self.out)
+        self.budgets = PRESETS.apply(Budgets(), self.preset)
+        self.out = Path(self.out) if self.out else Path("runs") / self.preset
 
     # Paths of the stages' artefacts.
     def store(self, split: str) -> Path:
@@ -111,18 +126,10 @@ class PipelineConfig:
         return self.out / "ppo"
 
 
-def _cli(argv: list[str]) -> None:
-    """Run one ``irlvla`` subcommand in-process; a non-zero exit becomes an exception naming the command."""
-    from irlvla_gym.cli import main as cli_main
-
-    print(f"[irlvla pipeline] $ irlvla {' '.join(argv)}", flush=True)
-    code = cli_main(argv)
-    if code:
-        raise RuntimeError(f"`irlvla {' '.join(argv)}` exited with status {code}")
-
-
-def _flags(cfg: PipelineConfig) -> list[str]:
-    return [] if cfg.progress else ["--no-progress"]
+def _call(stage: Callable[[Any], Any], config: Any) -> Any:
+    """Run one typed stage entry point (``stage(config)``), logging what it gets."""
+    print(f"[irlvla pipeline] {stage.__module__}.{stage.__name__}({config!r})", flush=True)
+    return stage(config)
 
 
 def _read_json(path: Path) -> Any:
@@ -141,7 +148,7 @@ def stage_scenes(cfg: PipelineConfig) -> dict:
     from irlvla_gym.scenes.store import CorruptStoreError, SceneStore, build_store
 
     summary: dict[str, Any] = {}
-    for split, cap in cfg.spec.scenes.items():
+    for split, cap in cfg.budgets.scenes.items():
         want = synthetic.split_size(split) if cap is None else min(cap, synthetic.split_size(split))
         path = cfg.store(split)
         try:
@@ -168,33 +175,39 @@ def stage_scenes(cfg: PipelineConfig) -> dict:
 
 def stage_bc(cfg: PipelineConfig) -> dict:
     """Stage 1: behaviour cloning of the VLA (camera + instruction + command + ego -> 8-pose plan)."""
-    s = cfg.spec
-    _cli(["bc", "--out", str(cfg.bc_dir), "--scenes", str(cfg.store("synthetic-train")),
-          "--num-scenes", str(s.bc_scenes), "--val-scenes", str(cfg.store("synthetic-val")),
-          "--num-val-scenes", str(s.bc_val_scenes), "--val-score-scenes", str(s.bc_score_scenes),
-          "--epochs", str(s.bc_epochs), "--seed", str(cfg.seed), *_flags(cfg)])
+    from irlvla_gym.policies.bc import BCConfig, train_bc
+
+    b = cfg.budgets
+    _call(train_bc, BCConfig(
+        out=str(cfg.bc_dir), scenes=str(cfg.store("synthetic-train")), num_scenes=b.bc_scenes,
+        val_scenes=str(cfg.store("synthetic-val")), num_val_scenes=b.bc_val_scenes, val_score_scenes=b.bc_score_scenes,
+        epochs=b.bc_epochs, seed=cfg.seed, progress=cfg.progress))
     metrics = cfg.bc_dir / "bc_metrics.json"
     return {"checkpoint": str(cfg.bc_dir), "metrics": _read_json(metrics) if metrics.is_file() else None}
 
 
 def stage_rwm_data(cfg: PipelineConfig) -> dict:
     """Stage 2 data: K candidates per training scene, incl. samples of the stage-1 policy, labelled by the scorer."""
+    from reward_models.dataset import DatasetConfig, run_dataset
+
     out = cfg.rwm_dir / "data"
-    _cli(["rwm", "dataset", "--split", str(cfg.store("synthetic-train")), "--out", str(out),
-          "--num-scenes", str(cfg.spec.rwm_scenes), "--policy", str(cfg.bc_dir), "--workers", str(cfg.spec.workers),
-          "--seed", str(cfg.seed), *_flags(cfg)])
-    return {"dataset": str(out), "scenes": cfg.spec.rwm_scenes}
+    _call(run_dataset, DatasetConfig(out=str(out), split=str(cfg.store("synthetic-train")),
+                                     num_scenes=cfg.budgets.rwm_scenes, policy=str(cfg.bc_dir),
+                                     workers=cfg.budgets.workers, seed=cfg.seed, progress=cfg.progress))
+    return {"dataset": str(out), "scenes": cfg.budgets.rwm_scenes}
 
 
 def stage_rwm(cfg: PipelineConfig) -> dict:
     """Stage 2: train the reward world model (supervised + MaxEnt IRL) and evaluate it on held-out test scenes."""
+    from reward_models.evaluate import EvalConfig, run_eval
+    from reward_models.train import TrainConfig, TrainRunConfig, run_train
+
     ckpt, report = cfg.rwm_dir / "ckpt", cfg.rwm_dir / "eval"
-    _cli(["rwm", "train", "--data", str(cfg.rwm_dir / "data"), "--out", str(ckpt),
-          "--epochs", str(cfg.spec.rwm_epochs), "--seed", str(cfg.seed), *_flags(cfg)])
-    _cli(["rwm", "eval", "--ckpt", str(ckpt), "--split", str(cfg.store("synthetic-test")), "--out", str(report),
-          "--num-scenes", str(cfg.spec.rwm_eval_scenes), "--workers", str(cfg.spec.workers),
-          "--seed", str(cfg.seed), *_flags(cfg)])
-    rep = _read_json(report / "report.json")
+    _call(run_train, TrainRunConfig(data=str(cfg.rwm_dir / "data"), out=str(ckpt), progress=cfg.progress,
+                                    train=TrainConfig(epochs=cfg.budgets.rwm_epochs, seed=cfg.seed)))
+    rep = _call(run_eval, EvalConfig(ckpt=str(ckpt), out=str(report), split=str(cfg.store("synthetic-test")),
+                                     num_scenes=cfg.budgets.rwm_eval_scenes, workers=cfg.budgets.workers,
+                                     seed=cfg.seed, progress=cfg.progress))
     return {"checkpoint": str(ckpt), "report_dir": str(report),
             "report": {"spearman": rep["spearman"], "pearson": rep["pearson"],
                        "best_of_k_gap": rep["best_of_k"]["gap"], "rwm_pick": rep["best_of_k"]["rwm_pick"],
@@ -203,17 +216,24 @@ def stage_rwm(cfg: PipelineConfig) -> dict:
 
 def stage_ppo(cfg: PipelineConfig) -> dict:
     """Stage 3: PPO from the stage-1 policy against the stage-2 reward (and against the rule-based scorer)."""
-    runs = {}
-    for variant in cfg.spec.ppo_variants:
-        overrides = ["--set", f"pretrained={cfg.bc_dir}"]
-        if "rwm" in variant:
-            overrides += ["--set", f"reward=rwm:{cfg.rwm_dir / 'ckpt'}"]
-        _cli(["baselines", "train", variant, "--preset", cfg.spec.ppo_preset, "--seed", str(cfg.seed),
-              "--out", str(cfg.ppo_dir), "--no-eval", *overrides, *cfg.spec.ppo_overrides, *_flags(cfg)])
-        runs[variant] = str(cfg.ppo_dir / variant / f"seed{cfg.seed}")
+    from baselines.common import run_dir_of
+    from baselines.config import load_config
     from baselines.report import plot_curves
+    from baselines.runner import train_run
 
-    curves = plot_curves(cfg.ppo_dir, list(cfg.spec.ppo_variants), [cfg.seed], cfg.out / "learning_curves.png")
+    b = cfg.budgets
+    stage2 = RewardSpec("rwm", str(cfg.rwm_dir / "ckpt"))  # the model this run trained, not the shipped one
+    runs = {}
+    for variant in b.ppo_variants:
+        overrides: list[Mapping[str, Any]] = [{"pretrained": str(cfg.bc_dir)}]
+        if load_config(variant, b.ppo_preset).learned_reward:
+            overrides.append({"reward": str(stage2)})
+        run_cfg = load_config(variant, b.ppo_preset, [*overrides, b.ppo_overrides])
+        print(f"[irlvla pipeline] baselines.runner.train_run({run_cfg!r}, seed={cfg.seed}, out={cfg.ppo_dir})",
+              flush=True)
+        train_run(run_cfg, cfg.seed, cfg.ppo_dir, cfg.progress, evaluate=False)
+        runs[variant] = str(run_dir_of(cfg.ppo_dir, variant, cfg.seed))
+    curves = plot_curves(cfg.ppo_dir, list(b.ppo_variants), [cfg.seed], cfg.out / "learning_curves.png")
     return {"runs": runs, "learning_curves": str(curves) if curves else None}
 
 
@@ -228,11 +248,11 @@ def stage_leaderboard(cfg: PipelineConfig) -> dict:
 
     agents: list[Any] = ["human", "constant-velocity", "pdm-closed",
                          VLANetworkAgent(str(cfg.bc_dir), "BC (stage 1)")]
-    for variant in cfg.spec.ppo_variants:
+    for variant in cfg.budgets.ppo_variants:
         agents.append(load_run_agent(cfg.ppo_dir / variant / f"seed{cfg.seed}", AGENT_LABELS.get(variant, variant)))
     result = run_leaderboard(LeaderboardConfig(
-        split=str(cfg.store("synthetic-test")), agents=agents, num_scenes=cfg.spec.leaderboard_scenes,
-        workers=cfg.spec.workers, seed=cfg.seed, out=cfg.out / "leaderboard", progress=cfg.progress))
+        split=str(cfg.store("synthetic-test")), agents=agents, num_scenes=cfg.budgets.leaderboard_scenes,
+        workers=cfg.budgets.workers, seed=cfg.seed, out=cfg.out / "leaderboard", progress=cfg.progress))
     return {"rows": result.rows, "out": str(cfg.out / "leaderboard")}
 
 
@@ -244,7 +264,7 @@ STAGES: list[tuple[str, Callable[[PipelineConfig], dict]]] = [
     ("ppo", stage_ppo),
     ("leaderboard", stage_leaderboard),
 ]
-STAGE_NAMES = tuple(name for name, _ in STAGES)
+assert tuple(name for name, _ in STAGES) == STAGE_NAMES
 
 
 # ---- driver -----------------------------------------------------------------------------------------------------
@@ -257,7 +277,7 @@ def summary_markdown(cfg: PipelineConfig, summary: dict) -> str:
     lines = [f"# irlvla pipeline ({cfg.preset} preset)", ""]
     board = summary.get("leaderboard", {}).get("result", {}).get("rows")
     if board:
-        lines += [f"Rule-based EPDMS on the first {cfg.spec.leaderboard_scenes} synthetic-test scenes (x100):", "",
+        lines += [f"Rule-based EPDMS on the first {cfg.budgets.leaderboard_scenes} synthetic-test scenes (x100):", "",
                   "| agent | " + " | ".join(c.upper() for c in SUMMARY_COLUMNS) + " |",
                   "|---|" + "---:|" * len(SUMMARY_COLUMNS)]
         for row in board:
@@ -277,7 +297,7 @@ def summary_markdown(cfg: PipelineConfig, summary: dict) -> str:
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
     """Run the selected stages in order, skipping finished ones; writes ``summary.json`` and ``summary.md``."""
-    from irlvla_gym.utils import atomic_write
+    from irlvla_gym.utils import atomic_write, limit_torch_threads
 
     cfg.out.mkdir(parents=True, exist_ok=True)
     selected = cfg.stages or STAGE_NAMES
@@ -300,6 +320,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         if name not in selected:
             continue
         print(f"[irlvla pipeline] {index}/{len(STAGES)} {name} ...", flush=True)
+        limit_torch_threads()  # as `irlvla <command>` does before each tool
         t = time.perf_counter()
         result = stage(cfg)
         summary[name] = {"result": result, "seconds": round(time.perf_counter() - t, 1)}
@@ -313,9 +334,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
 
 
 def _main(args: argparse.Namespace) -> int:
-    cfg = PipelineConfig(out=Path(args.out or f"runs/{args.preset}"), preset=args.preset,
-                         stages=tuple(args.stages) if args.stages else None, num_renders=args.renders,
-                         progress=not args.no_progress, seed=args.seed)
+    cfg = from_args(PipelineConfig, args)
     summary = run_pipeline(cfg)
     print()
     print(summary_markdown(cfg, summary))
@@ -326,10 +345,5 @@ def _main(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("pipeline", help="the whole IRL-VLA recipe on the embedded default (resumable)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="quick", choices=sorted(PRESETS), help="budgets (default: quick)")
-    p.add_argument("--out", default=None, help="run directory (default: runs/<preset>)")
-    p.add_argument("--stages", nargs="+", choices=STAGE_NAMES, help="run only these stages (default: all)")
-    p.add_argument("--renders", type=int, default=6, help="scenes drawn to PNG (default: 6)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_arguments(p, PipelineConfig)  # one flag per field of the config
     p.set_defaults(func=_main)

@@ -1,6 +1,7 @@
 """The RWM dataset: per scene, K candidate plans labelled with the full EPDMS sub-score vector, plus the expert.
 
-``irlvla rwm dataset --split synthetic-train --out DIR`` (:func:`build_dataset`).
+``irlvla rwm dataset --split synthetic-train --out DIR`` (:class:`DatasetConfig`, :func:`run_dataset`, which calls
+:func:`build_dataset`).
 
 Candidates (:class:`CandidateConfig`, one :class:`PlanSampler` per source, all drawing from a per-scene generator
 ``np.random.default_rng([seed, scene_index])`` so the dataset is identical for any worker count or backend):
@@ -47,7 +48,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Protocol, Sequence
 
 import numpy as np
 
@@ -572,6 +573,50 @@ def build_dataset(source: str, out: str | os.PathLike, *, num_scenes: int | None
     return manifest
 
 
+@dataclass
+class DatasetConfig:
+    """One ``irlvla rwm dataset`` run (each field is the CLI flag of the same name; :func:`run_dataset`)."""
+
+    out: str
+    """dataset directory (rerun the same command to resume an interrupted build)"""
+    split: str = "synthetic-train"
+    """synthetic split name or scene-store directory"""
+    num_scenes: int | None = None
+    """scenes of the source from --start on (default: all)"""
+    start: int = 0
+    """first scene index"""
+    candidates: int = 64
+    """K candidate plans per scene (plus the expert)"""
+    policy: str | None = None
+    """policy checkpoint or module:callable for policy samples"""
+    backend: Literal["local", "ray"] = "local"
+    """local processes or Ray tasks"""
+    workers: int = 1
+    """processes (local) or Ray CPUs"""
+    shard_size: int = 32
+    """scenes per shard"""
+    seed: int = 0
+    """base seed (per-scene generators [seed, scene index])"""
+    progress: bool = True
+    """progress bar"""
+
+    def candidate_config(self) -> CandidateConfig:
+        """The :class:`CandidateConfig` of ``candidates``: the default source counts, or K / 8 per source when
+        they do not fit in K."""
+        cand = CandidateConfig(num_candidates=self.candidates)
+        if cand.vocab_near + cand.vocab_random + cand.policy > cand.num_candidates:
+            share = max(self.candidates // 8, 0)
+            cand = CandidateConfig(num_candidates=self.candidates, vocab_near=share, vocab_random=share, policy=share)
+        return cand
+
+
+def run_dataset(cfg: DatasetConfig) -> dict:
+    """Build (or resume) the dataset of ``cfg``; returns its manifest (:func:`build_dataset`)."""
+    return build_dataset(cfg.split, cfg.out, num_scenes=cfg.num_scenes, start=cfg.start,
+                         candidates=cfg.candidate_config(), seed=cfg.seed, policy=cfg.policy, backend=cfg.backend,
+                         workers=cfg.workers, shard_size=cfg.shard_size, progress=cfg.progress)
+
+
 # ---- reading --------------------------------------------------------------------------------------------------
 
 
@@ -665,4 +710,5 @@ __all__ = [
     "FORMAT_VERSION", "SOURCES", "LABELS", "CandidateConfig", "PlanSampler", "VocabularySampler",
     "PerturbationSampler", "PolicySampler", "CandidateGenerator", "load_policy_sampler", "perturb_plans",
     "label_plans", "build_shard", "build_dataset", "load_dataset", "read_manifest", "RWMData", "DatasetError",
+    "DatasetConfig", "run_dataset",
 ]

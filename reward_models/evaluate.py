@@ -1,4 +1,5 @@
-"""Evaluation report of a reward world model on a held-out split: ``irlvla rwm eval --ckpt CKPT --split S --out DIR``.
+"""Evaluation report of a reward world model on a held-out split: ``irlvla rwm eval --ckpt CKPT --split S --out DIR``
+(:class:`EvalConfig`, :func:`run_eval`, which calls :func:`evaluate`).
 
 The held-out plans are an RWM dataset (:mod:`reward_models.dataset`; built into ``DIR/data`` unless ``--data`` names
 an existing one). Reported (``report.json`` + ``report.md`` + ``calibration.png``):
@@ -15,20 +16,69 @@ an existing one). Reported (``report.json`` + ``report.md`` + ``calibration.png`
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from reward_models.dataset import OBS_ENTRIES, OBS_KEYS, SOURCES, CandidateConfig, build_dataset, load_dataset
 from reward_models.metrics import best_of_k, best_of_k_gaps, bootstrap_mean_ci, pearson, roc_auc, spearman
-from reward_models.model import BINARY, SUB_SCORES, THREE_WAY, RewardWorldModel
+
+if TYPE_CHECKING:
+    from reward_models.model import RewardWorldModel
 
 
-@torch.no_grad()
+@dataclass
+class EvalConfig:
+    """One ``irlvla rwm eval`` run (each field is the CLI flag of the same name; :func:`run_eval`)."""
+
+    ckpt: str
+    """checkpoint directory or shipped name ('default', 'policy_aware')"""
+    out: str
+    """report directory (report.json, report.md, calibration.png)"""
+    split: str = "synthetic-test"
+    """held-out synthetic split or scene-store directory"""
+    data: str | None = None
+    """an existing RWM dataset of the split (else built in OUT/data)"""
+    num_scenes: int | None = 300
+    """scenes of the dataset built in OUT/data"""
+    workers: int = 1
+    """processes building the dataset"""
+    speed_scenes: int = 5
+    """scenes of the speed measurement against the scorer (0: none)"""
+    compare: str | None = None
+    """another checkpoint: paired best-of-K comparison on the same scenes"""
+    seed: int = 0
+    """seed of the dataset built in OUT/data"""
+    progress: bool = True
+    """progress bars"""
+
+
+def run_eval(cfg: EvalConfig) -> dict[str, Any]:
+    """The fidelity report of ``cfg`` (:func:`evaluate`); returns the report."""
+    return evaluate(cfg.ckpt, cfg.out, split=cfg.split, data=cfg.data, num_scenes=cfg.num_scenes, seed=cfg.seed,
+                    workers=cfg.workers, speed_scenes=cfg.speed_scenes, progress=cfg.progress, compare=cfg.compare)
+
+
+def _under_torch(context: str):
+    """Decorator: run the function inside ``torch.<context>()``, importing torch only when it is called (the configs
+    of this module build ``irlvla rwm eval --help`` without torch)."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            import torch
+
+            with getattr(torch, context)():
+                return fn(*args, **kwargs)
+        return run
+    return wrap
+
+
+@_under_torch("no_grad")
 def predict_dataset(model: RewardWorldModel, data, batch_scenes: int = 16) -> dict[str, np.ndarray]:
     """Expected sub-scores and reward for every plan of a loaded dataset: name -> (N, M)."""
     model.eval()
@@ -43,7 +93,7 @@ def predict_dataset(model: RewardWorldModel, data, batch_scenes: int = 16) -> di
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-@torch.inference_mode()
+@_under_torch("inference_mode")
 def speed_ratio(model: RewardWorldModel, source: str = "synthetic-test", num_scenes: int = 5, k: int = 256,
                 repeats: int = 3) -> dict[str, float]:
     """Seconds per batch of ``k`` plans in one scene, scorer (``score_plans`` fast path) vs RWM, same plans.
@@ -93,6 +143,8 @@ def _timed(fn) -> float:
 
 def compute_report(pred: dict[str, np.ndarray], data) -> dict[str, Any]:
     """All metrics of the report from predictions (:func:`predict_dataset`) and the labelled dataset."""
+    from reward_models.model import BINARY, SUB_SCORES, THREE_WAY
+
     true = data.labels["epdms"]
     r = pred["reward"]
     per_scene = [spearman(r[i], true[i]) for i in range(len(true))]
@@ -253,4 +305,5 @@ def evaluate(ckpt: str, out: str, split: str = "synthetic-test", data: str | Non
     return rep
 
 
-__all__ = ["evaluate", "predict_dataset", "compute_report", "speed_ratio", "calibration_plot"]
+__all__ = ["EvalConfig", "calibration_plot", "compute_report", "evaluate", "predict_dataset", "run_eval",
+           "speed_ratio"]

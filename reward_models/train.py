@@ -1,6 +1,7 @@
 """Training of the reward world model: supervised sub-score losses + a maximum-entropy IRL term.
 
-``irlvla rwm train --data DIR --out CKPT_DIR`` (:func:`train`). The loop reads top to bottom (CleanRL style):
+``irlvla rwm train --data DIR --out CKPT_DIR`` (:class:`TrainRunConfig`, :func:`run_train`, which calls
+:func:`train`). The loop reads top to bottom (CleanRL style):
 hyperparameters, data (plan features are parameter-free and computed once, :func:`precompute_features`),
 model/optimizer (or resume), then per epoch: minibatches of ``batch_scenes`` scenes with all
 their plans (expert + K candidates), the loss, the update, validation, checkpointing, early stopping.
@@ -20,61 +21,128 @@ Validation: the last ``val_fraction`` of the dataset's scenes (or ``--val-data``
 loss with ``patience`` epochs. The best model goes to ``CKPT_DIR/model.safetensors`` + ``config.json``; the state
 for resuming goes to ``CKPT_DIR/last/`` every epoch (rerunning the same command continues from there).
 TensorBoard logs in ``CKPT_DIR/tb`` when tensorboard is installed.
+
+torch is imported inside the functions: the configs below build ``irlvla rwm train --help`` without it.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from reward_models.checkpoint import (
-    CheckpointError, load_optimizer, load_tensors, optimizer_tensors, read_json, save_model, save_tensors, write_json,
-)
 from reward_models.dataset import OBS_ENTRIES, RWMData, load_dataset
-from reward_models.model import BINARY, THREE_WAY, ModelConfig, RewardWorldModel, prepare_obs
+
+if TYPE_CHECKING:
+    import torch
+
+    from reward_models.model import ModelConfig, RewardWorldModel
 
 
 @dataclass
 class TrainConfig:
-    """Training hyperparameters (all stored in the checkpoint's ``config.json``).
-
-    ``ema``: when > 0, an exponential moving average of the weights (decay ``min(ema, (1 + step) / (10 + step))``
-    per optimiser step) is what gets validated, early-stopped on and saved; the optimiser keeps updating the raw
-    weights. 0 disables it.
-
-    ``overrate_weight``: the squared reward error of a plan the model rates above its true EPDMS counts
-    ``1 + overrate_weight`` times (a pessimistic reward: over-rating a bad plan is what makes best-of-K selection and
-    RL pick it; under-rating a good one costs little when other good plans exist). 0: the plain squared error."""
+    """Training hyperparameters (all stored in the checkpoint's ``config.json``; each is the ``irlvla rwm train``
+    flag of the same name)."""
 
     epochs: int = 30
+    """passes over the training scenes"""
     batch_scenes: int = 16
+    """scenes per minibatch (each with all its plans)"""
     lr: float = 2e-3
+    """peak AdamW learning rate (50 warm-up steps, cosine decay to 10 %)"""
     weight_decay: float = 1e-4
+    """AdamW weight decay"""
     irl_weight: float = 0.1
+    """weight of the MaxEnt IRL term"""
     irl_temperature: float = 0.05
+    """temperature of the MaxEnt IRL softmax over a scene's plans (reward units)"""
     reward_weight: float = 2.0
+    """weight of the reward-vs-EPDMS squared error"""
     rank_weight: float = 0.5
+    """weight of the listwise ranking term"""
     rank_temperature: float = 0.05
+    """temperature of both softmaxes of the ranking term (reward / EPDMS units)"""
     val_fraction: float = 0.1
+    """share of the dataset's scenes (the last ones) held out for validation when no --val-data is given"""
     patience: int = 4
+    """early stop after this many epochs without a validation improvement"""
     seed: int = 0
+    """torch / numpy seed"""
     max_minutes: float | None = None
+    """stop after this training time (minutes)"""
     grad_clip: float = 1.0
+    """gradient-norm clipping"""
     ema: float = 0.0
+    """decay of an exponential moving average of the weights, validated and saved (0: off). Per optimiser step the
+    decay is min(ema, (1 + step) / (10 + step)); the optimiser keeps updating the raw weights, and the average is
+    what gets validated, early-stopped on and saved"""
     overrate_weight: float = 0.0
+    """extra weight of the squared reward error where the model over-rates a plan (pessimism): such an error counts
+    1 + overrate_weight times (over-rating a bad plan is what makes best-of-K selection and RL pick it; under-rating
+    a good one costs little when other good plans exist). 0: the plain squared error"""
+
+
+@dataclass
+class ModelOverrides:
+    """:class:`~reward_models.model.ModelConfig` fields set on the command line (None: the ModelConfig default)."""
+
+    d_model: int | None = None
+    """token width (default: ModelConfig's)"""
+    hidden: int | None = None
+    """plan-embedding width (default: ModelConfig's)"""
+    heads: int | None = None
+    """attention heads (default: ModelConfig's)"""
+    bev_samples: Literal["full", "extrema"] | None = None
+    """BEV samples per plan pose: all 70, or their per-channel max/min over the ego box (28)"""
+    bev_tokens: Literal[16, 64] | None = None
+    """BEV scene tokens"""
+    activation: Literal["gelu", "relu"] | None = None
+    """hidden-layer activation"""
+    agent_forecast: Literal["cv", "lane"] | None = None
+    """agent forecast of the plan features: constant velocity or lane following"""
+
+    def model_config(self) -> "ModelConfig":
+        from reward_models.model import ModelConfig
+
+        return ModelConfig(**{k: v for k, v in dataclasses.asdict(self).items() if v is not None})
+
+
+@dataclass
+class TrainRunConfig:
+    """One ``irlvla rwm train`` run (:func:`run_train`): data, checkpoint directory, hyperparameters, model."""
+
+    data: str
+    """RWM dataset directory (irlvla rwm dataset)"""
+    out: str
+    """checkpoint directory"""
+    val_data: str | None = None
+    """validation dataset (default: last 10% of --data scenes, --val-fraction)"""
+    max_scenes: int | None = None
+    """train on the first N scenes of --data"""
+    progress: bool = True
+    """progress bars"""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelOverrides = field(default_factory=ModelOverrides)
+
+
+def run_train(cfg: TrainRunConfig) -> dict[str, Any]:
+    """Train (or resume) the RWM of ``cfg``; returns the summary of :func:`train`."""
+    return train(cfg.data, cfg.out, cfg.train, cfg.model.model_config(), val_dir=cfg.val_data,
+                 max_scenes=cfg.max_scenes, progress=cfg.progress)
 
 
 def supervised_losses(pred, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Per-sub-score losses (means over all plans). ``labels`` name -> (B, M) float targets."""
+    import torch
+    import torch.nn.functional as F
+
+    from reward_models.model import BINARY, THREE_WAY
+
     out = {}
     for n in THREE_WAY:
         target = torch.round(labels[n] * 2).long().clamp(0, 2)
@@ -99,26 +167,33 @@ def rank_loss(reward: torch.Tensor, target: torch.Tensor, temperature: float) ->
 def batch_tensors(data: RWMData, idx: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor,
                                                             dict[str, torch.Tensor]]:
     """Model inputs (prepared obs), plans (B, M, 8, 3) and labels (B, M) for scenes ``idx``."""
+    import torch
+
+    from reward_models.model import prepare_obs
+
     obs = prepare_obs({k: data.obs[k][idx] for k in OBS_ENTRIES}, batched=True)
     plans = torch.from_numpy(data.plans[idx])
     labels = {k: torch.from_numpy(v[idx]) for k, v in data.labels.items()}
     return obs, plans, labels
 
 
-@torch.no_grad()
 def precompute_features(model: RewardWorldModel, data: RWMData, chunk: int = 16) -> torch.Tensor:
     """(N, M, 8, F) plan features of a whole dataset. They have no parameters, so training computes them once
     (about 0.3 kB per plan) instead of every epoch."""
+    import torch
+
     out = []
-    for s in range(0, len(data), chunk):
-        idx = np.arange(s, min(s + chunk, len(data)))
-        obs, plans, _ = batch_tensors(data, idx)
-        out.append(model.plan_features(model.encode_scene(obs), plans))
+    with torch.no_grad():
+        for s in range(0, len(data), chunk):
+            idx = np.arange(s, min(s + chunk, len(data)))
+            obs, plans, _ = batch_tensors(data, idx)
+            out.append(model.plan_features(model.encode_scene(obs), plans))
     return torch.cat(out)
 
 
 def compute_loss(model: RewardWorldModel, obs, plans, labels, cfg: TrainConfig,
                  feats: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """Total loss of one minibatch (module docs) and ``{"logs": per-term values, "reward": (B, M) detached}``."""
     if feats is None:
         pred = model(obs, plans)
     else:
@@ -136,25 +211,27 @@ def compute_loss(model: RewardWorldModel, obs, plans, labels, cfg: TrainConfig,
     return total, {"logs": logs, "reward": pred.reward.detach()}
 
 
-@torch.no_grad()
 def evaluate_loss(model: RewardWorldModel, data: RWMData, cfg: TrainConfig,
                   feats: torch.Tensor | None = None) -> dict[str, float]:
     """Mean validation losses and the pooled Spearman of reward vs EPDMS."""
+    import torch
+
+    from reward_models.metrics import best_of_k_gaps, spearman
+
     model.eval()
     sums: dict[str, float] = {}
     preds, n = [], 0
-    for start in range(0, len(data), cfg.batch_scenes):
-        idx = np.arange(start, min(start + cfg.batch_scenes, len(data)))
-        obs, plans, labels = batch_tensors(data, idx)
-        _, out = compute_loss(model, obs, plans, labels, cfg, None if feats is None else feats[idx])
-        for k, v in out["logs"].items():
-            sums[k] = sums.get(k, 0.0) + v * len(idx)
-        preds.append(out["reward"].numpy())
-        n += len(idx)
+    with torch.no_grad():
+        for start in range(0, len(data), cfg.batch_scenes):
+            idx = np.arange(start, min(start + cfg.batch_scenes, len(data)))
+            obs, plans, labels = batch_tensors(data, idx)
+            _, out = compute_loss(model, obs, plans, labels, cfg, None if feats is None else feats[idx])
+            for k, v in out["logs"].items():
+                sums[k] = sums.get(k, 0.0) + v * len(idx)
+            preds.append(out["reward"].numpy())
+            n += len(idx)
     model.train()
     res = {k: v / n for k, v in sums.items()}
-    from reward_models.metrics import best_of_k_gaps, spearman
-
     pred = np.concatenate(preds)
     res["spearman"] = spearman(pred.ravel(), data.labels["epdms"].ravel())
     res["best_of_k_gap"] = float(best_of_k_gaps(pred[:, 1:], data.labels["epdms"][:, 1:]).mean())
@@ -183,26 +260,51 @@ def _summary_writer(path: Path):
     return SummaryWriter(str(path))
 
 
-def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: ModelConfig | None = None,
-          val_dir: str | None = None, max_scenes: int | None = None, progress: bool = True,
-          log_every: int = 20) -> dict[str, Any]:
-    """Train (or resume) an RWM; returns a summary dict (also written to ``CKPT_DIR/config.json``)."""
-    cfg = cfg or TrainConfig()
-    out_p = Path(out)
-    out_p.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
+# ---- the training loop ----------------------------------------------------------------------------------------
 
-    # ---- data ----
-    data = load_dataset(data_dir, max_scenes=max_scenes)
-    if val_dir:
-        train_data, val_data = data, load_dataset(val_dir)
-    else:
-        train_data, val_data = split_train_val(data, cfg.val_fraction)
-    steps_per_epoch = math.ceil(len(train_data) / cfg.batch_scenes)
-    total_steps = steps_per_epoch * cfg.epochs
 
-    # ---- model, optimizer, or resume ----
-    last = out_p / "last"
+@dataclass
+class _Trainer:
+    """What the loop updates: model, optimiser, weight average, numpy generator, counters (``state``: epoch, step,
+    best_val, bad_epochs, history; saved in ``last/trainer.json``)."""
+
+    model: Any
+    opt: Any
+    model_cfg: Any
+    rng: np.random.Generator
+    state: dict[str, Any]
+    ema: Any = None
+
+    @property
+    def kept(self) -> Any:
+        """The weights that are validated and saved: the average when there is one."""
+        return self.ema if self.ema is not None else self.model
+
+    def save_last(self, last: Path, meta: dict[str, Any]) -> None:
+        """The resumable state: weights, optimiser (+ torch RNG), average, counters, numpy RNG."""
+        import torch
+
+        from reward_models.checkpoint import optimizer_tensors, save_tensors, write_json
+
+        tensors, groups = optimizer_tensors(self.opt)
+        tensors["torch_rng"] = torch.get_rng_state()
+        save_tensors(last / "optimizer.safetensors", tensors)
+        save_tensors(last / "model.safetensors", self.model.state_dict())
+        if self.ema is not None:
+            save_tensors(last / "ema.safetensors", self.ema.state_dict())
+        write_json(last / "trainer.json", {**self.state, "model": self.model_cfg.to_dict(), "optimizer_groups": groups,
+                                           "numpy_rng": self.rng.bit_generator.state, **meta})
+
+
+def _start(last: Path, cfg: TrainConfig, model_cfg: ModelConfig | None) -> _Trainer:
+    """A new model and optimiser, or both restored from ``last/`` (then ``model_cfg`` is the saved one)."""
+    import copy
+
+    import torch
+
+    from reward_models.checkpoint import CheckpointError, load_optimizer, load_tensors, read_json
+    from reward_models.model import ModelConfig, RewardWorldModel
+
     state = {"epoch": 0, "step": 0, "best_val": float("inf"), "bad_epochs": 0, "history": []}
     rng = np.random.default_rng(cfg.seed)
     if (last / "trainer.json").exists():
@@ -230,9 +332,71 @@ def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: Mo
         ema = copy.deepcopy(model).requires_grad_(False)
         if (last / "ema.safetensors").exists():
             ema.load_state_dict(load_tensors(last / "ema.safetensors"))
-    kept = ema if ema is not None else model
-    train_feats, val_feats = precompute_features(model, train_data), precompute_features(model, val_data)
-    model.train()
+    return _Trainer(model, opt, model_cfg, rng, state, ema)
+
+
+def _train_epoch(t: _Trainer, train_data: RWMData, feats: torch.Tensor, cfg: TrainConfig, total_steps: int,
+                 writer, log_every: int, progress: bool) -> float:
+    """One epoch of updates; returns the running (exponentially smoothed) training loss."""
+    import torch
+    from tqdm.auto import tqdm
+
+    state, model = t.state, t.model
+    steps_per_epoch = math.ceil(len(train_data) / cfg.batch_scenes)
+    order = t.rng.permutation(len(train_data))
+    bar = tqdm(range(steps_per_epoch), desc=f"rwm train epoch {state['epoch'] + 1}/{cfg.epochs}",
+               disable=not progress, leave=False)
+    running = 0.0
+    for b in bar:
+        idx = np.sort(order[b * cfg.batch_scenes:(b + 1) * cfg.batch_scenes])
+        obs, plans, labels = batch_tensors(train_data, idx)
+        lr = _lr_at(state["step"], total_steps, cfg.lr)
+        for g in t.opt.param_groups:
+            g["lr"] = lr
+        loss, out = compute_loss(model, obs, plans, labels, cfg, feats[idx])
+        t.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        t.opt.step()
+        if t.ema is not None:
+            decay = min(cfg.ema, (1 + state["step"]) / (10 + state["step"]))
+            with torch.no_grad():
+                e_params, params = list(t.ema.parameters()), list(model.parameters())
+                torch._foreach_mul_(e_params, decay)
+                torch._foreach_add_(e_params, params, alpha=1.0 - decay)
+        state["step"] += 1
+        running = 0.9 * running + 0.1 * loss.item() if b else loss.item()
+        bar.set_postfix(loss=f"{running:.4f}")
+        if writer is not None and state["step"] % log_every == 0:
+            for k, v in out["logs"].items():
+                writer.add_scalar(f"train/{k}", v, state["step"])
+            writer.add_scalar("train/lr", lr, state["step"])
+    bar.close()
+    return running
+
+
+def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: ModelConfig | None = None,
+          val_dir: str | None = None, max_scenes: int | None = None, progress: bool = True,
+          log_every: int = 20) -> dict[str, Any]:
+    """Train (or resume) an RWM; returns a summary dict (also written to ``CKPT_DIR/train_summary.json``)."""
+    import torch
+
+    from reward_models.checkpoint import save_model, write_json
+
+    cfg = cfg or TrainConfig()
+    out_p = Path(out)
+    out_p.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+
+    # ---- data, model (or resume) ----
+    data = load_dataset(data_dir, max_scenes=max_scenes)
+    train_data, val_data = (data, load_dataset(val_dir)) if val_dir else split_train_val(data, cfg.val_fraction)
+    total_steps = math.ceil(len(train_data) / cfg.batch_scenes) * cfg.epochs
+    last = out_p / "last"
+    t = _start(last, cfg, model_cfg)
+    state = t.state
+    train_feats, val_feats = precompute_features(t.model, train_data), precompute_features(t.model, val_data)
+    t.model.train()
     writer = _summary_writer(out_p / "tb")
     meta = {"train": dataclasses.asdict(cfg), "data": str(data_dir), "train_scenes": len(train_data),
             "val_scenes": len(val_data), "dataset": {k: data.manifest[k] for k in
@@ -240,52 +404,12 @@ def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: Mo
                                                       "policy") if k in data.manifest}}
     start_time = time.monotonic()
 
-    def save_last() -> None:
-        tensors, groups = optimizer_tensors(opt)
-        tensors["torch_rng"] = torch.get_rng_state()
-        save_tensors(last / "optimizer.safetensors", tensors)
-        save_tensors(last / "model.safetensors", model.state_dict())
-        if ema is not None:
-            save_tensors(last / "ema.safetensors", ema.state_dict())
-        write_json(last / "trainer.json", {**state, "model": model_cfg.to_dict(), "optimizer_groups": groups,
-                                           "numpy_rng": rng.bit_generator.state, **meta})
-
     # ---- loop ----
-    from tqdm.auto import tqdm
-
     stopped = ""
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
-        order = rng.permutation(len(train_data))
-        bar = tqdm(range(steps_per_epoch), desc=f"rwm train epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
-                   leave=False)
-        running = 0.0
-        for b in bar:
-            idx = np.sort(order[b * cfg.batch_scenes:(b + 1) * cfg.batch_scenes])
-            obs, plans, labels = batch_tensors(train_data, idx)
-            lr = _lr_at(state["step"], total_steps, cfg.lr)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss, out = compute_loss(model, obs, plans, labels, cfg, train_feats[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            if ema is not None:
-                decay = min(cfg.ema, (1 + state["step"]) / (10 + state["step"]))
-                with torch.no_grad():
-                    e_params, params = list(ema.parameters()), list(model.parameters())
-                    torch._foreach_mul_(e_params, decay)
-                    torch._foreach_add_(e_params, params, alpha=1.0 - decay)
-            state["step"] += 1
-            running = 0.9 * running + 0.1 * loss.item() if b else loss.item()
-            bar.set_postfix(loss=f"{running:.4f}")
-            if writer is not None and state["step"] % log_every == 0:
-                for k, v in out["logs"].items():
-                    writer.add_scalar(f"train/{k}", v, state["step"])
-                writer.add_scalar("train/lr", lr, state["step"])
-        bar.close()
-        val = (evaluate_loss(kept, val_data, cfg, val_feats) if len(val_data)
+        running = _train_epoch(t, train_data, train_feats, cfg, total_steps, writer, log_every, progress)
+        val = (evaluate_loss(t.kept, val_data, cfg, val_feats) if len(val_data)
                else {"loss/total": running, "spearman": float("nan")})
         state["epoch"] = epoch + 1
         state["history"].append({"epoch": epoch + 1, "step": state["step"], "train_loss": running,
@@ -300,11 +424,11 @@ def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: Mo
               f"val best-of-K gap {val.get('best_of_k_gap', float('nan')):.4f}", flush=True)
         if val["loss/total"] < state["best_val"] - 1e-5:
             state["best_val"], state["bad_epochs"] = val["loss/total"], 0
-            save_model(kept, out_p, extra={**meta, "epoch": epoch + 1, "step": state["step"],
-                                            "val": {k: float(v) for k, v in val.items()}})
+            save_model(t.kept, out_p, extra={**meta, "epoch": epoch + 1, "step": state["step"],
+                                              "val": {k: float(v) for k, v in val.items()}})
         else:
             state["bad_epochs"] += 1
-        save_last()
+        t.save_last(last, meta)
         if state["bad_epochs"] >= cfg.patience:
             stopped = f"early stop: no validation improvement for {cfg.patience} epochs"
             break
@@ -321,4 +445,5 @@ def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: Mo
     return summary
 
 
-__all__ = ["TrainConfig", "train", "supervised_losses", "irl_loss", "rank_loss", "compute_loss", "evaluate_loss"]
+__all__ = ["ModelOverrides", "TrainConfig", "TrainRunConfig", "compute_loss", "evaluate_loss", "irl_loss",
+           "rank_loss", "run_train", "supervised_losses", "train"]

@@ -7,13 +7,14 @@
   (:class:`RelabelRefitCallback`, ``reward_models.refit``) and the KL / BC anchor (``baselines.anchor``).
 * :mod:`~baselines.hacking.experiment`: ``irlvla hacking run``: ppo-vla-rwm with each remedy off and on; table and
   gap curves (:mod:`~baselines.hacking.report`). See README.md.
+* :mod:`~baselines.hacking.config`: the presets' budgets and the ``irlvla hacking run`` flags (light).
 """
 
 import importlib
 from typing import Any
 
-REMEDIES = ("none", "ensemble", "refit", "anchor")
-PRESET_NAMES = ("quick", "full")
+from baselines.hacking.config import PRESET_NAMES, REMEDIES
+
 _LAZY = {"ProbeHook": "probe", "ProbeSet": "probe", "ProbeTracker": "probe", "RewardHackingProbe": "probe",
          "RelabelRefitCallback": "remedies", "RemedyConfig": "remedies"}
 

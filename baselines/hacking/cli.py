@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from baselines.hacking import PRESET_NAMES, REMEDIES
+from baselines.hacking.config import HackingConfig
+from irlvla_gym.configs import add_arguments, from_args
 
 
 def _run(args: argparse.Namespace) -> int:
     from baselines.hacking.experiment import run_experiment
 
-    files = run_experiment(args.preset, args.out, args.remedies, args.seeds, args.rwm_data, args.rwm_data_scenes,
-                           args.set or [], args.workers, not args.no_progress)
+    files = run_experiment(from_args(HackingConfig, args))
     print(files["md"].read_text())
     for kind, path in files.items():
         print(f"{kind}: {path}")
@@ -36,15 +36,7 @@ def register(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="hacking_command", metavar="ACTION")
     sub.required = True
     p = sub.add_parser("run", help="ppo-vla-rwm with each remedy off/on: gap curves + table")
-    p.add_argument("--preset", default="quick", choices=PRESET_NAMES)
-    p.add_argument("--out", default="runs/hacking", help="output root")
-    p.add_argument("--remedies", nargs="+", default=list(REMEDIES), choices=REMEDIES)
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--rwm-data", default=None, help="an RWM dataset directory (default: build OUT/rwm_data)")
-    p.add_argument("--rwm-data-scenes", type=int, default=None, help="scenes of the RWM dataset (build / use)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="ppo-vla-rwm config override (repeatable)")
-    p.add_argument("--workers", type=int, default=1, help="processes building the RWM dataset")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_arguments(p, HackingConfig)  # one flag per field of the config
     p.set_defaults(func=_run)
 
 

@@ -1,6 +1,7 @@
 """The reward-hacking experiment: ppo-vla-rwm with each remedy off and on, gap curves, one table.
 
-``irlvla hacking run --preset quick --out runs/hacking`` (:func:`run_experiment`):
+``irlvla hacking run --preset quick --out runs/hacking`` (:func:`run_experiment` of a
+:class:`baselines.hacking.config.HackingConfig`; the presets' budgets are :data:`baselines.hacking.config.PRESETS`):
 
 1. the RWM dataset for the ensemble members and for refitting (``--rwm-data DIR``, or built into
    ``OUT/rwm_data`` from the first ``rwm_data_scenes`` synthetic-train scenes, the scenes PPO trains on);
@@ -21,34 +22,17 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 from baselines.common import read_json, seed_everything, write_json
-from baselines.config import RunConfig, deep_merge, load_config
-from baselines.hacking import PRESET_NAMES
+from baselines.config import RunConfig, load_config
+from baselines.hacking.config import PRESETS, HackingConfig, budget
 from baselines.hacking.probe import ProbeSet, RewardHackingProbe, most_gamed
-from baselines.hacking.remedies import REMEDIES, RelabelRefitCallback, RemedyConfig, make_anchor
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {
-        "run": {"total_timesteps": 4096},  # ppo-vla-rwm quick: 8 envs x 64 steps = 512 plans per update
-        "probe_scenes": 32, "probe_split": "synthetic-val", "probe_every": 512,
-        "eval_scenes": 50, "eval_split": "synthetic-test", "rwm_data_scenes": 256,
-        "remedy": {"ensemble_members": 3, "ensemble_beta": 1.0, "ensemble_epochs": 24, "refit_every": 1024,
-                   "refit_max_plans": 256, "refit_steps": 20, "anchor_kind": "kl", "anchor_weight": 0.01},
-    },
-    "full": {
-        "run": {"total_timesteps": 100000, "env": {"num_scenes": 2000}},
-        "probe_scenes": 64, "probe_split": "synthetic-val", "probe_every": 4096,
-        "eval_scenes": 300, "eval_split": "synthetic-test", "rwm_data_scenes": 2400,
-        "remedy": {"ensemble_members": 4, "ensemble_beta": 1.0, "ensemble_epochs": 4, "refit_every": 8192,
-                   "refit_max_plans": 1024, "refit_steps": 50, "anchor_kind": "kl", "anchor_weight": 0.01},
-    },
-}
-assert tuple(PRESETS) == PRESET_NAMES
+from baselines.hacking.remedies import RelabelRefitCallback, RemedyConfig, make_anchor
+from irlvla_gym.rewards import parse_reward
 
 
 class _Progress(BaseCallback):
@@ -98,11 +82,7 @@ def train_remedy(name: str, cfg: RunConfig, remedy: RemedyConfig, seed: int, run
     from baselines.envs import make_sb3_vec_env
     from baselines.evaluate import VLANetworkAgent, evaluate_agents
     from baselines.pretrain import resolve_pretrained
-    from irlvla_gym.scenes.source import SceneSource
     from irlvla_gym.policies import VLAPolicy
-    from reward_models import DEFAULT_CHECKPOINT, RewardWorldModel
-    from reward_models.ensemble import EnsembleRewardModel, ModelRewardFn
-    from reward_models.refit import RefitConfig, Refitter, Relabeller
 
     run_dir = Path(run_dir)
     if (run_dir / "done.json").is_file():
@@ -112,21 +92,13 @@ def train_remedy(name: str, cfg: RunConfig, remedy: RemedyConfig, seed: int, run
     write_json(run_dir / "config.json", {"remedy": name, "seed": seed, "run": cfg.to_dict(),
                                          "remedies": dataclasses.asdict(remedy), "probe_every": probe_every})
     seed_everything(seed)
-
-    # ---- reward: a private copy of the model (refit changes it in place), or the ensemble ----------------------------
-    checkpoint = DEFAULT_CHECKPOINT if cfg.reward == "rwm" else Path(cfg.reward[4:])
-    shipped = RewardWorldModel.from_pretrained(checkpoint)  # frozen reference for the probe's ref_* scalars
-    if remedy.ensemble:
-        rwm: Any = EnsembleRewardModel.from_pretrained(ensemble_dir, beta=remedy.ensemble_beta)
-    else:
-        rwm = RewardWorldModel.from_pretrained(checkpoint)
-    reward = ModelRewardFn(rwm, cache_size=cfg.rwm_cache_size)
+    shipped, rwm, reward = _remedy_reward(cfg, remedy, ensemble_dir)
     venv, vec_kind = make_sb3_vec_env(cfg, reward)
 
     # ---- PPO on the VLA from its BC checkpoint (ppo-vla-rwm), with the anchor when switched on ------------------------
     policy_kwargs = {"pretrained_path": resolve_pretrained(cfg.pretrained or "bc_default"), **cfg.policy_kwargs}
     model = PPOWithAnchor(VLAPolicy, venv, seed=seed, device="cpu", verbose=0, tensorboard_log=str(run_dir / "tb"),
-                          policy_kwargs=policy_kwargs, **cfg.ppo)
+                          policy_kwargs=policy_kwargs, **cfg.ppo.kwargs())
     if remedy.anchor:  # frozen copy taken now = the stage-1 policy
         model.anchor = make_anchor(remedy.anchor_kind, model.policy, cfg.env, remedy.anchor_weight,
                                    remedy.anchor_batch, seed=seed)
@@ -136,16 +108,9 @@ def train_remedy(name: str, cfg: RunConfig, remedy: RemedyConfig, seed: int, run
                                   reference_model=shipped if (remedy.ensemble or remedy.refit) else None,
                                   obs_keys=tuple(cfg.env.get("obs_keys", ())), log_dir=run_dir,
                                   title=f"hacking probe: ppo-vla-rwm, remedy {name}, seed {seed}")
-    callbacks: list[BaseCallback] = [probe_cb]
-    refit_cb = None
-    if remedy.refit:
-        source = SceneSource(cfg.env.get("scenes"), cfg.env.get("split", "synthetic-train"), cfg.env.get("num_scenes"))
-        refitter = Refitter(rwm, base_data, RefitConfig(steps=remedy.refit_steps, lr=remedy.refit_lr, seed=seed))
-        refit_cb = RelabelRefitCallback(reward, refitter, Relabeller(source.load), remedy.refit_every,
-                                        remedy.refit_max_plans, seed=seed)
-        callbacks.append(refit_cb)
+    refit_cb = _refit_callback(cfg, remedy, rwm, reward, base_data, seed) if remedy.refit else None
     progress_cb = _Progress(cfg.total_timesteps, f"hacking {name} s{seed}", progress)
-    callbacks.append(progress_cb)
+    callbacks = [cb for cb in (probe_cb, refit_cb, progress_cb) if cb is not None]
 
     # ---- learn ------------------------------------------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -168,16 +133,51 @@ def train_remedy(name: str, cfg: RunConfig, remedy: RemedyConfig, seed: int, run
         "train_reward": progress_cb.rewards,
     }
     if refit_cb is not None:
-        n = len(refit_cb.history)
-        metrics["refit"] = {"refits": n, "seconds_total": refit_cb.seconds,
-                            "seconds_per_refit": refit_cb.seconds / n if n else 0.0,
-                            "fraction_of_wall": refit_cb.seconds / wall, "plans_added": len(refit_cb.data),
-                            "history": refit_cb.history}
+        metrics["refit"] = _refit_summary(refit_cb, wall)
     venv.close()
     write_json(run_dir / "done.json", metrics)
     print(f"[hacking] {name} seed {seed}: {metrics['steps']} steps in {wall:.0f} s; probe gap "
           f"{first['gap']:+.3f} -> {last['gap']:+.3f}; synthetic-test EPDMS {row['epdms']:.4f}")
     return metrics
+
+
+def _remedy_reward(cfg: RunConfig, remedy: RemedyConfig, ensemble_dir: str | Path | None) -> tuple[Any, Any, Any]:
+    """(the frozen reference model for the probe's ref_* scalars, the run's reward model, the env reward): a private
+    copy of the run's RWM (refit changes it in place), or the ensemble."""
+    from reward_models import DEFAULT_CHECKPOINT, RewardWorldModel
+    from reward_models.ensemble import EnsembleRewardModel, ModelRewardFn
+
+    spec = parse_reward(cfg.reward)
+    if spec.name != "rwm":
+        raise ValueError(f"the hacking experiment needs the reward world model (reward: rwm | rwm:<dir>), got "
+                         f"{spec}")
+    checkpoint = DEFAULT_CHECKPOINT if spec.argument is None else Path(spec.argument)
+    shipped = RewardWorldModel.from_pretrained(checkpoint)
+    if remedy.ensemble:
+        rwm: Any = EnsembleRewardModel.from_pretrained(ensemble_dir, beta=remedy.ensemble_beta)
+    else:
+        rwm = RewardWorldModel.from_pretrained(checkpoint)
+    return shipped, rwm, ModelRewardFn(rwm, cache_size=cfg.rwm_cache_size)
+
+
+def _refit_callback(cfg: RunConfig, remedy: RemedyConfig, rwm: Any, reward: Any, base_data: Any,
+                    seed: int) -> RelabelRefitCallback:
+    """Relabel-and-refit over the run's training scenes."""
+    from irlvla_gym.scenes.source import SceneSource
+    from reward_models.refit import RefitConfig, Refitter, Relabeller
+
+    source = SceneSource(cfg.env.get("scenes"), cfg.env.get("split", "synthetic-train"), cfg.env.get("num_scenes"))
+    refitter = Refitter(rwm, base_data, RefitConfig(steps=remedy.refit_steps, lr=remedy.refit_lr, seed=seed))
+    return RelabelRefitCallback(reward, refitter, Relabeller(source.load), remedy.refit_every, remedy.refit_max_plans,
+                                seed=seed)
+
+
+def _refit_summary(refit_cb: RelabelRefitCallback, wall: float) -> dict[str, Any]:
+    """Cost of the refits of one run (seconds total / per refit / share of the wall time) and their history."""
+    n = len(refit_cb.history)
+    return {"refits": n, "seconds_total": refit_cb.seconds, "seconds_per_refit": refit_cb.seconds / n if n else 0.0,
+            "fraction_of_wall": refit_cb.seconds / wall, "plans_added": len(refit_cb.data),
+            "history": refit_cb.history}
 
 
 def ensure_rwm_data(out: Path, rwm_data: str | None, num_scenes: int, workers: int, progress: bool) -> Path:
@@ -191,62 +191,56 @@ def ensure_rwm_data(out: Path, rwm_data: str | None, num_scenes: int, workers: i
     return path
 
 
-def run_experiment(preset: str = "quick", out: str | Path = "runs/hacking", remedies: Sequence[str] = REMEDIES,
-                   seeds: Sequence[int] = (0,), rwm_data: str | None = None, rwm_data_scenes: int | None = None,
-                   overrides: Sequence[str] = (), workers: int = 1, progress: bool = True) -> dict[str, Path]:
+def run_experiment(cfg: HackingConfig) -> dict[str, Path]:
     """Steps 1-4 of the module docs; returns the written report files."""
     from reward_models.dataset import load_dataset
     from reward_models.ensemble import build_ensemble
 
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    for r in remedies:
-        if r not in REMEDIES:
-            raise ValueError(f"remedy must be among {REMEDIES}, got {r!r}")
-    p = PRESETS[preset]
-    out = Path(out)
+    p = cfg.budget
+    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    base_run = load_config("ppo-vla-rwm", "quick" if preset == "quick" else "full", [p["run"], *overrides])
+    base_run = load_config("ppo-vla-rwm", p.run_preset, [p.run, *cfg.overrides])
     if not base_run.learned_reward:
         raise ValueError("the hacking experiment needs a learned reward (reward: rwm | rwm:<dir>)")
     t0 = time.perf_counter()
 
     # ---- 1. data, 2. ensemble ---------------------------------------------------------------------------------------
-    need_data = any(r in ("ensemble", "refit") for r in remedies)
     data = None
     timings: dict[str, float] = {}
-    if need_data:
+    if any(r in ("ensemble", "refit") for r in cfg.remedies):
         t = time.perf_counter()
-        data_dir = ensure_rwm_data(out, rwm_data, rwm_data_scenes or p["rwm_data_scenes"], workers, progress)
-        data = load_dataset(data_dir, max_scenes=rwm_data_scenes)
+        data_dir = ensure_rwm_data(out, cfg.rwm_data, cfg.rwm_data_scenes or p.rwm_data_scenes, cfg.workers,
+                                   cfg.progress)
+        data = load_dataset(data_dir, max_scenes=cfg.rwm_data_scenes)
         timings["rwm_data_s"] = time.perf_counter() - t
     ens_dir = out / "ensemble"
-    if "ensemble" in remedies and not (ens_dir / "ensemble.json").is_file():
-        rp = p["remedy"]
+    if "ensemble" in cfg.remedies and not (ens_dir / "ensemble.json").is_file():
+        rp = p.remedy
         ens, summary = build_ensemble(data, members=rp["ensemble_members"], beta=rp["ensemble_beta"],
-                                      epochs=rp["ensemble_epochs"], seed=0, progress=progress)
+                                      epochs=rp["ensemble_epochs"], seed=0, progress=cfg.progress)
         ens.save_pretrained(ens_dir, extra={"summary": summary, "data": str(data.manifest.get("source")),
                                             "data_scenes": len(data)})
         timings["ensemble_s"] = summary["seconds"]
         print(f"[hacking] ensemble of {len(ens)} members built in {summary['seconds']:.0f} s -> {ens_dir}")
 
     # ---- 3. runs ------------------------------------------------------------------------------------------------------
-    probe = ProbeSet.from_split(p["probe_split"], p["probe_scenes"], tuple(base_run.env.get("obs_keys", ())),
+    probe = ProbeSet.from_split(p.probe_split, p.probe_scenes, tuple(base_run.env.get("obs_keys", ())),
                                 base_run.env.get("obs_config"))
     results: dict[str, list[dict[str, Any]]] = {}
-    for name in remedies:
-        remedy = RemedyConfig.for_remedy(name, **p["remedy"])
-        for seed in seeds:
+    for name in cfg.remedies:
+        remedy = RemedyConfig.for_remedy(name, **p.remedy)
+        for seed in cfg.seeds:
             results.setdefault(name, []).append(train_remedy(
-                name, base_run, remedy, seed, out / name / f"seed{seed}", probe, p["probe_every"], data, ens_dir,
-                p["eval_split"], p["eval_scenes"], progress))
+                name, base_run, remedy, seed, out / name / f"seed{seed}", probe, p.probe_every, data, ens_dir,
+                p.eval_split, p.eval_scenes, cfg.progress))
 
     # ---- 4. report ----------------------------------------------------------------------------------------------------
     from baselines.hacking.report import write_report
 
-    bc_row = evaluate_bc(out, p["eval_split"], p["eval_scenes"], base_run, progress)
-    command = {"preset": preset, "remedies": list(remedies), "seeds": list(seeds), "overrides": list(overrides),
-               "rwm_data": rwm_data, "total_s": time.perf_counter() - t0, **timings}
+    bc_row = evaluate_bc(out, p.eval_split, p.eval_scenes, base_run, cfg.progress)
+    command = {"preset": cfg.preset, "remedies": list(cfg.remedies), "seeds": list(cfg.seeds),
+               "overrides": list(cfg.overrides), "rwm_data": cfg.rwm_data, "total_s": time.perf_counter() - t0,
+               **timings}
     return write_report(out, results, bc_row, command, probe_scenes=len(probe))
 
 
@@ -267,8 +261,9 @@ def evaluate_bc(out: Path, split: str, num_scenes: int | None, cfg: RunConfig, p
 
 
 def preset_overrides(preset: str) -> dict[str, Any]:
-    """The run overrides of a preset (for tests and docs)."""
-    return deep_merge({}, PRESETS[preset]["run"])
+    """The ppo-vla-rwm run overrides of a preset (for tests and docs)."""
+    return dict(budget(preset).run)
 
 
-__all__ = ["PRESETS", "ensure_rwm_data", "evaluate_bc", "run_experiment", "train_remedy"]
+__all__ = ["PRESETS", "ensure_rwm_data", "evaluate_bc", "preset_overrides", "run_experiment",
+           "train_remedy"]

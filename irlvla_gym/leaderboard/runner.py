@@ -17,11 +17,12 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 import numpy as np
 
 from irlvla_gym.agents import Agent, check_plan, load_agent
+from irlvla_gym.configs import count_or_all, option
 from irlvla_gym.leaderboard.report import config_dict, summarise, write_outputs
 from irlvla_gym.leaderboard.two_stage import DEFAULT_PERTURBATIONS, StartPerturbation, stage_two_scenes
 from irlvla_gym.metrics.config import SUB_SCORES
@@ -37,37 +38,37 @@ class MissingExtraError(ImportError):
 
 @dataclass
 class LeaderboardConfig:
-    """Settings of one leaderboard run (one field per ``irlvla leaderboard`` flag).
-
-    Attributes:
-        split: synthetic split name or scene-store directory.
-        agents: agent specs (:func:`irlvla_gym.agents.load_agent`) or Agent instances.
-        num_scenes: evaluate the first ``num_scenes`` scenes of the split (None: all).
-        two_stage: NAVSIM v2 two-stage pseudo-simulation (stage-2 scenes around the stage-1 endpoints).
-        perturbations: stage-2 start perturbations (two-stage only).
-        backend: ``"local"`` (processes on this machine) or ``"ray"``.
-        workers: parallel workers (1 = in this process).
-        seed: base seed; scene i's task is seeded from (seed, i).
-        traffic: ``"log"`` (non-reactive replay) or ``"idm"``.
-        human_filter: NAVSIM v2's human false-positive filter.
-        out: directory for leaderboard.md / .csv / .json (None: write nothing).
-        progress: progress bar on stderr.
-        max_error_messages: error messages kept per agent.
-    """
+    """Settings of one leaderboard run (each field is the ``irlvla leaderboard`` flag of the same name, except
+    ``perturbations`` and ``max_error_messages``; :mod:`irlvla_gym.configs`)."""
 
     split: str = "synthetic-test"
-    agents: Sequence[Any] = ("human", "constant-velocity", "pdm-closed")
-    num_scenes: int | None = 100
+    """synthetic split or scene-store directory"""
+    agents: Sequence[Any] = option(("human", "constant-velocity", "pdm-closed"), nargs="+", type=str)
+    """agent specs (irlvla_gym.agents.load_agent: built-in or plug-in names, SB3 .zip paths, package.module:attr)
+    or, in Python, Agent instances"""
+    num_scenes: int | None = option(100, type=count_or_all)
+    """evaluate the first N scenes of the split (0 on the command line, None in Python: all)"""
     two_stage: bool = False
-    perturbations: tuple[StartPerturbation, ...] = DEFAULT_PERTURBATIONS
-    backend: str = "local"
+    """NAVSIM v2 two-stage pseudo-simulation (stage-2 scenes around the stage-1 endpoints)"""
+    perturbations: tuple[StartPerturbation, ...] = option(DEFAULT_PERTURBATIONS, cli=False)
+    """stage-2 start perturbations (two-stage only)"""
+    backend: Literal["local", "ray"] = "local"
+    """local processes or Ray"""
     workers: int = 1
+    """parallel workers (1 = in this process)"""
     seed: int = 0
-    traffic: str = "log"
+    """base seed of the per-scene tasks; scene i's task is seeded from (seed, i)"""
+    traffic: Literal["log", "idm"] = "log"
+    """agents: log replay (non-reactive) or reactive IDM"""
     human_filter: bool = True
+    """NAVSIM v2's human false-positive filter"""
     out: Path | None = None
+    """output directory for leaderboard.md / .csv / .json (command line default: runs/leaderboard/<split>[-two-stage];
+    None in Python: write nothing)"""
     progress: bool = True
-    max_error_messages: int = 3
+    """progress bar on stderr"""
+    max_error_messages: int = option(3, cli=False)
+    """error messages kept per agent"""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

@@ -37,65 +37,78 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from irlvla_gym.policies.config import SUPPORTED_OBS_KEYS, VLAConfig
+from irlvla_gym.configs import add_arguments, comma_list, count_or_all, from_args, option
+from irlvla_gym.policies.config import VLAConfig
 
 CACHE_VERSION = 1
 
 
 @dataclass
 class BCConfig:
-    """Hyperparameters of ``irlvla bc`` (each field is the CLI flag of the same name, ``_`` -> ``-``).
+    """Hyperparameters of ``irlvla bc``: each field is the CLI flag of the same name (``_`` -> ``-``; help text =
+    the field's docstring, :mod:`irlvla_gym.configs`). Optimisation: AdamW, linear warm-up then cosine decay to 0
+    over all steps, gradient-norm clipping."""
 
-    Attributes:
-        out: output directory (network checkpoint, trainer state, logs).
-        split: synthetic split of the training scenes (used when ``scenes`` is None).
-        scenes: a scene-store directory to train on instead (any source).
-        num_scenes: train on the first N scenes (None: all).
-        val_split, val_scenes, num_val_scenes: validation scenes (split or store; the first N).
-        val_score_scenes: validation scenes also scored with EPDMS (the first M of the validation scenes).
-        score_every: score EPDMS every k epochs (and always after the last one); ADE/FDE every epoch.
-        epochs, batch_size, lr, weight_decay, warmup_steps, grad_clip: optimisation (AdamW, linear warm-up then
-            cosine decay to 0 over all steps, gradient-norm clipping).
-        obs_keys: observation keys of the network (None: the VLAConfig default camera + ego + instruction).
-        head: ``"gaussian"`` or ``"diffusion"``. loss: ``"mse"`` or ``"nll"`` (Gaussian head only).
-        vla_config: further :class:`VLAConfig` fields (e.g. ``{"hidden": 96}``).
-        init: start from this VLA checkpoint (directory or shipped name) instead of a fresh network.
-        cache_dir: observation cache root (default ``<irlvla cache>/bc_obs``).
-        seed: torch / numpy seed. tensorboard: write TensorBoard logs. progress: progress bars.
-        restart: ignore an existing trainer state in ``out``.
-    """
-
-    out: str = "runs/bc"
+    out: str = option("runs/bc", required=True)
+    """output directory (network checkpoint, trainer state, TensorBoard logs)"""
     split: str = "synthetic-train"
-    scenes: str | None = None
-    num_scenes: int | None = 2000
+    """synthetic split of the training scenes (used when --scenes is not given)"""
+    scenes: str | None = option(None, metavar="STORE")
+    """scene-store directory to train on instead (any source)"""
+    num_scenes: int | None = option(2000, type=count_or_all)
+    """train on the first N scenes (0 on the command line, None in Python: all)"""
     val_split: str = "synthetic-val"
-    val_scenes: str | None = None
+    """synthetic split of the validation scenes (used when --val-scenes is not given)"""
+    val_scenes: str | None = option(None, metavar="STORE")
+    """scene-store directory of the validation scenes instead"""
     num_val_scenes: int = 200
+    """validate on the first N validation scenes (ADE / FDE every epoch)"""
     val_score_scenes: int = 32
+    """validation scenes also scored with EPDMS: the first M of the validation scenes (0: none)"""
     score_every: int = 1
+    """score EPDMS every k epochs (and always after the last one)"""
     epochs: int = 20
+    """passes over the training scenes"""
     batch_size: int = 64
+    """scenes per update"""
     lr: float = 1e-3
+    """peak learning rate (after the warm-up)"""
     weight_decay: float = 1e-4
+    """AdamW weight decay"""
     warmup_steps: int = 100
+    """updates of linear learning-rate warm-up"""
     grad_clip: float = 1.0
-    obs_keys: tuple[str, ...] | None = None
-    head: str = "gaussian"
-    loss: str = "mse"
-    vla_config: dict[str, Any] = field(default_factory=dict)
+    """gradient-norm clipping"""
+    obs_keys: tuple[str, ...] | None = option(None, type=comma_list)
+    """observation keys of the network, comma-separated subset of camera,bev,ego,instruction (default: the
+    VLAConfig default camera + ego + instruction)"""
+    head: Literal["gaussian", "diffusion"] = "gaussian"
+    """planning head: Gaussian (MSE / NLL of the mean) or diffusion (denoising loss + MSE of its sample)"""
+    loss: Literal["mse", "nll"] = "mse"
+    """loss of the Gaussian head"""
+    vla_config: dict[str, Any] = option(default_factory=dict)
+    """further VLAConfig fields as JSON, e.g. '{"hidden": 96}'"""
     init: str | None = None
+    """start from this VLA checkpoint (directory or shipped name, e.g. 'bc_default') instead of a fresh network"""
     cache_dir: str | None = None
+    """observation cache root (default: <irlvla cache>/bc_obs)"""
     seed: int = 0
+    """torch / numpy seed"""
     tensorboard: bool = True
+    """write TensorBoard logs"""
     progress: bool = True
+    """progress bars"""
     restart: bool = False
+    """ignore a trainer state in --out and start over"""
+
+    def __post_init__(self) -> None:
+        self.score_every = max(1, int(self.score_every))  # 0 or less: every epoch
 
     def network_config(self) -> VLAConfig:
         """The :class:`VLAConfig` this run trains (``vla_config`` overrides + ``obs_keys`` + ``head``)."""
@@ -338,38 +351,18 @@ def _save_checkpoint(out: Path, net, optimizer, epoch: int, step: int, cfg: BCCo
 def train_bc(cfg: BCConfig) -> dict[str, Any]:
     """Run behaviour cloning (resuming from ``cfg.out`` when it holds a trainer state). Returns the last metrics."""
     import torch
-    from tqdm.auto import tqdm
 
-    from irlvla_gym.policies.network import VLANetwork, prepare_observations
     from irlvla_gym.utils import limit_torch_threads
 
     limit_torch_threads()
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)
-
-    # ---- network, optimizer, resume ------------------------------------------------------------------------------
-    state_path = out / "trainer" / "state.json"
-    resume = None if cfg.restart or not state_path.is_file() else json.loads(state_path.read_text())
-    if resume is not None:
-        net = VLANetwork(VLAConfig.from_dict(resume["network_config"]), load_pretrained=False)
-    elif cfg.init:
-        net = VLANetwork.from_pretrained(cfg.init)
-    else:
-        net = VLANetwork(cfg.network_config())
-    keys = net.obs_keys
-    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start_epoch, step, history = 0, 0, []
-    if resume is not None:
-        from safetensors.torch import load_file
-
-        net.load_state_dict(load_file(str(out / "trainer" / resume["model"])), strict=True)
-        _load_optimizer(optimizer, out / "trainer" / resume["optimizer"], resume["optimizer_groups"])
-        start_epoch, step, history = int(resume["epoch"]), int(resume["step"]), list(resume["history"])
-        print(f"resuming {out} after epoch {start_epoch} (step {step})", file=sys.stderr)
+    net, optimizer, (start_epoch, step, history) = _network_and_optimizer(cfg, out)
 
     # ---- data ----------------------------------------------------------------------------------------------------
-    train = build_obs_cache(cfg.split, cfg.scenes, cfg.num_scenes, keys, cfg.cache_dir, cfg.progress)
-    val = build_obs_cache(cfg.val_split, cfg.val_scenes, cfg.num_val_scenes, keys, cfg.cache_dir, cfg.progress)
+    train = build_obs_cache(cfg.split, cfg.scenes, cfg.num_scenes, net.obs_keys, cfg.cache_dir, cfg.progress)
+    val = build_obs_cache(cfg.val_split, cfg.val_scenes, cfg.num_val_scenes, net.obs_keys, cfg.cache_dir,
+                          cfg.progress)
     scorer = EpdmsEvaluator(cfg.val_split, cfg.val_scenes, val, cfg.val_score_scenes, cfg.progress) \
         if cfg.val_score_scenes > 0 else None
     cv_ade, cv_fde = displacement_errors(_cv_plans(val), val.plans)
@@ -378,42 +371,12 @@ def train_bc(cfg: BCConfig) -> dict[str, Any]:
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
 
-    def learning_rate(s: int) -> float:
-        if s < cfg.warmup_steps:
-            return cfg.lr * (s + 1) / cfg.warmup_steps
-        frac = (s - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
-        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac)))
-
     writer = _tensorboard(out / "tb") if cfg.tensorboard else None
     metrics: dict[str, Any] = history[-1] if history else {}
     try:
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
-            # ---- one epoch of updates (shuffle order depends only on seed + epoch, so resumes repeat it) -----
-            net.train()
-            order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train))
-            losses, t0 = [], time.perf_counter()
-            bar = tqdm(range(steps_per_epoch), desc=f"bc epoch {epoch}/{cfg.epochs}", disable=not cfg.progress,
-                       mininterval=2, leave=False)
-            for b in bar:
-                idx = np.sort(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
-                inputs = prepare_observations(train.batch(idx), keys)
-                target = torch.from_numpy(np.asarray(train.actions[idx]))
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(step)
-                out_loss = net.bc_loss(inputs, target, cfg.loss)
-                optimizer.zero_grad(set_to_none=True)
-                out_loss["loss"].backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-                optimizer.step()
-                step += 1
-                losses.append(out_loss["loss"].item())
-                bar.set_postfix(loss=f"{losses[-1]:.4g}")
-                if writer is not None and step % 10 == 0:
-                    writer.add_scalar("train/loss", losses[-1], step)
-                    writer.add_scalar("train/mse", out_loss["mse"].item(), step)
-                    writer.add_scalar("train/grad_norm", float(grad_norm), step)
-                    writer.add_scalar("train/lr", learning_rate(step), step)
-            bar.close()
+            t0 = time.perf_counter()
+            step, losses = _train_epoch(net, optimizer, train, cfg, epoch, step, total_steps, writer)
             elapsed = time.perf_counter() - t0
 
             # ---- validation --------------------------------------------------------------------------------------
@@ -439,6 +402,79 @@ def train_bc(cfg: BCConfig) -> dict[str, Any]:
         if writer is not None:
             writer.close()
     return metrics
+
+
+def _network_and_optimizer(cfg: BCConfig, out: Path) -> tuple[Any, Any, tuple[int, int, list[dict[str, Any]]]]:
+    """The network and its AdamW, fresh (or from ``cfg.init``) or restored from the trainer state in ``out``; and
+    (last finished epoch, step, history)."""
+    import torch
+
+    from irlvla_gym.policies.network import VLANetwork
+
+    state_path = out / "trainer" / "state.json"
+    resume = None if cfg.restart or not state_path.is_file() else json.loads(state_path.read_text())
+    if resume is not None:
+        net = VLANetwork(VLAConfig.from_dict(resume["network_config"]), load_pretrained=False)
+    elif cfg.init:
+        net = VLANetwork.from_pretrained(cfg.init)
+    else:
+        net = VLANetwork(cfg.network_config())
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if resume is None:
+        return net, optimizer, (0, 0, [])
+    from safetensors.torch import load_file
+
+    net.load_state_dict(load_file(str(out / "trainer" / resume["model"])), strict=True)
+    _load_optimizer(optimizer, out / "trainer" / resume["optimizer"], resume["optimizer_groups"])
+    start_epoch, step = int(resume["epoch"]), int(resume["step"])
+    print(f"resuming {out} after epoch {start_epoch} (step {step})", file=sys.stderr)
+    return net, optimizer, (start_epoch, step, list(resume["history"]))
+
+
+def learning_rate(cfg: BCConfig, step: int, total_steps: int) -> float:
+    """Learning rate at update ``step`` of ``total_steps``: linear warm-up over ``cfg.warmup_steps``, then cosine
+    decay to 0."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac)))
+
+
+def _train_epoch(net, optimizer, train: ObsCache, cfg: BCConfig, epoch: int, step: int, total_steps: int,
+                 writer) -> tuple[int, list[float]]:
+    """One epoch of updates; returns (step after it, per-update losses). The shuffle order depends only on seed +
+    epoch, so a resumed run repeats it."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from irlvla_gym.policies.network import prepare_observations
+
+    net.train()
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train))
+    losses: list[float] = []
+    bar = tqdm(range(math.ceil(len(train) / cfg.batch_size)), desc=f"bc epoch {epoch}/{cfg.epochs}",
+               disable=not cfg.progress, mininterval=2, leave=False)
+    for b in bar:
+        idx = np.sort(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
+        inputs = prepare_observations(train.batch(idx), net.obs_keys)
+        target = torch.from_numpy(np.asarray(train.actions[idx]))
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, step, total_steps)
+        out_loss = net.bc_loss(inputs, target, cfg.loss)
+        optimizer.zero_grad(set_to_none=True)
+        out_loss["loss"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        optimizer.step()
+        step += 1
+        losses.append(out_loss["loss"].item())
+        bar.set_postfix(loss=f"{losses[-1]:.4g}")
+        if writer is not None and step % 10 == 0:
+            writer.add_scalar("train/loss", losses[-1], step)
+            writer.add_scalar("train/mse", out_loss["mse"].item(), step)
+            writer.add_scalar("train/grad_norm", float(grad_norm), step)
+            writer.add_scalar("train/lr", learning_rate(cfg, step, total_steps), step)
+    bar.close()
+    return step, losses
 
 
 def _cv_plans(cache: ObsCache) -> np.ndarray:
@@ -503,60 +539,22 @@ def evaluate_checkpoint(path: str, split: str = "synthetic-val", scenes: str | N
 
 def register(subparsers) -> None:
     """``irlvla bc``: train (or ``--eval-only`` evaluate) the VLA network by behaviour cloning."""
-    d = BCConfig()
     p = subparsers.add_parser("bc", help="behaviour cloning of the VLA policy on expert plans",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="output directory (checkpoint, trainer state, TensorBoard logs)")
-    p.add_argument("--split", default=d.split, help="synthetic split of the training scenes")
-    p.add_argument("--scenes", default=None, metavar="STORE", help="scene-store directory to train on instead")
-    p.add_argument("--num-scenes", type=int, default=d.num_scenes, help="first N training scenes (0: all)")
-    p.add_argument("--val-split", default=d.val_split)
-    p.add_argument("--val-scenes", default=None, metavar="STORE")
-    p.add_argument("--num-val-scenes", type=int, default=d.num_val_scenes)
-    p.add_argument("--val-score-scenes", type=int, default=d.val_score_scenes,
-                   help="validation scenes scored with EPDMS (0: none)")
-    p.add_argument("--score-every", type=int, default=d.score_every, help="EPDMS every k epochs (and the last)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    p.add_argument("--grad-clip", type=float, default=d.grad_clip)
-    p.add_argument("--obs-keys", default=None, help=f"comma-separated subset of {','.join(SUPPORTED_OBS_KEYS)}")
-    p.add_argument("--head", choices=("gaussian", "diffusion"), default=d.head)
-    p.add_argument("--loss", choices=("mse", "nll"), default=d.loss)
-    p.add_argument("--vla-config", default="{}", help='JSON of further VLAConfig fields, e.g. \'{"hidden": 96}\'')
-    p.add_argument("--init", default=None, help="start from this VLA checkpoint (directory or 'bc_default')")
-    p.add_argument("--cache-dir", default=None, help="observation cache root")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--no-tensorboard", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--restart", action="store_true", help="ignore a trainer state in --out and start over")
+    add_arguments(p, BCConfig)
     p.add_argument("--eval-only", action="store_true",
                    help="evaluate the network in --out (ADE/FDE on --num-val-scenes, EPDMS on --val-score-scenes)")
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
+    cfg = from_args(BCConfig, args)
     if args.eval_only:
-        result = evaluate_checkpoint(args.out, args.val_split, args.val_scenes, args.num_val_scenes,
-                                     args.val_score_scenes, args.cache_dir, not args.no_progress)
+        result = evaluate_checkpoint(cfg.out, cfg.val_split, cfg.val_scenes, cfg.num_val_scenes, cfg.val_score_scenes,
+                                     cfg.cache_dir, cfg.progress)
         print(json.dumps(result, indent=2))
         return 0
-    try:
-        extra = json.loads(args.vla_config)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--vla-config is not valid JSON: {exc}") from None
-    cfg = BCConfig(
-        out=args.out, split=args.split, scenes=args.scenes, num_scenes=args.num_scenes or None,
-        val_split=args.val_split, val_scenes=args.val_scenes, num_val_scenes=args.num_val_scenes,
-        val_score_scenes=args.val_score_scenes, score_every=max(1, args.score_every), epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
-        grad_clip=args.grad_clip, obs_keys=tuple(k.strip() for k in args.obs_keys.split(",")) if args.obs_keys
-        else None, head=args.head, loss=args.loss, vla_config=extra, init=args.init, cache_dir=args.cache_dir,
-        seed=args.seed, tensorboard=not args.no_tensorboard, progress=not args.no_progress, restart=args.restart)
-    metrics = train_bc(cfg)
-    print(json.dumps(metrics, indent=2))
+    print(json.dumps(train_bc(cfg), indent=2))
     return 0
 
 

@@ -101,3 +101,23 @@ def test_probe_hook_in_baselines_runner(tmp_path, tiny):
     assert (run / "hacking_probe.png").is_file()
     assert [h["step"] for h in metrics_history(run)][-1] == 64
     assert "hacking/gap" in _scalars(run)
+
+
+def test_presets_are_budgets_of_one_registry():
+    """quick is the HackingBudget defaults, full overrides some of them (the values of the experiment's README)."""
+    from baselines.hacking.config import PRESETS, HackingBudget, HackingConfig, budget
+    from baselines.hacking.experiment import preset_overrides
+
+    assert budget("quick") == HackingBudget() and tuple(PRESETS) == ("quick", "full")
+    full = budget("full")
+    assert (full.run_preset, dict(full.run), full.probe_scenes, full.probe_every, full.eval_scenes,
+            full.rwm_data_scenes) == ("full", {"total_timesteps": 100000, "env": {"num_scenes": 2000}}, 64, 4096, 300,
+                                      2400)
+    assert dict(full.remedy) == {"ensemble_members": 4, "ensemble_beta": 1.0, "ensemble_epochs": 4,
+                                 "refit_every": 8192, "refit_max_plans": 1024, "refit_steps": 50, "anchor_kind": "kl",
+                                 "anchor_weight": 0.01}
+    assert preset_overrides("quick") == {"total_timesteps": 4096}
+    with pytest.raises(ValueError, match="no preset 'huge'"):
+        HackingConfig(preset="huge")
+    with pytest.raises(ValueError, match="remedy must be among"):
+        HackingConfig(remedies=("none", "prayer"))

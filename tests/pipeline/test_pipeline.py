@@ -6,16 +6,16 @@ import json
 import pytest
 
 from irlvla_gym import pipeline
-from irlvla_gym.pipeline import PRESETS, PipelineConfig, Preset, run_pipeline
+from irlvla_gym.pipeline import PRESETS, Budgets, PipelineConfig, run_pipeline
 
-TINY = Preset(
-    scenes={"synthetic-train": 12, "synthetic-val": 4, "synthetic-test": 4, "synthetic-hard": 2},
-    bc_scenes=12, bc_epochs=1, bc_val_scenes=4, bc_score_scenes=2,
-    rwm_scenes=6, rwm_epochs=1, rwm_eval_scenes=3,
-    ppo_variants=("ppo-vla-rwm",), ppo_preset="quick", leaderboard_scenes=3, workers=1,
-    ppo_overrides=("--timesteps", "32", "--num-scenes", "4", "--n-envs", "2", "--set", "ppo.n_steps=16",
-                   "--set", "ppo.batch_size=16", "--set", "ppo.n_epochs=1", "--set", "checkpoint_every=32"),
-)
+TINY = {
+    "scenes": {"synthetic-train": 12, "synthetic-val": 4, "synthetic-test": 4, "synthetic-hard": 2},
+    "bc_scenes": 12, "bc_epochs": 1, "bc_val_scenes": 4, "bc_score_scenes": 2,
+    "rwm_scenes": 6, "rwm_epochs": 1, "rwm_eval_scenes": 3,
+    "ppo_variants": ("ppo-vla-rwm",), "ppo_preset": "quick", "leaderboard_scenes": 3, "workers": 1,
+    "ppo_overrides": {"total_timesteps": 32, "env": {"num_scenes": 4}, "n_envs": 2, "checkpoint_every": 32,
+                      "ppo": {"n_steps": 16, "batch_size": 16, "n_epochs": 1}},
+}
 
 
 @pytest.fixture
@@ -34,7 +34,12 @@ def test_whole_pipeline_on_a_tiny_preset(tmp_path, tiny_preset):
     assert (out / "bc" / "model.safetensors").is_file()
     assert (out / "rwm" / "ckpt" / "model.safetensors").is_file()
     assert (out / "rwm" / "eval" / "report.json").is_file()
-    assert (out / "ppo" / "ppo-vla-rwm" / "seed0" / "network" / "config.json").is_file()
+    run = out / "ppo" / "ppo-vla-rwm" / "seed0"
+    assert (run / "network" / "config.json").is_file()
+    # stage 3 trains against the stage-2 model of this run, from its stage-1 policy
+    run_cfg = json.loads((run / "config.json").read_text())
+    assert run_cfg["reward"] == f"rwm:{out / 'rwm' / 'ckpt'}" and run_cfg["pretrained"] == str(out / "bc")
+    assert run_cfg["total_timesteps"] == 32 and run_cfg["ppo"]["n_steps"] == 16
     agents = {row["agent"] for row in summary["leaderboard"]["result"]["rows"]}
     assert {"human", "constant-velocity", "pdm-closed", "BC (stage 1)", pipeline.AGENT_LABELS["ppo-vla-rwm"]} <= agents
     for row in summary["leaderboard"]["result"]["rows"]:
@@ -48,6 +53,24 @@ def test_whole_pipeline_on_a_tiny_preset(tmp_path, tiny_preset):
     again = run_pipeline(PipelineConfig(out=out, preset=tiny_preset, num_renders=1, progress=False))
     assert again.keys() == summary.keys()
     assert {p.name: p.stat().st_mtime_ns for p in (out / "stages").iterdir()} == marker_times
+
+
+def test_presets_are_overrides_of_the_budgets():
+    quick, full = PipelineConfig(preset="quick").budgets, PipelineConfig(preset="full").budgets
+    assert quick == Budgets(ppo_overrides={"total_timesteps": 8192})
+    assert set(full.scenes) == set(pipeline.SPLITS) and all(v is None for v in full.scenes.values())
+    assert full.ppo_preset == "full" and "ppo-vla-rwm-bc" in full.ppo_variants and full.rwm_epochs == quick.rwm_epochs
+    assert PipelineConfig(preset="full").out.as_posix() == "runs/full"
+
+
+def test_command_line_builds_the_config(tmp_path):
+    from irlvla_gym.cli import build_parser
+
+    args = build_parser().parse_args(["pipeline", "--preset", "full", "--out", str(tmp_path), "--stages", "scenes",
+                                      "bc", "--renders", "2", "--no-progress", "--seed", "3"])
+    cfg = pipeline.from_args(PipelineConfig, args)
+    assert (cfg.preset, cfg.out, cfg.stages, cfg.num_renders, cfg.progress, cfg.seed) == (
+        "full", tmp_path, ("scenes", "bc"), 2, False, 3)
 
 
 def test_bad_arguments_are_named(tmp_path, tiny_preset):
