@@ -17,6 +17,7 @@ import numpy as np
 
 from baselines.common import read_json, run_dir_of, save_figure, write_json
 from irlvla_gym.metrics.config import SUB_SCORES
+from irlvla_gym.rewards import parse_reward
 
 SCORES = ("epdms", "pdms", *SUB_SCORES)
 TIMES = ("ms_per_step", "env_ms_per_step", "update_ms_per_step", "wall_s_per_100k_steps")
@@ -126,7 +127,7 @@ def plot_curves(out: Path, variants: Sequence[str], seeds: Sequence[int], path: 
             continue
         cfg = read_json(run_dir_of(out, variant, seeds[0]) / "config.json") if (
             run_dir_of(out, variant, seeds[0]) / "config.json").is_file() else {"reward": "epdms"}
-        key = "learned reward (RWM prediction)" if str(cfg.get("reward", "")).startswith("rwm") else \
+        key = "learned reward (RWM prediction)" if parse_reward(cfg.get("reward", "epdms")).learned else \
             "rule-based reward (EPDMS)"
         panels[key].append((variant, curves))
     if not any(panels.values()):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -375,6 +376,30 @@ def _train_epoch(t: _Trainer, train_data: RWMData, feats: torch.Tensor, cfg: Tra
     return running
 
 
+def portable(value: Any) -> Any:
+    """``value`` without machine paths: an absolute path (a scene store, a policy checkpoint) becomes its last folder
+    name, so a shipped checkpoint's config.json says what it was trained on without naming the machine."""
+    if isinstance(value, str) and os.path.isabs(value):
+        return os.path.basename(os.path.normpath(value))
+    return value
+
+
+def dataset_command(manifest: dict[str, Any]) -> str:
+    """The ``irlvla rwm dataset`` command that makes a dataset like the one of ``manifest`` (``--out`` left out)."""
+    parts = ["irlvla rwm dataset", f"--split {portable(manifest.get('source'))}",
+             f"--num-scenes {manifest.get('num_scenes')}"]
+    if manifest.get("start"):
+        parts.append(f"--start {manifest['start']}")
+    candidates = manifest.get("candidates", {}).get("num_candidates")
+    if candidates is not None:
+        parts.append(f"--candidates {candidates}")
+    if manifest.get("policy"):
+        parts.append(f"--policy {portable(manifest['policy'])}")
+    if manifest.get("seed"):
+        parts.append(f"--seed {manifest['seed']}")
+    return " ".join(parts)
+
+
 def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: ModelConfig | None = None,
           val_dir: str | None = None, max_scenes: int | None = None, progress: bool = True,
           log_every: int = 20) -> dict[str, Any]:
@@ -398,8 +423,8 @@ def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: Mo
     train_feats, val_feats = precompute_features(t.model, train_data), precompute_features(t.model, val_data)
     t.model.train()
     writer = _summary_writer(out_p / "tb")
-    meta = {"train": dataclasses.asdict(cfg), "data": str(data_dir), "train_scenes": len(train_data),
-            "val_scenes": len(val_data), "dataset": {k: data.manifest[k] for k in
+    meta = {"train": dataclasses.asdict(cfg), "data": dataset_command(data.manifest), "train_scenes": len(train_data),
+            "val_scenes": len(val_data), "dataset": {k: portable(data.manifest[k]) for k in
                                                      ("source", "num_scenes", "seed", "candidates", "ep_normaliser",
                                                       "policy") if k in data.manifest}}
     start_time = time.monotonic()

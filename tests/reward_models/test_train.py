@@ -54,6 +54,9 @@ def test_checkpoint_round_trip(tiny_data, tiny_ckpt, tmp_path):
     np.testing.assert_array_equal(ra, b.predict_reward(obs, data.plans))
     cfg = json.loads((tiny_ckpt / "config.json").read_text())
     assert cfg["format_version"] == 1 and "model" in cfg and "train" in cfg
+    # provenance as a command, never the training machine's paths (the data folder was a tmp dir)
+    assert cfg["data"].startswith("irlvla rwm dataset --split synthetic-train --num-scenes 3")
+    assert str(tiny_data) not in json.dumps(cfg) and str(tiny_ckpt) not in json.dumps(cfg)
 
 
 def test_resume_continues_from_saved_step(tiny_data, tmp_path):
