@@ -5,6 +5,11 @@
 
 Both are registered on ``import irlvla_gym``. The classes are imported lazily (attribute access) so that importing
 this package stays light.
+
+The episode logic exists once: :mod:`~irlvla_gym.envs.core` (episode state as arrays over N rows, the batched step
+template) with the plan-once / closed-loop hooks of :mod:`~irlvla_gym.envs.modes`. The single envs are that core
+with one row (:mod:`~irlvla_gym.envs.base`), the native vector envs (:mod:`~irlvla_gym.envs.vector`) the core with N
+rows plus autoreset and batched infos.
 """
 
 from __future__ import annotations

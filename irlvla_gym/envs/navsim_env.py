@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from irlvla_gym.plans.codec import Decoded
 from irlvla_gym.envs.base import NavsimBaseEnv
-from irlvla_gym.envs.scoring import score_dict, score_states, zero_scores
+from irlvla_gym.envs.modes import PlanOnce
+from irlvla_gym.plans.codec import Decoded
 
 
 class NavsimEnv(NavsimBaseEnv):
@@ -111,68 +109,17 @@ class NavsimEnv(NavsimBaseEnv):
     * v2: first version (NAVSIM v2 scoring: EPDMS with EC/TTC/LK/DDC/TLC and the human filter).
     """
 
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        self._obs: dict[str, np.ndarray] | None = None
-        self._instruction = ""
-        self._last_plan: np.ndarray | None = None
-        self._last_scores: dict[str, float] | None = None
+    mode_class = PlanOnce
 
     @property
     def reference_progress(self) -> float:
         """EP reference of the current scene (m): the logged expert's progress x multiplicative product."""
-        if self._bundle is None:
+        if self.state.bundles[0] is None:
             raise RuntimeError("call reset() first")
-        return self._bundle.reference_progress
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        index = self._select_index(options)
-        self._bundle = self.get_bundle(index)
-        self._obs, self._instruction = self.t0_observation(self._bundle)  # read-only, shared; copied below
-        self._last_plan, self._last_scores = None, None
-        info = {"token": self._bundle.scene.token, "scene_index": index, "instruction": self._instruction}
-        return {k: v.copy() for k, v in self._obs.items()}, info
-
-    def step(self, action):
-        if self._bundle is None:
-            raise RuntimeError("call reset() before step()")
-        decoded = self.decode_action(action)
-        states = None
-        if not decoded.invalid and self.reward_fn is None:
-            from irlvla_gym.sim import simulate_plans
-
-            states = simulate_plans(self._bundle.start_state[None], decoded.plan[None])
-        return self.finish_step(decoded, states)
+        return self.state.bundles[0].reference_progress
 
     def finish_step(self, decoded: Decoded, states: np.ndarray | None):
         """Score a decoded action whose plan was already simulated (``states`` (1, 41, 11) from this scene's t0
-        state; None for invalid actions and custom rewards) and return the step tuple. The native vector env
-        (:mod:`irlvla_gym.envs.vector`) simulates the plans of all its envs in one batch and calls this."""
-        if self._bundle is None:
-            raise RuntimeError("call reset() before step()")
-        b = self._bundle
-        plan = decoded.plan
-        if decoded.invalid:
-            reward, scores = 0.0, zero_scores()
-        elif self.reward_fn is not None:
-            reward = float(self.reward_fn(b.scene, plan))
-            scores = {"custom": reward}
-        else:
-            from irlvla_gym.metrics import agent_tracks
-
-            agents = b.log_agents if self.config.traffic == "log" else agent_tracks(b.scene, "idm", states)
-            result = score_states(b, states, agents, human_filter=self.config.human_filter)
-            scores = score_dict(result)
-            reward = scores["epdms"]
-        self._last_plan, self._last_scores = plan, scores
-        info = {"token": b.scene.token, "scene_index": b.index, "instruction": self._instruction,
-                "rewards": scores, "invalid_action": decoded.invalid, "clipped_action": decoded.clipped,
-                "plan": plan.copy()}
-        obs = {k: v.copy() for k, v in self._obs.items()}
-        return obs, float(reward), True, False, info
-
-    def _frame(self) -> np.ndarray:
-        b = self._bundle
-        return self._renderer.frame(b.scene, np.zeros(3), 0.0, plan_world=self._last_plan, scores=self._last_scores,
-                                    title=f"{b.scene.token}  {self._instruction}")
+        state; None to simulate here) and return the step tuple (``step`` is ``finish_step(decode_action(a),
+        None)``)."""
+        return self._step_decoded(decoded, states)

@@ -102,16 +102,9 @@ class BatchedVecEnv(VecEnv):
 
     # ---- attribute access: the N envs share one template env --------------------------------------------------
 
-    def _indices(self, indices: VecEnvIndices) -> Sequence[int]:
-        if indices is None:
-            return range(self.num_envs)
-        if isinstance(indices, int):
-            return [indices]
-        return list(indices)
-
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         value = getattr(self.template, attr_name)
-        return [value for _ in self._indices(indices)]
+        return [value for _ in self._get_indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
         setattr(self.template, attr_name, value)  # shared by all envs
@@ -119,10 +112,10 @@ class BatchedVecEnv(VecEnv):
     def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
                    **method_kwargs: Any) -> list[Any]:
         method = getattr(self.template, method_name)
-        return [method(*method_args, **method_kwargs) for _ in self._indices(indices)]
+        return [method(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
 
     def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
-        return [False for _ in self._indices(indices)]
+        return [False for _ in self._get_indices(indices)]
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         return [None] * self.num_envs
@@ -234,15 +227,7 @@ class MultiProcessVecEnv(VecEnv):
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         self.remotes[0].send(("call", ("get_attr", (attr_name,), {})))
         value = self.remotes[0].recv()[0]
-        n = self.num_envs if indices is None else len(list(self._indices(indices)))
-        return [value] * n
-
-    def _indices(self, indices: VecEnvIndices) -> Sequence[int]:
-        if indices is None:
-            return range(self.num_envs)
-        if isinstance(indices, int):
-            return [indices]
-        return list(indices)
+        return [value for _ in self._get_indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
         for remote in self.remotes:
@@ -253,10 +238,10 @@ class MultiProcessVecEnv(VecEnv):
                    **method_kwargs: Any) -> list[Any]:
         self.remotes[0].send(("call", ("env_method", (method_name, *method_args), method_kwargs)))
         value = self.remotes[0].recv()[0]
-        return [value for _ in self._indices(indices)]
+        return [value for _ in self._get_indices(indices)]
 
     def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
-        return [False for _ in self._indices(indices)]
+        return [False for _ in self._get_indices(indices)]
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         return [None] * self.num_envs

@@ -7,7 +7,7 @@ normalises EP over the batch (K = 1: EP is always 1). The envs pass ``reference_
 the plan gets relative to the human (clipped to 1). The reward of the plan-once env therefore equals
 ``score_plans(scene, plan, human_filter=..., traffic=..., reference_progress=bundle.reference_progress).epdms[0]``.
 
-**Adapter.** :func:`score_states` calls the fast implementation (``irlvla_gym.metrics.fast.score_states_fast``)
+**Adapter.** :func:`score_states` calls the fast implementation (``irlvla_gym.metrics.score_scene``)
 and ``irlvla_gym.metrics.finalize`` directly with the expert's evaluation computed once per scene, instead of
 ``irlvla_gym.metrics.score_states``, which re-scores the expert on every call (same numbers, half the work).
 
@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from irlvla_gym.metrics import AgentTracks, ScoreResult, ScoringContext, agent_tracks, finalize, prepare_scene
+from irlvla_gym.metrics import AgentTracks, ScoreResult, ScoringContext, agent_tracks, finalize, prepare_scene, score_scene
 from irlvla_gym.metrics.config import SUB_SCORES
 from irlvla_gym.scenes.geometry import to_local, transform_boxes, transform_map
 from irlvla_gym.scenes.scene import DT, NUM_FUTURE, NUM_TIMES, Agents, EgoState, Scene, route_command, wrap_angle
@@ -70,12 +70,6 @@ class SceneBundle:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def _fast():
-    from irlvla_gym.metrics.fast import score_states_fast
-
-    return score_states_fast
-
-
 def make_bundle(index: int, scene: Scene, traffic: str = "log") -> SceneBundle:
     """Precompute a scene for the envs (scoring context, replayed agents, expert rollout and its evaluation)."""
     from irlvla_gym.sim import initial_state, simulate_plans
@@ -84,7 +78,7 @@ def make_bundle(index: int, scene: Scene, traffic: str = "log") -> SceneBundle:
     log = agent_tracks(scene, "log")
     human = simulate_plans(scene, scene.ego.future[None])
     human_agents = log if traffic == "log" else agent_tracks(scene, "idm", human)
-    human_raw = _fast()(ctx, human, human_agents, None)
+    human_raw = score_scene(ctx, human, human_agents, None)
     product = float(human_raw.nc[0] * human_raw.dac[0] * human_raw.ddc[0] * human_raw.tlc[0])
     return SceneBundle(index, scene, ctx, initial_state(scene), log, human, human_raw,
                        float(human_raw.progress[0]) * product)
@@ -95,9 +89,38 @@ def score_states(bundle: SceneBundle, states: np.ndarray, agents: AgentTracks, *
                  ctx: ScoringContext | None = None) -> ScoreResult:
     """EPDMS of simulated states (K, 41, 11) against ``agents`` (see module docs for the reference and filter)."""
     context = ctx if ctx is not None else bundle.ctx
-    raw = _fast()(context, np.asarray(states, np.float64), agents, previous_states)
+    raw = score_scene(context, np.asarray(states, np.float64), agents, previous_states)
     return finalize(raw, context.config, reference_progress=bundle.reference_progress,
                     human=bundle.human_raw if human_filter else None)
+
+
+def score_bundle_rows(bundles: Sequence[SceneBundle], states: np.ndarray, agents: Sequence[AgentTracks],
+                      contexts: Sequence[ScoringContext] | None = None,
+                      previous_states: Sequence[np.ndarray | None] | None = None, *,
+                      human_filter: bool = True) -> tuple[ScoreResult, dict[str, np.ndarray]]:
+    """EPDMS of R rows, row r = simulated states (41, 11) in the scene of ``bundles[r]``, in one multi-scene scorer
+    call (:func:`irlvla_gym.metrics.score_rows`); row r equals :func:`score_states` of that row alone.
+
+    Args:
+        bundles: R scene precomputes (EP reference and human filter of each row; a bundle may repeat).
+        states: (R, 41, 11) simulated ego states (t0 frame of each row's scene).
+        agents: R agent tracks over the rows' 41 steps.
+        contexts: R scoring contexts (None: each bundle's t0 context; the closed loop passes time-shifted ones).
+        previous_states: None or R entries (41, 11) / None: the previous plan's states (EC, closed loop).
+        human_filter: apply NAVSIM v2's human filter with each bundle's expert evaluation.
+
+    Returns:
+        (raw, final): the raw :class:`ScoreResult` of the R rows (per-step flags, e.g. ``at_fault_collision`` (R, 41))
+        and name -> (R,) float64 columns (nine sub-scores, ``epdms``, ``pdms``, ``progress`` (m)).
+    """
+    from irlvla_gym.metrics import finalize_rows, human_zero_mask, score_rows
+
+    contexts = [b.ctx for b in bundles] if contexts is None else contexts
+    raw, has_ec = score_rows(contexts, states, agents, previous_states)
+    cfg = contexts[0].config
+    human = human_zero_mask([b.human_raw for b in bundles], cfg) if human_filter else None
+    final = finalize_rows(raw, cfg, np.array([b.reference_progress for b in bundles]), human, has_ec)
+    return raw, final
 
 
 def zero_scores() -> dict[str, float]:
@@ -150,7 +173,7 @@ def route_remaining(bundle: SceneBundle, xy: np.ndarray) -> float:
     line = bundle.ctx.route_centerline
     if len(line) < 2:
         return float("inf")
-    from irlvla_gym.metrics.fast import project_on_polyline
+    from irlvla_gym.metrics import project_on_polyline
 
     s = float(project_on_polyline(np.asarray(xy, np.float64).reshape(1, 2), line)[0])
     return float(bundle.ctx.route_cumulative_length[-1]) - s
@@ -174,7 +197,7 @@ def expert_future(bundle: SceneBundle, k: int) -> np.ndarray:
     extra = (idx[beyond] - NUM_FUTURE) * step_len
     line = np.asarray(bundle.ctx.route_centerline, np.float64)
     if len(line) >= 2:
-        from irlvla_gym.metrics.fast import project_on_polyline
+        from irlvla_gym.metrics import project_on_polyline
 
         cum = bundle.ctx.route_cumulative_length
         s = float(project_on_polyline(last[None, :2], line)[0]) + extra
@@ -232,6 +255,6 @@ def scene_at(bundle: SceneBundle, step: int, trace: np.ndarray, boxes: np.ndarra
 
 
 __all__ = [
-    "SceneBundle", "make_bundle", "score_states", "zero_scores", "score_dict", "extend_track", "window",
-    "context_at", "route_remaining", "scene_at", "expert_future",
+    "SceneBundle", "make_bundle", "score_states", "score_bundle_rows", "zero_scores", "score_dict", "extend_track",
+    "window", "context_at", "route_remaining", "scene_at", "expert_future",
 ]

@@ -1,8 +1,8 @@
 """End-to-end entry points: :func:`score_plans` (scene + plans) and :func:`score_states` (already simulated).
 
 Pipeline (navsim/evaluate/pdm_score.py ``pdm_score``): plans -> LQR/bicycle simulation (``irlvla_gym.sim``) ->
-agents (log replay, or reactive IDM) -> sub-scores (reference or fast implementation) -> EP normalisation, human
-false-positive filter, EPDMS.
+agents (log replay, or reactive IDM) -> sub-scores (the vectorised implementation, or the shapely reference) -> EP
+normalisation, human false-positive filter, EPDMS (:func:`irlvla_gym.metrics.result.finalize`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ from irlvla_gym.metrics.result import ScoreResult, finalize
 from irlvla_gym.scenes.scene import Scene
 
 Impl = Literal["fast", "reference"]
+"""``"fast"``: the vectorised scorer (:func:`irlvla_gym.metrics.vectorised.score_scene`, the one the multi-scene
+:func:`~irlvla_gym.metrics.vectorised.score_rows` runs too); ``"reference"``: the shapely spec."""
 
 
 def _implementation(impl: Impl):
     if impl == "fast":
-        from irlvla_gym.metrics.fast import score_states_fast
+        from irlvla_gym.metrics.vectorised import score_scene
 
-        return score_states_fast
+        return score_scene
     if impl == "reference":
         from irlvla_gym.metrics.reference import score_states_reference
 
@@ -48,6 +50,9 @@ def score_states(ctx: ScoringContext, states: np.ndarray, agents: AgentTracks, *
         human_agents: agents as they react to the human trajectory (reactive traffic); None: ``agents``.
         reference_progress: PDM-Closed's progress x its multiplicative product (m); None: the batch's best.
         impl: "fast" (vectorised) or "reference" (shapely loops).
+
+    Returns:
+        The finalised :class:`ScoreResult` over the K plans.
     """
     states = np.asarray(states, np.float64)
     if states.ndim != 3 or states.shape[1:] != (ctx.config.num_states, 11):

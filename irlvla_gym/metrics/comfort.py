@@ -14,8 +14,8 @@ ego_*_metrics), including its details:
 * EC: the quantities are computed over the *overlapping parts only* (current states 0..35, previous 5..40), as
   ``SceneAggregator._compute_two_frame_comfort`` slices the states before extracting features.
 
-The arithmetic is already vectorised in NAVSIM, so both scorer implementations share this module (the reference
-calls it one plan at a time).
+The arithmetic is already vectorised in NAVSIM, so the vectorised scorer and the reference share this module (the
+reference calls it one plan at a time).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _smooth(values: np.ndarray, window: int, order: int, deriv: int = 0, delta: 
     window = min(window, n)
     order = min(order, window - 1)
     # A stack of (1, n) @ (n, n) products: BLAS rounds a (K, n) @ (n, n) product differently for different K, and
-    # a plan must score the same alone (single env) as in a batch (vector env, multi-scene scorer).
+    # a plan must score the same alone (single env) as in a batch (vector env, rows of many scenes).
     return np.matmul(values[..., None, :], _savgol_matrix(n, window, order, deriv, float(delta)).T)[..., 0, :]
 
 
@@ -76,7 +76,7 @@ def comfort_series(states: np.ndarray, config: ScorerConfig, rear_axle_to_center
     ax_centre = ax
     d = np.asarray(rear_axle_to_center, np.float64)
     if config.lon_accel_at_centre and np.any(d):
-        d = d[:, None] if d.ndim else d  # (K,) one vehicle per row (multi-scene scorer)
+        d = d[:, None] if d.ndim else d  # (K,) one vehicle per row (rows of different scenes)
         ax_centre = ax + d * (states[..., B.YAW_RATE] ** 2 + states[..., B.YAW_ACC])
     lon = np.round(_smooth(ax_centre, aw, order), _DECIMALS)
     lat = np.round(_smooth(ay, aw, order), _DECIMALS)
@@ -100,7 +100,7 @@ def history_comfort(states: np.ndarray, history: np.ndarray, config: ScorerConfi
     Args:
         states: (K, 41, 11) simulated states.
         history: (H, 11) logged states at t = -1.5 .. -0.1 s, or (K, H, 11) one history per plan (plans of
-            different scenes, the multi-scene scorer). The last one (-0.1 s) is not used, as in NAVSIM.
+            different scenes, :func:`irlvla_gym.metrics.score_rows`). The last one (-0.1 s) is not used, as in NAVSIM.
         config: thresholds and windows.
         rear_axle_to_center: d (m) of the ego vehicle, or (K,) one per row, for the longitudinal acceleration at
             the box centre. NAVSIM always uses the Pacifica's 1.461 m; we use the scene's vehicle.

@@ -45,7 +45,7 @@ class ScoringContext:
     """Everything about one scene the scorer needs, precomputed. Build with :func:`prepare_scene`.
 
     Polygons are kept as packed rings (``[[exterior, holes...], ...]``, float64, m, ego frame at t0) so that both
-    the shapely reference and the numpy fast path read the same coordinates.
+    the shapely reference and the vectorised scorer read the same coordinates.
 
     Attributes:
         token: scene token.
@@ -61,7 +61,8 @@ class ScoringContext:
         route_centerline: (n, 2) float64 route centreline (m), n >= 2 unless the route is empty.
         history_states: (H, 11) ego states at t = -1.5 .. -0.1 s (0.1 s), columns as the simulator's.
         expert_poses: (8, 3) logged future poses (for the human filter).
-        cache: free slot for implementation-specific precompute (the fast path's polygon index, shapely trees).
+        cache: free slot for implementation-specific precompute (the vectorised scorer's polygon index and map
+            pack, the reference's shapely trees).
     """
 
     token: str
@@ -158,7 +159,7 @@ class AgentTracks:
             (K, 41, N, 8) when the agents react to each plan (IDM traffic).
         valid: (41, N) or (K, 41, N) bool, agent present at that step.
         category: (N,) int, index into :data:`irlvla_gym.scenes.scene.AGENT_CATEGORIES`.
-        cache: free slot for derived per-agent arrays (the multi-scene scorer keeps its packed copies here, so a
+        cache: free slot for derived per-agent arrays (the vectorised scorer keeps its per-track arrays here, so a
             scene's replayed agents are prepared once however often they are scored). Treat boxes / valid as
             read-only once scored.
     """

@@ -18,9 +18,14 @@ Boundary convention: a point exactly on an edge (zero cross product) is outside,
 has it. Near-degenerate cases where rounding decides (a point within ~1e-15 m of a slanted edge) may differ from
 GEOS's robust predicates; they have measure zero for simulated states. The grid origin is offset by an irrational
 fraction of a cell so cell centres do not fall on axis-aligned map edges.
+
+:class:`PackedPolygonIndex` concatenates the indexes of several scenes so points of different scenes are answered
+in one pass; both classes run the same query (:func:`_query`), so a packed answer equals the per-scene one.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 import shapely
@@ -29,14 +34,149 @@ _ORIGIN_JITTER = 0.318309886  # 1/pi of a cell: keeps cell centres off round-num
 _MAX_CELLS = 4_000_000
 
 
-def _expand(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """CSR expansion: for rows with ``counts[i]`` items starting at ``starts[i]``, return (row index, item index)
-    of every item, rows in order."""
+def expand_csr(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CSR expansion: rows ``i`` with ``counts[i]`` items starting at ``starts[i]`` (int arrays (n,)).
+
+    Returns:
+        (row index, item index), both (sum(counts),) int64, rows in order and items consecutive within a row.
+    """
     total = int(counts.sum())
     row = np.repeat(np.arange(len(counts)), counts)
     first = np.cumsum(counts) - counts
     item = np.arange(total) - np.repeat(first - starts, counts)
     return row, item
+
+
+def cross2(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """z of (a - o) x (b - o), row-wise: (M, 2) arrays (m) -> (M,) (m^2)."""
+    return (a[:, 0] - o[:, 0]) * (b[:, 1] - o[:, 1]) - (a[:, 1] - o[:, 1]) * (b[:, 0] - o[:, 0])
+
+
+def on_segment(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether p lies exactly on segment a-b (zero cross product, within the bounding box). (M, 2) -> (M,) bool."""
+    return ((cross2(a, b, p) == 0.0)
+            & (p[:, 0] >= np.minimum(a[:, 0], b[:, 0])) & (p[:, 0] <= np.maximum(a[:, 0], b[:, 0]))
+            & (p[:, 1] >= np.minimum(a[:, 1], b[:, 1])) & (p[:, 1] <= np.maximum(a[:, 1], b[:, 1])))
+
+
+def segments_cross(c: np.ndarray, p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether segment c-p crosses segment a-b, with a half-open rule at vertices so that a path through a shared
+    polygon vertex is counted once (each test uses ``> 0`` on both sides consistently). (M, 2) inputs (m),
+    (M,) bool."""
+    side_a = cross2(c, p, a) > 0
+    side_b = cross2(c, p, b) > 0
+    side_c = cross2(a, b, c) > 0
+    side_p = cross2(a, b, p) > 0
+    return (side_a != side_b) & (side_c != side_p)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Building one index
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _clean_polygons(polygons: list[list[np.ndarray]]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[shapely.Polygon]]:
+    """Edges of the polygons' rings without closing duplicates or area-less rings.
+
+    Returns:
+        edge starts a (E, 2), ends b (E, 2) (m), owning polygon (E,) int64, and one shapely polygon per input
+        (empty where the exterior is degenerate).
+    """
+    starts, ends, owner = [np.zeros((0, 2))], [np.zeros((0, 2))], [np.zeros(0, np.int64)]
+    shapes = []
+    for p, rings in enumerate(polygons):
+        clean = []
+        for r, ring in enumerate(rings):
+            ring = np.asarray(ring, np.float64)
+            ring = ring[:, :2] if ring.ndim == 2 else ring.reshape(-1, 2)
+            if len(ring) > 1 and np.array_equal(ring[0], ring[-1]):
+                ring = ring[:-1]
+            if len(np.unique(ring, axis=0)) < 3:
+                # A ring with fewer than 3 distinct vertices encloses no area (a hole of 2 points read back from
+                # a GeoPackage, say): it changes no point's containment, so it is skipped; a degenerate exterior
+                # leaves an empty polygon that contains nothing.
+                if r == 0:
+                    break
+                continue
+            clean.append(ring)
+            starts.append(ring)
+            ends.append(np.roll(ring, -1, axis=0))
+            owner.append(np.full(len(ring), p))
+        shapes.append(shapely.Polygon(clean[0], clean[1:]) if clean else shapely.Polygon())
+    return np.concatenate(starts), np.concatenate(ends), np.concatenate(owner).astype(np.int64), shapes
+
+
+def _grid(a: np.ndarray, resolution: float) -> tuple[float, np.ndarray, np.ndarray]:
+    """Cell size (m, grown until the grid has at most 4 M cells), origin (2,) (m) and shape (nx, ny) of a grid
+    covering the edge starts ``a`` (E, 2) with a 2-cell margin."""
+    allpts = a if len(a) else np.zeros((1, 2))
+    lo, hi = allpts.min(axis=0), allpts.max(axis=0)
+    res = float(resolution)
+    while np.prod(np.ceil((hi - lo) / res) + 4) > _MAX_CELLS:
+        res *= 1.5
+    origin = lo - (2.0 + _ORIGIN_JITTER) * res
+    return res, origin, np.ceil((hi - origin) / res).astype(np.int64) + 2
+
+
+def _register_edges(a: np.ndarray, b: np.ndarray, origin: np.ndarray, res: float, nx: int) -> np.ndarray:
+    """(cell, edge) pairs (n, 2) int64, unique and sorted: every cell an edge may touch. Each edge is cut into
+    pieces of at most res / 2 and registered with the cells its pieces' bounding boxes overlap (conservative)."""
+    seg_len = np.linalg.norm(b - a, axis=1)
+    pieces = np.maximum(1, np.ceil(seg_len / (0.5 * res)).astype(np.int64))
+    edge_of_piece = np.repeat(np.arange(len(a)), pieces)
+    if not len(edge_of_piece):
+        return np.zeros((0, 2), np.int64)
+    k = np.arange(len(edge_of_piece)) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+    f0 = (k / pieces[edge_of_piece])[:, None]
+    f1 = ((k + 1) / pieces[edge_of_piece])[:, None]
+    d = (b - a)[edge_of_piece]
+    p0 = a[edge_of_piece] + f0 * d
+    p1 = a[edge_of_piece] + f1 * d
+    eps = 1e-9
+    cmin = np.floor((np.minimum(p0, p1) - origin) / res - eps).astype(np.int64)
+    cmax = np.floor((np.maximum(p0, p1) - origin) / res + eps).astype(np.int64)
+    cells, edges = [], []
+    for dx in (0, 1):  # a piece spans at most 2 x 2 cells
+        for dy in (0, 1):
+            ix, iy = cmin[:, 0] + dx, cmin[:, 1] + dy
+            ok = (ix <= cmax[:, 0]) & (iy <= cmax[:, 1])
+            cells.append(iy[ok] * nx + ix[ok])
+            edges.append(edge_of_piece[ok])
+    return np.unique(np.stack([np.concatenate(cells), np.concatenate(edges)], 1), axis=0)
+
+
+def _polygon_entries(shapes: list[shapely.Polygon], a: np.ndarray, edge_owner: np.ndarray,
+                     boundary_key: np.ndarray, origin: np.ndarray, res: float, nx: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (cell, polygon) entries: cells of each polygon's bounding box that its boundary touches (partial) or
+    whose centre it contains (full; exact, shapely).
+
+    Returns:
+        key = cell * P + polygon (n,) int64 sorted, partial (n,) bool, centre inside (n,) bool.
+    """
+    P = len(shapes)
+    keys, partial, centre_in = [], [], []
+    for p, poly in enumerate(shapes):
+        pa = a[edge_owner == p]
+        if not len(pa):
+            continue
+        c0 = np.floor((pa.min(axis=0) - origin) / res).astype(np.int64) - 1
+        c1 = np.floor((pa.max(axis=0) - origin) / res).astype(np.int64) + 1
+        ix, iy = np.meshgrid(np.arange(c0[0], c1[0] + 1), np.arange(c0[1], c1[1] + 1), indexing="xy")
+        ix, iy = ix.ravel(), iy.ravel()
+        inside = shapely.contains_xy(poly, origin[0] + (ix + 0.5) * res, origin[1] + (iy + 0.5) * res)
+        key = (iy * nx + ix) * P + p
+        is_boundary = np.isin(key, boundary_key, assume_unique=True)
+        take = inside | is_boundary
+        keys.append(key[take])
+        partial.append(is_boundary[take])
+        centre_in.append(inside[take])
+    if not keys:
+        return np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, bool)
+    key = np.concatenate(keys)
+    order = np.argsort(key, kind="stable")
+    return key[order], np.concatenate(partial)[order], np.concatenate(centre_in)[order]
 
 
 class PolygonIndex:
@@ -45,106 +185,26 @@ class PolygonIndex:
     Args:
         polygons: ``[[exterior, hole, ...], ...]`` rings as (n, 2) float64 arrays (open or closed), m.
         resolution: cell size (m); grown automatically to keep the grid under 4 M cells.
+
+    Attributes (CSR over cells, then over entries):
+        origin (2,) m, resolution m, shape (nx, ny); cell_start (nx * ny + 1,) -> entries; per entry:
+        entry_polygon, entry_partial, entry_centre_inside, entry_edge_start (n + 1,) -> entry_edges (edge ids);
+        edge_a / edge_b (E, 2) m.
     """
 
     def __init__(self, polygons: list[list[np.ndarray]], resolution: float = 0.5):
         self.num_polygons = P = len(polygons)
-        starts, ends, owner = [], [], []
-        shapes = []
-        for p, rings in enumerate(polygons):
-            clean = []
-            for r, ring in enumerate(rings):
-                ring = np.asarray(ring, np.float64)
-                ring = ring[:, :2] if ring.ndim == 2 else ring.reshape(-1, 2)
-                if len(ring) > 1 and np.array_equal(ring[0], ring[-1]):
-                    ring = ring[:-1]
-                if len(np.unique(ring, axis=0)) < 3:
-                    # A ring with fewer than 3 distinct vertices encloses no area (a hole of 2 points read back from
-                    # a GeoPackage, say): it changes no point's containment, so it is skipped; a degenerate exterior
-                    # leaves an empty polygon that contains nothing.
-                    if r == 0:
-                        break
-                    continue
-                clean.append(ring)
-                starts.append(ring)
-                ends.append(np.roll(ring, -1, axis=0))
-                owner.append(np.full(len(ring), p))
-            shapes.append(shapely.Polygon(clean[0], clean[1:]) if clean else shapely.Polygon())
-        if P == 0:
-            starts, ends, owner = [np.zeros((0, 2))], [np.zeros((0, 2))], [np.zeros(0, np.int64)]
-        if not starts:
-            starts, ends, owner = [np.zeros((0, 2))], [np.zeros((0, 2))], [np.zeros(0, np.int64)]
-        a, b = np.concatenate(starts), np.concatenate(ends)
-        edge_owner = np.concatenate(owner).astype(np.int64)
-        allpts = a if len(a) else np.zeros((1, 2))
-        lo, hi = allpts.min(axis=0), allpts.max(axis=0)
-        res = float(resolution)
-        while np.prod(np.ceil((hi - lo) / res) + 4) > _MAX_CELLS:
-            res *= 1.5
-        self.resolution = res
-        self.origin = lo - (2.0 + _ORIGIN_JITTER) * res
-        self.shape = (np.ceil((hi - self.origin) / res).astype(np.int64) + 2)  # (nx, ny)
+        a, b, edge_owner, shapes = _clean_polygons(polygons)
+        self.resolution, self.origin, self.shape = _grid(a, resolution)
         nx, ny = int(self.shape[0]), int(self.shape[1])
         self.edge_a, self.edge_b = a, b
-
-        # ---- register edges with the cells they may touch (pieces <= res / 2, each piece's bbox) -------------------
-        seg_len = np.linalg.norm(b - a, axis=1)
-        pieces = np.maximum(1, np.ceil(seg_len / (0.5 * res)).astype(np.int64))
-        edge_of_piece = np.repeat(np.arange(len(a)), pieces)
-        k = np.arange(len(edge_of_piece)) - np.repeat(np.cumsum(pieces) - pieces, pieces)
-        f0 = (k / pieces[edge_of_piece])[:, None]
-        f1 = ((k + 1) / pieces[edge_of_piece])[:, None]
-        d = (b - a)[edge_of_piece]
-        p0 = a[edge_of_piece] + f0 * d
-        p1 = a[edge_of_piece] + f1 * d
-        eps = 1e-9
-        cmin = np.floor((np.minimum(p0, p1) - self.origin) / res - eps).astype(np.int64)
-        cmax = np.floor((np.maximum(p0, p1) - self.origin) / res + eps).astype(np.int64)
-        cells, edges = [], []
-        for dx in (0, 1):
-            for dy in (0, 1):
-                ix, iy = cmin[:, 0] + dx, cmin[:, 1] + dy
-                ok = (ix <= cmax[:, 0]) & (iy <= cmax[:, 1])
-                cells.append(iy[ok] * nx + ix[ok])
-                edges.append(edge_of_piece[ok])
-        cell_edge = np.unique(np.stack([np.concatenate(cells), np.concatenate(edges)], 1), axis=0) \
-            if len(edge_of_piece) else np.zeros((0, 2), np.int64)
-        boundary_key = np.unique(cell_edge[:, 0] * P + edge_owner[cell_edge[:, 1]])
-
-        # ---- per polygon: cells of its bbox, centre inside? -> full / partial entries ----------------------------
-        keys, partial, centre_in = [], [], []
-        for p, poly in enumerate(shapes):
-            pa = a[edge_owner == p]
-            if not len(pa):
-                continue
-            c0 = np.floor((pa.min(axis=0) - self.origin) / res).astype(np.int64) - 1
-            c1 = np.floor((pa.max(axis=0) - self.origin) / res).astype(np.int64) + 1
-            ix, iy = np.meshgrid(np.arange(c0[0], c1[0] + 1), np.arange(c0[1], c1[1] + 1), indexing="xy")
-            ix, iy = ix.ravel(), iy.ravel()
-            cx = self.origin[0] + (ix + 0.5) * res
-            cy = self.origin[1] + (iy + 0.5) * res
-            inside = shapely.contains_xy(poly, cx, cy)
-            key = (iy * nx + ix) * P + p
-            is_boundary = np.isin(key, boundary_key, assume_unique=True)
-            take = inside | is_boundary
-            keys.append(key[take])
-            partial.append(is_boundary[take])
-            centre_in.append(inside[take])
-        if keys:
-            key = np.concatenate(keys)
-            order = np.argsort(key, kind="stable")
-            key = key[order]
-            self.entry_partial = np.concatenate(partial)[order]
-            self.entry_centre_inside = np.concatenate(centre_in)[order]
-        else:
-            key = np.zeros(0, np.int64)
-            self.entry_partial = self.entry_centre_inside = np.zeros(0, bool)
+        cell_edge = _register_edges(a, b, self.origin, self.resolution, nx)
+        edge_key = cell_edge[:, 0] * P + edge_owner[cell_edge[:, 1]]  # (cell, polygon) of each registration
+        key, self.entry_partial, self.entry_centre_inside = _polygon_entries(
+            shapes, a, edge_owner, np.unique(edge_key), self.origin, self.resolution, nx)
         self.entry_polygon = key % max(P, 1)
-        entry_cell = key // max(P, 1)
-        self.cell_start = np.searchsorted(entry_cell, np.arange(nx * ny + 1)).astype(np.int64)
-
-        # ---- edges of each partial entry (CSR) --------------------------------------------------------------------
-        edge_key = cell_edge[:, 0] * P + edge_owner[cell_edge[:, 1]]
+        self.cell_start = np.searchsorted(key // max(P, 1), np.arange(nx * ny + 1)).astype(np.int64)
+        # Edges of each partial entry (CSR).
         entry_of_edge = np.searchsorted(key, edge_key)
         order = np.argsort(entry_of_edge, kind="stable")
         self.entry_edges = cell_edge[order, 1]
@@ -156,6 +216,10 @@ class PolygonIndex:
                                       self.entry_centre_inside, self.entry_edges, self.entry_edge_start,
                                       self.edge_a, self.edge_b))
 
+    @property
+    def num_cells(self) -> int:
+        return int(np.prod(self.shape))
+
     def contains(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """All (point, polygon) containment pairs.
 
@@ -166,53 +230,97 @@ class PolygonIndex:
             point_index (Q,), polygon_index (Q,) int64, sorted by point index.
         """
         pts = np.asarray(points, np.float64).reshape(-1, 2)
-        res = self.resolution
-        nx, ny = int(self.shape[0]), int(self.shape[1])
-        cxy = np.floor((pts - self.origin) / res)
-        ix, iy = cxy[:, 0], cxy[:, 1]
-        in_grid = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
-        cell = np.where(in_grid, iy * nx + ix, 0).astype(np.int64)
-        start = self.cell_start[cell]
-        count = np.where(in_grid, self.cell_start[cell + 1] - start, 0)
-        point_of, entry = _expand(start, count)
-        inside = ~self.entry_partial[entry]
-
-        sel = np.flatnonzero(~inside)
-        if len(sel):
-            pe = entry[sel]
-            pp = point_of[sel]
-            e_start = self.entry_edge_start[pe]
-            e_count = self.entry_edge_start[pe + 1] - e_start
-            row, item = _expand(e_start, e_count)
-            edge = self.entry_edges[item]
-            p = pts[pp[row]]
-            c = self.origin + (cxy[pp[row]] + 0.5) * res
-            ea, eb = self.edge_a[edge], self.edge_b[edge]
-            crosses = _segments_cross(c, p, ea, eb)
-            parity = np.bincount(row, weights=crosses, minlength=len(sel)).astype(np.int64) & 1
-            # A point exactly on an edge is outside, as shapely ``contains`` has it.
-            on_edge = np.bincount(row, weights=_on_segment(p, ea, eb), minlength=len(sel)) > 0
-            inside[sel] = (self.entry_centre_inside[pe] ^ parity.astype(bool)) & ~on_edge
-        return point_of[inside], self.entry_polygon[entry[inside]]
+        return _query(self, pts, self.origin, self.resolution, int(self.shape[0]), int(self.shape[1]), 0)
 
 
-def _cross(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """z of (a - o) x (b - o), row-wise for (M, 2) arrays."""
-    return (a[:, 0] - o[:, 0]) * (b[:, 1] - o[:, 1]) - (a[:, 1] - o[:, 1]) * (b[:, 0] - o[:, 0])
+class PackedPolygonIndex:
+    """Several :class:`PolygonIndex` concatenated (polygon ids offset by ``poly_base``), queried in one pass for
+    points that each belong to one of them (``slot``). Answers equal each index's own, polygon ids shifted.
+
+    Args:
+        indexes: the S per-scene indexes.
+    """
+
+    def __init__(self, indexes: Sequence[PolygonIndex]):
+        idx = list(indexes)
+        self.origin = np.stack([i.origin for i in idx]) if idx else np.zeros((0, 2))
+        self.res = np.array([i.resolution for i in idx], np.float64)
+        self.nx = np.array([int(i.shape[0]) for i in idx], np.int64)
+        self.ny = np.array([int(i.shape[1]) for i in idx], np.int64)
+        cells = self.nx * self.ny
+        self.num_cells = int(cells.sum())
+        self.cell_base = np.cumsum(cells) - cells
+        n_entries = np.array([len(i.entry_polygon) for i in idx], np.int64)
+        n_edges = np.array([len(i.edge_a) for i in idx], np.int64)
+        n_entry_edges = np.array([len(i.entry_edges) for i in idx], np.int64)
+        n_poly = np.array([i.num_polygons for i in idx], np.int64)
+        self.poly_base = np.cumsum(n_poly) - n_poly
+        self.num_polygons = int(n_poly.sum())
+        self.cell_start = _cat([i.cell_start[:-1] + b for i, b in zip(idx, np.cumsum(n_entries) - n_entries)]
+                               + [[int(n_entries.sum())]], np.int64)
+        self.entry_polygon = _cat([i.entry_polygon + b for i, b in zip(idx, self.poly_base)], np.int64)
+        self.entry_partial = _cat([i.entry_partial for i in idx], bool)
+        self.entry_centre_inside = _cat([i.entry_centre_inside for i in idx], bool)
+        self.entry_edge_start = _cat([i.entry_edge_start[:-1] + b for i, b in
+                                      zip(idx, np.cumsum(n_entry_edges) - n_entry_edges)]
+                                     + [[int(n_entry_edges.sum())]], np.int64)
+        self.entry_edges = _cat([i.entry_edges + b for i, b in zip(idx, np.cumsum(n_edges) - n_edges)], np.int64)
+        self.edge_a = _cat([i.edge_a for i in idx], np.float64, (0, 2))
+        self.edge_b = _cat([i.edge_b for i in idx], np.float64, (0, 2))
+
+    def contains(self, points: np.ndarray, slot: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`PolygonIndex.contains` of points (Q, 2) (m), each in the index ``slot`` (Q,) (or one int for
+        all): (point index, packed polygon id), sorted by point."""
+        pts = np.asarray(points, np.float64).reshape(-1, 2)
+        if np.ndim(slot) == 0:  # one index: scalars, as PolygonIndex.contains (same numbers, no gathers)
+            s = int(slot)
+            return _query(self, pts, self.origin[s], float(self.res[s]), int(self.nx[s]), int(self.ny[s]),
+                          int(self.cell_base[s]))
+        return _query(self, pts, self.origin[slot], self.res[slot][:, None], self.nx[slot], self.ny[slot],
+                      self.cell_base[slot])
 
 
-def _on_segment(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Whether p lies exactly on segment a-b (zero cross product, within the bounding box). (M, 2) -> (M,) bool."""
-    return ((_cross(a, b, p) == 0.0)
-            & (p[:, 0] >= np.minimum(a[:, 0], b[:, 0])) & (p[:, 0] <= np.maximum(a[:, 0], b[:, 0]))
-            & (p[:, 1] >= np.minimum(a[:, 1], b[:, 1])) & (p[:, 1] <= np.maximum(a[:, 1], b[:, 1])))
+def _cat(parts: list, dtype, empty: tuple[int, ...] = (0,)) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(empty, dtype)
 
 
-def _segments_cross(c: np.ndarray, p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Whether segment c-p crosses segment a-b, with a half-open rule at vertices so that a path through a shared
-    polygon vertex is counted once (each test uses ``> 0`` on both sides consistently). (M, 2) inputs, (M,) bool."""
-    side_a = _cross(c, p, a) > 0
-    side_b = _cross(c, p, b) > 0
-    side_c = _cross(a, b, c) > 0
-    side_p = _cross(a, b, p) > 0
-    return (side_a != side_b) & (side_c != side_p)
+def _query(index: PolygonIndex | PackedPolygonIndex, pts: np.ndarray, origin: np.ndarray, res, nx, ny,
+           cell_base) -> tuple[np.ndarray, np.ndarray]:
+    """The containment query of both index classes.
+
+    Args:
+        index: the raster arrays (``cell_start``, ``entry_*``, ``edge_a`` / ``edge_b``).
+        pts: (Q, 2) points (m).
+        origin: (2,) or (Q, 2) grid origin per point (m); res: cell size, scalar or (Q, 1) (m); nx, ny: grid
+            shape, ints or (Q,); cell_base: first cell of the point's grid in ``cell_start``, int or (Q,).
+
+    Returns:
+        (point index, polygon id) pairs, sorted by point.
+    """
+    cxy = np.floor((pts - origin) / res)
+    ix, iy = cxy[:, 0], cxy[:, 1]
+    in_grid = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+    cell = np.where(in_grid, iy * nx + ix, 0).astype(np.int64) + cell_base
+    start = index.cell_start[cell]
+    count = np.where(in_grid, index.cell_start[cell + 1] - start, 0)
+    point_of, entry = expand_csr(start, count)
+    inside = ~index.entry_partial[entry]
+    sel = np.flatnonzero(~inside)
+    if len(sel):
+        # Partial cells: the cell centre's side (exact, precomputed) XOR the parity of edge crossings of the segment
+        # from the centre to the point.
+        pe = entry[sel]
+        pp = point_of[sel]
+        e_start = index.entry_edge_start[pe]
+        row, item = expand_csr(e_start, index.entry_edge_start[pe + 1] - e_start)
+        edge = index.entry_edges[item]
+        q = pp[row]
+        p = pts[q]
+        per_point = origin.ndim == 2
+        c = (origin[q] if per_point else origin) + (cxy[q] + 0.5) * (res[q] if per_point else res)
+        ea, eb = index.edge_a[edge], index.edge_b[edge]
+        parity = np.bincount(row, weights=segments_cross(c, p, ea, eb), minlength=len(sel)).astype(np.int64) & 1
+        # A point exactly on an edge is outside, as shapely ``contains`` has it.
+        on_edge = np.bincount(row, weights=on_segment(p, ea, eb), minlength=len(sel)) > 0
+        inside[sel] = (index.entry_centre_inside[pe] ^ parity.astype(bool)) & ~on_edge
+    return point_of[inside], index.entry_polygon[entry[inside]]

@@ -1,19 +1,22 @@
-"""Result type of the scorer and the aggregation shared by both implementations.
+"""Result type of the scorer and its one final aggregation.
 
-An implementation (reference.py or fast.py) fills the per-plan evaluation (sub-scores before EP normalisation and
-the per-step flags behind them); :func:`finalize` then normalises EP over the batch, applies the human
-false-positive filter and computes EPDMS / PDMS exactly as navsim/.../scoring/pdm_scorer.py ``_aggregate_scores``
-and navsim/evaluate/pdm_score.py do (deviations listed in README.md).
+An implementation (``reference.py`` or the vectorised ``vectorised.py``) fills the per-row evaluation (sub-scores
+before EP normalisation and the per-step flags behind them); :func:`finalize_rows` then normalises EP, applies the
+human false-positive filter and computes EPDMS / PDMS exactly as navsim/.../scoring/pdm_scorer.py
+``_aggregate_scores`` and navsim/evaluate/pdm_score.py do (deviations listed in README.md). :func:`finalize` is its
+single-scene form (K plans sharing a reference and a human).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
 from irlvla_gym.metrics.config import COMFORT_NAMES, EC_NAMES, MULTIPLICATIVE, SUB_SCORES, ScorerConfig
+from irlvla_gym.metrics.progress import normalise_progress
 from irlvla_gym.scenes.scene import AGENT_CATEGORIES
 
 # Collision classes, navsim/.../scoring/pdm_scorer_utils.py CollisionType.
@@ -149,42 +152,90 @@ class ScoreResult:
         return "\n".join(lines)
 
 
-def finalize(result: ScoreResult, config: ScorerConfig, *, reference_progress: float | None = None,
-             human: ScoreResult | None = None) -> ScoreResult:
-    """Normalise EP, apply the human filter and aggregate EPDMS / PDMS (in place; returns ``result``).
+def finalize_rows(result: ScoreResult, config: ScorerConfig, reference_progress: np.ndarray,
+                  human_zero: np.ndarray | None, has_ec: np.ndarray) -> dict[str, np.ndarray]:
+    """The final aggregation, row by row: EP against each row's reference, each row's human filter, EPDMS with or
+    without EC per row, PDMS.
 
-    EP (pdm_scorer.py ``_aggregate_scores``; epdms.md): the normaliser is the largest of ``progress x
-    multiplicative product`` over the PDM-Closed reference and the plan itself. ``reference_progress`` is the
-    PDM-Closed value (its progress already multiplied by its own product). When it is None the batch stands in for
-    PDM-Closed: normaliser = max over all K candidates of ``progress_k x product_k`` (like NAVSIM scoring PDM-Closed
-    and the model in one batch). EP = clip(progress / normaliser, 0, 1) when the normaliser exceeds 5 m, else 1.
+    EP (pdm_scorer.py ``_aggregate_scores``; epdms.md; :func:`irlvla_gym.metrics.progress.normalise_progress`):
+    normaliser = max(reference, progress x multiplicative product); EP = clip(progress / normaliser, 0, 1) when the
+    normaliser exceeds 5 m, else 1. Human filter (navsim/evaluate/pdm_score.py, v2): sub-scores in
+    ``config.human_filtered`` where the row's human (expert) scored exactly 0 are set to 1.
 
-    Human filter (navsim/evaluate/pdm_score.py, v2): for every sub-score in ``config.human_filtered`` where the
-    human trajectory scored exactly 0, every plan gets 1 there.
+    Args:
+        result: raw evaluation of R rows (:func:`irlvla_gym.metrics.score_rows` / ``score_scene``); ``ep``,
+            ``multiplicative``, ``ep_normaliser`` and ``unfiltered`` are written, the other sub-scores are left
+            as evaluated (unfiltered; :func:`finalize` writes the filtered ones).
+        reference_progress: (R,) EP reference (m) per row (PDM-Closed progress x its product).
+        human_zero: :func:`human_zero_mask` (R, len(config.human_filtered)) or None (no filter).
+        has_ec: (R,) bool, rows with EC (EPDMS divisor 16 instead of 14).
+
+    Returns:
+        name -> (R,) float64: the nine sub-scores (filtered), ``epdms``, ``pdms``, ``progress``.
     """
     product = result.nc * result.dac * result.ddc * result.tlc
+    result.ep, result.ep_normaliser = normalise_progress(
+        result.progress, product, np.asarray(reference_progress, np.float64), config)
     result.multiplicative = product
-    weighted_progress = result.progress * product
-    if reference_progress is None:
-        normaliser = np.full(len(product), weighted_progress.max() if len(product) else 0.0)
-    else:
-        normaliser = np.maximum(float(reference_progress), weighted_progress)
-    numerator = weighted_progress if config.ep_numerator_times_product else result.progress
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ep = np.where(normaliser > config.progress_distance_threshold,
-                      np.clip(numerator / np.maximum(normaliser, 1e-12), 0.0, 1.0), 1.0)
-    result.ep = ep
-    result.ep_normaliser = normaliser
-    result.unfiltered = {name: getattr(result, name).copy() for name in SUB_SCORES}
+    unfiltered = {name: getattr(result, name).copy() for name in SUB_SCORES}
+    result.unfiltered = unfiltered
+    sub = dict(unfiltered)
+    if human_zero is not None:
+        for j, name in enumerate(config.human_filtered):
+            if human_zero[:, j].any():
+                sub[name] = np.where(human_zero[:, j], 1.0, sub[name])
+    has_ec = np.asarray(has_ec, bool)
+    if has_ec.all() or not has_ec.any():
+        total = epdms(sub, config, has_ec=bool(has_ec.all()) and len(has_ec) > 0)
+    else:  # EPDMS over 16 or 14 weights, per row
+        total = np.empty(len(product))
+        for flag in (False, True):
+            rows = np.flatnonzero(has_ec == flag)
+            total[rows] = epdms({n: v[rows] for n, v in sub.items()}, config, has_ec=flag)
+    u = unfiltered
+    out = dict(sub)
+    out["epdms"] = total
+    out["pdms"] = u["nc"] * u["dac"] * (5.0 * u["ep"] + 5.0 * u["ttc"] + 2.0 * u["hc"]) / 12.0
+    out["progress"] = result.progress
+    return out
 
+
+def human_zero_mask(humans: Sequence[ScoreResult | None], config: ScorerConfig) -> np.ndarray:
+    """(R, len(config.human_filtered)) bool: the row's human (expert) evaluation scored exactly 0 on that
+    sub-score, so the filter sets it to 1 (all False for rows without a human)."""
+    out = np.zeros((len(humans), len(config.human_filtered)), bool)
+    for r, human in enumerate(humans):
+        if human is not None:
+            out[r] = [float(getattr(human, n)[0]) == 0.0 for n in config.human_filtered]
+    return out
+
+
+def finalize(result: ScoreResult, config: ScorerConfig, *, reference_progress: float | None = None,
+             human: ScoreResult | None = None) -> ScoreResult:
+    """:func:`finalize_rows` for K plans of one scene (in place; returns ``result``).
+
+    ``reference_progress`` is PDM-Closed's progress x its product (m). When it is None the batch stands in for
+    PDM-Closed: the reference is the largest ``progress_k x product_k`` over the K candidates (like NAVSIM scoring
+    PDM-Closed and the model in one batch). ``human``: the raw evaluation of the logged expert (one row); its zero
+    sub-scores are neutralised for every plan, recorded in ``result.human`` / ``result.filtered``.
+    """
+    K = len(result.nc)
+    if reference_progress is None:
+        weighted = result.progress * (result.nc * result.dac * result.ddc * result.tlc)
+        reference = np.full(K, weighted.max() if K else 0.0)
+    else:
+        reference = np.full(K, float(reference_progress))
+    human_zero = None
     if human is not None:
         result.human = {name: float(getattr(human, name)[0]) for name in SUB_SCORES}
         result.filtered = tuple(n for n in config.human_filtered if result.human[n] == 0.0)
-        for name in result.filtered:
-            setattr(result, name, np.ones_like(getattr(result, name)))
-    result.epdms = epdms(result.subscores(), config, has_ec=result.has_ec)
-    u = result.unfiltered
-    result.pdms = u["nc"] * u["dac"] * (5.0 * u["ep"] + 5.0 * u["ttc"] + 2.0 * u["hc"]) / 12.0
+        if result.filtered:
+            zero = np.array([n in result.filtered for n in config.human_filtered])
+            human_zero = np.broadcast_to(zero, (K, len(zero)))
+    out = finalize_rows(result, config, reference, human_zero, np.full(K, result.has_ec))
+    for name in SUB_SCORES:
+        setattr(result, name, out[name])
+    result.epdms, result.pdms = out["epdms"], out["pdms"]
     return result
 
 

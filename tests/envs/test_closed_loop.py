@@ -106,7 +106,8 @@ def test_shifted_scoring_matches_direct_scorer_call(synthetic):
     env = NavsimClosedLoopEnv(**small_kwargs(synthetic))
     env.reset(options={"scene_index": 0})
     env.step(env.expert_action())
-    prev = env._prev_states
+    prev = env.previous_states[None]
+    history = env.trace[-16:-1]  # the 1.5 s driven before the current state
     state = env.ego_state
     action = env.expert_action()
     plan = action_to_plan(action)
@@ -114,10 +115,10 @@ def test_shifted_scoring_matches_direct_scorer_call(synthetic):
     world[:, :2] = to_global(plan[:, :2], state[:2], state[2])
     world[:, 2] = plan[:, 2] + state[2]
     states = simulate_plans(state[None], world[None])
-    b = env._bundle
-    boxes, valid = env._tracks()
+    b = env.bundle
+    boxes, valid = env.agent_tracks
     expected = score_states(b, states, window(boxes, valid, b.log_agents.category, 5), previous_states=prev,
-                            ctx=context_at(b, 5, env._trace[-16:-1]))
+                            ctx=context_at(b, 5, history))
     _, reward, *_ = env.step(action)
     assert reward == pytest.approx(float(expected.epdms[0]), abs=1e-12)
 

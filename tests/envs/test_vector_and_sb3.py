@@ -94,29 +94,3 @@ def test_short_ppo_run_vocabulary(synthetic):
     torch.set_num_threads(1)
     env = make("IRLVLA-Navsim-v2", synthetic, action_type="vocabulary", obs_keys=("ego", "instruction"))
     PPO("MultiInputPolicy", env, n_steps=8, batch_size=8, n_epochs=1, seed=0, device="cpu").learn(8)
-
-
-def test_native_vector_env_equals_single_envs(synthetic):
-    from irlvla_gym.envs.vector import NavsimVectorEnv
-
-    native = gym.make_vec("IRLVLA-Navsim-v2", num_envs=3, vectorization_mode="vector_entry_point",
-                          **small_kwargs(synthetic))
-    assert isinstance(native, NavsimVectorEnv)
-    sync = gym.vector.SyncVectorEnv([functools.partial(make, "IRLVLA-Navsim-v2", synthetic) for _ in range(3)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    o1, i1 = native.reset(seed=5)
-    o2, i2 = sync.reset(seed=5)
-    np.testing.assert_array_equal(i1["token"], i2["token"])
-    rng = np.random.default_rng(0)
-    for _ in range(3):
-        actions = rng.uniform(-1, 1, (3, 24)).astype(np.float32)
-        actions[2] = np.nan
-        r1, r2 = native.step(actions), sync.step(actions)
-        np.testing.assert_allclose(r1[1], r2[1], atol=1e-9)
-        for key in o1:
-            np.testing.assert_array_equal(r1[0][key], r2[0][key])
-        np.testing.assert_array_equal(r1[2], r2[2])
-        np.testing.assert_array_equal(r1[4]["token"], r2[4]["token"])
-        assert r1[4]["final_info"]["invalid_action"][2] and r1[1][2] == 0.0
-    native.close()
-    sync.close()

@@ -60,20 +60,18 @@ def _compare(native, sync, steps: int, seed: int, rng: np.random.Generator, bad_
         assert_infos_equal(r1[4], r2[4], f"infos step {step}")
 
 
+# Per id: envs, steps, seed. Closed loop: 20 steps of random actions cross several episode ends.
+RUNS = {"IRLVLA-Navsim-v2": (4, 5, 3), "IRLVLA-Navsim-ClosedLoop-v2": (3, 20, 11)}
+
+
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.name)
-def test_plan_once_native_equals_sync(synthetic, mode):
-    native, sync = _pair("IRLVLA-Navsim-v2", synthetic, 4, mode)
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_native_equals_sync(synthetic, env_id, mode):
+    """The N-row core with autoreset = N one-row cores under SyncVectorEnv, bit for bit."""
+    n, steps, seed = RUNS[env_id]
+    native, sync = _pair(env_id, synthetic, n, mode)
     assert native.metadata["autoreset_mode"] == mode
-    _compare(native, sync, 5, seed=3, rng=np.random.default_rng(0))
-    native.close()
-    sync.close()
-
-
-@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.name)
-def test_closed_loop_native_equals_sync(synthetic, mode):
-    native, sync = _pair("IRLVLA-Navsim-ClosedLoop-v2", synthetic, 3, mode)
-    # Small actions keep most episodes going for several steps; the 20 steps cross several episode ends.
-    _compare(native, sync, 20, seed=11, rng=np.random.default_rng(1))
+    _compare(native, sync, steps, seed=seed, rng=np.random.default_rng(seed))
     native.close()
     sync.close()
 
@@ -107,6 +105,30 @@ def test_custom_reward_and_reset_mask(synthetic):
     assert_infos_equal(i1, i2)
     native.close()
     sync.close()
+
+
+def test_batched_reward_seam(synthetic):
+    """A reward with ``score_batch(scenes, plans)`` is called once per step for all valid rows."""
+    calls = []
+
+    def reward(scene, plan):
+        raise AssertionError("the batched method is used")
+
+    def score_batch(scenes, plans):
+        calls.append(len(scenes))
+        return plans[:, -1, 0] / 100.0
+
+    reward.score_batch = score_batch
+    envs = gym.make_vec("IRLVLA-Navsim-v2", num_envs=3, vectorization_mode="vector_entry_point",
+                        **small_kwargs(synthetic, reward=reward))
+    envs.reset(seed=0)
+    actions = np.random.default_rng(0).uniform(-1, 1, (3, 24)).astype(np.float32)
+    actions[1, 0] = np.nan
+    _, rewards, *_, infos = envs.step(actions)
+    plans = infos["final_info"]["plan"]
+    assert calls == [2] and rewards[1] == 0.0
+    np.testing.assert_array_equal(rewards[[0, 2]], plans[[0, 2], -1, 0] / 100.0)
+    envs.close()
 
 
 def test_make_vec_returns_native_envs(synthetic):

@@ -1,0 +1,486 @@
+"""The one episode core of the IRL-VLA envs: episode state as arrays over N rows, and batched reset / step functions.
+
+Every env is this core plus a thin wrapper (Waymax style: the episode logic acts on an explicit state; the wrapper
+holds the state):
+
+* the single envs (:class:`~irlvla_gym.envs.navsim_env.NavsimEnv`,
+  :class:`~irlvla_gym.envs.closed_loop.NavsimClosedLoopEnv`, ``gym.Env``) are the core with N = 1 and add seeding
+  through ``self.np_random`` and rendering;
+* the native vector envs (:mod:`irlvla_gym.envs.vector`, ``gym.vector.VectorEnv``) are the core with N rows and add
+  autoreset and gymnasium's batched info layout.
+
+:class:`EnvCore` holds what the rows share (config, scene source, per-scene cache, observation builder, action
+decoder, reward) and runs the step template (:meth:`EnvCore.step`, highway-env style): decide (simulate the plans)
+-> score -> reward -> advance -> terminated / truncated -> observe. What differs between plan-once and closed loop
+is a *mode* object with those hooks (:mod:`irlvla_gym.envs.modes`), never a second step function. All functions
+take row index arrays, so N single steps and one N-row step run the same code; the tracker, the scorer and the
+observation renderer are called once per step for all rows.
+
+The reward is a hook over rows too (:func:`reward_hook`): the built-in EPDMS takes the scorer's columns of all rows;
+a custom reward callable is called once per row, or once per step when it has a batched
+``score_batch(scenes, plans) -> (M,)`` method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from irlvla_gym.cache import LRU, shared_lru
+from irlvla_gym.envs.config import EnvConfig
+from irlvla_gym.envs.scoring import MAX_REPLANS, STEPS_PER_REPLAN, SceneBundle, make_bundle, zero_scores
+from irlvla_gym.metrics import ScoreResult
+from irlvla_gym.obs.registry import ObservationBuilder
+from irlvla_gym.plans.codec import ActionType, TrajectoryAction, action_to_plan, make_action_type
+from irlvla_gym.rewards import make_reward
+from irlvla_gym.scenes.scene import Scene
+from irlvla_gym.scenes.source import SceneSource
+
+HISTORY_ROWS = 15  # 0.1 s states before t0 in the driven trace (t = -1.5 .. -0.1 s)
+TRACE_ROWS = HISTORY_ROWS + 1 + STEPS_PER_REPLAN * MAX_REPLANS  # 56: history, t0, 8 executed 0.5 s pieces
+
+
+def trace_length(k: np.ndarray | int) -> np.ndarray | int:
+    """Valid rows of the driven trace after ``k`` replans: 15 history states, the t0 state, 5 states per replan."""
+    return HISTORY_ROWS + 1 + STEPS_PER_REPLAN * k
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# State and step output
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EpisodeState:
+    """Episode state of N envs, one row per env: arrays over rows, per-row objects in lists of length N.
+
+    Attributes:
+        scene_index: (N,) int64 scene of each row in the source; -1 before the row's first reset.
+        bundles: N per-scene precomputes (:class:`~irlvla_gym.envs.scoring.SceneBundle`), None before the first
+            reset.
+        k: (N,) int64 replans executed since t0 (closed loop; always 0 in the plan-once env); time = 0.5 k s.
+        trace: (N, TRACE_ROWS, 11) driven simulator states at 0.1 s from t = -1.5 s in the scene's t0 frame (rows
+            0..14 the logged history, row 15 the t0 state, then 5 per replan); row i holds ``trace_length(k[i])``
+            valid states (closed loop only).
+        prev_states: (N, 41, 11) the previous plan's simulated states (for EC), valid where ``has_prev``.
+        has_prev: (N,) bool.
+        boxes, valid: per row, the agent tracks the closed loop scores against, (T, A, 8) boxes (t0 frame) and (T, A)
+            bool over T = 76 steps of 0.1 s from t0: the log replay, or the IDM agents reacting to the driven ego.
+        obs_scene: per row, the scene the observation and frames show (IDM agents); None: the bundle's scene.
+        obs: per row, the current observation (at t0: the scene's cached read-only arrays, shared, never written).
+        text: per row, the current instruction text.
+        last_plan: (N, 8, 3) the last plan in the t0 frame (m, rad) for rendering, valid where ``has_plan``.
+        has_plan: (N,) bool.
+        last_scores: per row, (scores, position) of the last step's ``info["rewards"]`` (rendering); None before.
+    """
+
+    scene_index: np.ndarray
+    bundles: list
+    k: np.ndarray
+    trace: np.ndarray
+    prev_states: np.ndarray
+    has_prev: np.ndarray
+    boxes: list
+    valid: list
+    obs_scene: list
+    obs: list
+    text: list
+    last_plan: np.ndarray
+    has_plan: np.ndarray
+    last_scores: list
+
+    @classmethod
+    def empty(cls, n: int) -> EpisodeState:
+        """The state of ``n`` rows before their first reset (allocated once; steps write into it)."""
+        return cls(np.full(n, -1, np.int64), [None] * n, np.zeros(n, np.int64), np.zeros((n, TRACE_ROWS, 11)),
+                   np.zeros((n, 41, 11)), np.zeros(n, bool), [None] * n, [None] * n, [None] * n, [None] * n,
+                   [""] * n, np.zeros((n, 8, 3)), np.zeros(n, bool), [None] * n)
+
+
+@dataclass
+class Decision:
+    """What a step's ``decide`` hook made of M plans.
+
+    Attributes:
+        world: (M, 8, 3) the plans in the scene's t0 frame (m, rad).
+        states: (R, 41, 11) simulated states (0.1 s, t .. t + 4 s) of the M rows at positions ``pos``; None when
+            nothing was simulated (plan-once with a custom reward or only invalid actions).
+        pos: (R,) int positions (into the M stepped rows) of the simulated rows.
+    """
+
+    world: np.ndarray
+    states: np.ndarray | None
+    pos: np.ndarray
+
+
+@dataclass
+class Scored:
+    """The scorer's output for the rows at positions ``pos`` (R of the M stepped rows).
+
+    Attributes:
+        pos: (R,) int positions into the stepped rows.
+        raw: raw :class:`~irlvla_gym.metrics.ScoreResult` of the R rows (per-step flags, (R, 41)).
+        final: name -> (R,) float64: nine sub-scores, ``epdms``, ``pdms``, ``progress`` (m).
+    """
+
+    pos: np.ndarray
+    raw: ScoreResult
+    final: dict[str, np.ndarray]
+
+
+@dataclass
+class ScoreInfo:
+    """``info["rewards"]`` of M stepped rows, kept as columns (the vector envs batch them without per-row dicts).
+
+    Row j: invalid action -> every sub-score 0 (:func:`~irlvla_gym.envs.scoring.zero_scores`); custom reward ->
+    ``{"custom": value}`` (plus the scorer's columns when ``with_scores``, closed loop); else the scorer's columns.
+
+    Attributes:
+        invalid: (M,) bool. final: the scorer's name -> (R,) columns (None if nothing was scored), of the rows at
+        positions ``pos`` (R,). custom: (M,) custom reward values or None. with_scores: custom rows also carry the
+        scorer's columns. (Only the columns are kept, not the raw per-step result: this outlives the step.)
+    """
+
+    invalid: np.ndarray
+    final: dict[str, np.ndarray] | None
+    pos: np.ndarray | None
+    custom: np.ndarray | None
+    with_scores: bool
+
+    def full_columns(self) -> dict[str, np.ndarray] | None:
+        """The scorer's columns when every row has exactly them (no invalid action, no custom reward), else None."""
+        if self.custom is not None or self.final is None or len(self.pos) != len(self.invalid) or self.invalid.any():
+            return None
+        return self.final
+
+    def row(self, j: int) -> dict[str, float]:
+        """The dict of row ``j`` (Python floats)."""
+        if self.invalid[j]:
+            return zero_scores()
+        row = {} if self.custom is None else {"custom": float(self.custom[j])}
+        if self.custom is None or self.with_scores:
+            # pos is sorted (the scored rows in step order); all rows scored: position = row
+            r = j if len(self.pos) == len(self.invalid) else int(np.searchsorted(self.pos, j))
+            row.update({name: float(col[r]) for name, col in self.final.items()})
+        return row
+
+    def rows(self) -> list[dict[str, float]]:
+        """One dict per row (Python floats)."""
+        columns = {} if self.final is None else {name: col.tolist() for name, col in self.final.items()}
+        where = {} if self.pos is None else {int(p): r for r, p in enumerate(self.pos)}
+        custom = None if self.custom is None else self.custom.tolist()
+        out = []
+        for j, bad in enumerate(self.invalid.tolist()):
+            if bad:
+                out.append(zero_scores())
+                continue
+            row = {} if custom is None else {"custom": custom[j]}
+            if custom is None or self.with_scores:
+                r = where[j]
+                row.update({name: col[r] for name, col in columns.items()})
+            out.append(row)
+        return out
+
+
+@dataclass
+class StepOutput:
+    """One batched step of M rows.
+
+    Attributes:
+        rewards: (M,) float64. terminated, truncated: (M,) bool.
+        info: info key -> column: an (M, ...) array, a list of M objects, or a :class:`ScoreInfo` (``"rewards"``).
+    """
+
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    info: dict[str, Any]
+
+
+def row_info(columns: Mapping[str, Any], j: int) -> dict[str, Any]:
+    """The info dict of stepped row ``j`` from info columns (Python scalars, as a single env returns them)."""
+    out: dict[str, Any] = {}
+    for key, col in columns.items():
+        if isinstance(col, ScoreInfo):
+            out[key] = col.row(j)
+        elif isinstance(col, np.ndarray):
+            out[key] = col[j].item() if col.ndim == 1 else col[j].copy()
+        else:
+            out[key] = col[j]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Hooks
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class EpisodeMode(Protocol):
+    """The hooks that make an episode plan-once or closed-loop (:mod:`irlvla_gym.envs.modes`). Each acts on the
+    stepped rows ``rows`` ((M,) int env indices) of a state; M-arrays are aligned with ``rows``."""
+
+    custom_with_scores: bool  # a custom reward's info also carries the scorer's columns
+
+    def start(self, core: EnvCore, st: EpisodeState, rows: np.ndarray) -> None:
+        """Initialise mode-specific state of freshly reset rows (scene, k = 0 and the t0 observation are set)."""
+
+    def decide(self, core: EnvCore, st: EpisodeState, rows: np.ndarray, plans: np.ndarray, invalid: np.ndarray,
+               states: np.ndarray | None) -> Decision:
+        """Turn the plans (M, 8, 3) (current ego frame) into world plans and simulated states."""
+
+    def score(self, core: EnvCore, st: EpisodeState, rows: np.ndarray, decision: Decision,
+              invalid: np.ndarray) -> Scored | None:
+        """Score the simulated rows (one scorer call), or None when nothing needs the scorer."""
+
+    def reward_scenes(self, core: EnvCore, st: EpisodeState, rows: np.ndarray) -> list[Scene]:
+        """The scenes a custom reward gets for rows ``rows``, in the frame of their plans."""
+
+    def advance(self, core: EnvCore, st: EpisodeState, rows: np.ndarray, decision: Decision) -> None:
+        """Move the rows' episodes on by the executed part of their plans."""
+
+    def terminated(self, core: EnvCore, st: EpisodeState, rows: np.ndarray,
+                   scored: Scored | None) -> tuple[np.ndarray, dict[str, Any]]:
+        """(M,) bool terminations and their info columns (after ``advance``)."""
+
+    def truncated(self, core: EnvCore, st: EpisodeState, rows: np.ndarray,
+                  terminated: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """(M,) bool truncations and their info columns."""
+
+    def observe(self, core: EnvCore, st: EpisodeState, rows: np.ndarray) -> None:
+        """Set ``st.obs`` / ``st.text`` of stepped rows (after ``advance``)."""
+
+    def time_info(self, core: EnvCore, st: EpisodeState, rows: np.ndarray) -> dict[str, Any]:
+        """Extra info columns of resets and steps (the closed loop's ``time``)."""
+
+    def expert_plan(self, core: EnvCore, st: EpisodeState, i: int) -> np.ndarray:
+        """(8, 3) the logged expert's plan for row ``i`` in its current ego frame."""
+
+    def frame(self, core: EnvCore, st: EpisodeState, i: int, renderer: Any) -> np.ndarray:
+        """(H, W, 3) uint8 picture of row ``i``."""
+
+
+class BuiltinReward:
+    """The EPDMS scorer's reward: the ``epdms`` column of the rows scored in one batched call."""
+
+    needs_scorer = True
+
+    def rewards(self, core: EnvCore, st: EpisodeState, rows: np.ndarray, plans: np.ndarray, invalid: np.ndarray,
+                scored: Scored | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(rewards (M,), None): EPDMS of valid rows, 0 for invalid actions."""
+        values = np.zeros(len(rows))
+        if scored is not None:
+            values[scored.pos] = scored.final["epdms"]
+            values[invalid] = 0.0  # the closed loop scores invalid actions too (for termination)
+        return values, None
+
+
+class CallableReward:
+    """A custom reward ``fn(scene, plan (8, 3)) -> float`` (e.g. the reward world model), per row.
+
+    The seam for batched rewards: when ``fn`` has ``score_batch(scenes, plans (M, 8, 3)) -> (M,)``, it is called
+    once per step with all valid rows instead (a batched model may round differently from M single calls, so this
+    is the reward's choice).
+    """
+
+    needs_scorer = False
+
+    def __init__(self, fn: Callable[..., float]):
+        self.fn = fn
+
+    def rewards(self, core: EnvCore, st: EpisodeState, rows: np.ndarray, plans: np.ndarray, invalid: np.ndarray,
+                scored: Scored | None) -> tuple[np.ndarray, np.ndarray]:
+        """(rewards (M,), custom (M,)): the callable's values for valid rows, 0 for invalid actions."""
+        values = np.zeros(len(rows))
+        pos = np.flatnonzero(~invalid)
+        if len(pos):
+            scenes = core.mode.reward_scenes(core, st, rows[pos])
+            batch = getattr(self.fn, "score_batch", None)
+            if batch is not None:
+                values[pos] = np.asarray(batch(scenes, plans[pos]), np.float64).reshape(len(pos))
+            else:
+                values[pos] = [float(self.fn(scene, plans[j])) for scene, j in zip(scenes, pos)]
+        return values, values
+
+
+def reward_hook(reward_fn: Callable[..., float] | None) -> BuiltinReward | CallableReward:
+    """The reward hook of a resolved reward (None: the built-in EPDMS scorer)."""
+    return BuiltinReward() if reward_fn is None else CallableReward(reward_fn)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The core
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class EnvCore:
+    """What N rows of one env id share, and the batched episode functions over an :class:`EpisodeState`.
+
+    Args:
+        config: the env configuration (shared by every row).
+        mode: the episode hooks (:class:`~irlvla_gym.envs.modes.PlanOnce` or
+            :class:`~irlvla_gym.envs.modes.ClosedLoop`).
+
+    Attributes:
+        config, mode, source (:class:`~irlvla_gym.scenes.source.SceneSource`), obs_builder, action_kind,
+        reward_fn (None: EPDMS), reward (the hook), bundles (the process-wide per-scene LRU).
+    """
+
+    def __init__(self, config: EnvConfig, mode: EpisodeMode):
+        self.config = config
+        self.mode = mode
+        self.reward_fn = make_reward(config.reward)
+        self.source = SceneSource(config.scenes, config.split, config.num_scenes)
+        self.obs_builder = ObservationBuilder(config.obs_keys, config.obs_config)
+        self.action_kind: ActionType = make_action_type(config.action_type, config.vocabulary_size)
+        # Per-scene precompute, shared by every env of this process with the same scenes and traffic model.
+        source_key, keep_alive = self.source.cache_key
+        self.bundles: LRU[SceneBundle] = shared_lru((source_key, config.traffic), config.scene_cache_size,
+                                                    keep_alive)
+        # Bundles are shared by envs whose observation keys / configs may differ: the t0 observation is keyed.
+        self.obs_key = ("obs0", self.obs_builder.keys, self.obs_builder.config)
+
+    @property
+    def reward_fn(self) -> Callable[..., float] | None:
+        """The custom reward callable, None for the built-in EPDMS (settable: the hook follows)."""
+        return self._reward_fn
+
+    @reward_fn.setter
+    def reward_fn(self, fn: Callable[..., float] | None) -> None:
+        self._reward_fn = fn
+        self.reward = reward_hook(fn)
+
+    # ---- scenes ------------------------------------------------------------------------------------------------
+
+    def get_bundle(self, index: int) -> SceneBundle:
+        """The cached per-scene precompute of scene ``index`` (made on first use)."""
+        return self.bundles.get(index, lambda: make_bundle(index, self.source.load(index), self.config.traffic))
+
+    def select_index(self, options: Mapping[str, Any] | None, rng: np.random.Generator) -> int:
+        """The scene of a reset: ``options["scene_index"]`` / ``options["token"]``, else drawn uniformly by ``rng``."""
+        options = options or {}
+        if options.get("scene_index") is not None:
+            index = int(options["scene_index"])
+            if not 0 <= index < len(self.source):
+                raise IndexError(f"scene_index {index} out of range for {len(self.source)} scenes")
+            return index
+        if options.get("token") is not None:
+            return self.source.index_of(str(options["token"]))
+        return int(rng.integers(len(self.source)))
+
+    def t0_observation(self, bundle: SceneBundle) -> tuple[dict[str, np.ndarray], str]:
+        """The cached observation at the origin and t0 (read-only arrays, not copies) and the instruction text."""
+        self.cache_t0_observations([bundle])
+        return bundle.extras[self.obs_key]
+
+    def cache_t0_observations(self, bundles: Sequence[SceneBundle]) -> None:
+        """Build the t0 observations of bundles seen for the first time: one batched render for all of them."""
+        key = self.obs_key
+        if all(key in b.extras for b in bundles):  # the steady state: every scene seen before
+            return
+        new = list({id(b): b for b in bundles if key not in b.extras}.values())
+        builder = self.obs_builder
+        if len(new) == 1:
+            batch = {k: v[None] for k, v in builder.observe(new[0].scene).items()}
+        else:
+            batch = builder.observe_batch([b.scene for b in new])
+        for j, b in enumerate(new):
+            obs = {k: v[j] for k, v in batch.items()}
+            for v in obs.values():
+                v.setflags(write=False)  # shared by every env and episode of this scene
+            b.extras[key] = (obs, builder.instruction_text(b.scene))
+
+    # ---- actions -----------------------------------------------------------------------------------------------
+
+    def decode_rows(self, actions: Any, rows: np.ndarray, num_envs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Plans (M, 8, 3), invalid (M,), clipped (M,) of the actions of rows ``rows`` of a batch of ``num_envs``
+        actions (vectorised for trajectory actions: element-wise the operations of ``ActionType.decode``)."""
+        kind = self.action_kind
+        if isinstance(kind, TrajectoryAction):
+            try:
+                a = np.asarray(actions, np.float64).reshape(num_envs, -1)[rows]
+                ok = a.shape[1] == 24
+            except (TypeError, ValueError):
+                ok = False
+            if ok:
+                finite = np.isfinite(a)
+                invalid = ~finite.all(axis=1)
+                clipped = np.any(np.abs(a) > 1.0, axis=1) & ~invalid
+                return action_to_plan(np.where(finite, a, 0.0)), invalid, clipped
+        items = list(actions) if not isinstance(actions, np.ndarray) else actions
+        decoded = [kind.decode(items[i]) for i in rows]
+        return (np.stack([d.plan for d in decoded]) if decoded else np.zeros((0, 8, 3)),
+                np.array([d.invalid for d in decoded], bool), np.array([d.clipped for d in decoded], bool))
+
+    # ---- episode functions -------------------------------------------------------------------------------------
+
+    def new_state(self, num_rows: int) -> EpisodeState:
+        """An empty state of ``num_rows`` rows."""
+        return EpisodeState.empty(num_rows)
+
+    def reset(self, st: EpisodeState, rows: np.ndarray, indices: Sequence[int]) -> dict[str, Any]:
+        """Start new episodes in scenes ``indices`` on rows ``rows``; returns the reset info columns."""
+        bundles = [self.get_bundle(index) for index in indices]
+        self.cache_t0_observations(bundles)
+        key = self.obs_key
+        for i, b in zip(rows, bundles):
+            st.bundles[i] = b
+            st.obs[i], st.text[i] = b.extras[key]
+            st.obs_scene[i] = None
+            st.last_scores[i] = None
+        st.scene_index[rows] = indices
+        st.k[rows] = 0
+        st.has_prev[rows] = False
+        st.has_plan[rows] = False
+        self.mode.start(self, st, rows)
+        return {"token": [b.scene.token for b in bundles], "scene_index": st.scene_index[rows],
+                "instruction": [st.text[i] for i in rows], **self.mode.time_info(self, st, rows)}
+
+    def step(self, st: EpisodeState, rows: np.ndarray, plans: np.ndarray, invalid: np.ndarray, clipped: np.ndarray,
+             states: np.ndarray | None = None) -> StepOutput:
+        """Step rows ``rows`` with plans (M, 8, 3) in their current ego frames (the step template).
+
+        Args:
+            st: the state (updated in place).
+            rows: (M,) int rows to step.
+            plans: (M, 8, 3) decoded plans (m, rad); invalid / clipped: (M,) bool decoder flags.
+            states: (M, 41, 11) already simulated states of the valid rows (plan-once only), None to simulate here.
+        """
+        if any(st.bundles[i] is None for i in rows):
+            raise RuntimeError("call reset() before step()")
+        mode = self.mode
+        decision = mode.decide(self, st, rows, plans, invalid, states)
+        scored = mode.score(self, st, rows, decision, invalid)
+        rewards, custom = self.reward.rewards(self, st, rows, plans, invalid, scored)
+        scores = (ScoreInfo(invalid, None, None, custom, mode.custom_with_scores) if scored is None else
+                  ScoreInfo(invalid, scored.final, scored.pos, custom, mode.custom_with_scores))
+        mode.advance(self, st, rows, decision)
+        terminated, end_info = mode.terminated(self, st, rows, scored)
+        truncated, cut_info = mode.truncated(self, st, rows, terminated)
+        mode.observe(self, st, rows)
+        st.last_plan[rows] = decision.world
+        st.has_plan[rows] = True
+        for j, i in enumerate(rows):
+            st.last_scores[i] = (scores, j)
+        info = {"token": [st.bundles[i].scene.token for i in rows], "scene_index": st.scene_index[rows],
+                "instruction": [st.text[i] for i in rows], "rewards": scores, "invalid_action": invalid,
+                "clipped_action": clipped, "plan": plans, **mode.time_info(self, st, rows), **end_info, **cut_info}
+        return StepOutput(rewards, terminated, truncated, info)
+
+    def last_scores(self, st: EpisodeState, i: int) -> dict[str, float] | None:
+        """Row ``i``'s last ``info["rewards"]`` (None before its first step)."""
+        entry = st.last_scores[i]
+        return None if entry is None else entry[0].row(entry[1])
+
+    def observations(self, st: EpisodeState) -> dict[str, np.ndarray]:
+        """(N, ...) observations of every row (one copy)."""
+        if any(o is None for o in st.obs):
+            raise RuntimeError("call reset() first")
+        return {k: np.stack([o[k] for o in st.obs]) for k in self.obs_builder.space.spaces}
+
+
+__all__ = [
+    "BuiltinReward", "CallableReward", "Decision", "EnvCore", "EpisodeMode", "EpisodeState", "HISTORY_ROWS",
+    "ScoreInfo", "Scored", "StepOutput", "TRACE_ROWS", "reward_hook", "row_info", "trace_length",
+]

@@ -1,0 +1,204 @@
+"""Other agents of R rows packed along one agent axis, for the collision family (NC, TTC).
+
+Each row scores against one :class:`AgentTracks` — its scene's log replay (shared by all rows of the scene) or
+agents reacting to its plan (one plan of a (P, 41, N, 8) track). Per track, the arrays NC and TTC need are computed
+once and cached on the track (:func:`track_arrays`; a scene's replay is scored many times). A call then packs the
+agents of every row along one axis A (row id and in-row index per agent, no padding to the largest N), keeping only
+agents that can come near their row's ego (:func:`pack_agents`), so each ego-agent test is one array operation over
+all rows.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from irlvla_gym.geometry import box_corners
+from irlvla_gym.metrics.config import ScorerConfig
+from irlvla_gym.metrics.context import AgentTracks
+from irlvla_gym.metrics.polyindex import expand_csr
+
+SMALL_TRACK = 4096
+"""Tracks with at most this many boxes (plans x agents x steps) keep all their corners at once."""
+PREFILTER_MIN = 256
+"""Below this many (row, agent) pairs the far-agent prefilter of :func:`pack_agents` costs more than it saves."""
+
+
+class TrackArrays:
+    """Per-agent arrays of one :class:`AgentTracks` with P plans x N agents, flattened to G = P * N rows (plan-major).
+
+    Attributes:
+        num_agents: N.
+        boxes: (G, T, 8) [x, y, yaw, length, width, height, vx, vy]; cx, cy, radius (bounding circle): (G, T) m;
+            valid: (G, T) bool.
+        stopped: (G,) bool, "stopped track" as first seen; static: (G,) bool; category: (G,) int64.
+        reach: (G, Tt) m, the agent's largest bounding radius plus displacement over the TTC projection steps
+            after each of the first Tt steps (the TTC prefilter).
+        bbox: (G, 4) [xmin, ymin, xmax, ymax] of the valid centres (m); radius_max: (G,) largest valid radius (m).
+        uses: calls that asked for these arrays; from the second on (a track scored again, e.g. a scene's log
+            replay in an env) all box corners are computed once and kept, before only those tested (small tracks
+            keep them at once).
+    """
+
+    def __init__(self, agents: AgentTracks, cfg: ScorerConfig, T: int):
+        boxes = np.asarray(agents.boxes, np.float64)
+        valid = np.asarray(agents.valid, bool)
+        boxes, valid = (boxes, valid) if boxes.ndim == 4 else (boxes[None], valid[None])  # (P, T, N, 8), (P, T, N)
+        P, _, N, _ = boxes.shape
+        G = P * N
+        self.num_agents = N
+        self.boxes = bt = np.ascontiguousarray(boxes.transpose(0, 2, 1, 3)).reshape(G, T, 8)
+        self.valid = vt = np.ascontiguousarray(valid.transpose(0, 2, 1)).reshape(G, T)
+        self.static = np.tile(agents.is_static, P) if P > 1 else agents.is_static
+        category = np.asarray(agents.category, np.int64)
+        self.category = np.tile(category, P) if P > 1 else category
+        self.radius = radius = 0.5 * np.hypot(bt[..., 3], bt[..., 4])
+        # NC's "stopped track": static objects always; others when the speed where the agent is first seen in the
+        # T steps is <= collision_stopped_speed (NAVSIM classifies with PDMObservation.unique_objects).
+        v = bt[np.arange(G), np.argmax(vt, axis=1), 6:8]
+        self.stopped = self.static | (np.hypot(v[:, 0], v[:, 1]) <= cfg.collision_stopped_speed)
+        Tt = min(cfg.ttc_num_steps, T)
+        steps = np.asarray(cfg.ttc_projection_steps)
+        later = np.minimum(np.arange(Tt)[:, None] + steps[None, :], T - 1)  # (Tt, S)
+        self.cx, self.cy = cx, cy = np.ascontiguousarray(bt[..., 0]), np.ascontiguousarray(bt[..., 1])
+        travel = np.max(np.hypot(cx[:, later] - cx[:, :Tt, None], cy[:, later] - cy[:, :Tt, None]), axis=2)
+        self.reach = np.max(radius[:, later], axis=2) + travel  # (G, Tt)
+        self.uses = 0
+        self.kept_corners: np.ndarray | None = None  # (G, T, 4, 2) once kept
+        if G * T <= SMALL_TRACK:  # one call for all corners costs what one call for the tested ones does
+            self.keep_corners()
+        self._extent: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def bbox(self) -> np.ndarray:
+        """(G, 4) [xmin, ymin, xmax, ymax] of the valid centres (m) (computed on first use)."""
+        return self._extent_arrays()[0]
+
+    @property
+    def radius_max(self) -> np.ndarray:
+        """(G,) largest valid bounding radius (m) (computed on first use)."""
+        return self._extent_arrays()[1]
+
+    def _extent_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._extent is None:
+            vt, cx, cy = self.valid, self.cx, self.cy
+            x_in, y_in = np.where(vt, cx, np.inf), np.where(vt, cy, np.inf)
+            x_out, y_out = np.where(vt, cx, -np.inf), np.where(vt, cy, -np.inf)
+            bbox = np.stack([x_in.min(axis=1), y_in.min(axis=1), x_out.max(axis=1), y_out.max(axis=1)], axis=1)
+            self._extent = bbox, np.where(vt, self.radius, 0.0).max(axis=1, initial=0.0)
+        return self._extent
+
+    def keep_corners(self) -> None:
+        """Compute and keep the corners (G, T, 4, 2) of every box (a track that is scored repeatedly)."""
+        if self.kept_corners is None:
+            self.kept_corners = box_corners(self.boxes)
+
+    def corners_at(self, agent: np.ndarray, step: np.ndarray) -> np.ndarray:
+        """(E, 4, 2) corners (m, :func:`irlvla_gym.geometry.box_corners` order) of agents (E,) at steps (E,)."""
+        if self.kept_corners is not None:
+            return self.kept_corners[agent, step]
+        return box_corners(self.boxes[agent, step])
+
+
+def track_arrays(agents: AgentTracks, cfg: ScorerConfig, T: int) -> TrackArrays:
+    """:class:`TrackArrays` of ``agents`` over T steps (cached in ``agents.cache``; counts its uses)."""
+    key = ("track_arrays", T, cfg.collision_stopped_speed, cfg.ttc_num_steps, tuple(cfg.ttc_projection_steps))
+    out = agents.cache.get(key)
+    if out is None:
+        out = agents.cache[key] = TrackArrays(agents, cfg, T)
+    out.uses += 1
+    if out.uses == 2:
+        out.keep_corners()
+    return out
+
+
+class AgentRows(NamedTuple):
+    """The agents of R rows that can come near their row's ego, packed along A.
+
+    Attributes:
+        row: (A,) row; local: (A,) index of the agent in its row's tracks (reported as collision / TTC agent).
+        cx, cy, radius: (A, T) m; valid: (A, T) bool; stopped, static: (A,) bool; category: (A,) int64;
+            reach: (A, Tt) m (see :class:`TrackArrays`).
+        track, index: when all rows share one track, it and each packed agent's row in it (no copies of boxes);
+            else corners: the packed agents' corners (A, T, 4, 2) when every track keeps them, or boxes (A, T, 8).
+            Only the (agent, step) pairs that pass the circle tests read them (:meth:`corners_at`).
+    """
+
+    row: np.ndarray
+    local: np.ndarray
+    cx: np.ndarray
+    cy: np.ndarray
+    radius: np.ndarray
+    valid: np.ndarray
+    stopped: np.ndarray
+    static: np.ndarray
+    category: np.ndarray
+    reach: np.ndarray
+    track: TrackArrays | None
+    index: np.ndarray | None
+    corners: np.ndarray | None
+    boxes: np.ndarray | None
+
+    def corners_at(self, agent: np.ndarray, step: np.ndarray) -> np.ndarray:
+        """(E, 4, 2) corners (m) of packed agents ``agent`` (E,) at steps ``step`` (E,)."""
+        if self.track is not None:
+            return self.track.corners_at(self.index[agent], step)
+        if self.corners is not None:
+            return self.corners[agent, step]
+        return box_corners(self.boxes[agent, step])
+
+
+def pack_agents(tracks: Sequence[TrackArrays], track_of_row: np.ndarray, plan_of_row: np.ndarray,
+                ego_lo: np.ndarray, ego_hi: np.ndarray, ego_reach: np.ndarray) -> AgentRows:
+    """Pack the agents of R rows, dropping those that stay far from their row's ego.
+
+    Args:
+        tracks: U distinct tracks' arrays; track_of_row: (R,) which one each row uses; plan_of_row: (R,) which of
+            its plans (0 for shared log replay).
+        ego_lo, ego_hi: (R, 2) bounding box of the row's ego centres over all steps (m).
+        ego_reach: (R,) m, ego bounding radius + its largest TTC projection (speed x 0.9 s).
+
+    An agent whose valid centres all stay farther from the row's ego centres than ego_reach + its largest radius
+    (+ 1 m against rounding) can neither collide (NC tests valid steps only) nor be hit by a projected ego (TTC's
+    exact tests use the agent's valid steps); dropping it changes no number (applied above
+    :data:`PREFILTER_MIN` row-agent pairs).
+    """
+    one = len(tracks) == 1
+    n_of = np.array([t.num_agents for t in tracks], np.int64)
+    G = np.array([len(t.static) for t in tracks], np.int64)
+    g_base = np.cumsum(G) - G
+    count = n_of[track_of_row]
+    first = g_base[track_of_row] + plan_of_row * count  # (R,) the row's first agent in the concatenation
+    row, g = expand_csr(first, count)
+    if len(g) > PREFILTER_MIN:
+        bbox = tracks[0].bbox if one else np.concatenate([t.bbox for t in tracks])
+        radius_max = tracks[0].radius_max if one else np.concatenate([t.radius_max for t in tracks])
+        bound = ego_reach[row] + radius_max[g] + 1.0
+        b = bbox[g]
+        gx = np.maximum(0.0, np.maximum(b[:, 0] - ego_hi[row, 0], ego_lo[row, 0] - b[:, 2]))
+        gy = np.maximum(0.0, np.maximum(b[:, 1] - ego_hi[row, 1], ego_lo[row, 1] - b[:, 3]))
+        keep = np.flatnonzero(gx * gx + gy * gy <= bound * bound)
+        row, g = row[keep], g[keep]
+    local = g - first[row]
+    if one:
+        t = tracks[0]
+        return AgentRows(row, local, t.cx[g], t.cy[g], t.radius[g], t.valid[g], t.stopped[g], t.static[g],
+                         t.category[g], t.reach[g], t, g, None, None)
+    # Several tracks: group the agents by track, so each array is gathered from its own track.
+    order = np.argsort(g, kind="stable")
+    row, g, local = row[order], g[order], local[order]
+    track = np.searchsorted(g_base, g, side="right") - 1
+    pieces = [(tracks[u], g[track == u] - g_base[u]) for u in np.unique(track)]
+
+    def gather(name: str) -> np.ndarray:
+        parts = [getattr(t, name)[i] for t, i in pieces]
+        if parts:
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        shape = getattr(tracks[0], name).shape[1:]
+        return np.zeros((0,) + shape, getattr(tracks[0], name).dtype)
+
+    kept = all(t.kept_corners is not None for t, _ in pieces)
+    return AgentRows(row, local, gather("cx"), gather("cy"), gather("radius"), gather("valid"), gather("stopped"),
+                     gather("static"), gather("category"), gather("reach"), None, None,
+                     gather("kept_corners") if kept and pieces else None, None if kept and pieces else gather("boxes"))
