@@ -47,6 +47,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from irlvla_gym.geometry import wrap_angle
 from irlvla_gym.scenes.scene import Scene
 
 SOURCES = ("synthetic", "av2", "nuscenes", "waymo")
@@ -95,7 +96,7 @@ def _rescaled_along(path: np.ndarray, factor: float) -> np.ndarray:
     out[beyond, 0] = pts[-1, 0] + extra * np.cos(yaw[-1])
     out[beyond, 1] = pts[-1, 1] + extra * np.sin(yaw[-1])
     out[beyond, 2] = yaw[-1]
-    out[:, 2] = (out[:, 2] + np.pi) % (2 * np.pi) - np.pi
+    out[:, 2] = wrap_angle(out[:, 2])
     return out
 
 
@@ -107,7 +108,7 @@ def _arc(speed: float, curvature: float) -> np.ndarray:
         x, y = s, np.zeros_like(s)
     else:
         x, y = np.sin(yaw) / curvature, (1.0 - np.cos(yaw)) / curvature
-    return np.stack([x, y, (yaw + np.pi) % (2 * np.pi) - np.pi], axis=1)
+    return np.stack([x, y, wrap_angle(yaw)], axis=1)
 
 
 def make_plans(scene: Scene, seed: int = PLAN_SEED) -> np.ndarray:
@@ -150,7 +151,7 @@ def previous_human_plan(scene: Scene) -> np.ndarray:
     c, s = np.cos(h0), np.sin(h0)
     dx, dy = poses[:, 0] - x0, poses[:, 1] - y0
     out = np.stack([c * dx + s * dy, -s * dx + c * dy, poses[:, 2] - h0], axis=1)
-    out[:, 2] = (out[:, 2] + np.pi) % (2 * np.pi) - np.pi
+    out[:, 2] = wrap_angle(out[:, 2])
     return out
 
 

@@ -35,12 +35,12 @@ Checked against the official NAVSIM v2 on 30 exported synthetic scenes with inta
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
+from irlvla_gym.cache import LRU
 from irlvla_gym.planners.base import PlannerBase
 from irlvla_gym.scenes.scene import BICYCLE, PEDESTRIAN, VEHICLE, Scene
 from irlvla_gym.sim.config import IDMParams
@@ -371,9 +371,8 @@ class PDMClosedPlanner(PlannerBase):
 
     def __init__(self, config: PDMClosedConfig = PDMClosedConfig(), cache_size: int = 4096):
         self.config = config
-        self._outputs: OrderedDict[str, PDMClosedOutput] = OrderedDict()
-        self._contexts: OrderedDict[str, object] = OrderedDict()
-        self._cache_size = cache_size
+        self._outputs: LRU[PDMClosedOutput] = LRU(cache_size)
+        self._contexts: LRU[object] = LRU(config.context_cache_size)
 
     # ---- caches --------------------------------------------------------------------------------------------------
 
@@ -382,16 +381,7 @@ class PDMClosedPlanner(PlannerBase):
         polygon index in it is expensive to build the first time)."""
         from irlvla_gym.metrics import prepare_scene
 
-        key = scene_cache_key(scene)
-        ctx = self._contexts.get(key)
-        if ctx is None:
-            ctx = prepare_scene(scene)
-            self._contexts[key] = ctx
-            while len(self._contexts) > self.config.context_cache_size:
-                self._contexts.popitem(last=False)
-        else:
-            self._contexts.move_to_end(key)
-        return ctx
+        return self._contexts.get(scene_cache_key(scene), lambda: prepare_scene(scene))
 
     def clear_cache(self) -> None:
         self._outputs.clear()
@@ -417,16 +407,7 @@ class PDMClosedPlanner(PlannerBase):
             scene: the scene.
             context: a ``prepare_scene(scene)`` result to reuse (else the planner's own cache is used).
         """
-        key = scene_cache_key(scene)
-        out = self._outputs.get(key)
-        if out is not None:
-            self._outputs.move_to_end(key)
-            return out
-        out = self._run(scene, context)
-        self._outputs[key] = out
-        while len(self._outputs) > self._cache_size:
-            self._outputs.popitem(last=False)
-        return out
+        return self._outputs.get(scene_cache_key(scene), lambda: self._run(scene, context))
 
     # ---- the algorithm -------------------------------------------------------------------------------------------
 
