@@ -26,8 +26,15 @@ caches, so every row measures steady-state stepping, as a training run sees it a
 load average is recorded (other users of the cores make wall figures noisy; CPU figures are steadier).
 
 ``reward="rwm"`` rows run when ``reward_models`` provides a loadable default checkpoint, and are reported as
-skipped otherwise. The learned reward is called once per env (a batched call could round differently from the
-single env's), so those rows are bound by the reward model, not by the env.
+skipped otherwise; ``--rewards rwm-ensemble:<dir>`` measures an ensemble, and ``--ensemble-members M`` adds one
+built on the spot from the shipped checkpoint (M members with re-initialised heads: the cost of a trained one, not
+its values). The learned rewards have ``score_batch``, so the env calls them once per step for all rows (one
+batched encoding of the scenes not cached yet, one forward pass); with a learned reward the plan-once env neither
+simulates nor scores the plans. For every reward other than ``epdms`` a ``<reward> / epdms native xN`` row gives the
+ratio of one-core native env-steps/s, measured once more with the envs of all rewards stepped in interleaved blocks
+(``--seconds`` per reward), so that load from other users hits them alike (goals at N = 256: rwm >= 2x, an
+ensemble >= 1x). The scene pool must fit the reward's scene-encoding cache (64 for ``rwm``, 4096 for an ensemble),
+else scenes are re-encoded every time they come back.
 
 Measured (2 shared cores, load average ~3.5-4.5 from other users, 64-scene pool; wall / CPU env-steps/s):
 SyncVectorEnv x256 578 / 585, DummyVecEnv x256 531 / 550; native x8 1,492 / 1,528, x64 3,294 / 3,374, x256
@@ -57,6 +64,8 @@ from benchmarks.common import BenchResult, add_common_args, at_least, report, sk
 
 GOAL_STEPS = 5000.0  # env-steps/s, IRLVLA-Navsim-v2, N = 256, two cores
 GOAL_RATIO = 10.0  # x SyncVectorEnv
+# learned reward / epdms, native one-core env-steps/s at N = 256 (the RWM is meant to be the cheap reward)
+REWARD_GOALS = {"rwm": 2.0, "rwm-ensemble": 1.0}
 
 
 def _kwargs(num_scenes: int, reward: str) -> dict[str, Any]:
@@ -140,14 +149,83 @@ def run_sync(env_id: str, num_envs: int, kwargs: dict[str, Any], seconds: float)
         envs.close()
 
 
-def rwm_available() -> str | None:
-    """None when ``reward="rwm"`` works (reward_models with a loadable default checkpoint), else the reason."""
+def rwm_available(reward: str = "rwm") -> str | None:
+    """None when the learned reward ``reward`` works (``"rwm"``: reward_models with a loadable default checkpoint;
+    ``"rwm-ensemble:<dir>"``), else the reason."""
     try:
-        env = gym.make("IRLVLA-Navsim-v2", num_scenes=1, reward="rwm")
+        env = gym.make("IRLVLA-Navsim-v2", num_scenes=1, reward=reward)
         env.close()
         return None
     except Exception as exc:  # noqa: BLE001 - any failure means the row cannot run
-        return f"reward='rwm' unavailable ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+        return f"reward={reward!r} unavailable ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+
+
+def reward_tag(reward: str) -> str:
+    """The reward's name in row names (``"rwm-ensemble:/long/dir"`` -> ``"rwm-ensemble"``)."""
+    return reward.split(":", 1)[0] if reward.startswith("rwm-ensemble") else reward
+
+
+def speed_ensemble(members: int) -> str:
+    """The reward spec of an ensemble of ``members`` copies of the shipped checkpoint with re-initialised heads
+    (seeds 0..M-1), written to a temporary directory (removed at exit; forked workers inherit the handler but
+    exit without running it): costs what a trained ensemble costs (same networks)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from reward_models import RewardWorldModel
+    from reward_models.ensemble import EnsembleRewardModel, reinit_heads
+    from reward_models.reward_fn import DEFAULT_CHECKPOINT
+
+    out = tempfile.mkdtemp(prefix="irlvla-speed-ensemble-")
+    atexit.register(shutil.rmtree, out, True)
+    models = [reinit_heads(RewardWorldModel.from_pretrained(DEFAULT_CHECKPOINT), seed) for seed in range(members)]
+    EnsembleRewardModel(models, beta=1.0).save_pretrained(out, extra={"note": "benchmark speed-only ensemble"})
+    return f"rwm-ensemble:{out}"
+
+
+def paired_native(env_id: str, n: int, rewards: list[str], num_scenes: int, seconds: float,
+                  blocks: int = 4) -> dict[str, tuple[int, float, float]]:
+    """(env steps, wall s, CPU s) of a native xN env per reward, stepped in interleaved blocks (``blocks`` blocks of
+    ``seconds / blocks`` per reward, rewards taking turns), so that other load on the machine hits all alike."""
+    envs = {r: gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point", **_kwargs(num_scenes, r))
+            for r in rewards}
+    total = {r: (0, 0.0, 0.0) for r in rewards}
+    try:
+        for e in envs.values():
+            e.reset(seed=0)
+            e.action_space.seed(0)
+        for _ in range(blocks):
+            for r, e in envs.items():
+                m = _timed(lambda e=e: e.step(e.action_space.sample()), n, seconds / blocks, min_steps=1)
+                total[r] = tuple(a + b for a, b in zip(total[r], m))
+    finally:
+        for e in envs.values():
+            e.close()
+    return total
+
+
+def ratio_rows(env_id: str, num_envs: list[int], rewards: list[str], num_scenes: int,
+               seconds: float) -> list[BenchResult]:
+    """``<reward> / epdms native xN`` rows: one-core native env-steps/s of each learned reward over ``epdms``,
+    measured in interleaved blocks (:func:`paired_native`); the note has the CPU ratio and the load average."""
+    out = []
+    learned = [r for r in rewards if r != "epdms"]
+    if "epdms" not in rewards or not learned:
+        return out
+    for n in num_envs:
+        m = paired_native(env_id, n, ["epdms", *learned], num_scenes, seconds)
+        load = os.getloadavg()[0]
+        base_wall, base_cpu = m["epdms"][0] / m["epdms"][1], m["epdms"][0] / m["epdms"][2]
+        for reward in learned:
+            wall, cpu = m[reward][0] / m[reward][1], m[reward][0] / m[reward][2]
+            tag = reward_tag(reward)
+            goal = REWARD_GOALS.get(tag) if n == 256 and env_id == "IRLVLA-Navsim-v2" else None
+            out.append(at_least(f"{env_id} {tag} / epdms native x{n}", wall / base_wall, "x", goal,
+                                note=f"paired blocks, one core: {wall:,.0f} / {base_wall:,.0f} env-steps/s; CPU "
+                                     f"{cpu / base_cpu:.2f}x; load {load:.2f}", n=n, wall_sps=wall,
+                                epdms_wall_sps=base_wall, cpu_ratio=cpu / base_cpu, loadavg=load))
+    return out
 
 
 def _result(name: str, measured: tuple[int, float, float], goal: float | None = None, note: str = "",
@@ -169,8 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rewards", nargs="+", default=["epdms", "rwm"])
     parser.add_argument("--subproc-max", type=int, default=8, help="largest N run under SubprocVecEnv")
     parser.add_argument("--skip-baselines", action="store_true", help="native rows only")
+    parser.add_argument("--ensemble-members", type=int, default=0,
+                        help="also measure an M-member ensemble built from the shipped checkpoint (speed only)")
     add_common_args(parser)
     args = parser.parse_args(argv)
+    if args.ensemble_members > 0:
+        args.rewards = [*args.rewards, speed_ensemble(args.ensemble_members)]
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     from irlvla_gym.envs.sb3 import MultiProcessVecEnv
@@ -180,17 +262,20 @@ def main(argv: list[str] | None = None) -> int:
     meta: dict[str, Any] = {"env_id": args.env_id, "num_envs": args.num_envs, "num_scenes": args.num_scenes,
                             "seconds": args.seconds, "obs_keys": ["bev", "ego", "instruction"],
                             "cpu_count": os.cpu_count(), "loadavg_start": load_start}
+    measured: list[str] = []  # rewards that could run
     for reward in args.rewards:
-        if reward == "rwm":
-            reason = rwm_available()
+        if reward.startswith("rwm"):
+            reason = rwm_available(reward)
             if reason is not None:
-                results.append(skipped(f"{args.env_id} reward=rwm (all rows)", "env-steps/s", reason))
+                results.append(skipped(f"{args.env_id} reward={reward_tag(reward)} (all rows)", "env-steps/s",
+                                       reason))
                 continue
+        measured.append(reward)
         kwargs = _kwargs(args.num_scenes, reward)
-        meta[f"warm_s_{reward}"] = warm(args.env_id, args.num_scenes, reward)
+        meta[f"warm_s_{reward_tag(reward)}"] = warm(args.env_id, args.num_scenes, reward)
         sync_sps: dict[int, float] = {}
         for n in args.num_envs:
-            tag = f"{args.env_id} {reward}"
+            tag = f"{args.env_id} {reward_tag(reward)}"
             if not args.skip_baselines:
                 m = run_sync(args.env_id, n, kwargs, args.seconds)
                 sync_sps[n] = m[0] / m[1]
@@ -228,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                 venv = MultiProcessVecEnv(args.env_id, n, 2, **kwargs)
                 results.append(_result(f"{tag} native x{n}, 2 workers + IPC", run_sb3(venv, n, args.seconds, True),
                                        note="SB3 VecEnv, obs pickled to this process", cores=2, n=n))
+    results.extend(ratio_rows(args.env_id, args.num_envs, measured, args.num_scenes, args.seconds))
     meta["loadavg_end"] = os.getloadavg()
     return report("vector env benchmarks", results, as_json=args.json, meta=meta)
 

@@ -60,6 +60,36 @@ class EnsembleEncoding:
     def __len__(self) -> int:
         return len(self.members[0])
 
+    def select(self, rows) -> "EnsembleEncoding":
+        """The encoding of scenes ``rows`` (:meth:`SceneEncoding.select`; copies). Members 1.. share member 0's
+        selected observation tensors (``score`` reads only member 0's: the plan features are shared)."""
+        first = self.members[0].select(rows)
+        return EnsembleEncoding([first, *(m.select(rows, obs=first.obs) for m in self.members[1:])])
+
+    def with_obs(self, **entries: torch.Tensor) -> "EnsembleEncoding":
+        """Member 0's observation entries replaced (:meth:`SceneEncoding.with_obs`), shared by the other members."""
+        first = self.members[0].with_obs(**entries)
+        return EnsembleEncoding([first, *(dataclasses.replace(m, obs=first.obs) for m in self.members[1:])])
+
+    def pad_to(self, other: "EnsembleEncoding") -> "EnsembleEncoding":
+        """Every member padded to at least ``other``'s member's sizes (:meth:`SceneEncoding.pad_to`); members
+        1.. share member 0's padded observation tensors."""
+        first = self.members[0].pad_to(other.members[0])
+        return EnsembleEncoding([first, *(m.pad_to(o, obs=first.obs)
+                                          for m, o in zip(self.members[1:], other.members[1:]))])
+
+    @classmethod
+    def concat(cls, encodings: Sequence["EnsembleEncoding"]) -> "EnsembleEncoding":
+        """One encoding of the scenes of ``encodings`` in order, member by member (:meth:`SceneEncoding.concat`:
+        tokens padded with masked slots); the observation tensors are concatenated once, from member 0's."""
+        encodings = list(encodings)
+        if len({len(e.members) for e in encodings}) != 1:
+            raise ValueError("EnsembleEncoding.concat: encodings of ensembles with different member counts")
+        first = SceneEncoding.concat([e.members[0] for e in encodings])
+        rest = [SceneEncoding.concat([e.members[i] for e in encodings], obs=first.obs)
+                for i in range(1, len(encodings[0].members))]
+        return cls([first, *rest])
+
 
 @dataclass
 class EnsemblePrediction:
@@ -135,9 +165,14 @@ class EnsembleRewardModel(nn.Module):
     def score(self, enc: EnsembleEncoding, plans: np.ndarray | torch.Tensor | None,
               feats: torch.Tensor | None = None) -> EnsemblePrediction:
         """Score (B, K, 8, 3) plans (or (K, 8, 3) for B = 1) with every member; see :class:`EnsemblePrediction`."""
-        if feats is None:
-            feats = self.plan_features(enc, plans)
-        preds = [m.score(e, None, feats=feats) for m, e in zip(self.members, enc.members)]
+        if feats is None and len({m.config.bev_samples for m in self.members}) == 1:
+            # the plan encoder's input has no parameters either: one compiled pass (on the CPU) for every member
+            inputs = self.members[0].plan_inputs(enc.members[0], plans)
+            preds = [m.score(e, None, inputs=inputs) for m, e in zip(self.members, enc.members)]
+        else:
+            if feats is None:
+                feats = self.plan_features(enc, plans)
+            preds = [m.score(e, None, feats=feats) for m, e in zip(self.members, enc.members)]
         rewards = torch.stack([p.reward for p in preds])  # (M, B, K)
         mean, std = rewards.mean(0), member_std(rewards)
         member_expected = {n: torch.stack([p.expected[n] for p in preds]) for n in SUB_SCORES}
@@ -203,14 +238,7 @@ class ModelRewardFn(SceneRewardFn):
     """
 
     def __init__(self, model: nn.Module, cache_size: int = 64):
-        from irlvla_gym.cache import LRU
-        from irlvla_gym.obs.registry import ObservationBuilder
-
-        from reward_models.model import OBS_KEYS
-
-        self.model = model.eval()
-        self.builder = ObservationBuilder(OBS_KEYS)
-        self._cache = LRU(cache_size)
+        self._attach(model, cache_size)
 
 
 def make_ensemble_reward(argument: str | None, *, beta: float | None = None, cache_size: int = 4096) -> ModelRewardFn:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -163,6 +163,9 @@ class SceneEncoding:
         obs: the prepared observation tensors (:func:`prepare_obs`) the plan features need.
         kv: per cross-attention block, the scene tokens' keys and values (B, heads, S, d / heads) each, projected
             once per scene so that scoring plans only projects the plan queries (None: projected in ``score``).
+
+    :meth:`select`, :meth:`concat` (padding tokens with masked slots), :meth:`pad_to` and :meth:`with_obs` assemble
+    one encoding from encodings of different batches (the env's batched reward, ``SceneRewardFn.score_batch``).
     """
 
     tokens: torch.Tensor
@@ -173,10 +176,139 @@ class SceneEncoding:
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
-    def select(self, rows) -> "SceneEncoding":
-        """The encoding of scenes ``rows`` (index array or tensor; repeats allowed)."""
-        kv = None if self.kv is None else [(k[rows], v[rows]) for k, v in self.kv]
-        return SceneEncoding(self.tokens[rows], self.mask[rows], {k: v[rows] for k, v in self.obs.items()}, kv)
+    def select(self, rows, obs: dict | None = None) -> "SceneEncoding":
+        """The encoding of scenes ``rows`` (int index array or tensor, or a bool mask; repeats allowed): copies.
+
+        ``obs``: use these (already selected) observation tensors instead of selecting this encoding's own (an
+        ensemble's members share member 0's)."""
+        idx = _row_index(rows, self.tokens.device)
+        kv = None if self.kv is None else [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in self.kv]
+        if obs is None:
+            obs = {k: _map_tensors(v, lambda t: t.index_select(0, idx)) for k, v in self.obs.items()}
+        return SceneEncoding(self.tokens.index_select(0, idx), self.mask.index_select(0, idx), obs, kv)
+
+    def with_obs(self, **entries: torch.Tensor) -> "SceneEncoding":
+        """The same encoding with observation entries replaced (e.g. ``bev=`` the raw uint8 raster (B, 8, H, W)
+        instead of the float copy of its scene channels that :meth:`RewardWorldModel.encode_scene` makes for small
+        batches: the plan features sample either, with the same values up to float32 rounding)."""
+        return dataclasses.replace(self, obs={**self.obs, **entries})
+
+    def pad_to(self, other: "SceneEncoding", obs: dict | None = None) -> "SceneEncoding":
+        """This encoding with every tensor padded at the end of its non-batch axes to at least the sizes of
+        ``other``'s (padding as in :meth:`concat`; tensors already as large are kept, not copied), so that the
+        two concatenate without padding. ``obs``: use these (already padded) observation tensors instead."""
+        if obs is None:
+            obs = {}
+            for k, v in self.obs.items():
+                ref = other.obs.get(k)
+                if ref is None or (isinstance(v, torch.Tensor) and v.dtype != ref.dtype):
+                    obs[k] = v  # a float raster beside raw bytes: concat converts it
+                elif isinstance(v, torch.Tensor):
+                    obs[k] = _pad_to(v, ref.shape[1:])
+                else:
+                    obs[k] = dataclasses.replace(v, **{f.name: _pad_to(getattr(v, f.name),
+                                                                       getattr(ref, f.name).shape[1:])
+                                                       for f in dataclasses.fields(v)})
+        kv = self.kv
+        if kv is not None and other.kv is not None:
+            kv = [(_pad_to(k, ko.shape[1:]), _pad_to(v, vo.shape[1:])) for (k, v), (ko, vo) in zip(kv, other.kv)]
+        return SceneEncoding(_pad_to(self.tokens, other.tokens.shape[1:]),
+                             _pad_to(self.mask, other.mask.shape[1:], True), obs, kv)
+
+    @classmethod
+    def concat(cls, encodings: Sequence["SceneEncoding"], obs: dict | None = None) -> "SceneEncoding":
+        """One encoding of the scenes of ``encodings`` in order (B = the sum of theirs; an encoding may repeat).
+
+        Encodings of different batches have different token counts (agent / map slots are trimmed to their batch's
+        largest count): every tensor is padded at the end of its non-batch axes to the largest size, with
+        ``mask = True`` (ignored by the attention) on padded tokens, ``agents_mask`` / ``map_mask`` False and zeros
+        elsewhere (padded agents, polylines and map-lookup segments are never read: the plan features skip masked
+        agents and only follow segment indices of the scene's own lookup table), so each scene scores as alone.
+        A uint8 ``bev`` is converted to the float scene channels (:func:`reward_models.kernels.scene_channels`)
+        when other encodings carry float ones. ``kv`` is None when any encoding's is (``score`` projects then).
+
+        Args:
+            encodings: one or more encodings with the same observation entries (ValueError otherwise).
+            obs: use these observation tensors (already concatenated) instead of concatenating the encodings' own.
+        """
+        encodings = list(encodings)
+        if len(encodings) == 1:
+            return encodings[0] if obs is None else dataclasses.replace(encodings[0], obs=obs)
+        if obs is None:
+            obs = _concat_obs([e.obs for e in encodings])
+        tokens = _pad_cat([e.tokens for e in encodings])
+        mask = _pad_cat([e.mask for e in encodings], True)
+        kv = None
+        if all(e.kv is not None for e in encodings):
+            kv = [(_pad_cat([e.kv[b][0] for e in encodings]), _pad_cat([e.kv[b][1] for e in encodings]))
+                  for b in range(len(encodings[0].kv))]
+        return cls(tokens, mask, obs, kv)
+
+
+def _row_index(rows, device: torch.device) -> torch.Tensor:
+    """(R,) int64 row indices of an int index array / tensor or a bool mask."""
+    idx = torch.as_tensor(np.asarray(rows) if not isinstance(rows, torch.Tensor) else rows, device=device)
+    if idx.dtype == torch.bool:
+        return idx.nonzero().flatten()
+    return idx.reshape(-1).long()
+
+
+def _map_tensors(value, fn):
+    """``fn`` applied to a tensor, or to every field of a dataclass of tensors (``MapLookup``)."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    return dataclasses.replace(value, **{f.name: fn(getattr(value, f.name)) for f in dataclasses.fields(value)})
+
+
+def _pad_to(t: torch.Tensor, size: Sequence[int], value: float | bool = 0) -> torch.Tensor:
+    """``t`` padded at the end of its non-batch axes to at least ``size`` with ``value`` (``t`` itself if it is)."""
+    target = tuple(max(a, b) for a, b in zip(t.shape[1:], size))
+    if target == tuple(t.shape[1:]):
+        return t
+    out = torch.full((t.shape[0], *target), value, dtype=t.dtype, device=t.device)
+    out[(slice(None), *(slice(0, n) for n in t.shape[1:]))] = t
+    return out
+
+
+def _pad_cat(tensors: Sequence[torch.Tensor], value: float | bool = 0) -> torch.Tensor:
+    """Concatenate along axis 0, padding every other axis at its end to the largest size with ``value``.
+
+    One copy per group of equal shapes (encodings of one batch share theirs), not per tensor."""
+    shapes = [t.shape for t in tensors]
+    groups: dict[tuple, list[int]] = {}
+    for i, shape in enumerate(shapes):
+        groups.setdefault(shape[1:], []).append(i)
+    if len(groups) == 1:
+        return torch.cat(list(tensors))
+    size = tuple(max(dim) for dim in zip(*groups))
+    rows = np.cumsum([0] + [shape[0] for shape in shapes])
+    first = tensors[0]
+    out = torch.full((int(rows[-1]), *size), value, dtype=first.dtype, device=first.device)
+    for shape, members in groups.items():
+        idx = torch.from_numpy(np.concatenate([np.arange(rows[i], rows[i + 1]) for i in members]))
+        out[(idx, *(slice(0, n) for n in shape))] = torch.cat([tensors[i] for i in members])
+    return out
+
+
+def _concat_obs(entries: Sequence[dict]) -> dict:
+    """The observation dicts of several encodings concatenated (:meth:`SceneEncoding.concat`)."""
+    keys = set(entries[0])
+    if any(set(o) != keys for o in entries):
+        raise ValueError(f"SceneEncoding.concat: encodings with different observation entries "
+                         f"{sorted({tuple(sorted(o)) for o in entries})}")
+    bevs = [o["bev"] for o in entries] if "bev" in keys else []
+    if len({b.dtype for b in bevs}) > 1:  # raw bytes beside float scene channels: one representation, the float
+        entries = [dict(o, bev=kernels.scene_channels(o["bev"])) if o["bev"].dtype == torch.uint8 else o
+                   for o in entries]
+    out = {}
+    for k in entries[0]:
+        first = entries[0][k]
+        if isinstance(first, torch.Tensor):
+            out[k] = _pad_cat([o[k] for o in entries])
+        else:  # a dataclass of tensors (the map lookup)
+            out[k] = dataclasses.replace(first, **{f.name: _pad_cat([getattr(o[k], f.name) for o in entries])
+                                                   for f in dataclasses.fields(first)})
+    return out
 
 
 @dataclass
