@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Callable, Mapping
 
 
 def limit_torch_threads(num_threads: int | None = None) -> None:
@@ -16,7 +19,6 @@ def limit_torch_threads(num_threads: int | None = None) -> None:
     n = int(num_threads or os.environ.get("IRLVLA_NUM_THREADS", 1))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, str(n))
-    import sys
 
     if "torch" in sys.modules:
         torch = sys.modules["torch"]
@@ -47,3 +49,26 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
 def cache_dir() -> Path:
     """The irlvla cache root: ``$IRLVLA_CACHE`` or ``~/.cache/irlvla_gym`` (scene stores, vocabularies, obs caches)."""
     return Path(os.environ.get("IRLVLA_CACHE") or Path.home() / ".cache" / "irlvla_gym")
+
+
+def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``(__getattr__, __dir__)`` for a package whose public names load on first use (PEP 562), so that importing the
+    package stays light (no torch, shapely, scipy until a name is used).
+
+    Args:
+        package: the package's name, for the error message.
+        exports: public name -> module that defines it (absolute, e.g. ``"reward_models.reward_fn"``).
+    """
+
+    def __getattr__(name: str) -> Any:
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        sys.modules[package].__dict__[name] = value  # later lookups skip __getattr__
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(sys.modules[package].__dict__) | set(exports))
+
+    return __getattr__, __dir__

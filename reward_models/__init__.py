@@ -13,8 +13,7 @@ See ``reward_models/README.md`` for commands and numbers. The names below are im
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from irlvla_gym.utils import lazy_exports
 
 _EXPORTS = {
     "CheckpointError": "reward_models.checkpoint",
@@ -31,13 +30,4 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'reward_models' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -14,24 +14,15 @@ rows plus autoreset and batched infos.
 
 from __future__ import annotations
 
-from typing import Any
-
 from irlvla_gym.envs.registration import ENV_IDS, register_envs
+from irlvla_gym.utils import lazy_exports
 
-__all__ = ["ENV_IDS", "register_envs", "NavsimEnv", "NavsimClosedLoopEnv", "EnvConfig"]
+_EXPORTS = {
+    "NavsimEnv": "irlvla_gym.envs.navsim_env",
+    "NavsimClosedLoopEnv": "irlvla_gym.envs.closed_loop",
+    "EnvConfig": "irlvla_gym.envs.config",
+}
 
+__all__ = ["ENV_IDS", "register_envs", *_EXPORTS]
 
-def __getattr__(name: str) -> Any:
-    if name == "NavsimEnv":
-        from irlvla_gym.envs.navsim_env import NavsimEnv
-
-        return NavsimEnv
-    if name == "NavsimClosedLoopEnv":
-        from irlvla_gym.envs.closed_loop import NavsimClosedLoopEnv
-
-        return NavsimClosedLoopEnv
-    if name == "EnvConfig":
-        from irlvla_gym.envs.config import EnvConfig
-
-        return EnvConfig
-    raise AttributeError(f"module 'irlvla_gym.envs' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

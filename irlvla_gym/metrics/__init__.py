@@ -13,31 +13,20 @@ The names below load on first use (shapely and scipy stay out of ``import irlvla
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from irlvla_gym.utils import lazy_exports
 
-_EXPORTS = {
-    "agent_tracks": "api", "previous_plan_states": "api", "score_plans": "api", "score_states": "api",
-    "DEFAULT_CONFIG": "config", "SUB_SCORES": "config", "ScorerConfig": "config",
-    "AgentTracks": "context", "ScoringContext": "context", "prepare_scene": "context",
-    "clear_packed_maps": "maps",
-    "COLLISION_TYPES": "result", "ScoreResult": "result", "epdms": "result", "finalize": "result",
-    "finalize_rows": "result", "human_zero_mask": "result", "two_stage_score": "result",
-    "project_on_polyline": "route",
-    "score_rows": "vectorised", "score_scene": "vectorised",
+_NAMES = {  # module -> the public names it defines
+    "api": ("agent_tracks", "previous_plan_states", "score_plans", "score_states"),
+    "config": ("DEFAULT_CONFIG", "SUB_SCORES", "ScorerConfig"),
+    "context": ("AgentTracks", "ScoringContext", "prepare_scene"),
+    "maps": ("clear_packed_maps",),
+    "result": ("COLLISION_TYPES", "ScoreResult", "epdms", "finalize", "finalize_rows", "human_zero_mask",
+               "two_stage_score"),
+    "route": ("project_on_polyline",),
+    "vectorised": ("score_rows", "score_scene"),
 }
+_EXPORTS = {name: f"irlvla_gym.metrics.{module}" for module, names in _NAMES.items() for name in names}
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'irlvla_gym.metrics' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"irlvla_gym.metrics.{module}"), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -13,7 +13,7 @@ Names are imported lazily (torch, transformers and SB3 load on first use).
 
 from __future__ import annotations
 
-from typing import Any
+from irlvla_gym.utils import lazy_exports
 
 _EXPORTS = {
     "VLAConfig": "irlvla_gym.policies.config",
@@ -32,10 +32,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'irlvla_gym.policies' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
