@@ -32,6 +32,21 @@ from baselines.envs import env_kwargs, make_reward, make_sb3_vec_env
 from baselines.hooks import CurveWriter, HookRunner, PolicySnapshot, RunCallback, load_hooks
 
 
+def build_model(cfg: RunConfig, venv: Any, seed: int, tensorboard_log: str | None = None) -> PPOWithAnchor:
+    """A new (untrained) PPO model of a run on ``venv``: ``VLAPolicy`` from the run's pretrained checkpoint, or
+    SB3's ``MultiInputPolicy``; the config's ``ppo`` settings and ``policy_kwargs``. CPU, no anchor."""
+    if cfg.policy == "vla":
+        from baselines.pretrain import resolve_pretrained
+        from irlvla_gym.policies import VLAPolicy
+
+        policy: Any = VLAPolicy
+        policy_kwargs = {"pretrained_path": resolve_pretrained(cfg.pretrained or "bc_default"), **cfg.policy_kwargs}
+    else:
+        policy, policy_kwargs = "MultiInputPolicy", dict(cfg.policy_kwargs)
+    return PPOWithAnchor(policy, venv, seed=seed, device="cpu", verbose=0, tensorboard_log=tensorboard_log,
+                         policy_kwargs=policy_kwargs, **cfg.ppo.kwargs())
+
+
 def train_ppo(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = True) -> dict[str, Any]:
     """Train (or resume) one SB3 PPO run; returns the run's timing metrics (also the checkpoint state)."""
     from irlvla_gym.plans.codec import action_to_plan
@@ -53,17 +68,7 @@ def train_ppo(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = True) -
         model = PPOWithAnchor.load(str(ckpt_dir / "model.zip"), env=venv, device="cpu")
         print(f"resuming {run_dir} from step {state['step']}")
     else:
-        if cfg.policy == "vla":
-            from baselines.pretrain import resolve_pretrained
-            from irlvla_gym.policies import VLAPolicy
-
-            policy: Any = VLAPolicy
-            policy_kwargs = {"pretrained_path": resolve_pretrained(cfg.pretrained or "bc_default"),
-                             **cfg.policy_kwargs}
-        else:
-            policy, policy_kwargs = "MultiInputPolicy", dict(cfg.policy_kwargs)
-        model = PPOWithAnchor(policy, venv, seed=seed, device="cpu", verbose=0, tensorboard_log=str(run_dir / "tb"),
-                              policy_kwargs=policy_kwargs, **cfg.ppo.kwargs())
+        model = build_model(cfg, venv, seed, tensorboard_log=str(run_dir / "tb"))
     model.anchor = make_anchor(dataclasses.asdict(cfg.bc), cfg.env, seed=seed)  # None unless bc.weight > 0
     venv.env_seconds = float(state["env_s"])
 
@@ -117,4 +122,4 @@ def train_ppo(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = True) -
             "finished_at": time.time()}
 
 
-__all__ = ["train_ppo"]
+__all__ = ["build_model", "train_ppo"]
