@@ -9,6 +9,9 @@
 ``--set key.sub=value`` overrides any config entry (e.g. ``--set total_timesteps=20000 --set env.num_scenes=512``);
 ``--timesteps``, ``--num-scenes``, ``--eval-scenes`` and ``--n-envs`` are shortcuts. A rerun skips finished runs and
 resumes interrupted ones from their last checkpoint (``--restart`` starts them over).
+
+Config files cannot run code on their own: ``hooks`` and ``plugin`` resolve registered names only unless
+``--allow-import PREFIX`` allows a module; SB3 zips outside this project's own run directories need ``--trust-pickle``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 from typing import Any
 
 from baselines.runner import SweepJob, TableJob, TrainJob
+from irlvla_gym.agents import TrustOptions, apply_trust_options
 from irlvla_gym.configs import add_arguments, from_args
 
 
@@ -28,10 +32,12 @@ def register(subparsers: Any) -> None:
     # The flags of each action are the fields of its job config (baselines.runner), written once there.
     p = sub.add_parser("run", help="train + evaluate every variant x seed, write the table and learning curves")
     add_arguments(p, SweepJob)
+    add_arguments(p, TrustOptions)
     p.set_defaults(func=_run)
 
     p = sub.add_parser("train", help="train + evaluate one variant x seed")
     add_arguments(p, TrainJob)
+    add_arguments(p, TrustOptions)
     p.set_defaults(func=_train)
 
     p = sub.add_parser("table", help="(re)write the table and curves from finished runs")
@@ -42,6 +48,8 @@ def register(subparsers: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from baselines.runner import run_sweep
 
+    # The runner and its worker processes read the options from the environment (they load hooks, plug-ins, zips).
+    apply_trust_options(from_args(TrustOptions, args))
     for kind, path in run_sweep(from_args(SweepJob, args)).items():
         print(f"{kind}: {path}")
     return 0
@@ -50,6 +58,7 @@ def _run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from baselines.runner import run_train_job
 
+    apply_trust_options(from_args(TrustOptions, args))
     run_train_job(from_args(TrainJob, args))
     return 0
 

@@ -247,7 +247,7 @@ def train_dppo(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = True) 
         return PolicySnapshot(step, agent, agent.plan, agent.obs_keys, obs_config, env_kwargs(cfg, reward), run_dir,
                               lambda name, value: writer.add_scalar(name, value, step))
 
-    hooks = HookRunner(load_hooks(cfg.hooks), cfg.hook_interval)
+    hooks = HookRunner(load_hooks(cfg.hooks, source=f"the {cfg.variant} config"), cfg.hook_interval)
     hooks.last = step
     t0 = time.perf_counter()
     wall = lambda: wall_offset + time.perf_counter() - t0  # noqa: E731

@@ -56,8 +56,22 @@ class VLANetworkAgent:
         return self.plan_batch({k: np.asarray(v)[None] for k, v in observation.items()}, [scene])[0]
 
 
-def load_run_agent(run_dir: str | Path, name: str | None = None) -> Any:
-    """The agent of a finished run directory: its VLA ``network/`` or its SB3 ``model.zip`` (CNN policy)."""
+def run_model_trusted(run_dir: str | Path) -> bool:
+    """True when ``run_dir/model.zip`` was written by this project's baselines: the runner's ``config.json`` is
+    there and the zip's sidecar (written by :meth:`~irlvla_gym.agents.SB3ModelAgent.save`) records the zip's current
+    SHA-256. Provenance of our own run directories, not a defence against a forged one: a run directory received
+    from elsewhere is trusted like code."""
+    from irlvla_gym.agents import SB3ModelAgent
+
+    run_dir = Path(run_dir)
+    return (run_dir / "config.json").is_file() and SB3ModelAgent.saved_by_this_project(run_dir / "model.zip")
+
+
+def load_run_agent(run_dir: str | Path, name: str | None = None, trust_pickle: bool | None = None) -> Any:
+    """The agent of a finished run directory: its VLA ``network/`` or its SB3 ``model.zip`` (CNN policy).
+
+    SB3's load unpickles the zip; ``trust_pickle=None`` allows it only for a run directory this project wrote
+    (:func:`run_model_trusted`), True always, False never (without ``IRLVLA_TRUST_PICKLE=1``)."""
     run_dir = Path(run_dir)
     cfg = read_json(run_dir / "config.json")
     label = name or f"{cfg['variant']}/s{cfg['seed']}"
@@ -66,7 +80,8 @@ def load_run_agent(run_dir: str | Path, name: str | None = None) -> Any:
         return VLANetworkAgent(str(run_dir / "network"), label, obs_config)
     from irlvla_gym.agents import SB3ModelAgent
 
-    return SB3ModelAgent.load(run_dir / "model.zip", name=label)
+    trusted = run_model_trusted(run_dir) if trust_pickle is None else trust_pickle
+    return SB3ModelAgent.load(run_dir / "model.zip", name=label, trust_pickle=trusted)
 
 
 def evaluate_agents(agents: Sequence[Any], split: str = "synthetic-test", num_scenes: int | None = 100,
@@ -93,4 +108,4 @@ def reference_agents(obs_config: Any = None) -> list[Any]:
 
 
 __all__ = ["BC_AGENTS", "REFERENCE_AGENTS", "VLANetworkAgent", "evaluate_agents", "load_run_agent",
-           "reference_agents"]
+           "reference_agents", "run_model_trusted"]

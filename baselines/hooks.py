@@ -14,7 +14,12 @@ in the DPPO loop alike::
         def on_training_end(self, snap: PolicySnapshot) -> None: ...   # optional (e.g. write a PNG to snap.run_dir)
 
     # config:  hook_interval: 1024
-    #          hooks: [{class: "my_pkg.probe:MyProbe", kwargs: {num_scenes: 32}}]
+    #          hooks: [{class: "my-probe", kwargs: {num_scenes: 32}}]
+
+A config names a hook by a registered name: the built-ins (:data:`BUILTIN_HOOKS`) or an entry point of the group
+``irlvla_gym.hooks`` (:data:`HOOK_GROUP`; ``my-probe = "my_pkg.probe:MyProbe"`` in the plug-in's pyproject.toml).
+Any other ``module:attr`` is imported only when allowed explicitly (``--allow-import my_pkg`` or
+``IRLVLA_ALLOW_IMPORT=my_pkg``): a yaml file must not be able to run arbitrary code.
 
 This module also holds the SB3 callbacks of every run: learning curve (CSV), checkpoints for resume, progress bar.
 """
@@ -22,7 +27,6 @@ This module also holds the SB3 callbacks of every run: learning curve (CSV), che
 from __future__ import annotations
 
 import csv
-import importlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,18 +67,53 @@ class TrainingHook(Protocol):
     def on_interval(self, snapshot: PolicySnapshot) -> Mapping[str, float] | None: ...
 
 
-def load_hooks(specs: Sequence[Mapping[str, Any] | TrainingHook]) -> list[TrainingHook]:
-    """Hooks from config specs ``{"class": "module:Class", "kwargs": {...}}`` (instances pass through)."""
+HOOK_GROUP = "irlvla_gym.hooks"
+"""Entry-point group of third-party training hooks (name -> ``module:Class``)."""
+BUILTIN_HOOKS: dict[str, str] = {"probe": "baselines.hacking.probe:ProbeHook"}
+"""Hooks shipped with the project: name -> ``module:Class`` (the target spelling resolves too)."""
+
+
+def registered_hooks() -> dict[str, str]:
+    """Every hook name a config may use: built-ins and ``irlvla_gym.hooks`` entry points (name -> target)."""
+    from irlvla_gym.agents import entry_points_of
+
+    out = dict(BUILTIN_HOOKS)
+    for name, ep in entry_points_of(HOOK_GROUP).items():
+        out.setdefault(name, ep.value)
+    return out
+
+
+def resolve_hook_class(spec: str, where: str = "hooks[0].class", source: str = "the run config",
+                       allow_import: Sequence[str] = ()) -> Any:
+    """The hook class of ``spec``: a registered name (or its exact target), else a ``module:attr`` whose module is
+    allowed (:func:`irlvla_gym.agents.import_allowed`); otherwise :class:`~irlvla_gym.agents.UntrustedInputError`
+    naming ``source`` (the config) and ``where`` (the field)."""
+    from irlvla_gym.agents import UntrustedInputError, import_allowed, import_attr
+
+    registered = registered_hooks()
+    target = registered.get(spec, spec if spec in registered.values() else None)
+    if target is None:
+        module = spec.partition(":")[0]
+        if ":" not in spec or not import_allowed(module, allow_import):
+            raise UntrustedInputError(
+                f"{source}: {where} = {spec!r} is not a registered hook ({sorted(registered)}; plug-ins register "
+                f"in the entry-point group {HOOK_GROUP!r}); importing {module!r} from a config needs "
+                f"--allow-import {module} (or IRLVLA_ALLOW_IMPORT={module})")
+        target = spec
+    return import_attr(target)
+
+
+def load_hooks(specs: Sequence[Mapping[str, Any] | TrainingHook], source: str = "the run config",
+               allow_import: Sequence[str] = ()) -> list[TrainingHook]:
+    """Hooks from config specs ``{"class": "<registered name or allowed module:Class>", "kwargs": {...}}``
+    (instances pass through); ``source`` names the config in errors (see :func:`resolve_hook_class`)."""
     hooks: list[TrainingHook] = []
-    for spec in specs:
+    for i, spec in enumerate(specs):
         if not isinstance(spec, Mapping):
             hooks.append(spec)
             continue
-        module, _, attr = str(spec["class"]).partition(":")
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        hooks.append(obj(**dict(spec.get("kwargs") or {})))
+        cls = resolve_hook_class(str(spec["class"]), f"hooks[{i}].class", source, allow_import)
+        hooks.append(cls(**dict(spec.get("kwargs") or {})))
     return hooks
 
 
@@ -209,5 +248,5 @@ class RunCallback(BaseCallback):
             self.bar.close()
 
 
-__all__ = ["CURVE_FIELDS", "CurveWriter", "HookRunner", "PolicySnapshot", "RunCallback", "TrainingHook",
-           "load_hooks"]
+__all__ = ["BUILTIN_HOOKS", "CURVE_FIELDS", "CurveWriter", "HOOK_GROUP", "HookRunner", "PolicySnapshot", "RunCallback",
+           "TrainingHook", "load_hooks", "registered_hooks", "resolve_hook_class"]

@@ -9,14 +9,19 @@ row lands on the same table. SB3 models are saved to ``model.zip`` (+ sidecar); 
 Example (``baselines/configs/plugin-a2c.yaml``)::
 
     irlvla baselines train plugin-a2c --preset quick --seed 0
-    irlvla baselines train my-algo --config baselines/configs/plugin-a2c.yaml --set plugin=mypkg.algos:MyAlgo
+    irlvla baselines train my-algo --config baselines/configs/plugin-a2c.yaml --set plugin=mypkg.algos:MyAlgo \
+        --allow-import mypkg
+
+``plugin`` comes from a config file, so only registered names resolve by default (built-in SB3 names and
+``irlvla_gym.algorithms`` entry points); a ``module:attr`` is imported only under ``--allow-import`` /
+``IRLVLA_ALLOW_IMPORT`` (:func:`check_plugin_spec`).
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import gymnasium as gym
 
@@ -47,9 +52,29 @@ class TimedEnv(gym.Wrapper):
         return out
 
 
-def train_plugin(cfg: RunConfig, seed: int, run_dir: Path) -> tuple[dict[str, Any], Any]:
+def check_plugin_spec(spec: str, source: str = "the run config", allow_import: Sequence[str] = ()) -> None:
+    """Refuse (:class:`~irlvla_gym.agents.UntrustedInputError`, naming ``source`` and the field ``plugin``) a spec
+    that is no registered algorithm name and whose module is not allowed by ``allow_import`` /
+    ``IRLVLA_ALLOW_IMPORT``: resolving it would import code named by a config file."""
+    from irlvla_gym.agents import UntrustedInputError, available_algorithms, import_allowed
+
+    names = available_algorithms()
+    if spec.strip() in names or spec.strip().lower() in names:
+        return
+    module = spec.partition(":")[0].strip()
+    if not import_allowed(module, allow_import):
+        raise UntrustedInputError(
+            f"{source}: plugin = {spec!r} is not a registered algorithm ({sorted(names)}; plug-ins register in the "
+            f"entry-point group 'irlvla_gym.algorithms'); importing {module!r} from a config needs --allow-import "
+            f"{module} (or IRLVLA_ALLOW_IMPORT={module})")
+
+
+def train_plugin(cfg: RunConfig, seed: int, run_dir: Path,
+                 allow_import: Sequence[str] = ()) -> tuple[dict[str, Any], Any]:
     """Train ``cfg.plugin`` on the run's env; returns (metrics like the PPO runs', the trained agent)."""
     from irlvla_gym.agents import SB3ModelAgent, train_algorithm
+
+    check_plugin_spec(str(cfg.plugin), f"config of variant {cfg.variant!r}", allow_import)
 
     kwargs = env_kwargs(cfg)
     clock = _StepClock()
@@ -66,4 +91,4 @@ def train_plugin(cfg: RunConfig, seed: int, run_dir: Path) -> tuple[dict[str, An
     return {"steps": max(clock.steps, 1), "wall_s": wall, "env_s": clock.seconds, "plugin": cfg.plugin}, agent
 
 
-__all__ = ["TimedEnv", "train_plugin"]
+__all__ = ["TimedEnv", "check_plugin_spec", "train_plugin"]

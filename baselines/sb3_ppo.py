@@ -30,6 +30,7 @@ from baselines.common import read_json, seed_everything, write_json
 from baselines.config import RunConfig
 from baselines.envs import env_kwargs, make_reward, make_sb3_vec_env
 from baselines.hooks import CurveWriter, HookRunner, PolicySnapshot, RunCallback, load_hooks
+from irlvla_gym.agents import UntrustedInputError, file_sha256, pickle_trusted
 
 
 def build_model(cfg: RunConfig, venv: Any, seed: int, tensorboard_log: str | None = None) -> PPOWithAnchor:
@@ -45,6 +46,18 @@ def build_model(cfg: RunConfig, venv: Any, seed: int, tensorboard_log: str | Non
         policy, policy_kwargs = "MultiInputPolicy", dict(cfg.policy_kwargs)
     return PPOWithAnchor(policy, venv, seed=seed, device="cpu", verbose=0, tensorboard_log=tensorboard_log,
                          policy_kwargs=policy_kwargs, **cfg.ppo.kwargs())
+
+
+def trusted_checkpoint(ckpt_dir: Path, state: dict[str, Any]) -> Path:
+    """``ckpt_dir/model.zip`` if it may be unpickled: its SHA-256 equals the one this run recorded in state.json when
+    saving it, or the user trusts pickles (``--trust-pickle`` / ``IRLVLA_TRUST_PICKLE=1``); else
+    :class:`~irlvla_gym.agents.UntrustedInputError` naming the file and the flag."""
+    path = ckpt_dir / "model.zip"
+    if state.get("zip_sha256") == file_sha256(path) or pickle_trusted():
+        return path
+    raise UntrustedInputError(f"{path}: this checkpoint was not written by this run (no matching zip_sha256 in "
+                              f"{ckpt_dir / 'state.json'}); resuming unpickles it, which can run code. Pass "
+                              "--trust-pickle (or IRLVLA_TRUST_PICKLE=1) if you trust it, or --restart")
 
 
 def train_ppo(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = True) -> dict[str, Any]:
@@ -65,7 +78,7 @@ def train_ppo(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = True) -
     state: dict[str, Any] = {"step": 0, "wall_s": 0.0, "env_s": 0.0}
     if (ckpt_dir / "state.json").is_file() and (ckpt_dir / "model.zip").is_file():
         state = read_json(ckpt_dir / "state.json")
-        model = PPOWithAnchor.load(str(ckpt_dir / "model.zip"), env=venv, device="cpu")
+        model = PPOWithAnchor.load(str(trusted_checkpoint(ckpt_dir, state)), env=venv, device="cpu")
         print(f"resuming {run_dir} from step {state['step']}")
     else:
         model = build_model(cfg, venv, seed, tensorboard_log=str(run_dir / "tb"))
@@ -79,7 +92,9 @@ def train_ppo(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = True) -
 
     def save(step: int) -> None:
         model.save(str(ckpt_dir / "model.zip"))
-        write_json(ckpt_dir / "state.json", {"step": step, "wall_s": callback.wall(), "env_s": venv.env_seconds})
+        # the zip's hash lets a resume load this run's own pickle-bearing checkpoint without --trust-pickle
+        write_json(ckpt_dir / "state.json", {"step": step, "wall_s": callback.wall(), "env_s": venv.env_seconds,
+                                             "zip_sha256": file_sha256(ckpt_dir / "model.zip")})
 
     obs_keys = tuple(cfg.env.get("obs_keys", ()))
     obs_config = ObsConfig.from_dict(cfg.env.get("obs_config"))
@@ -92,7 +107,7 @@ def train_ppo(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = True) -
         return PolicySnapshot(step, model.policy, plan, obs_keys, obs_config, env_kwargs(cfg, reward), run_dir,
                               record)
 
-    hooks = HookRunner(load_hooks(cfg.hooks), cfg.hook_interval)
+    hooks = HookRunner(load_hooks(cfg.hooks, source=f"the {cfg.variant} config"), cfg.hook_interval)
     callback = RunCallback(curve, save, cfg.checkpoint_every, hooks, snapshot, cfg.total_timesteps,
                            start=int(state["step"]), wall_offset=float(state["wall_s"]), progress=progress,
                            desc=f"{cfg.variant} s{seed}")

@@ -22,7 +22,9 @@ the observation; ``scene`` is there for rule-based agents (human, PDM-Closed) an
 
 1. a built-in name: ``human``, ``constant-velocity``, ``pdm-closed`` (:data:`BUILTIN_AGENTS`);
 2. a name registered by an installed package in the entry-point group ``irlvla_gym.agents`` (:data:`AGENT_GROUP`);
-3. a path to a Stable-Baselines3 model ``.zip`` (:class:`SB3ModelAgent`);
+3. a path to a Stable-Baselines3 model ``.zip`` (:class:`SB3ModelAgent`): refused unless pickles are trusted
+   (``trust_pickle=True``, ``--trust-pickle`` or ``IRLVLA_TRUST_PICKLE=1``), because SB3's ``load`` unpickles the
+   zip's ``:serialized:`` entries, which can run any code;
 4. ``package.module:attr`` where attr is an Agent class (instantiated without arguments), an Agent instance, a
    factory function without required arguments returning an Agent, or a plan function ``(observation, scene) ->
    plan`` (wrapped in :class:`FunctionAgent`, named after the function).
@@ -38,6 +40,7 @@ the group ``irlvla_gym.algorithms`` (:data:`ALGORITHM_GROUP`) or ``module:attr``
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import inspect
 import json
@@ -57,10 +60,62 @@ ALGORITHM_GROUP = "irlvla_gym.algorithms"
 PLAN_SHAPE = (NUM_FUTURE, 3)
 SIDECAR_SUFFIX = ".irlvla.json"
 """An SB3 model ``x.zip`` may have ``x.irlvla.json`` beside it: the env settings its observations need."""
+TRUST_PICKLE_ENV = "IRLVLA_TRUST_PICKLE"
+"""Environment variable: ``1`` trusts pickled files (SB3 zips) like ``--trust-pickle`` does (worker processes too)."""
+ALLOW_IMPORT_ENV = "IRLVLA_ALLOW_IMPORT"
+"""Environment variable: comma-separated module prefixes whose ``module:attr`` specs config files may import."""
 
 
 class AgentSpecError(ValueError):
     """An agent or algorithm spec that cannot be resolved (the message says why and what is available)."""
+
+
+class UntrustedInputError(AgentSpecError):
+    """Loading the input would run code from a file (pickle) or import a module a config names; not allowed
+    without an explicit flag (the message names the file, the field and the flag)."""
+
+
+@dataclasses.dataclass
+class TrustOptions:
+    """What user files may make this process run (each field is a command-line flag; :mod:`irlvla_gym.configs`)."""
+
+    trust_pickle: bool = False
+    """load pickled files such as SB3 model .zip agents with SB3's load, which can run any code stored in them (only
+    for files you trust like code); also IRLVLA_TRUST_PICKLE=1"""
+    allow_import: tuple[str, ...] = ()
+    """module prefixes whose 'module:attr' specs config files may import (hooks, plug-in algorithms); '*' allows
+    every module; also IRLVLA_ALLOW_IMPORT=prefix,prefix"""
+
+
+def pickle_trusted(trust_pickle: bool = False) -> bool:
+    """True when pickled inputs may be loaded: ``trust_pickle`` or ``IRLVLA_TRUST_PICKLE=1``."""
+    return bool(trust_pickle) or os.environ.get(TRUST_PICKLE_ENV, "").strip() in ("1", "true", "yes")
+
+
+def import_allowed(module: str, allow_import: Sequence[str] = ()) -> bool:
+    """True when ``module`` is under one of the prefixes of ``allow_import`` or ``IRLVLA_ALLOW_IMPORT`` (``*``:
+    any). A prefix matches whole dotted components (``pkg`` allows ``pkg.sub``, not ``pkgevil``)."""
+    prefixes = [p.strip() for p in list(allow_import) + os.environ.get(ALLOW_IMPORT_ENV, "").split(",") if p.strip()]
+    return any(p == "*" or module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def apply_trust_options(options: TrustOptions) -> None:
+    """Export ``options`` to this process's environment, so worker processes and code that loads files without
+    taking the options as arguments see them too (the CLI calls this once, from the flags)."""
+    if options.trust_pickle:
+        os.environ[TRUST_PICKLE_ENV] = "1"
+    if options.allow_import:
+        old = [p for p in os.environ.get(ALLOW_IMPORT_ENV, "").split(",") if p]
+        os.environ[ALLOW_IMPORT_ENV] = ",".join(dict.fromkeys(old + list(options.allow_import)))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -237,12 +292,22 @@ class SB3ModelAgent:
 
     @classmethod
     def load(cls, path: str | os.PathLike, name: str | None = None, obs_config: Any = None,
-             algorithm: type | None = None, deterministic: bool = True) -> "SB3ModelAgent":
+             algorithm: type | None = None, deterministic: bool = True,
+             trust_pickle: bool = False) -> "SB3ModelAgent":
         """Load ``path`` (a ``.zip`` saved by SB3) with ``algorithm.load``; when ``algorithm`` is None the SB3
-        algorithms (PPO, A2C, SAC, TD3, DDPG, DQN) and the ``BaseAlgorithm`` entry points are tried in turn."""
+        algorithms (PPO, A2C, SAC, TD3, DDPG, DQN) and the ``BaseAlgorithm`` entry points are tried in turn.
+
+        SB3's ``load`` unpickles the zip's ``:serialized:`` entries (spaces, schedules, policy class), and a pickle
+        can run any code, so this raises :class:`UntrustedInputError` unless ``trust_pickle`` (or
+        ``IRLVLA_TRUST_PICKLE=1``) says the file is trusted like code. Nothing of the file is read before that."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"SB3 model {path} does not exist")
+        if not pickle_trusted(trust_pickle):
+            raise UntrustedInputError(
+                f"{path}: loading a Stable-Baselines3 .zip unpickles its ':serialized:' entries, which can run any "
+                f"code; refused. If you trust this file like code, pass --trust-pickle (command line), "
+                f"trust_pickle=True (Python) or set {TRUST_PICKLE_ENV}=1")
         sidecar = path.with_suffix(SIDECAR_SUFFIX)
         if obs_config is None and sidecar.is_file():
             obs_config = json.loads(sidecar.read_text()).get("obs_config")
@@ -266,9 +331,22 @@ class SB3ModelAgent:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.model.save(str(path))
         cfg = dataclasses.asdict(self.obs_config)
-        path.with_suffix(SIDECAR_SUFFIX).write_text(json.dumps({"obs_keys": list(self.obs_keys), "obs_config": cfg},
-                                                               indent=2))
+        # The zip's hash lets code that wrote a run directory recognise its own model later (see
+        # saved_by_this_project); it is provenance for our own files, not a signature against forgery.
+        sidecar = {"obs_keys": list(self.obs_keys), "obs_config": cfg, "zip_sha256": file_sha256(path)}
+        path.with_suffix(SIDECAR_SUFFIX).write_text(json.dumps(sidecar, indent=2))
         return path
+
+    @staticmethod
+    def saved_by_this_project(path: str | os.PathLike) -> bool:
+        """True when ``path``'s sidecar (written by :meth:`save`) records the zip's current SHA-256."""
+        path = Path(path)
+        sidecar = path.with_suffix(SIDECAR_SUFFIX)
+        try:
+            recorded = json.loads(sidecar.read_text()).get("zip_sha256")
+        except (OSError, ValueError, AttributeError):
+            return False
+        return isinstance(recorded, str) and path.is_file() and recorded == file_sha256(path)
 
     def _to_plans(self, actions: np.ndarray, batch: int) -> np.ndarray:
         actions = np.asarray(actions).reshape(batch, -1)
@@ -297,7 +375,7 @@ class SB3ModelAgent:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _entry_points(group: str) -> dict[str, metadata.EntryPoint]:
+def entry_points_of(group: str) -> dict[str, metadata.EntryPoint]:
     """Entry points of ``group`` by name (first one wins on duplicate names; read fresh on every call)."""
     found: dict[str, metadata.EntryPoint] = {}
     for ep in metadata.entry_points(group=group):
@@ -308,12 +386,12 @@ def _entry_points(group: str) -> dict[str, metadata.EntryPoint]:
 def available_agents() -> dict[str, str]:
     """Every agent name that resolves without a path or module spec: name -> where it comes from."""
     out = {name: "built-in" for name in BUILTIN_AGENTS}
-    for name, ep in _entry_points(AGENT_GROUP).items():
+    for name, ep in entry_points_of(AGENT_GROUP).items():
         out.setdefault(name, f"entry point {ep.value}")
     return out
 
 
-def _import_attr(spec: str) -> Any:
+def import_attr(spec: str) -> Any:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise AgentSpecError(f"spec {spec!r} must look like 'package.module:attr'")
@@ -356,8 +434,11 @@ def agent_from_object(obj: Any, name: str) -> Agent:
     return agent
 
 
-def load_agent(spec: str | Agent) -> Agent:
-    """Resolve an agent spec (module docstring: built-in name, entry point, SB3 ``.zip``, ``module:attr``)."""
+def load_agent(spec: str | Agent, trust_pickle: bool = False) -> Agent:
+    """Resolve an agent spec (module docstring: built-in name, entry point, SB3 ``.zip``, ``module:attr``).
+
+    ``trust_pickle``: allow SB3 ``.zip`` agents (their loading runs pickled code; see :meth:`SB3ModelAgent.load`).
+    A ``module:attr`` spec imports that module: it comes from the caller (command line, Python), not from a file."""
     if not isinstance(spec, str):
         if isinstance(spec, Agent):
             return spec
@@ -366,13 +447,13 @@ def load_agent(spec: str | Agent) -> Agent:
     alias = key.replace("_", "-")
     if alias in BUILTIN_AGENTS:
         return BUILTIN_AGENTS[alias]()
-    eps = _entry_points(AGENT_GROUP)
+    eps = entry_points_of(AGENT_GROUP)
     if key in eps:
         return agent_from_object(eps[key].load(), key)
     if key.endswith(".zip") or (os.path.sep in key and not _looks_like_module_spec(key)):
-        return SB3ModelAgent.load(key)
+        return SB3ModelAgent.load(key, trust_pickle=trust_pickle)
     if _looks_like_module_spec(key):
-        return agent_from_object(_import_attr(key), key.partition(":")[2])
+        return agent_from_object(import_attr(key), key.partition(":")[2])
     raise AgentSpecError(f"unknown agent {spec!r}: not a built-in or registered name ({sorted(available_agents())}), "
                          "not an SB3 .zip path and not a 'package.module:attr' spec")
 
@@ -399,7 +480,7 @@ BUILTIN_ALGORITHM_NAMES = ("ppo", "a2c", "sac", "td3")
 def available_algorithms() -> dict[str, str]:
     """Algorithm names: built-in SB3 ones and the ``irlvla_gym.algorithms`` entry points."""
     out = {name: "built-in (stable-baselines3)" for name in BUILTIN_ALGORITHM_NAMES}
-    for name, ep in _entry_points(ALGORITHM_GROUP).items():
+    for name, ep in entry_points_of(ALGORITHM_GROUP).items():
         out.setdefault(name, f"entry point {ep.value}")
     return out
 
@@ -408,7 +489,7 @@ def _entry_point_algorithm_classes() -> list[type]:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
     classes = []
-    for ep in _entry_points(ALGORITHM_GROUP).values():
+    for ep in entry_points_of(ALGORITHM_GROUP).values():
         try:
             obj = ep.load()
         except Exception:  # noqa: BLE001 - a broken plug-in must not stop loading other models
@@ -426,11 +507,11 @@ def load_algorithm(spec: str | Any) -> Any:
     builtin = _builtin_algorithms()
     if key.lower() in builtin:
         return builtin[key.lower()]()
-    eps = _entry_points(ALGORITHM_GROUP)
+    eps = entry_points_of(ALGORITHM_GROUP)
     if key in eps:
         return eps[key].load()
     if _looks_like_module_spec(key):
-        return _import_attr(key)
+        return import_attr(key)
     raise AgentSpecError(f"unknown algorithm {spec!r}: choose from {sorted(available_algorithms())} or give "
                          "'package.module:attr'")
 
@@ -488,7 +569,9 @@ def train_algorithm(name_or_spec: str | Any, env_fn: Callable[[], Any], budget: 
 
 
 __all__ = [
-    "AGENT_GROUP", "ALGORITHM_GROUP", "Agent", "AgentSpecError", "BUILTIN_AGENTS", "FunctionAgent", "PlannerAgent",
-    "SB3ModelAgent", "agent_from_object", "available_agents", "available_algorithms", "check_plan", "load_agent",
-    "load_algorithm", "obs_keys_of_space", "train_algorithm",
+    "AGENT_GROUP", "ALGORITHM_GROUP", "ALLOW_IMPORT_ENV", "Agent", "AgentSpecError", "BUILTIN_AGENTS",
+    "FunctionAgent", "PlannerAgent", "SB3ModelAgent", "TRUST_PICKLE_ENV", "TrustOptions", "UntrustedInputError",
+    "agent_from_object", "apply_trust_options", "available_agents", "available_algorithms", "check_plan",
+    "entry_points_of", "file_sha256", "import_allowed", "import_attr", "load_agent", "load_algorithm",
+    "obs_keys_of_space", "pickle_trusted", "train_algorithm",
 ]

@@ -1,7 +1,8 @@
 """The main job, ``irlvla pipeline``: the whole IRL-VLA recipe on the embedded default, in one run directory.
 
 Stages (each resumable; a finished stage leaves ``stages/<name>.json`` and is skipped on a rerun, and the tools a
-stage calls resume their own interrupted work):
+stage calls resume their own interrupted work). ``preset.json`` records the run's config (preset, seed, renders,
+budgets); a rerun with another one is an error naming the field, never a silent mix of two runs:
 
 1. ``scenes``      synthetic scene stores (train / val / test / hard) and a few scene pictures;
 2. ``bc``          stage 1: imitation pretraining of the VLA policy on expert plans (``irlvla bc``);
@@ -295,6 +296,34 @@ def summary_markdown(cfg: PipelineConfig, summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_config_record(cfg: PipelineConfig) -> dict[str, Any]:
+    """What makes two pipeline runs the same (``preset.json``): preset, seed, renders and the budgets (scene
+    counts = the data), as JSON reads them back; not ``out`` / ``stages`` / ``progress``, which change nothing."""
+    import dataclasses
+
+    record = {"preset": cfg.preset, "seed": cfg.seed, "num_renders": cfg.num_renders,
+              "budgets": dataclasses.asdict(cfg.budgets)}
+    return json.loads(json.dumps(record, default=str))
+
+
+def check_run_config(cfg: PipelineConfig) -> None:
+    """Record the run's config in ``out/preset.json``, or refuse a rerun whose config differs from the recorded
+    one (ValueError naming the fields). Files of older versions hold only preset and seed: those are compared."""
+    from irlvla_gym.utils import atomic_write, json_differences
+
+    path, record = cfg.out / "preset.json", run_config_record(cfg)
+    if path.is_file():
+        old = _read_json(path)
+        diff = json_differences(old, {k: v for k, v in record.items() if k in old})
+        if diff:
+            raise ValueError(f"{cfg.out} holds a pipeline run with a different config: {'; '.join(diff)}; use "
+                             f"another --out")
+        if set(old) >= set(record):
+            return
+    with atomic_write(path, "w") as fh:  # first run, or an older file completed with the fields it lacked
+        json.dump(record, fh, indent=2)
+
+
 def run_pipeline(cfg: PipelineConfig) -> dict:
     """Run the selected stages in order, skipping finished ones; writes ``summary.json`` and ``summary.md``."""
     from irlvla_gym.utils import atomic_write, limit_torch_threads
@@ -304,11 +333,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     unknown = sorted(set(selected) - set(STAGE_NAMES))
     if unknown:
         raise ValueError(f"--stages {unknown}: unknown stage(s); choose from {', '.join(STAGE_NAMES)}")
-    preset_file = cfg.out / "preset.json"
-    if preset_file.is_file() and _read_json(preset_file).get("preset") != cfg.preset:
-        raise ValueError(f"{cfg.out} holds a run of preset {_read_json(preset_file)['preset']!r}; use another --out")
-    with atomic_write(preset_file, "w") as fh:
-        json.dump({"preset": cfg.preset, "seed": cfg.seed}, fh)
+    check_run_config(cfg)
 
     summary: dict[str, Any] = {}
     for index, (name, stage) in enumerate(STAGES, 1):

@@ -28,11 +28,14 @@ def limit_torch_threads(num_threads: int | None = None) -> None:
 
 @contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb"):
-    """Write to a temp file beside ``path`` and rename it into place on success: readers never see half a file."""
+    """Write to a temp file beside ``path`` and rename it into place on success: readers never see half a file.
+
+    The file gets the mode an ``open(path, "w")`` would give (0o666 less the umask), not mkstemp's 0o600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
@@ -44,6 +47,30 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
         except FileNotFoundError:
             pass
         raise
+
+
+def current_umask() -> int:
+    """The process's file-creation mask: from /proc on Linux (no change to process state), elsewhere by setting it
+    and putting it back (the only portable way; another thread could create a file in between)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def json_differences(old: Any, new: Any, where: str = "") -> list[str]:
+    """Dotted field names where two JSON values differ, each with both values (``"train.lr (recorded 0.1, now
+    0.2)"``): what a run directory's record of its config says against a rerun's."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        return [d for k in sorted(set(old) | set(new), key=str)
+                for d in json_differences(old.get(k), new.get(k), f"{where}{k}.")]
+    return [] if old == new else [f"{where.rstrip('.')} (recorded {old!r}, now {new!r})"]
 
 
 def cache_dir() -> Path:

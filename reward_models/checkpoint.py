@@ -2,7 +2,11 @@
 
 A model directory holds ``model.safetensors`` (weights) and ``config.json``::
 
-    {"format": "irlvla-rwm", "format_version": 1, "model": {ModelConfig fields}, ...extra (training summary)}
+    {"format": "irlvla-rwm", "format_version": 1, "model": {ModelConfig fields}, "model_sha256": "<hex>",
+     ...extra (training summary)}
+
+``model_sha256`` (SHA-256 of ``model.safetensors``) is checked on load when present (checkpoints written before it
+existed, the shipped ones included, have none and still load); weights with NaN or inf entries are refused.
 
 A training directory additionally keeps ``last/`` for resuming: ``model.safetensors``, ``optimizer.safetensors``
 (Adam moments and step counts flattened to ``state.<param index>.<name>`` tensors, plus the torch RNG state) and
@@ -14,6 +18,7 @@ Every file is written atomically (temporary file + rename). Any unreadable, trun
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -48,15 +53,21 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], m
     _atomic_bytes(Path(path), data)
 
 
-def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a safetensors file; CheckpointError naming the file if it is missing or damaged."""
+def load_tensors(path: str | os.PathLike, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; CheckpointError naming the file if it is missing or damaged, or (``sha256`` given:
+    the hex digest recorded for it) if its bytes are not the recorded ones."""
     from safetensors.torch import load
 
     p = Path(path)
     try:
-        return load(p.read_bytes())
+        data = p.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"{p}: checkpoint file not found") from None
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise CheckpointError(f"{p}: checksum mismatch (SHA-256 {hashlib.sha256(data).hexdigest()[:16]}..., "
+                              f"recorded {str(sha256)[:16]}...): the file changed or is damaged")
+    try:
+        return load(data)
     except Exception as exc:  # safetensors raises SafetensorError / ValueError on truncation or garbage
         raise CheckpointError(f"{p}: corrupted or truncated safetensors file ({type(exc).__name__}: {exc})") from None
 
@@ -80,8 +91,17 @@ def save_model(model, path: str | os.PathLike, extra: Mapping | None = None) -> 
     d = Path(path)
     d.mkdir(parents=True, exist_ok=True)
     save_tensors(d / MODEL_FILE, model.state_dict(), {"format": FORMAT, "format_version": FORMAT_VERSION})
+    digest = hashlib.sha256((d / MODEL_FILE).read_bytes()).hexdigest()
     write_json(d / CONFIG_FILE, {"format": FORMAT, "format_version": FORMAT_VERSION,
-                                 "model": model.config.to_dict(), **dict(extra or {})})
+                                 "model": model.config.to_dict(), **dict(extra or {}), "model_sha256": digest})
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """CheckpointError naming ``path`` and the first tensor with a NaN or inf entry (floating tensors only)."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"{path}: tensor {name!r} has {bad} NaN/inf value(s); the checkpoint is unusable")
 
 
 def shipped_checkpoints() -> list[str]:
@@ -115,7 +135,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[Path, dict[str, Any], dict
     if cfg.get("format") != FORMAT or cfg.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{d / CONFIG_FILE}: not an {FORMAT} v{FORMAT_VERSION} checkpoint "
                               f"(format {cfg.get('format')!r} v{cfg.get('format_version')!r})")
-    return d, cfg, load_tensors(d / MODEL_FILE)
+    tensors = load_tensors(d / MODEL_FILE, sha256=cfg.get("model_sha256"))
+    check_finite(tensors, d / MODEL_FILE)
+    return d, cfg, tensors
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -140,6 +162,7 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tenso
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
-__all__ = ["CheckpointError", "save_model", "read_checkpoint", "resolve_checkpoint", "shipped_checkpoints", "SHIPPED_DIR",
+__all__ = ["CheckpointError", "check_finite", "save_model", "read_checkpoint", "resolve_checkpoint",
+           "shipped_checkpoints", "SHIPPED_DIR",
            "save_tensors", "load_tensors", "read_json", "write_json", "optimizer_tensors", "load_optimizer",
            "FORMAT_VERSION"]

@@ -39,6 +39,20 @@ from reward_models.model import OBS_ENTRIES, OBS_KEYS, RewardWorldModel
 DEFAULT_CHECKPOINT = SHIPPED_DIR / "default"
 
 
+class NonFiniteRewardError(FloatingPointError):
+    """The reward model produced NaN or inf rewards (a damaged model or out-of-range inputs); the message says where."""
+
+
+def finite_rewards(rewards: np.ndarray, where: str) -> np.ndarray:
+    """``rewards`` unchanged when every entry is finite; else :class:`NonFiniteRewardError` naming ``where`` and the
+    bad entries, because a NaN reward silently poisons PPO's advantages and every table built from it."""
+    bad = ~np.isfinite(rewards)
+    if bad.any():
+        raise NonFiniteRewardError(f"{where}: the reward model produced {int(bad.sum())} non-finite reward(s) of "
+                                   f"{rewards.size} (first at row {int(np.flatnonzero(bad.ravel())[0])})")
+    return rewards
+
+
 @functools.lru_cache(maxsize=8)
 def _cached_model(path: str) -> RewardWorldModel:
     return RewardWorldModel.from_pretrained(path)
@@ -100,7 +114,8 @@ class SceneRewardFn:
     def score(self, scene, plans: np.ndarray) -> np.ndarray:
         """Rewards (K,) of plans (K, 8, 3) in ``scene``."""
         plans = np.asarray(plans, np.float32).reshape(-1, 8, 3)
-        return self.model.score(self.encode(scene), plans).reward[0].numpy().astype(np.float64)
+        reward = self.model.score(self.encode(scene), plans).reward[0].numpy().astype(np.float64)
+        return finite_rewards(reward, f"SceneRewardFn.score (scene {getattr(scene, 'token', '?')})")
 
     def __call__(self, scene, plan: np.ndarray) -> float:
         return float(self.score(scene, plan)[0])
@@ -123,7 +138,8 @@ class SceneRewardFn:
         enc = self._slot_encoding([scenes[i] for i in first_row], list(index), layout.slot_scene)
         reward = self.model.score(enc, layout.grid(plans)).reward.cpu()  # (slots, K)
         rows = torch.from_numpy(layout.row_slot), torch.from_numpy(layout.row_col)
-        return reward[rows].numpy().astype(np.float64)
+        out = reward[rows].numpy().astype(np.float64)
+        return finite_rewards(out, f"SceneRewardFn.score_batch ({len(index)} scenes)")
 
     @torch.no_grad()
     def encode_batch(self, scenes: Sequence):
@@ -292,8 +308,9 @@ class RWMRewardFn:
         plans, valid = self.plans(acts)
         batch = {k: np.asarray(obs[k]) for k in OBS_ENTRIES}
         reward = self.model.predict_reward(batch, plans[:, None].astype(np.float32))[:, 0]
-        return np.where(valid, reward, 0.0).astype(np.float32)
+        return finite_rewards(np.where(valid, reward, 0.0).astype(np.float32), "RWMRewardFn")
 
 
 __all__ = ["DEFAULT_CHECKPOINT", "RowLayout", "SLOT_COST", "load_model", "load_default", "pack_rows",
-           "SceneRewardFn", "RWMRewardFn", "env_reward", "make_env_reward"]
+           "SceneRewardFn", "RWMRewardFn", "NonFiniteRewardError", "env_reward", "finite_rewards",
+           "make_env_reward"]

@@ -20,6 +20,9 @@ Loss for one minibatch (B scenes x M = K + 1 plans, expert at slot 0; r = the co
 Validation: the last ``val_fraction`` of the dataset's scenes (or ``--val-data``); early stopping on the validation
 loss with ``patience`` epochs. The best model goes to ``CKPT_DIR/model.safetensors`` + ``config.json``; the state
 for resuming goes to ``CKPT_DIR/last/`` every epoch (rerunning the same command continues from there).
+``CKPT_DIR/run.json`` records the run's data and settings (:func:`run_record`): a rerun with other settings is an
+error naming the field, except the budgets ``epochs`` / ``max_minutes``, which a rerun may raise to train on. A run
+that is finished (``epochs`` done or stopped early) is not trained further: a rerun returns its summary.
 TensorBoard logs in ``CKPT_DIR/tb`` when tensorboard is installed.
 
 torch is imported inside the functions: the configs below build ``irlvla rwm train --help`` without it.
@@ -135,6 +138,61 @@ def run_train(cfg: TrainRunConfig) -> dict[str, Any]:
     """Train (or resume) the RWM of ``cfg``; returns the summary of :func:`train`."""
     return train(cfg.data, cfg.out, cfg.train, cfg.model.model_config(), val_dir=cfg.val_data,
                  max_scenes=cfg.max_scenes, progress=cfg.progress)
+
+
+RUN_RECORD = "run.json"
+"""File in the checkpoint directory recording what the run trains on (:func:`run_record`)."""
+BUDGET_FIELDS = ("epochs", "max_minutes")
+"""TrainConfig fields a rerun may change: budgets (raising one continues the run), not what is trained."""
+
+
+def run_record(data_dir: str, cfg: TrainConfig, model_cfg: ModelConfig | None, val_dir: str | None,
+               max_scenes: int | None) -> dict[str, Any]:
+    """What a run trains on and how, as JSON reads it back (budgets left out: :data:`BUDGET_FIELDS`)."""
+    import json
+
+    from reward_models.model import ModelConfig
+
+    record = {"data": str(Path(data_dir).resolve()), "val_data": str(Path(val_dir).resolve()) if val_dir else None,
+              "max_scenes": max_scenes,
+              "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in BUDGET_FIELDS},
+              "model": (model_cfg or ModelConfig()).to_dict()}
+    return json.loads(json.dumps(record, default=str))
+
+
+def check_run_record(out: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` to ``out/run.json``, or, when one is there, refuse a different one (ValueError naming the
+    fields): continuing a run on other data or settings would silently mix two trainings."""
+    from irlvla_gym.utils import json_differences
+    from reward_models.checkpoint import read_json, write_json
+
+    path = out / RUN_RECORD
+    if not path.is_file():
+        write_json(path, record)
+        return
+    diff = json_differences(read_json(path), record)
+    if diff:
+        raise ValueError(f"{out} holds an RWM run with a different config: {'; '.join(diff)}; train into another "
+                         f"--out (or delete {out} to start over)")
+
+
+def finished_summary(out: Path, cfg: TrainConfig) -> dict[str, Any] | None:
+    """The summary of a finished run in ``out`` (``epochs`` done or stopped early; read from ``last/trainer.json``),
+    or None when there is still training to do (none yet, interrupted, or stopped by ``max_minutes``)."""
+    from reward_models.checkpoint import read_json
+
+    if not (out / "last" / "trainer.json").is_file():
+        return None
+    saved = read_json(out / "last" / "trainer.json")
+    early = saved["bad_epochs"] >= cfg.patience
+    if saved["epoch"] < cfg.epochs and not early:
+        return None
+    summary_path = out / "train_summary.json"
+    summary = read_json(summary_path) if summary_path.is_file() else {}
+    return {"epochs_done": saved["epoch"], "steps": saved["step"], "best_val_loss": saved["best_val"],
+            "history": saved["history"], **summary, "finished": True,
+            "stopped": summary.get("stopped") or (
+                f"early stop: no validation improvement for {cfg.patience} epochs" if early else "")}
 
 
 def supervised_losses(pred, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -411,6 +469,12 @@ def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: Mo
     cfg = cfg or TrainConfig()
     out_p = Path(out)
     out_p.mkdir(parents=True, exist_ok=True)
+    check_run_record(out_p, run_record(data_dir, cfg, model_cfg, val_dir, max_scenes))
+    done = finished_summary(out_p, cfg)
+    if done is not None:  # a rerun of a finished run: nothing to train, weights stay as they are
+        print(f"rwm train: {out_p} finished earlier ({done['epochs_done']} epochs"
+              + (f", {done['stopped']}" if done["stopped"] else "") + "); nothing to do")
+        return done
     torch.manual_seed(cfg.seed)
 
     # ---- data, model (or resume) ----
@@ -465,10 +529,12 @@ def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: Mo
     if writer is not None:
         writer.close()
     summary = {"epochs_done": state["epoch"], "steps": state["step"], "best_val_loss": state["best_val"],
-               "history": state["history"], "stopped": stopped}
+               "history": state["history"], "stopped": stopped,
+               "finished": state["epoch"] >= cfg.epochs or state["bad_epochs"] >= cfg.patience}
     write_json(out_p / "train_summary.json", summary)
     return summary
 
 
-__all__ = ["ModelOverrides", "TrainConfig", "TrainRunConfig", "compute_loss", "evaluate_loss", "irl_loss",
-           "rank_loss", "run_train", "supervised_losses", "train"]
+__all__ = ["BUDGET_FIELDS", "ModelOverrides", "RUN_RECORD", "TrainConfig", "TrainRunConfig", "check_run_record",
+           "compute_loss", "evaluate_loss", "finished_summary", "irl_loss", "rank_loss", "run_record", "run_train",
+           "supervised_losses", "train"]

@@ -6,7 +6,9 @@ records, hence the table, do not depend on the number of workers or the backend.
 normalised by PDM-Closed's progress (same traffic mode), human false-positive filter on, no EC (single frame).
 
 An agent that raises (or returns a malformed plan) inside ``plan`` gets 0 for every score of that scene; the error
-is counted and its first messages kept; the run goes on.
+is counted and its first messages kept; the run goes on. A worker process that dies (segfault, OOM kill) marks the
+scene it held as failed for every agent and is replaced; the run goes on. A run with ``out`` first removes the
+previous run's leaderboard files there and writes the new ones (each atomically) at the end.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ class LeaderboardConfig:
     """progress bar on stderr"""
     max_error_messages: int = option(3, cli=False)
     """error messages kept per agent"""
+    trust_pickle: bool = False
+    """allow SB3 model .zip agents: SB3's load unpickles parts of the zip, which can run any code stored in it (only
+    for files you trust like code; also IRLVLA_TRUST_PICKLE=1)"""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -119,7 +124,8 @@ class SceneEvaluator:
 
         limit_torch_threads(1)
         self.config = config
-        self.agents: list[Agent] = [load_agent(a) for a in (agents if agents is not None else config.agents)]
+        self.agents: list[Agent] = [load_agent(a, trust_pickle=config.trust_pickle)
+                                    for a in (agents if agents is not None else config.agents)]
         self.names = unique_names(self.agents)
         self.source = SceneSource(config.split)
         self.reference = default_planner(config.traffic)
@@ -239,18 +245,92 @@ class SceneEvaluator:
         return record
 
 
-# Per-process evaluator of the local backend (set by the pool initializer).
-_EVALUATOR: SceneEvaluator | None = None
+def worker_died_record(index: int, names: Sequence[str], why: str) -> dict[str, Any]:
+    """The record of a scene whose worker process died (segfault, OOM kill, ``os._exit``) while evaluating it: every
+    agent gets 0 and the error ``why`` (which agent crashed the process cannot be known)."""
+    return {"index": int(index), "token": None, "scene_error": why,
+            "agents": {name: {"scores": _zero_scores(), "error": why, "endpoint": [0.0, 0.0], "plan_seconds": 0.0,
+                              "stage2": []} for name in names}}
 
 
-def _init_worker(config: LeaderboardConfig, agents: Sequence[Any] | None) -> None:
-    global _EVALUATOR
-    _EVALUATOR = SceneEvaluator(config, agents)
+def _worker_loop(config: LeaderboardConfig, agents: Sequence[Any] | None, tasks: Any, results: Any) -> None:
+    """A local worker process: evaluate the scene indices of ``tasks`` until None; ``(index, record)`` to
+    ``results``. A failing set-up is reported as ``(None, error text)`` (the driver stops the run with it)."""
+    try:
+        evaluator = SceneEvaluator(config, agents)
+    except BaseException as exc:  # noqa: BLE001 - reported to the driver, which raises it
+        results.put((None, _error_text(exc)))
+        return
+    while (index := tasks.get()) is not None:
+        results.put((index, evaluator.evaluate(index)))
 
 
-def _evaluate_in_worker(index: int) -> dict[str, Any]:
-    assert _EVALUATOR is not None, "worker not initialised"
-    return _EVALUATOR.evaluate(index)
+class _LocalPool:
+    """Worker processes with one task in flight each, so a worker that dies is noticed (its process is gone, its
+    result never comes) and its scene is marked failed instead of waited for forever; a replacement is started."""
+
+    POLL_S = 0.5
+    """seconds between liveness checks while no result arrives"""
+
+    def __init__(self, config: LeaderboardConfig, agents: Sequence[Any] | None, names: Sequence[str], n: int):
+        import multiprocessing as mp
+
+        methods = mp.get_all_start_methods()
+        self.ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+        self.config, self.agents, self.names = config, agents, list(names)
+        self.results = self.ctx.Queue()
+        self.workers: list[list] = [self._spawn() for _ in range(n)]  # [process, task queue, index or None]
+
+    def _spawn(self) -> list:
+        tasks = self.ctx.SimpleQueue()
+        proc = self.ctx.Process(target=_worker_loop, args=(self.config, self.agents, tasks, self.results),
+                                daemon=True)
+        proc.start()
+        return [proc, tasks, None]
+
+    def _reap(self, done: dict[int, dict]) -> None:
+        """Replace dead workers; the scene a dead one held gets a :func:`worker_died_record`."""
+        for w, (proc, _, index) in enumerate(self.workers):
+            if proc.is_alive():
+                continue
+            if index is not None:
+                why = f"worker process died (exit code {proc.exitcode}) while evaluating scene {index}"
+                done[index] = worker_died_record(index, self.names, why)
+            self.workers[w] = self._spawn()
+
+    def run(self, indices: Sequence[int]) -> Iterator[dict[str, Any]]:
+        """Records of ``indices`` in scene order, as they complete."""
+        import queue
+
+        todo, done, nxt = list(indices)[::-1], {}, 0
+        try:
+            while nxt < len(indices):
+                for worker in self.workers:
+                    if worker[2] is None and todo:
+                        worker[2] = todo.pop()
+                        worker[1].put(worker[2])
+                try:
+                    index, record = self.results.get(timeout=self.POLL_S)
+                except queue.Empty:
+                    self._reap(done)
+                else:
+                    if index is None:
+                        raise RuntimeError(f"leaderboard worker could not start: {record}")
+                    done[index] = record
+                for worker in self.workers:
+                    if worker[2] in done:
+                        worker[2] = None
+                while nxt < len(indices) and indices[nxt] in done:
+                    yield done.pop(indices[nxt])
+                    nxt += 1
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for proc, tasks, _ in self.workers:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join(timeout=5)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -258,19 +338,14 @@ def _evaluate_in_worker(index: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _local_records(config: LeaderboardConfig, agents: Sequence[Any] | None,
-                   indices: Sequence[int]) -> Iterator[dict[str, Any]]:
+def _local_records(config: LeaderboardConfig, agents: Sequence[Any] | None, indices: Sequence[int],
+                   names: Sequence[str]) -> Iterator[dict[str, Any]]:
     if config.workers == 1 or len(indices) == 1:
         evaluator = SceneEvaluator(config, agents)
         for i in indices:
             yield evaluator.evaluate(i)
         return
-    import multiprocessing as mp
-
-    methods = mp.get_all_start_methods()
-    ctx = mp.get_context("fork" if "fork" in methods else "spawn")
-    with ctx.Pool(min(config.workers, len(indices)), initializer=_init_worker, initargs=(config, agents)) as pool:
-        yield from pool.imap(_evaluate_in_worker, indices, chunksize=1)
+    yield from _LocalPool(config, agents, names, min(config.workers, len(indices))).run(list(indices))
 
 
 def import_ray():
@@ -283,21 +358,32 @@ def import_ray():
     return ray
 
 
-def _ray_records(config: LeaderboardConfig, agents: Sequence[Any] | None,
-                 indices: Sequence[int]) -> Iterator[dict[str, Any]]:
+RAY_ACTOR_RESTARTS = 4
+"""Restarts of a Ray evaluator actor whose process died; its queued scenes are retried on the restarted actor."""
+
+
+def _ray_records(config: LeaderboardConfig, agents: Sequence[Any] | None, indices: Sequence[int],
+                 names: Sequence[str]) -> Iterator[dict[str, Any]]:
     """Ray actors (one :class:`SceneEvaluator` each) on the running cluster, or a local instance started with
-    ``num_cpus = workers`` when none is connected. Results come back in scene order."""
+    ``num_cpus = workers`` when none is connected. Results come back in scene order. An actor whose process dies is
+    restarted (:data:`RAY_ACTOR_RESTARTS`) and its tasks retried once; a scene that still fails gets a
+    :func:`worker_died_record`, so one crash never loses the other scenes' results."""
     ray = import_ray()
     if not ray.is_initialized():
         ray.init(num_cpus=config.workers, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}})
-    from ray.util import ActorPool
+    from ray.exceptions import RayError
 
-    Remote = ray.remote(num_cpus=1)(_RayEvaluator)
+    Remote = ray.remote(num_cpus=1, max_restarts=RAY_ACTOR_RESTARTS, max_task_retries=1)(_RayEvaluator)
     actors = [Remote.remote(config, agents) for _ in range(min(config.workers, len(indices)))]
-    pool = ActorPool(actors)
+    futures = [actors[k % len(actors)].evaluate.remote(i) for k, i in enumerate(indices)]
     try:
-        yield from pool.map(lambda actor, i: actor.evaluate.remote(i), list(indices))
+        for index, future in zip(indices, futures):
+            try:
+                yield ray.get(future)
+            except RayError as exc:  # the actor died on this scene (or could not be restarted)
+                yield worker_died_record(index, names, f"Ray worker failed on scene {index}: "
+                                                       f"{type(exc).__name__}: {str(exc)[:300]}")
     finally:
         for actor in actors:
             ray.kill(actor)
@@ -350,18 +436,21 @@ def run_leaderboard(config: LeaderboardConfig) -> LeaderboardResult:
     before any work starts."""
 
     t0 = time.perf_counter()
-    resolved = [load_agent(a) for a in config.agents]  # fail fast on bad specs; names for the table
+    # Fail fast on bad specs; names for the table.
+    resolved = [load_agent(a, trust_pickle=config.trust_pickle) for a in config.agents]
     names = unique_names(resolved)
     # Strings are re-resolved inside each worker; instances travel (fork) or are pickled (spawn / Ray).
     agents = [a if isinstance(a, str) else r for a, r in zip(config.agents, resolved)]
     indices = scene_indices(config)
-    records_iter = (_ray_records if config.backend == "ray" else _local_records)(config, agents, indices)
+    records_iter = (_ray_records if config.backend == "ray" else _local_records)(config, agents, indices, names)
     if config.progress:
         from tqdm import tqdm
 
         stage = "two-stage" if config.two_stage else "one-stage"
         records_iter = tqdm(records_iter, total=len(indices), desc=f"leaderboard {config.split} ({stage})",
                             unit="scene", file=sys.stderr)
+    if config.out is not None:
+        clear_outputs(Path(config.out))
     records = list(records_iter)
     rows = summarise(records, names, two_stage=config.two_stage, max_messages=config.max_error_messages)
     result = LeaderboardResult(rows, records, config, time.perf_counter() - t0)
@@ -370,7 +459,19 @@ def run_leaderboard(config: LeaderboardConfig) -> LeaderboardResult:
     return result
 
 
+OUTPUT_NAMES = ("leaderboard.md", "leaderboard.csv", "leaderboard.json")
+"""The files a run writes into ``out`` (each replaced atomically at the end of the run)."""
+
+
+def clear_outputs(out: Path) -> None:
+    """Remove a previous run's outputs from ``out`` before this run starts, so that files of an old run are never
+    left looking current if this one fails or is interrupted."""
+    for name in OUTPUT_NAMES:
+        (Path(out) / name).unlink(missing_ok=True)
+
+
 __all__ = [
-    "BACKENDS", "LeaderboardConfig", "LeaderboardResult", "MissingExtraError", "SCORE_NAMES", "SceneEvaluator",
-    "config_dict", "import_ray", "run_leaderboard", "scene_indices", "unique_names",
+    "BACKENDS", "LeaderboardConfig", "LeaderboardResult", "MissingExtraError", "OUTPUT_NAMES", "RAY_ACTOR_RESTARTS",
+    "SCORE_NAMES", "SceneEvaluator", "clear_outputs", "config_dict", "import_ray", "run_leaderboard", "scene_indices",
+    "unique_names", "worker_died_record",
 ]

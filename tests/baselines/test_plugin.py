@@ -17,6 +17,7 @@ TINY = dict(total_timesteps=16, eval={"split": "synthetic-test", "num_scenes": 2
 
 def test_plugin_callable_trains_on_the_run_env_and_is_evaluated(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(PLUGIN_PKG))
+    monkeypatch.setenv("IRLVLA_ALLOW_IMPORT", "irlvla_demo_plugin")  # a module:attr plug-in needs the allow-list
     sys.modules.pop("irlvla_demo_plugin", None)
     cfg = RunConfig(variant="demo-fit", algorithm="plugin", plugin="irlvla_demo_plugin:train_speed_fit",
                     policy="cnn", pretrained=None, **TINY)

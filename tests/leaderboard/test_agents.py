@@ -86,7 +86,7 @@ def test_sb3_model_zip_agent(tmp_path, test_scenes):
     assert isinstance(agent, SB3ModelAgent) and agent.obs_keys == ("ego",)
     path = agent.save(tmp_path / "ppo_tiny.zip")
     assert path.is_file() and path.with_suffix(".irlvla.json").is_file()
-    loaded = load_agent(str(path))
+    loaded = load_agent(str(path), trust_pickle=True)  # our own file: trusted explicitly
     assert isinstance(loaded, SB3ModelAgent) and loaded.name == "ppo_tiny" and loaded.obs_keys == ("ego",)
     env = env_fn()
     obs, _ = env.reset(options={"scene_index": 0})
@@ -98,7 +98,8 @@ def test_sb3_model_zip_agent(tmp_path, test_scenes):
     # ... and it lands on the leaderboard by its zip path.
     from irlvla_gym.leaderboard import LeaderboardConfig, run_leaderboard
 
-    result = run_leaderboard(LeaderboardConfig(agents=("human", str(path)), num_scenes=2, progress=False))
+    result = run_leaderboard(LeaderboardConfig(agents=("human", str(path)), num_scenes=2, progress=False,
+                                                 trust_pickle=True))
     row = result.rows[1]
     assert row["agent"] == "ppo_tiny" and row["scenes"] == 2 and row["errors"] == 0
     assert 0.0 <= row["epdms"] <= 1.0
