@@ -171,6 +171,7 @@ class NavsimBaseEnv(gym.Env):
         return frame
 
     def close(self) -> None:
+        self.core.close()  # scenes prepared by this env go to the persisted cache now, not only at exit
         if self._window is not None:
             self._window.close()
             self._window = None

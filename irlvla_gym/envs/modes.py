@@ -62,7 +62,8 @@ class PlanOnce:
             agents = [b.log_agents for b in bundles]
         else:
             agents = [agent_tracks(b.scene, "idm", decision.states[r:r + 1]) for r, b in enumerate(bundles)]
-        raw, final = score_bundle_rows(bundles, decision.states, agents, human_filter=core.config.human_filter)
+        raw, final = score_bundle_rows(bundles, decision.states, agents, human_filter=core.config.human_filter,
+                                       pack=core.map_pack)
         return Scored(pos, raw, final)
 
     def reward_scenes(self, core: EnvCore, st: EpisodeState, rows: np.ndarray) -> list[Scene]:
@@ -179,7 +180,7 @@ class ClosedLoop:
             previous.append(st.prev_states[i] if st.has_prev[i] else None)
         bundles = [st.bundles[i] for i in rows]
         raw, final = score_bundle_rows(bundles, decision.states, agents, contexts, previous,
-                                       human_filter=core.config.human_filter)
+                                       human_filter=core.config.human_filter, pack=core.map_pack)
         return Scored(decision.pos, raw, final)
 
     def reward_scenes(self, core: EnvCore, st: EpisodeState, rows: np.ndarray) -> list[Scene]:

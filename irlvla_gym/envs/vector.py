@@ -14,8 +14,10 @@ one vector step makes
 * one :func:`irlvla_gym.metrics.score_rows` call for the N (scene, plan) rows (map queries once per distinct
   scene, agents packed over rows);
 * one :meth:`~irlvla_gym.obs.registry.ObservationBuilder.observe_batch` call for the observations that need
-  rendering (plan-once: only scenes seen for the first time; closed loop: every env past t0), gathered into the
-  (N, ...) arrays with one copy.
+  rendering (plan-once: only scenes seen for the first time and not in the store's persisted cache,
+  :mod:`irlvla_gym.envs.prepared`; closed loop: every env past t0), gathered into (N, ...) arrays that are reused
+  once the caller has dropped them (:class:`~irlvla_gym.envs.core.ObservationBuffers`: returned observations are
+  never written again while anyone holds them, as when every step returned new arrays).
 
 All N envs share one :class:`~irlvla_gym.envs.core.EnvCore` (scene source, per-scene precompute cache
 :func:`irlvla_gym.cache.shared_lru`, observation builder, action decoder, reward) with the single env ``template``;
@@ -311,8 +313,9 @@ def _copy_rows(built: dict[str, Any], target: InfoBuilder, rows: np.ndarray) -> 
 class NavsimVectorEnv(NavsimVectorBase):
     """N ``IRLVLA-Navsim-v2`` envs stepped in one batch (see the module docs and :class:`NavsimVectorBase`).
 
-    Observations are built only when a scene is seen for the first time (one ``observe_batch`` call for all new
-    scenes of a step) and gathered from the per-scene cache afterwards, so a reset costs a copy.
+    Observations are built only when a scene is seen for the first time (read from the store's persisted cache, or
+    one ``observe_batch`` call for all new scenes of a step) and gathered from the per-scene cache afterwards, so a
+    reset costs a copy.
     """
 
     env_class = NavsimEnv

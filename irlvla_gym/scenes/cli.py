@@ -172,6 +172,12 @@ def cmd_build(args: argparse.Namespace) -> int:
                          shard_size=args.shard_size, total=source_input.total, progress=not args.no_progress,
                          start_item=source_input.start_item)
     print(report.summary())
+    if not args.no_hooks:  # e.g. the envs' persisted per-scene preparation (irlvla_gym.scenes.source build hooks)
+        from irlvla_gym.scenes.source import run_build_hooks
+
+        ran = run_build_hooks(out, not args.no_progress)
+        if ran:
+            print(f"build hooks: {', '.join(ran)}")
     return 0
 
 
@@ -272,6 +278,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--shard-size", type=int, default=512, help="scenes per shard (default 512)")
     build.add_argument("--out", required=True, help="output store directory")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    build.add_argument("--no-hooks", action="store_true",
+                       help="skip the build hooks (e.g. the envs' persisted per-scene preparation)")
     build.set_defaults(func=cmd_build)
 
     info = sub.add_parser("info", help="summarise a scene store and verify its checksums")

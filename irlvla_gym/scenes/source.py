@@ -10,14 +10,21 @@ Split names (``"synthetic-train"`` ...) resolve to:
 
 Tokens of a split are known without generating (``f"{split}-{i:05d}"``), so ``options={"token": ...}`` is free.
 Used by the envs, BC, the reward-model dataset and the leaderboard.
+
+**Build hooks.** Floors above the scenes (the envs' persisted per-scene preparation,
+:mod:`irlvla_gym.envs.prepared`) add work to a finished store build without this floor importing them: a hook
+``fn(store_dir: Path, progress: bool) -> None`` is registered at run time with :func:`register_build_hook`, or
+declared as a package entry point in the group ``irlvla_gym.store_hooks`` (as rewards are, :mod:`irlvla_gym.rewards`).
+:func:`build_split_store` and ``irlvla scenes build`` run them after the store is written (:func:`run_build_hooks`).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 from pathlib import Path
-from typing import Any, Hashable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 from irlvla_gym.scenes.scene import Scene
 from irlvla_gym.utils import cache_dir
@@ -98,6 +105,12 @@ class SceneSource:
             return ("store-object", id(self._store)), self._store
         return ("split", self._split_spec.name), None
 
+    @property
+    def store(self) -> Any:
+        """The :class:`~irlvla_gym.scenes.store.SceneStore` the scenes are read from (None: a list or lazy
+        generation)."""
+        return self._store
+
     def token(self, index: int) -> str:
         return self._tokens[index]
 
@@ -121,14 +134,46 @@ class SceneSource:
         return generate_scene(spec.first_seed + index, spec.config, spec.name)
 
 
-def build_split_store(split: str, num: int | None = None, progress: bool = True) -> Path:
-    """Build (or finish) the cached store of a synthetic split at :func:`split_store_path`; returns its path."""
+BuildHook = Callable[[Path, bool], None]
+HOOK_ENTRY_POINT_GROUP = "irlvla_gym.store_hooks"
+_HOOKS: dict[str, BuildHook] = {}
+
+
+def register_build_hook(name: str, hook: BuildHook) -> None:
+    """Run ``hook(store_dir, progress)`` after every store build of this process (a later registration of the same
+    name replaces the earlier one)."""
+    _HOOKS[name] = hook
+
+
+def build_hooks() -> dict[str, BuildHook]:
+    """The registered hooks plus those declared as entry points (group ``irlvla_gym.store_hooks``), by name."""
+    hooks = {}
+    for ep in importlib.metadata.entry_points(group=HOOK_ENTRY_POINT_GROUP):
+        if ep.name not in _HOOKS:
+            hooks[ep.name] = ep.load()
+    hooks.update(_HOOKS)
+    return hooks
+
+
+def run_build_hooks(store_dir: str | os.PathLike, progress: bool = True) -> list[str]:
+    """Run every build hook on a finished store; returns their names (in order)."""
+    hooks = build_hooks()
+    for hook in hooks.values():
+        hook(Path(store_dir), progress)
+    return list(hooks)
+
+
+def build_split_store(split: str, num: int | None = None, progress: bool = True, hooks: bool = True) -> Path:
+    """Build (or finish) the cached store of a synthetic split at :func:`split_store_path`, then run the build
+    hooks (``hooks=False``: not); returns its path."""
     from irlvla_gym.scenes.store import build_store
     from irlvla_gym.scenes.synthetic import iter_scenes, split_size
 
     out = split_store_path(split)
     total = split_size(split) if num is None else min(num, split_size(split))
     build_store(iter_scenes(split, total), out, split=split, source="synthetic", total=total, progress=progress)
+    if hooks:
+        run_build_hooks(out, progress)
     return out
 
 
@@ -136,12 +181,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Prebuild the env's scene store of a synthetic split.")
     parser.add_argument("--build", required=True, metavar="SPLIT")
     parser.add_argument("--num", type=int, default=None)
+    parser.add_argument("--no-hooks", action="store_true", help="do not run the build hooks (e.g. env preparation)")
     args = parser.parse_args(argv)
-    print(build_split_store(args.build, args.num))
+    print(build_split_store(args.build, args.num, hooks=not args.no_hooks))
 
 
 if __name__ == "__main__":
     main()
 
 
-__all__ = ["SceneSource", "build_split_store", "split_store_path"]
+__all__ = ["BuildHook", "HOOK_ENTRY_POINT_GROUP", "SceneSource", "build_hooks", "build_split_store",
+           "register_build_hook", "run_build_hooks", "split_store_path"]

@@ -1,0 +1,214 @@
+"""The persisted per-scene preparation (irlvla_gym/envs/prepared.py): bit-identical env outputs with no cache, a cache
+being filled and a persisted one; exact round trip of every persisted value; corrupt and stale caches detected;
+the store build hook; observations gathered into reused buffers without aliasing what callers keep."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import irlvla_gym  # noqa: F401
+from irlvla_gym.cache import clear_shared_caches
+from irlvla_gym.envs import prepared as P
+from irlvla_gym.envs.scoring import DEFAULT_INDEX_RESOLUTION_M, POLYGON_INDEX_SLOT, make_bundle
+from irlvla_gym.envs.testing import SMALL_OBS
+from irlvla_gym.metrics.maps import clear_packed_maps, polygon_index
+from irlvla_gym.scenes.store import SceneStore, build_store
+from irlvla_gym.scenes.synthetic import iter_scenes
+
+NUM_SCENES = 24
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory) -> Path:
+    """A 24-scene synthetic-train store in shards of 8 (no prepared caches)."""
+    out = tmp_path_factory.mktemp("prep") / "store"
+    build_store(iter_scenes("synthetic-train", NUM_SCENES), out, split="synthetic-train", source="synthetic",
+                shard_size=8, progress=False)
+    return out
+
+
+def _fresh_process_state() -> None:
+    """What a new process would have: no in-memory bundles, scorer pack or open tables."""
+    P.clear_tables()
+    clear_shared_caches()
+    clear_packed_maps()
+
+
+def _rollout(env_id: str, store: Path, n: int, steps: int, **kwargs) -> list:
+    _fresh_process_state()
+    envs = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point", scenes=str(store),
+                        obs_config=SMALL_OBS, **kwargs)
+    out = [envs.reset(seed=5)]
+    rng = np.random.default_rng(1)
+    for _ in range(steps):
+        actions = rng.uniform(-1, 1, (n, 24)).astype(np.float32)
+        obs, rew, term, trunc, info = envs.step(actions)
+        out.append(({k: v.copy() for k, v in obs.items()}, rew, term, trunc, info))
+    envs.close()
+    return out
+
+
+def _assert_same(a, b, path="") -> None:
+    if isinstance(a, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            _assert_same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{path}[{i}]")
+    elif isinstance(a, np.ndarray) and a.dtype == object:
+        _assert_same(list(a), list(b), path)
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.shape == b.shape, path
+        np.testing.assert_array_equal(a, b, err_msg=path)
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+@pytest.mark.parametrize("env_id, n, steps", [("IRLVLA-Navsim-v2", 6, 5), ("IRLVLA-Navsim-ClosedLoop-v2", 3, 6)])
+def test_no_cache_cold_and_persisted_are_bit_identical(store_dir, monkeypatch, env_id, n, steps):
+    shutil_rm(store_dir / P.DIR_NAME)
+    monkeypatch.setenv(P.ENV_SWITCH, "0")
+    none = _rollout(env_id, store_dir, n, steps)
+    assert not (store_dir / P.DIR_NAME).exists()
+    monkeypatch.setenv(P.ENV_SWITCH, "1")
+    cold = _rollout(env_id, store_dir, n, steps)  # prepared in memory, written through
+    assert list((store_dir / P.DIR_NAME).glob("*/*.json"))
+    warm = _rollout(env_id, store_dir, n, steps)  # every scene read back from the files
+    _assert_same(none, cold)
+    _assert_same(none, warm)
+    shutil_rm(store_dir / P.DIR_NAME)
+    P.prepare_store(store_dir, progress=False, obs=[(("bev", "ego", "instruction"), SMALL_OBS)])
+    built = _rollout(env_id, store_dir, n, steps)
+    _assert_same(none, built)
+    _fresh_process_state()
+
+
+def test_step_pack_equals_shared_pack(store_dir):
+    """A pool larger than the scene cache packs each step's scenes alone: same numbers as the shared pack."""
+    shared = _rollout("IRLVLA-Navsim-v2", store_dir, 8, 4)
+    step = _rollout("IRLVLA-Navsim-v2", store_dir, 8, 4, scene_cache_size=4)
+    _assert_same(shared, step)
+    _fresh_process_state()
+
+
+def test_round_trip_is_exact(store_dir, tmp_path):
+    store = SceneStore(store_dir, verify=False)
+    items = []
+    for i in range(3):
+        bundle = make_bundle(i, store[i], "log")
+        items.append((i, str(store.tokens[i]), P.bundle_arrays(bundle)))
+    path = P.write_chunk(tmp_path, 0, "k", "bundles-log", items)
+    chunk = P.Chunk(path)
+    for pos, (i, _, _) in enumerate(items):
+        chunk.check(pos)
+        original = make_bundle(i, store[i], "log")
+        back = P.bundle_from_arrays(i, store[i], chunk.arrays(pos))
+        assert polygon_index(back.ctx) is back.ctx.cache[POLYGON_INDEX_SLOT]  # the scorer reads the slot
+        a, b = vars(original.ctx.cache[POLYGON_INDEX_SLOT]), vars(back.ctx.cache[POLYGON_INDEX_SLOT])
+        _assert_same(a, b)
+        for name in P.CONTEXT_ARRAYS:
+            _assert_same(getattr(original.ctx, name), getattr(back.ctx, name), name)
+        assert [[r.tolist() for r in p] for p in original.ctx.polygons] == \
+            [[r.tolist() for r in p] for p in back.ctx.polygons]
+        for f in dataclasses.fields(original.human_raw):
+            _assert_same(getattr(original.human_raw, f.name), getattr(back.human_raw, f.name), f.name)
+        for name in ("boxes", "valid", "category"):
+            _assert_same(getattr(original.log_agents, name), getattr(back.log_agents, name), name)
+        _assert_same([original.start_state, original.human_states, original.reference_progress],
+                     [back.start_state, back.human_states, back.reference_progress])
+
+
+def _corrupt_one_scene(table_dir: Path) -> tuple[Path, int]:
+    path = sorted(table_dir.glob("s*.json"))[0]
+    meta = json.loads(path.read_text())
+    blob = path.with_name(meta["blob"])
+    data = bytearray(blob.read_bytes())
+    data[-100] ^= 0xFF  # inside the last scene's data
+    blob.write_bytes(bytes(data))
+    return path, meta["scenes"][-1]
+
+
+def test_corrupt_chunk_is_detected_and_prepared_again(store_dir):
+    shutil_rm(store_dir / P.DIR_NAME)
+    P.prepare_store(store_dir, progress=False)
+    _fresh_process_state()
+    store = SceneStore(store_dir, verify=False)
+    table = P.table_for(store, P.bundle_key(store, "log", DEFAULT_INDEX_RESOLUTION_M))
+    path, index = _corrupt_one_scene(table.dir)
+    with pytest.warns(UserWarning, match="crc32"):
+        assert table.get(index) is None
+    assert path.with_suffix(".corrupt").exists() and not path.exists()
+    truncated = sorted(table.dir.glob("s*.json"))[0]
+    blob = truncated.with_name(json.loads(truncated.read_text())["blob"])
+    blob.write_bytes(blob.read_bytes()[:-64])
+    _fresh_process_state()
+    table = P.table_for(store, P.bundle_key(store, "log", DEFAULT_INDEX_RESOLUTION_M))
+    with pytest.warns(UserWarning, match="truncated"):
+        assert table.get(json.loads(truncated.read_text())["scenes"][0]) is None
+    _fresh_process_state()
+
+
+def test_stale_cache_is_not_used(store_dir, monkeypatch):
+    shutil_rm(store_dir / P.DIR_NAME)
+    P.prepare_store(store_dir, progress=False)
+    _fresh_process_state()
+    monkeypatch.setattr(P, "PREP_VERSION", P.PREP_VERSION + 1)
+    store = SceneStore(store_dir, verify=False)
+    with pytest.warns(UserWarning, match=r"stale \(changed: \['prep_version'\]\)"):
+        table = P.table_for(store, P.bundle_key(store, "log", DEFAULT_INDEX_RESOLUTION_M))
+    assert table.get(0) is None
+    _fresh_process_state()
+
+
+def test_build_hook_runs_after_a_store_build(tmp_path, monkeypatch):
+    from irlvla_gym.cli import main
+    from irlvla_gym.scenes.source import build_hooks
+
+    assert build_hooks()["env-prepared"] is P.prepare_store_hook
+    out = tmp_path / "store"
+    assert main(["scenes", "build", "--source", "synthetic", "--num", "4", "--out", str(out), "--no-progress"]) == 0
+    tables = sorted(p.name.rsplit("-", 1)[0] for p in (out / P.DIR_NAME).iterdir())
+    assert tables == ["bundles-log", "obs"]
+    assert sum(len(json.loads(p.read_text())["scenes"]) for p in (out / P.DIR_NAME).glob("*/s*.json")) == 8
+    other = tmp_path / "plain"
+    assert main(["scenes", "build", "--source", "synthetic", "--num", "2", "--out", str(other), "--no-progress",
+                 "--no-hooks"]) == 0
+    assert not (other / P.DIR_NAME).exists()
+    _fresh_process_state()
+
+
+def test_returned_observations_are_never_overwritten(store_dir):
+    _fresh_process_state()
+    envs = gym.make_vec("IRLVLA-Navsim-v2", num_envs=4, vectorization_mode="vector_entry_point",
+                        scenes=str(store_dir), obs_config=SMALL_OBS)
+    kept, _ = envs.reset(seed=0)
+    snapshot = {k: v.copy() for k, v in kept.items()}
+    view = kept["bev"][1]
+    actions = np.zeros((4, 24), np.float32)
+    for _ in range(4):  # later steps must not write into arrays the caller still holds (or views of them)
+        obs = envs.step(actions)[0]
+        assert all(obs[k] is not kept[k] for k in obs)
+    _assert_same(snapshot, kept)
+    np.testing.assert_array_equal(view, snapshot["bev"][1])
+    del kept, view, obs
+    first = envs.step(actions)[0]["bev"]
+    pool = {id(b["bev"]) for b in envs.state.obs_out.pool}
+    assert id(first) in pool  # a released set is reused
+    envs.close()
+    _fresh_process_state()
+
+
+def shutil_rm(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    assert not os.path.exists(path)
