@@ -35,6 +35,34 @@ def split_store_path(split: str) -> Path:
     return Path(cache_dir()) / "scenes" / split
 
 
+_VERIFIED: dict[str, tuple[int, int]] = {}
+"""Store directory (real path) -> (mtime_ns, size) of its manifest when this process last verified every checksum."""
+
+
+def open_verified_store(path: str | os.PathLike):
+    """Open a scene store with every file's checksum verified, once per process and store version.
+
+    Every consumer (envs, BC, the reward-model dataset, the leaderboard) opens stores through :class:`SceneSource`,
+    so a corrupt or altered store is refused (:class:`~irlvla_gym.scenes.store.CorruptStoreError` naming the file)
+    before any of its data is used. The full check hashes every file once (~18 kB per scene); later opens in the same
+    process with an unchanged manifest only check sizes (the store itself always does).
+    """
+    from irlvla_gym.scenes.store import SceneStore
+
+    real = os.path.realpath(path)
+    try:
+        stat = os.stat(os.path.join(real, "manifest.json"))
+        stamp = (stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        stamp = None  # SceneStore raises the clear error
+    if stamp is not None and _VERIFIED.get(real) == stamp:
+        return SceneStore(path, verify=False)
+    store = SceneStore(path, verify=True)
+    if stamp is not None:
+        _VERIFIED[real] = stamp
+    return store
+
+
 class SceneSource:
     """Indexable scenes with tokens, from a split name, a store (object or path) or a list of scenes.
 
@@ -63,12 +91,12 @@ class SceneSource:
                                  "scene-store directory")
             prebuilt = split_store_path(name)
             if (prebuilt / "manifest.json").exists():
-                self._store = SceneStore(prebuilt, verify=False)
+                self._store = open_verified_store(prebuilt)
             else:
                 self._split_spec = SPLITS[name]
             self.name = name
         elif isinstance(scenes, (str, os.PathLike)):
-            self._store = SceneStore(scenes, verify=False)
+            self._store = open_verified_store(scenes)
             self.name = str(scenes)
         elif isinstance(scenes, SceneStore):
             self._store = scenes
@@ -190,5 +218,5 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["BuildHook", "HOOK_ENTRY_POINT_GROUP", "SceneSource", "build_hooks", "build_split_store",
+__all__ = ["BuildHook", "HOOK_ENTRY_POINT_GROUP", "SceneSource", "open_verified_store", "build_hooks", "build_split_store",
            "register_build_hook", "run_build_hooks", "split_store_path"]
