@@ -360,6 +360,9 @@ class VLANetwork(nn.Module):
         config = VLAConfig.load(directory)
         net = cls(config, load_pretrained=False)
         state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
+        for name, tensor in state.items():  # a NaN weight would only show up later as NaN plans and rewards
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"{directory / WEIGHTS_NAME}: tensor {name!r} has NaN/inf values")
         net.load_state_dict(state, strict=True)
         return net.to(map_location)
 
