@@ -26,8 +26,7 @@ def make_reward(cfg: RunConfig) -> Any:
     spec = parse_reward(cfg.reward)
     if spec.is_builtin:
         return cfg.reward
-    options = {"cache_size": cfg.rwm_cache_size} if spec.name == "rwm" else {}
-    return spec.make(**options)
+    return spec.make(cache_size=cfg.rwm_cache_size)  # rewards without an encoding cache ignore it
 
 
 def env_kwargs(cfg: RunConfig, reward: Any | None = None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ is called as ``factory(argument, **options)`` and returns the reward callable.
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -77,7 +78,9 @@ class RewardSpec:
         return self.name if self.argument is None else f"{self.name}:{self.argument}"
 
     def make(self, **options: Any) -> Callable[..., Any] | None:
-        """The reward callable (None for ``"epdms"``: the env scores itself). ``options`` go to the factory."""
+        """The reward callable (None for ``"epdms"``: the env scores itself). ``options`` (e.g. ``cache_size``) go to
+        the factory, those its signature does not name left out, so callers can offer settings every learned reward
+        may or may not use."""
         if self.fn is not None:
             return self.fn
         if self.is_builtin:
@@ -85,7 +88,20 @@ class RewardSpec:
         factory = _FACTORIES.get(self.name)
         if factory is None:
             factory = _entry_points()[self.name].load()
-        return factory(self.argument, **options)
+        return factory(self.argument, **_accepted(factory, options))
+
+
+def _accepted(factory: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The ``options`` that ``factory`` takes as keyword arguments (all of them if it has ``**kwargs``)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: hand everything over
+        return options
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return options
+    named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    names = {p.name for p in params if p.kind in named}
+    return {k: v for k, v in options.items() if k in names}
 
 
 def parse_reward(spec: Any, *, argument: str = "reward") -> RewardSpec:

@@ -52,3 +52,23 @@ def test_registered_reward_reaches_the_env():
     assert reward == 0.25 and calls == ["0.25"]
     with pytest.raises(ValueError, match="reward name"):
         register_reward("epdms", factory)
+
+
+def test_make_offers_options_only_to_factories_that_take_them():
+    seen = {}
+
+    def plain(argument):
+        return lambda scene, plan: 1.0
+
+    def sized(argument, *, cache_size=8):
+        seen["cache_size"] = cache_size
+        return lambda scene, plan: 2.0
+
+    for name, factory in (("plain", plain), ("sized", sized)):
+        register_reward(name, factory)
+    try:
+        assert parse_reward("plain").make(cache_size=99)(None, None) == 1.0
+        assert parse_reward("sized").make(cache_size=99)(None, None) == 2.0 and seen == {"cache_size": 99}
+    finally:
+        rewards._FACTORIES.pop("plain")
+        rewards._FACTORIES.pop("sized")
