@@ -62,6 +62,7 @@ import numpy as np
 
 from irlvla_gym.envs import scoring
 from irlvla_gym.envs.scoring import SceneBundle, attach_polygon_index, make_bundle
+from irlvla_gym.metrics.polyindex import INDEX_ARRAYS
 from irlvla_gym.scenes.scene import Scene
 from irlvla_gym.scenes.source import build_split_store, register_build_hook, split_store_path
 from irlvla_gym.utils import atomic_write
@@ -82,9 +83,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 BUNDLE_CODE = ("metrics", "sim", "scenes", "geometry.py", "cache.py", "envs/scoring.py", "envs/prepared.py")
 OBS_CODE = ("obs", "scenes", "geometry.py", "cache.py", "envs/prepared.py")
 
-INDEX_ATTRS = ("num_polygons", "resolution", "origin", "shape", "edge_a", "edge_b", "entry_partial",
-               "entry_centre_inside", "entry_polygon", "cell_start", "entry_edges", "entry_edge_start")
-INDEX_CSR = ("cell_start", "entry_edge_start")  # monotone offsets starting at 0: stored as counts
+INDEX_ATTRS = ("num_polygons", "resolution", *INDEX_ARRAYS)  # PolygonIndex.to_arrays / from_arrays
 CONTEXT_ARRAYS = ("polygon_is_lane", "polygon_is_on_route", "polygon_is_intersection", "lane_is_connector",
                   "red_connectors", "route_centerline", "history_states", "expert_poses")
 CONTEXT_FIELDS = frozenset(CONTEXT_ARRAYS) | {"token", "vehicle", "config", "polygons", "num_lanes", "cache"}
@@ -195,18 +194,9 @@ def _polygon_arrays(polygons: Sequence[Sequence[np.ndarray]]) -> dict[str, np.nd
 
 
 def _index_arrays(index: Any) -> dict[str, np.ndarray]:
-    attrs = vars(index)
-    if set(attrs) != set(INDEX_ATTRS):
-        raise PreparedFormatError(f"PolygonIndex attributes changed: {sorted(set(attrs) ^ set(INDEX_ATTRS))}")
-    out = {"pi.num_polygons": np.int64(attrs["num_polygons"]), "pi.resolution": np.float64(attrs["resolution"])}
-    for name in INDEX_ATTRS[2:]:
-        value = attrs[name]
-        if name in INDEX_CSR:
-            if value.dtype != np.int64 or not len(value) or value[0] != 0:
-                raise PreparedFormatError(f"PolygonIndex.{name}: expected int64 offsets from 0")
-            value = np.diff(value)
-        out[f"pi.{name}"] = value
-    return out
+    if set(vars(index)) != set(INDEX_ATTRS):  # a new attribute would silently not be persisted
+        raise PreparedFormatError(f"PolygonIndex attributes changed: {sorted(set(vars(index)) ^ set(INDEX_ATTRS))}")
+    return {f"pi.{name}": value for name, value in index.to_arrays().items()}
 
 
 def index_from_arrays(a: Mapping[str, np.ndarray]) -> Any:
@@ -214,15 +204,7 @@ def index_from_arrays(a: Mapping[str, np.ndarray]) -> Any:
     attributes, values and dtypes as the one built, without rebuilding it)."""
     from irlvla_gym.metrics.polyindex import PolygonIndex
 
-    index = PolygonIndex.__new__(PolygonIndex)  # the attributes are the documented raster; no recomputation
-    attrs: dict[str, Any] = {"num_polygons": int(a["pi.num_polygons"]), "resolution": float(a["pi.resolution"])}
-    for name in INDEX_ATTRS[2:]:
-        value = a[f"pi.{name}"]
-        if name in INDEX_CSR:
-            value = np.concatenate([np.zeros(1, np.int64), np.cumsum(value, dtype=np.int64)])
-        attrs[name] = value
-    index.__dict__.update(attrs)
-    return index
+    return PolygonIndex.from_arrays({name: a[f"pi.{name}"] for name in INDEX_ATTRS})
 
 
 def bundle_arrays(bundle: SceneBundle) -> dict[str, np.ndarray]:

@@ -179,6 +179,12 @@ def _polygon_entries(shapes: list[shapely.Polygon], a: np.ndarray, edge_owner: n
     return key[order], np.concatenate(partial)[order], np.concatenate(centre_in)[order]
 
 
+INDEX_ARRAYS = ("origin", "shape", "edge_a", "edge_b", "entry_partial", "entry_centre_inside", "entry_polygon",
+                "cell_start", "entry_edges", "entry_edge_start")
+"""The array attributes of a :class:`PolygonIndex` (with the scalars ``num_polygons`` and ``resolution``: all of it)."""
+INDEX_OFFSETS = ("cell_start", "entry_edge_start")  # monotone CSR offsets from 0: stored as counts (compress well)
+
+
 class PolygonIndex:
     """Raster index over P polygons for exact batched containment queries (see module docs).
 
@@ -209,6 +215,28 @@ class PolygonIndex:
         order = np.argsort(entry_of_edge, kind="stable")
         self.entry_edges = cell_edge[order, 1]
         self.entry_edge_start = np.searchsorted(entry_of_edge[order], np.arange(len(key) + 1)).astype(np.int64)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The index as plain arrays (``num_polygons``, ``resolution`` and :data:`INDEX_ARRAYS`, offsets as counts),
+        for persisting it (npz / npy, no pickle); :meth:`from_arrays` restores it exactly, without rebuilding."""
+        out = {"num_polygons": np.int64(self.num_polygons), "resolution": np.float64(self.resolution)}
+        for name in INDEX_ARRAYS:
+            value = getattr(self, name)
+            out[name] = np.diff(value) if name in INDEX_OFFSETS else value
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "PolygonIndex":
+        """The index :meth:`to_arrays` wrote (same attributes, values and dtypes; nothing recomputed)."""
+        index = cls.__new__(cls)
+        index.num_polygons = int(arrays["num_polygons"])
+        index.resolution = float(arrays["resolution"])
+        for name in INDEX_ARRAYS:
+            value = arrays[name]
+            if name in INDEX_OFFSETS:
+                value = np.concatenate([np.zeros(1, np.int64), np.cumsum(value, dtype=np.int64)])
+            setattr(index, name, value)
+        return index
 
     @property
     def nbytes(self) -> int:

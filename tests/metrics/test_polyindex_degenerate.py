@@ -34,3 +34,17 @@ def test_degenerate_exterior_contains_nothing() -> None:
     pts = np.array([[0.5, 0.5], [5.5, 5.5], [3.0, 3.0]])
     pi, poly = idx.contains(pts)
     assert list(zip(pi.tolist(), poly.tolist())) == [(0, 1)]
+
+
+def test_to_arrays_round_trip_is_exact():
+    """Persisting the index (envs' prepared cache) restores every attribute, value and dtype without rebuilding."""
+    square = [[np.array([[0.0, 0.0], [4.0, 0.0], [4.0, 3.0], [0.0, 3.0]]),
+               np.array([[1.0, 1.0], [2.0, 1.0], [2.0, 2.0]])]]  # with a hole
+    built = PolygonIndex(square, resolution=0.5)
+    restored = PolygonIndex.from_arrays(built.to_arrays())
+    assert set(vars(restored)) == set(vars(built))
+    for name, value in vars(built).items():
+        other = getattr(restored, name)
+        assert np.array_equal(value, other) and np.asarray(value).dtype == np.asarray(other).dtype, name
+    points = np.random.default_rng(0).uniform(-1, 5, (200, 2))
+    assert [a.tolist() for a in built.contains(points)] == [a.tolist() for a in restored.contains(points)]
