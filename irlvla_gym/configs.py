@@ -296,8 +296,29 @@ def from_mapping(cls: type[T], values: Mapping[str, Any] | T, *, owner: str | No
         value, nested = values[name], _nested(hints[name])
         if nested is not None and isinstance(value, Mapping):
             value = from_mapping(nested, value, owner=f"{owner}.{name}" if owner else name)
-        kwargs[name] = copy.deepcopy(value)
+        kwargs[name] = _number(copy.deepcopy(value), hints[name], f"{owner}.{name}" if owner else name)
     return cls(**kwargs)
+
+
+def _number(value: Any, hint: Any, where: str) -> Any:
+    """A numeric string for an ``int`` / ``float`` field as that number (YAML 1.1 reads ``1e-4``, without a dot, as
+    a string, and ``--set ppo.learning_rate=1e-4`` must mean the number); a whole float for an ``int`` field as the
+    int, a fractional one an error. Other values pass unchanged."""
+    tp, _ = _strip_optional(hint)
+    if tp is int and isinstance(value, float):
+        number = value
+    elif not isinstance(value, str) or tp not in (int, float):
+        return value
+    else:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"{where}: expected a number, got {value!r}") from None
+    if tp is int:
+        if not number.is_integer():
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return int(number)
+    return number
 
 
 # ---- presets --------------------------------------------------------------------------------------------------------

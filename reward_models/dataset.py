@@ -93,6 +93,10 @@ class CandidateConfig:
         lateral_sigma: m of lateral offset at 4 s. speed_scale_sigma: log-normal sigma of the speed scale.
         speed_offset_sigma: m/s. heading_sigma: rad of whole-plan rotation. All scaled by a magnitude in
             ``magnitudes`` drawn per candidate.
+        policy_exploration: how a VLA checkpoint's samples are drawn around its plan: ``"smooth"`` (the smooth
+            directions of :mod:`irlvla_gym.plans.exploration` at a magnitude in ``magnitudes`` x their default std:
+            the distribution ``VLAPolicy(exploration="smooth")`` explores with in PPO) or ``"diagonal"`` (the Gaussian
+            head's independent per-number std, the distribution of SB3's default).
     """
 
     num_candidates: int = 64
@@ -104,6 +108,11 @@ class CandidateConfig:
     speed_offset_sigma: float = 1.0
     heading_sigma: float = 0.06
     magnitudes: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 3.0)
+    policy_exploration: str = "smooth"
+
+    def __post_init__(self) -> None:
+        if self.policy_exploration not in ("smooth", "diagonal"):
+            raise ValueError(f"policy_exploration {self.policy_exploration!r}: choose 'smooth' or 'diagonal'")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -204,9 +213,12 @@ class PolicySampler:
 
 class VLAPlanSampler:
     """Samples of an ``irlvla_gym.policies`` VLA network checkpoint (a directory or a shipped name like
-    ``"bc_default"``): the deterministic plan first, then ``clip(mean + std * N(0, 1), -1, 1)`` in the env's
-    normalised action space (std = the Gaussian head's ``exp(log_std)``, 0.1 for other heads), decoded with
-    ``irlvla_gym.plans.codec.action_to_plan``. Observations are built with the network's own ``obs_keys``."""
+    ``"bc_default"``): the deterministic plan first, then perturbations of it in the env's normalised action space,
+    clipped to [-1, 1] and decoded with ``irlvla_gym.plans.codec.action_to_plan``. ``exploration="diagonal"``:
+    ``mean + std * N(0, 1)`` per number (std = the Gaussian head's ``exp(log_std)``, 0.1 for other heads);
+    ``"smooth"``: :func:`irlvla_gym.plans.exploration.perturb_actions` with each sample's stds scaled by a magnitude
+    drawn from ``magnitudes`` (:meth:`configure` sets both from a :class:`CandidateConfig`). Observations are built
+    with the network's own ``obs_keys``."""
 
     name = "policy"
 
@@ -222,18 +234,33 @@ class VLAPlanSampler:
         log_std = getattr(getattr(self.net, "head", None), "log_std", None)
         self.std = (torch.exp(log_std).detach().numpy().astype(np.float64) if log_std is not None
                     else np.full(24, 0.1))
+        self.exploration = "diagonal"
+        self.magnitudes: tuple[float, ...] = (1.0,)
+
+    def configure(self, config: "CandidateConfig") -> None:
+        """Take the exploration kind and magnitudes of a dataset's candidate config."""
+        self.exploration = config.policy_exploration
+        self.magnitudes = tuple(config.magnitudes)
 
     def sample(self, scene, obs, num: int, rng: np.random.Generator) -> np.ndarray:
         import torch
 
         from irlvla_gym.plans.codec import action_to_plan
+        from irlvla_gym.plans.exploration import SMOOTH_STD, smooth_basis
 
         o = self.builder.observe_batch([scene])
         with torch.no_grad():
             mean = self.net(self._prepare(o, self.net.obs_keys, "cpu")).numpy().astype(np.float64)[0]
-        eps = rng.standard_normal((num, mean.shape[-1]))
-        eps[0] = 0.0
-        return action_to_plan(np.clip(mean[None] + self.std[None] * eps, -1.0, 1.0)).reshape(num, 8, 3)
+        if self.exploration == "smooth":
+            scale = rng.choice(np.asarray(self.magnitudes, np.float64), size=num)
+            coeff = rng.standard_normal((num, len(SMOOTH_STD))) * np.asarray(SMOOTH_STD) * scale[:, None]
+            coeff[0] = 0.0
+            actions = mean[None] + coeff @ smooth_basis()
+        else:
+            eps = rng.standard_normal((num, mean.shape[-1]))
+            eps[0] = 0.0
+            actions = mean[None] + self.std[None] * eps
+        return action_to_plan(np.clip(actions, -1.0, 1.0)).reshape(num, 8, 3)
 
 
 def load_policy_sampler(spec: str | Callable | None) -> PolicySampler | VLAPlanSampler | None:
@@ -284,6 +311,8 @@ class CandidateGenerator:
         self.vocab = VocabularySampler(vocabulary)
         self.perturb = PerturbationSampler(config)
         self.policy = policy
+        if callable(getattr(policy, "configure", None)):
+            policy.configure(config)
 
     def __call__(self, scene, obs: dict[str, np.ndarray], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.config
@@ -589,6 +618,11 @@ class DatasetConfig:
     """K candidate plans per scene (plus the expert)"""
     policy: str | None = None
     """policy checkpoint or module:callable for policy samples"""
+    policy_samples: int | None = None
+    """policy samples per scene (default: the candidate config's 8); perturbations fill the rest of K"""
+    policy_exploration: Literal["smooth", "diagonal"] = "smooth"
+    """how a VLA checkpoint's samples spread around its plan (smooth directions, as PPO's exploration='smooth'; or
+    the head's per-number std)"""
     backend: Literal["local", "ray"] = "local"
     """local processes or Ray tasks"""
     workers: int = 1
@@ -603,10 +637,18 @@ class DatasetConfig:
     def candidate_config(self) -> CandidateConfig:
         """The :class:`CandidateConfig` of ``candidates``: the default source counts, or K / 8 per source when
         they do not fit in K."""
-        cand = CandidateConfig(num_candidates=self.candidates)
+        cand = CandidateConfig(num_candidates=self.candidates, policy_exploration=self.policy_exploration)
+        if self.policy_samples is not None:
+            if self.policy_samples < 0:
+                raise ValueError(f"policy_samples must be >= 0, got {self.policy_samples}")
+            cand = dataclasses.replace(cand, policy=int(self.policy_samples))
         if cand.vocab_near + cand.vocab_random + cand.policy > cand.num_candidates:
             share = max(self.candidates // 8, 0)
-            cand = CandidateConfig(num_candidates=self.candidates, vocab_near=share, vocab_random=share, policy=share)
+            cand = dataclasses.replace(cand, vocab_near=share, vocab_random=share,
+                                       policy=share if self.policy_samples is None else cand.policy)
+        if cand.vocab_near + cand.vocab_random + cand.policy > cand.num_candidates:
+            raise ValueError(f"policy_samples {cand.policy} does not fit in candidates {self.candidates} "
+                             f"with {cand.vocab_near} + {cand.vocab_random} vocabulary plans")
         return cand
 
 

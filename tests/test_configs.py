@@ -256,3 +256,16 @@ def test_known_flags_keep_their_meaning(tmp_path):
     assert (hack.preset, hack.remedies, hack.overrides, hack.rwm_data_scenes, hack.workers) == (
         "full", ("none", "refit"), ["n_envs=2"], 8, 2)
     assert hack.budget.run_preset == "full" and hack.budget.probe_every == 4096
+
+
+def test_numeric_strings_become_numbers_for_numeric_fields():
+    """YAML 1.1 reads ``1e-4`` as a string; a typed float/int field takes it as the number (--set overrides)."""
+    from baselines.config import load_config
+
+    cfg = load_config("ppo-vla-rwm", "quick", ["ppo.learning_rate=1e-4", "ppo.n_steps=1e2"])
+    assert cfg.ppo.learning_rate == 1e-4 and isinstance(cfg.ppo.learning_rate, float)
+    assert cfg.ppo.n_steps == 100 and isinstance(cfg.ppo.n_steps, int)
+    with pytest.raises(ValueError, match="ppo.learning_rate: expected a number"):
+        load_config("ppo-vla-rwm", "quick", ["ppo.learning_rate=fast"])
+    with pytest.raises(ValueError, match="ppo.n_steps: expected an integer"):
+        load_config("ppo-vla-rwm", "quick", ["ppo.n_steps=1.5"])

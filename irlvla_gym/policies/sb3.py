@@ -141,6 +141,12 @@ class VLAPolicy(ActorCriticPolicy):
             ``()``: it changes what PPO trains (and so its results); freezing both cut a PPO minibatch's
             forward + backward by ~30% on one core (no backward through the transformers encoders).
         ortho_init: SB3's orthogonal initialisation, applied only to the critic MLP and value head (default False).
+        exploration: ``"diagonal"`` (SB3's diagonal Gaussian over the 24 normalised plan numbers, std
+            ``exp(log_std)``) or ``"smooth"`` (:class:`~irlvla_gym.policies.exploration.SubspaceGaussianDistribution`:
+            Gaussian noise along a few smooth plan changes, longitudinal / lateral acceleration and jerk; sampled
+            plans stay comfortable and the learned reward ranks them well). Only for the trajectory action space.
+        exploration_std: ``"smooth"`` only: initial std of each direction (m/s^2, m/s^3, m/s^2, m/s^3; default
+            :data:`irlvla_gym.plans.exploration.SMOOTH_STD`); learned by PPO like ``log_std``.
         **kwargs: the rest of ``ActorCriticPolicy``'s arguments (``optimizer_class``, ``optimizer_kwargs``, ...).
             ``net_arch`` and ``activation_fn`` are ignored (the network is fixed by ``vla_config``).
     """
@@ -148,8 +154,18 @@ class VLAPolicy(ActorCriticPolicy):
     def __init__(self, observation_space: spaces.Dict, action_space: spaces.Space, lr_schedule: Schedule,
                  vla_config: VLAConfig | Mapping[str, Any] | None = None, pretrained_path: str | None = None,
                  num_threads: int | None = None, log_std_init: float | None = None, ortho_init: bool = False,
-                 frozen_encoders: Sequence[str] = (), **kwargs: Any):
+                 frozen_encoders: Sequence[str] = (), exploration: str = "diagonal",
+                 exploration_std: Sequence[float] | None = None, **kwargs: Any):
+        from irlvla_gym.policies.exploration import EXPLORATIONS
         from irlvla_gym.utils import limit_torch_threads
+
+        if exploration not in EXPLORATIONS:
+            raise ValueError(f"exploration {exploration!r}: choose from {EXPLORATIONS}")
+        if exploration == "smooth" and log_std_init is not None:
+            raise ValueError("log_std_init sets the diagonal Gaussian's std; with exploration='smooth' "
+                             "pass exploration_std instead")
+        if exploration != "smooth" and exploration_std is not None:
+            raise ValueError("exploration_std applies only to exploration='smooth'")
 
         wanted = int(num_threads or os.environ.get("IRLVLA_NUM_THREADS", 1))
         if torch.get_num_threads() > wanted:
@@ -181,6 +197,10 @@ class VLAPolicy(ActorCriticPolicy):
             raise ValueError(f"frozen_encoders {unknown}: choose from {FREEZABLE}")
         self._log_std_override = log_std_init
         self._plan_head = isinstance(action_space, spaces.Box) and action_space.shape == (ACTION_DIM,)
+        if exploration == "smooth" and not self._plan_head:
+            raise ValueError("exploration='smooth' needs the 24-dim trajectory action space (action_type='trajectory')")
+        self.exploration = exploration
+        self.exploration_std = None if exploration_std is None else tuple(float(v) for v in exploration_std)
         super().__init__(
             observation_space, action_space, lr_schedule, net_arch=[],
             log_std_init=config.log_std_init if log_std_init is None else log_std_init, ortho_init=ortho_init,
@@ -211,7 +231,14 @@ class VLAPolicy(ActorCriticPolicy):
 
         self._build_mlp_extractor()
         d = self.vla_config.hidden
-        if self._plan_head and isinstance(self.action_dist, DiagGaussianDistribution):
+        if self._plan_head and self.exploration == "smooth":
+            from irlvla_gym.plans.exploration import smooth_basis
+            from irlvla_gym.policies.exploration import SubspaceGaussianDistribution, smooth_log_std_init
+
+            self.action_dist = SubspaceGaussianDistribution(smooth_basis(), ACTION_DIM)
+            self.action_net = make_head(self.vla_config)  # its own (24,) log_std stays the checkpoint's, unused here
+            self.log_std = nn.Parameter(smooth_log_std_init(self.exploration_std))
+        elif self._plan_head and isinstance(self.action_dist, DiagGaussianDistribution):
             self.action_net = make_head(self.vla_config)
             with torch.no_grad():
                 self.action_net.log_std.fill_(float(self.log_std_init))
@@ -240,7 +267,8 @@ class VLAPolicy(ActorCriticPolicy):
         config = self.vla_config.to_dict()
         config["vision_pretrained_path"] = config["language_pretrained_path"] = None
         data.update(vla_config=config, pretrained_path=None, num_threads=self.num_threads,
-                    frozen_encoders=self.frozen_encoders)
+                    frozen_encoders=self.frozen_encoders, exploration=self.exploration,
+                    exploration_std=self.exploration_std)
         return data
 
     def extract_features(self, obs: Mapping[str, torch.Tensor],
