@@ -5,10 +5,14 @@
     irlvla baselines run --preset quick [--variants ppo-vla-rwm ...] [--seeds 0 1] [--out runs/baselines]
     irlvla baselines train ppo-vla-rwm [--config FILE.yaml] [--preset quick] --seed 0 [--out runs/baselines]
     irlvla baselines table [--out runs/baselines] [--variants ...] [--seeds 0 1]
+    irlvla baselines compare [--out runs/baselines] [--baseline bc_default] [--sets synthetic-test synthetic-hard real]
 
 ``--set key.sub=value`` overrides any config entry (e.g. ``--set total_timesteps=20000 --set env.num_scenes=512``);
 ``--timesteps``, ``--num-scenes``, ``--eval-scenes`` and ``--n-envs`` are shortcuts. A rerun skips finished runs and
-resumes interrupted ones from their last checkpoint (``--restart`` starts them over).
+resumes interrupted ones from their last checkpoint (``--restart`` starts them over). ``compare`` is the evaluation
+protocol for learning claims (baselines/protocol.py): paired per-scene differences to a named baseline with bootstrap
+95% CIs over scenes and seeds, on synthetic-test, synthetic-hard (two-stage) and the real windows; its per-agent
+results are reused on a rerun while their settings match.
 
 Config files cannot run code on their own: ``hooks`` and ``plugin`` resolve registered names only unless
 ``--allow-import PREFIX`` allows a module; SB3 zips outside this project's own run directories need ``--trust-pickle``.
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from baselines.protocol import CompareJob
 from baselines.runner import SweepJob, TableJob, TrainJob
 from irlvla_gym.agents import TrustOptions, apply_trust_options
 from irlvla_gym.configs import add_arguments, from_args
@@ -44,6 +49,12 @@ def register(subparsers: Any) -> None:
     add_arguments(p, TableJob)
     p.set_defaults(func=_table)
 
+    p = sub.add_parser("compare", help="evaluation protocol: paired deltas vs a baseline agent with bootstrap CIs "
+                                       "on synthetic-test, synthetic-hard (two-stage) and the real windows")
+    add_arguments(p, CompareJob)
+    add_arguments(p, TrustOptions)
+    p.set_defaults(func=_compare)
+
 
 def _run(args: argparse.Namespace) -> int:
     from baselines.runner import run_sweep
@@ -67,6 +78,17 @@ def _table(args: argparse.Namespace) -> int:
     from baselines.runner import write_table
 
     write_table(from_args(TableJob, args))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from baselines.protocol import run_compare
+
+    apply_trust_options(from_args(TrustOptions, args))
+    paths = run_compare(from_args(CompareJob, args))
+    print(paths["md"].read_text())
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
     return 0
 
 

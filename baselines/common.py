@@ -10,20 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from irlvla_gym.obs.instruction import instruction_length_groups
 
-def length_groups(instruction_ids: np.ndarray | None, n: int) -> list[np.ndarray]:
-    """Row indices grouped by instruction length (number of non-zero token ids), each group sorted.
-
-    The VLA encoder trims trailing instruction padding to the longest instruction *of the batch*, and the diffusion
-    head cross-attends to every fused token (padding outputs included), so a diffusion plan depends on which scenes
-    share its batch. Encoding each group of equal length separately gives every scene exactly the tokens it gets
-    when encoded alone (as the leaderboard does), which keeps DPPO's likelihood ratios exact and its training and
-    evaluation consistent. Without instructions: one group of all rows.
-    """
-    if instruction_ids is None:
-        return [np.arange(n)]
-    lengths = (np.asarray(instruction_ids).reshape(n, -1) != 0).sum(axis=1)
-    return [np.flatnonzero(lengths == value) for value in np.unique(lengths)]
+length_groups = instruction_length_groups
+"""Row indices grouped by instruction length (:func:`irlvla_gym.obs.instruction.instruction_length_groups`, moved
+down there so the leaderboard's VLA agent uses it too). It keeps every scene's tokens exactly as when encoded alone,
+which keeps DPPO's likelihood ratios exact and its training and evaluation consistent."""
 
 
 def seed_everything(seed: int) -> None:

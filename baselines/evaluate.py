@@ -10,22 +10,19 @@ human) are the leaderboard's built-in agents; "BC alone" is the shipped ``bc_def
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
-import numpy as np
+from baselines.common import read_json
+from irlvla_gym.agents import VLANetworkAgent as BaseVLANetworkAgent
 
-from baselines.common import length_groups, read_json
-
-REFERENCE_AGENTS = ("constant-velocity", "pdm-closed", "human")
+REFERENCE_AGENTS = ("stand-still", "constant-velocity", "pdm-closed", "human")
 BC_AGENTS = {"bc": "bc_default", "bc-diffusion": "bc_diffusion"}
 """Row name -> VLA checkpoint of the no-RL starting points."""
 
 
-class VLANetworkAgent:
-    """A :class:`~irlvla_gym.policies.VLANetwork` as a leaderboard agent (deterministic plan = the head's mean).
-
-    Batches are planned per instruction-length group, so a scene's plan does not depend on its batch neighbours
-    (see :func:`baselines.common.length_groups`).
+class VLANetworkAgent(BaseVLANetworkAgent):
+    """:class:`irlvla_gym.agents.VLANetworkAgent` that also resolves the baselines' own checkpoint names
+    (``"bc_diffusion"``: :func:`baselines.pretrain.resolve_pretrained`).
 
     Args:
         network: the network, or a checkpoint directory / shipped name. name: row name.
@@ -33,27 +30,11 @@ class VLANetworkAgent:
     """
 
     def __init__(self, network: Any, name: str, obs_config: Any = None):
-        from irlvla_gym.obs.config import ObsConfig
-        from irlvla_gym.policies import VLANetwork
-
         if not hasattr(network, "plan"):
             from baselines.pretrain import resolve_pretrained
 
-            network = VLANetwork.from_pretrained(resolve_pretrained(str(network)))
-        self.network = network.eval()
-        self.name = name
-        self.obs_keys = tuple(network.obs_keys)
-        self.obs_config = ObsConfig.from_dict(obs_config)
-
-    def plan_batch(self, observations: Mapping[str, np.ndarray], scenes: Sequence[Any]) -> np.ndarray:
-        n = len(scenes)
-        plans = np.zeros((n, 8, 3))
-        for rows in length_groups(observations.get("instruction"), n):
-            plans[rows] = self.network.plan({k: np.asarray(observations[k])[rows] for k in self.obs_keys})
-        return plans
-
-    def plan(self, observation: Mapping[str, np.ndarray], scene: Any) -> np.ndarray:
-        return self.plan_batch({k: np.asarray(v)[None] for k, v in observation.items()}, [scene])[0]
+            network = resolve_pretrained(str(network))
+        super().__init__(network, name, obs_config)
 
 
 def run_model_trusted(run_dir: str | Path) -> bool:

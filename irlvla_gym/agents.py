@@ -20,16 +20,20 @@ the observation; ``scene`` is there for rule-based agents (human, PDM-Closed) an
 
 **Agent specs** (:func:`load_agent`, ``irlvla leaderboard --agents ...``), resolved in this order:
 
-1. a built-in name: ``human``, ``constant-velocity``, ``pdm-closed`` (:data:`BUILTIN_AGENTS`);
-2. a name registered by an installed package in the entry-point group ``irlvla_gym.agents`` (:data:`AGENT_GROUP`);
-3. a path to a Stable-Baselines3 model ``.zip`` (:class:`SB3ModelAgent`): refused unless pickles are trusted
+1. a built-in name: ``human``, ``constant-velocity``, ``stand-still``, ``pdm-closed`` (:data:`BUILTIN_AGENTS`);
+2. the name of a shipped VLA checkpoint, i.e. any directory ``irlvla_gym/policies/checkpoints/<name>/`` holding a
+   ``config.json`` (``bc_default``, the stage-1 BC network; :func:`shipped_checkpoints`), as a
+   :class:`VLANetworkAgent` named ``<name>`` (``-`` and ``_`` interchangeable);
+3. a name registered by an installed package in the entry-point group ``irlvla_gym.agents`` (:data:`AGENT_GROUP`);
+4. a path to a Stable-Baselines3 model ``.zip`` (:class:`SB3ModelAgent`): refused unless pickles are trusted
    (``trust_pickle=True``, ``--trust-pickle`` or ``IRLVLA_TRUST_PICKLE=1``), because SB3's ``load`` unpickles the
    zip's ``:serialized:`` entries, which can run any code;
-4. ``package.module:attr`` where attr is an Agent class (instantiated without arguments), an Agent instance, a
+5. ``package.module:attr`` where attr is an Agent class (instantiated without arguments), an Agent instance, a
    factory function without required arguments returning an Agent, or a plan function ``(observation, scene) ->
    plan`` (wrapped in :class:`FunctionAgent`, named after the function).
 
-Entry points resolve like 4 (their value is ``package.module:attr``).
+Entry points resolve like 5 (their value is ``package.module:attr``). Shipped checkpoints load torch (lazily, on
+resolution); listing them (:func:`available_agents`) only reads the folder.
 
 **Algorithms** (:func:`train_algorithm`): built-in names ``ppo``, ``a2c``, ``sac``, ``td3`` (SB3), entry points in
 the group ``irlvla_gym.algorithms`` (:data:`ALGORITHM_GROUP`) or ``module:attr`` specs. An algorithm is either an SB3
@@ -204,6 +208,12 @@ def _constant_velocity() -> PlannerAgent:
     return PlannerAgent(ConstantVelocityPlanner(), "constant-velocity")
 
 
+def _stand_still() -> PlannerAgent:
+    from irlvla_gym.planners import StandStillPlanner
+
+    return PlannerAgent(StandStillPlanner(), "stand-still")
+
+
 def _pdm_closed() -> PlannerAgent:
     from irlvla_gym.planners import default_planner
 
@@ -214,9 +224,82 @@ def _pdm_closed() -> PlannerAgent:
 BUILTIN_AGENTS: dict[str, Callable[[], Agent]] = {
     "human": _human,
     "constant-velocity": _constant_velocity,
+    "stand-still": _stand_still,
     "pdm-closed": _pdm_closed,
 }
-"""Built-in agent factories by name (underscored aliases ``constant_velocity``, ``pdm_closed`` also resolve)."""
+"""Built-in agent factories by name (underscored aliases ``constant_velocity``, ``stand_still``, ``pdm_closed`` also
+resolve)."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# VLA networks (the policies floor, imported lazily)
+# --------------------------------------------------------------------------------------------------------------------
+
+SHIPPED_CHECKPOINT_DIR = Path(__file__).resolve().parent / "policies" / "checkpoints"
+"""Where shipped VLA checkpoints live (``irlvla_gym.policies.network.CHECKPOINT_DIR``, spelled out here so that
+listing them imports no torch)."""
+
+
+def shipped_checkpoints() -> dict[str, Path]:
+    """Shipped VLA checkpoints by name: every ``SHIPPED_CHECKPOINT_DIR/<name>/`` with a ``config.json``, sorted."""
+    if not SHIPPED_CHECKPOINT_DIR.is_dir():
+        return {}
+    return {p.name: p for p in sorted(SHIPPED_CHECKPOINT_DIR.iterdir()) if (p / "config.json").is_file()}
+
+
+def shipped_checkpoint(name: str) -> Path | None:
+    """The directory of the shipped checkpoint ``name`` (``-`` and ``_`` interchangeable), or None."""
+    found = shipped_checkpoints()
+    for key in (name, name.replace("-", "_"), name.replace("_", "-")):
+        if key in found:
+            return found[key]
+    return None
+
+
+class VLANetworkAgent:
+    """A :class:`~irlvla_gym.policies.VLANetwork` as an :class:`Agent` (deterministic plan = the head's mean, or
+    the diffusion head's noise-free sample).
+
+    Batches are planned per instruction-length group
+    (:func:`~irlvla_gym.obs.instruction.instruction_length_groups`), so a scene's plan does not depend on its batch
+    neighbours.
+
+    Args:
+        network: a ``VLANetwork`` (anything with ``plan(obs) -> (B, 8, 3)``, ``obs_keys`` and ``eval()``), or a
+            checkpoint directory or shipped checkpoint name (loaded with ``VLANetwork.from_pretrained``).
+        name: row name (default: the checkpoint's folder name, else ``"vla"``).
+        obs_config: the observation settings the network was trained with (None: the default ``ObsConfig``).
+    """
+
+    def __init__(self, network: Any, name: str | None = None, obs_config: Any = None):
+        from irlvla_gym.obs.config import ObsConfig
+
+        if not hasattr(network, "plan"):
+            from irlvla_gym.policies import VLANetwork
+
+            label = Path(str(network)).name
+            network = VLANetwork.from_pretrained(str(network))
+            name = name or label
+        self.network = network.eval()
+        self.name = name or "vla"
+        self.obs_keys = tuple(network.obs_keys)
+        self.obs_config = ObsConfig.from_dict(obs_config)
+
+    def plan_batch(self, observations: Mapping[str, np.ndarray], scenes: Sequence[Any]) -> np.ndarray:
+        """(B, 8, 3) plans of B scenes from their stacked observations (``observations[key]``: (B, ...))."""
+        from irlvla_gym.obs.instruction import instruction_length_groups
+
+        n = len(scenes)
+        plans = np.zeros((n, *PLAN_SHAPE))
+        for rows in instruction_length_groups(observations.get("instruction"), n):
+            plans[rows] = self.network.plan({k: np.asarray(observations[k])[rows] for k in self.obs_keys})
+        return plans
+
+    def plan(self, observation: Mapping[str, np.ndarray], scene: Any) -> np.ndarray:
+        return self.plan_batch({k: np.asarray(v)[None] for k, v in observation.items()}, [scene])[0]
+
+    def __repr__(self) -> str:
+        return f"VLANetworkAgent({self.name!r}, obs_keys={self.obs_keys})"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -386,6 +469,8 @@ def entry_points_of(group: str) -> dict[str, metadata.EntryPoint]:
 def available_agents() -> dict[str, str]:
     """Every agent name that resolves without a path or module spec: name -> where it comes from."""
     out = {name: "built-in" for name in BUILTIN_AGENTS}
+    for name in shipped_checkpoints():
+        out.setdefault(name, f"shipped VLA checkpoint irlvla_gym/policies/checkpoints/{name}")
     for name, ep in entry_points_of(AGENT_GROUP).items():
         out.setdefault(name, f"entry point {ep.value}")
     return out
@@ -447,6 +532,9 @@ def load_agent(spec: str | Agent, trust_pickle: bool = False) -> Agent:
     alias = key.replace("_", "-")
     if alias in BUILTIN_AGENTS:
         return BUILTIN_AGENTS[alias]()
+    checkpoint = shipped_checkpoint(key) if key and os.path.sep not in key else None
+    if checkpoint is not None:
+        return VLANetworkAgent(checkpoint, checkpoint.name)
     eps = entry_points_of(AGENT_GROUP)
     if key in eps:
         return agent_from_object(eps[key].load(), key)
@@ -570,8 +658,9 @@ def train_algorithm(name_or_spec: str | Any, env_fn: Callable[[], Any], budget: 
 
 __all__ = [
     "AGENT_GROUP", "ALGORITHM_GROUP", "ALLOW_IMPORT_ENV", "Agent", "AgentSpecError", "BUILTIN_AGENTS",
-    "FunctionAgent", "PlannerAgent", "SB3ModelAgent", "TRUST_PICKLE_ENV", "TrustOptions", "UntrustedInputError",
-    "agent_from_object", "apply_trust_options", "available_agents", "available_algorithms", "check_plan",
-    "entry_points_of", "file_sha256", "import_allowed", "import_attr", "load_agent", "load_algorithm",
-    "obs_keys_of_space", "pickle_trusted", "train_algorithm",
+    "FunctionAgent", "PlannerAgent", "SB3ModelAgent", "SHIPPED_CHECKPOINT_DIR", "TRUST_PICKLE_ENV", "TrustOptions",
+    "UntrustedInputError", "VLANetworkAgent", "agent_from_object", "apply_trust_options", "available_agents",
+    "available_algorithms", "check_plan", "entry_points_of", "file_sha256", "import_allowed", "import_attr",
+    "load_agent", "load_algorithm", "obs_keys_of_space", "pickle_trusted", "shipped_checkpoint",
+    "shipped_checkpoints", "train_algorithm",
 ]

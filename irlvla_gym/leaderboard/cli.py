@@ -1,7 +1,8 @@
 """``irlvla leaderboard``: evaluate agents on the first N scenes of a split and write leaderboard.md / .csv / .json.
 
-Agents (``--agents``, any mix): built-in names (human, constant-velocity, pdm-closed), names registered by installed
-plug-ins (entry-point group ``irlvla_gym.agents``), SB3 model ``.zip`` paths, ``package.module:attr`` specs.
+Agents (``--agents``, any mix): built-in names (human, constant-velocity, stand-still, pdm-closed), shipped VLA
+checkpoints (bc_default, ...), names registered by installed plug-ins (entry-point group ``irlvla_gym.agents``), SB3
+model ``.zip`` paths, ``package.module:attr`` specs.
 ``--list`` shows every name that resolves. ``--two-stage`` runs NAVSIM v2's two-stage pseudo-simulation (meant for
 synthetic-hard).
 """

@@ -84,6 +84,24 @@ def _two_stage_numbers(entries: Sequence[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+def two_stage_scene_scores(entry: dict[str, Any]) -> dict[str, float]:
+    """Per-scene (per-group) two-stage numbers of one agent's record entry (:meth:`SceneEvaluator.evaluate`):
+    ``epdms`` = stage-1 EPDMS x the weighted mean of its stage-2 EPDMS (stage 1 alone when the scene has no stage-2
+    scenes), so the mean over scenes is the table's two-stage ``epdms``; ``stage1_epdms``; ``stage2_epdms`` and
+    ``s2_<sub-score>`` (weighted stage-2 means, NaN without stage-2 scenes). Fractions in [0, 1]."""
+    s1 = float(entry["scores"]["epdms"])
+    out = {"epdms": s1, "stage1_epdms": s1, "stage2_epdms": float("nan")}
+    out.update({f"s2_{n}": float("nan") for n in SUB_SCORES})
+    if entry["stage2"]:
+        starts = np.asarray([s["start"] for s in entry["stage2"]], np.float64).reshape(-1, 2)
+        w = stage_two_weights(np.asarray(entry["endpoint"], np.float64), starts)
+        for c in ("epdms",) + SUB_SCORES:
+            out["stage2_epdms" if c == "epdms" else f"s2_{c}"] = float(
+                np.dot(w, [s["scores"][c] for s in entry["stage2"]]))
+        out["epdms"] = s1 * out["stage2_epdms"]
+    return out
+
+
 def columns(two_stage: bool) -> tuple[str, ...]:
     return TWO_STAGE_COLUMNS if two_stage else ONE_STAGE_COLUMNS
 
@@ -153,6 +171,8 @@ def config_dict(config: Any) -> dict[str, Any]:
         value = getattr(config, f.name)
         if f.name == "agents":
             value = [a if isinstance(a, str) else str(getattr(a, "name", type(a).__name__)) for a in value]
+        elif f.name == "scenes" and value is not None and not isinstance(value, (str, os.PathLike)):
+            value = str(getattr(value, "path", None) or getattr(value, "name", None) or f"{len(value)} scenes")
         elif f.name == "perturbations":
             value = [dataclasses.asdict(p) for p in value]
         elif isinstance(value, os.PathLike):
@@ -186,5 +206,5 @@ def write_outputs(result: Any, out_dir: Path) -> dict[str, Path]:
 
 __all__ = [
     "ONE_STAGE_COLUMNS", "TIMING_COLUMNS", "TWO_STAGE_COLUMNS", "columns", "csv_text", "json_document",
-    "markdown_report", "markdown_table", "summarise", "write_outputs",
+    "markdown_report", "markdown_table", "summarise", "two_stage_scene_scores", "write_outputs",
 ]

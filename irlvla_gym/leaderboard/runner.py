@@ -44,8 +44,13 @@ class LeaderboardConfig:
     ``perturbations`` and ``max_error_messages``; :mod:`irlvla_gym.configs`)."""
 
     split: str = "synthetic-test"
-    """synthetic split or scene-store directory"""
-    agents: Sequence[Any] = option(("human", "constant-velocity", "pdm-closed"), nargs="+", type=str)
+    """synthetic split or scene-store directory (with ``scenes`` given: only the label of the run)"""
+    scenes: Any = option(None, cli=False)
+    """Python only: the scenes to evaluate instead of ``split``'s, anything
+    :class:`~irlvla_gym.scenes.source.SceneSource` takes (a list of Scene, a SceneStore, a SceneSource or a
+    store path), e.g. real windows converted in memory; ``num_scenes`` still takes the first N"""
+    agents: Sequence[Any] = option(("human", "constant-velocity", "stand-still", "pdm-closed", "bc_default"),
+                                   nargs="+", type=str)
     """agent specs (irlvla_gym.agents.load_agent: built-in or plug-in names, SB3 .zip paths, package.module:attr)
     or, in Python, Agent instances"""
     num_scenes: int | None = option(100, type=count_or_all)
@@ -127,7 +132,7 @@ class SceneEvaluator:
         self.agents: list[Agent] = [load_agent(a, trust_pickle=config.trust_pickle)
                                     for a in (agents if agents is not None else config.agents)]
         self.names = unique_names(self.agents)
-        self.source = SceneSource(config.split)
+        self.source = scene_source(config)
         self.reference = default_planner(config.traffic)
         self._builders: dict[tuple, Any] = {}
 
@@ -421,11 +426,19 @@ class LeaderboardResult:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
-def scene_indices(config: LeaderboardConfig) -> list[int]:
-    """The fixed scene list: the first ``num_scenes`` of the split."""
+def scene_source(config: LeaderboardConfig) -> Any:
+    """The :class:`~irlvla_gym.scenes.source.SceneSource` of a run: ``config.scenes`` when given, else
+    ``config.split``."""
     from irlvla_gym.scenes.source import SceneSource
 
-    total = len(SceneSource(config.split))
+    if isinstance(config.scenes, SceneSource):
+        return config.scenes
+    return SceneSource(config.scenes if config.scenes is not None else config.split)
+
+
+def scene_indices(config: LeaderboardConfig) -> list[int]:
+    """The fixed scene list: the first ``num_scenes`` of the split (or of ``config.scenes``)."""
+    total = len(scene_source(config))
     n = total if config.num_scenes is None else min(config.num_scenes, total)
     return list(range(n))
 
@@ -473,5 +486,5 @@ def clear_outputs(out: Path) -> None:
 __all__ = [
     "BACKENDS", "LeaderboardConfig", "LeaderboardResult", "MissingExtraError", "OUTPUT_NAMES", "RAY_ACTOR_RESTARTS",
     "SCORE_NAMES", "SceneEvaluator", "clear_outputs", "config_dict", "import_ray", "run_leaderboard", "scene_indices",
-    "unique_names", "worker_died_record",
+    "scene_source", "unique_names", "worker_died_record",
 ]

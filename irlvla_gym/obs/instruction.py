@@ -180,6 +180,21 @@ def encode_instruction(text: str, length: int = 32) -> np.ndarray:
     return np.frombuffer(_encode_cached(text, int(length)), np.int64).copy()
 
 
+def instruction_length_groups(instruction_ids: np.ndarray | None, n: int) -> list[np.ndarray]:
+    """Row indices of a batch of ``n`` observations grouped by instruction length (number of non-zero token ids of
+    the (n, L) ``instruction_ids``), each group sorted; without instructions (None) one group of all rows.
+
+    The VLA encoder trims trailing instruction padding to the longest instruction *of the batch*, and a diffusion
+    head cross-attends to every fused token (padding outputs included), so such a plan depends on which scenes share
+    its batch. Encoding each group of equal length separately gives every scene exactly the tokens it gets when
+    encoded alone (as the leaderboard does one scene at a time).
+    """
+    if instruction_ids is None:
+        return [np.arange(n)]
+    lengths = (np.asarray(instruction_ids).reshape(n, -1) != 0).sum(axis=1)
+    return [np.flatnonzero(lengths == value) for value in np.unique(lengths)]
+
+
 def decode_instruction(ids: np.ndarray) -> str:
     """Text from token ids (special tokens and padding dropped)."""
     return load_tokenizer().decode([int(i) for i in np.asarray(ids).reshape(-1)], skip_special_tokens=True)

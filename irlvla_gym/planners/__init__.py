@@ -1,13 +1,14 @@
-"""Rule-based planners behind the :class:`Planner` protocol: the logged human, NAVSIM's constant-velocity agent and
-PDM-Closed (also the EP normaliser of the EPDMS scorer, :func:`pdm_reference_progress`)."""
+"""Rule-based planners behind the :class:`Planner` protocol: the logged human, NAVSIM's constant-velocity agent,
+standing still and PDM-Closed (also the EP normaliser of the EPDMS scorer, :func:`pdm_reference_progress`)."""
 
 from irlvla_gym.planners.base import PLAN_SHAPE, Planner, PlannerBase
 from irlvla_gym.planners.pdm_closed import (
     PDM_IDM_PARAMS, PDMClosedConfig, PDMClosedOutput, PDMClosedPlanner, default_planner, pdm_reference_progress,
 )
-from irlvla_gym.planners.simple import ConstantVelocityPlanner, HumanPlanner
+from irlvla_gym.planners.simple import ConstantVelocityPlanner, HumanPlanner, StandStillPlanner
 
-PLANNERS = {"human": HumanPlanner, "constant_velocity": ConstantVelocityPlanner, "pdm_closed": PDMClosedPlanner}
+PLANNERS = {"human": HumanPlanner, "constant_velocity": ConstantVelocityPlanner, "stand_still": StandStillPlanner,
+            "pdm_closed": PDMClosedPlanner}
 """Planner classes by name."""
 
 
@@ -21,6 +22,6 @@ def make_planner(name: str) -> Planner:
 
 __all__ = [
     "PLAN_SHAPE", "PLANNERS", "PDM_IDM_PARAMS", "ConstantVelocityPlanner", "HumanPlanner", "PDMClosedConfig",
-    "PDMClosedOutput", "PDMClosedPlanner", "Planner", "PlannerBase", "default_planner", "make_planner",
-    "pdm_reference_progress",
+    "PDMClosedOutput", "PDMClosedPlanner", "Planner", "PlannerBase", "StandStillPlanner", "default_planner",
+    "make_planner", "pdm_reference_progress",
 ]

@@ -1,4 +1,4 @@
-"""Two trivial reference planners: the logged human and NAVSIM's constant-velocity agent."""
+"""Three trivial reference planners: the logged human, NAVSIM's constant-velocity agent and standing still."""
 
 from __future__ import annotations
 
@@ -42,3 +42,17 @@ class ConstantVelocityPlanner(PlannerBase):
         plans = np.zeros((len(scenes), len(FUTURE_TIMES), 3))
         plans[..., 0] = speed[:, None] * FUTURE_TIMES[None, :]
         return plans
+
+
+class StandStillPlanner(PlannerBase):
+    """Stays where it is: every pose of the plan is the t0 pose ``(0, 0, 0)``. A floor for every table: a policy that
+    learned something useful has to beat not moving. Tracked by the simulator, a moving ego brakes as hard as the
+    tracker allows and still rolls on a little, so EP is low but not always 0 and HC usually fails."""
+
+    name = "stand_still"
+
+    def plan(self, scene: Scene) -> np.ndarray:
+        return self.plan_batch([scene])[0]
+
+    def plan_batch(self, scenes: Sequence[Scene]) -> np.ndarray:
+        return np.zeros((len(scenes), len(FUTURE_TIMES), 3))

@@ -11,7 +11,8 @@ from irlvla_gym.agents import (
 )
 
 
-@pytest.mark.parametrize("name", ["human", "constant-velocity", "pdm-closed", "constant_velocity"])
+@pytest.mark.parametrize("name", ["human", "constant-velocity", "pdm-closed", "constant_velocity", "stand-still",
+                                  "stand_still"])
 def test_builtin_agents_satisfy_the_protocol(name, test_scenes):
     agent = load_agent(name)
     assert isinstance(agent, Agent)
@@ -24,6 +25,53 @@ def test_builtin_agents_satisfy_the_protocol(name, test_scenes):
 
 def test_human_agent_returns_the_expert(test_scenes):
     np.testing.assert_array_equal(load_agent("human").plan({}, test_scenes[0]), test_scenes[0].ego.future)
+
+
+def test_stand_still_plans_zeros(test_scenes):
+    agent = load_agent("stand-still")
+    assert agent.name == "stand-still"
+    np.testing.assert_array_equal(agent.plan({}, test_scenes[0]), np.zeros((8, 3)))
+    assert agent.plan_batch({}, test_scenes).shape == (3, 8, 3)
+
+
+def test_shipped_checkpoints_are_listed_and_resolve_by_name(tmp_path, monkeypatch, capsys):
+    """Every folder of irlvla_gym/policies/checkpoints with a config.json is an agent name (listing imports no
+    torch); a new one (here a stand-in 'irlvla_default') needs no code change."""
+    import irlvla_gym.agents as agents
+    from irlvla_gym.cli import main
+
+    assert "bc_default" in agents.shipped_checkpoints()
+    assert available_agents()["bc_default"].startswith("shipped VLA checkpoint")
+    assert main(["leaderboard", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "bc_default" in listed and "stand-still" in listed
+    fake = tmp_path / "checkpoints"
+    for name in ("bc_default", "irlvla_default"):
+        (fake / name).mkdir(parents=True)
+        (fake / name / "config.json").write_text("{}")
+    (fake / "notes").mkdir()  # no config.json: not a checkpoint
+    monkeypatch.setattr(agents, "SHIPPED_CHECKPOINT_DIR", fake)
+    assert list(agents.shipped_checkpoints()) == ["bc_default", "irlvla_default"]
+    assert agents.shipped_checkpoint("irlvla-default") == fake / "irlvla_default"
+    assert agents.shipped_checkpoint("notes") is None and "irlvla_default" in available_agents()
+
+
+def test_bc_default_resolves_by_name_and_plans_like_the_network(test_scenes):
+    pytest.importorskip("torch")
+    from irlvla_gym.agents import SHIPPED_CHECKPOINT_DIR, VLANetworkAgent
+    from irlvla_gym.obs import ObservationBuilder
+    from irlvla_gym.policies import VLANetwork
+    from irlvla_gym.policies.network import CHECKPOINT_DIR
+
+    assert SHIPPED_CHECKPOINT_DIR == CHECKPOINT_DIR
+    agent = load_agent("bc_default")
+    assert isinstance(agent, VLANetworkAgent) and isinstance(agent, Agent)
+    assert agent.name == "bc_default" and agent.obs_keys == ("camera", "ego", "instruction")
+    obs = ObservationBuilder(agent.obs_keys).observe(test_scenes[0])
+    expected = VLANetwork.from_pretrained("bc_default").eval().plan({k: np.array(v[None]) for k, v in obs.items()})[0]
+    np.testing.assert_allclose(agent.plan(obs, test_scenes[0]), expected, atol=1e-6)
+    stacked = {k: np.stack([ObservationBuilder(agent.obs_keys).observe(s)[k] for s in test_scenes]) for k in obs}
+    np.testing.assert_allclose(agent.plan_batch(stacked, test_scenes)[0], expected, atol=1e-5)
 
 
 def test_unknown_and_malformed_specs_raise_clearly():

@@ -84,6 +84,19 @@ def test_output_files(tmp_path):
     assert doc["rows"][0]["epdms"] == pytest.approx(np.mean(per_scene))
 
 
+def test_explicit_scene_list_gives_the_split_records(test_scenes):
+    """LeaderboardConfig.scenes (e.g. real windows converted in memory) evaluates those scenes like a split."""
+    cfg = dict(agents=("human", "constant-velocity"), progress=False)
+    by_split = run_leaderboard(LeaderboardConfig(num_scenes=3, **cfg))
+    by_list = run_leaderboard(LeaderboardConfig(split="my-list", scenes=list(test_scenes), num_scenes=None, **cfg))
+    assert _strip_timing(by_list.records) == _strip_timing(by_split.records)
+    first_two = run_leaderboard(LeaderboardConfig(split="my-list", scenes=list(test_scenes), num_scenes=2, **cfg))
+    assert [r["token"] for r in first_two.records] == [s.token for s in test_scenes[:2]]
+    from irlvla_gym.leaderboard.report import config_dict
+
+    assert config_dict(by_list.config)["scenes"] == "3 scenes" and config_dict(by_split.config)["scenes"] is None
+
+
 def test_agent_that_raises_scores_zero_and_the_run_goes_on():
     result = run_leaderboard(LeaderboardConfig(agents=("human", RaisingAgent(), BadShapeAgent()), num_scenes=3,
                                                workers=2, progress=False))

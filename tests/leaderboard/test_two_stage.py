@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from irlvla_gym.leaderboard.report import summarise
+from irlvla_gym.leaderboard.report import summarise, two_stage_scene_scores
 from irlvla_gym.leaderboard.two_stage import (
     StartPerturbation, aggregate_two_stage, stage_two_scene, stage_two_weights, transform_boxes,
 )
@@ -59,6 +59,10 @@ def test_summary_row_by_hand():
     assert row["stage1_epdms"] == pytest.approx((0.8 + 1.0 + 0.5) / 3)
     assert row["stage2_epdms"] == pytest.approx((W1[0] + W1[1] * 0.5 + 0.4) / 2)
     assert row["stage2_scenes"] == 4 and row["scenes"] == 3 and row["errors"] == 0
+    per_scene = [two_stage_scene_scores(r["agents"]["a"]) for r in records]
+    np.testing.assert_allclose([p["epdms"] for p in per_scene], [G1, G2, 0.5])
+    assert np.mean([p["epdms"] for p in per_scene]) == pytest.approx(row["epdms"])
+    assert math.isnan(per_scene[2]["stage2_epdms"]) and per_scene[1]["stage2_epdms"] == pytest.approx(0.4)
 
 
 @pytest.fixture(scope="module")

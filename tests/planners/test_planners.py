@@ -62,13 +62,24 @@ def test_constant_velocity_extrapolates_exactly() -> None:
     assert batch.shape == (2, 8, 3)
 
 
+def test_stand_still_stays_at_the_t0_pose() -> None:
+    scene = straight_road_scene(speed=7.0)
+    np.testing.assert_array_equal(make_planner("stand_still").plan(scene), np.zeros((8, 3)))
+    assert make_planner("stand_still").plan_batch([scene, scene]).shape == (2, 8, 3)
+    assert make_planner("stand_still").plan_batch([]).shape == (0, 8, 3)
+    # on an open road where PDM-Closed (the EP normaliser) drives on 36 m, the tracked ego brakes from 7 m/s: it
+    # still rolls ~8 m (little progress) and the braking is too hard for comfort
+    result = score_plans(scene, np.zeros((8, 3)), reference_progress=pdm_reference_progress(scene))
+    assert result.ep[0] < 0.3 and result.hc[0] == 0.0
+
+
 def test_human_planner_returns_the_logged_future_and_protocol() -> None:
     scene = straight_road_scene(speed=5.0)
     plan = HumanPlanner().plan(scene)
     np.testing.assert_array_equal(plan, scene.ego.future)
     plan[0, 0] = 99.0  # a copy: the scene is untouched
     assert scene.ego.future[0, 0] == 2.5
-    for name in ("human", "constant_velocity", "pdm_closed"):
+    for name in ("human", "constant_velocity", "stand_still", "pdm_closed"):
         planner = make_planner(name)
         assert isinstance(planner, Planner) and planner.name == name
     with pytest.raises(ValueError, match="unknown planner"):
