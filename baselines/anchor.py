@@ -130,7 +130,7 @@ class BCAnchor:
             if self.kind == "nll":
                 value = -dist.log_prob(target).mean() / target.shape[-1]
             else:
-                value = F.mse_loss(dist.distribution.mean, target)
+                value = F.mse_loss(dist.mode(), target)  # the mean action, whatever the distribution
         return value, {f"bc_{self.kind}": float(value.detach())}
 
 

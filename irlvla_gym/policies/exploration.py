@@ -62,7 +62,9 @@ class SubspaceGaussianDistribution(DiagGaussianDistribution):
         self.pinv = self.pinv.to(mean_actions)
         self.mean = mean_actions
         self.std = log_std.exp().expand(mean_actions.shape[0], -1)
-        self.distribution = torch.distributions.Normal(torch.zeros_like(self.std), self.std)
+        # over the coordinates of the action along the directions: torch's KL / log-prob of two such distributions
+        # (e.g. a KL anchor to a frozen reference policy) then compare the means' projections
+        self.distribution = torch.distributions.Normal(mean_actions @ self.pinv, self.std)
         return self
 
     def coefficients(self, actions: torch.Tensor) -> torch.Tensor:
@@ -70,13 +72,14 @@ class SubspaceGaussianDistribution(DiagGaussianDistribution):
         return (actions - self.mean) @ self.pinv
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
-        return self.distribution.log_prob(self.coefficients(actions)).sum(dim=-1)
+        return self.distribution.log_prob(actions @ self.pinv).sum(dim=-1)
 
     def entropy(self) -> torch.Tensor:
         return self.distribution.entropy().sum(dim=-1)
 
     def sample(self) -> torch.Tensor:
-        return self.mean + self.distribution.rsample() @ self.basis
+        noise = self.distribution.rsample() - self.distribution.mean
+        return self.mean + noise @ self.basis
 
     def mode(self) -> torch.Tensor:
         return self.mean

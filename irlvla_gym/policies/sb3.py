@@ -269,6 +269,8 @@ class VLAPolicy(ActorCriticPolicy):
         data.update(vla_config=config, pretrained_path=None, num_threads=self.num_threads,
                     frozen_encoders=self.frozen_encoders, exploration=self.exploration,
                     exploration_std=self.exploration_std)
+        if self.exploration == "smooth":  # the smooth std is exploration_std (and the saved log_std)
+            data["log_std_init"] = None
         return data
 
     def extract_features(self, obs: Mapping[str, torch.Tensor],

@@ -47,7 +47,7 @@ def test_a_bad_key_is_named(override, message):
 
 
 def test_unknown_preset_is_named():
-    with pytest.raises(ValueError, match=r"ppo-vla-rwm.yaml has no preset 'huge' \(has \['full', 'quick'\]\)"):
+    with pytest.raises(ValueError, match=r"ppo-vla-rwm.yaml has no preset 'huge' \(has \['full', 'paper', 'quick'\]\)"):
         load_config("ppo-vla-rwm", "huge")
     assert config_path("ppo-vla-rwm").name == "ppo-vla-rwm.yaml"
 
