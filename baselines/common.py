@@ -43,7 +43,10 @@ def write_json(path: str | Path, data: Any) -> Path:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON document in ``path``; errors name the file (:func:`irlvla_gym.utils.read_json`)."""
+    from irlvla_gym.utils import read_json as read
+
+    return read(path)
 
 
 def _json_default(value: Any) -> Any:

@@ -134,8 +134,9 @@ def _call(stage: Callable[[Any], Any], config: Any) -> Any:
 
 
 def _read_json(path: Path) -> Any:
-    with open(path) as fh:
-        return json.load(fh)
+    from irlvla_gym.utils import read_json
+
+    return read_json(path)
 
 
 # ---- stages -----------------------------------------------------------------------------------------------------

@@ -49,6 +49,25 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
         raise
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON document in ``path``; a truncated or malformed file raises ValueError naming the file and the
+    position (a bare ``JSONDecodeError`` names neither), a missing one FileNotFoundError naming it."""
+    import json
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a JSON text file ({exc.reason})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+                         "the file may be truncated or damaged") from None
+
+
 def current_umask() -> int:
     """The process's file-creation mask: from /proc on Linux (no change to process state), elsewhere by setting it
     and putting it back (the only portable way; another thread could create a file in between)."""

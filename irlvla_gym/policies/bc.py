@@ -159,7 +159,9 @@ class ObsCache:
         meta_path = self.path / "meta.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"no complete observation cache at {self.path} (meta.json missing)")
-        self.meta = json.loads(meta_path.read_text())
+        from irlvla_gym.utils import read_json
+
+        self.meta = read_json(meta_path)
         self.keys = tuple(self.meta["keys"])
         self.obs = {k: np.load(self.path / f"{k}.npy", mmap_mode="r") for k in self.keys}
         self.actions = np.load(self.path / "action.npy", mmap_mode="r")
@@ -412,7 +414,9 @@ def _network_and_optimizer(cfg: BCConfig, out: Path) -> tuple[Any, Any, tuple[in
     from irlvla_gym.policies.network import VLANetwork
 
     state_path = out / "trainer" / "state.json"
-    resume = None if cfg.restart or not state_path.is_file() else json.loads(state_path.read_text())
+    from irlvla_gym.utils import read_json
+
+    resume = None if cfg.restart or not state_path.is_file() else read_json(state_path)
     if resume is not None:
         net = VLANetwork(VLAConfig.from_dict(resume["network_config"]), load_pretrained=False)
     elif cfg.init:

@@ -158,4 +158,6 @@ class VLAConfig:
         path = path / CONFIG_NAME if path.is_dir() else path
         if not path.is_file():
             raise FileNotFoundError(f"no VLA config at {path}")
-        return cls.from_dict(json.loads(path.read_text()))
+        from irlvla_gym.utils import read_json
+
+        return cls.from_dict(read_json(path))

@@ -172,6 +172,11 @@ def cmd_build(args: argparse.Namespace) -> int:
                          shard_size=args.shard_size, total=source_input.total, progress=not args.no_progress,
                          start_item=source_input.start_item)
     print(report.summary())
+    if report.count == 0:  # nothing usable: a failed build, not an empty success
+        reasons = "; ".join(f"{item.item}: {item.error}" for item in report.skipped[:3]) or "the input yielded no items"
+        more = f" (and {len(report.skipped) - 3} more skipped)" if len(report.skipped) > 3 else ""
+        print(f"irlvla scenes build: error: no scene was stored in {out}: {reasons}{more}", file=sys.stderr)
+        return 1
     if not args.no_hooks:  # e.g. the envs' persisted per-scene preparation (irlvla_gym.scenes.source build hooks)
         from irlvla_gym.scenes.source import run_build_hooks
 

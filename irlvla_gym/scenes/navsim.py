@@ -1114,8 +1114,11 @@ def iter_scenes(logs: str | os.PathLike, maps_root: str | os.PathLike | None = N
                 raise NavsimFormatError(f"{path}: expected a list of frame dicts, got "
                                         f"{type(frames).__name__}" + (" with non-dict items"
                                                                       if isinstance(frames, list) else ""))
-        except UnsafePickleError:
-            raise
+        except UnsafePickleError as exc:  # refused before anything ran: skip and name it like any bad file
+            if strict:
+                raise
+            yield SkippedItem(str(path), f"unsafe pickle refused: {exc}")
+            continue
         except (ValueError, OSError) as exc:
             if strict:
                 raise

@@ -583,7 +583,13 @@ def test_malicious_log_pickle_refused(small_export):
     with open(small_export.logs_dir / "evil.pkl", "wb") as fh:
         pickle.dump([{"token": _Evil()}], fh, protocol=pickle.HIGHEST_PROTOCOL)
     with pytest.raises(UnsafePickleError, match="evil.pkl.*getenv"):
-        list(iter_scenes(small_export.logs_dir / "evil.pkl", small_export.maps_root))
+        list(iter_scenes(small_export.logs_dir / "evil.pkl", small_export.maps_root, strict=True))
+    # without strict the file is skipped and named, and the other logs still convert (one bad file never aborts)
+    items = list(iter_scenes(small_export.logs_dir, small_export.maps_root))
+    skipped = [i for i in items if isinstance(i, SkippedItem)]
+    assert any(i.item.endswith("evil.pkl") and "getenv" in i.error for i in skipped)
+    assert any(isinstance(i, Scene) for i in items)
+    (small_export.logs_dir / "evil.pkl").unlink()
 
 
 # ---------------------------------------------------------------------------------------------------------------------

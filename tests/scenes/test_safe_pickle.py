@@ -207,3 +207,54 @@ def test_real_sample_loads():
     assert isinstance(scn, dict) and scn["id"] == "scene-0103"
     assert scn["metadata"]["ts"].dtype == np.float64 and len(scn["metadata"]["ts"]) == scn["length"]
     assert scn["tracks"][scn["metadata"]["sdc_id"]]["state"]["position"].shape == (scn["length"], 3)
+
+
+# ---- resource bounds (issue trust, item 7): tiny hostile files must not exhaust memory or the stack ----------------
+
+
+def _stream(*parts: bytes) -> bytes:
+    return b"\x80\x02" + b"".join(parts) + b"."
+
+
+def _global(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def _write(tmp_path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_huge_array_from_reconstruct_is_refused_without_allocating(tmp_path):
+    # _reconstruct(ndarray, (10**12,), 'f8'): 8 TB asked by a ~90-byte file
+    data = _stream(_global("numpy.core.multiarray", "_reconstruct"), _global("numpy", "ndarray"),
+                   b"(J" + (10**9).to_bytes(4, "little") + b"J" + (10**3).to_bytes(4, "little") + b"t",
+                   b"X\x02\x00\x00\x00f8", b"\x87R")
+    path = _write(tmp_path, "huge.pkl", data)
+    assert len(data) < 120
+    with pytest.raises(UnsafePickleError, match=r"huge\.pkl.*exceeds"):
+        load_pickle(path)
+
+
+def test_huge_ndarray_call_and_bytes_n_are_refused(tmp_path):
+    ndarray_call = _stream(_global("numpy", "ndarray"), b"J\x00\xca\x9a\x3b\x85\x85R")  # ndarray((10**9,)) float64
+    with pytest.raises(UnsafePickleError, match=r"nd\.pkl.*ndarray\(shape\)"):
+        load_pickle(_write(tmp_path, "nd.pkl", ndarray_call))
+    big_bytes = _stream(_global("__builtin__", "bytes"), b"\x8a\x06\x00\x10\xa5\xd4\xe8\x00\x85R")  # bytes(10**12)
+    with pytest.raises(UnsafePickleError, match=r"bytes\.pkl.*bytes\(n\)"):
+        load_pickle(_write(tmp_path, "bytes.pkl", big_bytes))
+    small = _stream(_global("__builtin__", "bytes"), b"K\x03\x85R")  # bytes(3) is fine
+    assert load_pickle(_write(tmp_path, "small.pkl", small)) == b"\x00\x00\x00"
+
+
+def test_unknown_codec_and_deep_nesting_name_the_file(tmp_path):
+    codec = _stream(_global("_codecs", "encode"), b"X\x01\x00\x00\x00xX\x07\x00\x00\x00no-such\x86R")
+    with pytest.raises(ValueError, match=r"codec\.pkl: not a readable pickle \(LookupError"):
+        load_pickle(_write(tmp_path, "codec.pkl", codec))
+    depth = 200_000
+    deep = _stream(b"]" * depth, b"a" * (depth - 1))
+    with pytest.raises(ValueError, match=r"deep\.pkl: containers nest deeper than 64"):
+        load_pickle(_write(tmp_path, "deep.pkl", deep))
+    assert load_pickle(_write(tmp_path, "ok.pkl", _stream(b"]" * 10, b"a" * 9))) == \
+        [[[[[[[[[[]]]]]]]]]]

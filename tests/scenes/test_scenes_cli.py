@@ -107,3 +107,15 @@ def test_render_bad_index_and_token(tmp_path: Path, handmade_source, capsys) -> 
     (out / "manifest.json").write_text("{not json")
     assert main(["scenes", "info", str(out)]) == 2
     assert "manifest.json: invalid manifest" in capsys.readouterr().err
+
+
+def test_build_that_stores_nothing_fails_naming_the_reason(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Every input item skipped: exit 1 with the skipped items' reasons, not an empty success (issue trust, 7)."""
+    def all_bad(args: argparse.Namespace) -> scenes_cli.SourceInput:
+        return scenes_cli.SourceInput(iter([SkippedItem(f"log{i}.pkl", "not a readable pickle (LookupError)")
+                                            for i in range(4)]), total=4)
+
+    monkeypatch.setitem(scenes_cli.SOURCES, "allbad", all_bad)
+    assert main(["scenes", "build", "--source", "allbad", "--out", str(tmp_path / "s"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "no scene was stored" in err and "log0.pkl: not a readable pickle" in err and "1 more skipped" in err

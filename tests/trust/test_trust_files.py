@@ -29,3 +29,24 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             fh.write("half")
             raise RuntimeError
     assert list(tmp_path.iterdir()) == []
+
+
+def test_truncated_json_files_name_the_file(tmp_path):
+    """Truncated stages/*.json, preset.json, a VLA config.json or a run's config.json: ValueError naming the file and
+    the position, not a bare JSONDecodeError (issue trust, item 10)."""
+    from baselines.common import read_json as baselines_read_json
+    from irlvla_gym.policies.config import VLAConfig
+    from irlvla_gym.utils import read_json
+
+    bad = tmp_path / "preset.json"
+    bad.write_text('{"preset": "quick", "seed"')
+    with pytest.raises(ValueError, match=r"preset\.json: not valid JSON .* line 1, column \d+"):
+        read_json(bad)
+    with pytest.raises(ValueError, match=r"preset\.json: not valid JSON"):
+        baselines_read_json(bad)
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "config.json").write_text('{"hidden": 3')
+    with pytest.raises(ValueError, match=r"net/config\.json: not valid JSON"):
+        VLAConfig.load(tmp_path / "net")
+    with pytest.raises(FileNotFoundError, match="nothing.json"):
+        read_json(tmp_path / "nothing.json")
