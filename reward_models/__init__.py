@@ -5,6 +5,8 @@
   sub-score, EPDMS-shaped reward).
 * :mod:`reward_models.train`: supervised + maximum-entropy IRL training (``irlvla rwm train``).
 * :mod:`reward_models.evaluate`: the fidelity report (``irlvla rwm eval``).
+* :mod:`reward_models.real`: real windows: leave-one-source-out training and the synthetic / real fidelity table
+  (``irlvla rwm loso``, ``irlvla rwm eval-real``).
 * :mod:`reward_models.reward_fn`: :func:`load_default`, the env reward (``reward="rwm"``) and :class:`RWMRewardFn`.
 
 See ``reward_models/README.md`` for commands and numbers. The names below are imported on first use, so that

@@ -1,8 +1,11 @@
-"""``irlvla rwm``: build the RWM dataset, train the model, evaluate it (``dataset`` / ``train`` / ``eval``).
+"""``irlvla rwm``: build the RWM dataset, train the model, evaluate it (``dataset`` / ``train`` / ``eval``), and the
+real-data commands (``loso`` / ``eval-real``, :mod:`reward_models.real`).
 
-The flags of ``dataset`` / ``train`` / ``eval`` are the fields of :class:`reward_models.dataset.DatasetConfig`,
-:class:`reward_models.train.TrainRunConfig` and :class:`reward_models.evaluate.EvalConfig` (:mod:`irlvla_gym.configs`);
-each command runs the typed entry point of its config (``run_dataset`` / ``run_train`` / ``run_eval``)."""
+The flags of ``dataset`` / ``train`` / ``eval`` / ``loso`` / ``eval-real`` are the fields of
+:class:`reward_models.dataset.DatasetConfig`, :class:`reward_models.train.TrainRunConfig`,
+:class:`reward_models.evaluate.EvalConfig`, :class:`reward_models.real.LosoConfig` and
+:class:`reward_models.real.EvalRealConfig` (:mod:`irlvla_gym.configs`); each command runs the typed entry point of its
+config (``run_dataset`` / ``run_train`` / ``run_eval`` / ``train_loso`` / ``run_eval_real``)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import json
 from irlvla_gym.configs import add_arguments, from_args
 from reward_models.dataset import DatasetConfig, run_dataset
 from reward_models.evaluate import EvalConfig, run_eval
+from reward_models.real import EvalRealConfig, LosoConfig, run_eval_real, train_loso
 from reward_models.train import TrainRunConfig, run_train
 
 
@@ -45,6 +49,22 @@ def _eval(args) -> int:
     return 0
 
 
+def _loso(args) -> int:
+    cfg = from_args(LosoConfig, args)
+    for name, path in train_loso(cfg).items():
+        print(f"rwm loso: {name}: {path}")
+    return 0
+
+
+def _eval_real(args) -> int:
+    cfg = from_args(EvalRealConfig, args)
+    table, _ = run_eval_real(cfg)
+    print(table)
+    if cfg.out:
+        print(f"rwm eval-real: table in {cfg.out}/table.md")
+    return 0
+
+
 def _forecast(args) -> int:
     from reward_models.forecast import forecast_errors
 
@@ -75,6 +95,14 @@ def register(subparsers) -> None:
     e = sub.add_parser("eval", help="fidelity report on a held-out split")
     add_arguments(e, EvalConfig)
     e.set_defaults(func=_eval)
+
+    lo = sub.add_parser("loso", help="leave-one-source-out training on synthetic scenes + real windows")
+    add_arguments(lo, LosoConfig)
+    lo.set_defaults(func=_loso)
+
+    er = sub.add_parser("eval-real", help="synthetic and real fidelity side by side, bootstrap intervals")
+    add_arguments(er, EvalRealConfig)
+    er.set_defaults(func=_eval_real)
 
     f = sub.add_parser("forecast", help="agent forecast errors (constant velocity / lane following) vs logged futures")
     f.add_argument("--split", default="synthetic-val")

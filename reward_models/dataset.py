@@ -631,8 +631,19 @@ class DatasetConfig:
     """scenes per shard"""
     seed: int = 0
     """base seed (per-scene generators [seed, scene index])"""
+    max_agents: int | None = None
+    """agent slots of the model's observation (ObsConfig.max_agents, nearest first; default 32). Real windows have
+    35-65 agents within 64 m, so 32 slots can drop the vehicle a plan hits (reward_models/README.md, real data)"""
     progress: bool = True
     """progress bar"""
+
+    def obs_config(self) -> dict | None:
+        """The observation settings of ``max_agents`` (None: the ObsConfig defaults)."""
+        if self.max_agents is None:
+            return None
+        if self.max_agents < 1:
+            raise ValueError(f"max_agents must be >= 1, got {self.max_agents}")
+        return {"max_agents": int(self.max_agents)}
 
     def candidate_config(self) -> CandidateConfig:
         """The :class:`CandidateConfig` of ``candidates``: the default source counts, or K / 8 per source when
@@ -656,7 +667,8 @@ def run_dataset(cfg: DatasetConfig) -> dict:
     """Build (or resume) the dataset of ``cfg``; returns its manifest (:func:`build_dataset`)."""
     return build_dataset(cfg.split, cfg.out, num_scenes=cfg.num_scenes, start=cfg.start,
                          candidates=cfg.candidate_config(), seed=cfg.seed, policy=cfg.policy, backend=cfg.backend,
-                         workers=cfg.workers, shard_size=cfg.shard_size, progress=cfg.progress)
+                         workers=cfg.workers, shard_size=cfg.shard_size, progress=cfg.progress,
+                         obs_config=cfg.obs_config())
 
 
 # ---- reading --------------------------------------------------------------------------------------------------
@@ -690,6 +702,35 @@ class RWMData:
         return RWMData(self.scenes[idx], [self.tokens[i] for i in idx], self.plans[idx], self.sources[idx],
                        {k: v[idx] for k, v in self.labels.items()}, {k: v[idx] for k, v in self.obs.items()},
                        self.manifest)
+
+
+def concat_data(parts: Sequence[RWMData]) -> RWMData:
+    """One :class:`RWMData` of several datasets' scenes, in order (e.g. synthetic scenes and real windows).
+
+    Scene indices keep their per-dataset values (they are not unique across parts); the manifest is the first part's
+    with ``"parts"`` (every part's manifest without its shard list) added.
+
+    Raises:
+        DatasetError: ``parts`` is empty, or the parts differ in plans per scene (M = K + 1) or observation shapes.
+    """
+    if not parts:
+        raise DatasetError("concat_data: parts is empty")
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    for i, d in enumerate(parts[1:], 1):
+        if d.plans.shape[1:] != first.plans.shape[1:]:
+            raise DatasetError(f"concat_data: part {i} ({d.manifest.get('source')}) has {d.plans.shape[1]} plans per "
+                               f"scene, part 0 ({first.manifest.get('source')}) {first.plans.shape[1]}")
+        bad = [k for k in OBS_ENTRIES if d.obs[k].shape[1:] != first.obs[k].shape[1:]]
+        if bad:
+            raise DatasetError(f"concat_data: part {i} ({d.manifest.get('source')}) differs in observation shapes "
+                               f"({', '.join(bad)})")
+    manifest = dict(first.manifest, parts=[{k: v for k, v in d.manifest.items() if k != "shards"} for d in parts])
+    return RWMData(np.concatenate([d.scenes for d in parts]), [t for d in parts for t in d.tokens],
+                   np.concatenate([d.plans for d in parts]), np.concatenate([d.sources for d in parts]),
+                   {k: np.concatenate([d.labels[k] for d in parts]) for k in first.labels},
+                   {k: np.concatenate([d.obs[k] for d in parts]) for k in OBS_ENTRIES}, manifest)
 
 
 def iter_rows(path: str | os.PathLike) -> Iterable[tuple[str, Any]]:
@@ -751,6 +792,7 @@ def load_dataset(path: str | os.PathLike, max_scenes: int | None = None) -> RWMD
 __all__ = [
     "FORMAT_VERSION", "SOURCES", "LABELS", "CandidateConfig", "PlanSampler", "VocabularySampler",
     "PerturbationSampler", "PolicySampler", "CandidateGenerator", "load_policy_sampler", "perturb_plans",
-    "label_plans", "build_shard", "build_dataset", "load_dataset", "read_manifest", "RWMData", "DatasetError",
+    "label_plans", "build_shard", "build_dataset", "concat_data", "load_dataset", "read_manifest", "RWMData",
+    "DatasetError",
     "DatasetConfig", "run_dataset",
 ]

@@ -111,7 +111,7 @@ def speed_ratio(model: RewardWorldModel, source: str = "synthetic-test", num_sce
 
     plans = load_vocabulary(256)[:k]
     src = SceneSource(source)
-    builder = ObservationBuilder(OBS_KEYS)
+    builder = ObservationBuilder(OBS_KEYS, model.config.obs_config)
     rows = []
     num_scenes = min(num_scenes, len(src))  # a small store may hold fewer scenes than the timing wants
     for i in range(num_scenes):
@@ -126,7 +126,8 @@ def speed_ratio(model: RewardWorldModel, source: str = "synthetic-test", num_sce
         t_model = min(_timed(lambda: model.predict_reward(obs, plans32)) for _ in range(repeats))
         enc = model.encode_scene(obs)
         t_only = min(_timed(lambda: model.score(enc, plans32)) for _ in range(repeats))
-        t_obs = min(_timed(lambda: ObservationBuilder(OBS_KEYS).observe(scene)) for _ in range(repeats))
+        t_obs = min(_timed(lambda: ObservationBuilder(OBS_KEYS, model.config.obs_config).observe(scene))
+                    for _ in range(repeats))
         rows.append((t_score, t_cold, t_model, t_only, t_obs))
     a = np.median(np.asarray(rows), axis=0)
     return {"plans": k, "scenes": num_scenes, "scorer_s": float(a[0]), "scorer_cold_s": float(a[1]),
@@ -280,7 +281,7 @@ def evaluate(ckpt: str, out: str, split: str = "synthetic-test", data: str | Non
     if data is None:
         data = str(out_p / "data")
         build_dataset(split, data, num_scenes=num_scenes, seed=seed, workers=workers, progress=progress,
-                      candidates=CandidateConfig())
+                      candidates=CandidateConfig(), obs_config=model.config.obs_config)
     ds = load_dataset(data)
     pred = predict_dataset(model, ds)
     rep = compute_report(pred, ds)

@@ -59,6 +59,7 @@ POSE_FEATURES = (
        "red_dist", "route_progress"]
 )
 NUM_POSE_FEATURES = len(POSE_FEATURES)
+AGENT_GEOMETRIES = ("circle", "box")
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,28 @@ def _box_points(pose: torch.Tensor) -> torch.Tensor:
     x = pose[..., :1] + c * local[:, 0] - s * local[:, 1]
     y = pose[..., 1:2] + s * local[:, 0] + c * local[:, 1]
     return torch.stack([x, y], dim=-1)
+
+
+def box_separation(lon: torch.Tensor, lat: torch.Tensor, cos_d: torch.Tensor, sin_d: torch.Tensor,
+                   half_len: torch.Tensor, half_wid: torch.Tensor) -> torch.Tensor:
+    """Signed separation (m) of the ego box and agent boxes by the separating-axis test on the four box axes: the
+    largest gap between the two boxes' projections on any axis, negative when they overlap (then minus the
+    smallest penetration over the axes). Positive values are a lower bound of the true distance (exact when the
+    boxes are aligned). All arguments broadcast together.
+
+    Args:
+        lon, lat: the agent's centre in the frame of the ego box centre (x along the ego heading; m).
+        cos_d, sin_d: cos and sin of the agent's heading relative to the ego's.
+        half_len, half_wid: the agent's half length and half width (m).
+    """
+    cd, sd = cos_d.abs(), sin_d.abs()
+    hl, hw = (FRONT + REAR) / 2.0, WIDTH / 2.0
+    on_ego = torch.maximum(lon.abs() - (hl + cd * half_len + sd * half_wid),
+                           lat.abs() - (hw + sd * half_len + cd * half_wid))
+    a_lon = cos_d * lon + sin_d * lat  # ego centre in the agent frame, up to sign
+    a_lat = cos_d * lat - sin_d * lon
+    on_agent = torch.maximum(a_lon.abs() - (half_len + cd * hl + sd * hw), a_lat.abs() - (half_wid + sd * hl + cd * hw))
+    return torch.maximum(on_ego, on_agent)
 
 
 def kinematics(plans: torch.Tensor, ego: torch.Tensor) -> torch.Tensor:
@@ -258,14 +281,37 @@ def segment_flags(lookup: MapLookup, seg: torch.Tensor) -> torch.Tensor:
     return fl * (seg >= 0)[..., None].to(fl.dtype)
 
 
-def pose_features(plans: torch.Tensor, obs: dict[str, torch.Tensor], geom: BevGeometry = BevGeometry()) -> torch.Tensor:
+def _agent_distance(rx, ry, lon, lat, c_, s_, ag, avx, avy, agent_geometry: str) -> tuple[torch.Tensor, float]:
+    """(B, K, T, N) distance of the ego box at each pose to each agent (m; :func:`pose_features`
+    ``agent_geometry``) and the distance below which an agent counts as close. rx, ry, lon, lat: the agents'
+    centres relative to the ego box centre, in the t0 frame and in the pose frame; c_, s_: (B, K, T, 1) pose
+    heading; ag: (B, N, 14) agents; avx, avy: their forecast velocities (broadcasting to (B, K, T, N))."""
+    if agent_geometry == "box":
+        a_speed = torch.hypot(avx, avy)
+        moving = a_speed > 1.0
+        a_cos = torch.where(moving, avx / a_speed.clamp_min(1e-6), ag[:, None, None, :, AG_COS])
+        a_sin = torch.where(moving, avy / a_speed.clamp_min(1e-6), ag[:, None, None, :, AG_SIN])
+        return box_separation(lon, lat, a_cos * c_ + a_sin * s_, a_sin * c_ - a_cos * s_,
+                              ag[:, None, None, :, AG_LEN] / 2, ag[:, None, None, :, AG_WID] / 2), 1.0
+    a_rad = 0.5 * torch.hypot(ag[..., AG_LEN], ag[..., AG_WID])  # (B, N)
+    return torch.hypot(rx, ry) - a_rad[:, None, None] - EGO_RADIUS, 3.0
+
+
+def pose_features(plans: torch.Tensor, obs: dict[str, torch.Tensor], geom: BevGeometry = BevGeometry(),
+                  agent_geometry: str = "circle") -> torch.Tensor:
     """(B, K, 8, NUM_POSE_FEATURES) per-pose features (module docs).
 
     Args:
         plans: (B, K, 8, 3) float32 plans in the t0 ego frame.
         obs: ``bev`` (B, 8, H, W) float in [0, 1] (see :func:`reward_models.model.prepare_obs`), ``ego`` (B, 21),
             ``agents`` (B, N, 14), ``agents_mask`` (B, N) bool, ``map`` (B, P, L, 11), ``map_mask`` (B, P) bool.
+        agent_geometry: how ``agent_clearance``, the nearest agent and ``agents_close`` measure distance to the
+            agents: ``"circle"`` (centre distance minus both bounding radii; close = within 3 m) or ``"box"`` (the
+            signed separation of the two oriented boxes, :func:`box_separation`, each agent heading along its
+            forecast velocity when faster than 1 m/s, else its observed heading; close = within 1 m).
     """
+    if agent_geometry not in AGENT_GEOMETRIES:
+        raise ValueError(f"agent_geometry must be one of {AGENT_GEOMETRIES}, got {agent_geometry!r}")
     B, K, T, _ = plans.shape
     dev, dt = plans.device, plans.dtype
     t = torch.arange(1, T + 1, device=dev, dtype=dt) * PLAN_DT  # (T,)
@@ -297,14 +343,13 @@ def pose_features(plans: torch.Tensor, obs: dict[str, torch.Tensor], geom: BevGe
         future = future[:, :n_agents].transpose(1, 2).unsqueeze(1)  # (B, 1, T, N, 4)
         ax, ay, avx, avy = future.unbind(-1)
     rx, ry = ax - cx, ay - cy  # (B, K, T, N)
-    dist = torch.hypot(rx, ry)
-    a_rad = 0.5 * torch.hypot(ag[..., AG_LEN], ag[..., AG_WID])  # (B, N)
     amask4 = amask[:, None, None]
-    clear = (dist - a_rad[:, None, None] - EGO_RADIUS).masked_fill(~amask4, 1e3)
-    clearance, nearest = clear.min(dim=-1)  # (B, K, T)
     c_, s_ = cos.unsqueeze(-1), sin.unsqueeze(-1)
     lon = c_ * rx + s_ * ry  # (B, K, T, N) in the pose frame
     lat = c_ * ry - s_ * rx
+    clear, close_within = _agent_distance(rx, ry, lon, lat, c_, s_, ag, avx, avy, agent_geometry)
+    clear = clear.masked_fill(~amask4, 1e3)
+    clearance, nearest = clear.min(dim=-1)  # (B, K, T)
     v_lon = c_ * avx + s_ * avy
     pick = nearest.unsqueeze(-1)
     n_lon, n_lat = lon.gather(-1, pick).squeeze(-1), lat.gather(-1, pick).squeeze(-1)
@@ -314,7 +359,7 @@ def pose_features(plans: torch.Tensor, obs: dict[str, torch.Tensor], geom: BevGe
     gap = lon - ag[:, None, None, :, AG_LEN] / 2 - (FRONT - CENTRE_OFFSET)
     front_gap = gap.masked_fill(~in_front, 1e3).min(dim=-1).values.clamp(-5.0, 60.0)
     front_ttc = (front_gap.clamp_min(0.0) / speed.clamp_min(0.5)).clamp_max(5.0)
-    close = (clear < 3.0).sum(-1).to(dt)
+    close = (clear < close_within).sum(-1).to(dt)
 
     # map: exact distances to the nearest lane / on-route lane / red-light lane segment (scene-once lookup)
     lookup = obs.get("map_lookup")
@@ -345,5 +390,5 @@ def pose_features(plans: torch.Tensor, obs: dict[str, torch.Tensor], geom: BevGe
     return torch.cat([torch.stack(feats, -1), bev, torch.stack(tail, -1)], dim=-1)
 
 
-__all__ = ["POSE_FEATURES", "NUM_POSE_FEATURES", "BevGeometry", "FieldGrid", "MapLookup", "map_lookup",
+__all__ = ["AGENT_GEOMETRIES", "POSE_FEATURES", "NUM_POSE_FEATURES", "BevGeometry", "box_separation", "FieldGrid", "MapLookup", "map_lookup",
            "map_features", "pose_features", "kinematics"]

@@ -50,6 +50,8 @@ _DT = _F32(PLAN_DT)
 _CO = _F32(CENTRE_OFFSET)
 _EGO_R = _F32(EGO_RADIUS)
 _FRONT_GAP = _F32(FRONT - CENTRE_OFFSET)
+_HL = _F32((FRONT + REAR) / 2.0)  # ego box half length / width (agent_geometry="box")
+_HW = _F32(WIDTH / 2.0)
 _EPS9 = _F32(1e-9)
 _EPS6 = _F32(1e-6)
 # box points (centre, fl, fr, rl, rr) in the rear-axle frame, float32 as in features._box_points
@@ -313,9 +315,23 @@ def _clamp(x, lo, hi):
     return x
 
 
+@numba.njit(**_INLINE)
+def _box_sep(lon, lat, cos_d, sin_d, half_len, half_wid):  # pragma: no cover - compiled
+    """features.box_separation for one (pose, agent) pair (float32)."""
+    cd = abs(cos_d)
+    sd = abs(sin_d)
+    g1 = abs(lon) - (_HL + cd * half_len + sd * half_wid)
+    g2 = abs(lat) - (_HW + sd * half_len + cd * half_wid)
+    a_lon = cos_d * lon + sin_d * lat
+    a_lat = cos_d * lat - sin_d * lon
+    g3 = abs(a_lon) - (half_len + cd * _HL + sd * _HW)
+    g4 = abs(a_lat) - (half_wid + sd * _HL + cd * _HW)
+    return max(max(g1, g2), max(g3, g4))
+
+
 @numba.njit(**dict(_JIT, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}))
 def _pose_kernel(plans, cosa, sina, ego, bev, bscale, agents, amask, future, has_future, nearest, seg_a, seg_b,
-                 seg_flags, prm, pow2, extras, compact, out):
+                 seg_flags, prm, pow2, extras, compact, box, out):
     ra, rb, rs, span, x_max, y_half, res, cap = prm[0], prm[1], prm[2], prm[3], prm[4], prm[5], prm[6], prm[7]
     lx = _LX
     ly = _LY
@@ -352,6 +368,9 @@ def _pose_kernel(plans, cosa, sina, ego, bev, bscale, agents, amask, future, has
     ag_vx = np.empty((T, max(NA, 1)), dtype=np.float32)
     ag_vy = np.empty((T, max(NA, 1)), dtype=np.float32)
     ag_r = np.empty(max(NA, 1), dtype=np.float32)
+    ag_c = np.empty((T, max(NA, 1)), dtype=np.float32)  # agent heading per time (box geometry)
+    ag_s = np.empty((T, max(NA, 1)), dtype=np.float32)
+    close_within = _ONE if box else _F32(3.0)
     cand_d = np.empty(4, dtype=np.float32)
     cand_s = np.empty(4, dtype=np.int64)
     cand_tx = np.empty(4, dtype=np.float32)
@@ -381,6 +400,14 @@ def _pose_kernel(plans, cosa, sina, ego, bev, bscale, agents, amask, future, has
                     ag_y[t, j] = agents[b, j, 1] + tt * agents[b, j, 5]
                     ag_vx[t, j] = agents[b, j, 4]
                     ag_vy[t, j] = agents[b, j, 5]
+                if box:  # along the velocity when faster than 1 m/s, else the observed heading
+                    v = _hyp32(ag_vx[t, j], ag_vy[t, j])
+                    if v > _ONE:
+                        ag_c[t, j] = ag_vx[t, j] / v
+                        ag_s[t, j] = ag_vy[t, j] / v
+                    else:
+                        ag_c[t, j] = agents[b, j, 2]
+                        ag_s[t, j] = agents[b, j, 3]
         for j in range(NA):
             ag_r[j] = _HALF * _hyp32(agents[b, j, 6], agents[b, j, 7])
         bv = bev[b]
@@ -483,8 +510,13 @@ def _pose_kernel(plans, cosa, sina, ego, bev, bscale, agents, amask, future, has
                     rx = ag_x[t, j] - cx
                     ry = ag_y[t, j] - cy
                     if amask[b, j]:
-                        clear = (_hyp32(rx, ry) - ag_r[j]) - _EGO_R
                         lon = c * rx + s * ry
+                        if box:
+                            clear = _box_sep(lon, c * ry - s * rx, ag_c[t, j] * c + ag_s[t, j] * s,
+                                             ag_s[t, j] * c - ag_c[t, j] * s, agents[b, j, 6] / _TWO,
+                                             agents[b, j, 7] / _TWO)
+                        else:
+                            clear = (_hyp32(rx, ry) - ag_r[j]) - _EGO_R
                         if lon > _ZERO:
                             lat = c * ry - s * rx
                             if abs(lat) < _F32(1.25) + agents[b, j, 7] / _TWO:
@@ -498,7 +530,7 @@ def _pose_kernel(plans, cosa, sina, ego, bev, bscale, agents, amask, future, has
                     elif clear < best:
                         best = clear
                         best_j = j
-                    if clear < _F32(3.0):
+                    if clear < close_within:
                         n_close += 1
                 rx = ag_x[t, best_j] - cx
                 ry = ag_y[t, best_j] - cy
@@ -645,7 +677,8 @@ def _geometry_params(geom: BevGeometry) -> tuple[np.ndarray, bool]:
     return prm, pow2
 
 
-def _run_pose_kernel(plans, obs, geom: BevGeometry, lookup, extras: bool, compact: bool = False) -> torch.Tensor:
+def _run_pose_kernel(plans, obs, geom: BevGeometry, lookup, extras: bool, compact: bool = False,
+                     agent_geometry: str = "circle") -> torch.Tensor:
     p = plans.detach()
     if p.device.type != "cpu" or p.dtype != torch.float32:
         p = p.to("cpu", torch.float32)
@@ -679,7 +712,7 @@ def _run_pose_kernel(plans, obs, geom: BevGeometry, lookup, extras: bool, compac
         bev, bscale = _np(bev_t, np.float32), _ONE
     prm, pow2 = _geometry_params(geom)
     _pose_kernel(plans_np, cos, sin, _np(obs["ego"], np.float32), bev, bscale, agents, amask, future, has_future,
-                 nearest, sa, sb, sf, prm, pow2, extras, compact, out)
+                 nearest, sa, sb, sf, prm, pow2, extras, compact, agent_geometry == "box", out)
     return torch.from_numpy(out)
 
 
@@ -689,22 +722,24 @@ def scene_channels(bev: torch.Tensor) -> torch.Tensor:
 
 
 def pose_features_fast(plans: torch.Tensor, obs: dict[str, torch.Tensor], geom: BevGeometry = BevGeometry(),
-                       lookup: MapLookup | None = None) -> torch.Tensor:
+                       lookup: MapLookup | None = None, agent_geometry: str = "circle") -> torch.Tensor:
     """Drop-in for :func:`reward_models.features.pose_features`: (B, K, 8, NUM_POSE_FEATURES) float32 (CPU).
 
     ``lookup`` (or ``obs["map_lookup"]``) is a :class:`~reward_models.features.MapLookup`; built here when absent.
+    ``agent_geometry``: ``"circle"`` or ``"box"`` (see the reference).
     """
-    out = _run_pose_kernel(plans, obs, geom, lookup, extras=False)
+    out = _run_pose_kernel(plans, obs, geom, lookup, extras=False, agent_geometry=agent_geometry)
     B, K = out.shape[:2]
     return out.view(B, K, NUM_POSES, NUM_POSE_FEATURES)
 
 
 def plan_inputs_fast(plans: torch.Tensor, obs: dict[str, torch.Tensor], geom: BevGeometry = BevGeometry(),
-                     lookup: MapLookup | None = None, compact: bool = False) -> torch.Tensor:
+                     lookup: MapLookup | None = None, compact: bool = False,
+                     agent_geometry: str = "circle") -> torch.Tensor:
     """(B, K, 10 F) ``[feats.flatten(2), feats.amax(2), feats.amin(2)]``, the input ``RewardWorldModel.score``
     builds from :func:`pose_features`, in one pass. ``compact``: the features first go through
     :func:`reward_models.model.compact_bev_samples` (F = 56 instead of 98)."""
-    return _run_pose_kernel(plans, obs, geom, lookup, extras=True, compact=compact)
+    return _run_pose_kernel(plans, obs, geom, lookup, extras=True, compact=compact, agent_geometry=agent_geometry)
 
 
 def pool_bev(bev: torch.Tensor, factor: int = 4) -> torch.Tensor:

@@ -40,7 +40,7 @@ from reward_models.checkpoint import MODEL_FILE, CheckpointError, read_checkpoin
 from irlvla_gym.metrics.config import SUB_SCORES
 from reward_models.dataset import OBS_ENTRIES, OBS_KEYS
 from reward_models.features import (
-    BEV_SCENE_CHANNELS, NUM_POSE_FEATURES, PLAN_DT, POSE_FEATURES, BevGeometry, map_lookup, pose_features,
+    AGENT_GEOMETRIES, BEV_SCENE_CHANNELS, NUM_POSE_FEATURES, PLAN_DT, POSE_FEATURES, BevGeometry, map_lookup, pose_features,
 )
 from reward_models.forecast import FORECASTS, forecast_agents
 
@@ -102,6 +102,12 @@ class ModelConfig:
             red-light features were read from the wrong cells; see :func:`reward_models.features.map_lookup`). A
             ``config.json`` without this field is such a checkpoint.
         activation: of every hidden layer, ``"gelu"`` or ``"relu"`` (cheaper on a CPU).
+        obs_config: the observation settings (:class:`irlvla_gym.obs.config.ObsConfig` fields, e.g.
+            ``{"max_agents": 64}``) the model's training inputs were built with; None = the ObsConfig defaults. The
+            scene reward (:class:`reward_models.reward_fn.SceneRewardFn`) builds observations with them. The network
+            takes any number of agent / polyline slots, so other settings still run, with less information.
+        agent_geometry: distance to the agents in the plan features, ``"circle"`` (bounding circles, the first
+            checkpoints) or ``"box"`` (oriented-box separation; :func:`reward_models.features.pose_features`).
     """
 
     d_model: int = 32
@@ -118,14 +124,22 @@ class ModelConfig:
     agent_forecast: str = "lane"
     map_layout: str = "cells"
     activation: str = "gelu"
+    obs_config: dict | None = None
+    agent_geometry: str = "circle"
 
     def __post_init__(self):
+        if self.obs_config is not None and not isinstance(self.obs_config, dict):
+            raise ValueError(f"ModelConfig.obs_config must be a dict of ObsConfig fields or None, got "
+                             f"{type(self.obs_config).__name__}")
         if self.bev_samples not in BEV_SAMPLE_MODES:
             raise ValueError(f"ModelConfig.bev_samples must be one of {BEV_SAMPLE_MODES}, got {self.bev_samples!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"ModelConfig.activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
         if self.map_layout not in ("cells", "interleaved"):
             raise ValueError(f"ModelConfig.map_layout must be 'cells' or 'interleaved', got {self.map_layout!r}")
+        if self.agent_geometry not in AGENT_GEOMETRIES:
+            raise ValueError(f"ModelConfig.agent_geometry must be one of {AGENT_GEOMETRIES}, got "
+                             f"{self.agent_geometry!r}")
         if self.agent_forecast not in FORECASTS:
             raise ValueError(f"ModelConfig.agent_forecast must be one of {FORECASTS}, got {self.agent_forecast!r}")
         if self.bev_tokens not in (16, 64):
@@ -505,9 +519,10 @@ class RewardWorldModel(nn.Module):
         """(B, K, 8, F) parameter-free plan-in-scene features (:func:`reward_models.features.pose_features`; on
         the CPU the compiled :func:`reward_models.kernels.pose_features_fast`, the same values)."""
         p = self._plans(enc, plans)
+        geometry = self.config.agent_geometry
         if p.device.type == "cpu":
-            return kernels.pose_features_fast(p, enc.obs, self.config.bev)
-        return pose_features(p, enc.obs, self.config.bev)
+            return kernels.pose_features_fast(p, enc.obs, self.config.bev, agent_geometry=geometry)
+        return pose_features(p, enc.obs, self.config.bev, geometry)
 
     def plan_inputs(self, enc: SceneEncoding, plans: np.ndarray | torch.Tensor | None,
                     feats: torch.Tensor | None = None) -> torch.Tensor:
@@ -518,8 +533,9 @@ class RewardWorldModel(nn.Module):
             p = self._plans(enc, plans)
             if p.device.type == "cpu":
                 return kernels.plan_inputs_fast(p, enc.obs, self.config.bev,
-                                                compact=self.config.bev_samples == "extrema")
-            feats = pose_features(p, enc.obs, self.config.bev)
+                                                compact=self.config.bev_samples == "extrema",
+                                                agent_geometry=self.config.agent_geometry)
+            feats = pose_features(p, enc.obs, self.config.bev, self.config.agent_geometry)
         if self.config.bev_samples == "extrema":
             feats = compact_bev_samples(feats)
         return torch.cat([feats.flatten(2), feats.amax(dim=2), feats.amin(dim=2)], dim=-1)

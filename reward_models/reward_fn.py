@@ -85,7 +85,8 @@ class SceneRewardFn:
         from irlvla_gym.obs.registry import ObservationBuilder
 
         self.model = model.eval()
-        self.builder = ObservationBuilder(OBS_KEYS)
+        # the observation settings the model was trained with (ModelConfig.obs_config; None: the defaults)
+        self.builder = ObservationBuilder(OBS_KEYS, getattr(getattr(model, "config", None), "obs_config", None))
         self._cache: LRU[Any] = LRU(cache_size)
         self._template = None  # a cached encoding with the largest token / slot counts cached so far
 

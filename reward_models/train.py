@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from reward_models.dataset import OBS_ENTRIES, RWMData, load_dataset
+from reward_models.dataset import OBS_ENTRIES, DatasetError, RWMData, concat_data, load_dataset
 
 if TYPE_CHECKING:
     import torch
@@ -109,6 +109,8 @@ class ModelOverrides:
     """hidden-layer activation"""
     agent_forecast: Literal["cv", "lane"] | None = None
     """agent forecast of the plan features: constant velocity or lane following"""
+    agent_geometry: Literal["circle", "box"] | None = None
+    """distance to the agents in the plan features: bounding circles or oriented-box separation"""
 
     def model_config(self) -> "ModelConfig":
         from reward_models.model import ModelConfig
@@ -128,6 +130,17 @@ class TrainRunConfig:
     """validation dataset (default: last 10% of --data scenes, --val-fraction)"""
     max_scenes: int | None = None
     """train on the first N scenes of --data"""
+    extra_data: tuple[str, ...] = ()
+    """more RWM datasets trained on beside --data (e.g. real windows, reward_models.real); the same number of
+    candidates per scene"""
+    extra_repeat: int = 1
+    """times each --extra-data scene is drawn per epoch (oversamples a small set such as real windows)"""
+    extra_val_data: tuple[str, ...] = ()
+    """more validation datasets: the validation loss is then the mean over all validation sets, each counting
+    equally (so a few real windows weigh as much as the synthetic validation scenes)"""
+    init: str | None = None
+    """start from this checkpoint's weights and model config (fine-tuning; a directory or a shipped name such as
+    'default'); of the model flags only the parameter-free ones (--agent-geometry, --agent-forecast) may be set"""
     progress: bool = True
     """progress bars"""
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -135,11 +148,26 @@ class TrainRunConfig:
 
 
 def run_train(cfg: TrainRunConfig) -> dict[str, Any]:
-    """Train (or resume) the RWM of ``cfg``; returns the summary of :func:`train`."""
-    return train(cfg.data, cfg.out, cfg.train, cfg.model.model_config(), val_dir=cfg.val_data,
-                 max_scenes=cfg.max_scenes, progress=cfg.progress)
+    """Train (or resume) the RWM of ``cfg``; returns the summary of :func:`train`.
+
+    Raises:
+        ValueError: ``init`` together with model flags that change the weights' shapes, or ``extra_repeat`` < 1.
+    """
+    model_cfg, overrides = cfg.model.model_config(), None
+    if cfg.init is not None:
+        overrides = {k: v for k, v in dataclasses.asdict(cfg.model).items() if v is not None}
+        shaped = sorted(set(overrides) - set(INIT_OVERRIDES))
+        if shaped:
+            raise ValueError(f"init={cfg.init!r} takes the checkpoint's model config; of the model flags only "
+                             f"{', '.join(INIT_OVERRIDES)} may be set (got {', '.join(shaped)})")
+        model_cfg = None
+    return train(cfg.data, cfg.out, cfg.train, model_cfg, val_dir=cfg.val_data, max_scenes=cfg.max_scenes,
+                 progress=cfg.progress, extra_data=cfg.extra_data, extra_repeat=cfg.extra_repeat,
+                 extra_val=cfg.extra_val_data, init=cfg.init, init_overrides=overrides)
 
 
+INIT_OVERRIDES = ("agent_geometry", "agent_forecast")
+"""ModelConfig fields a fine-tuning run (``init``) may change: they change the plan features, not the weights."""
 RUN_RECORD = "run.json"
 """File in the checkpoint directory recording what the run trains on (:func:`run_record`)."""
 BUDGET_FIELDS = ("epochs", "max_minutes")
@@ -147,8 +175,10 @@ BUDGET_FIELDS = ("epochs", "max_minutes")
 
 
 def run_record(data_dir: str, cfg: TrainConfig, model_cfg: ModelConfig | None, val_dir: str | None,
-               max_scenes: int | None) -> dict[str, Any]:
-    """What a run trains on and how, as JSON reads it back (budgets left out: :data:`BUDGET_FIELDS`)."""
+               max_scenes: int | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a run trains on and how, as JSON reads it back (budgets left out: :data:`BUDGET_FIELDS`). ``extra``:
+    further settings (extra datasets, initial checkpoint), recorded only when set, so records of runs without
+    them read as before."""
     import json
 
     from reward_models.model import ModelConfig
@@ -157,6 +187,7 @@ def run_record(data_dir: str, cfg: TrainConfig, model_cfg: ModelConfig | None, v
               "max_scenes": max_scenes,
               "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in BUDGET_FIELDS},
               "model": (model_cfg or ModelConfig()).to_dict()}
+    record.update({k: v for k, v in (extra or {}).items() if v})
     return json.loads(json.dumps(record, default=str))
 
 
@@ -297,6 +328,20 @@ def evaluate_loss(model: RewardWorldModel, data: RWMData, cfg: TrainConfig,
     return res
 
 
+def evaluate_sets(model: RewardWorldModel, sets: list[RWMData], cfg: TrainConfig,
+                  feats: list[torch.Tensor] | None = None) -> dict[str, float]:
+    """:func:`evaluate_loss` on each validation set, macro-averaged (every set counts equally; one set: its
+    values). With several sets each set's Spearman and best-of-K gap are added as ``set{i}/spearman`` /
+    ``set{i}/best_of_k_gap``."""
+    per = [evaluate_loss(model, d, cfg, None if feats is None else feats[i]) for i, d in enumerate(sets) if len(d)]
+    if len(per) == 1:
+        return per[0]
+    out = {k: float(np.mean([r[k] for r in per])) for k in per[0]}
+    for i, r in enumerate(per):
+        out[f"set{i}/spearman"], out[f"set{i}/best_of_k_gap"] = r["spearman"], r["best_of_k_gap"]
+    return out
+
+
 def split_train_val(data: RWMData, fraction: float) -> tuple[RWMData, RWMData]:
     n_val = max(1, int(round(len(data) * fraction))) if len(data) > 1 else 0
     n = len(data) - n_val
@@ -355,8 +400,9 @@ class _Trainer:
                                            "numpy_rng": self.rng.bit_generator.state, **meta})
 
 
-def _start(last: Path, cfg: TrainConfig, model_cfg: ModelConfig | None) -> _Trainer:
-    """A new model and optimiser, or both restored from ``last/`` (then ``model_cfg`` is the saved one)."""
+def _start(last: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, init: str | None = None) -> _Trainer:
+    """A new model and optimiser, or both restored from ``last/`` (then ``model_cfg`` is the saved one). ``init``:
+    a new model starts from that checkpoint's weights and config instead of a random one."""
     import copy
 
     import torch
@@ -382,6 +428,12 @@ def _start(last: Path, cfg: TrainConfig, model_cfg: ModelConfig | None) -> _Trai
         rng.bit_generator.state = saved["numpy_rng"]
         state = {k: saved[k] for k in state}
         print(f"rwm train: resuming from {last} at epoch {state['epoch']}, step {state['step']}")
+    elif init is not None:
+        model = RewardWorldModel.from_pretrained(init).train()
+        if model_cfg is not None:  # init's config + the data's observation settings and feature overrides
+            model.config = model_cfg  # (none of them changes the weights' shapes)
+        model_cfg = model.config
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         model_cfg = model_cfg or ModelConfig()
         model = RewardWorldModel(model_cfg)
@@ -394,15 +446,21 @@ def _start(last: Path, cfg: TrainConfig, model_cfg: ModelConfig | None) -> _Trai
     return _Trainer(model, opt, model_cfg, rng, state, ema)
 
 
+def _epoch_order(rng: np.random.Generator, n: int, repeats: np.ndarray | None) -> np.ndarray:
+    """Scene indices of one epoch, shuffled: every scene once, or scene i ``repeats[i]`` times."""
+    return rng.permutation(n) if repeats is None else rng.permutation(np.repeat(np.arange(n), repeats))
+
+
 def _train_epoch(t: _Trainer, train_data: RWMData, feats: torch.Tensor, cfg: TrainConfig, total_steps: int,
-                 writer, log_every: int, progress: bool) -> float:
-    """One epoch of updates; returns the running (exponentially smoothed) training loss."""
+                 writer, log_every: int, progress: bool, repeats: np.ndarray | None = None) -> float:
+    """One epoch of updates (scene i drawn ``repeats[i]`` times, default once); returns the running (exponentially
+    smoothed) training loss."""
     import torch
     from tqdm.auto import tqdm
 
     state, model = t.state, t.model
-    steps_per_epoch = math.ceil(len(train_data) / cfg.batch_scenes)
-    order = t.rng.permutation(len(train_data))
+    order = _epoch_order(t.rng, len(train_data), repeats)
+    steps_per_epoch = math.ceil(len(order) / cfg.batch_scenes)
     bar = tqdm(range(steps_per_epoch), desc=f"rwm train epoch {state['epoch'] + 1}/{cfg.epochs}",
                disable=not progress, leave=False)
     running = 0.0
@@ -455,21 +513,93 @@ def dataset_command(manifest: dict[str, Any]) -> str:
         parts.append(f"--policy {portable(manifest['policy'])}")
     if manifest.get("seed"):
         parts.append(f"--seed {manifest['seed']}")
+    if (manifest.get("obs_config") or {}).get("max_agents"):
+        parts.append(f"--max-agents {manifest['obs_config']['max_agents']}")
     return " ".join(parts)
+
+
+@dataclass
+class _TrainingData:
+    """What one run trains and validates on: the training scenes (``repeats``: draws per epoch of each scene,
+    None = once), the validation sets, and the checkpoint metadata describing them (no machine paths)."""
+
+    train: RWMData
+    repeats: np.ndarray | None
+    val: list[RWMData]
+    meta: dict[str, Any]
+    obs_config: dict | None = None
+
+
+def _training_data(data_dir: str, cfg: TrainConfig, val_dir: str | None, max_scenes: int | None,
+                   extra_data: tuple[str, ...], extra_repeat: int, extra_val: tuple[str, ...]) -> _TrainingData:
+    """Load --data (split into train / validation unless ``val_dir``), the extra training sets (each scene drawn
+    ``extra_repeat`` times per epoch) and the extra validation sets."""
+    if extra_repeat < 1:
+        raise ValueError(f"extra_repeat must be >= 1, got {extra_repeat}")
+    data = load_dataset(data_dir, max_scenes=max_scenes)
+    main, val = (data, load_dataset(val_dir)) if val_dir else split_train_val(data, cfg.val_fraction)
+    extras = [load_dataset(p) for p in extra_data]
+    train_data = concat_data([main, *extras])
+    repeats = None
+    if extras and extra_repeat > 1:
+        repeats = np.concatenate([np.ones(len(main), np.int64), np.full(len(train_data) - len(main), extra_repeat)])
+    vals = [val, *(load_dataset(p) for p in extra_val)]
+    obs_config = data.manifest.get("obs_config")
+    for path, d in zip((*extra_data, *extra_val), (*extras, *vals[1:])):
+        if d.manifest.get("obs_config") != obs_config:
+            raise DatasetError(f"{path}: observations built with obs_config {d.manifest.get('obs_config')}, but "
+                               f"--data {data_dir} with {obs_config}; build every dataset of a run alike "
+                               "(irlvla rwm dataset --max-agents)")
+    meta = {"train": dataclasses.asdict(cfg), "data": dataset_command(data.manifest), "train_scenes": len(train_data),
+            "val_scenes": sum(len(v) for v in vals), "dataset": {k: portable(data.manifest[k]) for k in
+                                                                 ("source", "num_scenes", "seed", "candidates",
+                                                                  "ep_normaliser", "policy") if k in data.manifest}}
+    if extras:
+        meta["extra_data"] = [dataset_command(d.manifest) for d in extras]
+        meta["extra_repeat"] = extra_repeat
+    if extra_val:
+        meta["extra_val_data"] = [dataset_command(d.manifest) for d in vals[1:]]
+    return _TrainingData(train_data, repeats, vals, meta, obs_config)
+
+
+def _init_config(init: str | None, model_cfg: ModelConfig | None,
+                 overrides: dict[str, Any] | None = None) -> ModelConfig | None:
+    """The model config of a run: ``init``'s (read from its config.json) with ``overrides`` (fields of
+    :data:`INIT_OVERRIDES`) when fine-tuning, else ``model_cfg``."""
+    if init is None:
+        return model_cfg
+    from reward_models.checkpoint import read_json, resolve_checkpoint
+    from reward_models.model import ModelConfig
+
+    bad = sorted(set(overrides or {}) - set(INIT_OVERRIDES))
+    if bad:
+        raise ValueError(f"init_overrides: {bad} change the weights' shapes; only {INIT_OVERRIDES} may be overridden")
+    base = ModelConfig.from_dict(read_json(resolve_checkpoint(init) / "config.json").get("model", {}))
+    return dataclasses.replace(base, **(overrides or {}))
 
 
 def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: ModelConfig | None = None,
           val_dir: str | None = None, max_scenes: int | None = None, progress: bool = True,
-          log_every: int = 20) -> dict[str, Any]:
-    """Train (or resume) an RWM; returns a summary dict (also written to ``CKPT_DIR/train_summary.json``)."""
+          log_every: int = 20, *, extra_data: tuple[str, ...] = (), extra_repeat: int = 1,
+          extra_val: tuple[str, ...] = (), init: str | None = None,
+          init_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train (or resume) an RWM; returns a summary dict (also written to ``CKPT_DIR/train_summary.json``).
+
+    ``extra_data`` / ``extra_repeat`` / ``extra_val`` / ``init``: see :class:`TrainRunConfig` (``extra_data``,
+    ``extra_repeat``, ``extra_val_data``, ``init``); ``init_overrides``: :data:`INIT_OVERRIDES` fields set on top of
+    ``init``'s model config."""
     import torch
 
     from reward_models.checkpoint import save_model, write_json
+    from reward_models.model import ModelConfig
 
     cfg = cfg or TrainConfig()
     out_p = Path(out)
     out_p.mkdir(parents=True, exist_ok=True)
-    check_run_record(out_p, run_record(data_dir, cfg, model_cfg, val_dir, max_scenes))
+    model_cfg = _init_config(init, model_cfg, init_overrides)
+    extra = {"extra_data": [str(Path(p).resolve()) for p in extra_data], "extra_val": [str(Path(p).resolve()) for p in
+             extra_val], "extra_repeat": extra_repeat if extra_repeat != 1 else None, "init": init}
+    check_run_record(out_p, run_record(data_dir, cfg, model_cfg, val_dir, max_scenes, extra))
     done = finished_summary(out_p, cfg)
     if done is not None:  # a rerun of a finished run: nothing to train, weights stay as they are
         print(f"rwm train: {out_p} finished earlier ({done['epochs_done']} epochs"
@@ -478,27 +608,25 @@ def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: Mo
     torch.manual_seed(cfg.seed)
 
     # ---- data, model (or resume) ----
-    data = load_dataset(data_dir, max_scenes=max_scenes)
-    train_data, val_data = (data, load_dataset(val_dir)) if val_dir else split_train_val(data, cfg.val_fraction)
-    total_steps = math.ceil(len(train_data) / cfg.batch_scenes) * cfg.epochs
+    td = _training_data(data_dir, cfg, val_dir, max_scenes, tuple(extra_data), extra_repeat, tuple(extra_val))
+    n_draws = len(td.train) if td.repeats is None else int(td.repeats.sum())
+    total_steps = math.ceil(n_draws / cfg.batch_scenes) * cfg.epochs
     last = out_p / "last"
-    t = _start(last, cfg, model_cfg)
+    model_cfg = dataclasses.replace(model_cfg or ModelConfig(), obs_config=td.obs_config)
+    t = _start(last, cfg, model_cfg, init)
     state = t.state
-    train_feats, val_feats = precompute_features(t.model, train_data), precompute_features(t.model, val_data)
+    train_feats, val_feats = precompute_features(t.model, td.train), [precompute_features(t.model, v) for v in td.val]
     t.model.train()
     writer = _summary_writer(out_p / "tb")
-    meta = {"train": dataclasses.asdict(cfg), "data": dataset_command(data.manifest), "train_scenes": len(train_data),
-            "val_scenes": len(val_data), "dataset": {k: portable(data.manifest[k]) for k in
-                                                     ("source", "num_scenes", "seed", "candidates", "ep_normaliser",
-                                                      "policy") if k in data.manifest}}
+    meta = dict(td.meta, **({"init": portable(init)} if init else {}))
     start_time = time.monotonic()
 
     # ---- loop ----
     stopped = ""
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
-        running = _train_epoch(t, train_data, train_feats, cfg, total_steps, writer, log_every, progress)
-        val = (evaluate_loss(t.kept, val_data, cfg, val_feats) if len(val_data)
+        running = _train_epoch(t, td.train, train_feats, cfg, total_steps, writer, log_every, progress, td.repeats)
+        val = (evaluate_sets(t.kept, td.val, cfg, val_feats) if any(len(v) for v in td.val)
                else {"loss/total": running, "spearman": float("nan")})
         state["epoch"] = epoch + 1
         state["history"].append({"epoch": epoch + 1, "step": state["step"], "train_loss": running,
@@ -508,8 +636,9 @@ def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: Mo
             for k, v in val.items():
                 writer.add_scalar(f"val/{k}", v, state["step"])
             writer.flush()
+        sets = "".join(f"({k.split('/')[0]} {v:.4f}) " for k, v in val.items() if k.endswith("/spearman"))
         print(f"rwm train: epoch {epoch + 1}/{cfg.epochs} step {state['step']} train loss {running:.4f} "
-              f"val loss {val['loss/total']:.4f} val spearman {val['spearman']:.4f} "
+              f"val loss {val['loss/total']:.4f} val spearman {val['spearman']:.4f} {sets}"
               f"val best-of-K gap {val.get('best_of_k_gap', float('nan')):.4f}", flush=True)
         if val["loss/total"] < state["best_val"] - 1e-5:
             state["best_val"], state["bad_epochs"] = val["loss/total"], 0
@@ -536,5 +665,5 @@ def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: Mo
 
 
 __all__ = ["BUDGET_FIELDS", "ModelOverrides", "RUN_RECORD", "TrainConfig", "TrainRunConfig", "check_run_record",
-           "compute_loss", "evaluate_loss", "finished_summary", "irl_loss", "rank_loss", "run_record", "run_train",
-           "supervised_losses", "train"]
+           "compute_loss", "evaluate_loss", "evaluate_sets", "finished_summary", "irl_loss", "rank_loss", "run_record",
+           "run_train", "supervised_losses", "train"]

@@ -44,6 +44,12 @@ def default_data_dir() -> Path:
     return (repo / ".." / "shared" / "data").resolve()
 
 
+def real_source_dirs(data_dir: str | Path) -> dict[str, Path]:
+    """Source name ('av2', 'nuscenes', 'waymo') -> its sample folder under ``data_dir`` (which may not exist)."""
+    data_dir = Path(data_dir)
+    return {"av2": data_dir / AV2_DIR, "nuscenes": data_dir / SCENARIONET_DIR, "waymo": data_dir / WAYMO_DIR}
+
+
 def iter_real_scenes(data_dir: str | Path, *, stride: int = 1, sources: Sequence[str] = ("av2", "nuscenes"),
                      on_skip: Callable[[str, object], None] | None = None) -> Iterator[tuple[str, Scene]]:
     """``(source name, scene)`` for every real scene under ``data_dir`` of the given ``sources`` ('av2': AV2 sensor
@@ -53,12 +59,16 @@ def iter_real_scenes(data_dir: str | Path, *, stride: int = 1, sources: Sequence
 
     Raises:
         FileNotFoundError: none of the requested sample folders exists under ``data_dir``.
+        ValueError: an unknown name in ``sources``.
     """
     from irlvla_gym.scenes import av2, scenarionet
     from irlvla_gym.scenes.sources import SkippedItem
 
     data_dir = Path(data_dir)
-    roots = {"av2": data_dir / AV2_DIR, "nuscenes": data_dir / SCENARIONET_DIR, "waymo": data_dir / WAYMO_DIR}
+    roots = real_source_dirs(data_dir)
+    unknown = [s for s in sources if s not in roots]
+    if unknown:
+        raise ValueError(f"sources: unknown real source(s) {unknown}; choose from {tuple(roots)}")
     present = [s for s in sources if roots[s].is_dir()]
     if not present:
         raise FileNotFoundError(f"{data_dir}: none of {', '.join(roots[s].name + '/' for s in sources)} (pass --data)")

@@ -108,6 +108,39 @@ def test_pose_features_with_agent_forecast_and_compact_inputs(obs3):
     assert float(((x - got).abs() - RTOL * x.abs()).max()) < TOL
 
 
+@pytest.mark.parametrize("forecast", [False, True], ids=["cv", "lane"])
+def test_box_agent_geometry_matches_torch(obs3, forecast):
+    """``agent_geometry="box"``: oriented-box separations instead of bounding circles, in both implementations."""
+    from reward_models.forecast import forecast_agents
+
+    o = obs3
+    if forecast:
+        times = np.arange(1, 9, dtype=np.float32) * 0.5
+        o = dict(obs3, agents_future=torch.from_numpy(forecast_agents(
+            obs3["agents"], obs3["agents_mask"], obs3["map"], obs3["map_mask"], times, "lane")))
+    plans = _plans(3, seed=5)
+    ref = Fe.pose_features(plans, o, agent_geometry="box")
+    circle = Fe.pose_features(plans, o)
+    col = Fe.POSE_FEATURES.index("agent_clearance")
+    overlap = ref[..., col] < -1e-4
+    assert overlap.any() and (circle[..., col][overlap] < 0).all()  # the circles enclose the boxes
+    assert not torch.allclose(ref[..., col], circle[..., col])
+    _assert_close(ref, Kn.pose_features_fast(plans, o, agent_geometry="box"))
+    x = torch.cat([ref.flatten(2), ref.amax(dim=2), ref.amin(dim=2)], dim=-1)
+    _assert_close(x, Kn.plan_inputs_fast(plans, o, agent_geometry="box"))
+
+
+def test_box_separation_of_known_boxes():
+    """Aligned boxes: the gap between their edges; perpendicular ones; overlapping ones are negative."""
+    t = torch.tensor
+    hl, hw = (Fe.FRONT + Fe.REAR) / 2, Fe.WIDTH / 2
+    gap = Fe.box_separation(t(10.0), t(0.0), t(1.0), t(0.0), t(2.0), t(1.0))
+    assert float(gap) == pytest.approx(10.0 - hl - 2.0)
+    side = Fe.box_separation(t(0.0), t(5.0), t(0.0), t(1.0), t(2.0), t(1.0))  # perpendicular, beside the ego
+    assert float(side) == pytest.approx(5.0 - hw - 2.0)
+    assert float(Fe.box_separation(t(1.0), t(0.5), t(0.7), t(0.7), t(2.0), t(1.0))) < 0
+
+
 @pytest.mark.parametrize("idx", [slice(0, 1), slice(0, 3)], ids=["B1", "B3"])
 def test_pose_features_match_torch(obs3, idx):
     o = _sub(obs3, idx)
