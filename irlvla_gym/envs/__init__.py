@@ -2,8 +2,10 @@
 
 * ``IRLVLA-Navsim-v2`` (:class:`~irlvla_gym.envs.navsim_env.NavsimEnv`): plan once per scene, scored.
 * ``IRLVLA-Navsim-ClosedLoop-v2`` (:class:`~irlvla_gym.envs.closed_loop.NavsimClosedLoopEnv`): replan every 0.5 s.
+* ``IRLVLA-Navsim-Residual-v2`` (:class:`~irlvla_gym.envs.residual.NavsimResidualEnv`): ``IRLVLA-Navsim-v2`` with
+  residual actions around a driving reference plan and a flat feature observation, so RL libraries' defaults work.
 
-Both are registered on ``import irlvla_gym``. The classes are imported lazily (attribute access) so that importing
+All are registered on ``import irlvla_gym``. The classes are imported lazily (attribute access) so that importing
 this package stays light.
 
 The episode logic exists once: :mod:`~irlvla_gym.envs.core` (episode state as arrays over N rows, the batched step
@@ -20,6 +22,7 @@ from irlvla_gym.utils import lazy_exports
 _EXPORTS = {
     "NavsimEnv": "irlvla_gym.envs.navsim_env",
     "NavsimClosedLoopEnv": "irlvla_gym.envs.closed_loop",
+    "NavsimResidualEnv": "irlvla_gym.envs.residual",
     "EnvConfig": "irlvla_gym.envs.config",
 }
 

@@ -44,12 +44,14 @@ class NavsimBaseEnv(gym.Env):
                  obs_config: Any = None, action_type: str | None = None, vocabulary_size: int | None = None,
                  reward: Any = None, traffic: str | None = None, human_filter: bool | None = None,
                  scene_cache_size: int | None = None, render_mode: str | None = None,
-                 render_size: tuple[int, int] | None = None):
+                 render_size: tuple[int, int] | None = None, flatten_obs: bool | None = None,
+                 residual_reference: str | None = None):
         given = {k: v for k, v in dict(
             scenes=scenes, split=split, num_scenes=num_scenes, obs_keys=obs_keys, obs_config=obs_config,
             action_type=action_type, vocabulary_size=vocabulary_size, reward=reward, traffic=traffic,
             human_filter=human_filter, scene_cache_size=scene_cache_size, render_mode=render_mode,
-            render_size=render_size).items() if v is not None}
+            render_size=render_size, flatten_obs=flatten_obs, residual_reference=residual_reference).items()
+            if v is not None}
         cfg = EnvConfig.from_kwargs(config, **given)
         if cfg.render_mode is not None and cfg.render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, "
@@ -58,7 +60,7 @@ class NavsimBaseEnv(gym.Env):
         mode: EpisodeMode = self.mode_class()
         self.core = EnvCore(cfg, mode)
         self.state: EpisodeState = self.core.new_state(1)
-        self.observation_space = self.core.obs_builder.space
+        self.observation_space = self.core.observation_space
         self.action_space = self.core.action_kind.space()
         self._renderer: FrameRenderer | None = None
         self._window: HumanWindow | None = None
@@ -118,12 +120,17 @@ class NavsimBaseEnv(gym.Env):
     # ---- actions -----------------------------------------------------------------------------------------------
 
     def decode_action(self, action: Any) -> Decoded:
-        """The plan (8, 3) an action stands for, with the invalid / clipped flags (:mod:`irlvla_gym.plans.codec`)."""
-        return self.core.action_kind.decode(action)
+        """The plan (8, 3) an action stands for, with the invalid / clipped flags (:mod:`irlvla_gym.plans.codec`;
+        a residual action is decoded around the current reference plan, :mod:`irlvla_gym.plans.residual`)."""
+        return self.core.decode_action(self.state, 0, action)
 
     def plan_to_action(self, plan: np.ndarray):
         """The action closest to a plan (8, 3) in the ego frame (e.g. the expert's ``scene.ego.future``)."""
-        return self.core.action_kind.encode(plan)
+        return self.core.encode_plan(self.state, 0, plan)
+
+    def reference_plan(self) -> np.ndarray:
+        """(8, 3) the plan of the residual action 0 from the current state (``action_type="residual"`` only)."""
+        return self.core.decode_action(self.state, 0, np.zeros(self.action_space.shape, np.float32)).plan
 
     def expert_action(self):
         """The action encoding the logged expert's plan from the current state (plan-once: ``scene.ego.future``)."""
@@ -148,8 +155,11 @@ class NavsimBaseEnv(gym.Env):
         return (self._observation(), float(out.rewards[0]), bool(out.terminated[0]), bool(out.truncated[0]),
                 row_info(out.info, 0))
 
-    def _observation(self) -> dict[str, np.ndarray]:
-        """The current observation; shared read-only arrays (the cached t0 observation) are copied."""
+    def _observation(self) -> dict[str, np.ndarray] | np.ndarray:
+        """The current observation; shared read-only arrays (the cached t0 observation) are copied (``flatten_obs``:
+        a new flat vector)."""
+        if self.core.config.flatten_obs:
+            return self.core.flatten(self.state.obs[0])
         return {k: v if v.flags.writeable else v.copy() for k, v in self.state.obs[0].items()}
 
     # ---- rendering ---------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from irlvla_gym.rewards import parse_reward
 RewardSpec = Union[str, Callable[..., float]]
 DEFAULT_OBS_KEYS = ("bev", "ego", "instruction")
 DEFAULT_SPLIT = "synthetic-train"
+ACTION_TYPES = ("trajectory", "vocabulary", "residual")
+RESIDUAL_REFERENCES = ("route", "constant_velocity")
 
 
 @dataclass
@@ -28,10 +30,17 @@ class EnvConfig:
             :class:`~irlvla_gym.scenes.scene.Scene`. None: the ``split``.
         split: synthetic split used when ``scenes`` is None (default ``"synthetic-train"``).
         num_scenes: use only the first ``num_scenes`` scenes of the source (a fixed pool); None: all.
-        obs_keys: observation keys (``irlvla_gym.obs`` registry: bev, camera, ego, instruction, agents, map).
+        obs_keys: observation keys (``irlvla_gym.obs`` registry: bev, camera, ego, instruction, agents, map, and the
+            derived ``compact`` feature vector).
         obs_config: :class:`~irlvla_gym.obs.config.ObsConfig` or a dict of its fields.
-        action_type: ``"trajectory"`` (Box(-1, 1, (24,))) or ``"vocabulary"`` (Discrete(vocabulary_size)).
+        flatten_obs: return the observation as one float32 ``Box`` (the entries of ``obs_keys`` flattened and
+            concatenated in order) instead of a ``Dict`` (default False).
+        action_type: ``"trajectory"`` (Box(-1, 1, (24,))), ``"vocabulary"`` (Discrete(vocabulary_size)) or
+            ``"residual"`` (Box(-1, 1, (4,)): smooth changes around a reference plan, :mod:`irlvla_gym.plans.residual`).
         vocabulary_size: K of the trajectory vocabulary.
+        residual_reference: the reference plan of ``action_type="residual"`` (its action 0): ``"route"`` (follow
+            the route centreline at the current speed) or ``"constant_velocity"`` (straight on at the current
+            speed).
         reward: ``"epdms"`` (rule-based scorer), ``"rwm"`` (learned reward world model, shipped checkpoint) or
             ``"rwm:<checkpoint dir>"`` (see ``reward_models``),
             or a callable ``(scene, plan (8, 3)) -> float`` (plan in the scene's ego frame).
@@ -56,6 +65,8 @@ class EnvConfig:
     scene_cache_size: int = 1024
     render_mode: str | None = None
     render_size: tuple[int, int] = (400, 400)
+    flatten_obs: bool = False
+    residual_reference: str = "route"
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -63,8 +74,11 @@ class EnvConfig:
             self.obs_keys = (self.obs_keys,)
         self.obs_keys = tuple(self.obs_keys)
         self.obs_config = ObsConfig.from_dict(self.obs_config)
-        if self.action_type not in ("trajectory", "vocabulary"):
-            raise ValueError(f"action_type must be 'trajectory' or 'vocabulary', got {self.action_type!r}")
+        if self.action_type not in ACTION_TYPES:
+            raise ValueError(f"action_type must be one of {ACTION_TYPES}, got {self.action_type!r}")
+        if self.residual_reference not in RESIDUAL_REFERENCES:
+            raise ValueError(f"residual_reference must be one of {RESIDUAL_REFERENCES}, "
+                             f"got {self.residual_reference!r}")
         if self.traffic not in ("log", "idm"):
             raise ValueError(f"traffic must be 'log' or 'idm', got {self.traffic!r}")
         parse_reward(self.reward)  # one clear error for an unknown reward; the env builds it

@@ -31,6 +31,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
+import gymnasium as gym
 import numpy as np
 
 from irlvla_gym.cache import LRU, shared_lru
@@ -41,8 +42,10 @@ from irlvla_gym.envs.scoring import (
 )
 from irlvla_gym.metrics import ScoreResult
 from irlvla_gym.obs.registry import ObservationBuilder
-from irlvla_gym.plans.codec import ActionType, TrajectoryAction, action_to_plan, make_action_type
+from irlvla_gym.plans.codec import ActionType, Decoded, TrajectoryAction, action_to_plan, make_action_type
+from irlvla_gym.plans.residual import ResidualAction, ResidualFrame
 from irlvla_gym.rewards import make_reward
+from irlvla_gym.scenes.geometry import to_local
 from irlvla_gym.scenes.scene import Scene
 from irlvla_gym.scenes.source import SceneSource
 
@@ -311,6 +314,9 @@ class EpisodeMode(Protocol):
     def expert_plan(self, core: EnvCore, st: EpisodeState, i: int) -> np.ndarray:
         """(8, 3) the logged expert's plan for row ``i`` in its current ego frame."""
 
+    def current_state(self, core: EnvCore, st: EpisodeState, i: int) -> np.ndarray:
+        """(11,) row ``i``'s current simulator state in its scene's t0 frame (the residual action's reference)."""
+
     def frame(self, core: EnvCore, st: EpisodeState, i: int, renderer: Any) -> np.ndarray:
         """(H, W, 3) uint8 picture of row ``i``."""
 
@@ -364,6 +370,31 @@ def reward_hook(reward_fn: Callable[..., float] | None) -> BuiltinReward | Calla
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Spaces
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def make_env_action_type(config: EnvConfig) -> ActionType:
+    """The action type of an env config: ``trajectory`` / ``vocabulary`` (:mod:`irlvla_gym.plans.codec`) or
+    ``residual`` (:class:`~irlvla_gym.plans.residual.ResidualAction` with ``config.residual_reference``)."""
+    if config.action_type == "residual":
+        return ResidualAction(config.residual_reference)
+    return make_action_type(config.action_type, config.vocabulary_size)
+
+
+def flat_space(space: gym.spaces.Dict) -> gym.spaces.Box:
+    """The float32 Box of a Dict of Boxes flattened and concatenated in the Dict's order (``flatten_obs``)."""
+    lows, highs = [], []
+    for sub in space.spaces.values():
+        if not isinstance(sub, gym.spaces.Box):
+            raise TypeError(f"flatten_obs needs Box entries, got {sub}")
+        lows.append(np.asarray(sub.low, np.float32).reshape(-1))
+        highs.append(np.asarray(sub.high, np.float32).reshape(-1))
+    low, high = np.concatenate(lows), np.concatenate(highs)
+    return gym.spaces.Box(low, high, low.shape, np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # The core
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -390,7 +421,10 @@ class EnvCore:
         self.reward_fn = make_reward(config.reward)
         self.source = SceneSource(config.scenes, config.split, config.num_scenes)
         self.obs_builder = ObservationBuilder(config.obs_keys, config.obs_config)
-        self.action_kind: ActionType = make_action_type(config.action_type, config.vocabulary_size)
+        self.action_kind: ActionType = make_env_action_type(config)
+        # The observation space the envs expose: the builder's Dict, or one float32 Box (``flatten_obs``).
+        self.observation_space: gym.Space = (flat_space(self.obs_builder.space) if config.flatten_obs else
+                                             self.obs_builder.space)
         # A pool larger than the in-memory scene cache keeps meeting scenes the scorer has not packed: each step's
         # scenes are packed alone, with coarser map-index cells (same numbers; envs/scoring.py module docs).
         self.map_pack = map_pack_mode(len(self.source), config.scene_cache_size)
@@ -487,10 +521,19 @@ class EnvCore:
 
     # ---- actions -----------------------------------------------------------------------------------------------
 
-    def decode_rows(self, actions: Any, rows: np.ndarray, num_envs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def decode_rows(self, actions: Any, rows: np.ndarray, num_envs: int,
+                    st: EpisodeState | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Plans (M, 8, 3), invalid (M,), clipped (M,) of the actions of rows ``rows`` of a batch of ``num_envs``
-        actions (vectorised for trajectory actions: element-wise the operations of ``ActionType.decode``)."""
+        actions (vectorised for trajectory actions: element-wise the operations of ``ActionType.decode``). Residual
+        actions need the state ``st`` (each row's reference plan)."""
         kind = self.action_kind
+        if isinstance(kind, ResidualAction):
+            if st is None:
+                raise ValueError("decode_rows: residual actions need the episode state (st=...)")
+            items = list(actions) if not isinstance(actions, np.ndarray) else actions
+            decoded = [self.decode_action(st, int(i), items[i]) for i in rows]
+            return (np.stack([d.plan for d in decoded]) if decoded else np.zeros((0, 8, 3)),
+                    np.array([d.invalid for d in decoded], bool), np.array([d.clipped for d in decoded], bool))
         if isinstance(kind, TrajectoryAction):
             try:
                 a = np.asarray(actions, np.float64).reshape(num_envs, -1)[rows]
@@ -506,6 +549,41 @@ class EnvCore:
         decoded = [kind.decode(items[i]) for i in rows]
         return (np.stack([d.plan for d in decoded]) if decoded else np.zeros((0, 8, 3)),
                 np.array([d.invalid for d in decoded], bool), np.array([d.clipped for d in decoded], bool))
+
+    def decode_action(self, st: EpisodeState, i: int, action: Any) -> Decoded:
+        """One action of row ``i`` decoded to a plan in its current ego frame (residual actions: around the row's
+        reference plan; the other types do not depend on the state)."""
+        kind = self.action_kind
+        if isinstance(kind, ResidualAction):
+            return kind.decode(action, self.residual_frame(st, i))
+        return kind.decode(action)
+
+    def encode_plan(self, st: EpisodeState, i: int, plan: np.ndarray):
+        """The action of row ``i`` closest to ``plan`` (8, 3) in its current ego frame."""
+        kind = self.action_kind
+        if isinstance(kind, ResidualAction):
+            return kind.encode(plan, self.residual_frame(st, i))
+        return kind.encode(plan)
+
+    def residual_frame(self, st: EpisodeState, i: int) -> ResidualFrame:
+        """Row ``i``'s :class:`~irlvla_gym.plans.residual.ResidualFrame`: its current speed and the route centreline
+        in its current ego frame (cached per scene at t0)."""
+        b = st.bundles[i]
+        if b is None:
+            raise RuntimeError("call reset() before step()")
+        kind = self.action_kind
+        state = self.mode.current_state(self, st, i)
+        at_t0 = int(st.k[i]) == 0
+        key = ("residual_frame", kind.reference)
+        if at_t0 and key in b.extras:
+            return b.extras[key]
+        route = np.asarray(b.ctx.route_centerline, np.float64)
+        if len(route) and not at_t0:
+            route = to_local(route, state[:2], float(state[2]))
+        frame = kind.frame(float(np.hypot(state[3], state[4])), route)
+        if at_t0:
+            b.extras[key] = frame
+        return frame
 
     # ---- episode functions -------------------------------------------------------------------------------------
 
@@ -567,15 +645,27 @@ class EnvCore:
         entry = st.last_scores[i]
         return None if entry is None else entry[0].row(entry[1])
 
-    def observations(self, st: EpisodeState) -> dict[str, np.ndarray]:
+    def observations(self, st: EpisodeState) -> dict[str, np.ndarray] | np.ndarray:
         """(N, ...) observations of every row, gathered into arrays the caller owns (never written again while it
-        holds them: :class:`ObservationBuffers`)."""
+        holds them: :class:`ObservationBuffers`); ``flatten_obs``: one new (N, D) float32 array."""
         if any(o is None for o in st.obs):
             raise RuntimeError("call reset() first")
+        if self.config.flatten_obs:
+            return np.stack([self.flatten(o) for o in st.obs])
         return st.obs_out.gather(st.obs, list(self.obs_builder.space.spaces))
+
+    def row_observation(self, st: EpisodeState, i: int) -> dict[str, np.ndarray] | np.ndarray:
+        """Row ``i``'s current observation as the env returns it: the state's dict itself (its t0 arrays are the
+        scene's shared read-only ones), or a new flat float32 vector (``flatten_obs``)."""
+        return self.flatten(st.obs[i]) if self.config.flatten_obs else st.obs[i]
+
+    def flatten(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """(D,) float32: the entries of one observation dict flattened and concatenated in the space's order."""
+        return np.concatenate([np.asarray(obs[k], np.float32).reshape(-1) for k in self.obs_builder.space.spaces])
 
 
 __all__ = [
     "BuiltinReward", "CallableReward", "Decision", "EnvCore", "EpisodeMode", "EpisodeState", "HISTORY_ROWS",
-    "ObservationBuffers", "ScoreInfo", "Scored", "StepOutput", "TRACE_ROWS", "reward_hook", "row_info", "trace_length",
+    "ObservationBuffers", "ScoreInfo", "Scored", "StepOutput", "TRACE_ROWS", "flat_space", "make_env_action_type",
+    "reward_hook", "row_info", "trace_length",
 ]

@@ -94,6 +94,10 @@ class PlanOnce:
         """The logged expert's 4 s plan (8, 3) in the t0 ego frame."""
         return st.bundles[i].scene.ego.future
 
+    def current_state(self, core: EnvCore, st: EpisodeState, i: int) -> np.ndarray:
+        """The t0 simulator state (the plan is made there)."""
+        return st.bundles[i].start_state
+
     def frame(self, core: EnvCore, st: EpisodeState, i: int, renderer: Any) -> np.ndarray:
         """The scene at t0 with the last plan (yellow) and its scores."""
         b = st.bundles[i]
@@ -271,6 +275,10 @@ class ClosedLoop:
         plan[:, :2] = to_local(fut[:, :2], pose[:2], float(pose[2]))
         plan[:, 2] = wrap_angle(fut[:, 2] - pose[2])
         return plan
+
+    def current_state(self, core: EnvCore, st: EpisodeState, i: int) -> np.ndarray:
+        """The last state of the driven trace (the t0 state before the first step)."""
+        return st.trace[i, trace_length(int(st.k[i])) - 1]
 
     def frame(self, core: EnvCore, st: EpisodeState, i: int, renderer: Any) -> np.ndarray:
         """The scene at the current pose and time with the last plan (yellow), the driven path (white), scores."""

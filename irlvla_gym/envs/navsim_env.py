@@ -26,6 +26,9 @@ class NavsimEnv(NavsimBaseEnv):
     y: 3 m per step, yaw: 0.4 rad per step, capped at pi); see :mod:`irlvla_gym.plans.codec` (``action_to_plan``,
     ``plan_to_action``). ``action_type="vocabulary"``: ``Discrete(K)`` over a k-means vocabulary of expert plans
     (K = ``vocabulary_size``, default 256 shipped; see :mod:`irlvla_gym.plans.vocabulary`).
+    ``action_type="residual"``: ``Box(-1.0, 1.0, (4,), float32)``, smooth longitudinal / lateral changes around a
+    reference plan that drives (action 0: the current speed along the route, ``residual_reference``); see
+    :mod:`irlvla_gym.plans.residual` and ``IRLVLA-Navsim-Residual-v2`` (:mod:`irlvla_gym.envs.residual`).
 
     Out-of-range finite actions are clipped to [-1, 1] (``info["clipped_action"]``). Actions with NaN/inf entries
     (or a vocabulary index outside [0, K)) are not simulated: reward 0, every sub-score 0,
@@ -45,6 +48,7 @@ class NavsimEnv(NavsimBaseEnv):
     | `camera`      | (128, 256, 3) | uint8   | front camera (real CAM_F0 or rendered)                  | -           |
     | `agents`      | (32, 14)      | float32 | agent vectors (+ `agents_mask` (32,) uint8)             | m, m/s, rad |
     | `map`         | (64, 20, 11)  | float32 | map polylines (+ `map_mask` (64,) uint8)                | m           |
+    | `compact`     | (126,)        | float32 | driving features (:mod:`irlvla_gym.obs.compact`)        | scaled      |
 
     ## Rewards
 
@@ -72,7 +76,8 @@ class NavsimEnv(NavsimBaseEnv):
     ``scenes`` (split name [default "synthetic-train"], store path, SceneStore or list of Scene), ``split``,
     ``num_scenes`` (pool of the first N scenes), ``obs_keys``, ``obs_config`` (ObsConfig or dict), ``action_type``,
     ``vocabulary_size``, ``reward``, ``traffic`` ("log" | "idm"), ``human_filter``, ``scene_cache_size``,
-    ``render_mode`` ("rgb_array" | "human"), ``render_size``.
+    ``render_mode`` ("rgb_array" | "human"), ``render_size``, ``flatten_obs`` (one float32 Box instead of the Dict),
+    ``residual_reference`` ("route" | "constant_velocity").
 
     >>> import gymnasium as gym, irlvla_gym
     >>> env = gym.make("IRLVLA-Navsim-v2", num_scenes=4, obs_keys=("ego",))

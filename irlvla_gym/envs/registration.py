@@ -7,26 +7,31 @@ registers the ids. Both ids have a ``vector_entry_point``: ``gym.make_vec("IRLVL
 vectorization_mode="vector_entry_point")`` gives the batched :class:`irlvla_gym.envs.vector.NavsimVectorEnv`
 (``IRLVLA-Navsim-ClosedLoop-v2``: :class:`~irlvla_gym.envs.vector.NavsimClosedLoopVectorEnv`); SAME_STEP autoreset
 by default, ``autoreset_mode=...`` selects another.
+
+``IRLVLA-Navsim-Residual-v2`` (:class:`irlvla_gym.envs.residual.NavsimResidualEnv`) is ``IRLVLA-Navsim-v2`` with
+defaults for RL libraries' defaults: residual actions around a driving reference plan and a flat feature vector.
 """
 
 from __future__ import annotations
 
 import gymnasium as gym
 
-ENV_IDS = ("IRLVLA-Navsim-v2", "IRLVLA-Navsim-ClosedLoop-v2")
+ENV_IDS = ("IRLVLA-Navsim-v2", "IRLVLA-Navsim-ClosedLoop-v2", "IRLVLA-Navsim-Residual-v2")
 _ENTRY_POINTS = {
     "IRLVLA-Navsim-v2": "irlvla_gym.envs.navsim_env:NavsimEnv",
     "IRLVLA-Navsim-ClosedLoop-v2": "irlvla_gym.envs.closed_loop:NavsimClosedLoopEnv",
+    "IRLVLA-Navsim-Residual-v2": "irlvla_gym.envs.residual:NavsimResidualEnv",
 }
 
 _VECTOR_ENTRY_POINTS = {
     "IRLVLA-Navsim-v2": "irlvla_gym.envs.vector:NavsimVectorEnv",
     "IRLVLA-Navsim-ClosedLoop-v2": "irlvla_gym.envs.vector:NavsimClosedLoopVectorEnv",
+    "IRLVLA-Navsim-Residual-v2": "irlvla_gym.envs.residual:NavsimResidualVectorEnv",
 }
 
 
 def register_envs() -> None:
-    """Register both ids (does nothing for an id that is already registered)."""
+    """Register the ids (does nothing for an id that is already registered)."""
     for env_id, entry_point in _ENTRY_POINTS.items():
         if env_id in gym.registry:
             continue

@@ -72,7 +72,8 @@ class InfoBuilder:
     ``_key`` of the envs that have it; dict values nest.
 
     ``put(key, rows, values)`` writes the values of the envs ``rows``; the array type follows the first value, as
-    in ``_add_info`` (Python float -> float64, int -> int64, bool -> bool, ndarray -> its dtype and shape).
+    in ``_add_info`` (Python float -> float64, int -> int64, bool -> bool, ndarray -> its dtype and shape), except
+    ``final_obs``, always an object array of per-env observations (``_add_info``'s special case).
     """
 
     def __init__(self, num_envs: int):
@@ -93,7 +94,9 @@ class InfoBuilder:
         array = self.data.get(key)
         if array is None:
             first = values[0]
-            if isinstance(first, np.ndarray):
+            if key == "final_obs":  # always an object array of per-env observations, as gymnasium's _add_info
+                array = np.full(self.n, None, dtype=object)
+            elif isinstance(first, np.ndarray):
                 array = np.zeros((self.n, *first.shape), first.dtype)
             elif type(first) in (int, float, bool) or isinstance(first, (np.number, np.bool_)):
                 array = np.zeros(self.n, dtype=type(first))
@@ -262,7 +265,7 @@ class NavsimVectorBase(gym.vector.VectorEnv):
         infos = InfoBuilder(N)
         if len(stepping):
             step_infos = InfoBuilder(N) if self.autoreset_mode == AutoresetMode.SAME_STEP else infos
-            plans, invalid, clipped = self.core.decode_rows(actions, stepping, N)
+            plans, invalid, clipped = self.core.decode_rows(actions, stepping, N, self.state)
             out = self.core.step(self.state, stepping, plans, invalid, clipped)
             rewards[stepping] = out.rewards
             terminations[stepping] = out.terminated
@@ -272,7 +275,7 @@ class NavsimVectorBase(gym.vector.VectorEnv):
             if self.autoreset_mode == AutoresetMode.SAME_STEP:
                 if len(done):
                     # Observations of the finished step: the state's per-env dicts (the reset rebinds them).
-                    infos.put("final_obs", done, [self.state.obs[i] for i in done])
+                    infos.put("final_obs", done, [self.core.row_observation(self.state, i) for i in done])
                     final = step_infos.build()
                     _copy_rows(final, infos.sub("final_info", done), done)
                     self._reset_rows(done, None, infos)

@@ -13,6 +13,14 @@ agents       agents (32, 14), agents_mask (32,)           f32, u8   agent vector
 map          map (64, 20, 11), map_mask (64,)             f32, u8   map polylines, nearest first
 ===========  ===========================================  ========  =====================================
 
+Derived feature keys (``FEATURE_TYPES``: hand-made features computed from the same scene, accepted wherever a key
+is; kept apart from the raw modalities above):
+
+===========  ===========================================  ========  =====================================
+compact      compact (126,)                               float32   ego, route, lights, lead, 8 agents
+                                                                    (``irlvla_gym.obs.compact``)
+===========  ===========================================  ========  =====================================
+
 Usage::
 
     space = make_observation_space(["bev", "ego", "instruction"], ObsConfig())
@@ -34,6 +42,7 @@ import numpy as np
 from irlvla_gym.obs.base import ObservationType
 from irlvla_gym.obs.bev import BevObservation
 from irlvla_gym.obs.camera import CameraObservation
+from irlvla_gym.obs.compact import CompactObservation
 from irlvla_gym.obs.common import EgoStatus, as_pose, as_pose_batch, as_time_batch
 from irlvla_gym.obs.config import ObsConfig
 from irlvla_gym.obs.ego import EgoObservation
@@ -49,6 +58,12 @@ OBSERVATION_TYPES: dict[str, type[ObservationType]] = {
     "agents": AgentsObservation,
     "map": MapObservation,
 }
+FEATURE_TYPES: dict[str, type[ObservationType]] = {
+    "compact": CompactObservation,
+}
+"""Derived feature keys (see module docs)."""
+ALL_TYPES: dict[str, type[ObservationType]] = {**OBSERVATION_TYPES, **FEATURE_TYPES}
+"""Every key an :class:`ObservationBuilder` accepts."""
 DEFAULT_KEYS = ("camera", "ego", "instruction")
 """What a VLA policy sees by default: front image, ego state + command, instruction."""
 
@@ -56,9 +71,9 @@ DEFAULT_KEYS = ("camera", "ego", "instruction")
 def _check_keys(keys: Sequence[str]) -> tuple[str, ...]:
     if isinstance(keys, str):
         keys = (keys,)
-    unknown = [k for k in keys if k not in OBSERVATION_TYPES]
+    unknown = [k for k in keys if k not in ALL_TYPES]
     if unknown:
-        raise KeyError(f"unknown observation key(s) {unknown}; choose from {sorted(OBSERVATION_TYPES)}")
+        raise KeyError(f"unknown observation key(s) {unknown}; choose from {sorted(ALL_TYPES)}")
     if len(set(keys)) != len(keys):
         raise ValueError(f"duplicate observation keys in {list(keys)}")
     return tuple(keys)
@@ -75,7 +90,7 @@ class ObservationBuilder:
     def __init__(self, keys: Sequence[str] = DEFAULT_KEYS, config: ObsConfig | Mapping | None = None):
         self.keys = _check_keys(keys)
         self.config = ObsConfig.from_dict(config)
-        self.types = {k: OBSERVATION_TYPES[k](self.config) for k in self.keys}
+        self.types = {k: ALL_TYPES[k](self.config) for k in self.keys}
         spaces: dict[str, gym.Space] = {}
         for t in self.types.values():
             spaces.update(t.space().spaces)
