@@ -478,7 +478,10 @@ class EnvCore:
         """The scene of a reset: ``options["scene_index"]`` / ``options["token"]``, else drawn uniformly by ``rng``."""
         options = options or {}
         if options.get("scene_index") is not None:
-            index = int(options["scene_index"])
+            raw = options["scene_index"]
+            if isinstance(raw, (bool, np.bool_)) or not isinstance(raw, (int, np.integer)):
+                raise TypeError(f"options['scene_index'] must be an int, got {raw!r} ({type(raw).__name__})")
+            index = int(raw)
             if not 0 <= index < len(self.source):
                 raise IndexError(f"scene_index {index} out of range for {len(self.source)} scenes")
             return index

@@ -22,7 +22,8 @@ So the action 0 is "stay where you are" and the largest actions still cover the 
 ``action_type="vocabulary"``: ``Discrete(K)``, index into a trajectory vocabulary (``irlvla_gym.plans.vocabulary``).
 
 Invalid actions never raise: a finite trajectory action outside [-1, 1] is clipped (``info["clipped_action"]``);
-an action with NaN/inf entries, or a vocabulary index outside [0, K), is *invalid*: it gets reward 0 and zero
+an action with NaN/inf or complex entries, or a vocabulary index outside [0, K) or not a whole number (1.7), is
+*invalid* (never truncated or cast): it gets reward 0 and zero
 sub-scores with ``info["invalid_action"] = True`` (the closed-loop env then executes the "stay" plan, non-finite
 entries replaced by 0, so the episode can continue).
 """
@@ -110,6 +111,8 @@ class TrajectoryAction(ActionType):
         return gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
 
     def decode(self, action) -> Decoded:
+        if np.iscomplexobj(action):  # casting would silently drop the imaginary part
+            return Decoded(np.zeros((NUM_FUTURE, 3)), invalid=True)
         try:
             a = np.asarray(action, np.float64).reshape(ACTION_DIM)
         except (TypeError, ValueError):
@@ -140,7 +143,10 @@ class VocabularyAction(ActionType):
     def decode(self, action) -> Decoded:
         try:
             value = np.asarray(action).reshape(())
-            index = int(value) if np.isfinite(value) else -1
+            # an index, or a float holding a whole number (SB3 may hand over float arrays); 1.7 or 1+2j is invalid,
+            # not truncated
+            whole = value.dtype.kind in "iu" or (value.dtype.kind == "f" and np.isfinite(value) and value == np.floor(value))
+            index = int(value) if whole else -1
         except (TypeError, ValueError, OverflowError):
             index = -1
         if not 0 <= index < len(self.vocabulary):

@@ -114,7 +114,10 @@ class SceneSource:
             spec = self._split_spec
             self._tokens = [f"{spec.name}-{i:05d}" for i in range(spec.size)]
         if num_scenes is not None:
-            self._tokens = self._tokens[:num_scenes]
+            if isinstance(num_scenes, bool) or int(num_scenes) != num_scenes or not 1 <= num_scenes <= len(self._tokens):
+                raise ValueError(f"num_scenes={num_scenes!r}: expected an integer from 1 to {len(self._tokens)} "
+                                 f"(the scenes of {self.name}), or None for all")
+            self._tokens = self._tokens[:int(num_scenes)]
         self._index = {t: i for i, t in enumerate(self._tokens)}
 
     def __len__(self) -> int:
