@@ -54,6 +54,7 @@ import math
 import os
 import pickle
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -357,6 +358,10 @@ class NuPlanMapReader:
         indexes."""
         t = {name: self._table(gp, name, True) for name in _REQUIRED_TABLES}
         t.update({name: self._table(gp, name, False) for name in _OPTIONAL_TABLES})
+        self.missing_tables = tuple(name for name in _OPTIONAL_TABLES if not gp.has_table(name))
+        if self.missing_tables:  # loaded as empty layers: say so once per map (no crosswalks = no crosswalk checks)
+            warnings.warn(f"{self.gpkg_path}: optional table(s) {list(self.missing_tables)} missing; loaded as empty "
+                          "layers (scenes built from this map have none of these features)", stacklevel=2)
         baselines = self._load_lines(t)
         inserted_lanes = self._load_lanes(t, baselines)
         self._load_connectors(t, baselines)
