@@ -84,25 +84,17 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="rwm_command", metavar="SUBCOMMAND")
     sub.required = True
 
-    d = sub.add_parser("dataset", help="label candidate plans with the scorer (resumable)")
-    add_arguments(d, DatasetConfig)
-    d.set_defaults(func=_dataset)
-
-    t = sub.add_parser("train", help="train the RWM (supervised + MaxEnt IRL; resumable)")
-    add_arguments(t, TrainRunConfig)
-    t.set_defaults(func=_train)
-
-    e = sub.add_parser("eval", help="fidelity report on a held-out split")
-    add_arguments(e, EvalConfig)
-    e.set_defaults(func=_eval)
-
-    lo = sub.add_parser("loso", help="leave-one-source-out training on synthetic scenes + real windows")
-    add_arguments(lo, LosoConfig)
-    lo.set_defaults(func=_loso)
-
-    er = sub.add_parser("eval-real", help="synthetic and real fidelity side by side, bootstrap intervals")
-    add_arguments(er, EvalRealConfig)
-    er.set_defaults(func=_eval_real)
+    commands = (  # (name, help, config dataclass whose fields are the flags, handler)
+        ("dataset", "label candidate plans with the scorer (resumable)", DatasetConfig, _dataset),
+        ("train", "train the RWM (supervised + MaxEnt IRL; resumable)", TrainRunConfig, _train),
+        ("eval", "fidelity report on a held-out split", EvalConfig, _eval),
+        ("loso", "leave-one-source-out training on synthetic scenes + real windows", LosoConfig, _loso),
+        ("eval-real", "synthetic and real fidelity side by side, bootstrap intervals", EvalRealConfig, _eval_real),
+    )
+    for name, help_text, config_cls, handler in commands:
+        parser = sub.add_parser(name, help=help_text)
+        add_arguments(parser, config_cls)
+        parser.set_defaults(func=handler)
 
     f = sub.add_parser("forecast", help="agent forecast errors (constant velocity / lane following) vs logged futures")
     f.add_argument("--split", default="synthetic-val")
