@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError) as exc:  # user errors: one clear line, no traceback
+    except (FileNotFoundError, ValueError, ChildProcessError) as exc:  # user errors: one line, no traceback
         print(f"irlvla: error: {exc}", file=sys.stderr)
         return 2
 

@@ -499,17 +499,46 @@ def _init_worker() -> None:
     limit_torch_threads(1)
 
 
+class WorkerDiedError(ChildProcessError):
+    """A dataset worker process died (segfault, OOM kill, ``os._exit``) while building the named shards."""
+
+
 def run_local(tasks: Sequence[ShardTask], workers: int) -> Iterator[dict[str, Any]]:
-    """Shard results in completion order: in-process for ``workers <= 1``, else a spawn multiprocessing pool."""
+    """Shard results in completion order: in-process for ``workers <= 1``, else spawned worker processes.
+
+    A worker that dies does not hang the build: its pool breaks, the unfinished shards are rerun one at a time in a
+    fresh single-worker pool (so the culprit is the first to fail there), the shard that kills a worker again is
+    given up, and the others complete. Given-up shards are left out of the manifest (a rerun retries them) and named
+    in a :class:`WorkerDiedError` raised after every other shard was written."""
     if workers <= 1 or len(tasks) <= 1:
         for t in tasks:
             yield build_shard(t)
         return
     import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    with mp.get_context("spawn").Pool(min(workers, len(tasks)), initializer=_init_worker) as pool:
-        yield from pool.imap_unordered(build_shard, tasks)
+    context = mp.get_context("spawn")
+    pending, size, dead = list(tasks), min(workers, len(tasks)), []
+    while pending:
+        with ProcessPoolExecutor(size, mp_context=context, initializer=_init_worker) as pool:
+            futures = [(t, pool.submit(build_shard, t)) for t in pending]
+            pending, culprit_found = [], False
+            for t, future in futures:
+                try:
+                    yield future.result()
+                except BrokenProcessPool:
+                    if size == 1 and not culprit_found:  # shards run in order here: the first to fail killed it
+                        dead.append(t)
+                        culprit_found = True
+                    else:
+                        pending.append(t)
+        size = 1  # after a death, isolate the unfinished shards to find the culprit
+    if dead:
+        names = ", ".join(f"shard {t.shard} (scenes {t.indices[0]}-{t.indices[-1]})" for t in dead)
+        raise WorkerDiedError(f"a worker process died while building {names}; every other shard was written; "
+                              "rerun the same command to retry (or --workers 1 to see the error)")
 
 
 def run_ray(tasks: Sequence[ShardTask], workers: int, address: str | None = None) -> Iterator[dict[str, Any]]:
