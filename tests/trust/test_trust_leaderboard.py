@@ -77,3 +77,23 @@ def test_outputs_of_a_previous_run_are_removed_when_a_run_fails(tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         run_leaderboard(LeaderboardConfig(agents=("constant-velocity",), num_scenes=1, progress=False, out=out))
     assert not (out / "leaderboard.md").exists()
+
+
+def test_dead_ray_worker_is_restarted_and_its_scene_marked_failed(tmp_path, crash_agent, monkeypatch):
+    """The Ray backend: the actor whose process dies is restarted, its scene retried once and then recorded as
+    failed; the other scenes' results are kept (Ray's own actor restart and task retry)."""
+    ray = pytest.importorskip("ray")
+    from irlvla_gym.leaderboard import LeaderboardConfig, run_leaderboard
+
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # Ray's worker processes import the crash agent's module
+    try:
+        result = run_leaderboard(LeaderboardConfig(agents=("constant-velocity", crash_agent), num_scenes=3,
+                                                   workers=2, backend="ray", progress=False, out=None))
+    finally:
+        ray.shutdown()
+    assert [r["index"] for r in result.records] == [0, 1, 2]
+    assert "Ray worker failed on scene 1" in result.records[1]["scene_error"]
+    assert result.records[1]["agents"]["crashy"]["scores"]["epdms"] == 0.0
+    assert result.records[0]["agents"]["crashy"]["error"] is None
+    assert result.records[2]["agents"]["crashy"]["error"] is None
+    assert result.records[2]["agents"]["constant-velocity"]["scores"]["epdms"] > 0
