@@ -555,15 +555,27 @@ def run_ray(tasks: Sequence[ShardTask], workers: int, address: str | None = None
             ray.init(num_cpus=max(workers, 1), include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
         started = True
+    from ray.exceptions import RayError
+
+    dead = []
     try:
-        remote = ray.remote(num_cpus=1)(build_shard)
-        pending = [remote.remote(t) for t in tasks]
+        # Ray retries a task whose worker process died (max_retries); a shard that still fails is named at the end
+        remote = ray.remote(num_cpus=1, max_retries=1)(build_shard)
+        task_of = {remote.remote(t): t for t in tasks}
+        pending = list(task_of)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            yield ray.get(done[0])
+            try:
+                yield ray.get(done[0])
+            except RayError:
+                dead.append(task_of[done[0]])
     finally:
         if started:
             ray.shutdown()
+    if dead:
+        names = ", ".join(f"shard {t.shard} (scenes {t.indices[0]}-{t.indices[-1]})" for t in dead)
+        raise WorkerDiedError(f"Ray tasks failed while building {names} (a worker died or the shard raised); every "
+                              "other shard was written; rerun the same command to retry")
 
 
 BACKENDS = {"local": run_local, "ray": run_ray}

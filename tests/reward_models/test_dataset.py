@@ -150,3 +150,29 @@ def test_a_dying_worker_is_isolated_and_named_and_the_other_shards_are_written(t
     manifest = build_dataset("synthetic-train", out, num_scenes=6, candidates=cand, policy="dying_policy:policy",
                              workers=2, shard_size=2, progress=False)
     assert len(manifest["shards"]) == 3
+
+
+def test_a_dying_ray_task_is_named_and_the_other_shards_are_written(tmp_path, monkeypatch):
+    """The Ray backend: a shard whose worker dies (after Ray's retry) is named; the others are written."""
+    ray = pytest.importorskip("ray")
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))  # Ray's worker processes import the policy module
+    from dying_policy import ego_digest
+
+    from irlvla_gym.obs.registry import ObservationBuilder
+    from irlvla_gym.scenes.source import SceneSource
+    from reward_models.dataset import OBS_KEYS, CandidateConfig, WorkerDiedError, build_dataset, read_manifest
+
+    scene = SceneSource("synthetic-train").load(3)
+    monkeypatch.setenv("IRLVLA_TEST_KILL_EGO", ego_digest(ObservationBuilder(OBS_KEYS).observe(scene)["ego"]))
+    cand = CandidateConfig(num_candidates=6, vocab_near=1, vocab_random=1, policy=2)
+    out = tmp_path / "d"
+    try:
+        with pytest.raises(WorkerDiedError, match=r"shard 1 \(scenes 2-3\)"):
+            build_dataset("synthetic-train", out, num_scenes=6, candidates=cand, policy="dying_policy:policy",
+                          backend="ray", workers=2, shard_size=2, progress=False)
+    finally:
+        ray.shutdown()
+    assert sorted(s["name"] for s in read_manifest(out)["shards"]) == ["shard-00000", "shard-00002"]
