@@ -26,7 +26,7 @@ def _same(a, b) -> None:
 
 def test_same_seed_same_dataset_and_resume(tmp_path, tiny_data):
     # built in two steps (2 scenes, then rerun for 3: resumes, writes only the missing shard)
-    out = tmp_path / "d"
+    out = tmp_path / "data"
     build_dataset("synthetic-train", out, num_scenes=3, candidates=TINY, shard_size=2, progress=False)
     first = json.loads((out / "manifest.json").read_text())
     build_dataset("synthetic-train", out, num_scenes=3, candidates=TINY, shard_size=2, progress=False)
@@ -35,7 +35,7 @@ def test_same_seed_same_dataset_and_resume(tmp_path, tiny_data):
 
 
 def test_resume_after_interruption(tmp_path, tiny_data):
-    out = tmp_path / "d"
+    out = tmp_path / "data"
     build_dataset("synthetic-train", out, num_scenes=3, candidates=TINY, shard_size=2, progress=False)
     m = json.loads((out / "manifest.json").read_text())
     # simulate a crash before shard 1 was listed: drop it from the manifest and delete its files
@@ -48,7 +48,7 @@ def test_resume_after_interruption(tmp_path, tiny_data):
 
 
 def test_other_seed_differs_and_settings_mismatch_is_an_error(tmp_path, tiny_data):
-    out = tmp_path / "d"
+    out = tmp_path / "data"
     build_dataset("synthetic-train", out, num_scenes=1, candidates=TINY, seed=1, progress=False)
     a, b = load_dataset(out), load_dataset(tiny_data)
     assert not np.array_equal(a.plans[0], b.plans[0])
@@ -126,12 +126,21 @@ def test_vla_policy_samples(tmp_path):
     assert data.manifest["policy"] == "bc_default"
 
 
+DYING_POLICY = '"""A policy sampler for the dataset tests that kills its worker process on one scene (standing in for a segfault or\nan OOM kill): the scene is named by the SHA-1 of its ``ego`` observation in ``$IRLVLA_TEST_KILL_EGO``."""\n\nfrom __future__ import annotations\n\nimport hashlib\nimport os\n\nimport numpy as np\n\n\ndef ego_digest(ego: np.ndarray) -> str:\n    return hashlib.sha1(np.round(np.asarray(ego, np.float64), 4).tobytes()).hexdigest()\n\n\ndef policy(obs, num, rng):\n    if os.environ.get("IRLVLA_TEST_KILL_EGO") == ego_digest(obs["ego"]):\n        os._exit(3)\n    return np.zeros((num, 8, 3))\n'
+"""Source of the ``dying_policy`` module the worker-death tests write at test time (nothing executable committed)."""
+
+
+def _dying_policy_module(tmp_path, monkeypatch):
+    """Write ``dying_policy.py`` into ``tmp_path`` and make it importable here, in spawned workers and in Ray's."""
+    (tmp_path / "dying_policy.py").write_text(DYING_POLICY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+
+
 def test_a_dying_worker_is_isolated_and_named_and_the_other_shards_are_written(tmp_path, monkeypatch):
     """Issue trust, item 4: a worker that dies (os._exit) while building one shard neither hangs the build nor loses
     the other shards; the shard is named, left out of the manifest, and a rerun without the fault completes it."""
-    from pathlib import Path
-
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # spawned workers inherit sys.path
+    _dying_policy_module(tmp_path, monkeypatch)
     from dying_policy import ego_digest
 
     from irlvla_gym.obs.registry import ObservationBuilder
@@ -141,7 +150,7 @@ def test_a_dying_worker_is_isolated_and_named_and_the_other_shards_are_written(t
     scene = SceneSource("synthetic-train").load(3)
     monkeypatch.setenv("IRLVLA_TEST_KILL_EGO", ego_digest(ObservationBuilder(OBS_KEYS).observe(scene)["ego"]))
     cand = CandidateConfig(num_candidates=6, vocab_near=1, vocab_random=1, policy=2)
-    out = tmp_path / "d"
+    out = tmp_path / "data"
     with pytest.raises(WorkerDiedError, match=r"shard 1 \(scenes 2-3\)"):
         build_dataset("synthetic-train", out, num_scenes=6, candidates=cand, policy="dying_policy:policy",
                       workers=2, shard_size=2, progress=False)
@@ -155,10 +164,7 @@ def test_a_dying_worker_is_isolated_and_named_and_the_other_shards_are_written(t
 def test_a_dying_ray_task_is_named_and_the_other_shards_are_written(tmp_path, monkeypatch):
     """The Ray backend: a shard whose worker dies (after Ray's retry) is named; the others are written."""
     ray = pytest.importorskip("ray")
-    from pathlib import Path
-
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))  # Ray's worker processes import the policy module
+    _dying_policy_module(tmp_path, monkeypatch)
     from dying_policy import ego_digest
 
     from irlvla_gym.obs.registry import ObservationBuilder
@@ -168,7 +174,7 @@ def test_a_dying_ray_task_is_named_and_the_other_shards_are_written(tmp_path, mo
     scene = SceneSource("synthetic-train").load(3)
     monkeypatch.setenv("IRLVLA_TEST_KILL_EGO", ego_digest(ObservationBuilder(OBS_KEYS).observe(scene)["ego"]))
     cand = CandidateConfig(num_candidates=6, vocab_near=1, vocab_random=1, policy=2)
-    out = tmp_path / "d"
+    out = tmp_path / "data"
     try:
         with pytest.raises(WorkerDiedError, match=r"shard 1 \(scenes 2-3\)"):
             build_dataset("synthetic-train", out, num_scenes=6, candidates=cand, policy="dying_policy:policy",
