@@ -9,10 +9,15 @@ SB3's VecEnv contract is gymnasium's SAME_STEP autoreset: when an env's episode 
 ``autoreset_mode=SAME_STEP`` and converts its batched infos to SB3's list of per-env dicts. Observations, rewards
 (float32), dones and infos equal those of ``DummyVecEnv([lambda: gym.make(env_id, **kwargs)] * N)`` with the same
 seeds (tests/envs/test_sb3_adapter.py); ``seed(s)`` seeds env i with ``s + i`` at the next reset, as SB3 does.
+
+Episode statistics are built in, as SB3's ``Monitor`` / ``VecMonitor`` write them: the info of the step that ends an
+episode has ``"episode": {"r": return, "l": length, "t": seconds since the VecEnv was made}``, so PPO logs
+``rollout/ep_rew_mean`` and ``ep_len_mean`` without a wrapper (a ``VecMonitor`` on top writes the same keys).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Iterable, Sequence
 
 import gymnasium as gym
@@ -59,6 +64,9 @@ class BatchedVecEnv(VecEnv):
         super().__init__(num_envs, self.venv.single_observation_space, self.venv.single_action_space)
         self._actions: np.ndarray | None = None
         self.render_mode = None
+        self._episode_return = np.zeros(num_envs, np.float64)
+        self._episode_length = np.zeros(num_envs, np.int64)
+        self._start = time.time()
 
     @property
     def template(self) -> gym.Env:
@@ -70,6 +78,8 @@ class BatchedVecEnv(VecEnv):
         options = self._options[0] if self._options and self._options[0] else None
         obs, infos = self.venv.reset(seed=seeds, options=options)
         self.reset_infos = _rows_of(infos, self.num_envs)
+        self._episode_return[:] = 0.0
+        self._episode_length[:] = 0
         self._reset_seeds()
         self._reset_options()
         return obs
@@ -80,6 +90,8 @@ class BatchedVecEnv(VecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         obs, rewards, terminated, truncated, infos = self.venv.step(self._actions)
         dones = terminated | truncated
+        self._episode_return += rewards
+        self._episode_length += 1
         rows = _rows_of(infos, self.num_envs)
         final = infos.get("final_info")
         finished = _rows_of(final, self.num_envs) if final is not None else None
@@ -89,6 +101,9 @@ class BatchedVecEnv(VecEnv):
                 info = dict(finished[i])
                 info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
                 info["terminal_observation"] = infos["final_obs"][i]
+                info["episode"] = {"r": round(float(self._episode_return[i]), 6), "l": int(self._episode_length[i]),
+                                   "t": round(time.time() - self._start, 6)}
+                self._episode_return[i], self._episode_length[i] = 0.0, 0
                 reset_info = {k: v for k, v in rows[i].items() if k not in ("final_obs", "final_info")}
                 self.reset_infos[i] = reset_info
             else:
@@ -187,6 +202,9 @@ class MultiProcessVecEnv(VecEnv):
         probe.close()
         self._actions: np.ndarray | None = None
         self.render_mode = None
+        self._episode_return = np.zeros(num_envs, np.float64)
+        self._episode_length = np.zeros(num_envs, np.int64)
+        self._start = time.time()
         self.closed = False
 
     def _split(self, values: Iterable[Any]) -> list[list[Any]]:

@@ -46,7 +46,13 @@ def test_batched_vec_env_equals_dummy_vec_env(env_id, synthetic):
         assert r1.dtype == r2.dtype
         np.testing.assert_array_equal(r1, r2)
         np.testing.assert_array_equal(d1, d2)
-        for a, b in zip(i1, i2):
+        for k, (a, b) in enumerate(zip(i1, i2)):
+            if d1[k]:  # built-in episode statistics (SB3 Monitor's keys); the plan-once episode is one step long
+                episode = a.pop("episode")
+                assert episode["l"] >= 1 and set(episode) == {"r", "l", "t"}
+                if env_id == "IRLVLA-Navsim-v2":
+                    assert episode["l"] == 1 and episode["r"] == pytest.approx(float(r1[k]), abs=1e-6)
+            assert "episode" not in a
             _same(a, b, f"info {step}")
         for a, b in zip(ours.reset_infos, dummy.reset_infos):
             _same(a, b, f"reset info {step}")
@@ -83,3 +89,19 @@ def test_ppo_on_batched_vec_env_and_processes(synthetic):
     finally:
         one.close()
         two.close()
+
+
+def test_ppo_logs_episode_statistics_without_vec_monitor(synthetic):
+    """Issue ecosystem: PPO on the batched env fills rollout/ep_rew_mean with no VecMonitor."""
+    import torch
+    from stable_baselines3 import PPO
+
+    from irlvla_gym.envs.sb3 import BatchedVecEnv
+
+    torch.set_num_threads(1)
+    venv = BatchedVecEnv("IRLVLA-Navsim-v2", 4, **small_kwargs(synthetic))
+    model = PPO("MultiInputPolicy", venv, n_steps=4, batch_size=8, n_epochs=1, seed=0, device="cpu",
+                policy_kwargs={"net_arch": [16]})
+    model.learn(total_timesteps=16)
+    assert len(model.ep_info_buffer) == 16 and all(e["l"] == 1 for e in model.ep_info_buffer)
+    venv.close()
