@@ -52,6 +52,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Protocol, Sequenc
 
 import numpy as np
 
+from irlvla_gym.configs import count_or_all, option
 from irlvla_gym.metrics.config import SUB_SCORES
 
 FORMAT_VERSION = 1
@@ -651,8 +652,8 @@ class DatasetConfig:
     """dataset directory (rerun the same command to resume an interrupted build)"""
     split: str = "synthetic-train"
     """synthetic split name or scene-store directory"""
-    num_scenes: int | None = None
-    """scenes of the source from --start on (default: all)"""
+    num_scenes: int | None = option(None, type=count_or_all)
+    """scenes of the source from --start on (default or 0: all, as in irlvla leaderboard)"""
     start: int = 0
     """first scene index"""
     candidates: int = 64

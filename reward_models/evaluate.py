@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from irlvla_gym.configs import count_or_all, option
 from reward_models.dataset import OBS_ENTRIES, OBS_KEYS, SOURCES, CandidateConfig, build_dataset, load_dataset
 from reward_models.metrics import best_of_k, best_of_k_gaps, bootstrap_mean_ci, pearson, roc_auc, spearman
 
@@ -44,8 +45,8 @@ class EvalConfig:
     """held-out synthetic split or scene-store directory"""
     data: str | None = None
     """an existing RWM dataset of the split (else built in OUT/data)"""
-    num_scenes: int | None = 300
-    """scenes of the dataset built in OUT/data"""
+    num_scenes: int | None = option(300, type=count_or_all)
+    """scenes of the dataset built in OUT/data (0: all, as in irlvla leaderboard)"""
     workers: int = 1
     """processes building the dataset"""
     speed_scenes: int = 5
