@@ -272,6 +272,8 @@ class Overrides:
 
     sets: list[str] = option(default_factory=list, flag="--set", action="append", metavar="KEY=VALUE")
     """config override key.sub=value, the value parsed as yaml (repeatable)"""
+    unsets: list[str] = option(default_factory=list, flag="--unset", action="append", metavar="KEY")
+    """remove key.sub from the config (e.g. another algorithm's plugin_kwargs entry; repeatable; before --set)"""
     timesteps: int | None = None
     """env steps per run (total_timesteps)"""
     num_scenes: int | None = None
@@ -283,7 +285,7 @@ class Overrides:
 
     def as_list(self) -> list[str]:
         """The overrides as ``key.sub=value`` strings (what :func:`load_config` and the run reports take)."""
-        out = list(self.sets)
+        out = [f"~{key}" for key in self.unsets] + list(self.sets)
         for key, value in (("total_timesteps", self.timesteps), ("env.num_scenes", self.num_scenes),
                            ("eval.num_scenes", self.eval_scenes), ("n_envs", self.n_envs)):
             if value is not None:
@@ -315,10 +317,26 @@ def load_config(variant_or_path: str | Path, preset: str | None = "quick",
     values, presets = read_config(variant_or_path)
     values = presets.apply(values, preset)
     for item in overrides:
-        values = deep_merge(values, parse_override(item) if isinstance(item, str) else item)
+        if isinstance(item, str) and item.startswith("~"):
+            values = remove_key(values, item[1:])
+        else:
+            values = deep_merge(values, parse_override(item) if isinstance(item, str) else item)
     return RunConfig.from_dict(values)
+
+
+def remove_key(values: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A copy of ``values`` without ``key.sub`` (``--unset``; a deep merge can only add or replace keys)."""
+    out = copy.deepcopy(dict(values))
+    *parents, last = key.strip().split(".")
+    node: Any = out
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or last not in node:
+        raise ValueError(f"--unset {key}: no such key in the config")
+    del node[last]
+    return out
 
 
 __all__ = ["BCAnchorConfig", "CONFIG_DIR", "DPPOConfig", "ENV_ID", "EvaluationConfig", "Overrides", "PPOConfig",
            "PRESETS", "RunConfig", "VARIANTS", "config_path", "deep_merge", "load_config", "parse_override",
-           "read_config"]
+           "read_config", "remove_key"]

@@ -68,3 +68,16 @@ def test_resume_check_accepts_config_json_of_earlier_versions(tmp_path):
     other = load_config("ppo-vla-epdms", "quick", ["ppo.n_epochs=7"])
     with pytest.raises(ValueError, match=r"different config \(keys \['ppo'\]\)"):
         check_config(tmp_path, {**other.to_dict(), "seed": 0})
+
+
+def test_unset_removes_a_key_that_a_deep_merge_cannot():
+    """Issue ecosystem: another algorithm's plugin_kwargs entry can be removed (--unset), then --set applies."""
+    from baselines.config import Overrides
+
+    base = load_config("plugin-a2c", "quick")
+    assert "n_steps" in base.plugin_kwargs
+    cfg = load_config("plugin-a2c", "quick", Overrides(unsets=["plugin_kwargs.n_steps"],
+                                                       sets=["plugin_kwargs.buffer_size=5000"]).as_list())
+    assert "n_steps" not in cfg.plugin_kwargs and cfg.plugin_kwargs["buffer_size"] == 5000
+    with pytest.raises(ValueError, match="--unset plugin_kwargs.nope: no such key"):
+        load_config("plugin-a2c", "quick", ["~plugin_kwargs.nope"])
