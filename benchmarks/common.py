@@ -118,12 +118,29 @@ def format_table(title: str, results: Sequence[BenchResult]) -> str:
     return "\n".join(lines)
 
 
+def load_note() -> tuple[list[float], bool, str]:
+    """(1-minute load averages now, noisy?, one line): a run is flagged noisy when the load average exceeds the
+    core count, i.e. other work competed for the CPUs (speed goals may then FAIL for reasons outside the code)."""
+    try:
+        load = list(os.getloadavg())
+    except OSError:  # not available on this platform
+        return [], False, "load average: unavailable"
+    cores = os.cpu_count() or 1
+    noisy = load[0] > cores
+    text = f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} on {cores} cores"
+    if noisy:
+        text += " -- NOISY: other work competed for the CPUs; wall-clock and per-second figures are unreliable"
+    return load, noisy, text
+
+
 def environment() -> dict[str, Any]:
-    """Machine facts recorded with JSON results."""
+    """Machine facts recorded with JSON results (the load average and the noisy flag included)."""
     import numpy as np
 
+    load, noisy, _ = load_note()
     return {"python": platform.python_version(), "numpy": np.__version__, "platform": platform.platform(),
-            "cpu_count": os.cpu_count(), "threads": os.environ.get("OMP_NUM_THREADS")}
+            "cpu_count": os.cpu_count(), "threads": os.environ.get("OMP_NUM_THREADS"), "loadavg": load,
+            "noisy": noisy}
 
 
 def to_json(name: str, results: Sequence[BenchResult], meta: dict[str, Any] | None = None) -> str:
@@ -140,6 +157,7 @@ def report(name: str, results: Sequence[BenchResult], *, as_json: bool = False,
         print(to_json(name, results, meta))
     else:
         print(format_table(name, results))
+        print(load_note()[2])
     return 1 if any(r.passed is False for r in results) else 0
 
 
