@@ -47,14 +47,6 @@ def families() -> dict[str, Callable[[np.ndarray, int, np.random.Generator], np.
             "smooth x1": smooth(1.0), "smooth x2": smooth(2.0)}
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    ra = np.argsort(np.argsort(a, kind="stable"), kind="stable").astype(float)
-    rb = np.argsort(np.argsort(b, kind="stable"), kind="stable").astype(float)
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
 def measure(split: str, num_scenes: int, k: int, policy: str, reward: str | None, seed: int) -> dict[str, Any]:
     from baselines.evaluate import VLANetworkAgent
     from irlvla_gym.metrics import score_plans
@@ -63,6 +55,7 @@ def measure(split: str, num_scenes: int, k: int, policy: str, reward: str | None
     from irlvla_gym.planners import default_planner
     from irlvla_gym.plans.codec import action_to_plan, plan_to_action
     from irlvla_gym.scenes.source import SceneSource
+    from reward_models.metrics import spearman
     from reward_models.reward_fn import SceneRewardFn
 
     source = SceneSource(split)
@@ -94,7 +87,7 @@ def measure(split: str, num_scenes: int, k: int, policy: str, reward: str | None
             row["best"].append(true.max())
             row["rwm_pick"].append(true[int(np.argmax(pred))])
             row["pick_gain"].append(true[int(np.argmax(pred))] - true[0])
-            row["rho"].append(_spearman(pred, true))
+            row["rho"].append(spearman(pred, true))
     cpu = time.process_time() - t0
     return {"families": {n: {c: float(np.nanmean(v)) for c, v in r.items()} for n, r in out.items()},
             "scenes": min(num_scenes, len(source)), "cpu_s": cpu}

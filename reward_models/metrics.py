@@ -1,4 +1,4 @@
-"""Small numpy metrics for the RWM report: rank correlation, Pearson, ROC AUC, best-of-K selection."""
+"""Metrics of the RWM report: rank correlation and Pearson (scipy.stats), ROC AUC, best-of-K selection."""
 
 from __future__ import annotations
 
@@ -8,31 +8,30 @@ import numpy as np
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share the mean rank), 0-based."""
-    x = np.asarray(x, np.float64)
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x))
-    sx = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sx[j + 1] == sx[i]:
-            j += 1
-        ranks[order[i:j + 1]] = 0.5 * (i + j)
-        i = j + 1
-    return ranks
+    """Average ranks (ties share the mean rank), 0-based (``scipy.stats.rankdata``)."""
+    from scipy.stats import rankdata
+
+    return rankdata(np.asarray(x, np.float64), method="average") - 1.0
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation (``scipy.stats.pearsonr``); NaN for fewer than 2 values or a constant input."""
+    from scipy.stats import pearsonr
+
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     if len(a) < 2 or a.std() == 0 or b.std() == 0:
         return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
+    return float(pearsonr(a, b).statistic)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (Pearson of average ranks)."""
-    return pearson(_ranks(np.ravel(a)), _ranks(np.ravel(b)))
+    """Spearman rank correlation: Pearson of average ranks (``scipy.stats.spearmanr``); NaN for a constant input."""
+    from scipy.stats import spearmanr
+
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
 
 
 def roc_auc(score: np.ndarray, positive: np.ndarray) -> float:

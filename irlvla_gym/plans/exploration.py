@@ -2,10 +2,10 @@
 
 Exploring a 4 s plan by adding independent noise to each of its 24 normalised numbers (SB3's diagonal Gaussian)
 makes jerky plans: at the std the VLA recipes use (0.018) half of the samples already fail history comfort (HC), and
-the learned reward ranks them poorly (within-scene Spearman 0.42 against the scorer on 200 synthetic-train scenes,
-K = 16). Perturbing along a few smooth directions that start at zero displacement, velocity and acceleration keeps
-the plan drivable (HC ~1) while still moving it where the sub-scores change: earlier or later braking, a lateral
-nudge. Measured with ``benchmarks/exploration.py``.
+the learned reward ranks them poorly (within-scene Spearman 0.40 against the scorer on 150 synthetic-val scenes, K =
+16, vs 0.79 for the smooth samples below). Perturbing along a few smooth directions that start at zero displacement,
+velocity and acceleration keeps the plan drivable (HC ~1) while still moving it where the sub-scores change: earlier
+or later braking, a lateral nudge. Measured with ``benchmarks/exploration.py``.
 
 A direction is a pose offset (8, 3) in metres / radians, divided by :data:`~irlvla_gym.plans.codec.PLAN_SCALE` so it
 lives in the env's normalised action space; its coefficient has the physical unit of its name:
@@ -33,8 +33,8 @@ from irlvla_gym.scenes.scene import NUM_FUTURE
 SMOOTH_DIRECTIONS = ("lon_acc", "lon_jerk", "lat_acc", "lat_jerk")
 """Names of the smooth directions, in basis row order."""
 SMOOTH_STD = (0.5, 0.25, 0.08, 0.05)
-"""Default std of each direction's coefficient (m/s^2, m/s^3, m/s^2, m/s^3): samples keep HC ~1 and lose ~7 EPDMS
-points on average against the mean plan (synthetic-train, ``benchmarks/exploration.py``)."""
+"""Default std of each direction's coefficient (m/s^2, m/s^3, m/s^2, m/s^3): samples keep HC ~1 and lose ~10 EPDMS
+points on average against the mean plan (synthetic-val, ``python -m benchmarks.exploration``)."""
 NOMINAL_SPEED = 8.0
 """m/s, the speed that converts lateral velocity into the heading change of the lateral directions."""
 STEP_SECONDS = 0.5
