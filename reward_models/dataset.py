@@ -247,16 +247,15 @@ class VLAPlanSampler:
         import torch
 
         from irlvla_gym.plans.codec import action_to_plan
-        from irlvla_gym.plans.exploration import SMOOTH_STD, smooth_basis
+        from irlvla_gym.plans.exploration import SMOOTH_STD, perturb_actions
 
         o = self.builder.observe_batch([scene])
         with torch.no_grad():
             mean = self.net(self._prepare(o, self.net.obs_keys, "cpu")).numpy().astype(np.float64)[0]
         if self.exploration == "smooth":
             scale = rng.choice(np.asarray(self.magnitudes, np.float64), size=num)
-            coeff = rng.standard_normal((num, len(SMOOTH_STD))) * np.asarray(SMOOTH_STD) * scale[:, None]
-            coeff[0] = 0.0
-            actions = mean[None] + coeff @ smooth_basis()
+            actions = perturb_actions(mean, num, rng, std=np.asarray(SMOOTH_STD) * scale[:, None])
+            actions[0] = mean  # the deterministic plan first
         else:
             eps = rng.standard_normal((num, mean.shape[-1]))
             eps[0] = 0.0
@@ -500,6 +499,10 @@ def _init_worker() -> None:
     limit_torch_threads(1)
 
 
+def _shard_names(tasks: Sequence[ShardTask]) -> str:
+    return ", ".join(f"shard {t.shard} (scenes {t.indices[0]}-{t.indices[-1]})" for t in tasks)
+
+
 class WorkerDiedError(ChildProcessError):
     """A dataset worker process died (segfault, OOM kill, ``os._exit``) while building the named shards."""
 
@@ -537,7 +540,7 @@ def run_local(tasks: Sequence[ShardTask], workers: int) -> Iterator[dict[str, An
                         pending.append(t)
         size = 1  # after a death, isolate the unfinished shards to find the culprit
     if dead:
-        names = ", ".join(f"shard {t.shard} (scenes {t.indices[0]}-{t.indices[-1]})" for t in dead)
+        names = _shard_names(dead)
         raise WorkerDiedError(f"a worker process died while building {names}; every other shard was written; "
                               "rerun the same command to retry (or --workers 1 to see the error)")
 
@@ -574,7 +577,7 @@ def run_ray(tasks: Sequence[ShardTask], workers: int, address: str | None = None
         if started:
             ray.shutdown()
     if dead:
-        names = ", ".join(f"shard {t.shard} (scenes {t.indices[0]}-{t.indices[-1]})" for t in dead)
+        names = _shard_names(dead)
         raise WorkerDiedError(f"Ray tasks failed while building {names} (a worker died or the shard raised); every "
                               "other shard was written; rerun the same command to retry")
 

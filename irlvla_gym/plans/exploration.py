@@ -73,15 +73,16 @@ def perturb_actions(actions: np.ndarray, num: int, rng: np.random.Generator,
 
     Args:
         actions: (24,) normalised action (the mean plan). num: samples. rng: the generator.
-        std: (D,) coefficient stds in the directions' units.
+        std: (D,) coefficient stds in the directions' units, or (num, D) one row per sample.
 
     Returns:
         (num, 24) float64, not clipped to the action box.
     """
     std = np.asarray(std, np.float64)
     basis = smooth_basis(directions)
-    if std.shape != (basis.shape[0],):
-        raise ValueError(f"std: expected {basis.shape[0]} values (one per direction), got shape {std.shape}")
+    if std.shape not in ((basis.shape[0],), (int(num), basis.shape[0])):
+        raise ValueError(f"std: expected shape ({basis.shape[0]},) or ({num}, {basis.shape[0]}) (one per direction), "
+                         f"got {std.shape}")
     coeff = rng.standard_normal((int(num), basis.shape[0])) * std
     return np.asarray(actions, np.float64).reshape(1, ACTION_DIM) + coeff @ basis
 

@@ -44,7 +44,6 @@ class SubspaceGaussianDistribution(DiagGaussianDistribution):
         self.basis = basis
         self.pinv = torch.linalg.pinv(basis)  # (A, D): coeff = delta @ pinv
         self.mean: torch.Tensor | None = None
-        self.std: torch.Tensor | None = None
 
     @property
     def num_directions(self) -> int:
@@ -61,10 +60,10 @@ class SubspaceGaussianDistribution(DiagGaussianDistribution):
         self.basis = self.basis.to(mean_actions)
         self.pinv = self.pinv.to(mean_actions)
         self.mean = mean_actions
-        self.std = log_std.exp().expand(mean_actions.shape[0], -1)
         # over the coordinates of the action along the directions: torch's KL / log-prob of two such distributions
         # (e.g. a KL anchor to a frozen reference policy) then compare the means' projections
-        self.distribution = torch.distributions.Normal(mean_actions @ self.pinv, self.std)
+        std = log_std.exp().expand(mean_actions.shape[0], -1)
+        self.distribution = torch.distributions.Normal(mean_actions @ self.pinv, std)
         return self
 
     def coefficients(self, actions: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,10 @@ def test_perturbations_start_smoothly_and_have_the_asked_spread():
     assert np.abs(plans[:, 0, 0]).mean() < 0.1
     with pytest.raises(ValueError, match="std"):
         perturb_actions(mean, 2, rng, std=(1.0, 2.0))
+    # one std row per sample: a zero row leaves that sample at the mean
+    rows = np.array([SMOOTH_STD, (0.0, 0.0, 0.0, 0.0)])
+    two = perturb_actions(mean, 2, rng, std=rows)
+    assert np.abs(two[0]).max() > 0 and np.all(two[1] == 0)
 
 
 def test_subspace_distribution_samples_in_span_and_log_prob_is_the_coefficients_density():
