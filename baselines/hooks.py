@@ -21,7 +21,8 @@ A config names a hook by a registered name: the built-ins (:data:`BUILTIN_HOOKS`
 Any other ``module:attr`` is imported only when allowed explicitly (``--allow-import my_pkg`` or
 ``IRLVLA_ALLOW_IMPORT=my_pkg``): a yaml file must not be able to run arbitrary code.
 
-This module also holds the SB3 callbacks of every run: learning curve (CSV), checkpoints for resume, progress bar.
+This module also holds the SB3 callbacks of every run: learning curve (CSV), checkpoints for resume, progress bar,
+and the rollout's sub-scores / rule-based EPDMS / learned-reward gap in TensorBoard (:mod:`baselines.callbacks`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from baselines.callbacks import SCORE_FIELDS, RolloutScores, RuleScorer, is_learned_reward, record_scores
+
 CURVE_FIELDS = ("step", "reward_mean", "reward_std", "wall_s")
+"""The columns every curve row has; rows may add :data:`~baselines.callbacks.SCORE_FIELDS` (empty when unknown)."""
 
 
 @dataclass
@@ -152,33 +156,43 @@ class HookRunner:
 
 
 class CurveWriter:
-    """``curve.csv``: one row per rollout (env step, mean and std of the training reward, wall seconds).
+    """``curve.csv``: one row per rollout (env step, mean and std of the training reward, wall seconds, and when
+    measured the rule-based ``epdms``, ``reward_gap`` and ``subscore_<name>`` means; empty cells read as NaN).
 
-    ``truncate(step)`` drops rows after a checkpoint (a resumed run recollects them)."""
+    ``truncate(step)`` drops rows after a checkpoint (a resumed run recollects them). A file written before the
+    score columns existed is rewritten with them (its rows keep empty score cells)."""
+
+    fields = (*CURVE_FIELDS, *SCORE_FIELDS)
 
     def __init__(self, path: Path):
         self.path = Path(path)
         if not self.path.is_file():
             self._write([])
+        elif self.path.read_text().partition("\n")[0].strip() != ",".join(self.fields):
+            self._write(self.rows())
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         with open(self.path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=CURVE_FIELDS)
+            writer = csv.DictWriter(fh, fieldnames=self.fields)
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows([{k: ("" if v != v else v) for k, v in r.items() if k in self.fields} for r in rows])
 
     def rows(self) -> list[dict[str, float]]:
         with open(self.path, newline="") as fh:
-            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+            return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()}
+                    for row in csv.DictReader(fh)]
 
     def truncate(self, step: int) -> None:
         self._write([r for r in self.rows() if r["step"] <= step])
 
-    def add(self, step: int, rewards: np.ndarray, wall_s: float) -> None:
+    def add(self, step: int, rewards: np.ndarray, wall_s: float, scores: Mapping[str, float] | None = None) -> None:
+        """Append a row: ``rewards`` (any shape) of the rollout, ``scores`` from
+        :meth:`~baselines.callbacks.RolloutScores.summary` (keys outside :data:`SCORE_FIELDS` are ignored)."""
+        row = {"step": int(step), "reward_mean": float(np.mean(rewards)), "reward_std": float(np.std(rewards)),
+               "wall_s": round(float(wall_s), 3)}
+        row.update({k: float(v) for k, v in (scores or {}).items() if k in SCORE_FIELDS})
         with open(self.path, "a", newline="") as fh:
-            csv.DictWriter(fh, fieldnames=CURVE_FIELDS).writerow(
-                {"step": int(step), "reward_mean": float(np.mean(rewards)), "reward_std": float(np.std(rewards)),
-                 "wall_s": round(float(wall_s), 3)})
+            csv.DictWriter(fh, fieldnames=self.fields).writerow(row)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -189,7 +203,9 @@ class CurveWriter:
 class RunCallback(BaseCallback):
     """Everything a baseline run needs from SB3's loop, in one callback:
 
-    * after each rollout: a learning-curve row (mean training reward of the rollout; every episode is one step);
+    * after each rollout: a learning-curve row (mean training reward of the rollout; every episode is one step)
+      and the rollout's sub-scores, rule-based EPDMS and (learned rewards) reward gap in TensorBoard
+      (:mod:`baselines.callbacks`; with a learned reward the scorer re-scores 16 of the rollout's plans);
     * at the start of each rollout (= after the previous update): a checkpoint when ``checkpoint_every`` env steps
       have passed (``save(step)``), and the training hooks (:class:`HookRunner`);
     * a tqdm progress bar over env steps.
@@ -211,6 +227,7 @@ class RunCallback(BaseCallback):
         self.last_saved = start
         self.t0 = time.perf_counter()
         self.bar = None
+        self.scores = RolloutScores()
 
     def wall(self) -> float:
         return self.wall_offset + time.perf_counter() - self.t0
@@ -220,10 +237,14 @@ class RunCallback(BaseCallback):
 
         self.t0 = time.perf_counter()
         self.hooks.last = self.start
+        env = self.snapshot(self.start, lambda name, value: None).env
+        if is_learned_reward(env.get("reward")):
+            self.scores = RolloutScores(RuleScorer(env))
         self.bar = tqdm(total=self.total, initial=self.start, desc=self.desc, unit="step", disable=not self.progress,
                         mininterval=2, dynamic_ncols=True)
 
     def _on_step(self) -> bool:
+        self.scores.add(self.locals.get("infos", ()), self.locals.get("rewards", ()))
         if self.bar is not None:
             self.bar.update(self.training_env.num_envs)
         return True
@@ -238,7 +259,8 @@ class RunCallback(BaseCallback):
 
     def _on_rollout_end(self) -> None:
         rewards = self.model.rollout_buffer.rewards
-        self.curve.add(int(self.model.num_timesteps), rewards, self.wall())
+        scores = record_scores(self.logger, self.scores)
+        self.curve.add(int(self.model.num_timesteps), rewards, self.wall(), scores=scores)
         self.logger.record("rollout/reward_mean", float(np.mean(rewards)))
         if self.bar is not None:
             self.bar.set_postfix(reward=f"{float(np.mean(rewards)):.3f}")

@@ -105,49 +105,79 @@ def markdown(rows: Sequence[Mapping[str, Any]], header: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+CURVE_PANELS = ("reward_mean", "epdms", *(f"subscore_{n}" for n in ("nc", "dac", "ddc", "tlc", "ep", "ttc", "lk",
+                                                                      "hc")))
+"""curve.csv columns drawn, one panel each: the reward paid, the scorer's EPDMS, its sub-scores (EC left out)."""
+PANEL_TITLES = {"reward_mean": "training reward paid (EPDMS or learned)", "epdms": "true EPDMS (rule-based scorer)"}
+
+
+def read_curves(out: Path, variants: Sequence[str], seeds: Sequence[int]) -> dict[str, list[dict[str, np.ndarray]]]:
+    """variant -> per seed, curve.csv column -> (rows,) values (NaN where a column was not measured)."""
+    from baselines.hooks import CurveWriter
+
+    curves: dict[str, list[dict[str, np.ndarray]]] = {}
+    for variant in variants:
+        for s in seeds:
+            p = run_dir_of(out, variant, s) / "curve.csv"
+            rows = CurveWriter(p).rows() if p.is_file() else []
+            if rows:
+                curves.setdefault(variant, []).append({k: np.array([r.get(k, np.nan) for r in rows])
+                                                       for k in ("step", *CURVE_PANELS)})
+    return curves
+
+
+def _reward_label(out: Path, variant: str, seeds: Sequence[int]) -> str:
+    path = run_dir_of(out, variant, seeds[0]) / "config.json"
+    reward = read_json(path).get("reward", "epdms") if path.is_file() else "epdms"
+    return f"{variant} (learned reward)" if parse_reward(reward).learned else variant
+
+
+def _draw_panel(ax: Any, column: str, curves: Mapping[str, list[dict[str, np.ndarray]]],
+                labels: Mapping[str, str]) -> bool:
+    """Mean ± std over seeds of ``column`` per variant on [0, 1] (widened if a value leaves it); False if empty."""
+    drawn, low, high = False, 0.0, 1.0
+    for i, (variant, seeds) in enumerate(curves.items()):
+        n = min(len(c["step"]) for c in seeds)
+        values = np.stack([c[column][:n] for c in seeds])
+        if n == 0 or np.isnan(values).all():
+            continue
+        mean, std = np.nanmean(values, 0), np.nanstd(values, 0)
+        ax.plot(seeds[0]["step"][:n], mean, color=f"C{i}", label=f"{labels[variant]} (n={len(seeds)})")
+        ax.fill_between(seeds[0]["step"][:n], mean - std, mean + std, color=f"C{i}", alpha=0.2)
+        low, high, drawn = min(low, float(np.nanmin(mean - std))), max(high, float(np.nanmax(mean + std))), True
+    ax.set_ylim(low - 0.02, high + 0.02)  # honest axes: the scores' whole range, not zoomed on the curve
+    ax.set_title(PANEL_TITLES.get(column, column.replace("subscore_", "").upper()), fontsize=9)
+    ax.set_xlabel("env steps", fontsize=8)
+    ax.grid(alpha=0.3)
+    return drawn
+
+
 def plot_curves(out: Path, variants: Sequence[str], seeds: Sequence[int], path: Path) -> Path | None:
-    """learning_curves.png: training reward per env step, mean ± std over seeds, one panel per reward kind."""
+    """learning_curves.png: per env step, mean ± std over seeds, one panel each for the training reward paid, the
+    rule-based scorer's EPDMS and its sub-scores (curve.csv columns; runs without them show only the reward), all on
+    the scores' [0, 1] range. None when no run has a curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from baselines.hooks import CurveWriter
-
-    panels = {"rule-based reward (EPDMS)": [], "learned reward (RWM prediction)": []}
-    for variant in variants:
-        curves = []
-        for s in seeds:
-            p = run_dir_of(out, variant, s) / "curve.csv"
-            if p.is_file():
-                rows = CurveWriter(p).rows()
-                if rows:
-                    curves.append((np.array([r["step"] for r in rows]), np.array([r["reward_mean"] for r in rows])))
-        if not curves:
-            continue
-        cfg = read_json(run_dir_of(out, variant, seeds[0]) / "config.json") if (
-            run_dir_of(out, variant, seeds[0]) / "config.json").is_file() else {"reward": "epdms"}
-        key = "learned reward (RWM prediction)" if parse_reward(cfg.get("reward", "epdms")).learned else \
-            "rule-based reward (EPDMS)"
-        panels[key].append((variant, curves))
-    if not any(panels.values()):
+    curves = read_curves(out, variants, seeds)
+    if not curves:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=False)
-    for ax, (title, entries) in zip(axes, panels.items()):
-        for variant, curves in entries:
-            n = min(len(c[0]) for c in curves)
-            steps = curves[0][0][:n]
-            values = np.stack([c[1][:n] for c in curves])
-            mean, std = values.mean(0), values.std(0)
-            ax.plot(steps, mean, label=f"{variant} (n={len(curves)})")
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-        ax.set_title(title)
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("mean training reward per rollout")
-        ax.grid(alpha=0.3)
-        if entries:
-            ax.legend(fontsize=8)
-    return save_figure(fig, path, "Baselines: training reward per env step (mean ± std over seeds)", dpi=110)
+    labels = {v: _reward_label(out, v, seeds) for v in curves}
+    present = [c for c in CURVE_PANELS
+               if any(not np.isnan(s[c]).all() for runs in curves.values() for s in runs)]
+    ncols = min(len(present), 5)
+    nrows = -(-len(present) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.2 * nrows), squeeze=False)
+    for ax, column in zip(axes.flat, present):
+        _draw_panel(ax, column, curves, labels)
+    for ax in list(axes.flat)[len(present):]:
+        ax.axis("off")
+    axes.flat[0].set_ylabel("mean per rollout")
+    axes.flat[0].legend(fontsize=7)
+    return save_figure(fig, path, "Baselines: training reward, true EPDMS and sub-scores per env step "
+                                  "(mean ± std over seeds)", dpi=110)
 
 
 def write_report(out: str | Path, variants: Sequence[str], seeds: Sequence[int],
@@ -180,4 +210,5 @@ def write_report(out: str | Path, variants: Sequence[str], seeds: Sequence[int],
     return paths
 
 
-__all__ = ["SCORES", "TIMES", "collect_rows", "findings", "markdown", "plot_curves", "write_report"]
+__all__ = ["CURVE_PANELS", "SCORES", "TIMES", "collect_rows", "findings", "markdown", "plot_curves", "read_curves",
+           "write_report"]

@@ -4,8 +4,9 @@ Output layout (``--out``, default ``runs/baselines``)::
 
     <out>/<variant>/seed<k>/config.json      the resolved config (+ seed); a rerun with another config refuses
                            /checkpoint/      last checkpoint (resume: the same command continues from here)
-                           /curve.csv        training reward per rollout
-                           /tb/              TensorBoard logs
+                           /curve.csv        per rollout: training reward, rule-based EPDMS + sub-scores, reward gap
+                                             (plug-ins too; baselines.callbacks)
+                           /tb/              TensorBoard: SB3 scalars + rollout/subscore_*, rollout/epdms, rollout/reward_gap
                            /network/         the trained VLA network (VLA variants) | model.zip (+ sidecar)
                            /eval.json        leaderboard row on the evaluation split
                            /done.json        timing + eval row; its presence makes a rerun skip this run

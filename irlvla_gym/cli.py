@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = (
     "irlvla_gym.pipeline",
     "irlvla_gym.evaluation.score_cli",
     "irlvla_gym.evaluation.check_cli",
+    "irlvla_gym.evaluation.video",
     "reward_models.cli",
     "irlvla_gym.policies.bc",
     "irlvla_gym.leaderboard.cli",
