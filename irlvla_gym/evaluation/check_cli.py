@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from irlvla_gym.evaluation.real_data import (
-    PLANNER_NAMES, default_data_dir, format_table, iter_real_scenes, run_check,
+    PLANNER_NAMES, SOURCE_DIRS, SOURCES, default_data_dir, format_table, iter_real_scenes, missing_sources, run_check,
 )
 
 
@@ -19,7 +20,8 @@ def register(subparsers) -> None:
         "check-scorer", help="score the human, constant-velocity and PDM-Closed plans on the real samples",
         description=__doc__.split("\n\n")[0] + " Prints mean EPDMS, PDMS and sub-scores per source.")
     p.add_argument("--data", type=Path, default=None,
-                   help="folder holding av2_sensor_logs/ and scenarionet_nuscenes/ (default ../shared/data)")
+                   help="folder holding the real samples: " + ", ".join(f"{d}/" for d in SOURCE_DIRS.values())
+                        + " and nuscenes_drivable_areas/ (default ../shared/data); missing sources are left out")
     p.add_argument("--stride", type=int, default=1, help="take every stride-th 0.5 s window (default 1)")
     p.add_argument("--planners", default=",".join(PLANNER_NAMES),
                    help=f"comma-separated subset of {','.join(PLANNER_NAMES)}")
@@ -32,6 +34,9 @@ def register(subparsers) -> None:
     p.add_argument("--pdm-forecast", choices=("constant_velocity", "log"), default="constant_velocity",
                    help="agents PDM-Closed sees: constant-velocity forecast of t0 (NAVSIM, default) or the "
                         "log-replayed future (oracle)")
+    p.add_argument("--sources", default=None,
+                   help=f"comma-separated subset of {','.join(SOURCES)} (default all; a source without its sample "
+                        "folder is left out with a note); with --navsim the subset may also name synthetic")
     p.add_argument("--json", action="store_true", help="print the result (table and per-scene rows) as JSON")
     p.add_argument("--out", type=Path, default=None,
                    help="also write the JSON result to this file (atomically); with --navsim: a folder that keeps "
@@ -46,8 +51,6 @@ def register(subparsers) -> None:
     g.add_argument("--navsim-python", default=None,
                    help="python of an environment with navsim + nuplan-devkit (default $IRLVLA_NAVSIM_PYTHON); "
                         "without one the check is skipped (exit 0)")
-    g.add_argument("--sources", default=None,
-                   help="comma-separated subset of synthetic,av2,nuscenes,waymo (default all)")
     g.add_argument("--scenes", type=int, default=None,
                    help="scenes per source: synthetic-test scenes balanced over the layouts (default 40) and evenly "
                         "spaced real windows (default all)")
@@ -57,6 +60,18 @@ def register(subparsers) -> None:
                    help="WORKAROUND for exports of older project versions only: alias numpy._core for NAVSIM's "
                         "numpy 1.x and give nuPlan a four-city maps json (default off)")
     p.set_defaults(func=_main)
+
+
+def parse_sources(value: str | None) -> tuple[str, ...]:
+    """``--sources`` without ``--navsim``: a comma-separated subset of the real sources (None: all of them)."""
+    if value is None:
+        return SOURCES
+    sources = tuple(dict.fromkeys(s.strip() for s in value.split(",") if s.strip()))
+    unknown = [s for s in sources if s not in SOURCES]
+    if unknown or not sources:
+        raise ValueError(f"--sources {value!r}: unknown or no real source(s) {unknown}; choose from "
+                         f"{','.join(SOURCES)} (synthetic only with --navsim)")
+    return sources
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -70,7 +85,12 @@ def _main(args: argparse.Namespace) -> int:
         raise ValueError("--filter both needs --navsim")
     data = args.data if args.data is not None else default_data_dir()
     planners = [p.strip() for p in args.planners.split(",") if p.strip()]
-    scenes = list(iter_real_scenes(data, stride=args.stride))
+    sources = parse_sources(args.sources)
+    scenes = list(iter_real_scenes(data, stride=args.stride, sources=sources))
+    missing = missing_sources(data, sources)
+    if missing:  # the others were found (else iter_real_scenes raised): left out, but said
+        print(f"check-scorer: left out (no sample folder under {data}): "
+              + ", ".join(f"{s} ({SOURCE_DIRS[s]}/)" for s in missing), file=sys.stderr)
     if not scenes:
         raise ValueError(f"{data}: no scene could be converted")
     result = run_check(scenes, planners=planners, human_filter=args.filter == "on", traffic=args.traffic,

@@ -1,11 +1,12 @@
 """``irlvla check-scorer --navsim``: a differential check of the project's scorer against the official NAVSIM scorer.
 
-Pipeline (one export per source; sources: synthetic, av2, nuscenes, waymo):
+Pipeline (one export per source; sources: synthetic, av2, nuscenes, waymo, av2-forecasting):
 
 1. scenes: ``--scenes N`` synthetic-test scenes balanced over every synthetic layout (:func:`select_synthetic`;
    default 40, >= 5 per layout) and the real sample windows under ``../shared/data`` (AV2 sensor logs, the nuScenes
-   and Waymo ScenarioNet samples: :func:`irlvla_gym.evaluation.real_data.iter_real_scenes`; all windows by default,
-   ``--scenes N`` evenly spaced ones per source);
+   and Waymo ScenarioNet samples, the AV2 motion-forecasting scenarios:
+   :func:`irlvla_gym.evaluation.real_data.iter_real_scenes`; all windows by default, ``--scenes N`` evenly spaced ones
+   per source);
 2. export each source with :func:`irlvla_gym.scenes.navsim.export_navsim`;
 3. a fixed set of plans per scene (:func:`make_plans`, :data:`PLAN_NAMES`), built on the original scene (the t0 ego
    frame is the same after the export);
@@ -50,7 +51,11 @@ import numpy as np
 from irlvla_gym.geometry import wrap_angle
 from irlvla_gym.scenes.scene import Scene
 
-SOURCES = ("synthetic", "av2", "nuscenes", "waymo")
+SOURCES = ("synthetic", "av2", "nuscenes", "waymo", "av2-forecasting")
+"""Every source the export supports: synthetic and each real source of :data:`irlvla_gym.evaluation.real_data.SOURCES`.
+:func:`irlvla_gym.scenes.navsim.export_navsim` writes each scene's own map (lanes, boundaries, drivable area,
+crosswalks) as a nuPlan GeoPackage, so no source needs a nuPlan map; Waymo (lanes only, drivable area = the lanes'
+union) and AV2 motion forecasting (its log map archive) export like the others."""
 DEFAULT_SYNTHETIC = 40
 SYNTHETIC_SPLIT = "synthetic-test"
 MODES = ("on", "off")
@@ -224,21 +229,21 @@ def _evenly(items: list, limit: int | None) -> list:
 
 def real_scenes(data_dir: str | Path, sources: Sequence[str], *, limit: int | None = None,
                 stride: int = 1, bad: list[BadScene] | None = None) -> dict[str, list[Scene]]:
-    """The real sample windows per source ('av2', 'nuscenes', 'waymo') present under ``data_dir``
+    """The real sample windows per source ('av2', 'nuscenes', 'waymo', 'av2-forecasting') present under ``data_dir``
     (:func:`irlvla_gym.evaluation.real_data.iter_real_scenes`); windows that fail to convert go to ``bad``.
-    ``limit``: at most that many evenly spaced windows per source. Missing folders give no scenes."""
-    from irlvla_gym.evaluation.real_data import iter_real_scenes
+    ``limit``: at most that many evenly spaced windows per source. Missing sample folders give no scenes; a
+    nuScenes sample without ``nuscenes_drivable_areas/`` raises FileNotFoundError naming that folder."""
+    from irlvla_gym.evaluation.real_data import iter_real_scenes, missing_sources
 
     def skipped(source: str, item) -> None:
         if bad is not None:
             bad.append(BadScene(source, str(item.item), "convert", str(item.error)))
 
     out: dict[str, list[Scene]] = {}
-    try:
-        for source, scene in iter_real_scenes(data_dir, stride=stride, sources=sources, on_skip=skipped):
+    present = [s for s in sources if s not in missing_sources(data_dir, sources)]
+    if present:
+        for source, scene in iter_real_scenes(data_dir, stride=stride, sources=present, on_skip=skipped):
             out.setdefault(source, []).append(scene)
-    except FileNotFoundError:
-        pass
     return {source: _evenly(scenes, limit) for source, scenes in out.items()}
 
 

@@ -1,10 +1,15 @@
-"""``irlvla check-scorer``: the scorer's sanity check on the real recordings in ``../shared/data`` (issue 3).
+"""``irlvla check-scorer``: the scorer's sanity check on the real recordings in ``../shared/data`` (issues 3, 22).
 
-Converts the real samples (4 Argoverse 2 sensor logs through :func:`irlvla_gym.scenes.av2.iter_scenes`, the
-nuScenes ScenarioNet sample with its Boston GeoJSON drivable area through
-:func:`irlvla_gym.scenes.scenarionet.iter_scenes`), plans every scene with the logged human, the constant-velocity
-agent and PDM-Closed, scores each plan with EP normalised by PDM-Closed (NAVSIM v2), and prints mean EPDMS, PDMS and
-every sub-score per source and overall.
+Converts the real samples of every source (:data:`SOURCES`): the Argoverse 2 sensor logs
+(:func:`irlvla_gym.scenes.av2.iter_scenes`), the nuScenes ScenarioNet sample with the drivable area of its city picked
+from the per-city folder ``nuscenes_drivable_areas/`` and the Waymo ScenarioNet sample
+(:func:`irlvla_gym.scenes.scenarionet.iter_scenes`), and the Argoverse 2 motion-forecasting scenarios
+(:func:`irlvla_gym.scenes.av2_forecasting.iter_scenes`, the AV as ego); plans every scene with the logged human, the
+constant-velocity agent and PDM-Closed, scores each plan with EP normalised by PDM-Closed (NAVSIM v2), and prints
+mean EPDMS, PDMS and every sub-score per source and overall.
+
+:func:`iter_real_scenes` defaults to the fixed AV2 + nuScenes set (:data:`DEFAULT_SOURCES`) that the evaluation
+protocol (``baselines.protocol``) publishes; ``irlvla check-scorer`` asks for every source.
 
 The human is scored with the human false-positive filter OFF (it would otherwise excuse itself); the other planners
 with the filter as chosen (``--filter``, default off too, so the rows compare like with like).
@@ -29,7 +34,15 @@ from irlvla_gym.scenes.scene import Scene
 AV2_DIR = "av2_sensor_logs"
 SCENARIONET_DIR = "scenarionet_nuscenes"
 WAYMO_DIR = "scenarionet_waymo"
-SCENARIONET_DRIVABLE = "boston_drivable_area.json"
+AV2_FORECASTING_DIR = "av2_forecasting"
+NUSCENES_DRIVABLE_DIR = "nuscenes_drivable_areas"
+"""Folder of ``<city>_drivable_area.json`` GeoJSON files; each nuScenes scenario's city picks its own."""
+SOURCE_DIRS = {"av2": AV2_DIR, "nuscenes": SCENARIONET_DIR, "waymo": WAYMO_DIR, "av2-forecasting": AV2_FORECASTING_DIR}
+"""Real source name -> its sample folder under the data folder."""
+SOURCES = tuple(SOURCE_DIRS)
+"""Every real source (``irlvla check-scorer``'s default)."""
+DEFAULT_SOURCES = ("av2", "nuscenes")
+""":func:`iter_real_scenes`'s default: the fixed real set of the published evaluation protocol."""
 PLANNER_NAMES = ("human", "constant_velocity", "pdm_closed")
 COLUMNS = ("epdms", "pdms") + SUB_SCORES
 """Columns of the table: aggregates then the nine sub-scores."""
@@ -45,43 +58,65 @@ def default_data_dir() -> Path:
 
 
 def real_source_dirs(data_dir: str | Path) -> dict[str, Path]:
-    """Source name ('av2', 'nuscenes', 'waymo') -> its sample folder under ``data_dir`` (which may not exist)."""
+    """Source name (:data:`SOURCES`) -> its sample folder under ``data_dir`` (which may not exist)."""
     data_dir = Path(data_dir)
-    return {"av2": data_dir / AV2_DIR, "nuscenes": data_dir / SCENARIONET_DIR, "waymo": data_dir / WAYMO_DIR}
+    return {source: data_dir / folder for source, folder in SOURCE_DIRS.items()}
 
 
-def iter_real_scenes(data_dir: str | Path, *, stride: int = 1, sources: Sequence[str] = ("av2", "nuscenes"),
+def missing_sources(data_dir: str | Path, sources: Sequence[str] = SOURCES) -> list[str]:
+    """The ``sources`` whose sample folder is not under ``data_dir`` (:func:`iter_real_scenes` leaves them out)."""
+    roots = real_source_dirs(data_dir)
+    return [s for s in sources if s in roots and not roots[s].is_dir()]
+
+
+def _source_items(source: str, root: Path, data_dir: Path, stride: int) -> Iterable:
+    """The adapter's item stream (scenes and SkippedItems) of one present source folder."""
+    if source == "av2":
+        from irlvla_gym.scenes import av2
+
+        return av2.iter_scenes(root, stride=stride)
+    if source == "av2-forecasting":
+        from irlvla_gym.scenes import av2_forecasting
+
+        return av2_forecasting.iter_scenes(root, stride=stride, ego="av")
+    from irlvla_gym.scenes import scenarionet
+
+    if source == "waymo":  # Waymo ScenarioNet files carry their own lanes; no drivable-area layer
+        return scenarionet.iter_scenes(root, stride=stride)
+    drivable = data_dir / NUSCENES_DRIVABLE_DIR
+    if not drivable.is_dir():  # nuScenes files hold no drivable polygons: the lanes' union would silently replace it
+        raise FileNotFoundError(f"{drivable}: not found; {SCENARIONET_DIR}/ needs the per-city drivable areas "
+                                f"({NUSCENES_DRIVABLE_DIR}/<city>_drivable_area.json) next to it")
+    return scenarionet.iter_scenes(root, drivable_area=scenarionet.CityDrivableAreas(drivable), stride=stride)
+
+
+def iter_real_scenes(data_dir: str | Path, *, stride: int = 1, sources: Sequence[str] = DEFAULT_SOURCES,
                      on_skip: Callable[[str, object], None] | None = None) -> Iterator[tuple[str, Scene]]:
     """``(source name, scene)`` for every real scene under ``data_dir`` of the given ``sources`` ('av2': AV2 sensor
-    logs, 'nuscenes': the nuScenes ScenarioNet sample with its drivable area, 'waymo': the Waymo ScenarioNet sample).
+    logs, 'nuscenes': the nuScenes ScenarioNet sample with each scenario's city's drivable area from
+    ``nuscenes_drivable_areas/``, 'waymo': the Waymo ScenarioNet sample, 'av2-forecasting': the AV2
+    motion-forecasting scenarios with the AV as ego). Sources whose sample folder is missing are left out
+    (:func:`missing_sources`).
 
     Skipped items (bad windows) go to ``on_skip(source, item)`` (default: reported on stderr) and are left out.
 
     Raises:
-        FileNotFoundError: none of the requested sample folders exists under ``data_dir``.
+        FileNotFoundError: none of the requested sample folders exists under ``data_dir``, or the nuScenes sample is
+            there without ``nuscenes_drivable_areas/`` (raised before any scene is yielded).
         ValueError: an unknown name in ``sources``.
+        DrivableAreaCityError: a nuScenes scenario's city has no file in ``nuscenes_drivable_areas/``.
     """
-    from irlvla_gym.scenes import av2, scenarionet
     from irlvla_gym.scenes.sources import SkippedItem
 
     data_dir = Path(data_dir)
     roots = real_source_dirs(data_dir)
     unknown = [s for s in sources if s not in roots]
     if unknown:
-        raise ValueError(f"sources: unknown real source(s) {unknown}; choose from {tuple(roots)}")
+        raise ValueError(f"sources: unknown real source(s) {unknown}; choose from {SOURCES}")
     present = [s for s in sources if roots[s].is_dir()]
     if not present:
         raise FileNotFoundError(f"{data_dir}: none of {', '.join(roots[s].name + '/' for s in sources)} (pass --data)")
-    streams: list[tuple[str, Iterable]] = []
-    for source in present:
-        if source == "av2":
-            streams.append(("av2", av2.iter_scenes(roots["av2"], stride=stride)))
-        elif source == "nuscenes":
-            drivable = roots["nuscenes"] / SCENARIONET_DRIVABLE
-            streams.append(("nuscenes", scenarionet.iter_scenes(
-                roots["nuscenes"], drivable_area=drivable if drivable.is_file() else None, stride=stride)))
-        else:  # Waymo ScenarioNet files carry their own lanes; no drivable-area layer
-            streams.append(("waymo", scenarionet.iter_scenes(roots["waymo"], stride=stride)))
+    streams = [(source, _source_items(source, roots[source], data_dir, stride)) for source in present]
     for source, items in streams:
         for item in items:
             if isinstance(item, SkippedItem):
@@ -185,10 +220,11 @@ def aggregate(rows: Sequence[dict]) -> dict[str, dict[str, dict[str, float]]]:
 
 def format_table(result: CheckResult) -> str:
     """The table as fixed-width text: one line per (planner, source)."""
-    head = f"{'planner':<18} {'source':<9} {'n':>4} " + " ".join(f"{c.upper():>6}" for c in COLUMNS)
+    w = max([9] + [len(s) for s in result.counts])
+    head = f"{'planner':<18} {'source':<{w}} {'n':>4} " + " ".join(f"{c.upper():>6}" for c in COLUMNS)
     lines = [head, "-" * len(head)]
     for name, per_source in result.table.items():
         for source, cols in per_source.items():
             n = sum(result.counts.values()) if source == "all" else result.counts.get(source, 0)
-            lines.append(f"{name:<18} {source:<9} {n:>4} " + " ".join(f"{cols[c]:6.3f}" for c in COLUMNS))
+            lines.append(f"{name:<18} {source:<{w}} {n:>4} " + " ".join(f"{cols[c]:6.3f}" for c in COLUMNS))
     return "\n".join(lines)

@@ -15,6 +15,12 @@ Use::
     log = load_log(log_dir)                 # parse once (raises FileNotFoundError / ValueError naming file + field)
     scenes = list(scenes_from_log(log))     # every window of that log
 
+The map, crop, route and command steps are public (:func:`load_map_file`, :func:`map_window`,
+:func:`route_candidates`, :func:`route_lanes`, :func:`route_and_command`, :func:`ego_kinematics`) because the
+motion-forecasting adapter (:mod:`irlvla_gym.scenes.av2_forecasting`) reads the same map format and applies the
+same rules. A folder holding no sensor log yields one :class:`SkippedItem` saying so (pointing at
+``--source av2-forecasting`` when it holds forecasting scenarios).
+
 Windows. A scene's t0 is an annotation sweep (so t0 boxes and the t0 ego pose are exact samples). Windows are
 spaced ``stride * 0.5 s`` apart (snapped to the nearest sweep) and need 1.5 s of ego history and 4 s of ego future
 and annotations. A 15 s log gives about 21 windows at stride 1. The token is ``f"{log_id}-{sweep_index:03d}"``.
@@ -86,7 +92,8 @@ from irlvla_gym.scenes.sources import SkippedItem
 
 __all__ = [
     "AV2_CATEGORY_TO_SCENE", "AV2_EGO_VEHICLE", "AV2_LICENCE", "AV2Log", "AV2Map", "iter_scenes", "load_log",
-    "scenes_from_log",
+    "scenes_from_log", "load_map_file", "map_window", "route_candidates", "route_lanes", "route_and_command",
+    "ego_kinematics",
 ]
 
 AV2_LICENCE = "CC BY-NC-SA 4.0 (Argoverse 2)"
@@ -433,9 +440,11 @@ def _load_poses(log_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return ts, rot, trans, yaw
 
 
-def _ego_kinematics(pose_ts: np.ndarray, pose_xy: np.ndarray, pose_yaw: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Smoothed body-frame velocity (m/s) and acceleration (m/s^2) on a 20 Hz grid. Returns (ts, vel, acc)."""
+def ego_kinematics(pose_ts: np.ndarray, pose_xy: np.ndarray, pose_yaw: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Smoothed body-frame velocity (m/s) and acceleration (m/s^2) on a 20 Hz grid from poses at ``pose_ts`` (Np,)
+    ns: ``pose_xy`` (Np, 2) m, ``pose_yaw`` (Np,) rad unwrapped. Returns (ts (Nk,) int64 ns, vel (Nk, 2),
+    acc (Nk, 2))."""
     from scipy.signal import savgol_filter
 
     dt = 1.0 / _KIN_HZ
@@ -541,14 +550,27 @@ def _points(path: Path, field: str, value) -> np.ndarray:
 
 def _load_map(log_dir: Path) -> tuple[AV2Map, str]:
     """Parse ``map/log_map_archive_*.json``; returns (map, city code)."""
-    import shapely
-
     candidates = sorted((log_dir / "map").glob("log_map_archive_*.json"))
     if not candidates:
         raise FileNotFoundError(f"{log_dir / 'map' / 'log_map_archive_*.json'}: file not found")
     path = candidates[0]
     match = re.search(r"____([A-Za-z]+)_city_", path.name)
-    city = match.group(1) if match else ""
+    return load_map_file(path), match.group(1) if match else ""
+
+
+def load_map_file(path: str | Path) -> AV2Map:
+    """Parse one AV2 map JSON (``log_map_archive_*.json``: the sensor logs' ``map/`` file and the motion-forecasting
+    scenarios' file have the same format, data-formats.md section 3) into an :class:`AV2Map` in the city frame.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: unreadable JSON or a missing / malformed field (the message names the file and the field).
+    """
+    import shapely
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
     try:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -627,7 +649,7 @@ def _load_map(log_dir: Path) -> tuple[AV2Map, str]:
         successors=np.asarray(succ, np.int64).reshape(-1, 2), left_neighbor=left_nb, right_neighbor=right_nb,
         lane_group=group, drivable_areas=_PolygonTable.from_rings(drivable),
         crosswalks=_PolygonTable.from_rings(crossings), intersections=intersections, centerline_segments=segments)
-    return av2_map, city
+    return av2_map
 
 
 def _connected_components(n: int, edges: np.ndarray) -> np.ndarray:
@@ -640,9 +662,12 @@ def _connected_components(n: int, edges: np.ndarray) -> np.ndarray:
     return connected_components(graph, directed=False)[1].astype(np.int64) if n else np.zeros(0, np.int64)
 
 
-def _route_candidates(av2_map: AV2Map, pose_ts: np.ndarray, pose_xy: np.ndarray, pose_yaw: np.ndarray
-                      ) -> tuple[np.ndarray, list, np.ndarray]:
-    """10 Hz ego samples, candidate lanes at each (contain the ego, heading within 90 degrees), and persistence."""
+def route_candidates(av2_map: AV2Map, pose_ts: np.ndarray, pose_xy: np.ndarray, pose_yaw: np.ndarray
+                     ) -> tuple[np.ndarray, list, np.ndarray]:
+    """Route-search table of an ego path: ego samples every 0.1 s over ``pose_ts`` (ns, (Np,)) with city-frame
+    ``pose_xy`` (Np, 2) m and unwrapped ``pose_yaw`` (Np,) rad. Returns (sample times (Nr,) int64 ns, candidate
+    lanes at each sample (those containing the ego with a heading within 90 degrees), persistence (Nr, L) int32:
+    how many consecutive samples from each one a lane stays a candidate)."""
     import shapely
 
     t = np.arange(pose_ts[0], pose_ts[-1] + 1, int(NS / _ROUTE_HZ), dtype=np.int64)
@@ -679,8 +704,8 @@ def load_log(log_dir: str | Path) -> AV2Log:
     pose_xy = pose_trans[:, :2].copy()
     agents = _load_annotations(log_dir, pose_ts, pose_rot, pose_trans)
     av2_map, city = _load_map(log_dir)
-    kin_ts, vel_body, acc_body = _ego_kinematics(pose_ts, pose_xy, pose_yaw)
-    route_ts, candidates, persistence = _route_candidates(av2_map, pose_ts, pose_xy, pose_yaw)
+    kin_ts, vel_body, acc_body = ego_kinematics(pose_ts, pose_xy, pose_yaw)
+    route_ts, candidates, persistence = route_candidates(av2_map, pose_ts, pose_xy, pose_yaw)
     return AV2Log(log_id=log_dir.name, city=city, log_dir=log_dir, pose_ts=pose_ts, pose_xy=pose_xy,
                   pose_yaw=pose_yaw, kin_ts=kin_ts, kin_vel_body=vel_body, kin_acc_body=acc_body, map=av2_map,
                   route_ts=route_ts, route_candidates=candidates, route_persistence=persistence, **agents)
@@ -691,27 +716,28 @@ def load_log(log_dir: str | Path) -> AV2Log:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _route_lanes(log: AV2Log, t0_ns: int, ego_xy: np.ndarray, ego_yaw: float, max_length: float) -> list[int]:
-    """Ordered lane indices (log map table) the ego drives through from t0 on, extended to ~``max_length`` m."""
+def route_lanes(m: AV2Map, route_ts: np.ndarray, candidates: Sequence[Sequence[int]], persistence: np.ndarray,
+                t0_ns: int, ego_xy: np.ndarray, ego_yaw: float, max_length: float) -> list[int]:
+    """Ordered lane indices (of map ``m``) the ego drives through from ``t0_ns`` on (module docs, "Route"), extended
+    along the straightest successor to ~``max_length`` m. ``route_ts`` / ``candidates`` / ``persistence``: the
+    table of :func:`route_candidates`; ``ego_xy`` (2,) m and ``ego_yaw`` rad: the ego's city-frame pose at t0."""
     import shapely
 
-    m = log.map
     succ = m.successor_lists
-    k0 = int(np.clip(np.searchsorted(log.route_ts, t0_ns), 0, len(log.route_ts) - 1))
-    persistence = log.route_persistence
+    k0 = int(np.clip(np.searchsorted(route_ts, t0_ns), 0, len(route_ts) - 1))
     route: list[int] = []
 
     def best(options: Sequence[int], k: int) -> int:
         return max(options, key=lambda lane: persistence[k, lane])
 
-    if not log.route_candidates[k0] and m.num_lanes:
+    if not candidates[k0] and m.num_lanes:
         dist = shapely.distance(m.lanes.geoms, shapely.Point(*ego_xy))
         heading = m.heading_at(np.arange(m.num_lanes), np.tile(ego_xy, (m.num_lanes, 1)))
         dist = np.where(np.abs(wrap_angle(heading - ego_yaw)) < _HEADING_OK, dist, np.inf)
         if dist.min() <= _ROUTE_START_MAX_DIST:
             route.append(int(np.argmin(dist)))
-    for k in range(k0, len(log.route_ts)):
-        cands = log.route_candidates[k]
+    for k in range(k0, len(route_ts)):
+        cands = candidates[k]
         if not cands or (route and route[-1] in cands):
             continue
         if not route:
@@ -746,9 +772,6 @@ def _route_lanes(log: AV2Log, t0_ns: int, ego_xy: np.ndarray, ego_yaw: float, ma
 
 
 def _window_scene(log: AV2Log, t0_sweep: int, map_radius: float) -> Scene:
-    import shapely
-
-    m = log.map
     t0 = int(log.sweep_ts[t0_sweep])
     hist_ts = t0 + np.round(HISTORY_TIMES * NS).astype(np.int64)
     fut_ts = t0 + np.round(FUTURE_TIMES * NS).astype(np.int64)
@@ -784,7 +807,25 @@ def _window_scene(log: AV2Log, t0_sweep: int, map_radius: float) -> Scene:
     boxes[~valid] = 0.0
     agents = Agents(boxes, valid, log.track_category[keep], log.track_uuid[keep])
 
-    # Map crop: objects intersecting the axis-aligned square around the ego (city frame).
+    map_data, to_scene = map_window(log.map, origin_xy, origin_yaw, map_radius)
+    route_log = route_lanes(log.map, log.route_ts, log.route_candidates, log.route_persistence, t0, origin_xy,
+                            origin_yaw, map_radius)
+    route_scene, command = route_and_command(route_log, to_scene, map_data, ego.future)
+    meta = SceneMetadata(token=f"{log.log_id}-{t0_sweep:03d}", source="av2", log_name=log.log_id,
+                         map_name=log.city, timestamp_us=t0 // 1000, licence=AV2_LICENCE)
+    return Scene(meta, ego, agents, map_data, route_scene, command)
+
+
+def map_window(m: AV2Map, origin_xy: np.ndarray, origin_yaw: float, map_radius: float
+               ) -> tuple[MapData, np.ndarray]:
+    """The map objects intersecting the axis-aligned square of half-size ``map_radius`` m around ``origin_xy``
+    (city frame, as nuPlan's proximal query), in the ego frame at (``origin_xy``, ``origin_yaw`` rad).
+
+    Returns:
+        (map data, to_scene): to_scene (L,) int64 maps each lane of ``m`` to its scene lane index, -1 if cropped.
+    """
+    import shapely
+
     square = shapely.box(origin_xy[0] - map_radius, origin_xy[1] - map_radius,
                          origin_xy[0] + map_radius, origin_xy[1] + map_radius)
     lanes = m.lanes.intersecting(square)
@@ -813,20 +854,23 @@ def _window_scene(log: AV2Log, t0_sweep: int, map_radius: float) -> Scene:
         intersections=m.intersections.to_scene(m.intersections.intersecting(square), origin_xy, origin_yaw),
         crosswalks=m.crosswalks.to_scene(m.crosswalks.intersecting(square), origin_xy, origin_yaw),
     )
+    return map_data, to_scene
 
-    # Route (truncated at the first lane outside the crop) and command.
-    route_log = _route_lanes(log, t0, origin_xy, origin_yaw, map_radius)
-    route_scene = to_scene[np.asarray(route_log, np.int64)] if route_log else np.zeros(0, np.int64)
+
+def route_and_command(route_map_lanes: Sequence[int], to_scene: np.ndarray, map_data: MapData,
+                      future: np.ndarray) -> tuple[np.ndarray, int]:
+    """The scene route (map lanes ``route_map_lanes`` as scene lane indices, truncated at the first lane outside the
+    crop; ``to_scene`` from :func:`map_window`) and the command: :func:`route_command` on its centreline with
+    look-ahead = the expert's 4 s path length (``future`` (8, 3) ego-frame poses), or the expert's lateral offset
+    at 4 s without a route."""
+    route_scene = to_scene[np.asarray(route_map_lanes, np.int64)] if len(route_map_lanes) else np.zeros(0, np.int64)
     outside = np.flatnonzero(route_scene < 0)
     route_scene = route_scene[:outside[0]] if len(outside) else route_scene
-    path_xy = np.r_[np.zeros((1, 2)), ego.future[:, :2]]
-    lookahead = polyline_length(path_xy)
-    meta = SceneMetadata(token=f"{log.log_id}-{t0_sweep:03d}", source="av2", log_name=log.log_id,
-                         map_name=log.city, timestamp_us=t0 // 1000, licence=AV2_LICENCE)
+    lookahead = polyline_length(np.r_[np.zeros((1, 2)), future[:, :2]])
     route_centerline = concat_polylines([map_data.lane_centerlines[int(i)] for i in route_scene])
     command = (route_command(route_centerline, lookahead) if len(route_scene)
-               else command_from_lateral(float(ego.future[-1, 1])))
-    return Scene(meta, ego, agents, map_data, route_scene, command)
+               else command_from_lateral(float(future[-1, 1])))
+    return route_scene, command
 
 
 def scenes_from_log(log: AV2Log, stride: int = 1, *, map_radius: float = 100.0) -> Iterator[Scene | SkippedItem]:
@@ -836,7 +880,8 @@ def scenes_from_log(log: AV2Log, stride: int = 1, *, map_radius: float = 100.0) 
         try:
             yield _window_scene(log, int(sweep), float(map_radius))
         except (SceneValidationError, ValueError) as exc:
-            yield SkippedItem(f"{log.log_dir} (sweep {int(sweep)})", str(exc))
+            yield SkippedItem(f"{log.log_dir} (sweep {int(sweep)})", str(exc),
+                              reason=f"window failed ({type(exc).__name__})")
 
 
 def _is_log_dir(path: Path) -> bool:
@@ -846,17 +891,23 @@ def _is_log_dir(path: Path) -> bool:
 def iter_scenes(path: str | Path, *, stride: int = 1, map_radius: float = 100.0) -> Iterator[Scene | SkippedItem]:
     """Scenes from one AV2 log directory, or from every log directory directly under ``path`` (sorted by name).
 
-    A log that cannot be parsed yields one :class:`SkippedItem` (naming the file and field) and iteration goes on.
-    Raises FileNotFoundError if ``path`` does not exist.
+    A log that cannot be parsed yields one :class:`SkippedItem` (naming the file and field) and iteration goes on;
+    a folder holding no log yields one :class:`SkippedItem` saying so. Raises FileNotFoundError if ``path`` does not
+    exist.
     """
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: AV2 log directory or root not found")
     log_dirs = [path] if _is_log_dir(path) else sorted(p for p in path.iterdir() if p.is_dir() and _is_log_dir(p))
+    if not log_dirs:  # an empty build must say why, not exit quietly
+        hint = (" (it holds motion-forecasting scenarios: use --source av2-forecasting)"
+                if any(path.rglob("scenario_*.parquet")) else "")
+        yield SkippedItem(str(path), f"no AV2 sensor log here: no {POSE_FILE}, annotations or map/ in it or its "
+                                     f"subfolders{hint}", reason="no sensor log found")
     for log_dir in log_dirs:
         try:
             log = load_log(log_dir)
         except (FileNotFoundError, ValueError) as exc:
-            yield SkippedItem(str(log_dir), str(exc))
+            yield SkippedItem(str(log_dir), str(exc), reason="log unreadable")
             continue
         yield from scenes_from_log(log, stride, map_radius=map_radius)

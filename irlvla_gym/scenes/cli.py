@@ -4,14 +4,17 @@ Examples::
 
     irlvla scenes build --source synthetic --split synthetic-train --num 1000 --out cache/synthetic-train
     irlvla scenes build --source av2 --path ../shared/data/av2_sensor_logs --out cache/av2
+    irlvla scenes build --source av2-forecasting --path ../shared/data/av2_forecasting --out cache/av2f
     irlvla scenes build --source scenarionet --path ../shared/data/scenarionet_nuscenes \\
-        --drivable-area ../shared/data/scenarionet_nuscenes/boston_drivable_area.json --out cache/nusc
+        --drivable-area ../shared/data/nuscenes_drivable_areas --out cache/nusc
+    irlvla scenes build --source scenarionet --path ../shared/data/scenarionet_waymo --out cache/waymo
     irlvla scenes build --source navsim --path navsim_logs/test --maps-root $NUPLAN_MAPS_ROOT --out cache/navtest
     irlvla scenes info cache/synthetic-train
     irlvla scenes render cache/synthetic-train --index 3 --out scene3.png
 
-User errors (missing paths, bad arguments) raise FileNotFoundError / ValueError with one line naming the path or
-argument; ``irlvla_gym.cli.main`` prints them without a traceback.
+User errors (missing paths, bad arguments, a drivable area of another city) raise FileNotFoundError / ValueError with
+one line naming the path or argument; ``irlvla_gym.cli.main`` prints them without a traceback. ``build`` prints the
+store summary and the dropped items per reason; a build that stores no scene exits 1 with the reasons.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from irlvla_gym.scenes.scene import COMMANDS, Scene
-from irlvla_gym.scenes.sources import SkippedItem
+from irlvla_gym.scenes.sources import SkippedItem, skipped_by_reason
 
 
 @dataclass
@@ -118,12 +121,30 @@ def _av2_input(args: argparse.Namespace) -> SourceInput:
     return SourceInput(_limit_scenes(av2.iter_scenes(_require_path(args), stride=args.stride), args.num))
 
 
+def _av2_forecasting_input(args: argparse.Namespace) -> SourceInput:
+    forecasting = _adapter("av2_forecasting")
+
+    items = forecasting.iter_scenes(_require_path(args), stride=args.stride, ego=args.ego)
+    return SourceInput(_limit_scenes(items, args.num))
+
+
 def _scenarionet_input(args: argparse.Namespace) -> SourceInput:
     scenarionet = _adapter("scenarionet")
 
     path = _require_path(args)
     drivable = _require_path(args, "--drivable-area") if args.drivable_area is not None else None
-    items = scenarionet.iter_scenes(path, drivable_area=drivable, stride=args.stride)
+    areas = scenarionet.CityDrivableAreas(drivable)  # a single file is read (and a broken one refused) once, here
+    files = scenarionet.scenario_files(path)
+    if drivable is not None and files:
+        # The usual mistake, another city's file, fails before the store folder is created (later files are
+        # checked as the build reaches them).
+        try:
+            first = scenarionet.load_scenario(files[0])
+        except scenarionet.ScenarioNetFormatError:
+            first = None  # reported as a skipped file by the build
+        if first is not None:
+            areas.for_scenario(first, str(files[0]))
+    items = scenarionet.iter_scenes(path, drivable_area=areas, stride=args.stride)
     return SourceInput(_limit_scenes(items, args.num))
 
 
@@ -143,6 +164,7 @@ SOURCES: dict[str, Callable[[argparse.Namespace], SourceInput]] = {
     "synthetic": _synthetic_input,
     "navsim": _navsim_input,
     "av2": _av2_input,
+    "av2-forecasting": _av2_forecasting_input,
     "scenarionet": _scenarionet_input,
 }
 """``--source`` name -> function turning the parsed arguments into a :class:`SourceInput` (tests may add one)."""
@@ -172,6 +194,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                          shard_size=args.shard_size, total=source_input.total, progress=not args.no_progress,
                          start_item=source_input.start_item)
     print(report.summary())
+    print(dropped_summary(args.source, report.count, report.skipped))
     if report.count == 0:  # nothing usable: a failed build, not an empty success
         reasons = "; ".join(f"{item.item}: {item.error}" for item in report.skipped[:3]) or "the input yielded no items"
         more = f" (and {len(report.skipped) - 3} more skipped)" if len(report.skipped) > 3 else ""
@@ -184,6 +207,20 @@ def cmd_build(args: argparse.Namespace) -> int:
         if ran:
             print(f"build hooks: {', '.join(ran)}")
     return 0
+
+
+def dropped_summary(source: str, built: int, skipped: Iterable[SkippedItem]) -> str:
+    """The build report's count of dropped items (windows, files) per reason (:func:`skipped_by_reason`), e.g.::
+
+        scenarionet: 29 scene(s) built, 2 item(s) dropped
+          2 x ego not valid through the window   (e.g. a.pkl@t=7.5s: sdc track 'ego' is not valid at ...)
+    """
+    groups = skipped_by_reason(skipped)
+    lines = [f"{source}: {built} scene(s) built, {sum(n for _, n, _ in groups)} item(s) dropped"
+             + (" (none)" if not groups else ", by reason:")]
+    for reason, n, example in groups:
+        lines.append(f"  {n} x {reason}   (e.g. {example})")
+    return "\n".join(lines)
 
 
 def _stats(values: np.ndarray) -> str:
@@ -276,10 +313,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--split", help="split name (synthetic: a generator split, default synthetic-train; others: "
                                        "a label recorded in the store, default the source name)")
     build.add_argument("--num", type=int, help="at most this many scenes (default: all)")
-    build.add_argument("--path", help="input: NAVSIM logs dir, AV2 log dir/root, ScenarioNet .pkl or folder")
+    build.add_argument("--path", help="input: NAVSIM logs dir, AV2 log dir/root, AV2 motion-forecasting scenario "
+                                      "folder/root, ScenarioNet .pkl or folder")
     build.add_argument("--maps-root", help="nuPlan maps root for --source navsim (default $NUPLAN_MAPS_ROOT)")
-    build.add_argument("--drivable-area", help="GeoJSON drivable-area polygons for --source scenarionet")
-    build.add_argument("--stride", type=int, default=1, help="take every STRIDE-th 2 Hz window (av2, scenarionet)")
+    build.add_argument("--drivable-area",
+                       help="--source scenarionet: a folder of <city>_drivable_area.json GeoJSON files (each scene's "
+                            "city, from its metadata, picks one) or one GeoJSON file (an error if its city is not the "
+                            "scene's)")
+    build.add_argument("--ego", choices=("av", "focal"), default="av",
+                       help="--source av2-forecasting: the ego track, the recording vehicle (av, default) or the "
+                            "scenario's focal track")
+    build.add_argument("--stride", type=int, default=1,
+                       help="take every STRIDE-th 2 Hz window (av2, av2-forecasting, scenarionet)")
     build.add_argument("--shard-size", type=int, default=512, help="scenes per shard (default 512)")
     build.add_argument("--out", required=True, help="output store directory")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")

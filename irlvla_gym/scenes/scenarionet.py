@@ -7,6 +7,7 @@ unpickler (:func:`irlvla_gym.scenes.safe_pickle.load_pickle` with ``SCENARIONET_
 Public API::
 
     iter_scenes(path, drivable_area=None, stride=1, map_radius=100.0)   # files / folders -> Scene | SkippedItem
+                                            # drivable_area: GeoJSON file, or folder of <city>_drivable_area.json
     load_scenario(path) -> dict                                         # safe load + schema check
     scenes_from_scenario(scenario, drivable_area=None, ...)             # one scenario dict -> Scene | SkippedItem
 
@@ -31,28 +32,37 @@ Conversion rules (what the code below does, and why):
   defaults; steps with non-finite poses, speeds >= 70 m/s or sizes >= 40 m are marked invalid.
 * **Errors.** A file that fails to load or the schema check -> one :class:`ScenarioNetFormatError` naming the file and
   the dotted field (``iter_scenes`` turns it into a :class:`SkippedItem` and goes on); a window that fails
-  :class:`Scene` validation -> a :class:`SkippedItem` ``<file>@t=<t0>s`` and the next window.
+  :class:`Scene` validation, or that the file spans but its sdc track does not cover -> a :class:`SkippedItem`
+  ``<file>@t=<t0>s`` (with a ``reason`` the build report counts) and the next window: no window is dropped silently.
 * **Not handled.** nuPlan-converted files are shifted by an unstored offset, so a GeoJSON drivable area in map
   coordinates will not line up with them; ROAD_EDGE / ROAD_LINE features are not used (no drivable-area or
   boundary-type information is derived from them); STOP_SIGN and SPEED_BUMP are ignored.
 * **Map.** Lanes (``LANE_*``) keep their full centrelines (no cutting) if their polygon touches the ego-aligned square
-  of half-size ``map_radius``. Boundaries: from ``width`` if present, else from the listed left/right boundary
-  features (distance of each centreline vertex to the boundary polyline), else from the file's lane ``polygon``
-  (normal rays through each vertex clipped by the polygon), else the centreline offset by the default half-width
-  1.75 m. Lane polygon: the file's ``polygon`` when present (nuScenes lanes, nuPlan), else left boundary + reversed
-  right boundary. Successors: ``exit_lanes`` plus reversed ``entry_lanes``; files without either (nuScenes) get them
-  geometrically: end point of A within 0.5 m of the start of B and tangents within 60 degrees. Neighbours from
-  ``left_neighbor`` / ``right_neighbor`` (the one covering most of the lane); files without any (nuScenes) get them
-  geometrically (a same-direction centreline 2-5 m to the side of the lane's midpoint, not successor-linked).
-  ``lane_group``: connected components of the neighbour relation (a lane without neighbours is its own group). Connectors: ``LANE_SURFACE_UNSTRUCTURE``
-  (nuPlan), and for nuScenes the lane features without a ``polygon`` (the converter writes nuScenes lane connectors
-  that way, with a placeholder 100 km/h limit that is therefore dropped to NaN). ``lane_is_intersection``: the
-  connectors if the file has any, else (WOMD) lanes entered from a fork (a predecessor with >= 2 successors) or
-  leading into a merge (a successor with >= 2 predecessors). ``intersections``: union of the intersection lanes'
-  polygons (morphological closing, 0.5 m). Crosswalks: CROSSWALK / CROSS_WALK polygons.
+  of half-size ``map_radius``. Boundaries: the centreline offset by per-vertex half widths, measured from the listed
+  left/right boundary features (distance of each vertex to the boundary polyline), else the file's ``width`` column
+  where it is > 0 (WOMD writes 0 for "unknown" at 10-42 % of vertices: never read as a width), else the file's lane
+  ``polygon`` (normal rays through each vertex clipped by it), else half the spacing to a listed neighbour lane;
+  gaps are interpolated along the lane, a lane recording nothing continues its predecessor's / successor's widths,
+  and the rest gets the default half width 1.75 m (:func:`_lane_half_widths`). Lane polygon: the file's
+  ``polygon`` when present (nuScenes lanes, nuPlan), else left boundary + reversed right boundary. Successors:
+  ``exit_lanes`` plus reversed ``entry_lanes``; files without either (nuScenes) get them geometrically: end point
+  of A within 0.5 m of the start of B and tangents within 60 degrees. Neighbours from ``left_neighbor`` /
+  ``right_neighbor`` (the one covering most of the lane); files without any (nuScenes) get them geometrically (a
+  same-direction centreline 2-5 m to the side of the lane's midpoint, not successor-linked). ``lane_group``:
+  connected components of the neighbour relation (a lane without neighbours is its own group). Connectors:
+  ``LANE_SURFACE_UNSTRUCTURE`` (nuPlan), and for nuScenes the lane features without a ``polygon`` (the converter
+  writes nuScenes lane connectors that way, with a placeholder 100 km/h limit that is therefore dropped to NaN).
+  ``lane_is_intersection``: the connectors if the file has any, else (WOMD) lanes entered from a fork (a
+  predecessor with >= 2 successors) or leading into a merge (a successor with >= 2 predecessors).
+  ``intersections``: union of the intersection lanes' polygons (morphological closing, 0.5 m). Crosswalks:
+  CROSSWALK / CROSS_WALK polygons.
 * **Drivable area.** A user GeoJSON (Polygon / MultiPolygon / Feature(Collection), same map frame) when given (the
-  nuScenes files have no drivable polygons); otherwise the union of the lane polygons and DRIVEWAY polygons closed
-  with a 0.5 m buffer (fills slivers between adjacent lanes without growing the outline). Clipped to the square.
+  nuScenes files have no drivable polygons): one file, or a folder of ``<city>_drivable_area.json`` files from which
+  the scenario's metadata city (``map``: 'boston-seaport', 'singapore-onenorth', ...) picks one
+  (:class:`CityDrivableAreas`); a file of another city, or a folder without the scenario's city, is a
+  :class:`DrivableAreaCityError` naming both (a scenario naming no city takes the single file as is). Otherwise the
+  union of the lane polygons and DRIVEWAY polygons closed with a 0.5 m buffer (fills slivers between adjacent lanes
+  without growing the outline). Clipped to the square.
 * **Traffic lights.** ``dynamic_map_states`` (current and old v0.3 layouts, Waymo enum ints or strings, nuPlan
   TRAFFIC_LIGHT_*) -> ``lane_light_state`` at the 9 times; several lights on one lane -> the most restrictive.
 * **Route.** The sdc's logged rear-axle path from t0 to the end of the file is matched to lanes: each point's
@@ -88,13 +98,18 @@ from irlvla_gym.scenes.sources import SkippedItem
 
 __all__ = [
     "ScenarioNetFormatError", "iter_scenes", "load_scenario", "check_scenario", "scenes_from_scenario",
-    "load_drivable_area", "NON_SCENARIO_FILES", "DEFAULT_HALF_WIDTH",
+    "load_drivable_area", "NON_SCENARIO_FILES", "DEFAULT_HALF_WIDTH", "CityDrivableAreas", "DrivableAreaCityError",
+    "scenario_city", "drivable_area_city", "city_matches", "DRIVABLE_AREA_SUFFIX", "scenario_files",
 ]
 
 NON_SCENARIO_FILES = frozenset({"dataset_summary.pkl", "dataset_mapping.pkl"})
 """File names in a ScenarioNet folder that are indexes, not scenarios."""
 DEFAULT_HALF_WIDTH = 1.75
-"""Half lane width (m) used when a lane carries no width, boundary or polygon information."""
+"""Half lane width (m) used when neither a lane nor its predecessors / successors record a width."""
+MIN_HALF_WIDTH, MAX_HALF_WIDTH = 0.5, 5.0
+"""Range (m) measured half widths are clipped to (a value outside it is a converter artefact)."""
+NEIGHBOUR_SPACING = (2.4, 7.0)
+"""Centreline spacing (m) to a listed neighbour lane accepted as two lane half widths."""
 ROUTE_AHEAD_M = 150.0
 """Route centreline length (m) kept beyond the ego's t0 position when extending through successors."""
 _MAX_ACCEL = 15.0  # m/s^2, clip for finite-difference ego acceleration
@@ -451,14 +466,62 @@ def _widths_from_polygon(line: np.ndarray, poly: Any) -> tuple[np.ndarray, np.nd
 
 
 def _fill(w: np.ndarray, default: float = DEFAULT_HALF_WIDTH) -> np.ndarray:
-    """Fill NaN widths by interpolation between known vertices (default if none), clipped to [0.5, 5] m."""
+    """Fill NaN widths by interpolation between known vertices (``default`` if none), clipped to
+    [MIN_HALF_WIDTH, MAX_HALF_WIDTH] m."""
     ok = np.isfinite(w)
     if not ok.any():
         return np.full(len(w), default)
     if not ok.all():
         i = np.arange(len(w))
         w = np.interp(i, i[ok], w[ok])
-    return np.clip(w, 0.5, 5.0)
+    return np.clip(w, MIN_HALF_WIDTH, MAX_HALF_WIDTH)
+
+
+def _widths_from_neighbours(line: np.ndarray, entries: Any, features: Mapping) -> np.ndarray:
+    """(n,) half the distance (m) from each vertex to the centreline of the same-direction neighbour lanes listed in
+    ``entries`` (WOMD ``left_neighbor`` / ``right_neighbor`` dicts with self_start_index / self_end_index); NaN where
+    no neighbour covers the vertex or the spacing is implausible for two adjacent lanes (outside
+    NEIGHBOUR_SPACING m)."""
+    import shapely
+
+    out = np.full(len(line), np.nan)
+    if not entries:
+        return out
+    pts = shapely.points(line)
+    for e in [entries] if isinstance(entries, Mapping) else entries:
+        if not isinstance(e, Mapping):
+            continue
+        try:
+            other = _as_xy(_find(features, e.get("feature_id")).get("polyline", []))
+            i0 = int(float(e.get("self_start_index", 0)))
+            i1 = int(float(e.get("self_end_index", len(line) - 1)))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+        i0, i1 = max(0, i0), min(len(line) - 1, i1)
+        if len(other) < 2 or i1 < i0:
+            continue
+        spacing = shapely.distance(pts[i0:i1 + 1], shapely.linestrings(other))
+        lo, hi = NEIGHBOUR_SPACING
+        half = np.where((spacing >= lo) & (spacing <= hi), 0.5 * spacing, np.nan)
+        out[i0:i1 + 1] = np.where(np.isnan(out[i0:i1 + 1]), half, out[i0:i1 + 1])
+    return out
+
+
+def _width_column(f: Mapping, line: np.ndarray, source: str, fid: str) -> np.ndarray | None:
+    """(n, 2) [left, right] half widths (m) from the feature's ``width`` column resized to the de-duplicated
+    centreline, NaN where the file says ``<= 0`` (WOMD: no boundary covers that vertex, i.e. unknown); None if the
+    feature has no such column."""
+    if "width" not in f or not np.asarray(f["width"]).size:
+        return None
+    raw = np.asarray(f["width"], dtype=np.float64)
+    n_raw = len(f["polyline"])  # one width row per stored polyline vertex
+    if raw.size % max(n_raw, 1):
+        raise ScenarioNetFormatError(source, f"map_features[{fid!r}].width",
+                                     f"expected ({n_raw}, 2) or ({n_raw},) half widths, got shape {raw.shape}")
+    w = raw.reshape(n_raw, -1)
+    w = w[: len(line)] if len(w) >= len(line) else np.resize(w, (len(line), w.shape[1]))
+    w = np.stack([w[:, 0], w[:, -1]], axis=1)
+    return np.where(np.isfinite(w) & (w > 0), w, np.nan)
 
 
 def _polygon_exterior(geom: Any) -> Any:
@@ -507,7 +570,7 @@ def _build_world_map(scn: Mapping, T: int, drivable: Any, source: str) -> _World
 
     dataset = str(scn["metadata"].get("dataset", "")).lower()
     features: Mapping = scn["map_features"]
-    lanes = _read_lanes(features, "nuscenes" in dataset)
+    lanes = _read_lanes(features, "nuscenes" in dataset, source)
     ids, cls, polys, feats = lanes["ids"], lanes["centerlines"], lanes["polygons"], lanes["features"]
     L = len(ids)
     index = {k: i for i, k in enumerate(ids)}
@@ -533,28 +596,31 @@ def _build_world_map(scn: Mapping, T: int, drivable: Any, source: str) -> _World
         crosswalks=crosswalks, drivable=drivable, intersections=intersections)
 
 
-def _read_lanes(features: Mapping, is_nuscenes: bool) -> dict[str, list]:
+def _read_lanes(features: Mapping, is_nuscenes: bool, source: str = "<scenario>") -> dict[str, list]:
     """The usable LANE* features in file order (centreline of >= 2 distinct points and a valid polygon), as parallel
     lists: ids (str), centerlines / lefts / rights ((n, 2) float64, world m), polygons (shapely, from the file or
     the boundaries), rings ((m, 2) open exteriors), speed (m/s, NaN unknown), connector (bool), features (the raw
-    feature mappings)."""
+    feature mappings). Half widths: :func:`_lane_half_widths`."""
     from shapely.geometry import Polygon
 
     lane_items = [(str(k), f) for k, f in features.items() if str(f.get("type", "")).startswith("LANE")]
     any_polygon = any("polygon" in f for _, f in lane_items)
-    out: dict[str, list] = {k: [] for k in ("ids", "centerlines", "lefts", "rights", "rings", "polygons", "speed",
-                                            "connector", "features")}
+    cands: list[tuple[str, Mapping, np.ndarray, Any]] = []  # (id, feature, centreline, file polygon or None)
     for fid, f in lane_items:
         line = _dedup(_as_xy(f["polyline"]))
         if len(line) < 2:
             continue
-        n = _normals(line)
         file_poly = None
         if "polygon" in f:
             ring = _as_xy(f["polygon"])
             if len(ring) >= 3:
                 file_poly = _polygon_exterior(Polygon(ring))
-        wl, wr = _lane_half_widths(f, line, features, file_poly)
+        cands.append((fid, f, line, file_poly))
+    widths = _lane_half_widths(cands, features, source)
+    out: dict[str, list] = {k: [] for k in ("ids", "centerlines", "lefts", "rights", "rings", "polygons", "speed",
+                                            "connector", "features")}
+    for (fid, f, line, file_poly), (wl, wr) in zip(cands, widths):
+        n = _normals(line)
         left, right = line + wl[:, None] * n, line - wr[:, None] * n
         poly = file_poly if file_poly is not None else _polygon_exterior(
             Polygon(np.concatenate([left, right[::-1]])))
@@ -571,21 +637,77 @@ def _read_lanes(features: Mapping, is_nuscenes: bool) -> dict[str, list]:
     return out
 
 
-def _lane_half_widths(f: Mapping, line: np.ndarray, features: Mapping, file_poly: Any
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Left and right half widths (n,) (m) at the n vertices of the lane's de-duplicated centreline ``line``: from
-    the feature's ``width`` column, else from its boundary features, else from its polygon ``file_poly``, gaps filled
-    (:func:`_fill`)."""
-    if "width" in f and np.asarray(f["width"]).size:
-        w = np.asarray(f["width"], dtype=np.float64).reshape(len(_as_xy(f["polyline"])), -1)
-        w = w[: len(line)] if len(w) >= len(line) else np.resize(w, (len(line), w.shape[1]))
-        return _fill(w[:, 0]), _fill(w[:, -1])
-    wl = _widths_from_boundaries(line, f.get("left_boundaries"), features)
-    wr = _widths_from_boundaries(line, f.get("right_boundaries"), features)
-    if file_poly is not None and (np.isnan(wl).any() or np.isnan(wr).any()):
-        pl, pr = _widths_from_polygon(line, file_poly)
-        wl, wr = np.where(np.isnan(wl), pl, wl), np.where(np.isnan(wr), pr, wr)
-    return _fill(wl), _fill(wr)
+def _measured_half_widths(f: Mapping, fid: str, line: np.ndarray, features: Mapping, file_poly: Any,
+                          source: str) -> np.ndarray:
+    """(n, 2) [left, right] half widths (m) at the n vertices of ``line`` from what the lane itself records, NaN
+    where nothing does. Sources, best first: the distance to the listed boundary features; the file's ``width``
+    column (WOMD writes an index-matched distance there, which is off by metres where the boundary's vertex spacing
+    differs, and 0 = unknown); the lane polygon; half the spacing to a listed same-direction neighbour lane.
+    Finally, for a lane without a polygon, a side with no value at a vertex takes the other side's (a lane is about
+    symmetric; the WOMD converter does the same)."""
+    w = np.stack([_widths_from_boundaries(line, f.get("left_boundaries"), features),
+                  _widths_from_boundaries(line, f.get("right_boundaries"), features)], axis=1)
+    column = _width_column(f, line, source, fid)
+    if column is not None:
+        w = np.where(np.isnan(w), column, w)
+    if file_poly is not None and np.isnan(w).any():
+        w = np.where(np.isnan(w), np.stack(_widths_from_polygon(line, file_poly), axis=1), w)
+    if np.isnan(w).any():
+        w = np.where(np.isnan(w), np.stack([_widths_from_neighbours(line, f.get("left_neighbor"), features),
+                                            _widths_from_neighbours(line, f.get("right_neighbor"), features)], 1), w)
+    if file_poly is None:  # with a polygon, the polygon is the lane; a missing ray keeps being interpolated
+        w = np.where(np.isnan(w), w[:, ::-1], w)
+    return w
+
+
+def _lane_half_widths(cands: Sequence[tuple[str, Mapping, np.ndarray, Any]], features: Mapping, source: str
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Left and right half widths ((n,), (n,) m) of each candidate lane ``(id, feature, centreline, file polygon)``.
+
+    Widths the lane records (:func:`_measured_half_widths`) are interpolated along the lane to its unknown vertices.
+    A lane that records none on a side continues its lane graph neighbours: the predecessor's end width and the
+    successor's start width, interpolated along its arc length (repeated so chains of unknown lanes fill from both
+    ends); what is still unknown gets :data:`DEFAULT_HALF_WIDTH`. Unknown is never read as 0: WOMD writes 0 for
+    10-42 % of vertices and a 0.5 m floor there made ~1 m lane strips with holes. Lanes with a polygon (nuScenes,
+    nuPlan) are not continued from: ray distances to a polygon measure its outline (flared at junctions, the
+    centreline off-centre), not a lane width, and nuScenes connectors keep the default.
+    """
+    measured = [_measured_half_widths(f, fid, line, features, poly, source) for fid, f, line, poly in cands]
+    known = [np.column_stack([_interp_nan(w[:, 0]), _interp_nan(w[:, 1])]) for w in measured]
+    donor = [poly is None for _, _, _, poly in cands]
+    succ = _lane_successors([c[1] for c in cands], [c[2] for c in cands], {c[0]: i for i, c in enumerate(cands)})
+    preds: list[list[int]] = [[] for _ in cands]
+    nexts: list[list[int]] = [[] for _ in cands]
+    for a, b in succ:
+        nexts[int(a)].append(int(b))
+        preds[int(b)].append(int(a))
+    for _ in range(3):  # a few sweeps: lanes filled in one sweep pass their widths on along chains of unknown lanes
+        changed = False
+        for i, (_, _, line, _) in enumerate(cands):
+            for side in (0, 1):
+                if np.isfinite(known[i][:, side]).any():
+                    continue
+                start = [known[j][-1, side] for j in preds[i] if donor[j] and np.isfinite(known[j][-1, side])]
+                end = [known[j][0, side] for j in nexts[i] if donor[j] and np.isfinite(known[j][0, side])]
+                if not start and not end:
+                    continue
+                a = float(np.mean(start)) if start else float(np.mean(end))
+                b = float(np.mean(end)) if end else a
+                s = arc_length(line)
+                known[i][:, side] = a + (b - a) * s / max(s[-1], 1e-9)
+                changed = True
+        if not changed:
+            break
+    return [(_fill(w[:, 0]), _fill(w[:, 1])) for w in known]
+
+
+def _interp_nan(w: np.ndarray) -> np.ndarray:
+    """Interpolate NaN entries of ``w`` (n,) between its finite ones (held constant past the ends); all-NaN stays."""
+    ok = np.isfinite(w)
+    if ok.all() or not ok.any():
+        return w.copy()
+    i = np.arange(len(w))
+    return np.interp(i, i[ok], w[ok])
 
 
 def _lane_successors(feats: list, cls: list, index: Mapping[str, int]) -> np.ndarray:
@@ -807,6 +929,107 @@ def load_drivable_area(path: str | os.PathLike) -> Any:
     return shapely.unary_union(polys)
 
 
+DRIVABLE_AREA_SUFFIX = "_drivable_area.json"
+"""Per-city drivable-area files are named ``<city>_drivable_area.json`` (nuScenes: boston, holland_village,
+onenorth, queenstown)."""
+CITY_METADATA_KEYS = ("map", "map_version", "location", "city")
+"""Scenario metadata keys naming the map / city, first non-empty wins (nuScenes 'boston-seaport', nuPlan
+'us-ma-boston' / 'sg-one-north')."""
+
+
+class DrivableAreaCityError(ValueError):
+    """A drivable-area file of another city than the scene's, or a per-city folder without the scene's city."""
+
+
+def scenario_city(scenario: Mapping) -> str | None:
+    """The map / city name a scenario's metadata records (:data:`CITY_METADATA_KEYS`), or None if it records none
+    (WOMD files do not)."""
+    meta = scenario.get("metadata", {}) if isinstance(scenario, Mapping) else {}
+    for key in CITY_METADATA_KEYS:
+        value = meta.get(key) if isinstance(meta, Mapping) else None
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def drivable_area_city(path: str | os.PathLike) -> str | None:
+    """The city of a ``<city>_drivable_area.json`` file name, or None if the name does not follow that pattern."""
+    name = Path(path).name
+    return name[: -len(DRIVABLE_AREA_SUFFIX)] if name.endswith(DRIVABLE_AREA_SUFFIX) and name != DRIVABLE_AREA_SUFFIX \
+        else None
+
+
+def _letters(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def city_matches(file_city: str, scene_city: str) -> bool:
+    """Whether a drivable-area file's city names the scene's map: its letters and digits occur in the map name's
+    ('holland_village' in 'singapore-hollandvillage', 'onenorth' in 'sg-one-north', 'boston' in 'boston-seaport')."""
+    key = _letters(file_city)
+    return bool(key) and key in _letters(scene_city)
+
+
+class CityDrivableAreas:
+    """Chooses the drivable area of each scenario from a ``--drivable-area`` argument and loads every file once.
+
+    The argument is a ``<city>_drivable_area.json`` folder (the scenario's city picks the file), one GeoJSON file
+    (checked against the scenario's city when both are known), a shapely geometry (used as is), or None (the lanes'
+    union, see the module docs). A scenario without city metadata (WOMD) gets the single file as is, or, with a
+    folder, the lanes' union.
+    """
+
+    def __init__(self, spec: str | os.PathLike | Any | None):
+        self.geometry = spec if spec is not None and hasattr(spec, "geom_type") else None
+        self.path = None if spec is None or self.geometry is not None else Path(spec)
+        self._loaded: dict[Path, Any] = {}
+        if self.path is not None and not self.path.exists():
+            raise FileNotFoundError(f"drivable area {self.path}: no such file or directory")
+        self.files: dict[str, Path] = {}
+        if self.path is not None and self.path.is_file():
+            self._loaded[self.path] = load_drivable_area(self.path)  # a broken file fails once, up front
+        elif self.path is not None:
+            self.files = {drivable_area_city(f): f for f in sorted(self.path.glob(f"*{DRIVABLE_AREA_SUFFIX}"))
+                          if drivable_area_city(f)}
+            if not self.files:
+                raise DrivableAreaCityError(f"drivable area folder {self.path}: no <city>{DRIVABLE_AREA_SUFFIX} file")
+
+    def file_for(self, scene_city: str | None, source: str) -> Path | None:
+        """The GeoJSON file for a scenario of map ``scene_city`` (None: no file, derive from lanes).
+
+        Raises:
+            DrivableAreaCityError: the single file's city is not ``scene_city``, or the folder has no file for it.
+        """
+        if self.path is None:
+            return None
+        if not self.files:  # a single file
+            file_city = drivable_area_city(self.path)
+            if scene_city and file_city and not city_matches(file_city, scene_city):
+                raise DrivableAreaCityError(
+                    f"{source}: the scene's city is {scene_city!r} but drivable area {self.path} is for "
+                    f"{file_city!r}; pass that city's file or a folder of <city>{DRIVABLE_AREA_SUFFIX} files")
+            return self.path
+        if not scene_city:
+            return None
+        found = [f for city, f in self.files.items() if city_matches(city, scene_city)]
+        if not found:
+            raise DrivableAreaCityError(
+                f"{source}: the scene's city is {scene_city!r} but drivable area folder {self.path} has no file for "
+                f"it (cities: {', '.join(self.files)})")
+        return max(found, key=lambda f: len(drivable_area_city(f) or ""))  # the most specific name
+
+    def for_scenario(self, scenario: Mapping, source: str) -> Any:
+        """The scenario's drivable area: a shapely geometry, or None to derive it from the lanes."""
+        if self.geometry is not None:
+            return self.geometry
+        path = self.file_for(scenario_city(scenario), source)
+        if path is None:
+            return None
+        if path not in self._loaded:
+            self._loaded[path] = load_drivable_area(path)
+        return self._loaded[path]
+
+
 # ====================================================================================================================
 # Windows
 # ====================================================================================================================
@@ -889,16 +1112,22 @@ class _Converter:
 
     def window_starts(self) -> list[int]:
         """File indices of the t0 of each complete window (grid ts[0] + k * 0.5 s, first complete, then stride)."""
+        return [i for i, complete in self.window_grid() if complete]
+
+    def window_grid(self) -> list[tuple[int, bool]]:
+        """(file index of t0, sdc valid at all 12 window times) for every ``stride``-th grid point ts[0] + k * 0.5 s
+        whose window lies inside the file; the incomplete ones are windows the file covers but its sdc track does not
+        (reported, not dropped silently)."""
         ts = self.ts
         grid = ts[0] + np.arange(0, int((ts[-1] - ts[0]) / DT + 1e-6) + 1) * DT
         idx = _time_index(ts, grid)
-        cand = []
+        cand: list[tuple[int, bool]] = []
         for g, i in zip(grid, idx):
             if i < 0:
                 continue
             w = _time_index(ts, g + _WINDOW_OFFSETS)
-            if np.all(w >= 0) and self.ego_valid[w].all():
-                cand.append(int(i))
+            if np.all(w >= 0):
+                cand.append((int(i), bool(self.ego_valid[w].all())))
         return cand[:: self.stride]
 
     # ---- one window ----------------------------------------------------------------------------------------------
@@ -1122,16 +1351,10 @@ class _Converter:
 # ====================================================================================================================
 
 
-def _resolve_drivable(drivable_area: Any) -> Any:
-    if drivable_area is None or hasattr(drivable_area, "geom_type"):
-        return drivable_area
-    return load_drivable_area(drivable_area)
-
-
 def scenes_from_scenario(
     scenario: Mapping,
     *,
-    drivable_area: str | os.PathLike | Any | None = None,
+    drivable_area: str | os.PathLike | CityDrivableAreas | Any | None = None,
     stride: int = 1,
     map_radius: float = 100.0,
     source: str | None = None,
@@ -1141,7 +1364,9 @@ def scenes_from_scenario(
 
     Args:
         scenario: a ScenarioNet scenario dict (e.g. from :func:`load_scenario`); checked with :func:`check_scenario`.
-        drivable_area: GeoJSON path or a shapely geometry in the map frame; None derives it from the lanes.
+        drivable_area: a folder of ``<city>_drivable_area.json`` files (the scenario's metadata city picks one), one
+            GeoJSON file, a shapely geometry in the map frame, or a :class:`CityDrivableAreas`; None derives it from
+            the lanes.
         stride: take every ``stride``-th window (windows are 0.5 s apart).
         map_radius: half-size (m) of the ego-aligned square that crops map and agents.
         source: name used in errors and skipped items (default: the scenario id).
@@ -1153,6 +1378,9 @@ def scenes_from_scenario(
 
     Raises:
         ScenarioNetFormatError: the scenario fails the schema check or its map cannot be built.
+        DrivableAreaCityError: the drivable-area file is for another city than the scenario's metadata names, or the
+            folder has no file for it.
+        FileNotFoundError: ``drivable_area`` does not exist.
     """
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
@@ -1160,21 +1388,30 @@ def scenes_from_scenario(
         raise ValueError(f"ego_reference must be 'auto', 'center' or 'rear_axle', got {ego_reference!r}")
     src = source or str(scenario.get("id", "<scenario>") if isinstance(scenario, Mapping) else "<scenario>")
     check_scenario(scenario, src)
+    areas = drivable_area if isinstance(drivable_area, CityDrivableAreas) else CityDrivableAreas(drivable_area)
+    geometry = areas.for_scenario(scenario, src)
     try:
-        conv = _Converter(scenario, drivable_area=_resolve_drivable(drivable_area), stride=stride,
+        conv = _Converter(scenario, drivable_area=geometry, stride=stride,
                           map_radius=map_radius, source=src, ego_reference=ego_reference)
     except ScenarioNetFormatError:
         raise
     except Exception as exc:  # noqa: BLE001 - malformed content the schema check does not cover
         raise ScenarioNetFormatError(src, "<conversion>", f"{type(exc).__name__}: {exc}") from None
-    for i0 in conv.window_starts():
+    for i0, complete in conv.window_grid():
+        where = f"{src}@t={conv.ts[i0]:.1f}s"
+        if not complete:
+            yield SkippedItem(where, f"sdc track {str(scenario['metadata']['sdc_id'])!r} is not valid at every "
+                                     "window time (t0 - 1.5 s .. t0 + 4 s)", reason="ego not valid through the window")
+            continue
         try:
             yield conv.scene(i0)
         except Exception as exc:  # noqa: BLE001 - one bad window must not stop a long conversion; it is reported
-            yield SkippedItem(f"{src}@t={conv.ts[i0]:.1f}s", f"{type(exc).__name__}: {exc}")
+            yield SkippedItem(where, f"{type(exc).__name__}: {exc}", reason=f"window failed ({type(exc).__name__})")
 
 
-def _scenario_files(path: Path) -> list[Path]:
+def scenario_files(path: str | os.PathLike) -> list[Path]:
+    """The scenario pickles of a ScenarioNet folder (recursively, sorted; the index files left out), or ``[path]``."""
+    path = Path(path)
     if path.is_dir():
         return sorted(p for p in path.rglob("*.pkl") if p.name not in NON_SCENARIO_FILES)
     return [path]
@@ -1183,7 +1420,7 @@ def _scenario_files(path: Path) -> list[Path]:
 def iter_scenes(
     path: str | os.PathLike,
     *,
-    drivable_area: str | os.PathLike | None = None,
+    drivable_area: str | os.PathLike | CityDrivableAreas | Any | None = None,
     stride: int = 1,
     map_radius: float = 100.0,
     ego_reference: Literal["auto", "center", "rear_axle"] = "auto",
@@ -1192,7 +1429,11 @@ def iter_scenes(
     ``dataset_mapping.pkl`` are skipped as indexes).
 
     A file that cannot be read or converted yields one :class:`SkippedItem` (naming the file and field) and the
-    iteration continues with the next file. See :func:`scenes_from_scenario` for the arguments.
+    iteration continues with the next file. See :func:`scenes_from_scenario` for the arguments (a drivable-area
+    folder or file is loaded once per city for all files).
+
+    Raises:
+        DrivableAreaCityError: a scenario's city does not match the drivable-area file, or the folder lacks it.
     """
     path = Path(path)
     if path.is_file() and path.name in NON_SCENARIO_FILES:
@@ -1200,11 +1441,20 @@ def iter_scenes(
     if not path.exists():
         yield SkippedItem(str(path), "no such file or directory")
         return
-    geom = _resolve_drivable(drivable_area)
-    for f in _scenario_files(path):
+    areas = drivable_area if isinstance(drivable_area, CityDrivableAreas) else CityDrivableAreas(drivable_area)
+    files = scenario_files(path)
+    if not files:  # an empty build must say why
+        yield SkippedItem(str(path), "no ScenarioNet scenario .pkl here or in its subfolders",
+                          reason="no scenario found")
+    for f in files:
         try:
             scenario = load_scenario(f)
-            yield from scenes_from_scenario(scenario, drivable_area=geom, stride=stride, map_radius=map_radius,
+        except ScenarioNetFormatError as exc:
+            yield SkippedItem(str(f), str(exc), reason="file unreadable or not a scenario")
+            continue
+        geometry = areas.for_scenario(scenario, str(f))  # a city mismatch stops the build: it is the user's choice
+        try:
+            yield from scenes_from_scenario(scenario, drivable_area=geometry, stride=stride, map_radius=map_radius,
                                             source=str(f), ego_reference=ego_reference)
         except ScenarioNetFormatError as exc:
-            yield SkippedItem(str(f), str(exc))
+            yield SkippedItem(str(f), str(exc), reason="scenario map or schema unusable")

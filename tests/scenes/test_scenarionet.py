@@ -282,7 +282,8 @@ def test_synthetic_womd_like_straight():
     np.testing.assert_allclose(m.lane_left_boundaries[i100][:, 1], 1.8, atol=1e-3)
     np.testing.assert_allclose(m.lane_right_boundaries[i100][:, 1], -2.0, atol=1e-3)
     np.testing.assert_allclose(m.lane_left_boundaries[i101][:, 1], 1.8, atol=1e-3)
-    np.testing.assert_allclose(m.lane_right_boundaries[i102][:, 1], 3.6 - 1.75, atol=1e-3)  # default half width
+    # lane 102 records no width: half its 3.6 m spacing to the listed right neighbour (not the 1.75 m default)
+    np.testing.assert_allclose(m.lane_right_boundaries[i102][:, 1], 3.6 - 1.8, atol=1e-3)
     assert m.crosswalks.count == 1
     assert not m.lane_is_connector.any()
     # Old-format lights on lane 101: STOP until t = 4.0 s, GO after; t0 = 1.5 s -> red at t0..t0+2.0, green later.
@@ -424,7 +425,11 @@ def test_iter_scenes_skips_bad_files_and_continues(tmp_path):
 def test_sdc_never_valid_long_enough_gives_no_scene():
     scn = womd_like()
     scn["tracks"]["sdc"]["state"]["valid"][::10] = False  # a gap every second: no complete 5.5 s window
-    assert list(scenes_from_scenario(scn)) == []
+    items = list(scenes_from_scenario(scn))
+    # no scene, and every window the file spans (t0 = 1.5 .. 5.0 s) is reported with its reason, not dropped silently
+    assert items and all(isinstance(i, SkippedItem) for i in items)
+    assert len(items) == 8 and all("not valid at every window time" in i.error for i in items)
+    assert {i.reason for i in items} == {"ego not valid through the window"}
 
 
 def test_stride_validation():
