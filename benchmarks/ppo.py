@@ -46,8 +46,11 @@ def time_ppo(variant: str = "ppo-vla-rwm", preset: str = "quick", iterations: in
     from baselines.envs import make_reward, make_sb3_vec_env
     from baselines.sb3_ppo import build_model
 
+    from baselines.runner import prepare_training_scenes
+
     t0 = time.perf_counter()
     cfg = load_config(variant, preset, list(overrides))
+    prepare_training_scenes(cfg)  # as irlvla baselines train: the split's store when the pool outgrows the cache
     venv, _ = make_sb3_vec_env(cfg, make_reward(cfg))
     model = build_model(cfg, venv, seed=0, tensorboard_log=None)
     per_iteration = int(model.n_steps) * venv.num_envs

@@ -102,6 +102,13 @@ class SceneRewardFn:
         return self._cache.get(self._key(scene), lambda: self.model.encode_scene(self.builder.observe(scene)))
 
     @property
+    def observation_spec(self) -> tuple[tuple[str, ...], Any]:
+        """(obs keys, obs config) of the scene observation the model reads: the envs hand in these observations at
+        t0, cached and persisted with the scene (``irlvla_gym.envs.core.CallableReward``), instead of this reward
+        rendering them per episode."""
+        return tuple(self.builder.keys), self.builder.config
+
+    @property
     def cache_size(self) -> int:
         """Scene encodings kept (LRU)."""
         return self._cache.size
@@ -122,13 +129,18 @@ class SceneRewardFn:
         return float(self.score(scene, plan)[0])
 
     @torch.no_grad()
-    def score_batch(self, scenes: Sequence, plans: np.ndarray) -> np.ndarray:
+    def score_batch(self, scenes: Sequence, plans: np.ndarray,
+                    observations: Sequence[Mapping[str, np.ndarray]] | None = None) -> np.ndarray:
         """Rewards (M,) float64 of M rows: plan ``plans[i]`` ((8, 3) x, y, yaw in the ego frame of ``scenes[i]``,
         m / rad) in ``scenes[i]``; scenes may repeat. The env's batched reward (module docs): one batched encoding
-        of the scenes not cached yet, then one forward pass for all rows, no per-row Python in the scoring."""
+        of the scenes not cached yet, then one forward pass for all rows, no per-row Python in the scoring.
+        ``observations``: row ``i``'s observation of ``scenes[i]`` (:attr:`observation_spec`), used instead of
+        rendering it."""
         plans = np.asarray(plans, np.float32).reshape(-1, 8, 3)
         if len(scenes) != len(plans):
             raise ValueError(f"score_batch: {len(scenes)} scenes for {len(plans)} plans")
+        if observations is not None and len(observations) != len(plans):
+            raise ValueError(f"score_batch: {len(observations)} observations for {len(plans)} plans")
         if not len(plans):
             return np.zeros(0)
         index: dict[str, int] = {}  # cache key -> distinct scene, in order of first appearance
@@ -136,19 +148,23 @@ class SceneRewardFn:
         first_row = np.empty(len(index), np.int64)
         first_row[scene_of_row[::-1]] = np.arange(len(plans))[::-1]
         layout = pack_rows(scene_of_row, len(index))
-        enc = self._slot_encoding([scenes[i] for i in first_row], list(index), layout.slot_scene)
+        rows_obs = None if observations is None else [observations[i] for i in first_row]
+        enc = self._slot_encoding([scenes[i] for i in first_row], list(index), layout.slot_scene, rows_obs)
         reward = self.model.score(enc, layout.grid(plans)).reward.cpu()  # (slots, K)
         rows = torch.from_numpy(layout.row_slot), torch.from_numpy(layout.row_col)
         out = reward[rows].numpy().astype(np.float64)
         return finite_rewards(out, f"SceneRewardFn.score_batch ({len(index)} scenes)")
 
     @torch.no_grad()
-    def encode_batch(self, scenes: Sequence):
+    def encode_batch(self, scenes: Sequence, observations: Sequence[Mapping[str, np.ndarray]] | None = None):
         """The model's encoding of B scenes in one call: one batched observation render
-        (``ObservationBuilder.observe_batch``) and one ``encode_scene``. On the CPU the plan features read the raw
-        uint8 BEV (B, 8, H, W) even for small batches (4x less to copy when encodings are concatenated; the same
-        values as the float copy up to float32 rounding)."""
-        if len(scenes) == 1:
+        (``ObservationBuilder.observe_batch``; ``observations``: the B scenes' observations, stacked instead) and
+        one ``encode_scene``. On the CPU the plan features read the raw uint8 BEV (B, 8, H, W) even for small
+        batches (4x less to copy when encodings are concatenated; the same values as the float copy up to float32
+        rounding)."""
+        if observations is not None:
+            obs = {k: np.stack([o[k] for o in observations]) for k in observations[0]}
+        elif len(scenes) == 1:
             obs = {k: v[None] for k, v in self.builder.observe(scenes[0]).items()}
         else:
             obs = self.builder.observe_batch(list(scenes))
@@ -158,7 +174,8 @@ class SceneRewardFn:
             enc = enc.with_obs(bev=torch.from_numpy(np.ascontiguousarray(bev)))
         return enc
 
-    def _slot_encoding(self, scenes: Sequence, keys: Sequence[str], slot_scene: np.ndarray):
+    def _slot_encoding(self, scenes: Sequence, keys: Sequence[str], slot_scene: np.ndarray,
+                       observations: Sequence[Mapping[str, np.ndarray]] | None = None):
         """The encoding of the slots of a :class:`RowLayout` (slot s shows distinct scene ``slot_scene[s]``).
 
         Cached scenes come from the LRU; the others are encoded in one :meth:`encode_batch` call and cached as
@@ -170,7 +187,8 @@ class SceneRewardFn:
         new = [j for j, k in enumerate(keys) if k not in cache]
         known = set(new)
         encs = {j: cache.get(k, _never) for j, k in enumerate(keys) if j not in known}  # hits: most recently used
-        fresh = self.encode_batch([scenes[j] for j in new]) if new else None
+        new_obs = None if observations is None else [observations[j] for j in new]
+        fresh = self.encode_batch([scenes[j] for j in new], new_obs) if new else None
         whole = len(new) == len(keys) and len(slot_scene) == len(keys)
         skip = max(0, len(new) - cache.size) if whole else 0  # the LRU would evict those again at once
         if skip < len(new):

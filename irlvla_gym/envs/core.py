@@ -294,6 +294,10 @@ class EpisodeMode(Protocol):
     def reward_scenes(self, core: EnvCore, st: EpisodeState, rows: np.ndarray) -> list[Scene]:
         """The scenes a custom reward gets for rows ``rows``, in the frame of their plans."""
 
+    def reward_observations(self, core: EnvCore, st: EpisodeState, rows: np.ndarray,
+                            builder: ObservationBuilder) -> list[dict[str, np.ndarray]] | None:
+        """The rows' observations of a reward model's ``builder`` (None: the mode has none to hand in)."""
+
     def advance(self, core: EnvCore, st: EpisodeState, rows: np.ndarray, decision: Decision) -> None:
         """Move the rows' episodes on by the executed part of their plans."""
 
@@ -341,13 +345,18 @@ class CallableReward:
 
     The seam for batched rewards: when ``fn`` has ``score_batch(scenes, plans (M, 8, 3)) -> (M,)``, it is called
     once per step with all valid rows instead (a batched model may round differently from M single calls, so this
-    is the reward's choice).
+    is the reward's choice). A batched reward that reads an observation of the scene may also declare
+    ``observation_spec = (obs keys, obs config)``: where the episode mode has the rows' observations at t0 (the
+    plan-once env), they are handed in as ``score_batch(scenes, plans, observations=[dict per row])``, cached with
+    the scene and persisted beside a store like the env's own observation (:meth:`EnvCore.t0_observations`).
     """
 
     needs_scorer = False
 
     def __init__(self, fn: Callable[..., float]):
         self.fn = fn
+        spec = getattr(fn, "observation_spec", None)
+        self.builder = None if spec is None else ObservationBuilder(*spec)
 
     def rewards(self, core: EnvCore, st: EpisodeState, rows: np.ndarray, plans: np.ndarray, invalid: np.ndarray,
                 scored: Scored | None) -> tuple[np.ndarray, np.ndarray]:
@@ -357,8 +366,12 @@ class CallableReward:
         if len(pos):
             scenes = core.mode.reward_scenes(core, st, rows[pos])
             batch = getattr(self.fn, "score_batch", None)
+            observations = None
+            if batch is not None and self.builder is not None:
+                observations = core.mode.reward_observations(core, st, rows[pos], self.builder)
             if batch is not None:
-                values[pos] = np.asarray(batch(scenes, plans[pos]), np.float64).reshape(len(pos))
+                extra = {} if observations is None else {"observations": observations}
+                values[pos] = np.asarray(batch(scenes, plans[pos], **extra), np.float64).reshape(len(pos))
             else:
                 values[pos] = [float(self.fn(scene, plans[j])) for scene, j in zip(scenes, pos)]
         return values, values
@@ -494,22 +507,26 @@ class EnvCore:
         self.cache_t0_observations([bundle])
         return bundle.extras[self.obs_key]
 
-    def cache_t0_observations(self, bundles: Sequence[SceneBundle]) -> None:
-        """Build the t0 observations of bundles seen for the first time: one batched render for all of them."""
-        key = self.obs_key
+    def cache_t0_observations(self, bundles: Sequence[SceneBundle], builder: ObservationBuilder | None = None) -> str:
+        """Build the t0 observations of bundles seen for the first time: read from the persisted cache, else one
+        batched render for all of them (and queued for the persisted cache). ``builder``: another observation than
+        the env's (a reward model's inputs, :meth:`t0_observations`). Returns the bundles' ``extras`` key."""
+        own = builder is None or builder is self.obs_builder
+        builder = self.obs_builder if own else builder
+        key = self.obs_key if own else ("obs0", builder.keys, builder.config)
         if all(key in b.extras for b in bundles):  # the steady state: every scene seen before
-            return
+            return key
         new = list({id(b): b for b in bundles if key not in b.extras}.values())
         prepared = self.prepared
+        table_builder = None if own else builder
         if prepared is not None:
             for b in new:
-                persisted = prepared.t0_observation(b.index)
+                persisted = prepared.t0_observation(b.index, table_builder)
                 if persisted is not None:
                     b.extras[key] = persisted
             new = [b for b in new if key not in b.extras]
             if not new:
-                return
-        builder = self.obs_builder
+                return key
         if len(new) == 1:
             batch = {k: v[None] for k, v in builder.observe(new[0].scene).items()}
         else:
@@ -520,7 +537,15 @@ class EnvCore:
                 v.setflags(write=False)  # shared by every env and episode of this scene
             b.extras[key] = (obs, builder.instruction_text(b.scene))
             if prepared is not None:
-                prepared.save_t0_observation(b.index, *b.extras[key])
+                prepared.save_t0_observation(b.index, *b.extras[key], builder=table_builder)
+        return key
+
+    def t0_observations(self, bundles: Sequence[SceneBundle], builder: ObservationBuilder) -> list[dict[str, np.ndarray]]:
+        """The t0 observations (read-only arrays) of ``builder`` for each bundle: cached with the scene like the
+        env's own observation and persisted beside a store, so a reward model that reads them (``observation_spec``,
+        :class:`CallableReward`) renders each scene once per store, not once per episode."""
+        key = self.cache_t0_observations(bundles, builder)
+        return [b.extras[key][0] for b in bundles]
 
     # ---- actions -----------------------------------------------------------------------------------------------
 

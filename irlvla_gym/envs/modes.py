@@ -70,6 +70,11 @@ class PlanOnce:
         """The scenes themselves (plans are in their t0 ego frame)."""
         return [st.bundles[i].scene for i in rows]
 
+    def reward_observations(self, core: EnvCore, st: EpisodeState, rows: np.ndarray,
+                            builder: Any) -> list[dict[str, np.ndarray]]:
+        """The rows' t0 observations of a reward model's ``builder``, cached with the scenes (and persisted)."""
+        return core.t0_observations([st.bundles[i] for i in rows], builder)
+
     def advance(self, core: EnvCore, st: EpisodeState, rows: np.ndarray, decision: Decision) -> None:
         """Nothing moves: the episode is over after its one plan."""
 
@@ -186,6 +191,10 @@ class ClosedLoop:
         raw, final = score_bundle_rows(bundles, decision.states, agents, contexts, previous,
                                        human_filter=core.config.human_filter, pack=core.map_pack)
         return Scored(decision.pos, raw, final)
+
+    def reward_observations(self, core: EnvCore, st: EpisodeState, rows: np.ndarray, builder: Any) -> None:
+        """None: the current scenes move with the ego, so the reward renders them itself."""
+        return None
 
     def reward_scenes(self, core: EnvCore, st: EpisodeState, rows: np.ndarray) -> list[Scene]:
         """Each row's scene re-expressed in its current ego frame at its current time (:func:`scene_at`)."""

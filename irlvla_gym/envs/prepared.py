@@ -656,8 +656,21 @@ class PreparedScenes:
 
     def __init__(self, store: Any, limit: int, traffic: str, builder: Any, resolution: float):
         self.limit = limit
+        self.store = store
         self.bundles = table_for(store, bundle_key(store, traffic, resolution))
         self.obs = table_for(store, obs_key(store, builder))
+        self.builder = builder
+        self.other_obs: dict[Any, PreparedTable] = {}  # tables of other builders, by (keys, config)
+
+    def obs_table(self, builder: Any = None) -> PreparedTable:
+        """The t0-observation table of ``builder`` (None: the env's own observation). Other builders are the
+        observations a reward model reads (``EnvCore.t0_observations``): each has its own table."""
+        if builder is None or builder is self.builder:
+            return self.obs
+        ident = (tuple(builder.keys), builder.config)
+        if ident not in self.other_obs:
+            self.other_obs[ident] = table_for(self.store, obs_key(self.store, builder))
+        return self.other_obs[ident]
 
     def bundle(self, index: int, scene: Scene) -> SceneBundle | None:
         """The persisted bundle of scene ``index`` (None: not prepared yet)."""
@@ -676,18 +689,21 @@ class PreparedScenes:
             return
         self.bundles.put(bundle.index, arrays, self.limit)
 
-    def t0_observation(self, index: int) -> tuple[dict[str, np.ndarray], str] | None:
-        """The persisted t0 observation and instruction text of scene ``index`` (None: not prepared yet)."""
-        arrays = self.obs.get(index)
+    def t0_observation(self, index: int, builder: Any = None) -> tuple[dict[str, np.ndarray], str] | None:
+        """The persisted t0 observation and instruction text of scene ``index`` for ``builder`` (None: the env's
+        own observation); None when not prepared yet."""
+        arrays = self.obs_table(builder).get(index)
         return None if arrays is None else obs_from_arrays(arrays)
 
-    def save_t0_observation(self, index: int, obs: Mapping[str, np.ndarray], text: str) -> None:
-        """Queue a rendered t0 observation for writing."""
-        self.obs.put(index, obs_arrays(obs, text), self.limit)
+    def save_t0_observation(self, index: int, obs: Mapping[str, np.ndarray], text: str, builder: Any = None) -> None:
+        """Queue a rendered t0 observation (of ``builder``, None: the env's own) for writing."""
+        self.obs_table(builder).put(index, obs_arrays(obs, text), self.limit)
 
     def flush(self) -> None:
         self.bundles.flush()
         self.obs.flush()
+        for table in self.other_obs.values():
+            table.flush()
 
 
 def open_prepared(source: Any, traffic: str, builder: Any, resolution: float) -> PreparedScenes | None:
@@ -785,6 +801,31 @@ def prepare_store_hook(store_dir: Path, progress: bool) -> None:
 register_build_hook("env-prepared", prepare_store_hook)
 
 
+def ensure_split_store(scenes: Any, num_scenes: int | None = None, *, progress: bool = True,
+                       scene_cache_size: int | None = None) -> Path | None:
+    """Build the default store of a synthetic split (and its prepared caches) once, when an env over ``scenes`` with
+    a pool of ``num_scenes`` (None: the whole split) would otherwise regenerate scenes: the pool is larger than the
+    in-memory scene cache, so lazily generated scenes (~25 ms each, plus ~15 ms of preparation) are made again on
+    every revisit, and nothing is kept for the next run. Training commands call it; later runs and processes reuse
+    the store (~0.1 ms per persisted scene). Returns the store path (None: not a synthetic split name, the store
+    exists already, or the pool fits the cache)."""
+    from irlvla_gym.envs.config import EnvConfig
+    from irlvla_gym.scenes.synthetic import SPLITS, split_size
+
+    if not isinstance(scenes, str) or scenes not in SPLITS or not enabled():
+        return None
+    path = split_store_path(scenes)
+    if (path / "manifest.json").exists():
+        return None
+    cache = EnvConfig().scene_cache_size if scene_cache_size is None else scene_cache_size
+    pool = split_size(scenes) if num_scenes is None else min(int(num_scenes), split_size(scenes))
+    if pool <= cache:
+        return None
+    print(f"[scenes] building the {scenes} store once ({split_size(scenes)} scenes, ~2-3 min on one core; "
+          f"later runs reuse it): {path}", flush=True)
+    return build_split_store(scenes, progress=progress)
+
+
 def disk_bytes(store_dir: str | os.PathLike) -> int:
     """Bytes of a store's prepared caches (every table and key)."""
     root = Path(store_dir) / DIR_NAME
@@ -817,7 +858,7 @@ if __name__ == "__main__":
 __all__ = [
     "CHUNK_MIN", "Chunk", "CorruptChunkError", "ENV_SWITCH", "PREP_VERSION", "PackedPolygons", "PreparedFormatError",
     "PreparedScenes", "PreparedTable", "bundle_arrays", "bundle_from_arrays", "bundle_key", "clear_tables",
-    "disk_bytes", "enabled", "flush_all", "index_from_arrays", "obs_arrays", "obs_from_arrays", "obs_key",
+    "disk_bytes", "enabled", "ensure_split_store", "flush_all", "index_from_arrays", "obs_arrays", "obs_from_arrays", "obs_key",
     "open_prepared", "prepare_store", "prepare_store_hook", "source_digest", "store_digest", "table_for",
     "write_chunk",
 ]

@@ -188,7 +188,10 @@ class VLAEncoder(nn.Module):
         fh, fw = camera.shape[-2] // h, camera.shape[-1] // w
         exact = camera.shape[-2] == fh * h and camera.shape[-1] == fw * w
         if camera.dtype == torch.uint8 and exact and fh * fw * 255 < 2 ** 15:
-            img = box_sum_uint8(camera, fh, fw).float() / float(fh * fw * 255)
+            # one float copy, then scale and shift in place: (sum / (n * 255) - mean) / std as sum * a + b
+            std = float(self.image_std)
+            img = box_sum_uint8(camera, fh, fw).float()
+            return img.mul_(1.0 / (fh * fw * 255 * std)).add_(-float(self.image_mean) / std)
         else:
             img = camera.float() / 255.0 if camera.dtype == torch.uint8 else camera.float()
             if (fh, fw) != (1, 1) and exact:

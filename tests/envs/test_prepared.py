@@ -92,6 +92,51 @@ def test_no_cache_cold_and_persisted_are_bit_identical(store_dir, monkeypatch, e
     _fresh_process_state()
 
 
+class _ObservingReward:
+    """A batched reward that reads an observation of the scene (as the reward world model does): the sum of its
+    ego vector and BEV, from the observations the env hands in or from rendering them itself."""
+
+    def __init__(self, hand_in: bool):
+        from irlvla_gym.obs.registry import ObservationBuilder
+
+        self.builder = ObservationBuilder(("bev", "ego"), SMALL_OBS)
+        if hand_in:
+            self.observation_spec = (("bev", "ego"), SMALL_OBS)
+        self.handed_in = 0
+
+    def score_batch(self, scenes, plans, observations=None):
+        if observations is None:
+            observations = [self.builder.observe(s) for s in scenes]
+        else:
+            self.handed_in += len(observations)
+        return np.array([float(o["ego"].sum()) + 1e-6 * float(o["bev"].sum()) + float(p[-1, 0])
+                         for o, p in zip(observations, plans)])
+
+    def __call__(self, scene, plan):
+        return float(self.score_batch([scene], plan[None])[0])
+
+
+def test_reward_observations_are_cached_and_persisted(store_dir, monkeypatch):
+    """A reward declaring ``observation_spec`` gets the t0 observations from the env (cached with the scene and
+    written beside the store in a table of their own): the same rewards as rendering them itself, read back by a
+    fresh process without rendering."""
+    shutil_rm(store_dir / P.DIR_NAME)
+    monkeypatch.setenv(P.ENV_SWITCH, "1")
+    own = _rollout("IRLVLA-Navsim-v2", store_dir, 4, 5, reward=_ObservingReward(hand_in=False), obs_keys=("ego",))
+    handed = _ObservingReward(hand_in=True)
+    cold = _rollout("IRLVLA-Navsim-v2", store_dir, 4, 5, reward=handed, obs_keys=("ego",))
+    assert handed.handed_in == 20
+    keys = [json.loads((d / "key.json").read_text()).get("keys") for d in (store_dir / P.DIR_NAME).iterdir()
+            if (d / "key.json").exists()]
+    assert ["bev", "ego"] in keys, f"the reward's observation table was not written (tables: {keys})"
+    monkeypatch.setattr("irlvla_gym.obs.registry.ObservationBuilder.observe_batch",
+                        lambda *a, **k: pytest.fail("a persisted observation was rendered again"))
+    warm = _rollout("IRLVLA-Navsim-v2", store_dir, 4, 5, reward=_ObservingReward(hand_in=True), obs_keys=("ego",))
+    _assert_same(own, cold)
+    _assert_same(own, warm)
+    _fresh_process_state()
+
+
 def test_step_pack_equals_shared_pack(store_dir):
     """A pool larger than the scene cache packs each step's scenes alone: same numbers as the shared pack."""
     shared = _rollout("IRLVLA-Navsim-v2", store_dir, 8, 4)
@@ -212,3 +257,22 @@ def shutil_rm(path: Path) -> None:
 
     shutil.rmtree(path, ignore_errors=True)
     assert not os.path.exists(path)
+
+
+def test_ensure_split_store_builds_only_when_the_pool_outgrows_the_cache(tmp_path, monkeypatch):
+    """Training builds the default store of a synthetic split once, only where lazy generation would regenerate
+    scenes (pool larger than the scene cache) and only when no store exists."""
+    monkeypatch.setenv("IRLVLA_CACHE", str(tmp_path))
+    built = []
+    monkeypatch.setattr(P, "build_split_store", lambda split, progress=True: built.append(split) or tmp_path / split)
+    assert P.ensure_split_store("synthetic-train", 100, scene_cache_size=1024, progress=False) is None
+    assert P.ensure_split_store("/some/store/dir", 5000, scene_cache_size=10, progress=False) is None
+    assert P.ensure_split_store("synthetic-train", 2000, scene_cache_size=1024, progress=False) is not None
+    assert P.ensure_split_store("synthetic-train", None, scene_cache_size=1024, progress=False) is not None
+    assert built == ["synthetic-train", "synthetic-train"]
+    (tmp_path / "scenes" / "synthetic-train").mkdir(parents=True)
+    (tmp_path / "scenes" / "synthetic-train" / "manifest.json").write_text("{}")
+    assert P.ensure_split_store("synthetic-train", 2000, scene_cache_size=1024, progress=False) is None
+    monkeypatch.setenv(P.ENV_SWITCH, "0")
+    assert P.ensure_split_store("synthetic-val", None, scene_cache_size=1, progress=False) is None
+    assert built == ["synthetic-train", "synthetic-train"]

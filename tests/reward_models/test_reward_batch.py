@@ -140,7 +140,7 @@ def test_vector_env_rewards_equal_per_row_calls(tiny_ckpt, ensemble_fn, scenes, 
     rng = np.random.default_rng(4)
     calls = []
     score_batch = batched.score_batch
-    batched.score_batch = lambda s, p: calls.append(len(s)) or score_batch(s, p)
+    batched.score_batch = lambda s, p, **kw: calls.append(len(s)) or score_batch(s, p, **kw)
     for step in range(6):
         actions = rng.uniform(-1, 1, (5, 24)).astype(np.float32) * 0.3
         if step == 2:
