@@ -26,8 +26,17 @@ Conversion rules:
 * **Ego.** The AV track (``ego="av"``, default): its positions are the ego-vehicle poses, whose origin is the rear
   axle as in the sensor logs, so no shift; the vehicle is :data:`~irlvla_gym.scenes.av2.AV2_EGO_VEHICLE`. With
   ``ego="focal"`` the focal track is the ego: its positions are box centres, moved back by ``rear_axle_to_center``
-  along its heading; the AV then is an ordinary agent. Velocity and acceleration: the sensor-log adapter's
-  Savitzky-Golay smoothing of the 10 Hz poses (:func:`~irlvla_gym.scenes.av2.ego_kinematics`).
+  along its heading; the AV then is an ordinary agent. Velocity and acceleration (body frame, on a 20 Hz grid,
+  sampled at the history times -1.5 .. 0 s as NAVSIM's logged ego states): the sensor-log adapter's Savitzky-Golay
+  smoothing of the 10 Hz poses (:func:`~irlvla_gym.scenes.av2.ego_kinematics`) from :data:`EDGE_S` inside the
+  track on; within :data:`EDGE_S` of either end of the ego track (or of a gap in it) the file's ``velocity_x/y``
+  column, smoothed, and its derivative, blended into the pose estimate between :data:`EDGE_BLEND_S` and
+  :data:`EDGE_S` (:func:`edge_corrected_kinematics`). The files' positions are smoothed with an end effect: over
+  about the first and last second of every track their finite differences ramp from about half the logged speed
+  (the sample's AV at t = 0: 3.4 m/s from the positions, 5.9 m/s logged, 7.4 m/s^2 implied by the positions vs
+  0.8 m/s^2 by the velocity column; every track of the sample that starts or ends in it shows the same ramp), and a
+  cubic fitted to them there (the smoothing's edge mode) extrapolates that ramp to 10 m/s^2, which failed HC in the
+  first two windows whatever the plan.
 * **Windows.** t0 on the 10 Hz timesteps 15, 20, ... (every ``stride * 5``), needing the ego at the 4 history
   times t0 - 1.5 .. t0 and the 8 future times t0 + 0.5 .. t0 + 4 s: an 11 s scenario gives 11 windows
   (t0 = 1.5 .. 6.5 s). A grid point where the ego track has a gap is reported as a :class:`SkippedItem`.
@@ -61,7 +70,8 @@ from irlvla_gym.scenes.sources import SkippedItem
 
 __all__ = [
     "AV2_FORECASTING_LICENCE", "AV_TRACK_ID", "DEFAULT_BOX_SIZE", "OBJECT_TYPE_TO_SCENE", "SCENARIO_COLUMNS",
-    "ForecastingScenario", "iter_scenes", "load_scenario", "scenes_from_scenario", "scenario_files",
+    "EDGE_BLEND_S", "EDGE_S", "ForecastingScenario", "edge_corrected_kinematics", "iter_scenes", "load_scenario",
+    "scenes_from_scenario", "scenario_files",
 ]
 
 AV2_FORECASTING_LICENCE = "CC BY-NC-SA 4.0 (Argoverse 2 motion forecasting)"
@@ -74,6 +84,13 @@ SCENARIO_GLOB = "scenario_*.parquet"
 MAP_GLOB = "log_map_archive_*.json"
 STEPS_PER_SCENE_DT = 5
 """10 Hz timesteps per 0.5 s scene step."""
+EDGE_S = 1.0
+"""s: from this far inside the ego track on, velocity and acceleration are the pose smoothing's alone (module
+docs); nearer a track end the logged velocity column takes over."""
+EDGE_BLEND_S = 0.5
+"""s: up to this far inside the ego track, velocity and acceleration are the velocity column's alone; linear blend
+between this and :data:`EDGE_S`."""
+_VEL_WINDOW, _ACC_WINDOW = 11, 21  # 0.5 s and 1.0 s Savitzky-Golay windows on the 20 Hz grid, as ego_kinematics
 
 _CAT = {name: i for i, name in enumerate(AGENT_CATEGORIES)}
 OBJECT_TYPE_TO_SCENE: dict[str, str] = {
@@ -100,7 +117,8 @@ class ForecastingScenario:
         timestamps_ns: (T,) int64 ns of the T (110) timesteps.
         ego_track: the track used as ego ('AV' or the focal track id).
         ego_xy: (T, 2) m rear axle, city frame; ego_yaw: (T,) rad unwrapped; ego_valid: (T,) bool.
-        kin_ts / kin_vel_body / kin_acc_body: 20 Hz smoothed ego kinematics (ns, m/s, m/s^2, body frame).
+        kin_ts / kin_vel_body / kin_acc_body: 20 Hz smoothed ego kinematics (ns, m/s, m/s^2, body frame), from the
+            poses inside the track and the velocity column near its ends (:func:`edge_corrected_kinematics`).
         track_ids: (N,) str of the other tracks; object_type: (N,) str; category: (N,) int8 scene category.
         size: (N, 3) [length, width, height] m.
         xy: (N, T, 2) m; heading: (N, T) rad; velocity: (N, T, 2) m/s (city frame); valid: (N, T) bool.
@@ -266,7 +284,7 @@ def load_scenario(path: str | Path, *, ego: Literal["av", "focal"] = "av") -> Fo
         ego_xy -= AV2_EGO_VEHICLE.rear_axle_to_center * np.stack([np.cos(ego_yaw), np.sin(ego_yaw)], -1)
     ego_xy, ego_yaw = _fill_gaps(ego_xy, ego_yaw, ego_valid)
     av2_map = load_map_file(_map_file(path, scenario_id))
-    kin_ts, kin_vel, kin_acc = ego_kinematics(timestamps, ego_xy, ego_yaw)
+    kin_ts, kin_vel, kin_acc = edge_corrected_kinematics(timestamps, ego_xy, ego_yaw, tracks["velocity"][e], ego_valid)
     route_ts, candidates, persistence = route_candidates(av2_map, timestamps, ego_xy, ego_yaw)
     others = np.arange(len(tracks["ids"])) != e
     object_type = tracks["object_type"][others]
@@ -298,6 +316,58 @@ def _fill_gaps(xy: np.ndarray, yaw: np.ndarray, valid: np.ndarray) -> tuple[np.n
     t = np.arange(len(valid))
     xy = np.stack([np.interp(t, t[valid], xy[valid, i]) for i in range(2)], -1)
     return xy, np.interp(t, t[valid], yaw[valid])
+
+
+def _edge_distance(valid: np.ndarray) -> np.ndarray:
+    """(T,) timesteps from each step to the nearer end of the valid stretch holding it: 0 at the first and last valid
+    step of the track and next to a gap, -1 at an invalid step."""
+    k = np.arange(len(valid))
+    bad = np.r_[-1, np.flatnonzero(~valid), len(valid)]
+    j = np.searchsorted(bad, k)  # bad[j - 1] < k <= bad[j]
+    return np.minimum(k - bad[j - 1], bad[j] - k) - 1
+
+
+def edge_corrected_kinematics(timestamps: np.ndarray, xy: np.ndarray, yaw: np.ndarray, velocity: np.ndarray,
+                              valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ego body-frame velocity and acceleration on the 20 Hz grid of :func:`~irlvla_gym.scenes.av2.ego_kinematics`.
+
+    From :data:`EDGE_S` inside the ego track on: exactly that function's smoothing of the poses. Up to
+    :data:`EDGE_BLEND_S` from an end of the track or of a gap: the logged ``velocity`` column (Savitzky-Golay, 0.5 s
+    order 2) and its derivative (1.0 s, order 1: the least-squares slope, which stays bounded at an end where a cubic
+    on the positions does not); linear blend in between. Only samples inside the scenario enter either filter (mode
+    "interp": polynomial fits to the first / last window, no padding); gaps are bridged linearly first.
+
+    Args:
+        timestamps: (T,) int64 ns; xy: (T, 2) m rear axle, city frame, gaps filled; yaw: (T,) rad unwrapped, gaps
+            filled; velocity: (T, 2) m/s city frame, the track's column (any value at invalid steps); valid: (T,).
+
+    Returns:
+        (ts (Nk,) int64 ns, vel (Nk, 2) m/s, acc (Nk, 2) m/s^2), body frame.
+    """
+    from scipy.signal import savgol_filter
+
+    ts, vel_pose, acc_pose = ego_kinematics(timestamps, xy, yaw)
+    n = len(ts)
+    if n < _ACC_WINDOW or not valid.any():
+        return ts, vel_pose, acc_pose
+    dt = float(ts[1] - ts[0]) / 1e9
+    step = (timestamps - timestamps[0]).astype(np.float64)
+    grid = (ts - timestamps[0]).astype(np.float64)
+    good = np.flatnonzero(valid)
+    v = np.stack([np.interp(grid, step[good], velocity[good, i]) for i in range(2)], axis=-1)
+    v = savgol_filter(v, _VEL_WINDOW, 2, axis=0, mode="interp")
+    a = savgol_filter(v, _ACC_WINDOW, 1, deriv=1, delta=dt, axis=0, mode="interp")
+    g_yaw = np.interp(grid, step, yaw)
+    c, s = np.cos(g_yaw), np.sin(g_yaw)
+    vel_log = np.stack([c * v[:, 0] + s * v[:, 1], -s * v[:, 0] + c * v[:, 1]], axis=-1)
+    acc_log = np.stack([c * a[:, 0] + s * a[:, 1], -s * a[:, 0] + c * a[:, 1]], axis=-1)
+    step_s = float(np.median(np.diff(timestamps))) / 1e9
+    edge_s = np.round(np.interp(grid, step, _edge_distance(valid) * step_s), 6)
+    w = np.clip((edge_s - EDGE_BLEND_S) / (EDGE_S - EDGE_BLEND_S), 0.0, 1.0)[:, None]
+    inside = w >= 1.0  # bit-for-bit the pose smoothing there
+    vel = np.where(inside, vel_pose, w * vel_pose + (1.0 - w) * vel_log)
+    acc = np.where(inside, acc_pose, w * acc_pose + (1.0 - w) * acc_log)
+    return ts, vel, acc
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -123,6 +123,38 @@ def test_synthetic_scenario_known_answers(tmp_path):
     assert s.command == COMMAND_STRAIGHT
 
 
+def test_edge_kinematics_follow_the_velocity_column_where_the_positions_ramp():
+    """Positions whose first and last second are pulled towards the track ends (an edge-padded moving average, the
+    end effect of the AV2 files: finite differences ramp from about half the speed) and a 1 s gap: near every end
+    the estimate follows the logged velocity, from ``EDGE_S`` inside the track it is the pose smoothing bit for bit."""
+    from scipy.ndimage import uniform_filter1d
+
+    from irlvla_gym.scenes.av2 import ego_kinematics
+
+    t = np.arange(T) * 0.1
+    speed = 6.0 + 1.0 * t  # true motion: 6 m/s at t = 0, 1 m/s^2
+    x = uniform_filter1d(6.0 * t + 0.5 * t ** 2, size=15, mode="nearest")
+    xy = np.stack([x, np.zeros(T)], -1)
+    ts = T0_NS + np.arange(T) * 100_000_000
+    valid = np.ones(T, bool)
+    valid[60:70] = False
+    xy[~valid] = 0.0  # the adapter interpolates over gaps before the smoothing
+    xy[:, 0] = np.interp(t, t[valid], xy[valid, 0])
+    vel_col = np.stack([speed, np.zeros(T)], -1)
+    kts, vel, acc = fc.edge_corrected_kinematics(ts, xy, np.zeros(T), vel_col, valid)
+    _, vel_pose, acc_pose = ego_kinematics(ts, xy, np.zeros(T))
+    kt = (kts - ts[0]) / 1e9
+    assert abs(np.diff(x[:2])[0] / 0.1 - speed[0]) > 2.0  # the positions' own ramp at the start
+    ends = np.array([0.0, 5.9, 7.0, 10.9])  # track start, gap, track end
+    near = np.abs(kt[:, None] - ends[None]).min(axis=1) <= fc.EDGE_BLEND_S + 1e-9
+    np.testing.assert_allclose(vel[near, 0], np.interp(kt[near], t, speed), atol=0.05)
+    np.testing.assert_allclose(acc[near, 0], 1.0, atol=0.05)
+    inside = np.abs(kt[:, None] - ends[None]).min(axis=1) >= fc.EDGE_S - 1e-9
+    assert inside.sum() > 100
+    np.testing.assert_array_equal(vel[inside], vel_pose[inside])
+    np.testing.assert_array_equal(acc[inside], acc_pose[inside])
+
+
 def test_focal_track_as_ego(tmp_path):
     """ego='focal': the focal car's centre positions are moved back to its rear axle; the AV becomes an agent."""
     write_scenario(tmp_path / SCENARIO_ID)
@@ -209,6 +241,57 @@ def test_real_sample_expert_in_drivable_area_command_and_human_dac(real_scenes):
     dac = np.array([float(score_plans(s, HumanPlanner().plan(s), human_filter=False).take(0)["dac"])
                     for s in real_scenes])
     assert np.mean(dac == 1.0) >= 0.98, [s.token for s, d in zip(real_scenes, dac) if d < 1]
+
+
+def _logged_ego(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The AV's (T, 2) positions and (T, 2) logged velocity column of a scenario parquet (no gaps in the sample)."""
+    d = pq.read_table(path).to_pydict()
+    rows = sorted((k for k, tid in enumerate(d["track_id"]) if tid == fc.AV_TRACK_ID), key=lambda k: d["timestep"][k])
+    xy = np.array([[d["position_x"][k], d["position_y"][k]] for k in rows])
+    vel = np.array([[d["velocity_x"][k], d["velocity_y"][k]] for k in rows])
+    return xy, vel
+
+
+@needs_sample
+def test_real_sample_ego_kinematics_match_the_log(real_scenes):
+    """Ego speed and acceleration of every history state against the log, measured (the AV track covers all 110
+    steps; at t0, 10 Hz steps 15 .. 65: |speed - positions' central difference| <= 0.04 m/s, |a| <= 4.53).
+
+    * From ``EDGE_S`` (1 s) inside the track: the positions' central difference (t +- 0.1 s) within 0.3 m/s, the
+      t0 state of every window included.
+    * Nearer the track start (the first history state of windows 015 and 020, t = 0 and 0.5 s): the logged velocity
+      column within 0.3 m/s. The positions ramp there (their first difference is 3.4 m/s against 5.9 m/s logged and
+      implies 7.4 m/s^2 at t = 0), an end effect of the files' smoothing that the estimate must not follow.
+    * |acceleration| < 6 m/s^2 everywhere; the genuine braking (t = 2.5 .. 3.5 s) peaks at -4.53 m/s^2.
+    """
+    xy, vel_log = _logged_ego(fc.scenario_files(SAMPLE_DIRS[0])[0])
+    fd = np.full(len(xy), np.nan)
+    fd[1:-1] = np.hypot(*(xy[2:] - xy[:-2]).T) / 0.2
+    logged = np.hypot(*vel_log.T)
+    assert np.hypot(*(xy[1] - xy[0])) / 0.1 < 0.6 * logged[0]  # the positions' ramp the estimate must ignore
+    edge_steps = round(fc.EDGE_S / 0.1)
+    for s in real_scenes:
+        t0 = int(s.token.rsplit("-", 1)[1])
+        steps = t0 + np.arange(-3, 1) * 5
+        speed = np.hypot(*s.ego.history_velocity.T)
+        ref = np.where(np.minimum(steps, len(xy) - 1 - steps) >= edge_steps, fd[steps], logged[steps])
+        assert np.all(np.abs(speed - ref) < 0.3), (s.token, speed, ref)
+        assert abs(s.ego.speed - fd[t0]) < 0.3, (s.token, s.ego.speed, fd[t0])
+        assert np.all(np.abs(s.ego.history_acceleration) < 6.0), (s.token, s.ego.history_acceleration)
+
+
+@needs_sample
+def test_real_sample_history_comfort_fails_only_on_the_logged_braking(real_scenes):
+    """The human's HC: windows 015 and 020 (history from the track start) pass now that the start of the track no
+    longer reads as a 10 m/s^2 launch; 025 .. 050 stay failing on the log itself: it brakes from 6.9 m/s to 0.2 m/s
+    (t = 2 .. 4 s; lon. acceleration -4.15 .. -4.48 < -4.05 m/s^2 in 025 .. 040) and pulls away again (lon. jerk
+    5.0 / 4.4 > 4.13 m/s^3 in 045 / 050); 055 .. 065 pass."""
+    from irlvla_gym.metrics import score_plans
+    from irlvla_gym.planners import HumanPlanner
+
+    hc = {s.token.rsplit("-", 1)[1]: float(score_plans(s, HumanPlanner().plan(s), human_filter=False).take(0)["hc"])
+          for s in real_scenes}
+    assert [k for k, v in hc.items() if v == 1.0] == ["015", "020", "055", "060", "065"], hc
 
 
 # --------------------------------------------------------------------------------------------------------------------
