@@ -80,8 +80,13 @@ SELECTORS = ("table", "traffic", "index_resolution_m", "keys", "obs_config")
 RESCAN_S = 2.0  # a miss re-lists a table's chunks (written by other processes) at most this often
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-BUNDLE_CODE = ("metrics", "sim", "scenes", "geometry.py", "cache.py", "envs/scoring.py", "envs/prepared.py")
-OBS_CODE = ("obs", "scenes", "geometry.py", "cache.py", "envs/prepared.py")
+# The scene modules the computations import (not the adapters or the store: a stored scene is covered by the store's
+# checksums), so editing an adapter does not invalidate every cache. tests/envs/test_prepared.py checks that these
+# lists are closed under imports.
+SCENE_CODE = ("scenes/scene.py", "scenes/routing.py", "scenes/geometry.py")
+BUNDLE_CODE = ("metrics", "sim", *SCENE_CODE, "geometry.py", "cache.py", "utils.py", "envs/scoring.py",
+               "envs/prepared.py")
+OBS_CODE = ("obs", *SCENE_CODE, "geometry.py", "cache.py", "utils.py", "envs/prepared.py")
 
 INDEX_ATTRS = ("num_polygons", "resolution", *INDEX_ARRAYS)  # PolygonIndex.to_arrays / from_arrays
 CONTEXT_ARRAYS = ("polygon_is_lane", "polygon_is_on_route", "polygon_is_intersection", "lane_is_connector",

@@ -276,3 +276,31 @@ def test_ensure_split_store_builds_only_when_the_pool_outgrows_the_cache(tmp_pat
     monkeypatch.setenv(P.ENV_SWITCH, "0")
     assert P.ensure_split_store("synthetic-val", None, scene_cache_size=1, progress=False) is None
     assert built == ["synthetic-train", "synthetic-train"]
+
+
+@pytest.mark.parametrize("parts", [P.BUNDLE_CODE, P.OBS_CODE], ids=["bundles", "obs"])
+def test_code_digest_covers_every_imported_module(parts):
+    """The source digest that versions a table covers every project module its code imports (transitively; the
+    scene store and the build-time helpers of prepared.py excepted): an edit that can change a persisted value
+    always invalidates it."""
+    import ast
+
+    root = P.PACKAGE_ROOT
+    covered = {f for part in parts for f in ((root / part).rglob("*.py") if (root / part).is_dir() else [root / part])}
+    allowed = {root / "scenes" / "source.py", root / "scenes" / "store.py", root / "scenes" / "synthetic.py",
+               root / "obs" / "tokenizer"}  # prepared.py's store building and split names, not its values
+    def module_file(name: str):
+        sub = root.joinpath(*name.split(".")[1:])
+        return sub.with_suffix(".py") if sub.with_suffix(".py").exists() else sub / "__init__.py"
+
+    missing = set()
+    for path in sorted(covered - {root / "envs" / "prepared.py"}):  # the reader / writer, not a computation
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("irlvla_gym.")):
+                continue
+            for alias in node.names:  # ``from irlvla_gym.envs import scoring`` imports a module, not the package
+                target = module_file(f"{node.module}.{alias.name}")
+                target = target if target.exists() else module_file(node.module)
+                if target.exists() and target not in covered and target not in allowed:
+                    missing.add(f"{path.relative_to(root)} imports {node.module}")
+    assert not missing, sorted(missing)
