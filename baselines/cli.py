@@ -4,6 +4,7 @@
 
     irlvla baselines run --preset quick [--variants ppo-vla-rwm ...] [--seeds 0 1] [--out runs/baselines]
     irlvla baselines train ppo-vla-rwm [--config FILE.yaml] [--preset quick] --seed 0 [--out runs/baselines]
+    irlvla baselines train ppo-vla-rwm --backend ray --num-workers 8 [--ray-address HOST:PORT]
     irlvla baselines table [--out runs/baselines] [--variants ...] [--seeds 0 1]
     irlvla baselines compare [--out runs/baselines] [--baseline bc_default] [--sets synthetic-test synthetic-hard real]
 
@@ -14,6 +15,10 @@ protocol for learning claims (baselines/protocol.py): paired per-scene differenc
 95% CIs over scenes and seeds, on synthetic-test, synthetic-hard (two-stage) and the real windows; its per-agent
 results are reused on a rerun while their settings match.
 
+``train --backend ray --num-workers N`` steps the run's ``n_envs`` envs on N Ray actors (irlvla_gym.envs.ray_vector:
+same numbers as the local native env), on the cluster of ``--ray-address`` / ``$RAY_ADDRESS`` (``ray start``), else on
+a local Ray instance; the learner stays in this process.
+
 Config files cannot run code on their own: ``hooks`` and ``plugin`` resolve registered names only unless
 ``--allow-import PREFIX`` allows a module; SB3 zips outside this project's own run directories need ``--trust-pickle``.
 """
@@ -23,10 +28,45 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import os
+from dataclasses import dataclass
+from typing import Literal
+
 from baselines.protocol import CompareJob
 from baselines.runner import SweepJob, TableJob, TrainJob
 from irlvla_gym.agents import TrustOptions, apply_trust_options
-from irlvla_gym.configs import add_arguments, from_args
+from irlvla_gym.configs import add_arguments, from_args, option
+
+BACKEND_ENV, WORKERS_ENV = "IRLVLA_VEC_BACKEND", "IRLVLA_RAY_WORKERS"
+"""What baselines.envs.make_sb3_vec_env reads (its BACKEND_ENV / WORKERS_ENV; not imported: that module loads SB3)."""
+
+
+@dataclass
+class ScaleOptions:
+    """Where the training envs run (each field is a flag of ``irlvla baselines train``; no part of a run's config:
+    the backend changes the speed, not the numbers)."""
+
+    backend: Literal["local", "ray"] = option("local", choices=("local", "ray"))
+    """local: the config's vec_env in this process; ray: the native env sharded over Ray actors (RayVecEnv)"""
+    num_workers: int = 2
+    """Ray actors stepping the envs (backend ray; each reserves 1 Ray CPU; n_envs is split between them)"""
+    ray_address: str | None = None
+    """Ray cluster to join (default $RAY_ADDRESS; neither: start a local Ray instance)"""
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("local", "ray"):
+            raise ValueError(f"--backend must be 'local' or 'ray', got {self.backend!r}")
+        if int(self.num_workers) < 1:
+            raise ValueError(f"--num-workers must be >= 1, got {self.num_workers}")
+
+
+def apply_scale_options(options: ScaleOptions) -> None:
+    """Export ``options`` to this process's environment, where the runner's VecEnv factory reads them
+    (``IRLVLA_VEC_BACKEND``, ``IRLVLA_RAY_WORKERS``, ``RAY_ADDRESS``)."""
+    os.environ[BACKEND_ENV] = options.backend
+    os.environ[WORKERS_ENV] = str(int(options.num_workers))
+    if options.ray_address:
+        os.environ["RAY_ADDRESS"] = options.ray_address
 
 
 def register(subparsers: Any) -> None:
@@ -43,6 +83,7 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("train", help="train + evaluate one variant x seed")
     add_arguments(p, TrainJob)
     add_arguments(p, TrustOptions)
+    add_arguments(p, ScaleOptions)
     p.set_defaults(func=_train)
 
     p = sub.add_parser("table", help="(re)write the table and curves from finished runs")
@@ -70,6 +111,7 @@ def _train(args: argparse.Namespace) -> int:
     from baselines.runner import run_train_job
 
     apply_trust_options(from_args(TrustOptions, args))
+    apply_scale_options(from_args(ScaleOptions, args))  # read where the runner makes its VecEnv
     run_train_job(from_args(TrainJob, args))
     return 0
 
@@ -92,4 +134,4 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["register"]
+__all__ = ["ScaleOptions", "apply_scale_options", "register"]

@@ -5,11 +5,15 @@
   :class:`reward_models.SceneRewardFn` whose scene-encoding cache holds every training scene.
 * :func:`make_sb3_vec_env`: the native batched vector env through its SB3 adapter
   (``irlvla_gym.envs.sb3.BatchedVecEnv``) when that exists, else SB3's ``DummyVecEnv`` over single envs; wrapped in
-  :class:`TimedVecEnv`, which measures the seconds spent inside the env (simulation + reward).
+  :class:`TimedVecEnv`, which measures the seconds spent inside the env (simulation + reward). With the Ray backend
+  (:data:`BACKEND_ENV`, ``irlvla baselines train ... --backend ray --num-workers N``) the same rows run on N Ray
+  actors (``irlvla_gym.envs.ray_vector.RayVecEnv``: same observations, rewards and episodes as the native env), on the
+  cluster of ``--ray-address`` / ``$RAY_ADDRESS`` or a local Ray instance.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -18,6 +22,26 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 
 from baselines.config import ENV_ID, RunConfig
 from irlvla_gym.rewards import parse_reward
+
+BACKEND_ENV = "IRLVLA_VEC_BACKEND"
+"""``local`` (default) or ``ray``: where :func:`make_sb3_vec_env` runs the envs (written by ``baselines.cli``'s
+``apply_scale_options`` from ``--backend``; an environment variable because the runner's code paths take no such
+argument, and the backend changes the speed, not the numbers, so it is no part of a run's config)."""
+WORKERS_ENV = "IRLVLA_RAY_WORKERS"
+"""Ray actors of the ``ray`` backend (``--num-workers``; default 2). The cluster: ``$RAY_ADDRESS`` (``--ray-address``),
+else a local Ray instance."""
+
+
+def scale_settings() -> tuple[str, int]:
+    """(backend, Ray workers) from :data:`BACKEND_ENV` / :data:`WORKERS_ENV`; a bad value is a ValueError naming
+    the variable."""
+    backend = os.environ.get(BACKEND_ENV) or "local"
+    if backend not in ("local", "ray"):
+        raise ValueError(f"{BACKEND_ENV} must be 'local' or 'ray', got {backend!r}")
+    workers = os.environ.get(WORKERS_ENV) or "2"
+    if not workers.isdigit() or int(workers) < 1:
+        raise ValueError(f"{WORKERS_ENV} must be a positive integer, got {workers!r}")
+    return backend, int(workers)
 
 
 def make_reward(cfg: RunConfig) -> Any:
@@ -70,12 +94,27 @@ def _native_sb3(cfg: RunConfig, kwargs: dict[str, Any]) -> VecEnv:
     return BatchedVecEnv(ENV_ID, num_envs=cfg.n_envs, **kwargs)
 
 
-def make_sb3_vec_env(cfg: RunConfig, reward: Any | None = None) -> tuple[TimedVecEnv, str]:
-    """The training VecEnv of a run and its kind (``"native"`` or ``"dummy"``); see the module docs."""
+def ray_vec_env(cfg: RunConfig, num_workers: int) -> VecEnv:
+    """The run's envs on ``num_workers`` Ray actors (at most ``n_envs``), on ``$RAY_ADDRESS`` or a local Ray. The
+    reward goes by name, so each actor builds its own (a learned reward with its default encoding cache, not
+    ``rwm_cache_size``)."""
+    from irlvla_gym.envs.ray_vector import RayVecEnv
+
+    return RayVecEnv(ENV_ID, num_envs=cfg.n_envs, num_workers=min(int(num_workers), cfg.n_envs),
+                     **env_kwargs(cfg, reward=cfg.reward))
+
+
+def make_sb3_vec_env(cfg: RunConfig, reward: Any | None = None, backend: str | None = None,
+                     num_workers: int | None = None) -> tuple[TimedVecEnv, str]:
+    """The training VecEnv of a run and its kind (``"native"``, ``"dummy"`` or ``"ray"``); see the module docs.
+    ``backend`` / ``num_workers``: default :func:`scale_settings` (local unless ``--backend ray``)."""
     import gymnasium as gym
 
     import irlvla_gym  # noqa: F401 - registers the env ids
 
+    env_backend, env_workers = scale_settings()
+    if (backend or env_backend) == "ray":
+        return TimedVecEnv(ray_vec_env(cfg, num_workers or env_workers)), "ray"
     kwargs = env_kwargs(cfg, reward)
     if cfg.vec_env in ("auto", "native"):
         try:
@@ -98,4 +137,5 @@ def make_gym_vector_env(cfg: RunConfig, reward: Any | None = None):
                         **env_kwargs(cfg, reward))
 
 
-__all__ = ["TimedVecEnv", "env_kwargs", "make_gym_vector_env", "make_reward", "make_sb3_vec_env"]
+__all__ = ["BACKEND_ENV", "WORKERS_ENV", "TimedVecEnv", "env_kwargs", "make_gym_vector_env", "make_reward",
+           "make_sb3_vec_env", "ray_vec_env", "scale_settings"]

@@ -19,9 +19,11 @@ Each stage calls the typed entry point of its tool with a config object (``train
 ``run_dataset(DatasetConfig)``, ``run_train(TrainRunConfig)``, ``run_eval(EvalConfig)``, ``train_run(RunConfig)``,
 ``run_leaderboard(LeaderboardConfig)``), the same ones its command runs.
 
-The run directory ends with ``summary.md`` (the final table) and ``summary.json``. ``--preset quick`` (default)
-finishes in about 15 minutes on a 2-core CPU; ``--preset full`` uses the full splits and the budgets of the shipped
-checkpoints (hours).
+The run directory ends with ``summary.md`` (the final table) and ``summary.json``. ``--backend ray`` runs the RWM
+dataset build, the PPO rollouts (the envs on ``workers`` Ray actors, ``irlvla_gym.envs.ray_vector``) and the
+leaderboard on Ray: the cluster of ``$RAY_ADDRESS`` (``ray start``), else a local Ray instance; same numbers as
+``local``. ``--preset quick`` (default) finishes in about 15 minutes on a 2-core CPU; ``--preset full`` uses the full
+splits and the budgets of the shipped checkpoints (hours).
 """
 
 from __future__ import annotations
@@ -99,6 +101,9 @@ class PipelineConfig:
     """synthetic-test scenes drawn to PNG"""
     seed: int = 0
     """seed of every stage"""
+    backend: str = option("local", choices=("local", "ray"))
+    """local processes, or Ray (the RWM dataset, the PPO rollouts on `workers` actors, the leaderboard) on the cluster
+    of $RAY_ADDRESS or a local Ray instance; not part of the run's config (same numbers)"""
     progress: bool = True
     """progress bars"""
     budgets: Budgets = field(init=False)
@@ -107,6 +112,8 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise ValueError(f"--preset {self.preset!r}: choose from {', '.join(PRESETS)}")
+        if self.backend not in ("local", "ray"):
+            raise ValueError(f"--backend {self.backend!r}: choose from local, ray")
         self.budgets = PRESETS.apply(Budgets(), self.preset)
         self.out = Path(self.out) if self.out else Path("runs") / self.preset
 
@@ -195,7 +202,8 @@ def stage_rwm_data(cfg: PipelineConfig) -> dict:
     out = cfg.rwm_dir / "data"
     _call(run_dataset, DatasetConfig(out=str(out), split=str(cfg.store("synthetic-train")),
                                      num_scenes=cfg.budgets.rwm_scenes, policy=str(cfg.bc_dir),
-                                     workers=cfg.budgets.workers, seed=cfg.seed, progress=cfg.progress))
+                                     backend=cfg.backend, workers=cfg.budgets.workers, seed=cfg.seed,
+                                     progress=cfg.progress))
     return {"dataset": str(out), "scenes": cfg.budgets.rwm_scenes}
 
 
@@ -254,7 +262,8 @@ def stage_leaderboard(cfg: PipelineConfig) -> dict:
         agents.append(load_run_agent(cfg.ppo_dir / variant / f"seed{cfg.seed}", AGENT_LABELS.get(variant, variant)))
     result = run_leaderboard(LeaderboardConfig(
         split=str(cfg.store("synthetic-test")), agents=agents, num_scenes=cfg.budgets.leaderboard_scenes,
-        workers=cfg.budgets.workers, seed=cfg.seed, out=cfg.out / "leaderboard", progress=cfg.progress))
+        backend=cfg.backend, workers=cfg.budgets.workers, seed=cfg.seed, out=cfg.out / "leaderboard",
+        progress=cfg.progress))
     return {"rows": result.rows, "out": str(cfg.out / "leaderboard")}
 
 
@@ -327,7 +336,7 @@ def check_run_config(cfg: PipelineConfig) -> None:
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
     """Run the selected stages in order, skipping finished ones; writes ``summary.json`` and ``summary.md``."""
-    from irlvla_gym.utils import atomic_write, limit_torch_threads
+    from irlvla_gym.utils import atomic_write
 
     cfg.out.mkdir(parents=True, exist_ok=True)
     selected = cfg.stages or STAGE_NAMES
@@ -335,6 +344,36 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     if unknown:
         raise ValueError(f"--stages {unknown}: unknown stage(s); choose from {', '.join(STAGE_NAMES)}")
     check_run_config(cfg)
+    started_ray = use_backend(cfg)
+    try:
+        summary = run_stages(cfg, selected)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    with atomic_write(cfg.out / "summary.json", "w") as fh:
+        json.dump(summary, fh, indent=2, default=str)
+    with atomic_write(cfg.out / "summary.md", "w") as fh:
+        fh.write(summary_markdown(cfg, summary))
+    return summary
+
+
+def use_backend(cfg: PipelineConfig) -> bool:
+    """``--backend ray``: connect to Ray once (``$RAY_ADDRESS`` or a local instance of ``workers`` CPUs, which the
+    Ray stages then share) and route the PPO envs to ``workers`` Ray actors. True when this started Ray."""
+    if cfg.backend != "ray":
+        return False
+    from baselines.cli import ScaleOptions, apply_scale_options
+    from irlvla_gym.envs.ray_vector import connect_ray
+
+    apply_scale_options(ScaleOptions("ray", cfg.budgets.workers))
+    return connect_ray(num_cpus=cfg.budgets.workers)
+
+
+def run_stages(cfg: PipelineConfig, selected: tuple[str, ...]) -> dict[str, Any]:
+    """Run the ``selected`` stages in order, skipping finished ones (their markers); the summary so far."""
+    from irlvla_gym.utils import atomic_write, limit_torch_threads
 
     summary: dict[str, Any] = {}
     for index, (name, stage) in enumerate(STAGES, 1):
@@ -352,10 +391,6 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         summary[name] = {"result": result, "seconds": round(time.perf_counter() - t, 1)}
         with atomic_write(marker, "w") as fh:  # written last: an interrupted stage is simply run again
             json.dump(summary[name], fh, indent=2, default=str)
-    with atomic_write(cfg.out / "summary.json", "w") as fh:
-        json.dump(summary, fh, indent=2, default=str)
-    with atomic_write(cfg.out / "summary.md", "w") as fh:
-        fh.write(summary_markdown(cfg, summary))
     return summary
 
 

@@ -24,6 +24,7 @@ _EXPORTS = {
     "NavsimClosedLoopEnv": "irlvla_gym.envs.closed_loop",
     "NavsimResidualEnv": "irlvla_gym.envs.residual",
     "EnvConfig": "irlvla_gym.envs.config",
+    "RayVecEnv": "irlvla_gym.envs.ray_vector",
 }
 
 __all__ = ["ENV_IDS", "register_envs", *_EXPORTS]

@@ -203,6 +203,22 @@ class NavsimVectorBase(gym.vector.VectorEnv):
 
     # ---- seeding and scene selection (as the single env's reset) ---------------------------------------------
 
+    def rng_states(self) -> list[dict[str, Any] | None]:
+        """Each env's scene RNG as ``bit_generator.state`` (None: not created yet). A row's RNG is used only by
+        the scene draws of its resets, so restoring it (:meth:`set_rng_states`) on a rebuilt env replays the same
+        scene sequence (how :mod:`irlvla_gym.envs.ray_vector` re-seeds a restarted worker)."""
+        return [None if rng is None else rng.bit_generator.state for rng in self._rngs]
+
+    def set_rng_states(self, states: Sequence[dict[str, Any] | None]) -> None:
+        """Restore the scene RNGs from :meth:`rng_states` (one entry per env; None leaves that env's RNG as is)."""
+        if len(states) != self.num_envs:
+            raise ValueError(f"states: got {len(states)} RNG states for {self.num_envs} envs")
+        for i, state in enumerate(states):
+            if state is not None:
+                rng, _ = seeding.np_random()
+                rng.bit_generator.state = state
+                self._rngs[i] = rng
+
     def _rng(self, i: int) -> np.random.Generator:
         if self._rngs[i] is None:
             self._rngs[i], _ = seeding.np_random()
