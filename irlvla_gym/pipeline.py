@@ -167,8 +167,9 @@ def stage_scenes(cfg: PipelineConfig) -> dict:
         except (CorruptStoreError, FileNotFoundError):
             pass  # absent or damaged: (re)build; finished shards of an interrupted build are reused
         t = time.perf_counter()
-        report = build_store(synthetic.iter_scenes(split, num=want), path, split=split, source="synthetic",
-                             total=want, progress=cfg.progress)
+        # scenes depend only on their seeds: generated in `workers` processes, written in order (same store)
+        report = build_store(synthetic.iter_scenes(split, num=want, workers=cfg.budgets.workers), path, split=split,
+                             source="synthetic", total=want, progress=cfg.progress)
         summary[split] = {"scenes": report.count, "skipped": len(report.skipped), "path": str(path),
                           "seconds": round(time.perf_counter() - t, 1), "status": "built"}
     store = SceneStore(cfg.store("synthetic-test"))
@@ -233,7 +234,7 @@ def stage_ppo(cfg: PipelineConfig) -> dict:
 
     b = cfg.budgets
     stage2 = RewardSpec("rwm", str(cfg.rwm_dir / "ckpt"))  # the model this run trained, not the shipped one
-    runs = {}
+    runs, configs = {}, []
     for variant in b.ppo_variants:
         overrides: list[Mapping[str, Any]] = [{"pretrained": str(cfg.bc_dir)}]
         if load_config(variant, b.ppo_preset).learned_reward:
@@ -241,8 +242,24 @@ def stage_ppo(cfg: PipelineConfig) -> dict:
         run_cfg = load_config(variant, b.ppo_preset, [*overrides, b.ppo_overrides])
         print(f"[irlvla pipeline] baselines.runner.train_run({run_cfg!r}, seed={cfg.seed}, out={cfg.ppo_dir})",
               flush=True)
-        train_run(run_cfg, cfg.seed, cfg.ppo_dir, cfg.progress, evaluate=False)
+        configs.append(run_cfg)
         runs[variant] = str(run_dir_of(cfg.ppo_dir, variant, cfg.seed))
+    parallel = min(b.workers, len(configs)) if cfg.backend == "local" else 1
+    if parallel > 1:
+        # the variants are independent runs (one torch thread each): one process per variant, same numbers as
+        # running them one after the other; the Ray backend already spreads each run's envs over the workers
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        from irlvla_gym.utils import limit_torch_threads
+
+        with ProcessPoolExecutor(parallel, mp_context=mp.get_context("spawn"), initializer=limit_torch_threads) as pool:
+            jobs = [pool.submit(train_run, c, cfg.seed, cfg.ppo_dir, False, False) for c in configs]
+            for job in jobs:
+                job.result()
+    else:
+        for run_cfg in configs:
+            train_run(run_cfg, cfg.seed, cfg.ppo_dir, cfg.progress, evaluate=False)
     curves = plot_curves(cfg.ppo_dir, list(b.ppo_variants), [cfg.seed], cfg.out / "learning_curves.png")
     return {"runs": runs, "learning_curves": str(curves) if curves else None}
 

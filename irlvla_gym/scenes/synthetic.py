@@ -30,6 +30,7 @@ Public API: :func:`generate_scene`, :data:`SPLITS`, :func:`iter_scenes`, :func:`
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -46,7 +47,7 @@ from irlvla_gym.scenes.sources import SkippedItem
 
 __all__ = [
     "LAYOUTS", "SPLITS", "SplitSpec", "SyntheticConfig", "generate_scene", "iter_scenes", "scene_layout",
-    "split_size", "DEFAULT_CONFIG", "HARD_CONFIG",
+    "split_scene", "split_size", "DEFAULT_CONFIG", "HARD_CONFIG",
 ]
 
 LAYOUTS = ("straight", "curve", "lane_change", "merge", "intersection4", "intersection_t")
@@ -1544,19 +1545,34 @@ def _export_route(paths: _Paths, sim: _SimResult, veh: _Vehicles, i0: int, remap
 
 
 def iter_scenes(split: str = "synthetic-train", num: int | None = None,
-                start: int = 0) -> Iterator[Scene | SkippedItem]:
+                start: int = 0, workers: int = 1) -> Iterator[Scene | SkippedItem]:
     """Yield the scenes of a named split in index order (a :class:`SkippedItem` for any scene that fails).
 
     Args:
         split: one of :data:`SPLITS`.
         num: how many scenes (default: to the end of the split).
         start: first scene index within the split.
+        workers: processes generating scenes (each scene depends only on its seed, so the stream is the same for
+            any count; the order is kept).
     """
     spec = _split_spec(split)
     stop = spec.size if num is None else min(spec.size, start + num)
+    if workers > 1 and stop - start > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers) as pool:
+            yield from pool.imap(functools.partial(split_scene, split), range(start, stop), chunksize=8)
+        return
     for index in range(start, stop):
-        seed = spec.first_seed + index
-        try:
-            yield generate_scene(seed, spec.config, split)
-        except Exception as exc:  # one bad scene must not end a 5,000-scene conversion
-            yield SkippedItem(f"{split}-{index:05d} (seed {seed})", f"{type(exc).__name__}: {exc}")
+        yield split_scene(split, index)
+
+
+def split_scene(split: str, index: int) -> Scene | SkippedItem:
+    """Scene ``index`` of a named split, or a :class:`SkippedItem` saying why it failed (one bad scene must not end
+    a 5,000-scene conversion)."""
+    spec = _split_spec(split)
+    seed = spec.first_seed + index
+    try:
+        return generate_scene(seed, spec.config, split)
+    except Exception as exc:  # noqa: BLE001 - reported as a skipped item, see the docstring
+        return SkippedItem(f"{split}-{index:05d} (seed {seed})", f"{type(exc).__name__}: {exc}")

@@ -82,3 +82,23 @@ def test_bad_arguments_are_named(tmp_path, tiny_preset):
     (tmp_path / "b" / "preset.json").write_text(json.dumps({"preset": "quick"}))
     with pytest.raises(ValueError, match=r"preset \(recorded 'quick', now"):
         run_pipeline(PipelineConfig(out=tmp_path / "b", preset=tiny_preset, stages=("scenes",)))
+
+
+def test_two_workers_give_the_same_stores_and_policies(tmp_path, monkeypatch):
+    """With ``workers: 2`` the scene stores are generated in two processes and the PPO variants trained side by side
+    in two: the same store files and the same trained networks as one worker."""
+    two = {**TINY, "ppo_variants": ("ppo-vla-rwm", "ppo-vla-epdms")}
+    monkeypatch.setitem(PRESETS, "tiny1", {**two, "workers": 1})
+    monkeypatch.setitem(PRESETS, "tiny2", {**two, "workers": 2})
+    stages = ("scenes", "bc", "rwm_data", "rwm", "ppo")
+    outs = {}
+    for preset in ("tiny1", "tiny2"):
+        outs[preset] = tmp_path / preset
+        run_pipeline(PipelineConfig(out=outs[preset], preset=preset, num_renders=1, progress=False, stages=stages))
+    for split in TINY["scenes"]:
+        manifests = [json.loads((outs[p] / "scenes" / split / "manifest.json").read_text()) for p in outs]
+        assert manifests[0]["tokens"] == manifests[1]["tokens"]
+        assert [s["files"] for s in manifests[0]["shards"]] == [s["files"] for s in manifests[1]["shards"]]
+    for variant in two["ppo_variants"]:
+        weights = [(outs[p] / "ppo" / variant / "seed0" / "network" / "model.safetensors").read_bytes() for p in outs]
+        assert weights[0] == weights[1], variant
