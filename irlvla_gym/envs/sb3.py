@@ -13,10 +13,26 @@ seeds (tests/envs/test_sb3_adapter.py); ``seed(s)`` seeds env i with ``s + i`` a
 Episode statistics are built in, as SB3's ``Monitor`` / ``VecMonitor`` write them: the info of the step that ends an
 episode has ``"episode": {"r": return, "l": length, "t": seconds since the VecEnv was made}``, so PPO logs
 ``rollout/ep_rew_mean`` and ``ep_len_mean`` without a wrapper (a ``VecMonitor`` on top writes the same keys).
+
+**VecNormalize**: normalise only the float entries (``ego``, ``compact``, ``agents``, ``map``;
+:func:`normalizable_obs_keys` lists those of a space)::
+
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    venv = BatchedVecEnv("IRLVLA-Navsim-v2", num_envs=16, obs_keys=("camera", "ego", "instruction"))
+    venv = VecNormalize(venv, norm_obs_keys=["ego"])  # or normalizable_obs_keys(venv.observation_space)
+    model = PPO(VLAPolicy, venv)
+
+SB3's default (``norm_obs_keys=None``) normalises *every* Dict entry: the uint8 images become float32 z-scores (and
+VecNormalize replaces their entries of the space it was given, in place) and the int64 instruction token ids become
+floats; :class:`~irlvla_gym.policies.sb3.VLAPolicy` refuses both with a ValueError naming the key and this fix.
+Each read of :attr:`BatchedVecEnv.observation_space` returns a fresh copy, so such in-place edits stay inside the
+wrapper and never reach this VecEnv, its template env or a policy built on them.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any, Iterable, Sequence
 
@@ -46,8 +62,40 @@ def _rows_of(infos: dict[str, Any], n: int) -> list[dict[str, Any]]:
     return out
 
 
+def normalizable_obs_keys(observation_space: gym.spaces.Space) -> list[str]:
+    """The entries of a Dict observation space that SB3's ``VecNormalize`` may normalise (``norm_obs_keys``): the
+    floating-point ``Box`` entries (``ego``, ``compact``, ``agents``, ``map``), not the uint8 images and masks nor the
+    integer token ids."""
+    if not isinstance(observation_space, gym.spaces.Dict):
+        raise ValueError(f"norm_obs_keys applies to Dict observation spaces, got {type(observation_space).__name__}")
+    return [key for key, space in observation_space.spaces.items()
+            if isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.floating)]
+
+
+class CopyOnRead:
+    """A data descriptor whose every read returns a deep copy of the stored value (stored under ``_<name>``).
+
+    SB3's ``VecNormalize`` (defaults) replaces the image entries of the Dict space it reads from the wrapped VecEnv
+    *in place*; with this descriptor on ``observation_space`` it edits its own copy only.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attr = f"_{name}"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else copy.deepcopy(getattr(obj, self.attr))
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj, self.attr, value)
+
+
 class BatchedVecEnv(VecEnv):
     """SB3 ``VecEnv`` over a native vector env of ``env_id`` (see module docs).
+
+    ``observation_space`` is the single env's space, copied on every read (:class:`CopyOnRead`): a wrapper that edits
+    it in place (``VecNormalize`` with its defaults) cannot change this env's, the template's or a policy's space.
+    With ``VecNormalize`` pass ``norm_obs_keys=["ego"]`` (the float entries, :func:`normalizable_obs_keys`); the
+    default also normalises the uint8 images and the instruction token ids, which the VLA policy refuses.
 
     Args:
         env_id: ``"IRLVLA-Navsim-v2"`` or ``"IRLVLA-Navsim-ClosedLoop-v2"`` (or any id with a vector entry point
@@ -55,6 +103,8 @@ class BatchedVecEnv(VecEnv):
         num_envs: N.
         **kwargs: the env's keyword arguments (shared by the N envs).
     """
+
+    observation_space = CopyOnRead()
 
     def __init__(self, env_id: str = "IRLVLA-Navsim-v2", num_envs: int = 8, **kwargs: Any):
         register_envs()
@@ -177,7 +227,10 @@ def _worker(remote, parent_remote, env_id: str, num_envs: int, kwargs: dict[str,
 class MultiProcessVecEnv(VecEnv):
     """``processes`` worker processes, each stepping a :class:`BatchedVecEnv` of ``num_envs / processes`` envs
     (env i lives in worker ``i // (num_envs / processes)``). One pipe round trip per worker per step carries the
-    whole sub-batch (SB3's SubprocVecEnv makes one per env). Seeds: env i gets ``seed + i`` as in SB3."""
+    whole sub-batch (SB3's SubprocVecEnv makes one per env). Seeds: env i gets ``seed + i`` as in SB3.
+    ``observation_space`` is copied on every read, as :class:`BatchedVecEnv`'s."""
+
+    observation_space = CopyOnRead()
 
     def __init__(self, env_id: str = "IRLVLA-Navsim-v2", num_envs: int = 8, processes: int = 2, **kwargs: Any):
         import multiprocessing as mp

@@ -39,7 +39,28 @@ finished step's, and the reset info is merged into ``infos``. This is SB3's VecE
 :class:`irlvla_gym.envs.sb3.BatchedVecEnv` needs it) and the only sensible one for the plan-once env, whose every
 step ends an episode (with NEXT_STEP every other vector step would be spent on resets). ``autoreset_mode=
 gym.vector.AutoresetMode.NEXT_STEP`` (gymnasium's default; needed by e.g. ``VectorObservationWrapper``) and
-``DISABLED`` (reset ended envs yourself with ``reset(options={"reset_mask": mask})``) are supported too.
+``DISABLED`` (reset ended envs yourself with ``reset(options={"reset_mask": mask})``) are supported too. The mode
+may also be given by name (``"next_step"``, ``"NEXT_STEP"``, ``"NextStep"``: :func:`autoreset_mode_of`), as YAML
+configs do.
+
+**Gymnasium's vector wrappers** (tests/envs/test_wrappers.py). Pass ``autoreset_mode`` as a plain keyword of
+``gym.make_vec``: in ``vector_entry_point`` mode gymnasium refuses ``vector_kwargs`` ("Custom vector environment can
+be passed arguments only through kwargs"). Observation wrappers (``gym.wrappers.vector.FlattenObservation``,
+``NormalizeObservation``, every ``VectorObservationWrapper``) need NEXT_STEP (or DISABLED): with the default they raise
+"Expected autoreset_mode to be NEXT_STEP or DISABLED, got AutoresetMode.SAME_STEP" (a SAME_STEP step's
+``infos["final_obs"]`` would not be transformed). ``NormalizeObservation`` needs a ``Box`` observation: flatten the
+Dict first (``FlattenObservation``) or make the env with ``flatten_obs=True``; normalise only float entries
+(``obs_keys=("ego",)`` or ``("compact",)``: normalised uint8 images or token ids are meaningless).
+``NormalizeReward`` and ``RecordEpisodeStatistics`` read ``metadata["autoreset_mode"]`` and work in both modes::
+
+    envs = gym.make_vec("IRLVLA-Navsim-ClosedLoop-v2", num_envs=4, vectorization_mode="vector_entry_point",
+                        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP, obs_keys=("ego",))
+    envs = gym.wrappers.vector.FlattenObservation(envs)
+    envs = gym.wrappers.vector.NormalizeObservation(envs)
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(gym.wrappers.vector.NormalizeReward(envs))
+
+In NEXT_STEP mode the step after an env's episode ended only resets it: that env's observation is the new
+episode's first one, its reward 0 and its termination / truncation False (as ``SyncVectorEnv``).
 
 Invalid actions (NaN/inf, bad index) never raise, as in the single envs: reward 0 and ``invalid_action`` in the
 step info.
@@ -163,13 +184,27 @@ def put_columns(builder: InfoBuilder, rows: np.ndarray, columns: dict[str, Any])
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def autoreset_mode_of(mode: AutoresetMode | str) -> AutoresetMode:
+    """``mode`` as an :class:`~gymnasium.vector.AutoresetMode`: the enum itself, its value (``"NextStep"``) or its
+    name in any case, with or without the underscore (``"NEXT_STEP"``, ``"next_step"``, ``"nextstep"``)."""
+    if isinstance(mode, AutoresetMode):
+        return mode
+    key = str(mode).replace("_", "").replace("-", "").lower()
+    for member in AutoresetMode:
+        if key in (member.value.lower(), member.name.replace("_", "").lower()):
+            return member
+    raise ValueError(f"autoreset_mode {mode!r}: choose from {[m.name for m in AutoresetMode]} "
+                     "(gymnasium.vector.AutoresetMode)")
+
+
 class NavsimVectorBase(gym.vector.VectorEnv):
     """N envs of one id: one row each of an :class:`~irlvla_gym.envs.core.EpisodeState` stepped by the core of a
     template single env (``env_class``), which holds the shared source, caches, observation builder and decoder.
 
     Args:
         num_envs: N.
-        autoreset_mode: SAME_STEP (default), NEXT_STEP or DISABLED.
+        autoreset_mode: SAME_STEP (default), NEXT_STEP (for gymnasium's vector observation wrappers) or DISABLED;
+            an :class:`~gymnasium.vector.AutoresetMode` or its name (:func:`autoreset_mode_of`).
         **kwargs: the env's arguments (:class:`~irlvla_gym.envs.config.EnvConfig`), shared by the N envs.
     """
 
@@ -185,7 +220,7 @@ class NavsimVectorBase(gym.vector.VectorEnv):
         self.core = t.core
         self.num_envs = int(num_envs)
         self.state = self.core.new_state(self.num_envs)
-        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        self.autoreset_mode = autoreset_mode_of(autoreset_mode)
         self.render_mode = t.render_mode
         self.metadata = {**t.metadata, "autoreset_mode": self.autoreset_mode}
         self.single_observation_space = t.observation_space

@@ -29,10 +29,26 @@ such as ``"bc_default"``) is loaded *after* SB3 has built the modules, and SB3's
 So the weights of ``PPO(VLAPolicy, env, policy_kwargs=dict(pretrained_path=p)).policy.network`` equal the
 checkpoint's. ``PPO.load`` rebuilds the policy from the saved ``policy_kwargs`` (so a custom ``pretrained_path``
 must still exist, or pass ``custom_objects={"policy_kwargs": {...}}``) and then restores the trained weights.
+
+Observation scaling follows the keys, not whatever a wrapper makes of the space: ``camera`` and ``bev`` are uint8
+0..255 images (scaled by 1/255 in the network), ``instruction`` holds integer token ids, ``ego`` is used as it
+comes. The policy keeps its own copy of the observation space taken at construction (a wrapper editing the env's
+space in place later cannot change its preprocessing) and refuses, with a ValueError naming the key and the fix,
+an image entry that is not a uint8 0..255 Box or a token entry that is not an integer Box (at construction), or
+normalised values reaching an image / token entry (at every forward). That is what SB3's ``VecNormalize`` does with
+its defaults (it normalises every Dict entry); normalise only the float entries::
+
+    from stable_baselines3.common.vec_env import VecNormalize
+    from irlvla_gym.envs.sb3 import BatchedVecEnv
+
+    venv = VecNormalize(BatchedVecEnv("IRLVLA-Navsim-v2", 16, obs_keys=("camera", "ego", "instruction")),
+                        norm_obs_keys=["ego"])
+    model = PPO(VLAPolicy, venv)
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any, Mapping, Sequence
 
@@ -41,7 +57,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.distributions import DiagGaussianDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.preprocessing import is_image_space, preprocess_obs
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
@@ -53,16 +69,50 @@ from irlvla_gym.policies.network import VLAEncoder, VLANetwork, make_head, prepa
 
 FREEZABLE = ("vision", "language")
 """Encoders that :class:`VLAPolicy` can keep frozen during RL (``frozen_encoders``)."""
+IMAGE_KEYS = ("camera", "bev")
+"""Observation keys the network reads as uint8 0..255 images (scaled by 1/255), whatever the space says."""
+TOKEN_KEYS = ("instruction",)
+"""Observation keys the network reads as integer token ids."""
+NORMALIZE_HINT = ("SB3's VecNormalize normalises every Dict entry by default (and replaces the image entries of the "
+                  "space in place): normalise only the float entries, e.g. VecNormalize(venv, norm_obs_keys=['ego']) "
+                  "(irlvla_gym.envs.sb3.normalizable_obs_keys(venv.observation_space) lists them)")
+"""The fix named by the errors of :func:`check_obs_keys` and :func:`check_obs_values`."""
 
 
 def check_obs_keys(config: VLAConfig, observation_space: spaces.Space) -> None:
-    """Raise ValueError unless every key the network reads is an entry of the (Dict) observation space."""
+    """Raise ValueError unless every key the network reads is an entry of the (Dict) observation space, with the
+    env's kind of space: :data:`IMAGE_KEYS` uint8 0..255 image Boxes, :data:`TOKEN_KEYS` integer Boxes."""
     if not isinstance(observation_space, spaces.Dict):
         raise ValueError(f"VLAPolicy needs a Dict observation space, got {type(observation_space).__name__}")
     missing = [k for k in config.obs_keys if k not in observation_space.spaces]
     if missing:
         raise ValueError(f"the VLA network reads {list(config.obs_keys)} but the env observes "
                          f"{sorted(observation_space.spaces)}: make the env with obs_keys including {missing}")
+    for key in config.obs_keys:
+        space = observation_space.spaces[key]
+        if key in IMAGE_KEYS and not is_image_space(space):
+            what = "a uint8 0..255 image"
+        elif key in TOKEN_KEYS and not (isinstance(space, spaces.Box) and np.issubdtype(space.dtype, np.integer)):
+            what = "integer token ids"
+        else:
+            continue
+        raise ValueError(f"the VLA network reads observation {key!r} as {what}, but the observation space gives "
+                         f"{space}: a wrapper changed it. {NORMALIZE_HINT}")
+
+
+def check_obs_values(obs: Mapping[str, torch.Tensor], keys: Sequence[str]) -> None:
+    """Raise ValueError if an image or token entry of ``obs`` among ``keys`` holds normalised values: floats outside
+    0..255 or with fractions (what ``VecNormalize`` returns for entries it should not have normalised). Entries with
+    the env's dtypes (uint8, integer) pass without a look at their values; integral float pixels pass too."""
+    for key in keys:
+        x = obs.get(key)
+        if x is None or not torch.is_floating_point(x) or key not in IMAGE_KEYS + TOKEN_KEYS:
+            continue
+        high = 255.0 if key in IMAGE_KEYS else float("inf")
+        if bool(((x < 0) | (x > high) | (x != torch.round(x))).any()):
+            what = "uint8 0..255 images" if key in IMAGE_KEYS else "integer token ids"
+            raise ValueError(f"observation {key!r} reached the VLA policy as normalised {x.dtype} values (e.g. "
+                             f"{x.flatten()[0].item():.4g}), but the network reads it as {what}. {NORMALIZE_HINT}")
 
 
 def default_config_for(observation_space: spaces.Dict) -> VLAConfig:
@@ -126,6 +176,10 @@ class VLALatent(nn.Module):
 class VLAPolicy(ActorCriticPolicy):
     """Actor-critic policy around the VLA network, for SB3's PPO / A2C on the IRL-VLA envs (Dict observations).
 
+    Scales ``camera`` / ``bev`` as uint8 images and reads ``instruction`` as token ids by key, from its own copy of
+    the observation space; with SB3's ``VecNormalize`` pass ``norm_obs_keys=["ego"]`` (the default normalises the
+    images and token ids too, which raises a ValueError saying so; module docs).
+
     Args:
         observation_space, action_space, lr_schedule: as for every SB3 policy (PPO passes them).
         vla_config: :class:`VLAConfig` or dict; None: the checkpoint's config (``pretrained_path``) or the default
@@ -166,6 +220,8 @@ class VLAPolicy(ActorCriticPolicy):
                              "pass exploration_std instead")
         if exploration != "smooth" and exploration_std is not None:
             raise ValueError("exploration_std applies only to exploration='smooth'")
+        # Our own copy: wrappers such as VecNormalize edit the env's space in place, SB3 preprocesses by the space.
+        observation_space = copy.deepcopy(observation_space)
 
         wanted = int(num_threads or os.environ.get("IRLVLA_NUM_THREADS", 1))
         if torch.get_num_threads() > wanted:
@@ -278,8 +334,12 @@ class VLAPolicy(ActorCriticPolicy):
         """SB3's preprocessing (``preprocess_obs``) of every key but a uint8 ``camera``, which reaches the extractor
         as uint8 (B, 3, H, W): the encoder resizes it in integers and scales it once (same pixels up to ~2e-7).
         SB3's ``float() / 255`` of the full-size image before the resize was the largest single cost of a PPO
-        minibatch (the rollout buffer keeps uint8 observations, so every minibatch paid it again)."""
+        minibatch (the rollout buffer keeps uint8 observations, so every minibatch paid it again).
+
+        Normalised image or token entries (``VecNormalize`` defaults) raise ValueError (:func:`check_obs_values`)."""
         extractor = self.features_extractor if features_extractor is None else features_extractor
+        if isinstance(obs, Mapping):
+            check_obs_values(obs, self.vla_config.obs_keys)
         camera = obs.get("camera") if isinstance(obs, Mapping) else None
         if camera is None or camera.dtype != torch.uint8:
             return super().extract_features(obs, extractor)
@@ -309,4 +369,5 @@ class VLAPolicy(ActorCriticPolicy):
             self.features_extractor.encoder.load_state_dict(enc, strict=True)
 
 
-__all__ = ["FREEZABLE", "VLAFeaturesExtractor", "VLALatent", "VLAPolicy", "check_obs_keys", "default_config_for"]
+__all__ = ["FREEZABLE", "IMAGE_KEYS", "NORMALIZE_HINT", "TOKEN_KEYS", "VLAFeaturesExtractor", "VLALatent", "VLAPolicy",
+           "check_obs_keys", "check_obs_values", "default_config_for"]
