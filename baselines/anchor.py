@@ -14,7 +14,9 @@ with a weight inside :meth:`PPOWithAnchor.train`::
 * :class:`ReferenceKLAnchor`: ``KL(pi || pi_ref)`` of the diagonal Gaussians on the dataset observations, to a
   frozen copy of a reference policy (e.g. the policy at the start of training).
 * :class:`PPOWithAnchor`: SB3's PPO whose ``train()`` adds ``anchor.weight * anchor.loss(policy)`` (the anchor is
-  not saved in the model zip; set ``model.anchor`` again after ``load``).
+  not saved in the model zip; set ``model.anchor`` again after ``load``). SB3's ``PPO.train`` itself runs: the
+  anchor's gradient is added through a hook on the optimizer's ``zero_grad`` (:class:`AnchorHook`), not a copy of
+  the training loop.
 """
 
 from __future__ import annotations
@@ -25,9 +27,7 @@ from typing import Any, Mapping, Protocol, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from gymnasium import spaces
 from stable_baselines3 import PPO
-from stable_baselines3.common.utils import explained_variance
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Data
@@ -179,8 +179,15 @@ class PPOWithAnchor(PPO):
     """SB3 PPO plus ``anchor.weight * anchor.loss(policy)`` in every minibatch update (module docs).
 
     ``anchor`` is an :class:`AnchorTerm` or None (then this is exactly SB3's PPO). It is excluded from the saved
-    zip; assign ``model.anchor`` again after :meth:`load`. ``train()`` below is SB3 2.x's ``PPO.train`` with the
-    anchor lines added (marked ``# anchor``).
+    zip; assign ``model.anchor`` again after :meth:`load`.
+
+    SB3's own ``PPO.train`` runs unchanged (no copy of its loop): for the duration of :meth:`train` the optimizer's
+    ``zero_grad`` is wrapped (:class:`AnchorHook`) so that, right after the gradients are cleared and before PPO's
+    ``loss.backward()``, the anchor term of that minibatch is back-propagated. Gradients add up, so the clipped
+    gradient and the step are those of ``ppo_loss + weight * anchor_loss`` (every SB3 1.x / 2.x ``PPO.train`` runs
+    ``zero_grad(); loss.backward(); clip_grad_norm_(); step()`` per minibatch; a release that changed that order is
+    detected at the first ``step`` and raises instead of silently training something else). One difference from a
+    single ``backward`` of the sum: a minibatch that ``target_kl`` stops before its update draws no anchor batch.
     """
 
     def __init__(self, *args: Any, anchor: AnchorTerm | None = None, **kwargs: Any):
@@ -191,93 +198,64 @@ class PPOWithAnchor(PPO):
         return [*super()._excluded_save_params(), "anchor"]
 
     def train(self) -> None:
-        self.policy.set_training_mode(True)
-        self._update_learning_rate(self.policy.optimizer)
-        clip_range = self.clip_range(self._current_progress_remaining)
-        clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)
         anchor = getattr(self, "anchor", None)
-
-        entropy_losses, pg_losses, value_losses, clip_fractions = [], [], [], []
-        anchor_losses: list[float] = []  # anchor
-        anchor_logs: dict[str, list[float]] = {}  # anchor
-        approx_kl_divs: list[float] = []
-        continue_training = True
-        loss = torch.zeros(())
-        for epoch in range(self.n_epochs):
-            approx_kl_divs = []
-            for rollout_data in self.rollout_buffer.get(self.batch_size):
-                actions = rollout_data.actions
-                if isinstance(self.action_space, spaces.Discrete):
-                    actions = rollout_data.actions.long().flatten()
-                values, log_prob, entropy = self.policy.evaluate_actions(rollout_data.observations, actions)
-                values = values.flatten()
-                advantages = rollout_data.advantages
-                if self.normalize_advantage and len(advantages) > 1:
-                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-
-                # clipped surrogate objective
-                ratio = torch.exp(log_prob - rollout_data.old_log_prob)
-                policy_loss_1 = advantages * ratio
-                policy_loss_2 = advantages * torch.clamp(ratio, 1 - clip_range, 1 + clip_range)
-                policy_loss = -torch.min(policy_loss_1, policy_loss_2).mean()
-                pg_losses.append(policy_loss.item())
-                clip_fractions.append(torch.mean((torch.abs(ratio - 1) > clip_range).float()).item())
-
-                if clip_range_vf is None:
-                    values_pred = values
-                else:
-                    values_pred = rollout_data.old_values + torch.clamp(
-                        values - rollout_data.old_values, -clip_range_vf, clip_range_vf)
-                value_loss = F.mse_loss(rollout_data.returns, values_pred)
-                value_losses.append(value_loss.item())
-                entropy_loss = -torch.mean(-log_prob) if entropy is None else -torch.mean(entropy)
-                entropy_losses.append(entropy_loss.item())
-
-                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-                if anchor is not None and anchor.weight > 0:  # anchor
-                    anchor_loss, logs = anchor.loss(self.policy)
-                    loss = loss + anchor.weight * anchor_loss
-                    anchor_losses.append(anchor_loss.item())
-                    for key, value in logs.items():
-                        anchor_logs.setdefault(key, []).append(value)
-
-                with torch.no_grad():
-                    log_ratio = log_prob - rollout_data.old_log_prob
-                    approx_kl_div = torch.mean((torch.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
-                    approx_kl_divs.append(float(approx_kl_div))
-                if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
-                    continue_training = False
-                    if self.verbose >= 1:
-                        print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
-                    break
-
-                self.policy.optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-                self.policy.optimizer.step()
-            self._n_updates += 1
-            if not continue_training:
-                break
-
-        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
-        self.logger.record("train/entropy_loss", np.mean(entropy_losses))
-        self.logger.record("train/policy_gradient_loss", np.mean(pg_losses))
-        self.logger.record("train/value_loss", np.mean(value_losses))
-        self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
-        self.logger.record("train/clip_fraction", np.mean(clip_fractions))
-        self.logger.record("train/loss", loss.item())
-        self.logger.record("train/explained_variance", explained_var)
-        if anchor_losses:  # anchor
-            self.logger.record("anchor/loss", float(np.mean(anchor_losses)))
+        if anchor is None or anchor.weight <= 0:
+            super().train()
+            return
+        with AnchorHook(anchor, self.policy) as hook:
+            super().train()
+        if hook.losses:
+            self.logger.record("anchor/loss", float(np.mean(hook.losses)))
             self.logger.record("anchor/weight", anchor.weight)
-            for key, values_ in anchor_logs.items():
-                self.logger.record(f"anchor/{key}", float(np.mean(values_)))
-        if hasattr(self.policy, "log_std"):
-            self.logger.record("train/std", torch.exp(self.policy.log_std).mean().item())
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/clip_range", clip_range)
-        if clip_range_vf is not None:
-            self.logger.record("train/clip_range_vf", clip_range_vf)
+            for key, values in hook.logs.items():
+                self.logger.record(f"anchor/{key}", float(np.mean(values)))
+            ppo_loss = getattr(self.logger, "name_to_value", {}).get("train/loss")
+            if ppo_loss is not None:  # SB3 logs its last minibatch's loss; include that minibatch's anchor term
+                self.logger.record("train/loss", float(ppo_loss) + anchor.weight * hook.losses[-1])
+
+
+class AnchorHook:
+    """Context manager: while active, ``policy.optimizer.zero_grad()`` also back-propagates
+    ``anchor.weight * anchor.loss(policy)`` (gradients then accumulate PPO's on top), and a step pre-hook checks
+    that every optimizer step had its anchor term. ``losses`` / ``logs`` collect the anchor values per minibatch."""
+
+    def __init__(self, anchor: AnchorTerm, policy: Any):
+        self.anchor, self.policy, self.optimizer = anchor, policy, policy.optimizer
+        self.losses: list[float] = []
+        self.logs: dict[str, list[float]] = {}
+        self.pending = False
+        self.handle: Any = None
+        self.zero_grad = self.optimizer.zero_grad
+        self.own_attribute = "zero_grad" in vars(self.optimizer)  # already wrapped by someone: restore theirs
+
+    def __enter__(self) -> "AnchorHook":
+        self.optimizer.zero_grad = self.zero_grad_with_anchor  # instance attribute, removed on exit
+        self.handle = self.optimizer.register_step_pre_hook(self.check_step)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.handle.remove()
+        if self.own_attribute:
+            self.optimizer.zero_grad = self.zero_grad
+        else:
+            del self.optimizer.zero_grad
+
+    def zero_grad_with_anchor(self, *args: Any, **kwargs: Any) -> None:
+        self.zero_grad(*args, **kwargs)
+        value, logs = self.anchor.loss(self.policy)
+        if value.requires_grad:
+            (self.anchor.weight * value).backward()
+        self.pending = True
+        self.losses.append(float(value.detach()))
+        for key, v in logs.items():
+            self.logs.setdefault(key, []).append(v)
+
+    def check_step(self, *_: Any) -> None:
+        if not self.pending:
+            raise RuntimeError("PPOWithAnchor: the optimizer stepped without an anchor term since its last "
+                               "zero_grad(); this SB3 release's PPO.train no longer clears gradients right before "
+                               "each backward, so the anchor hook must be adapted (baselines/anchor.py)")
+        self.pending = False
 
 
 def make_anchor(bc: Mapping[str, Any], env: Mapping[str, Any], seed: int = 0,
@@ -291,5 +269,5 @@ def make_anchor(bc: Mapping[str, Any], env: Mapping[str, Any], seed: int = 0,
                     seed=seed)
 
 
-__all__: Sequence[str] = ["AnchorTerm", "BCAnchor", "ExpertDataset", "PPOWithAnchor", "ReferenceKLAnchor",
+__all__: Sequence[str] = ["AnchorHook", "AnchorTerm", "BCAnchor", "ExpertDataset", "PPOWithAnchor", "ReferenceKLAnchor",
                           "frozen_copy", "make_anchor"]

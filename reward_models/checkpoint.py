@@ -2,8 +2,14 @@
 
 A model directory holds ``model.safetensors`` (weights) and ``config.json``::
 
-    {"format": "irlvla-rwm", "format_version": 1, "model": {ModelConfig fields}, "model_sha256": "<hex>",
-     ...extra (training summary)}
+    {"model_type": "irlvla_rwm", "format": "irlvla-rwm", "format_version": 1, "model": {ModelConfig fields},
+     "model_sha256": "<hex>", ...extra (training summary)}
+
+That is the Hugging Face Hub layout: :class:`~reward_models.model.RewardWorldModel` saves and loads through
+huggingface_hub's ``PyTorchModelHubMixin`` (local directories, shipped names, Hub repo ids), and ``model_type``
+(:data:`MODEL_TYPE`) lets ``transformers.AutoConfig.from_pretrained(dir)`` read the file once
+:func:`register_auto_config` ran (the ``model`` dict is then an attribute). Checkpoints written before the key existed
+(the shipped ones) load unchanged; only AutoConfig needs it.
 
 ``model_sha256`` (SHA-256 of ``model.safetensors``) is checked on load when present (checkpoints written before it
 existed, the shipped ones included, have none and still load); weights with NaN or inf entries are refused.
@@ -28,6 +34,8 @@ import torch
 
 FORMAT = "irlvla-rwm"
 FORMAT_VERSION = 1
+MODEL_TYPE = "irlvla_rwm"
+"""``model_type`` of a reward-world-model ``config.json`` (what transformers' ``AutoConfig`` dispatches on)."""
 MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
 """Directory of the checkpoints shipped in the package (``default``, ``v1``, ``policy_aware``)."""
@@ -93,7 +101,8 @@ def save_model(model, path: str | os.PathLike, extra: Mapping | None = None) -> 
     save_tensors(d / MODEL_FILE, model.state_dict(), {"format": FORMAT, "format_version": FORMAT_VERSION})
     digest = hashlib.sha256((d / MODEL_FILE).read_bytes()).hexdigest()
     write_json(d / CONFIG_FILE, {"format": FORMAT, "format_version": FORMAT_VERSION,
-                                 "model": model.config.to_dict(), **dict(extra or {}), "model_sha256": digest})
+                                 "model": model.config.to_dict(), **dict(extra or {}), "model_sha256": digest,
+                                 "model_type": MODEL_TYPE})
 
 
 def check_finite(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
@@ -140,6 +149,27 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[Path, dict[str, Any], dict
     return d, cfg, tensors
 
 
+HUB_DOWNLOAD_ARGS = ("revision", "cache_dir", "force_download", "local_files_only", "token")
+
+
+def download_checkpoint(repo_id: str, files: tuple[str, ...] = (MODEL_FILE, CONFIG_FILE), **hub_kwargs: Any) -> Path:
+    """The local snapshot directory of a Hub repo holding ``files`` (downloaded by huggingface_hub, or taken from
+    its cache); ``hub_kwargs``: those of :data:`HUB_DOWNLOAD_ARGS` (others, e.g. what the mixin forwards, ignored)."""
+    from huggingface_hub import hf_hub_download
+
+    kwargs = {k: v for k, v in hub_kwargs.items() if k in HUB_DOWNLOAD_ARGS}
+    paths = [Path(hf_hub_download(repo_id, name, **kwargs)) for name in files]
+    return paths[0].parent
+
+
+def register_auto_config() -> type:
+    """Register the RWM ``config.json`` (:data:`MODEL_TYPE`) with ``transformers.AutoConfig``; returns its class
+    (imports transformers; ``ModelConfig.from_dict(hf.model)`` rebuilds the model settings from what it reads)."""
+    from irlvla_gym.policies.config import auto_config_class
+
+    return auto_config_class(MODEL_TYPE)
+
+
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """Flatten an optimizer's state to tensors (``state.<i>.<name>``) + its param groups (json-able)."""
     sd = opt.state_dict()
@@ -165,4 +195,4 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tenso
 __all__ = ["CheckpointError", "check_finite", "save_model", "read_checkpoint", "resolve_checkpoint",
            "shipped_checkpoints", "SHIPPED_DIR",
            "save_tensors", "load_tensors", "read_json", "write_json", "optimizer_tensors", "load_optimizer",
-           "FORMAT_VERSION"]
+           "FORMAT_VERSION", "MODEL_TYPE", "register_auto_config", "download_checkpoint"]

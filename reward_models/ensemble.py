@@ -25,6 +25,7 @@ replacement) of an RWM dataset for a few epochs (:func:`reward_models.refit.fit`
 On disk (:meth:`EnsembleRewardModel.save_pretrained`)::
 
     DIR/ensemble.json       {"format": "irlvla-rwm-ensemble", "format_version": 1, "beta": ..., "members": [...]}
+    DIR/config.json         the same plus "model_type": "irlvla_rwm_ensemble" (Hub layout, AutoConfig-readable)
     DIR/member-0/           a RewardWorldModel checkpoint (model.safetensors + config.json), one per member
 """
 
@@ -40,7 +41,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from reward_models.checkpoint import CheckpointError, read_json, write_json
+from huggingface_hub import PyTorchModelHubMixin
+
+from irlvla_gym.policies.config import looks_like_hub_id
+from reward_models.checkpoint import CONFIG_FILE, HUB_DOWNLOAD_ARGS, CheckpointError, read_json, write_json
 from reward_models.model import (
     SUB_SCORES, RewardWorldModel, SceneEncoding, is_prepared, numpy_outputs, prepare_obs, run_inference,
 )
@@ -49,6 +53,9 @@ from reward_models.reward_fn import SceneRewardFn
 ENSEMBLE_FORMAT = "irlvla-rwm-ensemble"
 ENSEMBLE_FORMAT_VERSION = 1
 ENSEMBLE_FILE = "ensemble.json"
+ENSEMBLE_MODEL_TYPE = "irlvla_rwm_ensemble"
+"""``model_type`` of an ensemble's ``config.json`` (``ensemble.json`` plus this key; AutoConfig-readable once
+``irlvla_gym.policies.config.auto_config_class(ENSEMBLE_MODEL_TYPE)`` registered it)."""
 
 
 @dataclass
@@ -121,7 +128,8 @@ def member_std(values: torch.Tensor) -> torch.Tensor:
     return var.clamp_min(0.0).sqrt()
 
 
-class EnsembleRewardModel(nn.Module):
+class EnsembleRewardModel(nn.Module, PyTorchModelHubMixin, library_name="irlvla-gym",
+                          tags=["reward-model", "world-model", "autonomous-driving", "ensemble"]):
     """M reward world models scored together; ``reward = mean - beta * std`` (module docs).
 
     Args:
@@ -198,22 +206,66 @@ class EnsembleRewardModel(nn.Module):
 
     # ---- persistence -----------------------------------------------------------------------------------------
 
-    def save_pretrained(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
-        """Write ``ensemble.json`` + one checkpoint directory per member into ``path``."""
-        d = Path(path)
+    def save_pretrained(self, save_directory: str | Path, extra: Mapping[str, Any] | None = None, *,
+                        model_card: bool = False, **hub_kwargs: Any) -> Path:
+        """Write ``ensemble.json`` (+ the same as ``config.json``, with ``model_type``) and one checkpoint directory
+        per member into ``save_directory``; returns it. ``model_card`` / ``hub_kwargs``: as
+        :meth:`RewardWorldModel.save_pretrained <reward_models.model.RewardWorldModel.save_pretrained>`."""
+        d = Path(save_directory)
+        self._save_extra = dict(extra or {})
+        try:
+            if model_card or hub_kwargs:
+                super().save_pretrained(d, **hub_kwargs)
+            else:
+                self._save_pretrained(d)
+        finally:
+            del self._save_extra
+        return d
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """The mixin's hook: members, ``ensemble.json`` and ``config.json``."""
+        d = Path(save_directory)
         d.mkdir(parents=True, exist_ok=True)
         names = [f"member-{i}" for i in range(len(self.members))]
         for name, member in zip(names, self.members):
             member.save_pretrained(d / name)
-        write_json(d / ENSEMBLE_FILE, {"format": ENSEMBLE_FORMAT, "format_version": ENSEMBLE_FORMAT_VERSION,
-                                       "beta": self.beta, "members": names, **dict(extra or {})})
-        return d
+        meta = {"format": ENSEMBLE_FORMAT, "format_version": ENSEMBLE_FORMAT_VERSION, "beta": self.beta,
+                "members": names, **getattr(self, "_save_extra", {})}
+        write_json(d / ENSEMBLE_FILE, meta)
+        write_json(d / CONFIG_FILE, {**meta, "model_type": ENSEMBLE_MODEL_TYPE})
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, beta: float | None = None,
-                        device: str | torch.device = "cpu") -> "EnsembleRewardModel":
-        """Load a directory written by :meth:`save_pretrained`; ``beta`` overrides the saved one."""
+    def from_pretrained(cls, path: str | Path, beta: float | None = None, device: str | torch.device = "cpu",
+                        **hub_kwargs: Any) -> "EnsembleRewardModel":
+        """Load a directory written by :meth:`save_pretrained` (or a Hub repo id holding one); ``beta`` overrides
+        the saved one. Directories written before ``config.json`` existed (``ensemble.json`` only) load as before."""
         d = Path(path)
+        if d.is_dir():
+            if not (d / CONFIG_FILE).is_file():
+                return cls._from_pretrained(model_id=str(d), beta=beta, device=device)
+            read_json(d / CONFIG_FILE)  # a damaged file raises CheckpointError naming it, before the mixin reads it
+            return super().from_pretrained(str(d), beta=beta, device=device, **hub_kwargs)
+        if not looks_like_hub_id(path):
+            raise CheckpointError(f"{d / ENSEMBLE_FILE}: checkpoint file not found")
+        try:
+            return super().from_pretrained(str(path), beta=beta, device=device, **hub_kwargs)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # offline, no such repo, no access
+            raise CheckpointError(f"{path}: not an ensemble directory, and the Hub repo could not be loaded "
+                                  f"({type(exc).__name__}: {exc})") from exc
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, beta: float | None = None, device: str | torch.device = "cpu",
+                         **hub_kwargs: Any) -> "EnsembleRewardModel":
+        """The mixin's hook: read ``ensemble.json`` and the members (from a Hub snapshot for a repo id)."""
+        if Path(model_id).is_dir():
+            d = Path(model_id)
+        else:
+            from huggingface_hub import snapshot_download
+
+            kwargs = {k: v for k, v in hub_kwargs.items() if k in HUB_DOWNLOAD_ARGS}
+            d = Path(snapshot_download(model_id, **kwargs))
         meta = read_json(d / ENSEMBLE_FILE)
         if meta.get("format") != ENSEMBLE_FORMAT or meta.get("format_version") != ENSEMBLE_FORMAT_VERSION:
             raise CheckpointError(f"{d / ENSEMBLE_FILE}: not an {ENSEMBLE_FORMAT} v{ENSEMBLE_FORMAT_VERSION} file")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -35,8 +36,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from huggingface_hub import PyTorchModelHubMixin
+
+from irlvla_gym.policies.config import looks_like_hub_id
 from reward_models import kernels
-from reward_models.checkpoint import MODEL_FILE, CheckpointError, read_checkpoint, save_model
+from reward_models.checkpoint import (
+    CONFIG_FILE, MODEL_FILE, CheckpointError, download_checkpoint, read_checkpoint, read_json, resolve_checkpoint,
+    save_model,
+)
 from irlvla_gym.metrics.config import SUB_SCORES
 from reward_models.dataset import OBS_ENTRIES, OBS_KEYS
 from reward_models.features import (
@@ -417,7 +424,8 @@ class CrossBlock(nn.Module):
         return self.attend(q, *self.project_kv(kv), kv_mask)
 
 
-class RewardWorldModel(nn.Module):
+class RewardWorldModel(nn.Module, PyTorchModelHubMixin, library_name="irlvla-gym",
+                       tags=["reward-model", "world-model", "autonomous-driving"]):
     """Predicts EPDMS sub-scores of candidate plans in a scene and composes them into a reward (module docs).
 
     Typical use::
@@ -596,16 +604,59 @@ class RewardWorldModel(nn.Module):
         return numpy_outputs({**pred.expected, "reward": pred.reward}, single)
 
     # ---- persistence -----------------------------------------------------------------------------------------
+    # huggingface_hub's PyTorchModelHubMixin: the layout (config.json + model.safetensors) and the checks of
+    # reward_models.checkpoint stay; the mixin adds Hub repo ids, push_to_hub and model cards.
 
-    def save_pretrained(self, path, extra: Mapping | None = None) -> None:
-        """Write ``model.safetensors`` + ``config.json`` into directory ``path`` (atomically)."""
-        save_model(self, path, extra=extra)
+    def save_pretrained(self, save_directory, extra: Mapping | None = None, *, model_card: bool = False,
+                        **hub_kwargs) -> Path:
+        """Write ``model.safetensors`` + ``config.json`` into directory ``save_directory`` (atomically); returns it.
+
+        ``extra``: more ``config.json`` entries (training summary). ``model_card=True`` or any huggingface_hub
+        argument (``push_to_hub=True, repo_id=...``) goes through ``PyTorchModelHubMixin.save_pretrained``, which
+        also writes a ``README.md`` model card; a plain save writes exactly the two files."""
+        directory = Path(save_directory)
+        self._save_extra = dict(extra or {})
+        try:
+            if model_card or hub_kwargs:
+                super().save_pretrained(directory, **hub_kwargs)
+            else:
+                self._save_pretrained(directory)
+        finally:
+            del self._save_extra
+        return directory
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """The mixin's per-framework hook (:func:`reward_models.checkpoint.save_model`)."""
+        save_model(self, save_directory, extra=getattr(self, "_save_extra", None))
 
     @classmethod
-    def from_pretrained(cls, path, device: str | torch.device = "cpu") -> "RewardWorldModel":
-        """Load a checkpoint directory (``model.safetensors`` + ``config.json``) or a shipped checkpoint by name
-        (``"default"``, ``"policy_aware"``); clear error if corrupt."""
-        d, cfg, state = read_checkpoint(path)
+    def from_pretrained(cls, path=None, device: str | torch.device = "cpu", **hub_kwargs) -> "RewardWorldModel":
+        """Load a checkpoint directory (``model.safetensors`` + ``config.json``), a shipped checkpoint by name
+        (``"default"``, ``"policy_aware"``; None = ``"default"``) or a Hugging Face Hub repo id (``"user/repo"``;
+        ``hub_kwargs``: ``revision``, ``cache_dir``, ``token``, ``local_files_only``, ``force_download``); clear
+        :class:`CheckpointError` if missing or corrupt. Returned in eval mode on ``device``."""
+        try:
+            local = resolve_checkpoint(path)
+        except CheckpointError:
+            if not looks_like_hub_id(path):
+                raise
+        else:
+            read_json(local / CONFIG_FILE)  # a damaged file raises CheckpointError naming it, before the mixin reads it
+            return super().from_pretrained(str(local), device=device, **hub_kwargs)
+        try:
+            return super().from_pretrained(str(path), device=device, **hub_kwargs)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # offline, no such repo, no access
+            raise CheckpointError(f"{path}: not a checkpoint directory nor a shipped name, and the Hub repo could not "
+                                  f"be loaded ({type(exc).__name__}: {exc})") from exc
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, device: str | torch.device = "cpu", **hub_kwargs) -> "RewardWorldModel":
+        """The mixin's hook: :func:`reward_models.checkpoint.read_checkpoint` (format, checksum, finite weights) of
+        the directory, or of the Hub snapshot holding both files; the model is built from its ``model`` settings."""
+        d, cfg, state = read_checkpoint(model_id if Path(model_id).is_dir() else download_checkpoint(model_id,
+                                                                                                     **hub_kwargs))
         model = cls(ModelConfig.from_dict(cfg.get("model", {})))
         try:
             model.load_state_dict(state)

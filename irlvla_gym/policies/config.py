@@ -3,12 +3,25 @@
 Saved as ``config.json`` beside ``model.safetensors`` by :meth:`VLANetwork.save_pretrained`; the transformers
 sub-model configs (vision, language) are stored inside it as plain dicts, so a saved network rebuilds without the
 checkpoint it was initialised from.
+
+The file also names ``"model_type": "irlvla_vla"`` (:data:`MODEL_TYPE`), so ``transformers.AutoConfig`` reads it once
+:func:`register_auto_config` has registered the type in the process (no ``trust_remote_code``: the config class is
+defined here, nothing is imported from the checkpoint)::
+
+    from irlvla_gym.policies.config import VLAConfig, register_auto_config
+    register_auto_config()
+    hf = transformers.AutoConfig.from_pretrained("runs/bc/network")   # a PretrainedConfig, fields as attributes
+    cfg = VLAConfig.from_auto_config(hf)
+
+Files written before the key existed (the shipped ``bc_default`` and ``irlvla_default``) load unchanged through
+:class:`VLAConfig` / ``VLANetwork.from_pretrained``; AutoConfig needs the key, so re-save them to read them with it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,6 +32,9 @@ HEADS = ("gaussian", "diffusion")
 VISION_MODELS = ("vit", "siglip")
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+MODEL_TYPE = "irlvla_vla"
+"""``model_type`` of a VLA ``config.json`` (the key transformers' ``AutoConfig`` dispatches on)."""
+HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass
@@ -130,24 +146,37 @@ class VLAConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | "VLAConfig" | None) -> "VLAConfig":
-        """From a dict of field values (unknown names raise TypeError); a VLAConfig is copied; None: defaults."""
+        """From a dict of field values (unknown names raise TypeError); a VLAConfig is copied; None: defaults.
+
+        A ``model_type`` key (what :meth:`save` writes) is accepted when it is :data:`MODEL_TYPE`."""
         if values is None:
             return cls()
         if isinstance(values, VLAConfig):
             return dataclasses.replace(values)
+        values = dict(values)
+        model_type = values.pop("model_type", MODEL_TYPE)
+        if model_type != MODEL_TYPE:
+            raise TypeError(f"config model_type {model_type!r} is not a VLA network ({MODEL_TYPE!r})")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
             raise TypeError(f"unknown VLAConfig field(s) {unknown}; valid: {sorted(names)}")
-        return cls(**dict(values))
+        return cls(**values)
+
+    @classmethod
+    def from_auto_config(cls, hf_config: Any) -> "VLAConfig":
+        """From the ``transformers`` config that ``AutoConfig.from_pretrained`` returns for a VLA ``config.json``
+        (:func:`register_auto_config`): its attributes named like fields (others, transformers' own, are ignored)."""
+        return cls.from_dict({f.name: getattr(hf_config, f.name) for f in dataclasses.fields(cls)
+                              if hasattr(hf_config, f.name)})
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``config.json`` into ``directory`` (atomically); returns its path."""
+        """Write ``config.json`` (the fields and ``model_type``) into ``directory`` (atomically); returns its path."""
         from irlvla_gym.utils import atomic_write
 
         path = Path(directory) / CONFIG_NAME
         with atomic_write(path, "w") as fh:
-            json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
+            json.dump({"model_type": MODEL_TYPE, **self.to_dict()}, fh, indent=2, sort_keys=True)
             fh.write("\n")
         return path
 
@@ -161,3 +190,43 @@ class VLAConfig:
         from irlvla_gym.utils import read_json
 
         return cls.from_dict(read_json(path))
+
+
+# ---- transformers AutoConfig and Hub ids (shared with the reward world model's checkpoints) -------------------------
+
+AUTO_CONFIG_CLASSES: dict[str, type] = {}
+"""model_type -> the ``PretrainedConfig`` subclass registered for it in this process (by :func:`auto_config_class`)."""
+
+
+def auto_config_class(model_type: str) -> type:
+    """A ``transformers.PretrainedConfig`` subclass for ``model_type``, registered with ``AutoConfig`` (once per
+    process; transformers is imported here, not at start-up). ``AutoConfig.from_pretrained(dir)`` then returns it for
+    a ``config.json`` naming that ``model_type``: every key of the file becomes an attribute. Only a config is
+    registered, no ``AutoModel``: the networks load with their own ``from_pretrained`` (huggingface_hub's mixin),
+    so nothing runs code from a checkpoint (no ``trust_remote_code``)."""
+    if model_type in AUTO_CONFIG_CLASSES:
+        return AUTO_CONFIG_CLASSES[model_type]
+    from transformers import AutoConfig, PretrainedConfig
+
+    name = "".join(part.capitalize() for part in model_type.split("_")) + "HubConfig"
+    config_class = type(name, (PretrainedConfig,), {
+        "model_type": model_type, "__module__": __name__,
+        "__doc__": f"transformers view of an irlvla-gym ``config.json`` with ``model_type={model_type!r}``."})
+    try:
+        AutoConfig.register(model_type, config_class, exist_ok=True)
+    except TypeError:  # transformers releases without exist_ok
+        AutoConfig.register(model_type, config_class)
+    AUTO_CONFIG_CLASSES[model_type] = config_class
+    return config_class
+
+
+def register_auto_config() -> type:
+    """Register the VLA ``config.json`` (:data:`MODEL_TYPE`) with ``transformers.AutoConfig``; returns its class."""
+    return auto_config_class(MODEL_TYPE)
+
+
+def looks_like_hub_id(spec: Any) -> bool:
+    """Whether a checkpoint spec that is not a local directory should be tried as a Hugging Face Hub repo id:
+    ``"namespace/name"``, and no local directory ``namespace`` exists (``runs/typo`` stays a missing local path)."""
+    text = str(spec)
+    return bool(HUB_REPO_ID.match(text)) and not Path(text).exists() and not Path(text.split("/")[0]).is_dir()

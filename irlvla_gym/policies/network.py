@@ -18,7 +18,7 @@ resizes it in integers (:meth:`VLAEncoder.camera_pixels`; the same pixels up to 
 cheaper).
 
 Weights round-trip with :meth:`VLANetwork.save_pretrained` / :meth:`VLANetwork.from_pretrained` (``config.json`` +
-``model.safetensors``). The vision (and language) encoder can start from any local transformers checkpoint
+``model.safetensors``, huggingface_hub's ``PyTorchModelHubMixin``: local directories, shipped names and Hub repo ids). The vision (and language) encoder can start from any local transformers checkpoint
 (``VLAConfig.vision_pretrained_path``), loaded with transformers' own ``from_pretrained``.
 """
 
@@ -34,7 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from irlvla_gym.policies.config import CONFIG_NAME, WEIGHTS_NAME, VLAConfig
+from huggingface_hub import PyTorchModelHubMixin
+
+from irlvla_gym.policies.config import CONFIG_NAME, WEIGHTS_NAME, VLAConfig, looks_like_hub_id
 from irlvla_gym.policies.heads import DiffusionHead, GaussianHead
 
 EGO_DIM = 21
@@ -284,7 +286,8 @@ def prepare_observations(obs: Mapping[str, Any], keys: tuple[str, ...] | list[st
     return out
 
 
-class VLANetwork(nn.Module):
+class VLANetwork(nn.Module, PyTorchModelHubMixin, library_name="irlvla-gym",
+                 tags=["robotics", "autonomous-driving", "vision-language-action"]):
     """The VLA planning network: :class:`VLAEncoder` + a planning head (``config.head``).
 
     ``forward(inputs)`` -> mean action (B, 24) (the normalised plan; ``irlvla_gym.plans.codec.action_to_plan``
@@ -334,17 +337,43 @@ class VLANetwork(nn.Module):
         return action_to_plan(mean.cpu().numpy())
 
     # ---- persistence ---------------------------------------------------------------------------------------------
+    # huggingface_hub's PyTorchModelHubMixin (not transformers' PreTrainedModel): the network is a plain nn.Module
+    # whose config is the VLAConfig dataclass and whose transformers encoders are sub-modules; PreTrainedModel would
+    # have to own the config class, weight initialisation and loading (meta-device init, tied weights), which risks
+    # the shipped checkpoints' bit-identical outputs for no gain. The mixin adds Hub ids, push_to_hub and model cards
+    # around the unchanged layout (config.json + model.safetensors); AutoConfig reads the config through
+    # config.register_auto_config().
 
-    def save_pretrained(self, directory: str | Path, metadata: Mapping[str, str] | None = None) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (both atomically) into ``directory``; returns it."""
+    def save_pretrained(self, save_directory: str | Path, metadata: Mapping[str, str] | None = None, *,
+                        model_card: bool = False, **hub_kwargs: Any) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (both atomically) into ``save_directory``; returns it.
+
+        ``metadata``: strings stored in the safetensors header. ``model_card=True`` (or any huggingface_hub argument
+        such as ``push_to_hub=True, repo_id=...``) goes through ``PyTorchModelHubMixin.save_pretrained``, which also
+        writes a ``README.md`` model card; a plain save writes exactly the two files.
+        """
+        directory = Path(save_directory)
+        self._save_metadata = dict(metadata or {})
+        try:
+            if model_card or hub_kwargs:
+                super().save_pretrained(directory, **hub_kwargs)
+            else:
+                directory.mkdir(parents=True, exist_ok=True)
+                self._save_pretrained(directory)
+        finally:
+            del self._save_metadata
+        return directory
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """The mixin's per-framework hook: ``model.safetensors`` + ``config.json`` (atomic, shareable modes)."""
         from safetensors.torch import save
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        meta = {"format": "pt", **{str(k): str(v) for k, v in (metadata or {}).items()}}
         from irlvla_gym.utils import atomic_write
 
+        directory = Path(save_directory)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        metadata = getattr(self, "_save_metadata", None) or {}
+        meta = {"format": "pt", **{str(k): str(v) for k, v in metadata.items()}}
         with atomic_write(directory / WEIGHTS_NAME) as fh:
             fh.write(save(state, metadata=meta))
         self.config.save(directory)
@@ -352,16 +381,52 @@ class VLANetwork(nn.Module):
         os.umask(umask)
         for name in (WEIGHTS_NAME, CONFIG_NAME):  # temp files are 0600; checkpoints are meant to be shared
             os.chmod(directory / name, 0o666 & ~umask)
-        return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "VLANetwork":
-        """Load a network saved by :meth:`save_pretrained` (the name ``"bc_default"`` is the shipped checkpoint)."""
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, map_location: str | torch.device = "cpu",
+                        **hub_kwargs: Any) -> "VLANetwork":
+        """Load a network saved by :meth:`save_pretrained`: a local directory, a shipped checkpoint name
+        (``"bc_default"``) or a Hugging Face Hub repo id (``"user/repo"``, downloaded by huggingface_hub;
+        ``hub_kwargs``: ``revision``, ``cache_dir``, ``token``, ``local_files_only``, ``force_download``).
+
+        Weights are checked for NaN/inf and loaded strictly; the network is returned in the mode a new one has
+        (training), on ``map_location``. Nothing from the checkpoint is executed (json + safetensors only).
+        """
+        spec = pretrained_model_name_or_path
+        try:
+            local = resolve_checkpoint(spec)
+        except FileNotFoundError:
+            if not looks_like_hub_id(spec):
+                raise
+        else:
+            VLAConfig.load(local)  # a damaged config.json raises naming the file, before the mixin reads it
+            return super().from_pretrained(str(local), map_location=map_location, **hub_kwargs)
+        try:
+            return super().from_pretrained(str(spec), map_location=map_location, **hub_kwargs)
+        except Exception as exc:  # offline, no such repo, no access: one error type for "not found anywhere"
+            raise FileNotFoundError(f"no VLA checkpoint (config.json + model.safetensors) at {spec}: not a local "
+                                    f"directory, and the Hub repo could not be loaded ({type(exc).__name__})") from exc
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None = None, cache_dir: str | Path | None = None,
+                         force_download: bool = False, local_files_only: bool = False, token: str | bool | None = None,
+                         map_location: str | torch.device = "cpu", **_: Any) -> "VLANetwork":
+        """The mixin's hook: build from ``config.json`` (no transformers download: sub-models come from the saved
+        sub-configs), check and load ``model.safetensors``. Other keyword arguments the mixin forwards (config
+        values named like ``__init__`` arguments, e.g. ``head``) are ignored: ``config.json`` is read whole."""
         from safetensors.torch import load_file
 
-        directory = resolve_checkpoint(directory)
-        config = VLAConfig.load(directory)
-        net = cls(config, load_pretrained=False)
+        if os.path.isdir(model_id):
+            directory = Path(model_id)
+        else:
+            from huggingface_hub import hf_hub_download
+
+            directory = Path(hf_hub_download(model_id, WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
+                                             force_download=force_download, token=token,
+                                             local_files_only=local_files_only)).parent
+            hf_hub_download(model_id, CONFIG_NAME, revision=revision, cache_dir=cache_dir, token=token,
+                            local_files_only=local_files_only)  # same snapshot folder as the weights
+        net = cls(VLAConfig.load(directory), load_pretrained=False)
         state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
         for name, tensor in state.items():  # a NaN weight would only show up later as NaN plans and rewards
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
