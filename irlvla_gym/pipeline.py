@@ -273,7 +273,7 @@ def stage_leaderboard(cfg: PipelineConfig) -> dict:
     from baselines.evaluate import VLANetworkAgent, load_run_agent
     from irlvla_gym.leaderboard import LeaderboardConfig, run_leaderboard
 
-    agents: list[Any] = ["human", "constant-velocity", "pdm-closed",
+    agents: list[Any] = ["human", "stand-still", "constant-velocity", "pdm-closed",
                          VLANetworkAgent(str(cfg.bc_dir), "BC (stage 1)")]
     for variant in cfg.budgets.ppo_variants:
         agents.append(load_run_agent(cfg.ppo_dir / variant / f"seed{cfg.seed}", AGENT_LABELS.get(variant, variant)))

@@ -41,7 +41,8 @@ def test_whole_pipeline_on_a_tiny_preset(tmp_path, tiny_preset):
     assert run_cfg["reward"] == f"rwm:{out / 'rwm' / 'ckpt'}" and run_cfg["pretrained"] == str(out / "bc")
     assert run_cfg["total_timesteps"] == 32 and run_cfg["ppo"]["n_steps"] == 16
     agents = {row["agent"] for row in summary["leaderboard"]["result"]["rows"]}
-    assert {"human", "constant-velocity", "pdm-closed", "BC (stage 1)", pipeline.AGENT_LABELS["ppo-vla-rwm"]} <= agents
+    assert {"human", "stand-still", "constant-velocity", "pdm-closed", "BC (stage 1)",
+            pipeline.AGENT_LABELS["ppo-vla-rwm"]} <= agents
     for row in summary["leaderboard"]["result"]["rows"]:
         assert 0.0 <= row["epdms"] <= 1.0 and row["scenes"] == 3
     text = (out / "summary.md").read_text()
