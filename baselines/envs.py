@@ -89,7 +89,7 @@ class TimedVecEnv(VecEnvWrapper):
 
 def _native_sb3(cfg: RunConfig, kwargs: dict[str, Any]) -> VecEnv:
     """The native batched vector env behind SB3's VecEnv interface (ImportError when the adapter is missing)."""
-    from irlvla_gym.envs.sb3 import BatchedVecEnv  # the SB3 adapter of irlvla_gym.envs.vector (issue 9)
+    from irlvla_gym.envs.sb3 import BatchedVecEnv  # the SB3 adapter of irlvla_gym.envs.vector
 
     return BatchedVecEnv(ENV_ID, num_envs=cfg.n_envs, **kwargs)
 

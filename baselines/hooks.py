@@ -1,10 +1,10 @@
 """Training hooks: user code called at a fixed interval of env steps during any baseline's training.
 
-Issue 10 (reward hacking) measures, during PPO on the learned reward, how the policy's plans score under the reward
-model and under the rule-based scorer. It plugs in here: a :class:`TrainingHook` gets a :class:`PolicySnapshot`
-(the live policy, a deterministic ``plan`` function on observation batches, the env settings, a scalar logger)
-every ``hook_interval`` env steps, after a policy update, in the SB3 variants (through :class:`HookCallback`) and
-in the DPPO loop alike::
+The reward-hacking probe (:mod:`baselines.hacking`) measures, during PPO on the learned reward, how the policy's
+plans score under the reward model and under the rule-based scorer. It plugs in here: a :class:`TrainingHook` gets a
+:class:`PolicySnapshot` (the live policy, a deterministic ``plan`` function on observation batches, the env
+settings, a scalar logger) every ``hook_interval`` env steps, after a policy update, in the SB3 variants (through
+:class:`HookCallback`) and in the DPPO loop alike::
 
     class MyProbe:
         def __init__(self, num_scenes: int = 32): ...

@@ -4,7 +4,9 @@ A run with ``algorithm: plugin`` and ``plugin: <spec>`` trains the algorithm nam
 ``irlvla_gym.algorithms`` entry point, ``module:attr``, or a built-in SB3 name such as ``a2c``) with
 :func:`irlvla_gym.agents.train_algorithm` on ``IRLVLA-Navsim-v2`` made from the run's ``env`` settings and ``reward``,
 for ``total_timesteps`` env steps. The returned agent is evaluated by the runner exactly like the PPO variants, so the
-row lands on the same table. SB3 models are saved to ``model.zip`` (+ sidecar); other agents live only in the run.
+row lands on the same table. SB3 models are saved to ``model.zip`` + ``model.irlvla.json`` (the env settings and row
+name), a leaderboard agent spec (``irlvla leaderboard --agents <run_dir>/model.zip --trust-pickle``); other agents
+live only in the run.
 
 Example (``baselines/configs/plugin-a2c.yaml``)::
 
@@ -110,7 +112,9 @@ def train_sb3_plugin(algorithm: type, env_fn: Callable[[], gym.Env], cfg: RunCon
               **cfg.plugin_kwargs}
     model = algorithm(policy, env, **kwargs)
     model.learn(total_timesteps=int(cfg.total_timesteps), callback=callback, tb_log_name=cfg.variant)
-    return SB3ModelAgent(model, name=cfg.variant, obs_config=env.unwrapped.config.obs_config)
+    from irlvla_gym.agents import env_settings_of
+
+    return SB3ModelAgent(model, name=cfg.variant, env_settings=env_settings_of(env))
 
 
 def train_plugin(cfg: RunConfig, seed: int, run_dir: Path,
@@ -143,9 +147,9 @@ def train_plugin(cfg: RunConfig, seed: int, run_dir: Path,
     else:
         agent = train_algorithm(algorithm, env_fn, cfg.total_timesteps, seed, name=cfg.variant, **cfg.plugin_kwargs)
     wall = time.perf_counter() - t
-    if isinstance(agent, SB3ModelAgent):
-        agent.save(Path(run_dir) / "model.zip")
     agent.name = f"{cfg.variant}/s{seed}"
+    if isinstance(agent, SB3ModelAgent):  # model.zip + sidecar: an agent spec (irlvla leaderboard --agents)
+        agent.save(Path(run_dir) / "model.zip", name=agent.name)
     return {"steps": max(clock.steps, 1), "wall_s": wall, "env_s": clock.seconds, "plugin": cfg.plugin}, agent
 
 

@@ -406,7 +406,7 @@ def markdown(tables: Sequence[Mapping[str, Any]], skipped: Sequence[EvalSet], jo
              "EPDMS and sub-scores x100 (leaderboard protocol: rule-based scorer, EP relative to PDM-Closed, human "
              "filter on); a failed plan scores 0. `Δ` = mean paired per-scene difference to the baseline; 95% CIs "
              f"by hierarchical bootstrap over seeds and scenes ({job.resamples} resamples, seed "
-             f"{job.bootstrap_seed}); `better / worse` = share of scenes above / below the baseline.", ""]
+             f"{job.bootstrap_seed}); `better / worse` = share of scenes above / below the baseline by more than 0.1 points.", ""]
     for table in tables:
         extra = {c.upper() if c != "stage1_epdms" else "stage-1 EPDMS": v for c, v in table["columns"].items()}
         lines += [f"## {table['name']} ({table['description']})", "",

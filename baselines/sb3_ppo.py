@@ -13,7 +13,9 @@ ppo-vla-rwm-bc    VLAPolicy from bc_default              rwm          BC on expe
 ================  ====================================  ===========  ====================
 
 Files in ``run_dir``: ``checkpoint/model.zip`` + ``checkpoint/state.json`` (resume), ``curve.csv``, ``tb/``,
-``model.zip`` (+ ``model.irlvla.json``) and, for VLA policies, ``network/`` (``VLANetwork.from_pretrained``).
+``model.zip`` (+ ``model.irlvla.json``: the env settings and row name; for VLA policies it names ``network/``,
+``VLANetwork.from_pretrained``), so ``irlvla leaderboard --agents <run_dir>/model.zip`` evaluates the trained
+policy (``--trust-pickle`` for the CNN policy's zip; a VLA run's zip loads through ``network/``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 
 from baselines.anchor import PPOWithAnchor, make_anchor
 from baselines.common import read_json, seed_everything, write_json
-from baselines.config import RunConfig
+from baselines.config import ENV_ID, RunConfig
 from baselines.envs import env_kwargs, make_reward, make_sb3_vec_env
 from baselines.hooks import CurveWriter, HookRunner, PolicySnapshot, RunCallback, load_hooks
 from irlvla_gym.agents import UntrustedInputError, file_sha256, pickle_trusted
@@ -121,14 +123,17 @@ def train_ppo(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = True) -
     model.logger.dump(int(model.num_timesteps))
     hooks.finish(lambda: snapshot(int(model.num_timesteps), final_record))
 
-    # ---- final files -------------------------------------------------------------------------------------------------
-    from irlvla_gym.agents import SB3ModelAgent
+    # ---- final files: model.zip + its sidecar (env settings, row name) is a leaderboard agent spec ----------------
+    from irlvla_gym.agents import env_settings_of, save_sb3_model, write_sidecar
 
-    if cfg.policy == "vla":  # evaluated through the network (SB3ModelAgent rejects the transposed camera space)
+    settings = {"env_id": ENV_ID, **env_settings_of(venv)}
+    label = f"{cfg.variant}/s{seed}"
+    if cfg.policy == "vla":  # the sidecar points the zip at the network, evaluated as in the table (no pickle)
         model.save(str(run_dir / "model.zip"))
         model.policy.network.save_pretrained(run_dir / "network")
+        write_sidecar(run_dir / "model.zip", settings, name=label, network="network")
     else:
-        SB3ModelAgent(model, name=cfg.variant, obs_config=obs_config).save(run_dir / "model.zip")
+        save_sb3_model(model, run_dir / "model.zip", name=label, settings=settings)
     steps = int(model.num_timesteps)
     wall = callback.wall()
     save(steps)

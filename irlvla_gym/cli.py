@@ -28,7 +28,10 @@ SUBCOMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from irlvla_gym import __version__
+
     parser = argparse.ArgumentParser(prog="irlvla", description="IRL-VLA gym: scenes, scoring, reward model, baselines")
+    parser.add_argument("--version", action="version", version=f"irlvla-gym {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in SUBCOMMAND_MODULES:

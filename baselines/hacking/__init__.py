@@ -1,4 +1,4 @@
-"""Reward hacking of PPO on the learned reward (issue 10): measure it, counter it.
+"""Reward hacking of PPO on the learned reward: measure it, counter it.
 
 * :mod:`~baselines.hacking.probe`: :class:`RewardHackingProbe` (SB3 callback) and :class:`ProbeHook` (baselines
   training hook): the policy's plans on a fixed probe set scored by the reward model and by the rule-based scorer;

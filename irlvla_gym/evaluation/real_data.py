@@ -1,4 +1,4 @@
-"""``irlvla check-scorer``: the scorer's sanity check on the real recordings in ``../shared/data`` (issues 3, 22).
+"""``irlvla check-scorer``: the scorer's sanity check on the real recordings in ``../shared/data``.
 
 Converts the real samples of every source (:data:`SOURCES`): the Argoverse 2 sensor logs
 (:func:`irlvla_gym.scenes.av2.iter_scenes`), the nuScenes ScenarioNet sample with the drivable area of its city picked
@@ -14,7 +14,7 @@ protocol (``baselines.protocol``) publishes; ``irlvla check-scorer`` asks for ev
 The human is scored with the human false-positive filter OFF (it would otherwise excuse itself); the other planners
 with the filter as chosen (``--filter``, default off too, so the rows compare like with like).
 
-Expected (issue 3 "Done when"): human mean EPDMS >= 0.9, constant velocity measurably lower, PDM-Closed within a
+Expected of a sound scorer: human mean EPDMS >= 0.9, constant velocity measurably lower, PDM-Closed within a
 few points of the human.
 """
 

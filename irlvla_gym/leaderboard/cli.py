@@ -1,8 +1,10 @@
 """``irlvla leaderboard``: evaluate agents on the first N scenes of a split and write leaderboard.md / .csv / .json.
 
 Agents (``--agents``, any mix): built-in names (human, constant-velocity, stand-still, pdm-closed), shipped VLA
-checkpoints (bc_default, ...), names registered by installed plug-ins (entry-point group ``irlvla_gym.agents``), SB3
-model ``.zip`` paths, ``package.module:attr`` specs.
+checkpoints (bc_default, ...), names registered by installed plug-ins (entry-point group ``irlvla_gym.agents``),
+trained models (every training command's ``model.zip``, which carries its env settings in ``model.irlvla.json``, or
+its run directory; ``--trust-pickle`` for SB3-policy zips, which SB3 unpickles; a VLA run's zip loads its safetensors
+``network/`` without), ``package.module:attr`` specs.
 ``--list`` shows every name that resolves. ``--two-stage`` runs NAVSIM v2's two-stage pseudo-simulation (meant for
 synthetic-hard).
 """
@@ -31,7 +33,7 @@ def _list() -> int:
     print("agents:")
     for name, where in available_agents().items():
         print(f"  {name:24s} {where}")
-    print("  (also: path/to/model.zip, package.module:attr)")
+    print("  (also: a trained model's model.zip or run directory, package.module:attr)")
     print("algorithms:")
     for name, where in available_algorithms().items():
         print(f"  {name:24s} {where}")
@@ -47,7 +49,7 @@ def default_out(split: str, two_stage: bool) -> Path:
 def _main(args: argparse.Namespace) -> int:
     from irlvla_gym.agents import AgentSpecError
     from irlvla_gym.configs import from_args
-    from irlvla_gym.leaderboard.report import markdown_table
+    from irlvla_gym.leaderboard.report import terminal_table
     from irlvla_gym.leaderboard.runner import LeaderboardConfig, MissingExtraError, run_leaderboard
 
     if args.list:
@@ -60,7 +62,7 @@ def _main(args: argparse.Namespace) -> int:
     except (MissingExtraError, AgentSpecError) as exc:
         print(f"irlvla leaderboard: error: {exc}", file=sys.stderr)
         return 2
-    print(markdown_table(result.rows, cfg.two_stage))
+    print(terminal_table(result.rows, cfg.two_stage))
     for row in result.rows:
         if row["errors"]:
             print(f"{row['agent']}: {row['errors']} failed plan call(s), first: {row['error_messages'][0]}")

@@ -30,6 +30,10 @@ SCORE_COLUMNS = ("epdms", "pdms") + SUB_SCORES
 ONE_STAGE_COLUMNS = ("agent",) + SCORE_COLUMNS + ("scenes", "errors", "plan_s")
 TWO_STAGE_COLUMNS = (("agent", "epdms", "stage1_epdms", "stage2_epdms", "pdms") + SUB_SCORES
                      + tuple(f"s2_{n}" for n in SUB_SCORES) + ("scenes", "stage2_scenes", "errors", "plan_s"))
+TWO_STAGE_TERMINAL_COLUMNS = ("agent", "epdms", "stage1_epdms", "stage2_epdms", "pdms", "scenes", "stage2_scenes",
+                              "errors", "plan_s")
+"""The two-stage columns printed to the terminal (:func:`terminal_table`); the files keep all of
+:data:`TWO_STAGE_COLUMNS`."""
 TIMING_COLUMNS = ("plan_s",)
 """Columns that vary from run to run (everything else is deterministic)."""
 
@@ -112,9 +116,11 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def markdown_table(rows: Sequence[dict[str, Any]], two_stage: bool = False, scale: float = 100.0) -> str:
-    """A markdown table; score columns in percent (``scale`` = 100) like NAVSIM's tables, seconds as they are."""
-    cols = columns(two_stage)
+def markdown_table(rows: Sequence[dict[str, Any]], two_stage: bool = False, scale: float = 100.0,
+                   cols: Sequence[str] | None = None) -> str:
+    """A markdown table; score columns in percent (``scale`` = 100) like NAVSIM's tables, seconds as they are.
+    ``cols``: a subset of the columns (default all of :func:`columns`)."""
+    cols = tuple(cols) if cols is not None else columns(two_stage)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" if c == "agent" else "---:" for c in cols) + "|"]
     for row in rows:
         cells = []
@@ -128,6 +134,15 @@ def markdown_table(rows: Sequence[dict[str, Any]], two_stage: bool = False, scal
                 cells.append("nan" if not np.isfinite(v) else f"{v * scale:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def terminal_table(rows: Sequence[dict[str, Any]], two_stage: bool = False) -> str:
+    """The table ``irlvla leaderboard`` prints: every one-stage column; two-stage, the compact
+    :data:`TWO_STAGE_TERMINAL_COLUMNS` (the stage-1 and stage-2 sub-scores are in the written files)."""
+    if not two_stage:
+        return markdown_table(rows)
+    return (markdown_table(rows, True, cols=TWO_STAGE_TERMINAL_COLUMNS)
+            + "\n(epdms = two-stage score; sub-scores of both stages in leaderboard.md / .csv / .json)")
 
 
 def markdown_report(result: Any) -> str:
@@ -205,6 +220,7 @@ def write_outputs(result: Any, out_dir: Path) -> dict[str, Path]:
 
 
 __all__ = [
-    "ONE_STAGE_COLUMNS", "TIMING_COLUMNS", "TWO_STAGE_COLUMNS", "columns", "csv_text", "json_document",
-    "markdown_report", "markdown_table", "summarise", "two_stage_scene_scores", "write_outputs",
+    "ONE_STAGE_COLUMNS", "TIMING_COLUMNS", "TWO_STAGE_COLUMNS", "TWO_STAGE_TERMINAL_COLUMNS", "columns", "csv_text",
+    "json_document", "markdown_report", "markdown_table", "summarise", "terminal_table", "two_stage_scene_scores",
+    "write_outputs",
 ]

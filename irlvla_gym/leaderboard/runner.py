@@ -51,8 +51,8 @@ class LeaderboardConfig:
     store path), e.g. real windows converted in memory; ``num_scenes`` still takes the first N"""
     agents: Sequence[Any] = option(("human", "constant-velocity", "stand-still", "pdm-closed", "bc_default"),
                                    nargs="+", type=str)
-    """agent specs (irlvla_gym.agents.load_agent: built-in or plug-in names, SB3 .zip paths, package.module:attr)
-    or, in Python, Agent instances"""
+    """agent specs (irlvla_gym.agents.load_agent: built-in or plug-in names, trained models: a training run's
+    model.zip or run directory, package.module:attr) or, in Python, Agent instances"""
     num_scenes: int | None = option(100, type=count_or_all)
     """evaluate the first N scenes of the split (0 on the command line, None in Python: all)"""
     two_stage: bool = False

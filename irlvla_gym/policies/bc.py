@@ -15,6 +15,12 @@ observation builder and kept as uncompressed ``.npy`` files read through ``np.lo
         action.npy      (N, 24) float32 expert actions       plan.npy (N, 8, 3) float64 expert plans
         tokens.npy      (N,) scene tokens                    meta.json written last (no meta = incomplete)
 
+``<cache>`` is ``--cache-dir``, default ``$IRLVLA_CACHE/bc_obs`` (``$IRLVLA_CACHE`` defaults to
+``~/.cache/irlvla_gym``); about 0.1 MB per scene with the camera (3,000 scenes: ~290 MB). Building one prints where
+and how big. The folder is bounded: after a build, the least recently used complete entries are removed while it
+holds more than ``$IRLVLA_BC_CACHE_GB`` GB (default :data:`DEFAULT_CACHE_GB`; ``0`` switches the bound off); entries
+used in the last :data:`CACHE_IN_USE_S` seconds (other runs may be reading them) are never removed.
+
 Output directory (``--out``)::
 
     config.json, model.safetensors   the network (VLANetwork.from_pretrained(out)), rewritten every epoch
@@ -47,6 +53,12 @@ from irlvla_gym.configs import add_arguments, comma_list, count_or_all, from_arg
 from irlvla_gym.policies.config import VLAConfig
 
 CACHE_VERSION = 1
+CACHE_LIMIT_ENV = "IRLVLA_BC_CACHE_GB"
+"""Environment variable: size bound of the observation cache folder in GB (``0``: no bound)."""
+DEFAULT_CACHE_GB = 2.0
+"""Default bound of the observation cache folder (GB)."""
+CACHE_IN_USE_S = 3600.0
+"""An entry used this recently is never evicted (another run may have it memory-mapped)."""
 
 
 @dataclass
@@ -97,7 +109,8 @@ class BCConfig:
     init: str | None = None
     """start from this VLA checkpoint (directory or shipped name, e.g. 'bc_default') instead of a fresh network"""
     cache_dir: str | None = None
-    """observation cache root (default: <irlvla cache>/bc_obs)"""
+    """observation cache root (default: $IRLVLA_CACHE/bc_obs, i.e. ~/.cache/irlvla_gym/bc_obs; about 0.1 MB per
+    scene with the camera; bounded to $IRLVLA_BC_CACHE_GB GB, default 2, least recently used entries removed)"""
     seed: int = 0
     """torch / numpy seed"""
     tensorboard: bool = True
@@ -192,10 +205,15 @@ def build_obs_cache(split: str, scenes: str | None, num: int | None, keys: Seque
     keys = tuple(keys)
     path = obs_cache_path(split, scenes, num, keys, cache_dir)
     if (path / "meta.json").is_file():
+        _touch(path)
         return ObsCache(path)
     source = _scene_source(split, scenes, num)
     n = len(source)
     builder = ObservationBuilder(keys)
+    per_scene = sum(int(np.prod(sub.shape)) * np.dtype(sub.dtype).itemsize
+                    for name, sub in builder.space.spaces.items() if name in keys) + 24 * 4 + 24 * 8
+    print(f"bc: caching the observations of {n} scenes ({'+'.join(keys)}, ~{_mb(n * per_scene)}) in {path} "
+          f"(--cache-dir or $IRLVLA_CACHE move it; ${CACHE_LIMIT_ENV} bounds the folder)", file=sys.stderr)
     path.mkdir(parents=True, exist_ok=True)
     arrays = {name: np.lib.format.open_memmap(path / f"{name}.npy", mode="w+", dtype=sub.dtype,
                                               shape=(n,) + sub.shape)
@@ -223,7 +241,78 @@ def build_obs_cache(split: str, scenes: str | None, num: int | None, keys: Seque
             "shapes": {k: list(s.shape) for k, s in builder.space.spaces.items() if k in keys}}
     with atomic_write(path / "meta.json", "w") as fh:
         json.dump(meta, fh, indent=2)
+    total = sum(_tree_size(p) for p in cache_entries(path.parent))
+    print(f"bc: wrote {_mb(_tree_size(path))} to {path} (the folder holds {_mb(total)})", file=sys.stderr)
+    evict_obs_caches(path.parent, keep=path)
     return ObsCache(path)
+
+
+def _mb(size: float) -> str:
+    return f"{size / 1e6:,.0f} MB" if size < 1e9 else f"{size / 1e9:.2f} GB"
+
+
+def _touch(path: Path) -> None:
+    """Mark a cache entry as used now (its ``meta.json`` mtime: the eviction order); best effort."""
+    try:
+        os.utime(path / "meta.json")
+    except OSError:
+        pass
+
+
+def _tree_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def cache_entries(root: str | Path) -> list[Path]:
+    """The entry directories of an observation cache folder (complete or not)."""
+    root = Path(root)
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def cache_limit_bytes() -> int | None:
+    """The folder bound from ``$IRLVLA_BC_CACHE_GB`` (default :data:`DEFAULT_CACHE_GB`), None for ``0`` (no
+    bound); ValueError naming the variable for a value that is not a number >= 0."""
+    raw = os.environ.get(CACHE_LIMIT_ENV, "").strip()
+    try:
+        gb = float(raw) if raw else DEFAULT_CACHE_GB
+    except ValueError:
+        gb = -1.0
+    if not math.isfinite(gb) or gb < 0:
+        raise ValueError(f"{CACHE_LIMIT_ENV} must be a size in GB >= 0 (0: no bound), got {raw!r}")
+    return None if gb == 0 else int(gb * 1e9)
+
+
+def evict_obs_caches(root: str | Path, keep: str | Path | None = None, limit: int | None | Literal["env"] = "env",
+                     in_use_s: float = CACHE_IN_USE_S) -> list[Path]:
+    """Remove the least recently used complete entries of the cache folder ``root`` while it holds more than
+    ``limit`` bytes (``"env"``: :func:`cache_limit_bytes`; None: no bound). ``keep``, incomplete entries (no
+    ``meta.json``: maybe being built) and entries used in the last ``in_use_s`` seconds stay. Returns the removed
+    entries (each reported on stderr)."""
+    import shutil
+
+    limit = cache_limit_bytes() if limit == "env" else limit
+    if limit is None:
+        return []
+    entries = cache_entries(root)
+    sizes = {p: _tree_size(p) for p in entries}
+    total = sum(sizes.values())
+    now = time.time()
+    keep = Path(keep).resolve() if keep is not None else None
+    order = sorted((p for p in entries if (p / "meta.json").is_file() and p.resolve() != keep),
+                   key=lambda p: (p / "meta.json").stat().st_mtime)
+    removed = []
+    for p in order:
+        if total <= limit or now - (p / "meta.json").stat().st_mtime < in_use_s:
+            break
+        shutil.rmtree(p, ignore_errors=True)
+        total -= sizes[p]
+        removed.append(p)
+        print(f"bc: removed the least recently used observation cache {p} ({_mb(sizes[p])}; the folder is bounded "
+              f"to {_mb(limit)} by ${CACHE_LIMIT_ENV})", file=sys.stderr)
+    if total > limit:
+        print(f"bc: the observation cache folder {root} holds {_mb(total)}, over ${CACHE_LIMIT_ENV} = {_mb(limit)}, "
+              f"in entries in use or just built", file=sys.stderr)
+    return removed
 
 
 # ====================================================================================================================
@@ -562,5 +651,6 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["BCConfig", "EpdmsEvaluator", "ObsCache", "build_obs_cache", "displacement_errors",
-           "evaluate_checkpoint", "obs_cache_path", "predict_plans", "register", "train_bc"]
+__all__ = ["BCConfig", "CACHE_IN_USE_S", "CACHE_LIMIT_ENV", "DEFAULT_CACHE_GB", "EpdmsEvaluator", "ObsCache",
+           "build_obs_cache", "cache_entries", "cache_limit_bytes", "displacement_errors", "evaluate_checkpoint",
+           "evict_obs_caches", "obs_cache_path", "predict_plans", "register", "train_bc"]

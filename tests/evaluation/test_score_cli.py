@@ -55,8 +55,10 @@ def test_score_end_to_end_with_bad_plans(store_dir: Path, tmp_path: Path, capsys
     rc = main(["score", "--scenes", str(store_dir), "--plans", str(plans_path), "--out", str(out), "--no-progress"])
     assert rc == 0
     captured = capsys.readouterr()
-    assert "5 plans, 2 scored, 3 errors" in captured.out
-    assert "unknown-token: token not in the scene store" in captured.err
+    assert "5 plans: 2 scored, 3 could not be scored" in captured.out
+    assert "all plans" in captured.out and "scored only" in captured.out and "scores.csv" in captured.out
+    assert "{" not in captured.out  # the JSON goes to --out, not the terminal
+    assert "unknown-token: token not in the scenes" in captured.err
 
     rows = {r["token"]: r for r in csv.DictReader((out / "scores.csv").open())}
     assert set(rows) == set(plans)
@@ -102,3 +104,54 @@ def test_score_rejects_unreadable_plan_files(store_dir: Path, tmp_path: Path) ->
     broken.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_plans(broken)
+
+
+def test_readme_example_with_a_split_name_and_written_plans(tmp_path: Path, capsys, monkeypatch) -> None:
+    """The documented pair of commands, verbatim (cwd = a fresh directory): write a plans file from a leaderboard
+    agent, then score it against the split by name. The means equal the leaderboard's for the same agent."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["score", "--scenes", "synthetic-test", "--write-plans", "constant-velocity", "--num-scenes", "4",
+                 "--plans", "plans.json", "--no-progress"]) == 0
+    plans = json.loads(Path("plans.json").read_text())
+    assert list(plans) == [f"synthetic-test-{i:05d}" for i in range(4)]
+    assert np.asarray(plans["synthetic-test-00000"]).shape == (8, 3)
+    assert main(["score", "--scenes", "synthetic-test", "--plans", "plans.json", "--out", "scores/",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "4 plans: 4 scored, 0 could not be scored" in out and "scored only" not in out
+    summary = json.loads(Path("scores/summary.json").read_text())
+
+    from irlvla_gym.leaderboard import LeaderboardConfig, run_leaderboard
+
+    row = run_leaderboard(LeaderboardConfig(agents=["constant-velocity"], num_scenes=4, progress=False)).rows[0]
+    assert summary["mean"]["epdms"] == pytest.approx(row["epdms"], abs=1e-9)
+
+
+def test_write_plans_npz_and_bad_arguments(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "plans.npz"
+    assert main(["score", "--scenes", "synthetic-test", "--write-plans", "stand-still", "--num-scenes", "2",
+                 "--plans", str(path), "--no-progress"]) == 0
+    assert set(load_plans(path)) == {"synthetic-test-00000", "synthetic-test-00001"}
+    capsys.readouterr()
+    # the old README path: one error naming the argument, with the split name to use instead
+    assert main(["score", "--scenes", "runs/default/scenes/synthetic-test", "--plans", str(path), "--out",
+                 str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--scenes runs/default/scenes/synthetic-test" in err and "did you mean --scenes synthetic-test" in err
+    assert main(["score", "--scenes", "synthetic-test", "--plans", str(path)]) == 2
+    assert "--out is required" in capsys.readouterr().err
+    assert main(["score", "--scenes", "synthetic-test", "--write-plans", "no-such-agent", "--plans",
+                 str(tmp_path / "p.json")]) == 2
+    assert "unknown agent" in capsys.readouterr().err
+    assert main(["score", "--scenes", "synthetic-test", "--write-plans", "human", "--plans",
+                 str(tmp_path / "p.txt")]) == 2
+    assert "--plans" in capsys.readouterr().err
+
+
+def test_many_errors_are_summarised(store_dir: Path, tmp_path: Path, capsys) -> None:
+    plans_path = tmp_path / "plans.json"
+    plans_path.write_text(json.dumps({f"missing-{i}": _expert(5.0) for i in range(12)}))
+    assert main(["score", "--scenes", str(store_dir), "--plans", str(plans_path), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("error: missing-") == 5 and "and 7 more errors" in err
