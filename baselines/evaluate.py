@@ -48,12 +48,24 @@ def run_model_trusted(run_dir: str | Path) -> bool:
     return (run_dir / "config.json").is_file() and SB3ModelAgent.saved_by_this_project(run_dir / "model.zip")
 
 
+def is_finished_bc_run(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` is a finished ``irlvla bc`` run (its network at the top, ``trainer/state.json`` at the
+    last configured epoch): such a directory is a run of the evaluation protocol like a baselines run."""
+    state_path = Path(run_dir) / "trainer" / "state.json"
+    if not (state_path.is_file() and (Path(run_dir) / "model.safetensors").is_file()):
+        return False
+    state = read_json(state_path)
+    return int(state.get("epoch", 0)) >= int(state.get("bc_config", {}).get("epochs", 1 << 30))
+
+
 def load_run_agent(run_dir: str | Path, name: str | None = None, trust_pickle: bool | None = None) -> Any:
     """The agent of a finished run directory: its VLA ``network/`` or its SB3 ``model.zip`` (CNN policy).
 
     SB3's load unpickles the zip; ``trust_pickle=None`` allows it only for a run directory this project wrote
     (:func:`run_model_trusted`), True always, False never (without ``IRLVLA_TRUST_PICKLE=1``)."""
     run_dir = Path(run_dir)
+    if is_finished_bc_run(run_dir):  # `irlvla bc --out <run_dir>`: the network is the directory itself
+        return VLANetworkAgent(str(run_dir), name or f"{run_dir.parent.name}/{run_dir.name}")
     cfg = read_json(run_dir / "config.json")
     label = name or f"{cfg['variant']}/s{cfg['seed']}"
     obs_config = cfg.get("env", {}).get("obs_config")
@@ -88,5 +100,5 @@ def reference_agents(obs_config: Any = None) -> list[Any]:
     return out
 
 
-__all__ = ["BC_AGENTS", "REFERENCE_AGENTS", "VLANetworkAgent", "evaluate_agents", "load_run_agent",
+__all__ = ["BC_AGENTS", "REFERENCE_AGENTS", "VLANetworkAgent", "evaluate_agents", "is_finished_bc_run", "load_run_agent",
            "reference_agents", "run_model_trusted"]

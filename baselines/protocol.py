@@ -140,13 +140,16 @@ def safe_name(text: str) -> str:
 
 
 def find_runs(out: str | Path, variants: Sequence[str] = (), seeds: Sequence[int] = ()) -> dict[str, dict[int, Path]]:
-    """Finished runs (a ``done.json``) under ``out``: variant -> seed -> run directory (sorted), restricted to
-    ``variants`` / ``seeds`` when given. Raises ValueError naming a requested variant without a finished run."""
+    """Finished runs under ``out``: variant -> seed -> run directory (sorted), restricted to ``variants`` / ``seeds``
+    when given. A run is a baselines run (a ``done.json``) or a finished ``irlvla bc --out <out>/<variant>/seed<k>``
+    (policy ablations compare BC recipes the same way). Raises ValueError naming a requested variant without one."""
+    from baselines.evaluate import is_finished_bc_run
+
     out = Path(out)
     found: dict[str, dict[int, Path]] = {}
     for vdir in sorted(p for p in out.iterdir() if p.is_dir()) if out.is_dir() else []:
         for sdir in sorted(vdir.glob("seed*")):
-            if re.fullmatch(r"seed\d+", sdir.name) and (sdir / "done.json").is_file():
+            if re.fullmatch(r"seed\d+", sdir.name) and ((sdir / "done.json").is_file() or is_finished_bc_run(sdir)):
                 seed = int(sdir.name[4:])
                 if not seeds or seed in seeds:
                     found.setdefault(vdir.name, {})[seed] = sdir
@@ -169,7 +172,7 @@ def run_identity(run_dir: Path) -> dict[str, Any]:
     """SHA-256 of a run's weights (``network/model.safetensors`` or ``model.zip``) and of its ``config.json``."""
     weights = run_dir / "network" / "model.safetensors"
     if not weights.is_file():
-        weights = run_dir / "model.zip"
+        weights = run_dir / "model.zip" if (run_dir / "model.zip").is_file() else run_dir / "model.safetensors"
     return {"weights": _sha256(weights), "config": _sha256(run_dir / "config.json")}
 
 
