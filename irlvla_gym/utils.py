@@ -118,3 +118,26 @@ def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[st
         return sorted(set(sys.modules[package].__dict__) | set(exports))
 
     return __getattr__, __dir__
+
+
+def save_through_hub_mixin(model: Any, save_directory: str | os.PathLike, context: tuple[str, Any],
+                           model_card: bool, hub_kwargs: Mapping[str, Any]) -> Path:
+    """The ``save_pretrained`` of a model on huggingface_hub's ``PyTorchModelHubMixin`` (the VLA network, the reward
+    world model and its ensemble): ``context`` = (attribute, value) set on ``model`` for its ``_save_pretrained`` hook
+    during the save (what the mixin's signature cannot pass: safetensors metadata, extra config entries); with
+    ``model_card`` or any Hub argument the mixin's own save (model card, ``push_to_hub``), else exactly the hook's
+    files. Returns the directory."""
+    from huggingface_hub import PyTorchModelHubMixin
+
+    directory = Path(save_directory)
+    name, value = context
+    setattr(model, name, value)
+    try:
+        if model_card or hub_kwargs:
+            PyTorchModelHubMixin.save_pretrained(model, directory, **hub_kwargs)
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
+            model._save_pretrained(directory)  # noqa: SLF001 - the mixin's documented per-framework hook
+    finally:
+        delattr(model, name)
+    return directory

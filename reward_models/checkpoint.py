@@ -192,7 +192,20 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tenso
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
-__all__ = ["CheckpointError", "check_finite", "save_model", "read_checkpoint", "resolve_checkpoint",
+def load_hub_repo(load: Any, repo: Any, what: str) -> Any:
+    """``load()`` (the mixin's ``from_pretrained`` of a Hub repo id), its failures other than a
+    :class:`CheckpointError` (offline, no such repo, no access) as one :class:`CheckpointError` naming ``repo`` and
+    what it was not locally (``what``)."""
+    try:
+        return load()
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any Hub failure becomes the one error the callers document
+        raise CheckpointError(f"{repo}: {what}, and the Hub repo could not be loaded ({type(exc).__name__}: {exc})") \
+            from exc
+
+
+__all__ = ["CheckpointError", "load_hub_repo", "check_finite", "save_model", "read_checkpoint", "resolve_checkpoint",
            "shipped_checkpoints", "SHIPPED_DIR",
            "save_tensors", "load_tensors", "read_json", "write_json", "optimizer_tensors", "load_optimizer",
            "FORMAT_VERSION", "MODEL_TYPE", "register_auto_config", "download_checkpoint"]

@@ -44,7 +44,8 @@ import torch.nn as nn
 from huggingface_hub import PyTorchModelHubMixin
 
 from irlvla_gym.policies.config import looks_like_hub_id
-from reward_models.checkpoint import CONFIG_FILE, HUB_DOWNLOAD_ARGS, CheckpointError, read_json, write_json
+from reward_models.checkpoint import (CONFIG_FILE, HUB_DOWNLOAD_ARGS, CheckpointError, load_hub_repo, read_json,
+                                      write_json)
 from reward_models.model import (
     SUB_SCORES, RewardWorldModel, SceneEncoding, is_prepared, numpy_outputs, prepare_obs, run_inference,
 )
@@ -211,16 +212,9 @@ class EnsembleRewardModel(nn.Module, PyTorchModelHubMixin, library_name="irlvla-
         """Write ``ensemble.json`` (+ the same as ``config.json``, with ``model_type``) and one checkpoint directory
         per member into ``save_directory``; returns it. ``model_card`` / ``hub_kwargs``: as
         :meth:`RewardWorldModel.save_pretrained <reward_models.model.RewardWorldModel.save_pretrained>`."""
-        d = Path(save_directory)
-        self._save_extra = dict(extra or {})
-        try:
-            if model_card or hub_kwargs:
-                super().save_pretrained(d, **hub_kwargs)
-            else:
-                self._save_pretrained(d)
-        finally:
-            del self._save_extra
-        return d
+        from irlvla_gym.utils import save_through_hub_mixin
+
+        return save_through_hub_mixin(self, save_directory, ("_save_extra", dict(extra or {})), model_card, hub_kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """The mixin's hook: members, ``ensemble.json`` and ``config.json``."""
@@ -247,13 +241,8 @@ class EnsembleRewardModel(nn.Module, PyTorchModelHubMixin, library_name="irlvla-
             return super().from_pretrained(str(d), beta=beta, device=device, **hub_kwargs)
         if not looks_like_hub_id(path):
             raise CheckpointError(f"{d / ENSEMBLE_FILE}: checkpoint file not found")
-        try:
-            return super().from_pretrained(str(path), beta=beta, device=device, **hub_kwargs)
-        except CheckpointError:
-            raise
-        except Exception as exc:  # offline, no such repo, no access
-            raise CheckpointError(f"{path}: not an ensemble directory, and the Hub repo could not be loaded "
-                                  f"({type(exc).__name__}: {exc})") from exc
+        return load_hub_repo(lambda: super(EnsembleRewardModel, cls).from_pretrained(
+            str(path), beta=beta, device=device, **hub_kwargs), path, "not an ensemble directory")
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, beta: float | None = None, device: str | torch.device = "cpu",

@@ -41,7 +41,8 @@ from huggingface_hub import PyTorchModelHubMixin
 from irlvla_gym.policies.config import looks_like_hub_id
 from reward_models import kernels
 from reward_models.checkpoint import (
-    CONFIG_FILE, MODEL_FILE, CheckpointError, download_checkpoint, read_checkpoint, read_json, resolve_checkpoint,
+    CONFIG_FILE, MODEL_FILE, CheckpointError, download_checkpoint, load_hub_repo, read_checkpoint, read_json,
+    resolve_checkpoint,
     save_model,
 )
 from irlvla_gym.metrics.config import SUB_SCORES
@@ -614,16 +615,9 @@ class RewardWorldModel(nn.Module, PyTorchModelHubMixin, library_name="irlvla-gym
         ``extra``: more ``config.json`` entries (training summary). ``model_card=True`` or any huggingface_hub
         argument (``push_to_hub=True, repo_id=...``) goes through ``PyTorchModelHubMixin.save_pretrained``, which
         also writes a ``README.md`` model card; a plain save writes exactly the two files."""
-        directory = Path(save_directory)
-        self._save_extra = dict(extra or {})
-        try:
-            if model_card or hub_kwargs:
-                super().save_pretrained(directory, **hub_kwargs)
-            else:
-                self._save_pretrained(directory)
-        finally:
-            del self._save_extra
-        return directory
+        from irlvla_gym.utils import save_through_hub_mixin
+
+        return save_through_hub_mixin(self, save_directory, ("_save_extra", dict(extra or {})), model_card, hub_kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """The mixin's per-framework hook (:func:`reward_models.checkpoint.save_model`)."""
@@ -643,13 +637,8 @@ class RewardWorldModel(nn.Module, PyTorchModelHubMixin, library_name="irlvla-gym
         else:
             read_json(local / CONFIG_FILE)  # a damaged file raises CheckpointError naming it, before the mixin reads it
             return super().from_pretrained(str(local), device=device, **hub_kwargs)
-        try:
-            return super().from_pretrained(str(path), device=device, **hub_kwargs)
-        except CheckpointError:
-            raise
-        except Exception as exc:  # offline, no such repo, no access
-            raise CheckpointError(f"{path}: not a checkpoint directory nor a shipped name, and the Hub repo could not "
-                                  f"be loaded ({type(exc).__name__}: {exc})") from exc
+        return load_hub_repo(lambda: super(RewardWorldModel, cls).from_pretrained(str(path), device=device, **hub_kwargs),
+                             path, "not a checkpoint directory nor a shipped name")
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, device: str | torch.device = "cpu", **hub_kwargs) -> "RewardWorldModel":

@@ -30,17 +30,17 @@ def rollout(env: Any, seed: int, actions: Any = None, steps: int = 3) -> list:
     return out
 
 
-def assert_same(a, b) -> None:
-    """Exact equality of nested tuples / dicts / arrays / floats."""
+def assert_same(a, b, path: str = "") -> None:
+    """Exact equality of nested tuples / dicts / arrays / scalars; a failure names the ``path`` to the entry."""
     if isinstance(a, dict):
-        assert a.keys() == b.keys()
+        assert a.keys() == b.keys(), f"{path}: keys differ {sorted(set(a) ^ set(b))}"
         for k in a:
-            assert_same(a[k], b[k])
+            assert_same(a[k], b[k], f"{path}.{k}")
     elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b):
-            assert_same(x, y)
+        assert len(a) == len(b), f"{path}: lengths {len(a)} != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{i}]")
     elif isinstance(a, np.ndarray):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, b, err_msg=path)
     else:
-        assert a == b
+        assert a == b, f"{path}: {a!r} != {b!r}"

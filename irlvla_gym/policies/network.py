@@ -352,17 +352,10 @@ class VLANetwork(nn.Module, PyTorchModelHubMixin, library_name="irlvla-gym",
         such as ``push_to_hub=True, repo_id=...``) goes through ``PyTorchModelHubMixin.save_pretrained``, which also
         writes a ``README.md`` model card; a plain save writes exactly the two files.
         """
-        directory = Path(save_directory)
-        self._save_metadata = dict(metadata or {})
-        try:
-            if model_card or hub_kwargs:
-                super().save_pretrained(directory, **hub_kwargs)
-            else:
-                directory.mkdir(parents=True, exist_ok=True)
-                self._save_pretrained(directory)
-        finally:
-            del self._save_metadata
-        return directory
+        from irlvla_gym.utils import save_through_hub_mixin
+
+        return save_through_hub_mixin(self, save_directory, ("_save_metadata", dict(metadata or {})), model_card,
+                                      hub_kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """The mixin's per-framework hook: ``model.safetensors`` + ``config.json`` (atomic, shareable modes)."""

@@ -21,7 +21,7 @@ import time
 import numpy as np
 import pytest
 
-from irlvla_gym.envs.testing import small_kwargs
+from irlvla_gym.envs.testing import assert_same, small_kwargs
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.timeout(240)
@@ -60,13 +60,7 @@ def _kill(actor) -> None:
     raise AssertionError("the killed actor still answers")
 
 
-def _same(a, b, path="") -> None:
-    if isinstance(a, dict):
-        assert set(a) == set(b), f"{path}: {sorted(set(a) ^ set(b))}"
-        for k in a:
-            _same(a[k], b[k], f"{path}.{k}")
-    else:
-        np.testing.assert_array_equal(a, b, err_msg=path)
+_same = assert_same  # exact equality of nested obs / infos, failures name the entry
 
 
 def _same_infos(ours, theirs, path) -> None:

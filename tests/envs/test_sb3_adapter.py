@@ -9,16 +9,10 @@ import numpy as np
 import pytest
 
 import irlvla_gym  # noqa: F401
-from irlvla_gym.envs.testing import small_kwargs
+from irlvla_gym.envs.testing import assert_same, small_kwargs
 
 
-def _same(a, b, path="") -> None:
-    if isinstance(a, dict):
-        assert set(a) == set(b), f"{path}: {sorted(set(a) ^ set(b))}"
-        for k in a:
-            _same(a[k], b[k], f"{path}.{k}")
-    else:
-        np.testing.assert_array_equal(a, b, err_msg=path)
+_same = assert_same  # exact equality of nested obs / infos, failures name the entry
 
 
 @pytest.mark.parametrize("env_id", ["IRLVLA-Navsim-v2", "IRLVLA-Navsim-ClosedLoop-v2"])
