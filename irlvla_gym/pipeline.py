@@ -22,7 +22,7 @@ Each stage calls the typed entry point of its tool with a config object (``train
 The run directory ends with ``summary.md`` (the final table) and ``summary.json``. ``--backend ray`` runs the RWM
 dataset build, the PPO rollouts (the envs on ``workers`` Ray actors, ``irlvla_gym.envs.ray_vector``) and the
 leaderboard on Ray: the cluster of ``$RAY_ADDRESS`` (``ray start``), else a local Ray instance; same numbers as
-``local``. ``--preset quick`` (default) finishes in about 15 minutes on a 2-core CPU; ``--preset full`` uses the full
+``local``. ``--preset quick`` (default) finishes in about 4 minutes on an idle 2-core CPU; ``--preset full`` uses the full
 splits and the budgets of the shipped checkpoints (hours).
 """
 
@@ -84,7 +84,7 @@ PRESETS = Presets("irlvla pipeline", {
              "leaderboard_scenes": 500},
 })
 """Named budgets (:class:`irlvla_gym.configs.Presets` over :class:`Budgets`): ``--preset quick`` finishes in about
-15 minutes on a 2-core CPU, ``full`` uses the full splits and the budgets of the shipped checkpoints (hours)."""
+4 minutes on an idle 2-core CPU, ``full`` uses the full splits and the budgets of the shipped checkpoints (hours)."""
 
 
 @dataclass
@@ -92,7 +92,7 @@ class PipelineConfig:
     """Arguments of ``irlvla pipeline`` (each field is the flag of the same name)."""
 
     preset: str = option("quick", choices=tuple(PRESETS))
-    """budgets: quick (about 15 minutes on a 2-core CPU) or full (hours); PRESETS"""
+    """budgets: quick (about 4 minutes on an idle 2-core CPU) or full (hours); PRESETS"""
     out: Path | None = None
     """run directory; every artefact lands below it (default: runs/<preset>)"""
     stages: tuple[str, ...] | None = option(None, choices=STAGE_NAMES)
