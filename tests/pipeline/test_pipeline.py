@@ -103,3 +103,19 @@ def test_two_workers_give_the_same_stores_and_policies(tmp_path, monkeypatch):
     for variant in two["ppo_variants"]:
         weights = [(outs[p] / "ppo" / variant / "seed0" / "network" / "model.safetensors").read_bytes() for p in outs]
         assert weights[0] == weights[1], variant
+
+
+def test_ray_backend_runs_the_stages_on_ray(tmp_path, tiny_preset):
+    """``--backend ray``: the RWM dataset, the PPO rollouts (RayVecEnv actors) and the leaderboard run on a local Ray
+    instance the pipeline starts and stops; the PPO run is the same as the local one (the backend is not part of its
+    config)."""
+    pytest.importorskip("ray")
+    import ray
+
+    out = tmp_path / "ray"
+    summary = run_pipeline(PipelineConfig(out=out, preset=tiny_preset, num_renders=1, progress=False, backend="ray"))
+    assert not ray.is_initialized()  # the pipeline stops the Ray it started
+    run = out / "ppo" / "ppo-vla-rwm" / "seed0"
+    assert (run / "network" / "model.safetensors").is_file()
+    assert "backend" not in json.loads((run / "config.json").read_text())
+    assert {row["agent"] for row in summary["leaderboard"]["result"]["rows"]} >= {"stand-still", "BC (stage 1)"}
