@@ -81,6 +81,9 @@ class CompareJob:
     """first N scenes of synthetic-hard (two-stage)"""
     data: str | None = None
     """folder of the real samples (default: ../shared/data)"""
+    real_sources: tuple[str, ...] = option(("av2", "nuscenes"), choices=("av2", "nuscenes", "waymo", "av2-forecasting"))
+    """sources of the real set (default: the fixed AV2 + nuScenes set of the published tables; waymo and
+    av2-forecasting were never used for training or tuning: a held-out real set)"""
     resamples: int = 2000
     """bootstrap resamples"""
     bootstrap_seed: int = 0
@@ -225,15 +228,16 @@ class EvalSet:
     note: str | None = None
 
 
-def real_set(data: str | None, progress: bool = True) -> EvalSet:
-    """Every AV2 + nuScenes window under ``data`` (default ``../shared/data``), converted in memory; a skipped set
+def real_set(data: str | None, progress: bool = True, sources: Sequence[str] = ("av2", "nuscenes")) -> EvalSet:
+    """Every window of ``sources`` under ``data`` (default ``../shared/data``), converted in memory; a skipped set
     with a note when none of the sample folders exists."""
     from irlvla_gym.evaluation.real_data import default_data_dir, iter_real_scenes
 
     data_dir = Path(data) if data else default_data_dir()
     skipped: list[str] = []
     try:
-        pairs = iter_real_scenes(data_dir, on_skip=lambda source, item: skipped.append(f"{source}: {item}"))
+        pairs = iter_real_scenes(data_dir, sources=tuple(sources),
+                                 on_skip=lambda source, item: skipped.append(f"{source}: {item}"))
         if progress:
             from tqdm import tqdm
 
@@ -266,7 +270,7 @@ def eval_sets(job: CompareJob) -> list[EvalSet]:
                                description=f"first {job.hard_scenes} scenes, two-stage pseudo-simulation; EPDMS = "
                                            "stage-1 x weighted stage-2 per scene, sub-scores of stage 1"))
         else:
-            out.append(real_set(job.data, job.progress))
+            out.append(real_set(job.data, job.progress, job.real_sources))
     return out
 
 

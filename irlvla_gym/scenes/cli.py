@@ -294,6 +294,40 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def merged_scenes(stores: list, counts: list) -> Iterator:
+    """The scenes of ``stores`` in order, the first ``counts[i]`` of store i (None: all); a token seen twice is an
+    error naming both stores (a store's tokens index its scenes)."""
+    seen: dict[str, str] = {}
+    for store, count in zip(stores, counts):
+        for i in range(len(store) if count is None else min(count, len(store))):
+            scene = store[i]
+            if scene.token in seen:
+                raise ValueError(f"scene {scene.token!r} is in both {seen[scene.token]} and {store.path}")
+            seen[scene.token] = str(store.path)
+            yield scene
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """``irlvla scenes merge STORE[:N] ... --out DIR``: one store of the scenes of several (e.g. synthetic scenes
+    and real windows for training on both)."""
+    from irlvla_gym.scenes.store import SceneStore, build_store
+
+    stores, counts = [], []
+    for spec in args.stores:
+        path, _, num = spec.partition(":") if not os.path.isdir(spec) else (spec, "", "")
+        if num and not num.isdigit():
+            raise ValueError(f"{spec!r}: expected STORE or STORE:N (the first N scenes)")
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"store {spec!r}: {path} is not a scene-store directory")
+        stores.append(SceneStore(path))
+        counts.append(int(num) if num else None)
+    total = sum(len(st) if n is None else min(n, len(st)) for st, n in zip(stores, counts))
+    report = build_store(merged_scenes(stores, counts), args.out, split=args.split, source="merged", total=total,
+                         progress=not args.no_progress)
+    print(f"{args.out}: {report.count} scenes from {len(stores)} stores")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Registration
 # --------------------------------------------------------------------------------------------------------------------
@@ -331,6 +365,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--no-hooks", action="store_true",
                        help="skip the build hooks (e.g. the envs' persisted per-scene preparation)")
     build.set_defaults(func=cmd_build)
+
+    merge = sub.add_parser("merge", help="one store of the scenes of several",
+                           description="Write one scene store holding the scenes of several (in order), e.g. "
+                                       "synthetic scenes and real windows to train on both.")
+    merge.add_argument("stores", nargs="+", metavar="STORE[:N]", help="store directories; :N takes the first N scenes")
+    merge.add_argument("--out", required=True, help="output store directory")
+    merge.add_argument("--split", default="merged", help="split label recorded in the store (default: merged)")
+    merge.add_argument("--no-progress", action="store_true", help="no progress bar")
+    merge.set_defaults(func=cmd_merge)
 
     info = sub.add_parser("info", help="summarise a scene store and verify its checksums")
     info.add_argument("dir", help="store directory")

@@ -165,3 +165,17 @@ def test_command_defaults_are_the_dataclass_defaults():
     assert job.baseline == "bc_default" and job.test_scenes == 500 and job.hard_scenes == 500
     assert job.sets == ("synthetic-test", "synthetic-hard", "real")
     assert {"stand-still", "constant-velocity", "bc_default"} <= set(job.references)
+
+
+def test_real_set_of_other_sources():
+    """``--real-sources``: the real set of other samples (a held-out real set: Waymo, AV2 forecasting), its own
+    scene digest so results of the default set are never reused for it."""
+    from irlvla_gym.evaluation.real_data import default_data_dir
+
+    if not (default_data_dir() / "av2_forecasting").is_dir():
+        pytest.skip("no ../shared/data/av2_forecasting")
+    held_out = protocol.real_set(None, progress=False, sources=("av2-forecasting",))
+    assert len(held_out.scenes) == 11 and "11 av2-forecasting" in held_out.description
+    assert CompareJob(real_sources=("waymo",)).real_sources == ("waymo",)
+    default = protocol.real_set(None, progress=False)
+    assert default.scenes_digest != held_out.scenes_digest

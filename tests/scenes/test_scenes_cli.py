@@ -119,3 +119,22 @@ def test_build_that_stores_nothing_fails_naming_the_reason(tmp_path: Path, monke
     assert main(["scenes", "build", "--source", "allbad", "--out", str(tmp_path / "s"), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "no scene was stored" in err and "log0.pkl: not a readable pickle" in err and "1 more skipped" in err
+
+
+def test_merge_stores(tmp_path: Path, capsys) -> None:
+    """``irlvla scenes merge A:N B --out C``: the first N scenes of A then all of B, one store; a token in two stores
+    is refused naming both."""
+    from irlvla_gym.scenes.store import SceneStore, build_store
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    build_store([straight_road_scene(token=f"a{i}") for i in range(3)], a, split="x", source="test", progress=False)
+    build_store([straight_road_scene(token=f"b{i}") for i in range(2)], b, split="y", source="test", progress=False)
+    assert main(["scenes", "merge", f"{a}:2", str(b), "--out", str(tmp_path / "m"), "--no-progress"]) == 0
+    merged = SceneStore(tmp_path / "m")
+    assert list(merged.tokens) == ["a0", "a1", "b0", "b1"]
+    assert merged[2].token == "b0"
+    capsys.readouterr()
+    assert main(["scenes", "merge", str(a), str(a), "--out", str(tmp_path / "dup"), "--no-progress"]) == 2
+    assert "in both" in capsys.readouterr().err
+    assert main(["scenes", "merge", str(tmp_path / "nope"), "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "not a scene-store directory" in capsys.readouterr().err
