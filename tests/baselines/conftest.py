@@ -58,3 +58,29 @@ def tiny_overrides(variant: str, checkpoints: dict[str, Path], **extra: Any) -> 
         o["reward"] = f"rwm:{checkpoints['rwm']}"
     o.update(extra)
     return [o]
+
+
+ANCHOR_ENV = {"num_scenes": 4, "obs_keys": list(VLA_KEYS), "obs_config": SMALL_OBS}
+"""The tiny env of the anchor tests."""
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    """Expert actions of the anchor tests' env."""
+    from baselines.anchor import ExpertDataset
+
+    return ExpertDataset.from_env_config(ANCHOR_ENV)
+
+
+def anchor_model(checkpoints: dict[str, Path], **ppo_kwargs: Any):
+    """A PPOWithAnchor on 2 tiny envs with the tiny Gaussian VLA checkpoint (``ppo_kwargs``: n_steps, batch_size...)."""
+    import gymnasium as gym
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from baselines.anchor import PPOWithAnchor
+    from irlvla_gym.policies import VLAPolicy
+
+    venv = DummyVecEnv([lambda: gym.make("IRLVLA-Navsim-v2", **ANCHOR_ENV)] * 2)
+    return PPOWithAnchor(VLAPolicy, venv, seed=0, device="cpu",
+                         policy_kwargs={"pretrained_path": str(checkpoints["gaussian"])}, **ppo_kwargs)
+

@@ -8,28 +8,15 @@ import copy
 import numpy as np
 import pytest
 import torch
-from .conftest import SMALL_OBS, VLA_KEYS, tiny_overrides
+from .conftest import ANCHOR_ENV as ENV, VLA_KEYS, anchor_model, tiny_overrides
 
-from baselines.anchor import BCAnchor, ExpertDataset, PPOWithAnchor, ReferenceKLAnchor, frozen_copy
+from baselines.anchor import BCAnchor, ExpertDataset, ReferenceKLAnchor, frozen_copy
 
-ENV = {"num_scenes": 4, "obs_keys": list(VLA_KEYS), "obs_config": SMALL_OBS}
-
-
-@pytest.fixture(scope="module")
-def dataset() -> ExpertDataset:
-    return ExpertDataset.from_env_config(ENV)
 
 
 @pytest.fixture(scope="module")
 def model(checkpoints):
-    from stable_baselines3.common.vec_env import DummyVecEnv
-    import gymnasium as gym
-
-    from irlvla_gym.policies import VLAPolicy
-
-    venv = DummyVecEnv([lambda: gym.make("IRLVLA-Navsim-v2", **ENV)] * 2)
-    m = PPOWithAnchor(VLAPolicy, venv, n_steps=8, batch_size=8, n_epochs=1, seed=0, device="cpu",
-                      policy_kwargs={"pretrained_path": str(checkpoints["gaussian"])})
+    m = anchor_model(checkpoints, n_steps=8, batch_size=8, n_epochs=1)
     m.learn(16)  # fills the rollout buffer
     return m
 

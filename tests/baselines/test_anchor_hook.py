@@ -14,11 +14,9 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.utils import explained_variance
 
-from baselines.anchor import AnchorHook, BCAnchor, ExpertDataset, PPOWithAnchor, ReferenceKLAnchor, frozen_copy
+from baselines.anchor import AnchorHook, BCAnchor, PPOWithAnchor, ReferenceKLAnchor, frozen_copy
 
-from .conftest import SMALL_OBS, VLA_KEYS
-
-ENV = {"num_scenes": 4, "obs_keys": list(VLA_KEYS), "obs_config": SMALL_OBS}
+from .conftest import ANCHOR_ENV as ENV, anchor_model
 
 
 def legacy_train(self) -> None:
@@ -113,20 +111,8 @@ def legacy_train(self) -> None:
         self.logger.record("train/clip_range_vf", clip_range_vf)
 
 @pytest.fixture(scope="module")
-def dataset() -> ExpertDataset:
-    return ExpertDataset.from_env_config(ENV)
-
-
-@pytest.fixture(scope="module")
 def model(checkpoints):
-    from stable_baselines3.common.vec_env import DummyVecEnv
-    import gymnasium as gym
-
-    from irlvla_gym.policies import VLAPolicy
-
-    venv = DummyVecEnv([lambda: gym.make("IRLVLA-Navsim-v2", **ENV)] * 2)
-    m = PPOWithAnchor(VLAPolicy, venv, n_steps=8, batch_size=4, n_epochs=2, seed=0, device="cpu",
-                      max_grad_norm=0.05, policy_kwargs={"pretrained_path": str(checkpoints["gaussian"])})
+    m = anchor_model(checkpoints, n_steps=8, batch_size=4, n_epochs=2, max_grad_norm=0.05)
     m.learn(16)  # fills the rollout buffer (16 samples: 4 minibatches per epoch)
     m.start_params = copy.deepcopy(m.policy.state_dict())  # every test's train() starts here
     m.start_opt = copy.deepcopy(m.policy.optimizer.state_dict())
