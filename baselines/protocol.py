@@ -234,6 +234,8 @@ def real_set(data: str | None, progress: bool = True, sources: Sequence[str] = (
     from irlvla_gym.evaluation.real_data import default_data_dir, iter_real_scenes
 
     data_dir = Path(data) if data else default_data_dir()
+    # other sources are another set: their own results directory and table section, never the default set's
+    name = "real" if tuple(sources) == ("av2", "nuscenes") else "real-" + "+".join(sources)
     skipped: list[str] = []
     try:
         pairs = iter_real_scenes(data_dir, sources=tuple(sources),
@@ -244,15 +246,15 @@ def real_set(data: str | None, progress: bool = True, sources: Sequence[str] = (
             pairs = tqdm(pairs, desc="real windows", unit="scene", file=sys.stderr)
         pairs = list(pairs)
     except FileNotFoundError as exc:
-        return EvalSet("real", "real", None, note=f"skipped: {exc}")
+        return EvalSet(name, "real", None, note=f"skipped: {exc}")
     if not pairs:
-        return EvalSet("real", "real", None, note=f"skipped: no usable window under {data_dir}")
+        return EvalSet(name, "real", None, note=f"skipped: no usable window under {data_dir}")
     counts: dict[str, int] = {}
     for source, _ in pairs:
         counts[source] = counts.get(source, 0) + 1
     tokens = "\n".join(scene.token for _, scene in pairs)
     text = ", ".join(f"{n} {s}" for s, n in counts.items())
-    return EvalSet("real", "real", None, scenes=[scene for _, scene in pairs],
+    return EvalSet(name, "real", None, scenes=[scene for _, scene in pairs],
                    description=f"{len(pairs)} real windows ({text}), one-stage"
                                + (f"; {len(skipped)} window(s) skipped by the converters" if skipped else ""),
                    scenes_digest=hashlib.sha256(tokens.encode()).hexdigest())

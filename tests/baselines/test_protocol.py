@@ -176,6 +176,7 @@ def test_real_set_of_other_sources():
         pytest.skip("no ../shared/data/av2_forecasting")
     held_out = protocol.real_set(None, progress=False, sources=("av2-forecasting",))
     assert len(held_out.scenes) == 11 and "11 av2-forecasting" in held_out.description
+    assert held_out.name == "real-av2-forecasting"  # its own results directory and table section
     assert CompareJob(real_sources=("waymo",)).real_sources == ("waymo",)
     default = protocol.real_set(None, progress=False)
-    assert default.scenes_digest != held_out.scenes_digest
+    assert default.name == "real" and default.scenes_digest != held_out.scenes_digest
