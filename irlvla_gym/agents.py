@@ -641,9 +641,9 @@ class SB3ModelAgent:
         """What ``predict`` takes: the model's Dict entries, or the env's flat float32 vector(s)."""
         if not self.flatten_obs:
             return {k: observations[k] for k in self._entries}
-        rows = [np.asarray(observations[k], np.float32).reshape(batch or 1, -1) for k in self._entries]
-        flat = np.concatenate(rows, axis=1)
-        return flat if batch is not None else flat[0]
+        from irlvla_gym.envs.core import flatten_observations
+
+        return flatten_observations(observations, self._entries, batch)
 
     def _to_plans(self, actions: np.ndarray, scenes: Sequence[Scene | None]) -> np.ndarray:
         actions = np.asarray(actions).reshape(len(scenes), -1)

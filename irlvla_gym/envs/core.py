@@ -689,11 +689,20 @@ class EnvCore:
 
     def flatten(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         """(D,) float32: the entries of one observation dict flattened and concatenated in the space's order."""
-        return np.concatenate([np.asarray(obs[k], np.float32).reshape(-1) for k in self.obs_builder.space.spaces])
+        return flatten_observations(obs, list(self.obs_builder.space.spaces), batch=None)
+
+
+def flatten_observations(obs: Mapping[str, np.ndarray], keys: Sequence[str], batch: int | None) -> np.ndarray:
+    """The ``flatten_obs`` vector: the entries ``keys`` of an observation dict as float32, each flattened, concatenated
+    in that order; (D,) for one observation (``batch`` None) or (batch, D) for a batch of them."""
+    rows = [np.asarray(obs[k], np.float32).reshape(batch or 1, -1) for k in keys]
+    flat = np.concatenate(rows, axis=1)
+    return flat if batch is not None else flat[0]
 
 
 __all__ = [
     "BuiltinReward", "CallableReward", "Decision", "EnvCore", "EpisodeMode", "EpisodeState", "HISTORY_ROWS",
-    "ObservationBuffers", "ScoreInfo", "Scored", "StepOutput", "TRACE_ROWS", "flat_space", "make_env_action_type",
+    "ObservationBuffers", "ScoreInfo", "Scored", "StepOutput", "TRACE_ROWS", "flat_space", "flatten_observations",
+    "make_env_action_type",
     "reward_hook", "row_info", "trace_length",
 ]
