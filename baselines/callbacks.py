@@ -36,31 +36,30 @@ class RuleScorer:
     """The rule-based scorer's sub-scores and EPDMS of a plan-once env's plans, by scene index.
 
     Args:
-        env_kwargs: the env's keyword arguments (``scenes``, ``num_scenes``, ``traffic``, ``human_filter`` are read;
-            the rest is ignored). cache_size: scenes kept prepared.
+        env_kwargs: the env's keyword arguments (``scenes`` or ``split``, ``num_scenes``, ``traffic``,
+            ``human_filter`` are read; the rest is ignored). cache_size: scenes kept prepared (LRU).
     """
 
     def __init__(self, env_kwargs: Mapping[str, Any], cache_size: int = 64):
+        from irlvla_gym.cache import LRU
+
         self.scenes = env_kwargs.get("scenes")
+        self.split = str(env_kwargs.get("split") or "synthetic-train")
         self.num_scenes = env_kwargs.get("num_scenes")
         self.traffic = str(env_kwargs.get("traffic", "log"))
         self.human_filter = bool(env_kwargs.get("human_filter", True))
-        self.cache_size = int(cache_size)
         self.source: Any = None
-        self.bundles: dict[int, Any] = {}
+        self.bundles = LRU(int(cache_size))
 
     def bundle(self, scene_index: int) -> Any:
-        """The prepared scene (scoring context, expert reference progress) of ``scene_index``."""
+        """The prepared scene (scoring context, expert reference progress) of ``scene_index`` of the env's scenes."""
         from irlvla_gym.envs.scoring import make_bundle
         from irlvla_gym.scenes.source import SceneSource
 
-        if scene_index not in self.bundles:
-            if self.source is None:
-                self.source = SceneSource(self.scenes, num_scenes=self.num_scenes)
-            if len(self.bundles) >= self.cache_size:
-                self.bundles.pop(next(iter(self.bundles)))
-            self.bundles[scene_index] = make_bundle(scene_index, self.source.load(scene_index), self.traffic)
-        return self.bundles[scene_index]
+        if self.source is None:
+            self.source = SceneSource(self.scenes, split=self.split, num_scenes=self.num_scenes)
+        return self.bundles.get(scene_index,
+                                lambda: make_bundle(scene_index, self.source.load(scene_index), self.traffic))
 
     def __call__(self, scene_index: int, plan: np.ndarray) -> dict[str, float]:
         """Sub-scores and ``epdms`` of ``plan`` (8, 3) (m, m, rad in the t0 ego frame) in scene ``scene_index``."""

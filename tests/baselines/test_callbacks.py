@@ -110,3 +110,17 @@ def test_baselines_rwm_run_and_plugin_run_log_scores(tmp_path, checkpoints):
     assert not np.isnan(curves["ppo-vla-rwm"][0]["epdms"]).any()
     png = plot_curves(tmp_path, ["ppo-vla-rwm", "plugin-a2c"], [0], tmp_path / "learning_curves.png")
     assert png is not None and png.is_file()
+
+
+def test_rule_scorer_reads_the_env_split(tmp_path):
+    """The scorer of the learned-reward gap reads the env's own scenes: ``split`` (a split name or a store) when no
+    ``scenes`` are given, not the default training split."""
+    from baselines.callbacks import RuleScorer
+    from irlvla_gym.scenes.store import build_store
+    from irlvla_gym.scenes.synthetic import iter_scenes
+
+    store = tmp_path / "val"
+    build_store(iter_scenes("synthetic-val", 2), store, split="synthetic-val", source="synthetic", progress=False)
+    scorer = RuleScorer({"split": str(store), "num_scenes": 2})
+    assert scorer.bundle(1).scene.token == "synthetic-val-00001"
+    assert RuleScorer({"split": "synthetic-val"}).bundle(0).scene.token == "synthetic-val-00000"
