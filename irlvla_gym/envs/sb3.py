@@ -255,10 +255,7 @@ class MultiProcessVecEnv(VecEnv):
         probe.close()
         self._actions: np.ndarray | None = None
         self.render_mode = None
-        self._episode_return = np.zeros(num_envs, np.float64)
-        self._episode_length = np.zeros(num_envs, np.int64)
-        self._start = time.time()
-        self.closed = False
+        self.closed = False  # episode statistics come from the workers' BatchedVecEnvs (info["episode"])
 
     def _split(self, values: Iterable[Any]) -> list[list[Any]]:
         values = list(values)
