@@ -192,6 +192,10 @@ class RunConfig:
     """env steps between training-hook calls (0: never)"""
     hooks: list[dict[str, Any]] = field(default_factory=list)
     """hook specs ({"class": "module:Class", "kwargs": {...}}, see baselines.hooks)"""
+    reward_baseline: Literal["none", "mean-plan"] = "none"
+    """none: PPO's advantage is reward - V(s); mean-plan: the reward paid is reward(sampled plan) - reward(the
+    policy's mean plan) on the same scene (a self-critical per-scene baseline, scored by the env without stepping;
+    one-step env only, algorithm ppo; baselines.envs.SelfCriticalReward)"""
     rwm_cache_size: int = 4096
     """scene encodings the learned reward keeps (>= the number of training scenes avoids re-encoding a scene)"""
     description: str = ""
@@ -208,6 +212,10 @@ class RunConfig:
             raise ValueError("algorithm 'plugin' needs `plugin: <algorithm name or module:attr>`")
         if self.policy not in ("vla", "cnn"):
             raise ValueError(f"policy must be 'vla' or 'cnn', got {self.policy!r}")
+        if self.reward_baseline not in ("none", "mean-plan"):
+            raise ValueError(f"reward_baseline must be 'none' or 'mean-plan', got {self.reward_baseline!r}")
+        if self.reward_baseline != "none" and self.algorithm != "ppo":
+            raise ValueError(f"reward_baseline {self.reward_baseline!r} is implemented for algorithm 'ppo' only")
         if self.vec_env not in ("auto", "native", "dummy"):
             raise ValueError(f"vec_env must be 'auto', 'native' or 'dummy', got {self.vec_env!r}")
         if callable(self.reward):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
@@ -87,6 +87,89 @@ class TimedVecEnv(VecEnvWrapper):
         return out
 
 
+class SelfCriticalReward(VecEnvWrapper):
+    """Pays ``reward(action) - reward(mean action)`` on the same scene: a per-scene baseline for one-step episodes.
+
+    Why: in the plan-once env every episode is one plan of one scene, and the scenes' scores differ far more than
+    the plans sampled in one scene do (EPDMS std ~0.3 across training scenes); PPO's critic has to predict that
+    from the observation and at the paper budget its explained variance stays ~0, so the advantage is mostly
+    scene difficulty. The score of the policy's own mean plan in the same scene removes it exactly (the
+    self-critical baseline of Rennie et al. 2017): the advantage of a sample is how much better it is than what the
+    policy would do deterministically. A cheap reward (the RWM) makes the second query affordable.
+
+    Before each step the wrapped env scores the mean actions on the current scenes without stepping
+    (``rewards_of``, :class:`~irlvla_gym.envs.sb3.BatchedVecEnv` / ``MultiProcessVecEnv``), clipped to the action
+    box as SB3 clips the sampled ones. Infos get ``raw_reward`` (what the env paid) and ``baseline_reward``.
+
+    Args:
+        venv: a VecEnv with ``rewards_of(actions) -> (N,)``.
+        mean_actions: ``obs -> (N, A)`` mean actions of the policy for the current observations; set it (attribute
+            ``mean_actions``) before the first step, e.g. once the model exists.
+    """
+
+    def __init__(self, venv: VecEnv, mean_actions: Callable[[Any], np.ndarray] | None = None):
+        super().__init__(venv)
+        try:
+            venv.rewards_of
+        except AttributeError:
+            raise ValueError(f"reward_baseline 'mean-plan' needs an env that scores plans without stepping "
+                             f"(rewards_of); {type(venv).__name__} has none (use the native or multi-process "
+                             "vector env, not dummy or ray)") from None
+        self.mean_actions = mean_actions
+        self._obs: Any = None
+        self._baseline: np.ndarray | None = None
+
+    def reset(self):
+        self._obs = self.venv.reset()
+        return self._obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        if self.mean_actions is None:
+            raise RuntimeError("SelfCriticalReward: set mean_actions before stepping")
+        if self._obs is None:
+            raise RuntimeError("SelfCriticalReward: call reset() before step()")
+        space = self.action_space
+        mean = np.clip(np.asarray(self.mean_actions(self._obs)), space.low, space.high)
+        self._baseline = np.asarray(self.venv.rewards_of(mean), np.float64).reshape(self.num_envs)
+        self.venv.step_async(actions)
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        self._obs = obs
+        rewards = np.asarray(rewards)
+        # in the paid rewards' precision (SB3 adapters pay float32): the mean plan itself is paid exactly 0
+        self._baseline = self._baseline.astype(rewards.dtype).astype(np.float64)
+        for info, paid, base in zip(infos, rewards, self._baseline):
+            info["raw_reward"], info["baseline_reward"] = float(paid), float(base)
+        return obs, (np.asarray(rewards, np.float64) - self._baseline).astype(np.float32), dones, infos
+
+
+def policy_mean_actions(policy: Any) -> Callable[[Any], np.ndarray]:
+    """``obs -> (N, A)`` mean actions of an SB3 policy for :class:`SelfCriticalReward`: the means the policy
+    recorded in its last rollout forward for these very observations (``last_forward``,
+    :class:`~irlvla_gym.policies.VLAPolicy`), else a deterministic ``predict`` (one more forward pass)."""
+
+    def mean_actions(obs: Any) -> np.ndarray:
+        recorded = getattr(policy, "last_forward", None)
+        if recorded is not None and _same_obs(recorded[0], obs):
+            return recorded[1].cpu().numpy()
+        return policy.predict(obs, deterministic=True)[0]
+
+    return mean_actions
+
+
+def _same_obs(seen: Any, obs: Any) -> bool:
+    """Whether the observations a policy saw (tensors or arrays, dict or not) equal ``obs``."""
+    if isinstance(obs, dict):
+        return (isinstance(seen, dict) and seen.keys() == obs.keys()
+                and all(_same_obs(seen[k], obs[k]) for k in obs))
+    seen = seen.cpu().numpy() if hasattr(seen, "cpu") else np.asarray(seen)
+    obs = np.asarray(obs)
+    if seen.shape != obs.shape and obs.ndim == 4:  # SB3's VecTransposeImage: the policy saw (N, C, H, W)
+        obs = np.moveaxis(obs, -1, 1)
+    return seen.shape == obs.shape and np.array_equal(seen, obs)
+
+
 def _native_sb3(cfg: RunConfig, kwargs: dict[str, Any]) -> VecEnv:
     """The native batched vector env behind SB3's VecEnv interface (ImportError when the adapter is missing)."""
     from irlvla_gym.envs.sb3 import BatchedVecEnv  # the SB3 adapter of irlvla_gym.envs.vector
@@ -113,18 +196,29 @@ def make_sb3_vec_env(cfg: RunConfig, reward: Any | None = None, backend: str | N
     import irlvla_gym  # noqa: F401 - registers the env ids
 
     env_backend, env_workers = scale_settings()
+    # the self-critical baseline's second query is env time too: TimedVecEnv outside it
+    wrap = (lambda v: TimedVecEnv(SelfCriticalReward(v))) if cfg.reward_baseline == "mean-plan" else TimedVecEnv
     if (backend or env_backend) == "ray":
-        return TimedVecEnv(ray_vec_env(cfg, num_workers or env_workers)), "ray"
+        return wrap(ray_vec_env(cfg, num_workers or env_workers)), "ray"
     kwargs = env_kwargs(cfg, reward)
     if cfg.vec_env in ("auto", "native"):
         try:
-            return TimedVecEnv(_native_sb3(cfg, kwargs)), "native"
+            return wrap(_native_sb3(cfg, kwargs)), "native"
         except ImportError as exc:
             if cfg.vec_env == "native":
                 raise RuntimeError(f"vec_env='native' but the SB3 adapter of the native vector env is unusable: "
                                    f"{exc}") from exc
     venv = DummyVecEnv([lambda: gym.make(ENV_ID, **kwargs) for _ in range(cfg.n_envs)])
-    return TimedVecEnv(venv), "dummy"
+    return wrap(venv), "dummy"
+
+
+def self_critical_wrapper(venv: VecEnv) -> SelfCriticalReward | None:
+    """The :class:`SelfCriticalReward` among ``venv``'s wrappers (None without one)."""
+    while isinstance(venv, VecEnvWrapper):
+        if isinstance(venv, SelfCriticalReward):
+            return venv
+        venv = venv.venv
+    return None
 
 
 def make_gym_vector_env(cfg: RunConfig, reward: Any | None = None):
@@ -137,5 +231,5 @@ def make_gym_vector_env(cfg: RunConfig, reward: Any | None = None):
                         **env_kwargs(cfg, reward))
 
 
-__all__ = ["BACKEND_ENV", "WORKERS_ENV", "TimedVecEnv", "env_kwargs", "make_gym_vector_env", "make_reward",
-           "make_sb3_vec_env", "ray_vec_env", "scale_settings"]
+__all__ = ["BACKEND_ENV", "WORKERS_ENV", "SelfCriticalReward", "TimedVecEnv", "env_kwargs", "make_gym_vector_env",
+           "make_reward", "make_sb3_vec_env", "policy_mean_actions", "ray_vec_env", "scale_settings", "self_critical_wrapper"]

@@ -228,6 +228,7 @@ class RunCallback(BaseCallback):
         self.t0 = time.perf_counter()
         self.bar = None
         self.scores = RolloutScores()
+        self.paid: list[np.ndarray] = []  # the rollout's rewards as the env paid them, one (N,) array per step
 
     def wall(self) -> float:
         return self.wall_offset + time.perf_counter() - self.t0
@@ -244,7 +245,12 @@ class RunCallback(BaseCallback):
                         mininterval=2, dynamic_ncols=True)
 
     def _on_step(self) -> bool:
-        self.scores.add(self.locals.get("infos", ()), self.locals.get("rewards", ()))
+        infos = self.locals.get("infos", ())
+        rewards = np.asarray(self.locals.get("rewards", ()), np.float64).reshape(-1)
+        # what the env paid, before a self-critical baseline (baselines.envs.SelfCriticalReward) was subtracted
+        paid = np.array([info.get("raw_reward", r) for info, r in zip(infos, rewards)], np.float64)
+        self.paid.append(paid)
+        self.scores.add(infos, paid)
         if self.bar is not None:
             self.bar.update(self.training_env.num_envs)
         return True
@@ -258,7 +264,8 @@ class RunCallback(BaseCallback):
         self.hooks.maybe_run(step, lambda: self.snapshot(step, record))
 
     def _on_rollout_end(self) -> None:
-        rewards = self.model.rollout_buffer.rewards
+        rewards = np.concatenate(self.paid) if self.paid else self.model.rollout_buffer.rewards
+        self.paid = []
         scores = record_scores(self.logger, self.scores)
         self.curve.add(int(self.model.num_timesteps), rewards, self.wall(), scores=scores)
         self.logger.record("rollout/reward_mean", float(np.mean(rewards)))

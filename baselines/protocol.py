@@ -46,6 +46,10 @@ from typing import Any, Mapping, Sequence
 from irlvla_gym.configs import option
 
 EVAL_SETS = ("synthetic-test", "synthetic-hard", "real")
+"""The protocol's reporting sets (the default of ``--sets``)."""
+TUNING_SETS = ("synthetic-val",)
+"""Sets for choosing recipes (``--sets synthetic-val``): never in a reported table, so tuning leaves the reporting
+sets held out."""
 PROTOCOL_REFERENCES = ("stand-still", "constant-velocity", "pdm-closed", "human", "bc_default")
 ALWAYS_REFERENCES = ("stand-still", "constant-velocity")
 """Rows present in every table, whatever ``--references`` says."""
@@ -73,12 +77,14 @@ class CompareJob:
     """reference agents (irlvla_gym.agents.load_agent specs); stand-still and constant-velocity are always added"""
     baseline: str = "bc_default"
     """the agent (a reference or a variant) every row is compared with"""
-    sets: tuple[str, ...] = option(EVAL_SETS, choices=EVAL_SETS)
-    """evaluation sets"""
+    sets: tuple[str, ...] = option(EVAL_SETS, choices=EVAL_SETS + TUNING_SETS)
+    """evaluation sets (synthetic-val: the tuning set, first --val-scenes scenes, one-stage)"""
     test_scenes: int = 500
     """first N scenes of synthetic-test"""
     hard_scenes: int = 500
     """first N scenes of synthetic-hard (two-stage)"""
+    val_scenes: int = 500
+    """first N scenes of synthetic-val (the tuning set)"""
     data: str | None = None
     """folder of the real samples (default: ../shared/data)"""
     real_sources: tuple[str, ...] = option(("av2", "nuscenes"), choices=("av2", "nuscenes", "waymo", "av2-forecasting"))
@@ -96,12 +102,13 @@ class CompareJob:
     """progress bars"""
 
     def __post_init__(self) -> None:
-        for name in ("test_scenes", "hard_scenes", "resamples", "workers"):
+        for name in ("test_scenes", "hard_scenes", "val_scenes", "resamples", "workers"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        unknown = [s for s in self.sets if s not in EVAL_SETS]
+        unknown = [s for s in self.sets if s not in EVAL_SETS + TUNING_SETS]
         if unknown:
-            raise ValueError(f"sets: unknown evaluation set(s) {unknown}; choose from {list(EVAL_SETS)}")
+            raise ValueError(f"sets: unknown evaluation set(s) {unknown}; "
+                             f"choose from {list(EVAL_SETS + TUNING_SETS)}")
 
 
 # ---- what is evaluated ------------------------------------------------------------------------------------------
@@ -267,6 +274,9 @@ def eval_sets(job: CompareJob) -> list[EvalSet]:
         if name == "synthetic-test":
             out.append(EvalSet(name, "synthetic-test", job.test_scenes,
                                description=f"first {job.test_scenes} scenes, one-stage"))
+        elif name == "synthetic-val":
+            out.append(EvalSet(name, "synthetic-val", job.val_scenes,
+                               description=f"first {job.val_scenes} scenes, one-stage; the tuning set"))
         elif name == "synthetic-hard":
             out.append(EvalSet(name, "synthetic-hard", job.hard_scenes, two_stage=True,
                                description=f"first {job.hard_scenes} scenes, two-stage pseudo-simulation; EPDMS = "
@@ -459,7 +469,7 @@ def run_compare(job: CompareJob) -> dict[str, Path]:
     return paths
 
 
-__all__ = ["ALWAYS_REFERENCES", "CompareJob", "EVAL_SETS", "Entrant", "EvalSet", "PROTOCOL_REFERENCES",
+__all__ = ["ALWAYS_REFERENCES", "CompareJob", "EVAL_SETS", "Entrant", "EvalSet", "PROTOCOL_REFERENCES", "TUNING_SETS",
            "RESULT_VERSION", "SCORING_CODE", "TABLE_SUB_SCORES", "agent_result", "entrants", "eval_sets",
            "evaluate_set", "find_runs", "markdown", "read_result", "real_set", "reference_identity",
            "result_path", "result_settings", "run_compare", "run_identity", "safe_name", "scoring_code_digest",

@@ -30,7 +30,7 @@ import numpy as np
 from baselines.anchor import PPOWithAnchor, make_anchor
 from baselines.common import read_json, seed_everything, write_json
 from baselines.config import ENV_ID, RunConfig
-from baselines.envs import env_kwargs, make_reward, make_sb3_vec_env
+from baselines.envs import env_kwargs, make_reward, make_sb3_vec_env, policy_mean_actions, self_critical_wrapper
 from baselines.hooks import CurveWriter, HookRunner, PolicySnapshot, RunCallback, load_hooks
 from irlvla_gym.agents import UntrustedInputError, file_sha256, pickle_trusted
 
@@ -85,6 +85,9 @@ def train_ppo(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = True) -
     else:
         model = build_model(cfg, venv, seed, tensorboard_log=str(run_dir / "tb"))
     model.anchor = make_anchor(dataclasses.asdict(cfg.bc), cfg.env, seed=seed)  # None unless bc.weight > 0
+    critic = self_critical_wrapper(venv)  # reward_baseline 'mean-plan': it scores the policy's mean plans
+    if critic is not None:
+        critic.mean_actions = policy_mean_actions(model.policy)
     venv.env_seconds = float(state["env_s"])
 
     # ---- callbacks: curve, checkpoints, hooks, progress -------------------------------------------------------------

@@ -668,6 +668,21 @@ class EnvCore:
                 "clipped_action": clipped, "plan": plans, **mode.time_info(self, st, rows), **end_info, **cut_info}
         return StepOutput(rewards, terminated, truncated, info)
 
+    def rewards_of(self, st: EpisodeState, rows: np.ndarray, plans: np.ndarray, invalid: np.ndarray) -> np.ndarray:
+        """(M,) the rewards plans (M, 8, 3) *would* earn on rows ``rows`` now, without stepping them (nothing in
+        ``st`` changes). Only for modes whose score does not depend on what the rows did before
+        (``mode.scores_in_place``, the plan-once env): e.g. the reward of the policy's mean plan as a per-scene
+        baseline (self-critical PPO, ``baselines``)."""
+        if not getattr(self.mode, "scores_in_place", False):
+            raise NotImplementedError(f"rewards_of: {type(self.mode).__name__} episodes cannot score a plan without "
+                                      "stepping (only the plan-once env can)")
+        if any(st.bundles[i] is None for i in rows):
+            raise RuntimeError("call reset() before rewards_of()")
+        decision = self.mode.decide(self, st, rows, plans, invalid, None)
+        scored = self.mode.score(self, st, rows, decision, invalid)
+        rewards, _ = self.reward.rewards(self, st, rows, plans, invalid, scored)
+        return rewards
+
     def last_scores(self, st: EpisodeState, i: int) -> dict[str, float] | None:
         """Row ``i``'s last ``info["rewards"]`` (None before its first step)."""
         entry = st.last_scores[i]

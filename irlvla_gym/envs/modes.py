@@ -34,6 +34,8 @@ class PlanOnce:
     terminates. Invalid actions are neither simulated nor scored; with a custom reward nothing is simulated."""
 
     custom_with_scores = False
+    scores_in_place = True
+    """A plan's score depends only on the scene at t0: :meth:`EnvCore.rewards_of` may score other plans."""
 
     def start(self, core: EnvCore, st: EpisodeState, rows: np.ndarray) -> None:
         """Nothing beyond the core's reset: the observation stays the scene's cached t0 one."""

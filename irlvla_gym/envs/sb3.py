@@ -162,6 +162,11 @@ class BatchedVecEnv(VecEnv):
             out.append(info)
         return obs, rewards.astype(np.float32), dones, out
 
+    def rewards_of(self, actions: np.ndarray) -> np.ndarray:
+        """(N,) rewards ``actions`` would earn on the current scenes (those of the last returned observations),
+        without stepping: ``NavsimVectorEnv.rewards_of`` (plan-once env only)."""
+        return self.venv.unwrapped.rewards_of(actions)
+
     def close(self) -> None:
         self.venv.close()
 
@@ -282,6 +287,15 @@ class MultiProcessVecEnv(VecEnv):
         obs = {k: np.concatenate([r[0][k] for r in results]) for k in results[0][0]}
         return (obs, np.concatenate([r[1] for r in results]), np.concatenate([r[2] for r in results]),
                 [info for r in results for info in r[3]])
+
+    def rewards_of(self, actions: np.ndarray) -> np.ndarray:
+        """(N,) rewards ``actions`` would earn on the current scenes without stepping (:meth:`BatchedVecEnv.rewards_of`
+        in each worker)."""
+        actions = np.asarray(actions)
+        w = self.per_worker
+        for k, remote in enumerate(self.remotes):
+            remote.send(("call", ("rewards_of", (actions[k * w:(k + 1) * w],), {})))
+        return np.concatenate([remote.recv() for remote in self.remotes])
 
     def close(self) -> None:
         if self.closed:

@@ -338,6 +338,14 @@ class NavsimVectorBase(gym.vector.VectorEnv):
         self._autoreset = terminations | truncations
         return self.core.observations(self.state), rewards, terminations, truncations, infos.build()
 
+    def rewards_of(self, actions) -> np.ndarray:
+        """(N,) float64 rewards that ``actions`` (a batch like :meth:`step`'s) would earn on every env's current
+        scene, without stepping (plan-once env only; NotImplementedError for the closed loop). After a SAME_STEP
+        step the current scenes are those of the observations it returned."""
+        rows = np.arange(self.num_envs)
+        plans, invalid, _ = self.core.decode_rows(actions, rows, self.num_envs, self.state)
+        return self.core.rewards_of(self.state, rows, plans, invalid)
+
     def render(self):
         return None
 

@@ -21,6 +21,11 @@ name            offset at time t (s)                  coefficient
 
 The yaw terms use a nominal speed ``v`` (:data:`NOMINAL_SPEED`) so a lateral perturbation turns the heading with the
 path instead of crabbing sideways (a fixed basis cannot know each plan's speed; the tracker absorbs the rest).
+
+A fixed lateral std moves a plan sideways by the same metres whatever the ego's speed, so a car waiting at a junction
+explores (and PPO can learn) lateral offsets it cannot drive. :func:`direction_speed_factors` scales the lateral stds
+with the ego's speed (``v / NOMINAL_SPEED``, clipped to :data:`LATERAL_FACTOR_RANGE`): at speed the lateral directions
+are a curvature change, at a standstill they nearly vanish (``exploration="smooth-speed"`` of the VLA policy).
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ points on average against the mean plan (synthetic-val, ``python -m benchmarks.e
 NOMINAL_SPEED = 8.0
 """m/s, the speed that converts lateral velocity into the heading change of the lateral directions."""
 STEP_SECONDS = 0.5
+LATERAL_DIRECTIONS = ("lat_acc", "lat_jerk")
+LATERAL_FACTOR_RANGE = (0.1, 2.0)
+"""Bounds of the lateral std factor ``speed / NOMINAL_SPEED``: a standing ego keeps 10 % of the lateral std (a plan
+may still start to move and steer), a fast one at most twice the nominal."""
 
 
 def smooth_basis(directions: tuple[str, ...] = SMOOTH_DIRECTIONS) -> np.ndarray:
@@ -66,6 +75,21 @@ def smooth_basis(directions: tuple[str, ...] = SMOOTH_DIRECTIONS) -> np.ndarray:
     return np.stack(rows)
 
 
+def direction_speed_factors(speed, directions: tuple[str, ...] = SMOOTH_DIRECTIONS):
+    """Per-direction std factors (B, D) for egos at ``speed`` (B,) m/s: 1 for longitudinal directions,
+    ``clip(speed / NOMINAL_SPEED, *LATERAL_FACTOR_RANGE)`` for lateral ones.
+
+    Works on numpy arrays and torch tensors alike (returns the input's type and dtype; no torch import here).
+    """
+    mask = np.array([name in LATERAL_DIRECTIONS for name in directions], np.float64)
+    if hasattr(speed, "new_tensor"):  # a torch tensor
+        mask = speed.new_tensor(mask)
+    else:
+        speed = np.asarray(speed, np.float64)
+    lateral = (speed / NOMINAL_SPEED).clip(*LATERAL_FACTOR_RANGE)
+    return (lateral[..., None] - 1) * mask + 1
+
+
 def perturb_actions(actions: np.ndarray, num: int, rng: np.random.Generator,
                     std: tuple[float, ...] | np.ndarray = SMOOTH_STD,
                     directions: tuple[str, ...] = SMOOTH_DIRECTIONS) -> np.ndarray:
@@ -87,4 +111,5 @@ def perturb_actions(actions: np.ndarray, num: int, rng: np.random.Generator,
     return np.asarray(actions, np.float64).reshape(1, ACTION_DIM) + coeff @ basis
 
 
-__all__ = ["NOMINAL_SPEED", "SMOOTH_DIRECTIONS", "SMOOTH_STD", "perturb_actions", "smooth_basis"]
+__all__ = ["LATERAL_DIRECTIONS", "LATERAL_FACTOR_RANGE", "NOMINAL_SPEED", "SMOOTH_DIRECTIONS", "SMOOTH_STD",
+           "direction_speed_factors", "perturb_actions", "smooth_basis"]

@@ -22,8 +22,11 @@ import torch
 from stable_baselines3.common.distributions import DiagGaussianDistribution
 from torch import nn
 
-EXPLORATIONS = ("diagonal", "smooth")
-"""``VLAPolicy`` exploration kinds: SB3's diagonal Gaussian over the 24 numbers, or the smooth subspace."""
+EXPLORATIONS = ("diagonal", "smooth", "smooth-speed")
+"""``VLAPolicy`` exploration kinds: SB3's diagonal Gaussian over the 24 numbers, the smooth subspace, or the smooth
+subspace with lateral stds scaled by the ego's speed (:func:`irlvla_gym.plans.exploration.direction_speed_factors`;
+needs the raw ``ego`` observation)."""
+SUBSPACE_EXPLORATIONS = ("smooth", "smooth-speed")
 
 
 class SubspaceGaussianDistribution(DiagGaussianDistribution):
@@ -34,6 +37,9 @@ class SubspaceGaussianDistribution(DiagGaussianDistribution):
 
     Args:
         basis: (D, A) directions in action units. action_dim: A.
+
+    ``proba_distribution`` takes ``log_std`` (D,) or per-row (B, D) (state-dependent scales, e.g. speed-scaled
+    lateral directions; the row factor's log-determinant cancels in PPO's ratio).
     """
 
     def __init__(self, basis: np.ndarray | torch.Tensor, action_dim: int):
@@ -94,4 +100,4 @@ def smooth_log_std_init(std: Sequence[float] | None = None) -> torch.Tensor:
     return torch.log(torch.tensor(values, dtype=torch.float32))
 
 
-__all__ = ["EXPLORATIONS", "SubspaceGaussianDistribution", "smooth_log_std_init"]
+__all__ = ["EXPLORATIONS", "SUBSPACE_EXPLORATIONS", "SubspaceGaussianDistribution", "smooth_log_std_init"]

@@ -62,6 +62,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
+from irlvla_gym.obs.ego import SPEED as SPEED_INDEX
 from irlvla_gym.plans.codec import ACTION_DIM
 from irlvla_gym.policies.config import SUPPORTED_OBS_KEYS, WEIGHTS_NAME, VLAConfig
 from irlvla_gym.policies.network import VLAEncoder, VLANetwork, make_head, prepare_observations, resolve_checkpoint
@@ -198,7 +199,9 @@ class VLAPolicy(ActorCriticPolicy):
         exploration: ``"diagonal"`` (SB3's diagonal Gaussian over the 24 normalised plan numbers, std
             ``exp(log_std)``) or ``"smooth"`` (:class:`~irlvla_gym.policies.exploration.SubspaceGaussianDistribution`:
             Gaussian noise along a few smooth plan changes, longitudinal / lateral acceleration and jerk; sampled
-            plans stay comfortable and the learned reward ranks them well). Only for the trajectory action space.
+            plans stay comfortable and the learned reward ranks them well), or ``"smooth-speed"`` (the same with the
+            lateral stds scaled by the ego's speed, ``ego[:, 20]`` in m/s: a standing car explores almost no lateral
+            offset it could not drive; needs the ``ego`` key, un-normalised). Only for the trajectory action space.
         exploration_std: ``"smooth"`` only: initial std of each direction (m/s^2, m/s^3, m/s^2, m/s^3; default
             :data:`irlvla_gym.plans.exploration.SMOOTH_STD`); learned by PPO like ``log_std``.
         **kwargs: the rest of ``ActorCriticPolicy``'s arguments (``optimizer_class``, ``optimizer_kwargs``, ...).
@@ -215,11 +218,13 @@ class VLAPolicy(ActorCriticPolicy):
 
         if exploration not in EXPLORATIONS:
             raise ValueError(f"exploration {exploration!r}: choose from {EXPLORATIONS}")
-        if exploration == "smooth" and log_std_init is not None:
+        from irlvla_gym.policies.exploration import SUBSPACE_EXPLORATIONS
+
+        if exploration in SUBSPACE_EXPLORATIONS and log_std_init is not None:
             raise ValueError("log_std_init sets the diagonal Gaussian's std; with exploration='smooth' "
                              "pass exploration_std instead")
-        if exploration != "smooth" and exploration_std is not None:
-            raise ValueError("exploration_std applies only to exploration='smooth'")
+        if exploration not in SUBSPACE_EXPLORATIONS and exploration_std is not None:
+            raise ValueError(f"exploration_std applies only to exploration in {SUBSPACE_EXPLORATIONS}")
         # Our own copy: wrappers such as VecNormalize edit the env's space in place, SB3 preprocesses by the space.
         observation_space = copy.deepcopy(observation_space)
 
@@ -253,8 +258,12 @@ class VLAPolicy(ActorCriticPolicy):
             raise ValueError(f"frozen_encoders {unknown}: choose from {FREEZABLE}")
         self._log_std_override = log_std_init
         self._plan_head = isinstance(action_space, spaces.Box) and action_space.shape == (ACTION_DIM,)
-        if exploration == "smooth" and not self._plan_head:
-            raise ValueError("exploration='smooth' needs the 24-dim trajectory action space (action_type='trajectory')")
+        if exploration in SUBSPACE_EXPLORATIONS and not self._plan_head:
+            raise ValueError(f"exploration={exploration!r} needs the 24-dim trajectory action space "
+                             "(action_type='trajectory')")
+        if exploration == "smooth-speed" and "ego" not in config.obs_keys:
+            raise ValueError("exploration='smooth-speed' reads the ego's speed: add 'ego' to the obs_keys")
+        self._exploration_speed: torch.Tensor | None = None  # (B,) m/s of the last extract_features batch
         self.exploration = exploration
         self.exploration_std = None if exploration_std is None else tuple(float(v) for v in exploration_std)
         super().__init__(
@@ -287,7 +296,7 @@ class VLAPolicy(ActorCriticPolicy):
 
         self._build_mlp_extractor()
         d = self.vla_config.hidden
-        if self._plan_head and self.exploration == "smooth":
+        if self._plan_head and self.exploration in ("smooth", "smooth-speed"):
             from irlvla_gym.plans.exploration import smooth_basis
             from irlvla_gym.policies.exploration import SubspaceGaussianDistribution, smooth_log_std_init
 
@@ -325,7 +334,7 @@ class VLAPolicy(ActorCriticPolicy):
         data.update(vla_config=config, pretrained_path=None, num_threads=self.num_threads,
                     frozen_encoders=self.frozen_encoders, exploration=self.exploration,
                     exploration_std=self.exploration_std)
-        if self.exploration == "smooth":  # the smooth std is exploration_std (and the saved log_std)
+        if self.exploration != "diagonal":  # the smooth std is exploration_std (and the saved log_std)
             data["log_std_init"] = None
         return data
 
@@ -340,12 +349,43 @@ class VLAPolicy(ActorCriticPolicy):
         extractor = self.features_extractor if features_extractor is None else features_extractor
         if isinstance(obs, Mapping):
             check_obs_values(obs, self.vla_config.obs_keys)
+            self._remember_speed(obs)
         camera = obs.get("camera") if isinstance(obs, Mapping) else None
         if camera is None or camera.dtype != torch.uint8:
             return super().extract_features(obs, extractor)
         rest = {k: v for k, v in obs.items() if k != "camera"}
         space = spaces.Dict({k: self.observation_space[k] for k in rest})
         return extractor({**preprocess_obs(rest, space, normalize_images=self.normalize_images), "camera": camera})
+
+    def forward(self, obs: Mapping[str, torch.Tensor], deterministic: bool = False):
+        """SB3's forward (actions, values, log-probabilities); also records ``last_forward = (obs, mean actions)``
+        so a self-critical reward baseline can score the mean plan of the same rollout step without another
+        forward pass (``baselines.envs.policy_mean_actions``)."""
+        out = super().forward(obs, deterministic)
+        self.last_forward = (obs, self.action_dist.mode().detach())
+        return out
+
+    def _remember_speed(self, obs: Mapping[str, torch.Tensor]) -> None:
+        if self.exploration == "smooth-speed":  # SB3 builds the action distribution from this batch next
+            self._exploration_speed = obs["ego"][:, SPEED_INDEX].float()
+
+    def get_distribution(self, obs: Mapping[str, torch.Tensor]):
+        # SB3's get_distribution calls BasePolicy.extract_features, not ours
+        if isinstance(obs, Mapping):
+            self._remember_speed(obs)
+        return super().get_distribution(obs)
+
+    def _get_action_dist_from_latent(self, latent_pi: torch.Tensor):
+        if self.exploration != "smooth-speed":
+            return super()._get_action_dist_from_latent(latent_pi)
+        from irlvla_gym.plans.exploration import direction_speed_factors
+
+        speed = self._exploration_speed
+        if speed is None or speed.shape[0] != latent_pi.shape[0]:
+            raise RuntimeError("exploration='smooth-speed': no ego speed for this batch (extract_features was not "
+                               "called on it)")
+        log_std = self.log_std + torch.log(direction_speed_factors(speed.to(latent_pi)))
+        return self.action_dist.proba_distribution(self.action_net(latent_pi), log_std)
 
     # ---- the network view ----------------------------------------------------------------------------------------
 

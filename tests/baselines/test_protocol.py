@@ -180,3 +180,16 @@ def test_real_set_of_other_sources():
     assert CompareJob(real_sources=("waymo",)).real_sources == ("waymo",)
     default = protocol.real_set(None, progress=False)
     assert default.name == "real" and default.scenes_digest != held_out.scenes_digest
+
+
+def test_synthetic_val_is_a_tuning_set_outside_the_default_sets(tmp_path, calls):
+    """``--sets synthetic-val``: the first --val-scenes scenes of the validation split (for choosing recipes), never
+    among the default (reported) sets."""
+    assert "synthetic-val" not in CompareJob().sets
+    (val,) = protocol.eval_sets(_job(tmp_path, sets=("synthetic-val",), val_scenes=2))
+    assert (val.split, val.num_scenes, val.two_stage) == ("synthetic-val", 2, False)
+    run_compare(_job(tmp_path, sets=("synthetic-val",), val_scenes=2))
+    doc = json.loads((tmp_path / "paired.json").read_text())
+    assert doc["sets"]["synthetic-val"]["scenes"] == 2
+    with pytest.raises(ValueError, match="val_scenes must be >= 1"):
+        _job(tmp_path, val_scenes=0)

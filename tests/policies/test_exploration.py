@@ -104,6 +104,49 @@ def test_vla_policy_smooth_exploration_trains_saves_and_loads(tmp_path, scenes):
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
+def test_speed_factors_scale_only_the_lateral_directions():
+    from irlvla_gym.plans.exploration import LATERAL_FACTOR_RANGE, NOMINAL_SPEED, direction_speed_factors
+
+    speed = np.array([0.0, NOMINAL_SPEED / 2, NOMINAL_SPEED, 10 * NOMINAL_SPEED])
+    factors = direction_speed_factors(speed)
+    lateral = [SMOOTH_DIRECTIONS.index("lat_acc"), SMOOTH_DIRECTIONS.index("lat_jerk")]
+    np.testing.assert_allclose(factors[:, [0, 1]], 1.0)
+    np.testing.assert_allclose(factors[:, lateral[0]], [LATERAL_FACTOR_RANGE[0], 0.5, 1.0, LATERAL_FACTOR_RANGE[1]])
+    np.testing.assert_allclose(factors[:, lateral[1]], factors[:, lateral[0]])
+    torch.testing.assert_close(direction_speed_factors(torch.tensor(speed, dtype=torch.float32)),
+                               torch.tensor(factors, dtype=torch.float32))
+
+
+def test_vla_policy_speed_scaled_exploration_narrows_lateral_samples_of_slow_egos(tmp_path, scenes):
+    from stable_baselines3 import PPO
+
+    from irlvla_gym.obs.ego import SPEED
+    from irlvla_gym.plans.exploration import direction_speed_factors
+
+    env = make_env(KEYS, scenes=scenes)
+    model = _ppo(env, exploration="smooth-speed")
+    obs = {k: np.stack([env.reset(options={"scene_index": i % 4})[0][k] for i in range(8)]) for k in KEYS}
+    obs["ego"][:4, SPEED] = 0.0  # standing egos (the rest drive at the scenes' speeds)
+    obs_t, _ = model.policy.obs_to_tensor(obs)
+    with torch.no_grad():
+        dist = model.policy.get_distribution(obs_t)
+        actions, _, log_prob = model.policy(obs_t)
+        _, log_prob_again, _ = model.policy.evaluate_actions(obs_t, actions)
+    expected = model.policy.log_std.exp() * direction_speed_factors(obs_t["ego"][:, SPEED])
+    torch.testing.assert_close(dist.distribution.stddev, expected)
+    torch.testing.assert_close(log_prob_again, log_prob, rtol=0, atol=1e-4)
+    model.learn(128)
+    model.save(tmp_path / "speed.zip")
+    loaded = PPO.load(tmp_path / "speed.zip", env=env, device="cpu")
+    assert loaded.policy.exploration == "smooth-speed"
+    from irlvla_gym.policies import VLAPolicy
+
+    no_ego = ("bev", "instruction")
+    with pytest.raises(ValueError, match="'ego' to the obs_keys"):
+        PPO(VLAPolicy, make_env(no_ego, scenes=scenes), n_steps=64, batch_size=32, device="cpu",
+            policy_kwargs=dict(vla_config=tiny_config(obs_keys=no_ego), exploration="smooth-speed"))
+
+
 def test_vla_policy_exploration_arguments_are_checked(scenes):
     env = make_env(KEYS, scenes=scenes)
     with pytest.raises(ValueError, match="exploration 'wide'"):
