@@ -170,6 +170,43 @@ class ReferenceKLAnchor:
         return value, {"kl_ref": float(value.detach())}
 
 
+class ComplementAnchor:
+    """``||P (mu(s) - mu_ref(s))||^2``: the change of the policy's mean action, against a frozen reference (the
+    pretrained policy), in the directions its exploration never samples (summed over the 24 normalised numbers, mean
+    over observations; ``P`` projects onto the orthogonal complement of the smooth basis).
+
+    Why: with the smooth subspace exploration (:class:`~irlvla_gym.policies.exploration.SubspaceGaussianDistribution`)
+    PPO's ratio only sees the mean's moves along the explored directions, but the network's shared weights move the
+    rest of the plan too, unseen and unrewarded: a longitudinal-only policy drifted 0.37 m sideways at 4 s on
+    synthetic-val. This term keeps those unexplored components at the reference's.
+
+    Args:
+        dataset: supplies the observations (its actions are not used). reference: the frozen pretrained policy.
+        weight, batch_size, seed: as :class:`BCAnchor`.
+    """
+
+    def __init__(self, dataset: ExpertDataset, reference: Any, weight: float = 10.0, batch_size: int = 64,
+                 seed: int = 0):
+        basis = getattr(getattr(reference, "action_dist", None), "basis", None)
+        if basis is None:
+            raise ValueError("bc.kind 'complement' needs a policy with a smooth exploration subspace "
+                             "(policy_kwargs.exploration: smooth)")
+        self.dataset, self.reference, self.weight, self.batch_size = dataset, reference, float(weight), int(batch_size)
+        self.reference.set_training_mode(False)
+        self.reference.requires_grad_(False)
+        basis = torch.as_tensor(basis, dtype=torch.float32)
+        self.complement = torch.eye(basis.shape[1]) - torch.linalg.pinv(basis) @ basis  # (A, A) projector
+        self.rng = np.random.default_rng(seed)
+
+    def loss(self, policy: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        obs, _ = self.dataset.sample(self.batch_size, self.rng)
+        mean = _sb3_distribution(policy, obs).mode()
+        with torch.no_grad():
+            ref = _sb3_distribution(self.reference, obs).mode()
+        value = (((mean - ref) @ self.complement.to(mean)) ** 2).sum(-1).mean()
+        return value, {"complement_sq": float(value.detach())}
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # PPO with an anchor term
 # ---------------------------------------------------------------------------------------------------------------------
@@ -259,15 +296,20 @@ class AnchorHook:
 
 
 def make_anchor(bc: Mapping[str, Any], env: Mapping[str, Any], seed: int = 0,
-                dataset: ExpertDataset | None = None) -> BCAnchor | None:
-    """The :class:`BCAnchor` of a run's ``bc`` settings (None when ``weight`` is 0)."""
+                dataset: ExpertDataset | None = None, reference: Any = None) -> BCAnchor | ComplementAnchor | None:
+    """The anchor term of a run's ``bc`` settings (None when ``weight`` is 0): :class:`BCAnchor` (kind nll / mse)
+    or :class:`ComplementAnchor` (kind complement; ``reference``: the frozen pretrained policy)."""
     weight = float(bc.get("weight", 0.0) or 0.0)
     if weight <= 0:
         return None
     data = dataset or ExpertDataset.from_env_config(env, bc.get("num_scenes"))
-    return BCAnchor(data, weight=weight, batch_size=int(bc.get("batch_size", 64)), kind=str(bc.get("kind", "nll")),
-                    seed=seed)
+    kind = str(bc.get("kind", "nll"))
+    if kind == "complement":
+        if reference is None:
+            raise ValueError("bc.kind 'complement' needs the reference policy (make_anchor(..., reference=...))")
+        return ComplementAnchor(data, reference, weight=weight, batch_size=int(bc.get("batch_size", 64)), seed=seed)
+    return BCAnchor(data, weight=weight, batch_size=int(bc.get("batch_size", 64)), kind=kind, seed=seed)
 
 
-__all__: Sequence[str] = ["AnchorHook", "AnchorTerm", "BCAnchor", "ExpertDataset", "PPOWithAnchor", "ReferenceKLAnchor",
+__all__: Sequence[str] = ["AnchorHook", "AnchorTerm", "BCAnchor", "ComplementAnchor", "ExpertDataset", "PPOWithAnchor", "ReferenceKLAnchor",
                           "frozen_copy", "make_anchor"]

@@ -50,6 +50,19 @@ def build_model(cfg: RunConfig, venv: Any, seed: int, tensorboard_log: str | Non
                          policy_kwargs=policy_kwargs, **cfg.ppo.kwargs())
 
 
+def pretrained_reference(cfg: RunConfig, model: PPOWithAnchor) -> Any:
+    """A frozen copy of the run's policy with the *pretrained* weights (also after a resume): the reference of the
+    complement anchor."""
+    from baselines.anchor import frozen_copy
+    from baselines.pretrain import resolve_pretrained
+
+    if cfg.policy != "vla":
+        raise ValueError("bc.kind 'complement' needs policy 'vla' (a pretrained VLA with the smooth exploration)")
+    reference = frozen_copy(model.policy)
+    reference.load_pretrained(resolve_pretrained(cfg.pretrained or "bc_default"))
+    return reference
+
+
 def trusted_checkpoint(ckpt_dir: Path, state: dict[str, Any]) -> Path:
     """``ckpt_dir/model.zip`` if it may be unpickled: its SHA-256 equals the one this run recorded in state.json when
     saving it, or the user trusts pickles (``--trust-pickle`` / ``IRLVLA_TRUST_PICKLE=1``); else
@@ -84,7 +97,8 @@ def train_ppo(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = True) -
         print(f"resuming {run_dir} from step {state['step']}")
     else:
         model = build_model(cfg, venv, seed, tensorboard_log=str(run_dir / "tb"))
-    model.anchor = make_anchor(dataclasses.asdict(cfg.bc), cfg.env, seed=seed)  # None unless bc.weight > 0
+    model.anchor = make_anchor(dataclasses.asdict(cfg.bc), cfg.env, seed=seed,  # None unless bc.weight > 0
+                               reference=pretrained_reference(cfg, model) if cfg.bc.kind == "complement" else None)
     critic = self_critical_wrapper(venv)  # reward_baseline 'mean-plan': it scores the policy's mean plans
     if critic is not None:
         critic.mean_actions = policy_mean_actions(model.policy)

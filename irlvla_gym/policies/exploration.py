@@ -90,11 +90,20 @@ class SubspaceGaussianDistribution(DiagGaussianDistribution):
         return self.mean
 
 
-def smooth_log_std_init(std: Sequence[float] | None = None) -> torch.Tensor:
-    """(D,) initial log-std of the smooth directions (default :data:`irlvla_gym.plans.exploration.SMOOTH_STD`)."""
-    from irlvla_gym.plans.exploration import SMOOTH_STD
+def smooth_log_std_init(std: Sequence[float] | None = None, directions: Sequence[str] | None = None) -> torch.Tensor:
+    """(D,) initial log-std of the smooth ``directions`` (default all; std default: their entries of
+    :data:`irlvla_gym.plans.exploration.SMOOTH_STD`)."""
+    from irlvla_gym.plans.exploration import SMOOTH_DIRECTIONS, SMOOTH_STD
 
-    values = SMOOTH_STD if std is None else tuple(float(s) for s in std)
+    directions = tuple(directions or SMOOTH_DIRECTIONS)
+    unknown = [d for d in directions if d not in SMOOTH_DIRECTIONS]
+    if unknown:
+        raise ValueError(f"exploration_directions: unknown direction(s) {unknown}; choose from {SMOOTH_DIRECTIONS}")
+    default = tuple(SMOOTH_STD[SMOOTH_DIRECTIONS.index(d)] for d in directions)
+    values = default if std is None else tuple(float(s) for s in std)
+    if len(values) != len(directions):
+        raise ValueError(f"exploration_std: expected {len(directions)} values (one per direction {directions}), "
+                         f"got {len(values)}")
     if any(not (s > 0 and math.isfinite(s)) for s in values):
         raise ValueError(f"exploration_std: every std must be a positive finite number, got {values}")
     return torch.log(torch.tensor(values, dtype=torch.float32))

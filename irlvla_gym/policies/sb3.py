@@ -204,6 +204,10 @@ class VLAPolicy(ActorCriticPolicy):
             offset it could not drive; needs the ``ego`` key, un-normalised). Only for the trajectory action space.
         exploration_std: ``"smooth"`` only: initial std of each direction (m/s^2, m/s^3, m/s^2, m/s^3; default
             :data:`irlvla_gym.plans.exploration.SMOOTH_STD`); learned by PPO like ``log_std``.
+        exploration_directions: ``"smooth"`` only: the directions explored (default all of
+            :data:`irlvla_gym.plans.exploration.SMOOTH_DIRECTIONS`; e.g. ``("lon_acc", "lon_jerk")``: PPO changes
+            only the speed profile, never a lateral offset the reward may misjudge). ``exploration_std`` then has
+            one entry per given direction.
         **kwargs: the rest of ``ActorCriticPolicy``'s arguments (``optimizer_class``, ``optimizer_kwargs``, ...).
             ``net_arch`` and ``activation_fn`` are ignored (the network is fixed by ``vla_config``).
     """
@@ -212,19 +216,21 @@ class VLAPolicy(ActorCriticPolicy):
                  vla_config: VLAConfig | Mapping[str, Any] | None = None, pretrained_path: str | None = None,
                  num_threads: int | None = None, log_std_init: float | None = None, ortho_init: bool = False,
                  frozen_encoders: Sequence[str] = (), exploration: str = "diagonal",
-                 exploration_std: Sequence[float] | None = None, **kwargs: Any):
+                 exploration_std: Sequence[float] | None = None,
+                 exploration_directions: Sequence[str] | None = None, **kwargs: Any):
         from irlvla_gym.policies.exploration import EXPLORATIONS
         from irlvla_gym.utils import limit_torch_threads
 
         if exploration not in EXPLORATIONS:
             raise ValueError(f"exploration {exploration!r}: choose from {EXPLORATIONS}")
-        from irlvla_gym.policies.exploration import SUBSPACE_EXPLORATIONS
+        from irlvla_gym.policies.exploration import SUBSPACE_EXPLORATIONS, smooth_log_std_init
 
         if exploration in SUBSPACE_EXPLORATIONS and log_std_init is not None:
             raise ValueError("log_std_init sets the diagonal Gaussian's std; with exploration='smooth' "
                              "pass exploration_std instead")
-        if exploration not in SUBSPACE_EXPLORATIONS and exploration_std is not None:
-            raise ValueError(f"exploration_std applies only to exploration in {SUBSPACE_EXPLORATIONS}")
+        if exploration not in SUBSPACE_EXPLORATIONS and (exploration_std, exploration_directions) != (None, None):
+            raise ValueError(f"exploration_std and exploration_directions apply only to exploration in "
+                             f"{SUBSPACE_EXPLORATIONS}")
         # Our own copy: wrappers such as VecNormalize edit the env's space in place, SB3 preprocesses by the space.
         observation_space = copy.deepcopy(observation_space)
 
@@ -266,6 +272,10 @@ class VLAPolicy(ActorCriticPolicy):
         self._exploration_speed: torch.Tensor | None = None  # (B,) m/s of the last extract_features batch
         self.exploration = exploration
         self.exploration_std = None if exploration_std is None else tuple(float(v) for v in exploration_std)
+        self.exploration_directions = (None if exploration_directions is None else
+                                       tuple(str(d) for d in exploration_directions))
+        if self.exploration_directions is not None:
+            smooth_log_std_init(self.exploration_std, self.exploration_directions)  # the argument errors, early
         super().__init__(
             observation_space, action_space, lr_schedule, net_arch=[],
             log_std_init=config.log_std_init if log_std_init is None else log_std_init, ortho_init=ortho_init,
@@ -300,9 +310,10 @@ class VLAPolicy(ActorCriticPolicy):
             from irlvla_gym.plans.exploration import smooth_basis
             from irlvla_gym.policies.exploration import SubspaceGaussianDistribution, smooth_log_std_init
 
-            self.action_dist = SubspaceGaussianDistribution(smooth_basis(), ACTION_DIM)
+            directions = self.smooth_directions
+            self.action_dist = SubspaceGaussianDistribution(smooth_basis(directions), ACTION_DIM)
             self.action_net = make_head(self.vla_config)  # its own (24,) log_std stays the checkpoint's, unused here
-            self.log_std = nn.Parameter(smooth_log_std_init(self.exploration_std))
+            self.log_std = nn.Parameter(smooth_log_std_init(self.exploration_std, directions))
         elif self._plan_head and isinstance(self.action_dist, DiagGaussianDistribution):
             self.action_net = make_head(self.vla_config)
             with torch.no_grad():
@@ -333,7 +344,7 @@ class VLAPolicy(ActorCriticPolicy):
         config["vision_pretrained_path"] = config["language_pretrained_path"] = None
         data.update(vla_config=config, pretrained_path=None, num_threads=self.num_threads,
                     frozen_encoders=self.frozen_encoders, exploration=self.exploration,
-                    exploration_std=self.exploration_std)
+                    exploration_std=self.exploration_std, exploration_directions=self.exploration_directions)
         if self.exploration != "diagonal":  # the smooth std is exploration_std (and the saved log_std)
             data["log_std_init"] = None
         return data
@@ -365,6 +376,13 @@ class VLAPolicy(ActorCriticPolicy):
         self.last_forward = (obs, self.action_dist.mode().detach())
         return out
 
+    @property
+    def smooth_directions(self) -> tuple[str, ...]:
+        """The explored smooth directions (``exploration_directions``, default all)."""
+        from irlvla_gym.plans.exploration import SMOOTH_DIRECTIONS
+
+        return self.exploration_directions or SMOOTH_DIRECTIONS
+
     def _remember_speed(self, obs: Mapping[str, torch.Tensor]) -> None:
         if self.exploration == "smooth-speed":  # SB3 builds the action distribution from this batch next
             self._exploration_speed = obs["ego"][:, SPEED_INDEX].float()
@@ -384,7 +402,7 @@ class VLAPolicy(ActorCriticPolicy):
         if speed is None or speed.shape[0] != latent_pi.shape[0]:
             raise RuntimeError("exploration='smooth-speed': no ego speed for this batch (extract_features was not "
                                "called on it)")
-        log_std = self.log_std + torch.log(direction_speed_factors(speed.to(latent_pi)))
+        log_std = self.log_std + torch.log(direction_speed_factors(speed.to(latent_pi), self.smooth_directions))
         return self.action_dist.proba_distribution(self.action_net(latent_pi), log_std)
 
     # ---- the network view ----------------------------------------------------------------------------------------

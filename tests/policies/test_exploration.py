@@ -180,3 +180,24 @@ def test_rwm_dataset_policy_samples_follow_the_configured_exploration(scenes, tm
     assert DatasetConfig(out=str(tmp_path), policy_samples=20).candidate_config().policy == 20
     with pytest.raises(ValueError, match="policy_exploration"):
         CandidateConfig(policy_exploration="wide")
+
+
+def test_vla_policy_explores_only_the_given_directions(scenes):
+    env = make_env(KEYS, scenes=scenes)
+    model = _ppo(env, exploration="smooth", exploration_directions=("lon_acc", "lon_jerk"))
+    torch.testing.assert_close(model.policy.log_std.detach().exp(), torch.tensor(SMOOTH_STD[:2]))
+    basis = torch.tensor(smooth_basis(("lon_acc", "lon_jerk")), dtype=torch.float32)
+    obs = {k: np.stack([env.reset(options={"scene_index": i})[0][k] for i in range(4)]) for k in KEYS}
+    obs_t, _ = model.policy.obs_to_tensor(obs)
+    with torch.no_grad():
+        actions, _, _ = model.policy(obs_t)
+        mean = model.policy.get_distribution(obs_t).mode()
+    delta = (actions - mean).reshape(4, 8, 3)
+    assert float(delta[..., 1:].abs().max()) < 1e-6  # no lateral offset or heading change sampled
+    torch.testing.assert_close((actions - mean) @ torch.linalg.pinv(basis) @ basis, actions - mean)
+    with pytest.raises(ValueError, match="unknown direction"):
+        _ppo(env, exploration="smooth", exploration_directions=("lon_acc", "yaw"))
+    with pytest.raises(ValueError, match="expected 2 values"):
+        _ppo(env, exploration="smooth", exploration_directions=("lon_acc", "lon_jerk"), exploration_std=(0.1,))
+    with pytest.raises(ValueError, match="exploration_directions apply only"):
+        _ppo(env, exploration_directions=("lon_acc",))

@@ -1,0 +1,61 @@
+"""The complement anchor (``bc.kind: complement``, baselines.anchor.ComplementAnchor): the policy's mean-plan change
+against the pretrained policy in the directions the smooth exploration never samples."""
+
+from __future__ import annotations
+
+import csv
+
+import gymnasium as gym
+import pytest
+import torch
+
+from baselines.anchor import ComplementAnchor, ExpertDataset, PPOWithAnchor, frozen_copy
+from baselines.config import load_config
+from baselines.runner import run_dir_of, train_run
+
+from .conftest import ANCHOR_ENV, tiny_overrides
+
+
+def _model(checkpoints, **policy_kwargs):
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from irlvla_gym.policies import VLAPolicy
+
+    venv = DummyVecEnv([lambda: gym.make("IRLVLA-Navsim-v2", **ANCHOR_ENV)] * 2)
+    return PPOWithAnchor(VLAPolicy, venv, seed=0, device="cpu", n_steps=8, batch_size=8, n_epochs=1,
+                         policy_kwargs={"pretrained_path": str(checkpoints["gaussian"]), **policy_kwargs})
+
+
+def test_only_changes_outside_the_explored_directions_cost(checkpoints, dataset):
+    model = _model(checkpoints, exploration="smooth", exploration_directions=("lon_acc", "lon_jerk"))
+    anchor = ComplementAnchor(dataset, frozen_copy(model.policy), weight=1.0, batch_size=4)
+    value, logs = anchor.loss(model.policy)
+    assert float(value) == pytest.approx(0.0, abs=1e-10) and "complement_sq" in logs
+    basis = model.policy.action_dist.basis
+    head_bias = model.policy.action_net.mlp[-1].bias  # the Gaussian head's last layer: shifts every mean alike
+    with torch.no_grad():
+        head_bias += 0.05 * basis[0]  # along an explored direction: free
+    assert float(anchor.loss(model.policy)[0]) == pytest.approx(0.0, abs=1e-8)
+    lateral = torch.zeros(24)
+    lateral[1::3] = 0.01  # y of every pose: never explored here
+    with torch.no_grad():
+        head_bias += lateral
+    assert float(anchor.loss(model.policy)[0]) == pytest.approx(float((lateral ** 2).sum()), rel=1e-3)
+
+
+def test_needs_the_subspace_exploration(checkpoints, dataset):
+    model = _model(checkpoints)
+    with pytest.raises(ValueError, match="smooth exploration subspace"):
+        ComplementAnchor(dataset, frozen_copy(model.policy))
+
+
+def test_a_run_with_the_complement_anchor(tmp_path, checkpoints):
+    overrides = tiny_overrides("ppo-vla-rwm", checkpoints, bc={"weight": 10.0, "kind": "complement",
+                                                              "num_scenes": 4, "batch_size": 8}, hooks=[])
+    metrics = train_run(load_config("ppo-vla-rwm", "quick", overrides), 0, tmp_path, progress=False, evaluate=False)
+    assert metrics["steps"] == 64
+    assert (run_dir_of(tmp_path, "ppo-vla-rwm", 0) / "network" / "model.safetensors").is_file()
+    with pytest.raises(ValueError, match="policy 'vla'"):
+        bad = load_config("ppo-cnn-epdms", "quick", tiny_overrides("ppo-cnn-epdms", checkpoints,
+                                                                   bc={"weight": 1.0, "kind": "complement"}))
+        train_run(bad, 0, tmp_path / "cnn", progress=False, evaluate=False)
