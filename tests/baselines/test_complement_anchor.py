@@ -30,17 +30,17 @@ def test_only_changes_outside_the_explored_directions_cost(checkpoints, dataset)
     model = _model(checkpoints, exploration="smooth", exploration_directions=("lon_acc", "lon_jerk"))
     anchor = ComplementAnchor(dataset, frozen_copy(model.policy), weight=1.0, batch_size=4)
     value, logs = anchor.loss(model.policy)
-    assert float(value) == pytest.approx(0.0, abs=1e-10) and "complement_sq" in logs
+    assert float(value.detach()) == pytest.approx(0.0, abs=1e-10) and "complement_sq" in logs
     basis = model.policy.action_dist.basis
     head_bias = model.policy.action_net.mlp[-1].bias  # the Gaussian head's last layer: shifts every mean alike
     with torch.no_grad():
         head_bias += 0.05 * basis[0]  # along an explored direction: free
-    assert float(anchor.loss(model.policy)[0]) == pytest.approx(0.0, abs=1e-8)
+    assert float(anchor.loss(model.policy)[0].detach()) == pytest.approx(0.0, abs=1e-8)
     lateral = torch.zeros(24)
     lateral[1::3] = 0.01  # y of every pose: never explored here
     with torch.no_grad():
         head_bias += lateral
-    assert float(anchor.loss(model.policy)[0]) == pytest.approx(float((lateral ** 2).sum()), rel=1e-3)
+    assert float(anchor.loss(model.policy)[0].detach()) == pytest.approx(float((lateral ** 2).sum()), rel=1e-3)
 
 
 def test_needs_the_subspace_exploration(checkpoints, dataset):
