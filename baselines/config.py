@@ -194,10 +194,14 @@ class RunConfig:
     """env steps between training-hook calls (0: never)"""
     hooks: list[dict[str, Any]] = field(default_factory=list)
     """hook specs ({"class": "module:Class", "kwargs": {...}}, see baselines.hooks)"""
-    reward_baseline: Literal["none", "mean-plan"] = "none"
+    reward_baseline: Literal["none", "mean-plan", "group"] = "none"
     """none: PPO's advantage is reward - V(s); mean-plan: the reward paid is reward(sampled plan) - reward(the
     policy's mean plan) on the same scene (a self-critical per-scene baseline, scored by the env without stepping;
-    one-step env only, algorithm ppo; baselines.envs.SelfCriticalReward)"""
+    baselines.envs.SelfCriticalReward); group: each step plans scene_group_size samples of one scene and each is
+    paid its reward minus the mean of the others' (leave-one-out, baselines.envs.GroupRelativeReward). Plan-once
+    env, algorithm ppo"""
+    scene_group_size: int = 1
+    """envs per scene group (reward_baseline group: >= 2, divides n_envs): a group's envs plan the same scene"""
     rwm_cache_size: int = 4096
     """scene encodings the learned reward keeps (>= the number of training scenes avoids re-encoding a scene)"""
     description: str = ""
@@ -214,8 +218,12 @@ class RunConfig:
             raise ValueError("algorithm 'plugin' needs `plugin: <algorithm name or module:attr>`")
         if self.policy not in ("vla", "cnn"):
             raise ValueError(f"policy must be 'vla' or 'cnn', got {self.policy!r}")
-        if self.reward_baseline not in ("none", "mean-plan"):
-            raise ValueError(f"reward_baseline must be 'none' or 'mean-plan', got {self.reward_baseline!r}")
+        if self.reward_baseline not in ("none", "mean-plan", "group"):
+            raise ValueError(f"reward_baseline must be 'none', 'mean-plan' or 'group', got {self.reward_baseline!r}")
+        if (self.reward_baseline == "group") != (self.scene_group_size > 1) or self.n_envs % self.scene_group_size:
+            raise ValueError(f"reward_baseline 'group' goes with scene_group_size >= 2 dividing n_envs ({self.n_envs})"
+                             f" and scene_group_size > 1 with reward_baseline 'group'; got {self.reward_baseline!r}, "
+                             f"scene_group_size {self.scene_group_size}")
         if self.reward_baseline != "none" and self.algorithm != "ppo":
             raise ValueError(f"reward_baseline {self.reward_baseline!r} is implemented for algorithm 'ppo' only")
         if self.vec_env not in ("auto", "native", "dummy"):

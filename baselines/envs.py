@@ -144,6 +144,42 @@ class SelfCriticalReward(VecEnvWrapper):
         return obs, (np.asarray(rewards, np.float64) - self._baseline).astype(np.float32), dones, infos
 
 
+class GroupRelativeReward(VecEnvWrapper):
+    """Pays each plan its reward minus the mean reward of the other plans of its scene group (leave-one-out).
+
+    The env starts every episode of a group of ``group_size`` consecutive rows in one scene
+    (``scene_group_size``, :class:`~irlvla_gym.envs.vector.NavsimVectorBase`), so each step samples G plans per
+    scene and the group's other rewards are an unbiased per-scene baseline (RLOO; GRPO without the std): the
+    advantage says which of the policy's own samples of that scene were better, not how easy the scene is. No extra
+    reward query: the G rewards are the step's own. Infos get ``raw_reward`` and ``baseline_reward``.
+
+    Args:
+        venv: the vector env with scene groups. group_size: G >= 2, dividing its number of envs.
+    """
+
+    def __init__(self, venv: VecEnv, group_size: int):
+        super().__init__(venv)
+        if group_size < 2 or venv.num_envs % group_size:
+            raise ValueError(f"reward_baseline 'group': scene_group_size must be >= 2 and divide n_envs "
+                             f"({venv.num_envs}), got {group_size}")
+        self.group_size = int(group_size)
+
+    def reset(self):
+        return self.venv.reset()
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        paid = np.asarray(rewards, np.float64).reshape(-1, self.group_size)
+        scenes = [info.get("scene_index") for info in infos]
+        if None not in scenes and np.ptp(np.asarray(scenes).reshape(-1, self.group_size), axis=1).any():
+            raise RuntimeError("GroupRelativeReward: the rows of a group planned different scenes (make the env with "
+                               "scene_group_size equal to the group size)")
+        baseline = (paid.sum(axis=1, keepdims=True) - paid) / (self.group_size - 1)
+        for info, r, b in zip(infos, paid.reshape(-1), baseline.reshape(-1)):
+            info["raw_reward"], info["baseline_reward"] = float(r), float(b)
+        return obs, (paid - baseline).reshape(-1).astype(np.float32), dones, infos
+
+
 def policy_mean_actions(policy: Any) -> Callable[[Any], np.ndarray]:
     """``obs -> (N, A)`` mean actions of an SB3 policy for :class:`SelfCriticalReward`: the means the policy
     recorded in its last rollout forward for these very observations (``last_forward``,
@@ -174,7 +210,8 @@ def _native_sb3(cfg: RunConfig, kwargs: dict[str, Any]) -> VecEnv:
     """The native batched vector env behind SB3's VecEnv interface (ImportError when the adapter is missing)."""
     from irlvla_gym.envs.sb3 import BatchedVecEnv  # the SB3 adapter of irlvla_gym.envs.vector
 
-    return BatchedVecEnv(ENV_ID, num_envs=cfg.n_envs, **kwargs)
+    groups = {"scene_group_size": cfg.scene_group_size} if cfg.scene_group_size > 1 else {}
+    return BatchedVecEnv(ENV_ID, num_envs=cfg.n_envs, **groups, **kwargs)
 
 
 def ray_vec_env(cfg: RunConfig, num_workers: int) -> VecEnv:
@@ -197,7 +234,9 @@ def make_sb3_vec_env(cfg: RunConfig, reward: Any | None = None, backend: str | N
 
     env_backend, env_workers = scale_settings()
     # the self-critical baseline's second query is env time too: TimedVecEnv outside it
-    wrap = (lambda v: TimedVecEnv(SelfCriticalReward(v))) if cfg.reward_baseline == "mean-plan" else TimedVecEnv
+    wrap = {"mean-plan": lambda v: TimedVecEnv(SelfCriticalReward(v)),
+            "group": lambda v: TimedVecEnv(GroupRelativeReward(v, cfg.scene_group_size))}.get(cfg.reward_baseline,
+                                                                                              TimedVecEnv)
     if (backend or env_backend) == "ray":
         return wrap(ray_vec_env(cfg, num_workers or env_workers)), "ray"
     kwargs = env_kwargs(cfg, reward)
@@ -231,5 +270,5 @@ def make_gym_vector_env(cfg: RunConfig, reward: Any | None = None):
                         **env_kwargs(cfg, reward))
 
 
-__all__ = ["BACKEND_ENV", "WORKERS_ENV", "SelfCriticalReward", "TimedVecEnv", "env_kwargs", "make_gym_vector_env",
+__all__ = ["BACKEND_ENV", "WORKERS_ENV", "GroupRelativeReward", "SelfCriticalReward", "TimedVecEnv", "env_kwargs", "make_gym_vector_env",
            "make_reward", "make_sb3_vec_env", "policy_mean_actions", "ray_vec_env", "scale_settings", "self_critical_wrapper"]

@@ -107,7 +107,7 @@ class BatchedVecEnv(VecEnv):
     observation_space = CopyOnRead()
 
     def __init__(self, env_id: str = "IRLVLA-Navsim-v2", num_envs: int = 8, **kwargs: Any):
-        register_envs()
+        register_envs()  # kwargs may include the vector env's own scene_group_size (NavsimVectorBase)
 
         self.venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point",
                                  autoreset_mode=AutoresetMode.SAME_STEP, **kwargs)

@@ -205,15 +205,20 @@ class NavsimVectorBase(gym.vector.VectorEnv):
         num_envs: N.
         autoreset_mode: SAME_STEP (default), NEXT_STEP (for gymnasium's vector observation wrappers) or DISABLED;
             an :class:`~gymnasium.vector.AutoresetMode` or its name (:func:`autoreset_mode_of`).
+        scene_group_size: G >= 1 (divides N): consecutive groups of G envs start every episode in the same scene,
+            drawn by the group's first env (its RNG, its seed). For group-relative baselines: G plans of one scene
+            in one step (plan-once env only; default 1, every env draws its own scene).
         **kwargs: the env's arguments (:class:`~irlvla_gym.envs.config.EnvConfig`), shared by the N envs.
     """
 
     env_class: type[NavsimBaseEnv]
 
     def __init__(self, num_envs: int = 8, *, autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
-                 **kwargs: Any):
+                 scene_group_size: int = 1, **kwargs: Any):
         if num_envs < 1:
             raise ValueError("num_envs must be >= 1")
+        if scene_group_size < 1 or num_envs % scene_group_size:
+            raise ValueError(f"scene_group_size must be >= 1 and divide num_envs ({num_envs}), got {scene_group_size}")
         kwargs.pop("max_episode_steps", None)  # gym.make_vec passes the spec's (None for these ids)
         self.template = self.env_class(**kwargs)
         t = self.template
@@ -228,6 +233,9 @@ class NavsimVectorBase(gym.vector.VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.config = t.config
+        self.scene_group_size = int(scene_group_size)
+        if self.scene_group_size > 1 and not getattr(self.core.mode, "scores_in_place", False):
+            raise ValueError("scene_group_size > 1 needs the plan-once env (every env ends its episode each step)")
         self._rngs: list[np.random.Generator | None] = [None] * self.num_envs
         self._autoreset = np.zeros(self.num_envs, bool)
 
@@ -293,7 +301,14 @@ class NavsimVectorBase(gym.vector.VectorEnv):
         return self.core.observations(self.state), infos.build()
 
     def _reset_rows(self, rows: np.ndarray, options: dict[str, Any] | None, infos: InfoBuilder) -> None:
-        indices = [self.core.select_index(options, self._rng(i)) for i in rows]
+        g = self.scene_group_size
+        if g == 1:
+            indices = [self.core.select_index(options, self._rng(i)) for i in rows]
+        else:  # one draw per group, by its first env; a group's rows always reset together (plan-once)
+            drawn = {i // g: self.core.select_index(options, self._rng(i // g * g)) for i in rows if i % g == 0}
+            if any(i // g not in drawn for i in rows):
+                raise RuntimeError("scene groups reset together: reset whole groups (reset_mask) or all envs")
+            indices = [drawn[i // g] for i in rows]
         put_columns(infos, rows, self.core.reset(self.state, rows, indices))
 
     # ---- step: autoreset around the core's batched step ----------------------------------------------------------

@@ -82,3 +82,28 @@ def test_ppo_run_with_the_mean_plan_baseline(tmp_path, checkpoints, monkeypatch)
     rows = list(csv.DictReader((run_dir_of(tmp_path, "ppo-vla-rwm", 0) / "curve.csv").open()))
     assert len(rows) == 2 and all(float(r["reward_mean"]) > 0.01 for r in rows)  # paid, not differences (~1e-4)
     assert not predicted  # every baseline used the rollout forward's means
+
+
+def test_group_relative_reward_is_the_leave_one_out_difference():
+    from baselines.envs import GroupRelativeReward
+
+    env = GroupRelativeReward(_native(4, scene_group_size=2), 2)
+    env.seed(0)
+    env.reset()
+    actions = np.random.default_rng(2).uniform(-0.3, 0.3, (4, 24)).astype(np.float32)
+    _, relative, _, infos = env.step(actions)
+    paid = np.array([i["raw_reward"] for i in infos]).reshape(2, 2)
+    np.testing.assert_allclose(relative.reshape(2, 2), paid - paid[:, ::-1], atol=1e-6)
+    assert [i["scene_index"] for i in infos][::2] == [i["scene_index"] for i in infos][1::2]
+    ungrouped = GroupRelativeReward(_native(4), 2)
+    ungrouped.seed(0)
+    ungrouped.reset()
+    with pytest.raises(RuntimeError, match="different scenes"):
+        for _ in range(5):  # 3 scenes: some step draws two different scenes in a group
+            ungrouped.step(actions)
+    with pytest.raises(ValueError, match="scene_group_size"):
+        load_config("ppo-vla-rwm", "quick", [{"reward_baseline": "group"}])
+    with pytest.raises(ValueError, match="scene_group_size"):
+        load_config("ppo-vla-rwm", "quick", [{"scene_group_size": 4}])
+    cfg = load_config("ppo-vla-rwm", "quick", [{"reward_baseline": "group", "scene_group_size": 4}])
+    assert cfg.scene_group_size == 4
