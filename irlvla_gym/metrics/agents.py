@@ -34,11 +34,12 @@ class TrackArrays:
             valid: (G, T) bool.
         stopped: (G,) bool, "stopped track" as first seen; static: (G,) bool; category: (G,) int64.
         reach: (G, Tt) m, the agent's largest bounding radius plus displacement over the TTC projection steps
-            after each of the first Tt steps (the TTC prefilter).
+            after each of the first Tt steps (the TTC prefilter; computed on first use, :meth:`reach_of` for some
+            agents only).
         bbox: (G, 4) [xmin, ymin, xmax, ymax] of the valid centres (m); radius_max: (G,) largest valid radius (m).
         uses: calls that asked for these arrays; from the second on (a track scored again, e.g. a scene's log
-            replay in an env) all box corners are computed once and kept, before only those tested (small tracks
-            keep them at once, unless made in a batch: :meth:`batch`).
+            replay in an env) all box corners (and reaches) are computed once and kept, before only those tested
+            (small tracks keep them at once, unless made in a batch: :meth:`batch`).
     """
 
     def __init__(self, agents: AgentTracks, cfg: ScorerConfig, T: int):
@@ -52,15 +53,18 @@ class TrackArrays:
         static = np.tile(agents.is_static, P) if P > 1 else agents.is_static
         category = np.asarray(agents.category, np.int64)
         self._set(N, bt, vt, static, np.tile(category, P) if P > 1 else category,
-                  *_per_agent_arrays(bt, vt, static, cfg, T))
+                  *_per_agent_arrays(bt, vt, static, cfg), _reach_steps(cfg, T))
+        self._reach = _reach_rows(self.cx, self.cy, self.radius, self._later)
         if G * T <= SMALL_TRACK:  # one call for all corners costs what one call for the tested ones does
             self.keep_corners()
 
     def _set(self, num_agents: int, boxes: np.ndarray, valid: np.ndarray, static: np.ndarray, category: np.ndarray,
-             radius: np.ndarray, stopped: np.ndarray, cx: np.ndarray, cy: np.ndarray, reach: np.ndarray) -> None:
+             radius: np.ndarray, stopped: np.ndarray, cx: np.ndarray, cy: np.ndarray, later: np.ndarray) -> None:
         self.num_agents = num_agents
         self.boxes, self.valid, self.static, self.category = boxes, valid, static, category
-        self.radius, self.stopped, self.cx, self.cy, self.reach = radius, stopped, cx, cy, reach
+        self.radius, self.stopped, self.cx, self.cy = radius, stopped, cx, cy
+        self._later = later  # (Tt, S) the steps each of the first Tt steps projects to (TTC)
+        self._reach: np.ndarray | None = None
         self.uses = 0
         self.kept_corners: np.ndarray | None = None  # (G, T, 4, 2) once kept
         self._extent: tuple[np.ndarray, np.ndarray] | None = None
@@ -79,7 +83,8 @@ class TrackArrays:
         vt = np.concatenate([np.asarray(t.valid, bool).T for t in tracks])  # (G, T)
         category = np.concatenate([np.asarray(t.category, np.int64) for t in tracks])
         static = _static_categories(category)
-        radius, stopped, cx, cy, reach = _per_agent_arrays(bt, vt, static, cfg, T)
+        radius, stopped, cx, cy = _per_agent_arrays(bt, vt, static, cfg)
+        later = _reach_steps(cfg, T)
         bbox, radius_max = _extents(vt, cx, cy, radius)
         out = []
         for u, track in enumerate(tracks):
@@ -88,10 +93,24 @@ class TrackArrays:
                 track.cache["is_static"] = static[g]
             arrays = cls.__new__(cls)
             arrays._set(counts[u], bt[g], vt[g], track.is_static, category[g], radius[g], stopped[g], cx[g], cy[g],
-                        reach[g])
+                        later)
             arrays._extent = bbox[g], radius_max[g]
             out.append(arrays)
         return out
+
+    @property
+    def reach(self) -> np.ndarray:
+        """(G, Tt) m: see the class docs (computed on first use)."""
+        if self._reach is None:
+            self._reach = _reach_rows(self.cx, self.cy, self.radius, self._later)
+        return self._reach
+
+    def reach_of(self, agent: np.ndarray) -> np.ndarray:
+        """(E, Tt) m: :attr:`reach` of agents ``agent`` (E,) (only theirs computed when it is not yet: the
+        prefilter of :func:`pack_agents` keeps a few of a step's new agents)."""
+        if self._reach is not None:
+            return self._reach[agent]
+        return _reach_rows(self.cx[agent], self.cy[agent], self.radius[agent], self._later)
 
     @property
     def bbox(self) -> np.ndarray:
@@ -127,9 +146,8 @@ def _static_categories(category: np.ndarray) -> np.ndarray:
     return np.isin(category, STATIC_CATEGORIES)
 
 
-def _per_agent_arrays(bt: np.ndarray, vt: np.ndarray, static: np.ndarray, cfg: ScorerConfig,
-                      T: int) -> tuple[np.ndarray, ...]:
-    """radius, stopped, cx, cy, reach of :class:`TrackArrays` from boxes (G, T, 8), valid (G, T) and static (G,)
+def _per_agent_arrays(bt: np.ndarray, vt: np.ndarray, static: np.ndarray, cfg: ScorerConfig) -> tuple[np.ndarray, ...]:
+    """radius, stopped, cx, cy of :class:`TrackArrays` from boxes (G, T, 8), valid (G, T) and static (G,)
     (row-wise operations only: rows of several tracks may be stacked)."""
     G = len(bt)
     radius = 0.5 * np.hypot(bt[..., 3], bt[..., 4])
@@ -137,13 +155,22 @@ def _per_agent_arrays(bt: np.ndarray, vt: np.ndarray, static: np.ndarray, cfg: S
     # T steps is <= collision_stopped_speed (NAVSIM classifies with PDMObservation.unique_objects).
     v = bt[np.arange(G), np.argmax(vt, axis=1), 6:8]
     stopped = static | (np.hypot(v[:, 0], v[:, 1]) <= cfg.collision_stopped_speed)
+    cx, cy = np.ascontiguousarray(bt[..., 0]), np.ascontiguousarray(bt[..., 1])
+    return radius, stopped, cx, cy
+
+
+def _reach_steps(cfg: ScorerConfig, T: int) -> np.ndarray:
+    """(Tt, S) int: for each of the first Tt steps, the steps its TTC projections reach (clipped to T - 1)."""
     Tt = min(cfg.ttc_num_steps, T)
     steps = np.asarray(cfg.ttc_projection_steps)
-    later = np.minimum(np.arange(Tt)[:, None] + steps[None, :], T - 1)  # (Tt, S)
-    cx, cy = np.ascontiguousarray(bt[..., 0]), np.ascontiguousarray(bt[..., 1])
+    return np.minimum(np.arange(Tt)[:, None] + steps[None, :], T - 1)
+
+
+def _reach_rows(cx: np.ndarray, cy: np.ndarray, radius: np.ndarray, later: np.ndarray) -> np.ndarray:
+    """(G, Tt) m: :attr:`TrackArrays.reach` of agents with centres cx, cy (G, T) and radii (G, T), row-wise."""
+    Tt = len(later)
     travel = np.max(np.hypot(cx[:, later] - cx[:, :Tt, None], cy[:, later] - cy[:, :Tt, None]), axis=2)
-    reach = np.max(radius[:, later], axis=2) + travel  # (G, Tt)
-    return radius, stopped, cx, cy, reach
+    return np.max(radius[:, later], axis=2) + travel
 
 
 def _extents(vt: np.ndarray, cx: np.ndarray, cy: np.ndarray, radius: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -160,8 +187,9 @@ def _track_key(cfg: ScorerConfig, T: int) -> tuple:
 
 def _count_use(arrays: TrackArrays) -> TrackArrays:
     arrays.uses += 1
-    if arrays.uses == 2:
+    if arrays.uses == 2:  # scored again: keep what a batch computed only for the agents it tested
         arrays.keep_corners()
+        arrays.reach  # noqa: B018 - computes and keeps it
     return arrays
 
 
@@ -256,7 +284,7 @@ def pack_agents(tracks: Sequence[TrackArrays], track_of_row: np.ndarray, plan_of
     if one:
         t = tracks[0]
         return AgentRows(row, local, t.cx[g], t.cy[g], t.radius[g], t.valid[g], t.stopped[g], t.static[g],
-                         t.category[g], t.reach[g], t, g, None, None)
+                         t.category[g], t.reach_of(g), t, g, None, None)
     # Several tracks: group the agents by track, so each array is gathered from its own track.
     order = np.argsort(g, kind="stable")
     row, g, local = row[order], g[order], local[order]
@@ -271,6 +299,9 @@ def pack_agents(tracks: Sequence[TrackArrays], track_of_row: np.ndarray, plan_of
         return np.zeros((0,) + shape, getattr(tracks[0], name).dtype)
 
     kept = all(t.kept_corners is not None for t, _ in pieces)
-    return AgentRows(row, local, gather("cx"), gather("cy"), gather("radius"), gather("valid"), gather("stopped"),
-                     gather("static"), gather("category"), gather("reach"), None, None,
+    cx, cy, radius = gather("cx"), gather("cy"), gather("radius")
+    # The packed agents' reaches in one call (row-wise: the values each track's own would hold).
+    reach = _reach_rows(cx, cy, radius, tracks[0]._later)
+    return AgentRows(row, local, cx, cy, radius, gather("valid"), gather("stopped"),
+                     gather("static"), gather("category"), reach, None, None,
                      gather("kept_corners") if kept and pieces else None, None if kept and pieces else gather("boxes"))

@@ -197,7 +197,9 @@ def test_track_arrays_batched_equal_one_by_one():
     batched = TrackArrays.batch(tracks, DEFAULT_CONFIG, 41)
     for one, arrays, track in zip(fresh, batched, tracks):
         ref = TrackArrays(one, DEFAULT_CONFIG, 41)
-        assert arrays.kept_corners is None
+        assert arrays.kept_corners is None and arrays._reach is None
+        some = np.arange(0, ref.num_agents, 2)
+        assert np.array_equal(arrays.reach_of(some), ref.reach[some])
         agent, step = np.divmod(np.arange(ref.boxes.shape[0] * 41), 41)
         assert np.array_equal(arrays.corners_at(agent, step), box_corners(ref.boxes).reshape(-1, 4, 2))
         arrays.keep_corners()
