@@ -280,15 +280,16 @@ class PackedPolygonIndex:
         n_poly = np.array([i.num_polygons for i in idx], np.int64)
         self.poly_base = np.cumsum(n_poly) - n_poly
         self.num_polygons = int(n_poly.sum())
-        self.cell_start = _cat([i.cell_start[:-1] + b for i, b in zip(idx, np.cumsum(n_entries) - n_entries)]
-                               + [[int(n_entries.sum())]], np.int64)
-        self.entry_polygon = _cat([i.entry_polygon + b for i, b in zip(idx, self.poly_base)], np.int64)
+        # Each index's ids shifted by the sizes of those before it: one concatenation plus one repeated base per
+        # array (a pack of a step's ~250 scenes: ~1,000 small additions less).
+        self.cell_start = _shifted([i.cell_start[:-1] for i in idx], np.cumsum(n_entries) - n_entries, cells,
+                                   int(n_entries.sum()))
+        self.entry_polygon = _shifted([i.entry_polygon for i in idx], self.poly_base, n_entries)
         self.entry_partial = _cat([i.entry_partial for i in idx], bool)
         self.entry_centre_inside = _cat([i.entry_centre_inside for i in idx], bool)
-        self.entry_edge_start = _cat([i.entry_edge_start[:-1] + b for i, b in
-                                      zip(idx, np.cumsum(n_entry_edges) - n_entry_edges)]
-                                     + [[int(n_entry_edges.sum())]], np.int64)
-        self.entry_edges = _cat([i.entry_edges + b for i, b in zip(idx, np.cumsum(n_edges) - n_edges)], np.int64)
+        self.entry_edge_start = _shifted([i.entry_edge_start[:-1] for i in idx],
+                                         np.cumsum(n_entry_edges) - n_entry_edges, n_entries, int(n_entry_edges.sum()))
+        self.entry_edges = _shifted([i.entry_edges for i in idx], np.cumsum(n_edges) - n_edges, n_entry_edges)
         self.edge_a = _cat([i.edge_a for i in idx], np.float64, (0, 2))
         self.edge_b = _cat([i.edge_b for i in idx], np.float64, (0, 2))
 
@@ -306,6 +307,16 @@ class PackedPolygonIndex:
 
 def _cat(parts: list, dtype, empty: tuple[int, ...] = (0,)) -> np.ndarray:
     return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(empty, dtype)
+
+
+def _shifted(parts: list[np.ndarray], base: np.ndarray, sizes: np.ndarray, end: int | None = None) -> np.ndarray:
+    """int64 concatenation of integer arrays ``parts`` with ``base[s]`` added to part s (of length ``sizes[s]``),
+    then ``end`` appended when given (a CSR offset array's last entry)."""
+    out = _cat(parts + ([[0]] if end is not None else []), np.int64)
+    out[:len(out) - (end is not None)] += np.repeat(base, sizes)
+    if end is not None:
+        out[-1] = end
+    return out
 
 
 def _query(index: PolygonIndex | PackedPolygonIndex, pts: np.ndarray, origin: np.ndarray, res, nx, ny,
