@@ -57,14 +57,14 @@ import uuid
 import warnings
 import zlib
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from irlvla_gym.envs import scoring
 from irlvla_gym.envs.scoring import SceneBundle, attach_polygon_index, make_bundle
 from irlvla_gym.metrics.polyindex import INDEX_ARRAYS
-from irlvla_gym.scenes.scene import Scene
+from irlvla_gym.scenes.scene import EgoVehicle, Scene
 from irlvla_gym.scenes.source import build_split_store, register_build_hook, split_store_path
 from irlvla_gym.utils import atomic_write
 
@@ -229,6 +229,7 @@ def bundle_arrays(bundle: SceneBundle) -> dict[str, np.ndarray]:
         raise PreparedFormatError(f"scene {scene.token}: the context has no map index to persist")
     out = {f"ctx.{n}": getattr(ctx, n) for n in CONTEXT_ARRAYS}
     out["ctx.num_lanes"] = np.int64(ctx.num_lanes)
+    out["ctx.vehicle"] = ctx.vehicle.as_array()  # read back without loading the scene
     out.update(_polygon_arrays(ctx.polygons))
     out.update(_index_arrays(ctx.cache["polygon_index"]))
     log = bundle.log_agents
@@ -250,15 +251,18 @@ def bundle_arrays(bundle: SceneBundle) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-def bundle_from_arrays(index: int, scene: Scene, a: Mapping[str, np.ndarray]) -> SceneBundle:
-    """The :class:`SceneBundle` of scene ``index`` from :func:`bundle_arrays` values (read-only views)."""
+def bundle_from_arrays(index: int, token: str, scene: Scene | Callable[[], Scene],
+                       a: Mapping[str, np.ndarray]) -> SceneBundle:
+    """The :class:`SceneBundle` of scene ``index`` (``token``) from :func:`bundle_arrays` values (read-only views);
+    ``scene``: the scene or a function that loads it (:attr:`SceneBundle.scene`)."""
     from irlvla_gym.metrics import AgentTracks, ScoringContext
     from irlvla_gym.metrics.config import DEFAULT_CONFIG
     from irlvla_gym.metrics.result import ScoreResult
 
     polygons = PackedPolygons(a["ctx.ring_xy"], a["ctx.ring_start"], a["ctx.poly_start"])
-    ctx = ScoringContext(token=scene.token, vehicle=scene.ego.vehicle, config=DEFAULT_CONFIG, polygons=polygons,
-                         num_lanes=int(a["ctx.num_lanes"]), **{n: a[f"ctx.{n}"] for n in CONTEXT_ARRAYS})
+    ctx = ScoringContext(token=token, vehicle=EgoVehicle.from_array(a["ctx.vehicle"]), config=DEFAULT_CONFIG,
+                         polygons=polygons, num_lanes=int(a["ctx.num_lanes"]),
+                         **{n: a[f"ctx.{n}"] for n in CONTEXT_ARRAYS})
     attach_polygon_index(ctx, index_from_arrays(a))
     log = AgentTracks(a["log.boxes"], a["log.valid"], a["log.category"])
     kw: dict[str, Any] = {}
@@ -678,10 +682,11 @@ class PreparedScenes:
             self.other_obs[ident] = table_for(self.store, obs_key(self.store, builder))
         return self.other_obs[ident]
 
-    def bundle(self, index: int, scene: Scene) -> SceneBundle | None:
-        """The persisted bundle of scene ``index`` (None: not prepared yet)."""
+    def bundle(self, index: int, scene: Scene | Callable[[], Scene]) -> SceneBundle | None:
+        """The persisted bundle of scene ``index`` (None: not prepared yet); ``scene``: the scene or a function that
+        loads it when the bundle's :attr:`~SceneBundle.scene` is first read."""
         arrays = self.bundles.get(index)
-        return None if arrays is None else bundle_from_arrays(index, scene, arrays)
+        return None if arrays is None else bundle_from_arrays(index, str(self.store.tokens[index]), scene, arrays)
 
     def save_bundle(self, bundle: SceneBundle) -> None:
         """Queue a bundle prepared in memory for writing."""

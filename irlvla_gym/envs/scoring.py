@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -68,8 +68,10 @@ class SceneBundle:
     """Everything the envs precompute once per scene (kept in an LRU).
 
     Attributes:
-        index: scene index in the env's source. scene: the scene.
-        ctx: scoring context (map index cached inside).
+        index: scene index in the env's source.
+        scene_or_loader: the scene, or a function that loads it (a bundle read back from a persisted cache,
+            :mod:`irlvla_gym.envs.prepared`); read it as :attr:`scene`.
+        ctx: scoring context (map index cached inside; ``ctx.token`` is the scene's token).
         start_state: (11,) simulator state at t0.
         log_agents: log replay over the 41 steps.
         human_states: (1, 41, 11) the simulated expert plan.
@@ -79,7 +81,7 @@ class SceneBundle:
     """
 
     index: int
-    scene: Scene
+    scene_or_loader: Scene | Callable[[], Scene]
     ctx: ScoringContext
     start_state: np.ndarray
     log_agents: AgentTracks
@@ -87,6 +89,15 @@ class SceneBundle:
     human_raw: ScoreResult
     reference_progress: float
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scene(self) -> Scene:
+        """The scene, loaded on first access when the bundle was made with a loader. Why: a plan-once step reads
+        only the scene's token (``ctx.token``) once the bundle and t0 observation come from the persisted cache;
+        reading the scene from its store as well cost ~45 us of a cold first visit's ~250 us."""
+        if not isinstance(self.scene_or_loader, Scene):
+            self.scene_or_loader = self.scene_or_loader()
+        return self.scene_or_loader
 
 
 def map_pack_mode(num_scenes: int, scene_cache_size: int) -> str:
