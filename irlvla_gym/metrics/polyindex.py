@@ -280,8 +280,7 @@ class PackedPolygonIndex:
         n_poly = np.array([i.num_polygons for i in idx], np.int64)
         self.poly_base = np.cumsum(n_poly) - n_poly
         self.num_polygons = int(n_poly.sum())
-        # Each index's ids shifted by the sizes of those before it: one concatenation plus one repeated base per
-        # array (a pack of a step's ~250 scenes: ~1,000 small additions less).
+        # Each index's ids shifted by the sizes of those before it, written in place (:func:`_shifted`).
         self.cell_start = _shifted([i.cell_start[:-1] for i in idx], np.cumsum(n_entries) - n_entries, cells,
                                    int(n_entries.sum()))
         self.entry_polygon = _shifted([i.entry_polygon for i in idx], self.poly_base, n_entries)
@@ -311,9 +310,13 @@ def _cat(parts: list, dtype, empty: tuple[int, ...] = (0,)) -> np.ndarray:
 
 def _shifted(parts: list[np.ndarray], base: np.ndarray, sizes: np.ndarray, end: int | None = None) -> np.ndarray:
     """int64 concatenation of integer arrays ``parts`` with ``base[s]`` added to part s (of length ``sizes[s]``),
-    then ``end`` appended when given (a CSR offset array's last entry)."""
-    out = _cat(parts + ([[0]] if end is not None else []), np.int64)
-    out[:len(out) - (end is not None)] += np.repeat(base, sizes)
+    then ``end`` appended when given (a CSR offset array's last entry). Each part is added into its place in one
+    pass (a concatenation, a repeated base and an addition: three passes over ~1.4 M cells a step)."""
+    out = np.empty(int(np.sum(sizes)) + (end is not None), np.int64)
+    start = 0
+    for part, shift, size in zip(parts, base.tolist(), sizes.tolist()):
+        np.add(part, shift, out=out[start:start + size])
+        start += size
     if end is not None:
         out[-1] = end
     return out
