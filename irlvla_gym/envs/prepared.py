@@ -19,7 +19,8 @@ the old directory, which can be deleted).
 **Format** (no pickle). A table holds *chunks*, each covering some scenes of one store shard: ``<name>.npy``, one
 uint8 array (the scenes' field arrays back to back, 64-byte aligned, after an int64 index of offsets and shapes), and
 ``<name>.json`` (written last: field names and dtypes, scene indices and tokens, the file size, a crc32 of the index
-and one crc32 per scene). Readers memory-map the ``.npy`` and build each field as a read-only view. int64 fields
+and one crc32 per scene). Readers memory-map the ``.npy`` and build each field as a read-only view when it is first
+read (:class:`SceneArrays`; the expert's evaluation and the map polygons only on demand). int64 fields
 that are >= 0 are stored in the narrowest unsigned type that holds them (restored exactly; the map index's CSR
 offsets as offsets, 2 bytes each: a cumsum from counts cost ~25 us per scene read).
 
@@ -173,21 +174,22 @@ class PackedPolygons(Sequence):
     """``ScoringContext.polygons`` (``[[exterior, hole, ...], ...]``, (n, 2) float64 rings) read from packed arrays:
     rings are made on access (the scorer reads only a few: the red connectors; the map index is persisted).
 
-    Args: xy (V, 2) float64 ring vertices (m); ring_start (R + 1,) int64; poly_start (P + 1,) int64 (rings of
-    polygon p are ``poly_start[p]:poly_start[p + 1]``).
+    Args: a: the bundle's arrays (read on first access), ``ctx.ring_xy`` (V, 2) float64 ring vertices (m),
+    ``ctx.ring_start`` (R + 1,) int64, ``ctx.poly_start`` (P + 1,) int64 (rings of polygon p are
+    ``poly_start[p]:poly_start[p + 1]``).
     """
 
-    def __init__(self, xy: np.ndarray, ring_start: np.ndarray, poly_start: np.ndarray):
-        self.xy, self.ring_offsets, self.poly_offsets = xy, ring_start, poly_start
+    def __init__(self, a: Mapping[str, np.ndarray]):
+        self.arrays = a
         self._lists: tuple[list[int], list[int]] | None = None  # the offsets as lists, made on first access
 
     def _offset_lists(self) -> tuple[list[int], list[int]]:
         if self._lists is None:
-            self._lists = self.ring_offsets.tolist(), self.poly_offsets.tolist()
+            self._lists = self.arrays["ctx.ring_start"].tolist(), self.arrays["ctx.poly_start"].tolist()
         return self._lists
 
     def __len__(self) -> int:
-        return len(self.poly_offsets) - 1
+        return len(self._offset_lists()[1]) - 1
 
     def __getitem__(self, p):  # type: ignore[override]
         if isinstance(p, slice):
@@ -197,7 +199,8 @@ class PackedPolygons(Sequence):
         if not 0 <= p < len(self):
             raise IndexError(f"polygon {p} out of range for {len(self)} polygons")
         rs, ps = self._offset_lists()
-        return [self.xy[rs[r]:rs[r + 1]] for r in range(ps[p], ps[p + 1])]
+        xy = self.arrays["ctx.ring_xy"]
+        return [xy[rs[r]:rs[r + 1]] for r in range(ps[p], ps[p + 1])]
 
 
 def _polygon_arrays(polygons: Sequence[Sequence[np.ndarray]]) -> dict[str, np.ndarray]:
@@ -268,15 +271,39 @@ def bundle_from_arrays(index: int, token: str, scene: Scene | Callable[[], Scene
     from irlvla_gym.metrics import AgentTracks, ScoringContext
     from irlvla_gym.metrics.config import DEFAULT_CONFIG
 
-    polygons = PackedPolygons(a["ctx.ring_xy"], a["ctx.ring_start"], a["ctx.poly_start"])
+    polygons = PackedPolygons(a)
     ctx = ScoringContext(token=token, vehicle=EgoVehicle.from_array(a["ctx.vehicle"]), config=DEFAULT_CONFIG,
                          polygons=polygons, num_lanes=int(a["ctx.num_lanes"]),
                          **{n: a[f"ctx.{n}"] for n in CONTEXT_ARRAYS})
     attach_polygon_index(ctx, index_from_arrays(a))
     log = AgentTracks(a["log.boxes"], a["log.valid"], a["log.category"])
-    kw = {name: a[key] if convert is None else convert(a[key]) for name, key, convert in RESULT_FIELDS}
-    return SceneBundle(index, scene, ctx, a["start_state"], log, a["human_states"], ScoreResult(**kw),
+    return SceneBundle(index, scene, ctx, a["start_state"], log, a["human_states"], PersistedResult(a),
                        float(a["reference_progress"]))
+
+
+class PersistedResult:
+    """The expert's persisted :class:`~irlvla_gym.metrics.result.ScoreResult` of a bundle, read lazily: its
+    attributes are the fields' arrays (read on access: the human filter reads six), :meth:`result` builds it
+    (:attr:`SceneBundle.human_raw`).
+
+    Args: a: the bundle's arrays (:func:`bundle_arrays` keys; a lazy :class:`SceneArrays`).
+    """
+
+    def __init__(self, a: Mapping[str, np.ndarray]):
+        self.arrays = a
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        if name.startswith("__") or name == "arrays":
+            raise AttributeError(name)
+        try:
+            return self.arrays[f"hr.{name}"]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def result(self) -> ScoreResult:
+        a = self.arrays
+        return ScoreResult(**{name: a[key] if convert is None else convert(a[key])
+                              for name, key, convert in RESULT_FIELDS})
 
 
 def obs_arrays(obs: Mapping[str, np.ndarray], text: str) -> dict[str, np.ndarray]:
@@ -383,6 +410,7 @@ class Chunk:
             self.scenes = [int(i) for i in meta["scenes"]]
             self.tokens = [str(t) for t in meta["tokens"]]
             self.fields = [(str(n), np.dtype(s), np.dtype(d)) for n, s, d in meta["fields"]]
+            self.positions = {name: f for f, (name, _, _) in enumerate(self.fields)}  # in each index row
             self.meta = meta
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CorruptChunkError(json_path, f"unreadable ({exc})") from None
@@ -427,19 +455,41 @@ class Chunk:
             raise CorruptChunkError(self.path.with_name(self.meta["blob"]),
                                     f"scene {self.scenes[pos]} ({self.tokens[pos]}) fails its crc32 (corrupted)")
 
-    def arrays(self, pos: int) -> dict[str, np.ndarray]:
-        """Scene ``pos`` of the chunk: field -> read-only view (narrowed integers restored as copies)."""
+    def arrays(self, pos: int) -> SceneArrays:
+        """Scene ``pos`` of the chunk: field -> read-only view (narrowed integers restored as copies), each made
+        on first access (:class:`SceneArrays`)."""
         if self._raw is None:
             self._open()
-        raw, out = self._raw, {}
-        for (name, stored, dtype), row in zip(self.fields, self._index[pos].tolist()):
-            shape = tuple(row[2:2 + row[1]])
-            if 0 in shape:
-                a = np.zeros(shape, stored)
-            else:
-                a = np.ndarray(shape, stored, buffer=raw, offset=row[0])
-            out[name] = a if stored == dtype else a.astype(dtype)
-        return out
+        return SceneArrays(self, self._index[pos].tolist())
+
+    def field_array(self, f: int, row: list[int]) -> np.ndarray:
+        """Field ``f`` of a scene whose index row is ``row`` ([offset, ndim, *shape] per field)."""
+        _, stored, dtype = self.fields[f]
+        offset, ndim = row[f][0], row[f][1]
+        shape = tuple(row[f][2:2 + ndim])
+        a = np.zeros(shape, stored) if 0 in shape else np.ndarray(shape, stored, buffer=self._raw, offset=offset)
+        return a if stored == dtype else a.astype(dtype)
+
+
+class SceneArrays(Mapping):
+    """One scene's arrays of a :class:`Chunk` (field name -> read-only array), each made on first access and kept.
+    Why: a bundle has ~70 fields and a plan-once step reads ~30 of them on a first visit (the expert's full
+    evaluation and the map polygons are read only on demand); making one costs ~1 us."""
+
+    def __init__(self, chunk: Chunk, row: list[list[int]]):
+        self.chunk, self.row, self.made = chunk, row, {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        a = self.made.get(name)
+        if a is None:
+            a = self.made[name] = self.chunk.field_array(self.chunk.positions[name], self.row)
+        return a
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.chunk.positions)
+
+    def __len__(self) -> int:
+        return len(self.chunk.fields)
 
 
 class CorruptChunkError(ValueError):
@@ -871,8 +921,8 @@ if __name__ == "__main__":
 
 
 __all__ = [
-    "CHUNK_MIN", "Chunk", "CorruptChunkError", "ENV_SWITCH", "PREP_VERSION", "PackedPolygons", "PreparedFormatError",
-    "PreparedScenes", "PreparedTable", "bundle_arrays", "bundle_from_arrays", "bundle_key", "clear_tables",
+    "CHUNK_MIN", "Chunk", "CorruptChunkError", "ENV_SWITCH", "PREP_VERSION", "PackedPolygons", "PersistedResult",
+    "PreparedFormatError", "PreparedScenes", "PreparedTable", "SceneArrays", "bundle_arrays", "bundle_from_arrays", "bundle_key", "clear_tables",
     "disk_bytes", "enabled", "ensure_split_store", "flush_all", "index_from_arrays", "obs_arrays", "obs_from_arrays", "obs_key",
     "open_prepared", "prepare_store", "prepare_store_hook", "source_digest", "store_digest", "table_for",
     "write_chunk",
