@@ -27,6 +27,7 @@ back to it. Observations of N rows are gathered into reused (N, ...) output arra
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence
@@ -470,14 +471,14 @@ class EnvCore:
         return self.bundles.get(index, lambda: self.load_bundle(index))
 
     def load_bundle(self, index: int) -> SceneBundle:
-        """Scene ``index``'s precompute, bypassing the in-memory LRU: persisted, else made (and persisted)."""
-        scene = self.source.load(index)
+        """Scene ``index``'s precompute, bypassing the in-memory LRU: persisted (the scene itself loaded only when
+        asked for: :attr:`SceneBundle.scene`), else made (and persisted)."""
         prepared = self.prepared
         if prepared is not None:
-            bundle = prepared.bundle(index, scene)
+            bundle = prepared.bundle(index, functools.partial(self.source.load, index))
             if bundle is not None:
                 return bundle
-        bundle = make_bundle(index, scene, self.config.traffic, self.index_resolution)
+        bundle = make_bundle(index, self.source.load(index), self.config.traffic, self.index_resolution)
         if prepared is not None:
             prepared.save_bundle(bundle)
         return bundle
@@ -634,7 +635,7 @@ class EnvCore:
         st.has_prev[rows] = False
         st.has_plan[rows] = False
         self.mode.start(self, st, rows)
-        return {"token": [b.scene.token for b in bundles], "scene_index": st.scene_index[rows],
+        return {"token": [b.ctx.token for b in bundles], "scene_index": st.scene_index[rows],
                 "instruction": [st.text[i] for i in rows], **self.mode.time_info(self, st, rows)}
 
     def step(self, st: EpisodeState, rows: np.ndarray, plans: np.ndarray, invalid: np.ndarray, clipped: np.ndarray,
@@ -663,7 +664,7 @@ class EnvCore:
         st.has_plan[rows] = True
         for j, i in enumerate(rows):
             st.last_scores[i] = (scores, j)
-        info = {"token": [st.bundles[i].scene.token for i in rows], "scene_index": st.scene_index[rows],
+        info = {"token": [st.bundles[i].ctx.token for i in rows], "scene_index": st.scene_index[rows],
                 "instruction": [st.text[i] for i in rows], "rewards": scores, "invalid_action": invalid,
                 "clipped_action": clipped, "plan": plans, **mode.time_info(self, st, rows), **end_info, **cut_info}
         return StepOutput(rewards, terminated, truncated, info)

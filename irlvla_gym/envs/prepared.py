@@ -19,8 +19,10 @@ the old directory, which can be deleted).
 **Format** (no pickle). A table holds *chunks*, each covering some scenes of one store shard: ``<name>.npy``, one
 uint8 array (the scenes' field arrays back to back, 64-byte aligned, after an int64 index of offsets and shapes), and
 ``<name>.json`` (written last: field names and dtypes, scene indices and tokens, the file size, a crc32 of the index
-and one crc32 per scene). Readers memory-map the ``.npy`` and build each field as a read-only view. Integer fields
-are stored in the narrowest unsigned type that holds them and CSR offset arrays as counts (restored exactly).
+and one crc32 per scene). Readers memory-map the ``.npy`` and build each field as a read-only view when it is first
+read (:class:`SceneArrays`; the expert's evaluation and the map polygons only on demand). int64 fields
+that are >= 0 are stored in the narrowest unsigned type that holds them (restored exactly; the map index's CSR
+offsets as offsets, 2 bytes each: a cumsum from counts cost ~25 us per scene read).
 
 **Integrity.** The index's crc32 is checked when a chunk is opened, each scene's crc32 and token the first time the
 scene is read in a process (~50 us per 100 kB); a failing chunk is renamed ``*.corrupt``, a warning names the file
@@ -56,14 +58,15 @@ import uuid
 import warnings
 import zlib
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from irlvla_gym.envs import scoring
 from irlvla_gym.envs.scoring import SceneBundle, attach_polygon_index, make_bundle
 from irlvla_gym.metrics.polyindex import INDEX_ARRAYS
-from irlvla_gym.scenes.scene import Scene
+from irlvla_gym.metrics.result import ScoreResult
+from irlvla_gym.scenes.scene import EgoVehicle, Scene
 from irlvla_gym.scenes.source import build_split_store, register_build_hook, split_store_path
 from irlvla_gym.utils import atomic_write
 
@@ -94,6 +97,10 @@ CONTEXT_ARRAYS = ("polygon_is_lane", "polygon_is_on_route", "polygon_is_intersec
 CONTEXT_FIELDS = frozenset(CONTEXT_ARRAYS) | {"token", "vehicle", "config", "polygons", "num_lanes", "cache"}
 RESULT_SCALARS = {"has_ec": bool, "dt": float}
 RESULT_DEFAULTS = {"human": None, "filtered": (), "unfiltered": {}}
+# The persisted ScoreResult fields: (name, array key, scalar type or None), listed once (dataclasses.fields and the
+# key per field cost ~8 us of each bundle read).
+RESULT_FIELDS = [(f.name, f"hr.{f.name}", RESULT_SCALARS.get(f.name)) for f in dataclasses.fields(ScoreResult)
+                 if f.name not in RESULT_DEFAULTS]
 
 
 class PreparedFormatError(ValueError):
@@ -167,15 +174,22 @@ class PackedPolygons(Sequence):
     """``ScoringContext.polygons`` (``[[exterior, hole, ...], ...]``, (n, 2) float64 rings) read from packed arrays:
     rings are made on access (the scorer reads only a few: the red connectors; the map index is persisted).
 
-    Args: xy (V, 2) float64 ring vertices (m); ring_start (R + 1,) int64; poly_start (P + 1,) int64 (rings of
-    polygon p are ``poly_start[p]:poly_start[p + 1]``).
+    Args: a: the bundle's arrays (read on first access), ``ctx.ring_xy`` (V, 2) float64 ring vertices (m),
+    ``ctx.ring_start`` (R + 1,) int64, ``ctx.poly_start`` (P + 1,) int64 (rings of polygon p are
+    ``poly_start[p]:poly_start[p + 1]``).
     """
 
-    def __init__(self, xy: np.ndarray, ring_start: np.ndarray, poly_start: np.ndarray):
-        self.xy, self.ring_start, self.poly_start = xy, ring_start.tolist(), poly_start.tolist()
+    def __init__(self, a: Mapping[str, np.ndarray]):
+        self.arrays = a
+        self._lists: tuple[list[int], list[int]] | None = None  # the offsets as lists, made on first access
+
+    def _offset_lists(self) -> tuple[list[int], list[int]]:
+        if self._lists is None:
+            self._lists = self.arrays["ctx.ring_start"].tolist(), self.arrays["ctx.poly_start"].tolist()
+        return self._lists
 
     def __len__(self) -> int:
-        return len(self.poly_start) - 1
+        return len(self._offset_lists()[1]) - 1
 
     def __getitem__(self, p):  # type: ignore[override]
         if isinstance(p, slice):
@@ -184,8 +198,9 @@ class PackedPolygons(Sequence):
             p += len(self)
         if not 0 <= p < len(self):
             raise IndexError(f"polygon {p} out of range for {len(self)} polygons")
-        rs = self.ring_start
-        return [self.xy[rs[r]:rs[r + 1]] for r in range(self.poly_start[p], self.poly_start[p + 1])]
+        rs, ps = self._offset_lists()
+        xy = self.arrays["ctx.ring_xy"]
+        return [xy[rs[r]:rs[r + 1]] for r in range(ps[p], ps[p + 1])]
 
 
 def _polygon_arrays(polygons: Sequence[Sequence[np.ndarray]]) -> dict[str, np.ndarray]:
@@ -216,7 +231,6 @@ def bundle_arrays(bundle: SceneBundle) -> dict[str, np.ndarray]:
     """The persisted values of a bundle (see module docs) as a flat dict of arrays. Raises
     :class:`PreparedFormatError` naming what cannot be stored exactly (a field added to the scorer's types)."""
     from irlvla_gym.metrics.config import DEFAULT_CONFIG
-    from irlvla_gym.metrics.result import ScoreResult
 
     ctx, scene = bundle.ctx, bundle.scene
     names = {f.name for f in dataclasses.fields(ctx)}
@@ -228,6 +242,7 @@ def bundle_arrays(bundle: SceneBundle) -> dict[str, np.ndarray]:
         raise PreparedFormatError(f"scene {scene.token}: the context has no map index to persist")
     out = {f"ctx.{n}": getattr(ctx, n) for n in CONTEXT_ARRAYS}
     out["ctx.num_lanes"] = np.int64(ctx.num_lanes)
+    out["ctx.vehicle"] = ctx.vehicle.as_array()  # read back without loading the scene
     out.update(_polygon_arrays(ctx.polygons))
     out.update(_index_arrays(ctx.cache["polygon_index"]))
     log = bundle.log_agents
@@ -249,25 +264,46 @@ def bundle_arrays(bundle: SceneBundle) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-def bundle_from_arrays(index: int, scene: Scene, a: Mapping[str, np.ndarray]) -> SceneBundle:
-    """The :class:`SceneBundle` of scene ``index`` from :func:`bundle_arrays` values (read-only views)."""
+def bundle_from_arrays(index: int, token: str, scene: Scene | Callable[[], Scene],
+                       a: Mapping[str, np.ndarray]) -> SceneBundle:
+    """The :class:`SceneBundle` of scene ``index`` (``token``) from :func:`bundle_arrays` values (read-only views);
+    ``scene``: the scene or a function that loads it (:attr:`SceneBundle.scene`)."""
     from irlvla_gym.metrics import AgentTracks, ScoringContext
     from irlvla_gym.metrics.config import DEFAULT_CONFIG
-    from irlvla_gym.metrics.result import ScoreResult
 
-    polygons = PackedPolygons(a["ctx.ring_xy"], a["ctx.ring_start"], a["ctx.poly_start"])
-    ctx = ScoringContext(token=scene.token, vehicle=scene.ego.vehicle, config=DEFAULT_CONFIG, polygons=polygons,
-                         num_lanes=int(a["ctx.num_lanes"]), **{n: a[f"ctx.{n}"] for n in CONTEXT_ARRAYS})
+    polygons = PackedPolygons(a)
+    ctx = ScoringContext(token=token, vehicle=EgoVehicle.from_array(a["ctx.vehicle"]), config=DEFAULT_CONFIG,
+                         polygons=polygons, num_lanes=int(a["ctx.num_lanes"]),
+                         **{n: a[f"ctx.{n}"] for n in CONTEXT_ARRAYS})
     attach_polygon_index(ctx, index_from_arrays(a))
     log = AgentTracks(a["log.boxes"], a["log.valid"], a["log.category"])
-    kw: dict[str, Any] = {}
-    for f in dataclasses.fields(ScoreResult):
-        if f.name in RESULT_SCALARS:
-            kw[f.name] = RESULT_SCALARS[f.name](a[f"hr.{f.name}"])
-        elif f.name not in RESULT_DEFAULTS:
-            kw[f.name] = a[f"hr.{f.name}"]
-    return SceneBundle(index, scene, ctx, a["start_state"], log, a["human_states"], ScoreResult(**kw),
+    return SceneBundle(index, scene, ctx, a["start_state"], log, a["human_states"], PersistedResult(a),
                        float(a["reference_progress"]))
+
+
+class PersistedResult:
+    """The expert's persisted :class:`~irlvla_gym.metrics.result.ScoreResult` of a bundle, read lazily: its
+    attributes are the fields' arrays (read on access: the human filter reads six), :meth:`result` builds it
+    (:attr:`SceneBundle.human_raw`).
+
+    Args: a: the bundle's arrays (:func:`bundle_arrays` keys; a lazy :class:`SceneArrays`).
+    """
+
+    def __init__(self, a: Mapping[str, np.ndarray]):
+        self.arrays = a
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        if name.startswith("__") or name == "arrays":
+            raise AttributeError(name)
+        try:
+            return self.arrays[f"hr.{name}"]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def result(self) -> ScoreResult:
+        a = self.arrays
+        return ScoreResult(**{name: a[key] if convert is None else convert(a[key])
+                              for name, key, convert in RESULT_FIELDS})
 
 
 def obs_arrays(obs: Mapping[str, np.ndarray], text: str) -> dict[str, np.ndarray]:
@@ -374,6 +410,7 @@ class Chunk:
             self.scenes = [int(i) for i in meta["scenes"]]
             self.tokens = [str(t) for t in meta["tokens"]]
             self.fields = [(str(n), np.dtype(s), np.dtype(d)) for n, s, d in meta["fields"]]
+            self.positions = {name: f for f, (name, _, _) in enumerate(self.fields)}  # in each index row
             self.meta = meta
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CorruptChunkError(json_path, f"unreadable ({exc})") from None
@@ -418,19 +455,41 @@ class Chunk:
             raise CorruptChunkError(self.path.with_name(self.meta["blob"]),
                                     f"scene {self.scenes[pos]} ({self.tokens[pos]}) fails its crc32 (corrupted)")
 
-    def arrays(self, pos: int) -> dict[str, np.ndarray]:
-        """Scene ``pos`` of the chunk: field -> read-only view (narrowed integers restored as copies)."""
+    def arrays(self, pos: int) -> SceneArrays:
+        """Scene ``pos`` of the chunk: field -> read-only view (narrowed integers restored as copies), each made
+        on first access (:class:`SceneArrays`)."""
         if self._raw is None:
             self._open()
-        raw, out = self._raw, {}
-        for (name, stored, dtype), row in zip(self.fields, self._index[pos].tolist()):
-            shape = tuple(row[2:2 + row[1]])
-            if 0 in shape:
-                a = np.zeros(shape, stored)
-            else:
-                a = np.ndarray(shape, stored, buffer=raw, offset=row[0])
-            out[name] = a if stored == dtype else a.astype(dtype)
-        return out
+        return SceneArrays(self, self._index[pos].tolist())
+
+    def field_array(self, f: int, row: list[int]) -> np.ndarray:
+        """Field ``f`` of a scene whose index row is ``row`` ([offset, ndim, *shape] per field)."""
+        _, stored, dtype = self.fields[f]
+        offset, ndim = row[f][0], row[f][1]
+        shape = tuple(row[f][2:2 + ndim])
+        a = np.zeros(shape, stored) if 0 in shape else np.ndarray(shape, stored, buffer=self._raw, offset=offset)
+        return a if stored == dtype else a.astype(dtype)
+
+
+class SceneArrays(Mapping):
+    """One scene's arrays of a :class:`Chunk` (field name -> read-only array), each made on first access and kept.
+    Why: a bundle has ~70 fields and a plan-once step reads ~30 of them on a first visit (the expert's full
+    evaluation and the map polygons are read only on demand); making one costs ~1 us."""
+
+    def __init__(self, chunk: Chunk, row: list[list[int]]):
+        self.chunk, self.row, self.made = chunk, row, {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        a = self.made.get(name)
+        if a is None:
+            a = self.made[name] = self.chunk.field_array(self.chunk.positions[name], self.row)
+        return a
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.chunk.positions)
+
+    def __len__(self) -> int:
+        return len(self.chunk.fields)
 
 
 class CorruptChunkError(ValueError):
@@ -677,10 +736,11 @@ class PreparedScenes:
             self.other_obs[ident] = table_for(self.store, obs_key(self.store, builder))
         return self.other_obs[ident]
 
-    def bundle(self, index: int, scene: Scene) -> SceneBundle | None:
-        """The persisted bundle of scene ``index`` (None: not prepared yet)."""
+    def bundle(self, index: int, scene: Scene | Callable[[], Scene]) -> SceneBundle | None:
+        """The persisted bundle of scene ``index`` (None: not prepared yet); ``scene``: the scene or a function that
+        loads it when the bundle's :attr:`~SceneBundle.scene` is first read."""
         arrays = self.bundles.get(index)
-        return None if arrays is None else bundle_from_arrays(index, scene, arrays)
+        return None if arrays is None else bundle_from_arrays(index, str(self.store.tokens[index]), scene, arrays)
 
     def save_bundle(self, bundle: SceneBundle) -> None:
         """Queue a bundle prepared in memory for writing."""
@@ -861,8 +921,8 @@ if __name__ == "__main__":
 
 
 __all__ = [
-    "CHUNK_MIN", "Chunk", "CorruptChunkError", "ENV_SWITCH", "PREP_VERSION", "PackedPolygons", "PreparedFormatError",
-    "PreparedScenes", "PreparedTable", "bundle_arrays", "bundle_from_arrays", "bundle_key", "clear_tables",
+    "CHUNK_MIN", "Chunk", "CorruptChunkError", "ENV_SWITCH", "PREP_VERSION", "PackedPolygons", "PersistedResult",
+    "PreparedFormatError", "PreparedScenes", "PreparedTable", "SceneArrays", "bundle_arrays", "bundle_from_arrays", "bundle_key", "clear_tables",
     "disk_bytes", "enabled", "ensure_split_store", "flush_all", "index_from_arrays", "obs_arrays", "obs_from_arrays", "obs_key",
     "open_prepared", "prepare_store", "prepare_store_hook", "source_digest", "store_digest", "table_for",
     "write_chunk",

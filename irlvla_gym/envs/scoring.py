@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -68,25 +68,52 @@ class SceneBundle:
     """Everything the envs precompute once per scene (kept in an LRU).
 
     Attributes:
-        index: scene index in the env's source. scene: the scene.
-        ctx: scoring context (map index cached inside).
+        index: scene index in the env's source.
+        scene_or_loader: the scene, or a function that loads it (a bundle read back from a persisted cache,
+            :mod:`irlvla_gym.envs.prepared`); read it as :attr:`scene`.
+        ctx: scoring context (map index cached inside; ``ctx.token`` is the scene's token).
         start_state: (11,) simulator state at t0.
         log_agents: log replay over the 41 steps.
         human_states: (1, 41, 11) the simulated expert plan.
-        human_raw: the expert's evaluation (before EP normalisation) for the human filter.
+        human_raw_or_view: the expert's evaluation (before EP normalisation) for the human filter, or (a bundle
+            read back from a persisted cache) a view of it whose attributes are its fields' arrays and whose
+            ``result()`` builds it; read it as :attr:`human_raw`.
         reference_progress: expert progress x product (m), the EP reference.
         extras: per-env lazily filled slots (cached observation, extended tracks).
     """
 
     index: int
-    scene: Scene
+    scene_or_loader: Scene | Callable[[], Scene]
     ctx: ScoringContext
     start_state: np.ndarray
     log_agents: AgentTracks
     human_states: np.ndarray
-    human_raw: ScoreResult
+    human_raw_or_view: Any
     reference_progress: float
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scene(self) -> Scene:
+        """The scene, loaded on first access when the bundle was made with a loader. Why: a plan-once step reads
+        only the scene's token (``ctx.token``) once the bundle and t0 observation come from the persisted cache;
+        reading the scene from its store as well cost ~45 us of a cold first visit's ~250 us."""
+        if not isinstance(self.scene_or_loader, Scene):
+            self.scene_or_loader = self.scene_or_loader()
+        return self.scene_or_loader
+
+    @property
+    def human_raw(self) -> ScoreResult:
+        """The expert's evaluation, built on first access from a persisted view (:attr:`human_scores` serves the
+        step's human filter without it: ~35 field arrays a first visit does not read)."""
+        if not isinstance(self.human_raw_or_view, ScoreResult):
+            self.human_raw_or_view = self.human_raw_or_view.result()
+        return self.human_raw_or_view
+
+    @property
+    def human_scores(self) -> Any:
+        """The expert's evaluation as the human filter reads it (``getattr(x, sub_score)[0]``,
+        :func:`irlvla_gym.metrics.human_zero_mask`): the :class:`ScoreResult` or its persisted view."""
+        return self.human_raw_or_view
 
 
 def map_pack_mode(num_scenes: int, scene_cache_size: int) -> str:
@@ -169,7 +196,7 @@ def score_bundle_rows(bundles: Sequence[SceneBundle], states: np.ndarray, agents
         clear_packed_maps()
     raw, has_ec = score_rows(contexts, states, agents, previous_states, use_pack=pack != "none")
     cfg = contexts[0].config
-    human = human_zero_mask([b.human_raw for b in bundles], cfg) if human_filter else None
+    human = human_zero_mask([b.human_scores for b in bundles], cfg) if human_filter else None
     final = finalize_rows(raw, cfg, np.array([b.reference_progress for b in bundles]), human, has_ec)
     return raw, final
 

@@ -109,28 +109,33 @@ class MapPack:
         self.red = [red_edges(c) for c in self.contexts]
 
     def _pack_routes(self) -> None:
-        """Route centrelines as segments, one padded row per scene (quantities of ``project_on_polyline``)."""
+        """Route centrelines as segments, one padded row per scene (quantities of ``project_on_polyline``).
+
+        All scenes' segments at once (element-wise operations on their concatenation, scattered into the padded
+        rows; the arc lengths accumulate along each row, the order one scene's own cumsum adds in): the same
+        numbers as scene by scene, without ~15 small operations per scene of a step's ~250."""
         lines = [np.asarray(c.route_centerline, np.float64) for c in self.contexts]
         self.route_count = np.array([len(line) - 1 if len(line) >= 2 else 0 for line in lines], np.int64)
         S = len(lines)
         width = max(int(self.route_count.max()) if S else 0, 1)
-        ax, ay, dx, dy, L2, cum = (np.zeros((S, width)) for _ in range(6))
+        self.seg_valid = valid = np.arange(width)[None, :] < self.route_count[:, None]  # (S, W), row-major = order
+        routed = [line for line in lines if len(line) >= 2]
+        a = np.concatenate([line[:-1] for line in routed]) if routed else np.zeros((0, 2))
+        b = np.concatenate([line[1:] for line in routed]) if routed else np.zeros((0, 2))
+        d = b - a
+        ax, ay, dx, dy, L2 = (np.zeros((S, width)) for _ in range(5))
         lo_x, lo_y = np.full((S, width), np.inf), np.full((S, width), np.inf)
         hi_x, hi_y = np.full((S, width), -np.inf), np.full((S, width), -np.inf)
-        for s, (line, n) in enumerate(zip(lines, self.route_count)):
-            if not n:
-                continue
-            a, b = line[:-1], line[1:]
-            d = b - a
-            ax[s, :n], ay[s, :n], dx[s, :n], dy[s, :n] = a[:, 0], a[:, 1], d[:, 0], d[:, 1]
-            L2[s, :n] = np.einsum("sd,sd->s", d, d)  # padding keeps L2 = 0: its offsets are finite
-            cum[s, :n] = np.r_[0.0, np.cumsum(np.sqrt(L2[s, :n]))][:-1]
-            lo_x[s, :n], lo_y[s, :n] = np.minimum(a[:, 0], b[:, 0]), np.minimum(a[:, 1], b[:, 1])
-            hi_x[s, :n], hi_y[s, :n] = np.maximum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])
+        ax[valid], ay[valid], dx[valid], dy[valid] = a[:, 0], a[:, 1], d[:, 0], d[:, 1]
+        L2[valid] = np.einsum("sd,sd->s", d, d)  # padding keeps L2 = 0: its offsets are finite
+        lo_x[valid], lo_y[valid] = np.minimum(a[:, 0], b[:, 0]), np.minimum(a[:, 1], b[:, 1])
+        hi_x[valid], hi_y[valid] = np.maximum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])
+        cum = np.zeros((S, width))
+        cum[:, 1:] = np.cumsum(np.sqrt(L2), axis=1)[:, :-1]  # arc length at each segment's start
+        cum[~valid] = 0.0
         self.seg_ax, self.seg_ay, self.seg_dx, self.seg_dy, self.seg_L2, self.seg_cum = ax, ay, dx, dy, L2, cum
         self.seg_L2_safe = np.where(L2 > 0, L2, 1.0)  # projection divisor: zero-length segments are their start
         self.seg_lo_x, self.seg_lo_y, self.seg_hi_x, self.seg_hi_y = lo_x, lo_y, hi_x, hi_y
-        self.seg_valid = np.arange(width)[None, :] < self.route_count[:, None]
 
     def __contains__(self, ctx: ScoringContext) -> bool:
         return scene_key(ctx) in self.slot

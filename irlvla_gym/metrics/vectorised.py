@@ -32,7 +32,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from irlvla_gym.metrics import boxes as B
-from irlvla_gym.metrics.agents import pack_agents, track_arrays
+from irlvla_gym.metrics.agents import pack_agents, tracks_arrays
 from irlvla_gym.metrics.area import area_flags, score_dac, score_ddc
 from irlvla_gym.metrics.collisions import EgoRows, score_nc, score_ttc
 from irlvla_gym.metrics.comfort import extended_comfort, history_comfort
@@ -244,7 +244,7 @@ def _agent_families(res: ScoreResult, rows: Rows, states: np.ndarray, pts: np.nd
     """NC and TTC (needs the area flags in ``res``)."""
     cfg = rows.contexts[0].config
     T = states.shape[1]
-    tracks = [track_arrays(a, cfg, T) for a in rows.tracks]
+    tracks = tracks_arrays(rows.tracks, cfg, T)
     speed = np.hypot(states[..., B.VX], states[..., B.VY])  # (R, T)
     centre = pts[..., B.CENTER, :]
     Tt = min(cfg.ttc_num_steps, T)

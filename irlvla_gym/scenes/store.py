@@ -39,6 +39,7 @@ import bisect
 import datetime as _dt
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import time
@@ -483,6 +484,27 @@ def resume_point(out_dir: str | os.PathLike, *, shard_size: int) -> ResumePoint:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def map_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` file memory-mapped read-only as a plain ndarray (what ``np.load(path, mmap_mode="r")`` gives,
+    without the ``np.memmap`` subclass: ~3x cheaper to open, which a store pays ~50 times per shard on a cold start).
+
+    Raises OSError / ValueError as ``np.load`` does for a missing or malformed file.
+    """
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(fh)
+        offset = fh.tell()
+        count = int(np.prod(shape, dtype=np.int64))
+        if fortran_order or dtype.hasobject or count == 0:  # not written by this module: the general reader
+            return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
+        if offset + count * dtype.itemsize > os.fstat(fh.fileno()).st_size:
+            raise ValueError(f"{path}: {shape} {dtype} needs more bytes than the file holds (truncated?)")
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    return np.frombuffer(mapped, dtype, count, offset).reshape(shape)
+
+
 class _OpenShard:
     """Memory-mapped field arrays of one shard, as plain read-only ndarrays, plus its index."""
 
@@ -500,31 +522,41 @@ class _OpenShard:
                                     f"{count} scenes x {len(names)} fields")
         self.index = index
         self.data: list[np.ndarray] = []
-        self.flat: list[bool] = []
-        for f, name in enumerate(names):
+        self.flat = [layouts[name] == "flat" for name in names]
+        for name in names:
             path = shard_dir / _field_file(name)
             try:
-                arr = np.load(path, mmap_mode="r", allow_pickle=False)
+                arr = map_npy(path)
             except (OSError, ValueError) as exc:
                 raise CorruptStoreError(path, f"unreadable .npy ({exc})") from None
             if _dtype_str(arr.dtype) != field_dtypes[name]:
                 raise CorruptStoreError(path, f"dtype {arr.dtype} != manifest {field_dtypes[name]}")
-            if count and (index[:, f, 1].max(initial=0) > len(arr) or index[:, f, 0].min(initial=0) < 0):
-                raise CorruptStoreError(path, f"holds {len(arr)} rows, the index needs {index[:, f, 1].max()}")
-            flat = layouts[name] == "flat"
-            if count:
-                # Each scene's slice must hold exactly its recorded shape (rows for concat, elements for flat).
-                rows = index[:, f]
-                length = rows[:, 1] - rows[:, 0]
-                dims = rows[:, _INDEX_FIXED_COLS:]
-                used = np.arange(dims.shape[1])[None, :] < rows[:, 3:4]
-                expect = np.prod(np.where(used, dims, 1), axis=1) if flat else np.where(rows[:, 3] > 0, dims[:, 0], 1)
-                if np.any(length != expect):
-                    bad = int(np.flatnonzero(length != expect)[0])
-                    raise CorruptStoreError(shard_dir / INDEX_FILE, f"scene {bad}, field {name!r}: slice of "
-                                            f"{length[bad]} does not match its recorded shape")
-            self.data.append(arr.view(np.ndarray))  # plain ndarray: slicing skips memmap bookkeeping
-            self.flat.append(flat)
+            self.data.append(arr)
+        if count:
+            self._check_index(shard_dir, names)
+
+    def _check_index(self, shard_dir: Path, names: Sequence[str]) -> None:
+        """Every scene's slice of every field lies in its file and holds exactly its recorded shape (rows for
+        concat fields, elements for flat ones); all fields at once, the first bad field (in field order) named."""
+        index = self.index
+        rows = np.array([len(a) for a in self.data], np.int64)
+        beyond = (index[:, :, 1].max(axis=0) > rows) | (index[:, :, 0].min(axis=0) < 0)  # (F,)
+        length = index[:, :, 1] - index[:, :, 0]  # (count, F)
+        dims = index[:, :, _INDEX_FIXED_COLS:]
+        used = np.arange(dims.shape[2]) < index[:, :, 3:4]
+        expect = np.where(np.array(self.flat), np.prod(np.where(used, dims, 1), axis=2),
+                          np.where(index[:, :, 3] > 0, dims[:, :, 0], 1))
+        wrong = length != expect
+        bad_field = beyond | wrong.any(axis=0)
+        if not bad_field.any():
+            return
+        f = int(np.flatnonzero(bad_field)[0])
+        if beyond[f]:
+            raise CorruptStoreError(shard_dir / _field_file(names[f]), f"holds {rows[f]} rows, the index needs "
+                                    f"{index[:, f, 1].max()}")
+        bad = int(np.flatnonzero(wrong[:, f])[0])
+        raise CorruptStoreError(shard_dir / INDEX_FILE, f"scene {bad}, field {names[f]!r}: slice of "
+                                f"{length[bad, f]} does not match its recorded shape")
 
 
 class SceneStore(Sequence[Scene]):

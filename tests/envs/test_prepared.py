@@ -156,7 +156,7 @@ def test_round_trip_is_exact(store_dir, tmp_path):
     for pos, (i, _, _) in enumerate(items):
         chunk.check(pos)
         original = make_bundle(i, store[i], "log")
-        back = P.bundle_from_arrays(i, store[i], chunk.arrays(pos))
+        back = P.bundle_from_arrays(i, str(store.tokens[i]), lambda: store[i], chunk.arrays(pos))
         assert polygon_index(back.ctx) is back.ctx.cache[POLYGON_INDEX_SLOT]  # the scorer reads the slot
         a, b = vars(original.ctx.cache[POLYGON_INDEX_SLOT]), vars(back.ctx.cache[POLYGON_INDEX_SLOT])
         _assert_same(a, b)
@@ -170,6 +170,8 @@ def test_round_trip_is_exact(store_dir, tmp_path):
             _assert_same(getattr(original.log_agents, name), getattr(back.log_agents, name), name)
         _assert_same([original.start_state, original.human_states, original.reference_progress],
                      [back.start_state, back.human_states, back.reference_progress])
+        assert back.ctx.token == original.ctx.token and back.ctx.vehicle == original.ctx.vehicle
+        assert back.scene.token == original.scene.token  # loaded on first access
 
 
 def _corrupt_one_scene(table_dir: Path) -> tuple[Path, int]:

@@ -178,3 +178,38 @@ def test_project_on_polyline_matches_shapely():
     points = rng.uniform(line.min(axis=0) - 5, line.max(axis=0) + 5, (200, 2))
     expect = [shapely.LineString(line).project(shapely.Point(p)) for p in points]
     np.testing.assert_allclose(project_on_polyline(points, line), expect, atol=1e-9)
+
+
+def test_track_arrays_batched_equal_one_by_one():
+    """TrackArrays.batch (the tracks of a step's new scenes at once) gives every array bit for bit as one
+    TrackArrays per track, the extents and the corners (computed on demand in a batch) included."""
+    from irlvla_gym.geometry import box_corners
+    from irlvla_gym.metrics.agents import SMALL_TRACK, TrackArrays, tracks_arrays
+    from irlvla_gym.metrics.config import DEFAULT_CONFIG
+    from irlvla_gym.metrics.context import AgentTracks
+
+    rng = np.random.default_rng(3)
+    tracks = [agent_tracks(s) for s in _scenes()]
+    big = AgentTracks(rng.normal(0, 20, (41, SMALL_TRACK // 41 + 3, 8)), rng.random((41, SMALL_TRACK // 41 + 3)) < 0.8,
+                      rng.integers(0, 4, SMALL_TRACK // 41 + 3))
+    tracks.insert(2, big)  # a track too large to keep its corners at once
+    fresh = [AgentTracks(t.boxes, t.valid, t.category) for t in tracks]
+    batched = TrackArrays.batch(tracks, DEFAULT_CONFIG, 41)
+    for one, arrays, track in zip(fresh, batched, tracks):
+        ref = TrackArrays(one, DEFAULT_CONFIG, 41)
+        assert arrays.kept_corners is None and arrays._reach is None
+        some = np.arange(0, ref.num_agents, 2)
+        assert np.array_equal(arrays.reach_of(some), ref.reach[some])
+        agent, step = np.divmod(np.arange(ref.boxes.shape[0] * 41), 41)
+        assert np.array_equal(arrays.corners_at(agent, step), box_corners(ref.boxes).reshape(-1, 4, 2))
+        arrays.keep_corners()
+        ref.keep_corners()
+        for name in ("boxes", "valid", "static", "category", "radius", "stopped", "cx", "cy", "reach", "bbox",
+                     "radius_max", "kept_corners"):
+            a, b = getattr(arrays, name), getattr(ref, name)
+            assert (a is None) == (b is None), name
+            if a is not None:
+                assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=True), name
+        assert arrays.num_agents == ref.num_agents and np.array_equal(track.is_static, one.is_static)
+    again = tracks_arrays(fresh, DEFAULT_CONFIG, 41)
+    assert all(a.uses == 1 for a in again) and tracks_arrays(fresh, DEFAULT_CONFIG, 41)[0] is again[0]
