@@ -296,18 +296,20 @@ class AnchorHook:
 
 
 def make_anchor(bc: Mapping[str, Any], env: Mapping[str, Any], seed: int = 0,
-                dataset: ExpertDataset | None = None, reference: Any = None) -> BCAnchor | ComplementAnchor | None:
-    """The anchor term of a run's ``bc`` settings (None when ``weight`` is 0): :class:`BCAnchor` (kind nll / mse)
-    or :class:`ComplementAnchor` (kind complement; ``reference``: the frozen pretrained policy)."""
+                dataset: ExpertDataset | None = None, reference: Any = None) -> Any:
+    """The anchor term of a run's ``bc`` settings (None when ``weight`` is 0): :class:`BCAnchor` (kind nll / mse),
+    :class:`ComplementAnchor` (kind complement) or :class:`ReferenceKLAnchor` (kind kl); ``reference``: the frozen
+    pretrained policy of the last two."""
     weight = float(bc.get("weight", 0.0) or 0.0)
     if weight <= 0:
         return None
     data = dataset or ExpertDataset.from_env_config(env, bc.get("num_scenes"))
     kind = str(bc.get("kind", "nll"))
-    if kind == "complement":
+    if kind in ("complement", "kl"):
         if reference is None:
-            raise ValueError("bc.kind 'complement' needs the reference policy (make_anchor(..., reference=...))")
-        return ComplementAnchor(data, reference, weight=weight, batch_size=int(bc.get("batch_size", 64)), seed=seed)
+            raise ValueError(f"bc.kind {kind!r} needs the reference policy (make_anchor(..., reference=...))")
+        anchor_class = ComplementAnchor if kind == "complement" else ReferenceKLAnchor
+        return anchor_class(data, reference, weight=weight, batch_size=int(bc.get("batch_size", 64)), seed=seed)
     return BCAnchor(data, weight=weight, batch_size=int(bc.get("batch_size", 64)), kind=kind, seed=seed)
 
 

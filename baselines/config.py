@@ -128,10 +128,11 @@ class BCAnchorConfig:
 
     weight: float = 0.0
     """weight of the BC term in PPO's loss (0: off)"""
-    kind: Literal["nll", "mse", "complement"] = "nll"
+    kind: Literal["nll", "mse", "complement", "kl"] = "nll"
     """nll: log-likelihood of the expert action; mse: squared error of the policy's mean action; complement: no
     expert actions, the squared change of the mean action against the pretrained policy in the directions the smooth
-    exploration never samples (baselines.anchor.ComplementAnchor)"""
+    exploration never samples (baselines.anchor.ComplementAnchor); kl: KL(policy || pretrained policy) on the
+    training scenes' observations (baselines.anchor.ReferenceKLAnchor)"""
     batch_size: int = 64
     """expert plans per minibatch"""
     num_scenes: int | None = None

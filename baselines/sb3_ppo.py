@@ -57,7 +57,7 @@ def pretrained_reference(cfg: RunConfig, model: PPOWithAnchor) -> Any:
     from baselines.pretrain import resolve_pretrained
 
     if cfg.policy != "vla":
-        raise ValueError("bc.kind 'complement' needs policy 'vla' (a pretrained VLA with the smooth exploration)")
+        raise ValueError(f"bc.kind {cfg.bc.kind!r} needs policy 'vla' (the pretrained VLA is the reference)")
     reference = frozen_copy(model.policy)
     reference.load_pretrained(resolve_pretrained(cfg.pretrained or "bc_default"))
     return reference
@@ -98,7 +98,8 @@ def train_ppo(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = True) -
     else:
         model = build_model(cfg, venv, seed, tensorboard_log=str(run_dir / "tb"))
     model.anchor = make_anchor(dataclasses.asdict(cfg.bc), cfg.env, seed=seed,  # None unless bc.weight > 0
-                               reference=pretrained_reference(cfg, model) if cfg.bc.kind == "complement" else None)
+                               reference=(pretrained_reference(cfg, model) if cfg.bc.kind in ("complement", "kl")
+                                          else None))
     critic = self_critical_wrapper(venv)  # reward_baseline 'mean-plan': it scores the policy's mean plans
     if critic is not None:
         critic.mean_actions = policy_mean_actions(model.policy)

@@ -49,6 +49,29 @@ def test_needs_the_subspace_exploration(checkpoints, dataset):
         ComplementAnchor(dataset, frozen_copy(model.policy))
 
 
+def test_a_run_with_the_kl_anchor_to_the_pretrained_policy(tmp_path, checkpoints, monkeypatch):
+    """``bc.kind: kl``: KL(policy || pretrained policy); the reference holds the pretrained weights."""
+    import baselines.sb3_ppo as sb3_ppo
+
+    made = []
+    real = sb3_ppo.make_anchor
+    monkeypatch.setattr(sb3_ppo, "make_anchor", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    overrides = tiny_overrides("ppo-vla-rwm", checkpoints, bc={"weight": 1.0, "kind": "kl", "num_scenes": 4,
+                                                              "batch_size": 8}, hooks=[])
+    train_run(load_config("ppo-vla-rwm", "quick", overrides), 0, tmp_path, progress=False, evaluate=False)
+    (anchor,) = made
+    from baselines.anchor import ReferenceKLAnchor
+    from safetensors.torch import load_file
+
+    assert isinstance(anchor, ReferenceKLAnchor)
+    pretrained = load_file(str(checkpoints["gaussian"] / "model.safetensors"))
+    head = {k[len("head."):]: v for k, v in pretrained.items() if k.startswith("head.")}
+    reference = anchor.reference.action_net.state_dict()
+    assert head and head.keys() <= reference.keys()
+    for name, value in head.items():
+        torch.testing.assert_close(reference[name], value)
+
+
 def test_a_run_with_the_complement_anchor(tmp_path, checkpoints):
     overrides = tiny_overrides("ppo-vla-rwm", checkpoints, bc={"weight": 10.0, "kind": "complement",
                                                               "num_scenes": 4, "batch_size": 8}, hooks=[])
