@@ -75,6 +75,37 @@ class ExpertDataset:
         obs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return cls(obs, np.concatenate(actions).astype(np.float32), tokens)
 
+    def with_reward_greedy_targets(self, env: Mapping[str, Any], reward: Any, reference: Any, samples: int = 16,
+                                   seed: int = 0, chunk: int = 64) -> "ExpertDataset":
+        """The same observations with the reward's greedy pick as the target action: per scene, the best by
+        ``reward`` of the reference policy's mean plan and ``samples`` smooth perturbations of it
+        (:func:`irlvla_gym.plans.exploration.perturb_actions`, default stds) — the improvement one greedy step on
+        the learned reward makes, scene by scene.
+
+        Args:
+            env: the env kwargs this dataset was built from (its scenes). reward: an env reward callable with
+                ``score_batch(scenes, plans)`` (the learned reward). reference: an SB3 policy (the pretrained one).
+        """
+        from irlvla_gym.envs.config import EnvConfig
+        from irlvla_gym.plans.codec import action_to_plan
+        from irlvla_gym.plans.exploration import perturb_actions
+        from irlvla_gym.scenes.source import SceneSource
+
+        cfg = EnvConfig.from_kwargs({k: v for k, v in env.items() if k != "reward"})
+        source = SceneSource(cfg.scenes, cfg.split, len(self))
+        rng = np.random.default_rng(seed)
+        low, high = reference.action_space.low, reference.action_space.high
+        targets = np.empty_like(self.actions)
+        for start in range(0, len(self), chunk):
+            rows = range(start, min(len(self), start + chunk))
+            means, _ = reference.predict({k: v[start:rows.stop] for k, v in self.obs.items()}, deterministic=True)
+            for i, mean in zip(rows, np.asarray(means, np.float64)):
+                candidates = np.clip(np.concatenate([mean[None], perturb_actions(mean, samples, rng)]), low, high)
+                scene = source.load(i)
+                values = reward.score_batch([scene] * len(candidates), action_to_plan(candidates))
+                targets[i] = candidates[int(np.argmax(values))]
+        return ExpertDataset(self.obs, targets, self.tokens)
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """A random minibatch (observations, expert actions)."""
         idx = np.sort(rng.choice(len(self), size=min(batch_size, len(self)), replace=False))
@@ -296,14 +327,20 @@ class AnchorHook:
 
 
 def make_anchor(bc: Mapping[str, Any], env: Mapping[str, Any], seed: int = 0,
-                dataset: ExpertDataset | None = None, reference: Any = None) -> Any:
+                dataset: ExpertDataset | None = None, reference: Any = None, greedy_reward: Any = None) -> Any:
     """The anchor term of a run's ``bc`` settings (None when ``weight`` is 0): :class:`BCAnchor` (kind nll / mse),
     :class:`ComplementAnchor` (kind complement) or :class:`ReferenceKLAnchor` (kind kl); ``reference``: the frozen
-    pretrained policy of the last two."""
+    pretrained policy of the last two. ``targets: reward-greedy`` replaces the expert actions by the learned reward's
+    greedy picks around the pretrained policy's plans (:meth:`ExpertDataset.with_reward_greedy_targets`, scored by
+    ``greedy_reward``)."""
     weight = float(bc.get("weight", 0.0) or 0.0)
     if weight <= 0:
         return None
     data = dataset or ExpertDataset.from_env_config(env, bc.get("num_scenes"))
+    if bc.get("targets", "expert") == "reward-greedy":
+        if reference is None or greedy_reward is None:
+            raise ValueError("bc.targets 'reward-greedy' needs the pretrained policy and the run's learned reward")
+        data = data.with_reward_greedy_targets(env, greedy_reward, reference, int(bc.get("greedy_samples", 16)), seed)
     kind = str(bc.get("kind", "nll"))
     if kind in ("complement", "kl"):
         if reference is None:

@@ -137,6 +137,11 @@ class BCAnchorConfig:
     """expert plans per minibatch"""
     num_scenes: int | None = None
     """expert plans of the first N training scenes (None: the env's scenes)"""
+    targets: Literal["expert", "reward-greedy"] = "expert"
+    """expert: the logged plans; reward-greedy: per scene the run's learned reward's pick among the pretrained
+    policy's plan and greedy_samples smooth perturbations of it (kinds nll / mse)"""
+    greedy_samples: int = 16
+    """smooth perturbations per scene of targets reward-greedy"""
 
 
 @dataclass
@@ -238,6 +243,9 @@ class RunConfig:
         self.ppo = from_mapping(PPOConfig, self.ppo or {}, owner="ppo")
         self.dppo = from_mapping(DPPOConfig, self.dppo or {}, owner="dppo")
         self.bc = from_mapping(BCAnchorConfig, self.bc or {}, owner="bc")
+        if self.bc.targets == "reward-greedy" and (self.policy != "vla" or not parse_reward(self.reward).learned):
+            raise ValueError("bc.targets 'reward-greedy' needs policy 'vla' and a learned reward (the reward picks "
+                             f"the targets), got policy {self.policy!r}, reward {self.reward!r}")
         self.eval = from_mapping(EvaluationConfig, self.eval or {}, owner="eval")
         self.env = dict(self.env or {})
         _check_env(self.env)

@@ -97,9 +97,10 @@ def train_ppo(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = True) -
         print(f"resuming {run_dir} from step {state['step']}")
     else:
         model = build_model(cfg, venv, seed, tensorboard_log=str(run_dir / "tb"))
+    needs_reference = cfg.bc.weight > 0 and (cfg.bc.kind in ("complement", "kl") or cfg.bc.targets != "expert")
     model.anchor = make_anchor(dataclasses.asdict(cfg.bc), cfg.env, seed=seed,  # None unless bc.weight > 0
-                               reference=(pretrained_reference(cfg, model) if cfg.bc.kind in ("complement", "kl")
-                                          else None))
+                               reference=pretrained_reference(cfg, model) if needs_reference else None,
+                               greedy_reward=reward if cfg.bc.targets != "expert" else None)
     critic = self_critical_wrapper(venv)  # reward_baseline 'mean-plan': it scores the policy's mean plans
     if critic is not None:
         critic.mean_actions = policy_mean_actions(model.policy)

@@ -15,6 +15,10 @@ Columns (means over scenes, EPDMS as fractions): ``sample`` mean EPDMS of the sa
 ``best`` best of {BC plan, samples} by the scorer, ``rwm pick`` the scorer's EPDMS of the plan the RWM ranks first,
 ``pick gain`` that minus the BC plan's (what one greedy step on the learned reward gains), ``rho`` within-scene
 Spearman of RWM vs scorer over {BC plan, samples} (scenes where all samples tie are skipped).
+
+``--swap`` adds, for the ``smooth x1`` family, the pick gain when the model's prediction of one sub-score is replaced
+by the scorer's value in the model's own EPDMS composition (``true nc`` ... ``true hc``): which head's errors cost the
+greedy pick most.
 """
 
 from __future__ import annotations
@@ -47,7 +51,33 @@ def families() -> dict[str, Callable[[np.ndarray, int, np.random.Generator], np.
             "smooth x1": smooth(1.0), "smooth x2": smooth(2.0)}
 
 
-def measure(split: str, num_scenes: int, k: int, policy: str, reward: str | None, seed: int) -> dict[str, Any]:
+SUB_SCORES = ("nc", "dac", "ddc", "tlc", "ep", "ttc", "lk", "hc")
+
+
+def composed_epdms(sub: dict[str, np.ndarray]) -> np.ndarray:
+    """The model's EPDMS composition of (expected) sub-scores, without EC: NC DAC DDC TLC (5 EP + 5 TTC + 2 LK + 2 HC)
+    / 14 (reward_models.model.RewardWorldModel.compose)."""
+    weighted = (5 * sub["ep"] + 5 * sub["ttc"] + 2 * sub["lk"] + 2 * sub["hc"]) / 14
+    return sub["nc"] * sub["dac"] * sub["ddc"] * sub["tlc"] * weighted
+
+
+def swap_gains(rwm: Any, scene: Any, plans: np.ndarray, scored: Any) -> dict[str, float]:
+    """Pick gain (vs plan 0) with each sub-score's prediction replaced by the scorer's value."""
+    import torch
+
+    true = np.asarray(scored.epdms, np.float64)
+    with torch.no_grad():
+        expected = rwm.model.score(rwm.encode(scene), plans.astype(np.float32)).expected
+    predicted = {n: expected[n][0].numpy().astype(np.float64) for n in SUB_SCORES}
+    out = {}
+    for name in SUB_SCORES:
+        mixed = composed_epdms({**predicted, name: np.asarray(getattr(scored, name), np.float64)})
+        out[f"true {name}"] = float(true[int(np.argmax(mixed))] - true[0])
+    return out
+
+
+def measure(split: str, num_scenes: int, k: int, policy: str, reward: str | None, seed: int,
+            swap: bool = False) -> dict[str, Any]:
     from baselines.evaluate import VLANetworkAgent
     from irlvla_gym.metrics import score_plans
     from irlvla_gym.obs.config import ObsConfig
@@ -66,6 +96,7 @@ def measure(split: str, num_scenes: int, k: int, policy: str, reward: str | None
     fams = families()
     cols = ("bc", "sample", "hc", "best", "rwm_pick", "pick_gain", "rho")
     out = {name: {c: [] for c in cols} for name in fams}
+    swaps: dict[str, list[float]] = {}
     rng = np.random.default_rng(seed)
     t0 = time.process_time()
     for index in range(min(num_scenes, len(source))):
@@ -88,8 +119,12 @@ def measure(split: str, num_scenes: int, k: int, policy: str, reward: str | None
             row["rwm_pick"].append(true[int(np.argmax(pred))])
             row["pick_gain"].append(true[int(np.argmax(pred))] - true[0])
             row["rho"].append(spearman(pred, true))
+            if swap and name == "smooth x1":
+                for key, gain in swap_gains(rwm, scene, plans, scored).items():
+                    swaps.setdefault(key, []).append(gain)
     cpu = time.process_time() - t0
     return {"families": {n: {c: float(np.nanmean(v)) for c, v in r.items()} for n, r in out.items()},
+            "swaps": {k: float(np.mean(v)) for k, v in swaps.items()},
             "scenes": min(num_scenes, len(source)), "cpu_s": cpu}
 
 
@@ -101,14 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", default="bc_default")
     parser.add_argument("--reward", default=None, help="reward world model checkpoint (default: the shipped one)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--swap", action="store_true", help="smooth x1: pick gain with one sub-score made true")
     add_common_args(parser)
     args = parser.parse_args(argv)
     load0 = os.getloadavg()
-    m = measure(args.split, args.scenes, args.k, args.policy, args.reward, args.seed)
+    m = measure(args.split, args.scenes, args.k, args.policy, args.reward, args.seed, args.swap)
     results = []
     for name, row in m["families"].items():
         note = " ".join(f"{c}={row[c]:.3f}" for c in ("bc", "sample", "hc", "best", "rwm_pick", "rho"))
         results.append(BenchResult(f"{name}: rwm pick gain", row["pick_gain"], "EPDMS", note=note, extra=row))
+    for key, gain in m["swaps"].items():
+        results.append(BenchResult(f"smooth x1: pick gain with {key}", gain, "EPDMS"))
     meta = {"split": args.split, "scenes": m["scenes"], "k": args.k, "policy": args.policy,
             "reward": args.reward or "default", "cpu_s": m["cpu_s"], "loadavg_start": load0,
             "loadavg_end": os.getloadavg()}

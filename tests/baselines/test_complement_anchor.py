@@ -3,7 +3,8 @@ against the pretrained policy in the directions the smooth exploration never sam
 
 from __future__ import annotations
 
-import csv
+
+import numpy as np
 
 import gymnasium as gym
 import pytest
@@ -82,3 +83,29 @@ def test_a_run_with_the_complement_anchor(tmp_path, checkpoints):
         bad = load_config("ppo-cnn-epdms", "quick", tiny_overrides("ppo-cnn-epdms", checkpoints,
                                                                    bc={"weight": 1.0, "kind": "complement"}))
         train_run(bad, 0, tmp_path / "cnn", progress=False, evaluate=False)
+
+
+class _FartherIsBetter:
+    """A learned-reward stand-in: the plan's last x (m)."""
+
+    def score_batch(self, scenes, plans):
+        return np.asarray(plans)[:, -1, 0]
+
+
+def test_reward_greedy_targets_are_the_rewards_pick_around_the_pretrained_plan(checkpoints, dataset):
+    from irlvla_gym.plans.codec import action_to_plan
+    from irlvla_gym.plans.exploration import smooth_basis
+
+    model = _model(checkpoints, exploration="smooth")
+    greedy = dataset.with_reward_greedy_targets(ANCHOR_ENV, _FartherIsBetter(), model.policy, samples=8, seed=0)
+    means, _ = model.policy.predict(dataset.obs, deterministic=True)
+    assert greedy.tokens == dataset.tokens and greedy.obs is dataset.obs
+    gain = action_to_plan(greedy.actions)[:, -1, 0] - action_to_plan(means)[:, -1, 0]
+    assert (gain >= -1e-9).all() and (gain > 0).any()  # never worse than the mean by the reward, better somewhere
+    basis = smooth_basis()
+    delta = greedy.actions - means
+    np.testing.assert_allclose(delta @ np.linalg.pinv(basis) @ basis, delta, atol=1e-5)  # smooth changes only
+    again = dataset.with_reward_greedy_targets(ANCHOR_ENV, _FartherIsBetter(), model.policy, samples=8, seed=0)
+    np.testing.assert_array_equal(again.actions, greedy.actions)
+    with pytest.raises(ValueError, match="learned reward"):
+        load_config("ppo-vla-epdms", "quick", [{"bc": {"targets": "reward-greedy"}}])
