@@ -52,6 +52,7 @@ import bisect
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import time
 import uuid
@@ -465,9 +466,11 @@ class Chunk:
     def field_array(self, f: int, row: list[int]) -> np.ndarray:
         """Field ``f`` of a scene whose index row is ``row`` ([offset, ndim, *shape] per field)."""
         _, stored, dtype = self.fields[f]
-        offset, ndim = row[f][0], row[f][1]
-        shape = tuple(row[f][2:2 + ndim])
-        a = np.zeros(shape, stored) if 0 in shape else np.ndarray(shape, stored, buffer=self._raw, offset=offset)
+        entry = row[f]
+        shape = tuple(entry[2:2 + entry[1]])
+        count = math.prod(shape)
+        # frombuffer + reshape: the cheapest read-only view of the mapped bytes (~0.5 us, called ~40x per scene)
+        a = np.zeros(shape, stored) if not count else np.frombuffer(self._raw, stored, count, entry[0]).reshape(shape)
         return a if stored == dtype else a.astype(dtype)
 
 
@@ -480,10 +483,11 @@ class SceneArrays(Mapping):
         self.chunk, self.row, self.made = chunk, row, {}
 
     def __getitem__(self, name: str) -> np.ndarray:
-        a = self.made.get(name)
-        if a is None:
+        try:
+            return self.made[name]
+        except KeyError:
             a = self.made[name] = self.chunk.field_array(self.chunk.positions[name], self.row)
-        return a
+            return a
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.chunk.positions)
