@@ -87,7 +87,7 @@ class ExpertDataset:
                 ``score_batch(scenes, plans)`` (the learned reward). reference: an SB3 policy (the pretrained one).
         """
         from irlvla_gym.envs.config import EnvConfig
-        from irlvla_gym.plans.codec import action_to_plan
+        from irlvla_gym.plans.codec import ACTION_DIM, action_to_plan
         from irlvla_gym.plans.exploration import perturb_actions
         from irlvla_gym.scenes.source import SceneSource
 
@@ -99,11 +99,12 @@ class ExpertDataset:
         for start in range(0, len(self), chunk):
             rows = range(start, min(len(self), start + chunk))
             means, _ = reference.predict({k: v[start:rows.stop] for k, v in self.obs.items()}, deterministic=True)
-            for i, mean in zip(rows, np.asarray(means, np.float64)):
-                candidates = np.clip(np.concatenate([mean[None], perturb_actions(mean, samples, rng)]), low, high)
-                scene = source.load(i)
-                values = reward.score_batch([scene] * len(candidates), action_to_plan(candidates))
-                targets[i] = candidates[int(np.argmax(values))]
+            candidates = np.clip(np.stack([np.concatenate([mean[None], perturb_actions(mean, samples, rng)])
+                                           for mean in np.asarray(means, np.float64)]), low, high)  # (B, 1 + k, A)
+            scenes = [scene for scene in map(source.load, rows) for _ in range(samples + 1)]
+            values = np.asarray(reward.score_batch(scenes, action_to_plan(candidates.reshape(-1, ACTION_DIM))))
+            best = values.reshape(len(rows), samples + 1).argmax(axis=1)  # one batched reward call per chunk
+            targets[start:rows.stop] = candidates[np.arange(len(rows)), best]
         return ExpertDataset(self.obs, targets, self.tokens)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -201,7 +202,7 @@ class ReferenceKLAnchor:
         return value, {"kl_ref": float(value.detach())}
 
 
-class ComplementAnchor:
+class ComplementAnchor(ReferenceKLAnchor):
     """``||P (mu(s) - mu_ref(s))||^2``: the change of the policy's mean action, against a frozen reference (the
     pretrained policy), in the directions its exploration never samples (summed over the 24 normalised numbers, mean
     over observations; ``P`` projects onto the orthogonal complement of the smooth basis).
@@ -222,12 +223,9 @@ class ComplementAnchor:
         if basis is None:
             raise ValueError("bc.kind 'complement' needs a policy with a smooth exploration subspace "
                              "(policy_kwargs.exploration: smooth)")
-        self.dataset, self.reference, self.weight, self.batch_size = dataset, reference, float(weight), int(batch_size)
-        self.reference.set_training_mode(False)
-        self.reference.requires_grad_(False)
+        super().__init__(dataset, reference, weight, batch_size, seed)
         basis = torch.as_tensor(basis, dtype=torch.float32)
         self.complement = torch.eye(basis.shape[1]) - torch.linalg.pinv(basis) @ basis  # (A, A) projector
-        self.rng = np.random.default_rng(seed)
 
     def loss(self, policy: Any) -> tuple[torch.Tensor, dict[str, float]]:
         obs, _ = self.dataset.sample(self.batch_size, self.rng)
@@ -350,5 +348,5 @@ def make_anchor(bc: Mapping[str, Any], env: Mapping[str, Any], seed: int = 0,
     return BCAnchor(data, weight=weight, batch_size=int(bc.get("batch_size", 64)), kind=kind, seed=seed)
 
 
-__all__: Sequence[str] = ["AnchorHook", "AnchorTerm", "BCAnchor", "ComplementAnchor", "ExpertDataset", "PPOWithAnchor", "ReferenceKLAnchor",
-                          "frozen_copy", "make_anchor"]
+__all__: Sequence[str] = ["AnchorHook", "AnchorTerm", "BCAnchor", "ComplementAnchor", "ExpertDataset",
+                          "PPOWithAnchor", "ReferenceKLAnchor", "frozen_copy", "make_anchor"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
@@ -87,6 +87,15 @@ class TimedVecEnv(VecEnvWrapper):
         return out
 
 
+def pay_relative(paid: np.ndarray, baseline: np.ndarray, infos: Sequence[dict[str, Any]]) -> np.ndarray:
+    """(N,) float32 ``paid - baseline`` (both (N,)), the reward a per-scene baseline wrapper hands PPO; each info
+    keeps ``raw_reward`` (what the env paid) and ``baseline_reward``."""
+    paid, baseline = np.asarray(paid, np.float64), np.asarray(baseline, np.float64)
+    for info, r, b in zip(infos, paid.tolist(), baseline.tolist()):
+        info["raw_reward"], info["baseline_reward"] = r, b
+    return (paid - baseline).astype(np.float32)
+
+
 class SelfCriticalReward(VecEnvWrapper):
     """Pays ``reward(action) - reward(mean action)`` on the same scene: a per-scene baseline for one-step episodes.
 
@@ -138,10 +147,8 @@ class SelfCriticalReward(VecEnvWrapper):
         self._obs = obs
         rewards = np.asarray(rewards)
         # in the paid rewards' precision (SB3 adapters pay float32): the mean plan itself is paid exactly 0
-        self._baseline = self._baseline.astype(rewards.dtype).astype(np.float64)
-        for info, paid, base in zip(infos, rewards, self._baseline):
-            info["raw_reward"], info["baseline_reward"] = float(paid), float(base)
-        return obs, (np.asarray(rewards, np.float64) - self._baseline).astype(np.float32), dones, infos
+        baseline = self._baseline.astype(rewards.dtype).astype(np.float64)
+        return obs, pay_relative(rewards, baseline, infos), dones, infos
 
 
 class GroupRelativeReward(VecEnvWrapper):
@@ -175,9 +182,7 @@ class GroupRelativeReward(VecEnvWrapper):
             raise RuntimeError("GroupRelativeReward: the rows of a group planned different scenes (make the env with "
                                "scene_group_size equal to the group size)")
         baseline = (paid.sum(axis=1, keepdims=True) - paid) / (self.group_size - 1)
-        for info, r, b in zip(infos, paid.reshape(-1), baseline.reshape(-1)):
-            info["raw_reward"], info["baseline_reward"] = float(r), float(b)
-        return obs, (paid - baseline).reshape(-1).astype(np.float32), dones, infos
+        return obs, pay_relative(paid.reshape(-1), baseline.reshape(-1), infos), dones, infos
 
 
 def policy_mean_actions(policy: Any) -> Callable[[Any], np.ndarray]:
@@ -270,5 +275,6 @@ def make_gym_vector_env(cfg: RunConfig, reward: Any | None = None):
                         **env_kwargs(cfg, reward))
 
 
-__all__ = ["BACKEND_ENV", "WORKERS_ENV", "GroupRelativeReward", "SelfCriticalReward", "TimedVecEnv", "env_kwargs", "make_gym_vector_env",
-           "make_reward", "make_sb3_vec_env", "policy_mean_actions", "ray_vec_env", "scale_settings", "self_critical_wrapper"]
+__all__ = ["BACKEND_ENV", "WORKERS_ENV", "GroupRelativeReward", "SelfCriticalReward", "TimedVecEnv", "env_kwargs",
+           "make_gym_vector_env", "make_reward", "make_sb3_vec_env", "pay_relative", "policy_mean_actions",
+           "ray_vec_env", "scale_settings", "self_critical_wrapper"]

@@ -51,27 +51,23 @@ def families() -> dict[str, Callable[[np.ndarray, int, np.random.Generator], np.
             "smooth x1": smooth(1.0), "smooth x2": smooth(2.0)}
 
 
-SUB_SCORES = ("nc", "dac", "ddc", "tlc", "ep", "ttc", "lk", "hc")
-
-
-def composed_epdms(sub: dict[str, np.ndarray]) -> np.ndarray:
-    """The model's EPDMS composition of (expected) sub-scores, without EC: NC DAC DDC TLC (5 EP + 5 TTC + 2 LK + 2 HC)
-    / 14 (reward_models.model.RewardWorldModel.compose)."""
-    weighted = (5 * sub["ep"] + 5 * sub["ttc"] + 2 * sub["lk"] + 2 * sub["hc"]) / 14
-    return sub["nc"] * sub["dac"] * sub["ddc"] * sub["tlc"] * weighted
-
-
 def swap_gains(rwm: Any, scene: Any, plans: np.ndarray, scored: Any) -> dict[str, float]:
     """Pick gain (vs plan 0) with each sub-score's prediction replaced by the scorer's value."""
     import torch
 
+    from irlvla_gym.metrics.config import DEFAULT_CONFIG, SUB_SCORES
+    from irlvla_gym.metrics.result import epdms
+
     true = np.asarray(scored.epdms, np.float64)
     with torch.no_grad():
         expected = rwm.model.score(rwm.encode(scene), plans.astype(np.float32)).expected
-    predicted = {n: expected[n][0].numpy().astype(np.float64) for n in SUB_SCORES}
+    use_ec = bool(rwm.model.config.use_ec)  # the model composes EC only when it predicts it
+    names = [n for n in SUB_SCORES if use_ec or n != "ec"]
+    predicted = {n: expected[n][0].numpy().astype(np.float64) for n in names}
     out = {}
-    for name in SUB_SCORES:
-        mixed = composed_epdms({**predicted, name: np.asarray(getattr(scored, name), np.float64)})
+    for name in names:  # the model's composition is the metric's EPDMS of its expected sub-scores
+        mixed = epdms({**predicted, name: np.asarray(getattr(scored, name), np.float64)}, DEFAULT_CONFIG,
+                      has_ec=use_ec)
         out[f"true {name}"] = float(true[int(np.argmax(mixed))] - true[0])
     return out
 

@@ -62,14 +62,11 @@ def plans_of(agents: Sequence[Any], scenes: Sequence[Any]) -> np.ndarray:
 def epdms_of(scenes: Sequence[Any], plans: np.ndarray) -> np.ndarray:
     """(P, scenes) scorer EPDMS of plans (P, scenes, 8, 3), EP normalised by PDM-Closed (leaderboard protocol)."""
     from irlvla_gym.metrics import score_plans
-    from irlvla_gym.planners import default_planner
+    from irlvla_gym.planners import pdm_reference_progress
 
-    reference = default_planner("log")
     out = np.zeros(plans.shape[:2])
     for s, scene in enumerate(scenes):
-        ctx = reference.context(scene)
-        progress = reference.run(scene, ctx).reference_progress
-        out[:, s] = np.asarray(score_plans(scene, plans[:, s], reference_progress=progress, context=ctx).epdms)
+        out[:, s] = score_plans(scene, plans[:, s], reference_progress=pdm_reference_progress(scene)).epdms
     return out
 
 

@@ -926,8 +926,8 @@ if __name__ == "__main__":
 
 __all__ = [
     "CHUNK_MIN", "Chunk", "CorruptChunkError", "ENV_SWITCH", "PREP_VERSION", "PackedPolygons", "PersistedResult",
-    "PreparedFormatError", "PreparedScenes", "PreparedTable", "SceneArrays", "bundle_arrays", "bundle_from_arrays", "bundle_key", "clear_tables",
-    "disk_bytes", "enabled", "ensure_split_store", "flush_all", "index_from_arrays", "obs_arrays", "obs_from_arrays", "obs_key",
-    "open_prepared", "prepare_store", "prepare_store_hook", "source_digest", "store_digest", "table_for",
-    "write_chunk",
+    "PreparedFormatError", "PreparedScenes", "PreparedTable", "SceneArrays", "bundle_arrays",
+    "bundle_from_arrays", "bundle_key", "clear_tables", "disk_bytes", "enabled", "ensure_split_store",
+    "flush_all", "index_from_arrays", "obs_arrays", "obs_from_arrays", "obs_key", "open_prepared",
+    "prepare_store", "prepare_store_hook", "source_digest", "store_digest", "table_for", "write_chunk",
 ]
