@@ -145,6 +145,32 @@ class BCAnchorConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Reward-greedy distillation before RL (the ``distill:`` section; :mod:`baselines.distill`): the pretrained
+    policy is fine-tuned by supervised learning toward a learned reward's greedy picks around its own plans
+    (:mod:`reward_models.greedy`), and RL starts from the result. Off while ``epochs`` is 0."""
+
+    epochs: int = 0
+    """supervised passes over the scenes (0: no distillation)"""
+    reward: str = "smooth"
+    """reward world model that picks (shipped name or checkpoint directory)"""
+    num_scenes: int = 4000
+    """the first N scenes of the run's training split / store"""
+    samples: int = 16
+    """smooth perturbations per scene"""
+    safety_margin: float | None = 0.02
+    """a pick may predict NC, DAC and TTC at most this much below the policy's own plan (None: plain argmax)"""
+    lr: float = 3e-4
+    """peak learning rate (AdamW, warm-up then cosine decay, as irlvla bc)"""
+    batch_size: int = 64
+    """scenes per update"""
+    val_scenes: int = 200
+    """synthetic-val scenes of the fine-tuning's validation ADE / FDE (against the expert)"""
+    val_score_scenes: int = 64
+    """of those, scored with EPDMS after the last epoch"""
+
+
+@dataclass
 class EvaluationConfig:
     """The evaluation of a finished run (the ``eval:`` section): rule-based scorer, leaderboard protocol."""
 
@@ -190,6 +216,8 @@ class RunConfig:
     """SB3 policy_kwargs (log_std_init etc.; pretrained_path is set from `pretrained`)"""
     bc: BCAnchorConfig = field(default_factory=BCAnchorConfig)
     """the behaviour-cloning anchor of PPO"""
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    """reward-greedy distillation of the pretrained policy before RL (off by default)"""
     dppo: DPPOConfig = field(default_factory=DPPOConfig)
     """DPPO hyperparameters (algorithm dppo)"""
     eval: EvaluationConfig = field(default_factory=EvaluationConfig)
@@ -243,6 +271,10 @@ class RunConfig:
         self.ppo = from_mapping(PPOConfig, self.ppo or {}, owner="ppo")
         self.dppo = from_mapping(DPPOConfig, self.dppo or {}, owner="dppo")
         self.bc = from_mapping(BCAnchorConfig, self.bc or {}, owner="bc")
+        self.distill = from_mapping(DistillConfig, self.distill or {}, owner="distill")
+        if self.distill.epochs > 0 and (self.policy != "vla" or self.algorithm == "plugin"):
+            raise ValueError("distill needs policy 'vla' and algorithm 'ppo' or 'dppo' (it fine-tunes the pretrained "
+                             f"VLA), got policy {self.policy!r}, algorithm {self.algorithm!r}")
         if self.bc.targets == "reward-greedy" and (self.policy != "vla" or not parse_reward(self.reward).learned):
             raise ValueError("bc.targets 'reward-greedy' needs policy 'vla' and a learned reward (the reward picks "
                              f"the targets), got policy {self.policy!r}, reward {self.reward!r}")
@@ -364,6 +396,6 @@ def remove_key(values: Mapping[str, Any], key: str) -> dict[str, Any]:
     return out
 
 
-__all__ = ["BCAnchorConfig", "CONFIG_DIR", "DPPOConfig", "ENV_ID", "EvaluationConfig", "Overrides", "PPOConfig",
+__all__ = ["BCAnchorConfig", "CONFIG_DIR", "DPPOConfig", "DistillConfig", "ENV_ID", "EvaluationConfig", "Overrides", "PPOConfig",
            "PRESETS", "RunConfig", "VARIANTS", "config_path", "deep_merge", "load_config", "parse_override",
            "read_config", "remove_key"]

@@ -71,6 +71,13 @@ class DiffusionAgent(nn.Module):
     def obs_keys(self) -> tuple[str, ...]:
         return self.network.obs_keys
 
+    @property
+    def input_keys(self) -> tuple[str, ...]:
+        """The env entries the network reads: its keys and the masks of vector sets."""
+        from irlvla_gym.policies.config import network_input_keys
+
+        return network_input_keys(self.network.obs_keys)
+
     # ---- building blocks ----------------------------------------------------------------------------------------
 
     def encode(self, obs: Mapping[str, np.ndarray]) -> list[tuple[np.ndarray, torch.Tensor]]:
@@ -79,7 +86,7 @@ class DiffusionAgent(nn.Module):
 
         n = len(next(iter(obs.values())))
         groups = length_groups(obs.get("instruction"), n)
-        return [(rows, self.network.encoder(prepare_observations({k: obs[k][rows] for k in self.obs_keys},
+        return [(rows, self.network.encoder(prepare_observations({k: obs[k][rows] for k in self.input_keys},
                                                                  self.obs_keys))) for rows in groups]
 
     def step_mean(self, x: torch.Tensor, j: int, tokens: torch.Tensor) -> torch.Tensor:
@@ -318,7 +325,7 @@ def _collect(agent: DiffusionAgent, envs: Any, obs: Any, n_steps: int, generator
     agent.eval()
     for t in range(T):
         out = agent.act(obs, generator=generator)
-        batch["obs"].append({k: np.asarray(obs[k]) for k in agent.obs_keys})
+        batch["obs"].append({k: np.asarray(obs[k]) for k in agent.input_keys})
         for key, name in (("chain_in", "chain_in"), ("chain_out", "chain_out"), ("log_prob", "log_prob"),
                           ("values", "value")):
             batch[key][t] = out[name]
@@ -355,7 +362,7 @@ def _update(agent: DiffusionAgent, optimizer: torch.optim.Optimizer, anchor: Any
     """PPO epochs over the trained denoising steps of one rollout; returns the per-minibatch logs. The minibatch
     order depends on ``order_seed`` (run seed, update index) and the epoch, so a resumed run repeats it."""
     k = agent.k
-    flat_obs = {key: np.concatenate([o[key] for o in batch["obs"]]) for key in agent.obs_keys}
+    flat_obs = {key: np.concatenate([o[key] for o in batch["obs"]]) for key in agent.input_keys}
     rollout = len(advantages.reshape(-1))
     b_in, b_out = batch["chain_in"].reshape(rollout, k, 24), batch["chain_out"].reshape(rollout, k, 24)
     b_logp, b_adv, b_ret = batch["log_prob"].reshape(rollout, k), advantages.reshape(-1), returns.reshape(-1)

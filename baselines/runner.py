@@ -16,6 +16,8 @@ Output layout (``--out``, default ``runs/baselines``)::
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import shutil
 import time
@@ -152,6 +154,10 @@ def train_run(cfg: RunConfig, seed: int, out: str | Path, progress: bool = True,
     check_config(run_dir, values)
 
     prepare_training_scenes(cfg, progress)
+    if cfg.distill.epochs > 0:  # RL starts from the reward-greedy distilled policy (baselines.distill)
+        from baselines.distill import distilled_policy
+
+        cfg = dataclasses.replace(cfg, pretrained=distilled_policy(cfg, seed, run_dir, progress))
     trained_agent = None
     if cfg.algorithm == "dppo":
         from baselines.dppo import train_dppo

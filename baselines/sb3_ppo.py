@@ -137,6 +137,10 @@ def train_ppo(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = True) -
     remaining = cfg.total_timesteps - int(state["step"])
     if remaining > 0:
         model.learn(remaining, callback=callback, reset_num_timesteps=state["step"] == 0, tb_log_name="ppo")
+    else:  # stopped after its last update, before done.json: nothing to learn, but the final hooks still log
+        from stable_baselines3.common.utils import configure_logger
+
+        model.set_logger(configure_logger(0, model.tensorboard_log, "ppo", reset_num_timesteps=False))
     final_record = lambda name, value: model.logger.record(name, value)  # noqa: E731
     hooks.maybe_run(int(model.num_timesteps), lambda: snapshot(int(model.num_timesteps), final_record))
     model.logger.dump(int(model.num_timesteps))

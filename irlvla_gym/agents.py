@@ -293,11 +293,13 @@ class VLANetworkAgent:
     def plan_batch(self, observations: Mapping[str, np.ndarray], scenes: Sequence[Any]) -> np.ndarray:
         """(B, 8, 3) plans of B scenes from their stacked observations (``observations[key]``: (B, ...))."""
         from irlvla_gym.obs.instruction import instruction_length_groups
+        from irlvla_gym.policies.config import network_input_keys
 
         n = len(scenes)
         plans = np.zeros((n, *PLAN_SHAPE))
+        entries = network_input_keys(self.obs_keys)  # the keys and the masks of vector sets
         for rows in instruction_length_groups(observations.get("instruction"), n):
-            plans[rows] = self.network.plan({k: np.asarray(observations[k])[rows] for k in self.obs_keys})
+            plans[rows] = self.network.plan({k: np.asarray(observations[k])[rows] for k in entries})
         return plans
 
     def plan(self, observation: Mapping[str, np.ndarray], scene: Any) -> np.ndarray:

@@ -1,5 +1,6 @@
 """``irlvla rwm``: build the RWM dataset, train the model, evaluate it (``dataset`` / ``train`` / ``eval``), and the
-real-data commands (``loso`` / ``eval-real``, :mod:`reward_models.real`).
+real-data commands (``loso`` / ``eval-real``, :mod:`reward_models.real`) and ``greedy-plans``
+(:mod:`reward_models.greedy`).
 
 The flags of ``dataset`` / ``train`` / ``eval`` / ``loso`` / ``eval-real`` are the fields of
 :class:`reward_models.dataset.DatasetConfig`, :class:`reward_models.train.TrainRunConfig`,
@@ -14,6 +15,7 @@ import json
 from irlvla_gym.configs import add_arguments, from_args
 from reward_models.dataset import DatasetConfig, run_dataset
 from reward_models.evaluate import EvalConfig, run_eval
+from reward_models.greedy import GreedyPlansConfig, run_greedy_plans
 from reward_models.real import EvalRealConfig, LosoConfig, run_eval_real, train_loso
 from reward_models.train import TrainRunConfig, run_train
 
@@ -65,6 +67,13 @@ def _eval_real(args) -> int:
     return 0
 
 
+def _greedy_plans(args) -> int:
+    cfg = from_args(GreedyPlansConfig, args)
+    picks = run_greedy_plans(cfg)
+    print(f"rwm greedy-plans: {picks.summary()}; wrote {cfg.out}")
+    return 0
+
+
 def _forecast(args) -> int:
     from reward_models.forecast import forecast_errors
 
@@ -90,6 +99,8 @@ def register(subparsers) -> None:
         ("eval", "fidelity report on a held-out split", EvalConfig, _eval),
         ("loso", "leave-one-source-out training on synthetic scenes + real windows", LosoConfig, _loso),
         ("eval-real", "synthetic and real fidelity side by side, bootstrap intervals", EvalRealConfig, _eval_real),
+        ("greedy-plans", "the reward's greedy picks around a policy's plans, as a plan file (targets of irlvla bc)",
+         GreedyPlansConfig, _greedy_plans),
     )
     for name, help_text, config_cls, handler in commands:
         parser = sub.add_parser(name, help=help_text)

@@ -40,10 +40,8 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from irlvla_gym.metrics.config import SUB_SCORES
+from irlvla_gym.plans.files import MAX_PLAN_SPEED, PLAN_DT, check_plan, load_plans  # noqa: F401  (re-exported)
 
-MAX_PLAN_SPEED = 50.0
-"""[m/s] fastest implied speed between consecutive poses (origin included) a plan may have; faster is an error."""
-PLAN_DT = 0.5
 SCORE_COLUMNS = ("epdms", "pdms") + SUB_SCORES
 CSV_COLUMNS = ("token", "status", "error") + SCORE_COLUMNS + ("progress_m", "reference_progress_m", "filtered")
 
@@ -51,61 +49,6 @@ CSV_COLUMNS = ("token", "status", "error") + SCORE_COLUMNS + ("progress_m", "ref
 # --------------------------------------------------------------------------------------------------------------------
 # Reading and checking plans
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def load_plans(path: str | Path) -> dict[str, object]:
-    """Token -> raw plan (anything array-like; checked later by :func:`check_plan`) from a .json or .npz file.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: not a .json / .npz file, or unreadable as one.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"plans file {path} not found")
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        try:
-            data = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
-        if isinstance(data, Mapping) and set(data) == {"plans"} and isinstance(data["plans"], Mapping):
-            data = data["plans"]
-        if not isinstance(data, Mapping):
-            raise ValueError(f"{path}: expected a JSON object mapping token -> 8x3 poses")
-        return {str(k): v for k, v in data.items()}
-    if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{path}: not a readable .npz without pickles ({exc})") from None
-        if set(arrays) == {"tokens", "plans"}:
-            tokens, plans = arrays["tokens"], arrays["plans"]
-            if tokens.ndim != 1 or len(plans) != len(tokens):
-                raise ValueError(f"{path}: 'tokens' (N,) and 'plans' (N, 8, 3) must have the same length")
-            return {str(t): plans[i] for i, t in enumerate(tokens.tolist())}
-        return dict(arrays)
-    raise ValueError(f"{path}: plans must be a .json or .npz file")
-
-
-def check_plan(raw: object) -> tuple[np.ndarray | None, str]:
-    """Validate one plan. Returns ``(plan (8, 3) float64, "")`` or ``(None, reason)``."""
-    try:
-        plan = np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        return None, f"not a numeric array ({exc})"
-    if plan.shape != (8, 3):
-        return None, f"wrong shape {plan.shape}, expected (8, 3) poses [x, y, yaw] at t = 0.5 .. 4 s"
-    if not np.all(np.isfinite(plan)):
-        bad = np.argwhere(~np.isfinite(plan))[0]
-        return None, f"non-finite value at pose {bad[0]}, column {'xy'[bad[1]] if bad[1] < 2 else 'yaw'}"
-    steps = np.linalg.norm(np.diff(np.vstack([np.zeros(2), plan[:, :2]]), axis=0), axis=1) / PLAN_DT
-    if steps.max() > MAX_PLAN_SPEED:
-        k = int(np.argmax(steps))
-        return None, (f"absurd speed {steps[k]:.1f} m/s between poses {k - 1 if k else 'origin'} and {k} "
-                      f"(limit {MAX_PLAN_SPEED:g} m/s; wrong units or frame?)")
-    return plan, ""
 
 
 # --------------------------------------------------------------------------------------------------------------------

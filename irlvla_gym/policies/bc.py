@@ -50,7 +50,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from irlvla_gym.configs import add_arguments, comma_list, count_or_all, from_args, option
-from irlvla_gym.policies.config import VLAConfig
+from irlvla_gym.policies.config import VLAConfig, network_input_keys
 
 CACHE_VERSION = 1
 CACHE_LIMIT_ENV = "IRLVLA_BC_CACHE_GB"
@@ -106,6 +106,10 @@ class BCConfig:
     """loss of the Gaussian head"""
     vla_config: dict[str, Any] = option(default_factory=dict)
     """further VLAConfig fields as JSON, e.g. '{"hidden": 96}'"""
+    target_plans: str | None = None
+    """plan file (the ``irlvla score`` format: token -> (8, 3) poses, e.g. from ``irlvla rwm greedy-plans``) whose
+    plans replace the expert's as training targets; every training scene needs one. Validation ADE / FDE stay
+    against the expert"""
     init: str | None = None
     """start from this VLA checkpoint (directory or shipped name, e.g. 'bc_default') instead of a fresh network"""
     cache_dir: str | None = None
@@ -176,13 +180,23 @@ class ObsCache:
 
         self.meta = read_json(meta_path)
         self.keys = tuple(self.meta["keys"])
-        self.obs = {k: np.load(self.path / f"{k}.npy", mmap_mode="r") for k in self.keys}
+        self.obs = {k: np.load(self.path / f"{k}.npy", mmap_mode="r") for k in network_input_keys(self.keys)}
         self.actions = np.load(self.path / "action.npy", mmap_mode="r")
         self.plans = np.load(self.path / "plan.npy", mmap_mode="r")
         self.tokens = np.load(self.path / "tokens.npy")
 
     def __len__(self) -> int:
         return len(self.actions)
+
+    def use_target_plans(self, plans: np.ndarray) -> None:
+        """Train toward ``plans`` (N, 8, 3) (in this cache's scene order) instead of the expert's; the files on disk
+        keep the expert plans."""
+        from irlvla_gym.plans.codec import plan_to_action
+
+        plans = np.asarray(plans, np.float64)
+        if plans.shape != (len(self), 8, 3):
+            raise ValueError(f"target plans must be ({len(self)}, 8, 3) for this cache, got {plans.shape}")
+        self.plans, self.actions = plans, plan_to_action(plans).astype(np.float32)
 
     def batch(self, index: np.ndarray) -> dict[str, np.ndarray]:
         """Observation entries of the scenes ``index`` (sorted for memmap locality by the caller)."""
@@ -204,6 +218,7 @@ def build_obs_cache(split: str, scenes: str | None, num: int | None, keys: Seque
 
     keys = tuple(keys)
     path = obs_cache_path(split, scenes, num, keys, cache_dir)
+    entries = network_input_keys(keys)  # the keys and the masks of vector sets
     if (path / "meta.json").is_file():
         _touch(path)
         return ObsCache(path)
@@ -211,13 +226,13 @@ def build_obs_cache(split: str, scenes: str | None, num: int | None, keys: Seque
     n = len(source)
     builder = ObservationBuilder(keys)
     per_scene = sum(int(np.prod(sub.shape)) * np.dtype(sub.dtype).itemsize
-                    for name, sub in builder.space.spaces.items() if name in keys) + 24 * 4 + 24 * 8
+                    for name, sub in builder.space.spaces.items() if name in entries) + 24 * 4 + 24 * 8
     print(f"bc: caching the observations of {n} scenes ({'+'.join(keys)}, ~{_mb(n * per_scene)}) in {path} "
           f"(--cache-dir or $IRLVLA_CACHE move it; ${CACHE_LIMIT_ENV} bounds the folder)", file=sys.stderr)
     path.mkdir(parents=True, exist_ok=True)
     arrays = {name: np.lib.format.open_memmap(path / f"{name}.npy", mode="w+", dtype=sub.dtype,
                                               shape=(n,) + sub.shape)
-              for name, sub in builder.space.spaces.items() if name in keys}
+              for name, sub in builder.space.spaces.items() if name in entries}
     actions = np.lib.format.open_memmap(path / "action.npy", mode="w+", dtype=np.float32, shape=(n, 24))
     plans = np.lib.format.open_memmap(path / "plan.npy", mode="w+", dtype=np.float64, shape=(n, 8, 3))
     tokens = []
@@ -238,7 +253,7 @@ def build_obs_cache(split: str, scenes: str | None, num: int | None, keys: Seque
     del arrays, actions, plans
     np.save(path / "tokens.npy", np.array(tokens))
     meta = {"version": CACHE_VERSION, "source": source.name, "num": n, "keys": list(keys),
-            "shapes": {k: list(s.shape) for k, s in builder.space.spaces.items() if k in keys}}
+            "shapes": {k: list(s.shape) for k, s in builder.space.spaces.items() if k in entries}}
     with atomic_write(path / "meta.json", "w") as fh:
         json.dump(meta, fh, indent=2)
     total = sum(_tree_size(p) for p in cache_entries(path.parent))
@@ -452,6 +467,10 @@ def train_bc(cfg: BCConfig) -> dict[str, Any]:
 
     # ---- data ----------------------------------------------------------------------------------------------------
     train = build_obs_cache(cfg.split, cfg.scenes, cfg.num_scenes, net.obs_keys, cfg.cache_dir, cfg.progress)
+    if cfg.target_plans:
+        from irlvla_gym.plans.files import plans_for_tokens
+
+        train.use_target_plans(plans_for_tokens(cfg.target_plans, [str(t) for t in train.tokens]))
     val = build_obs_cache(cfg.val_split, cfg.val_scenes, cfg.num_val_scenes, net.obs_keys, cfg.cache_dir,
                           cfg.progress)
     scorer = EpdmsEvaluator(cfg.val_split, cfg.val_scenes, val, cfg.val_score_scenes, cfg.progress) \

@@ -26,8 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-SUPPORTED_OBS_KEYS = ("camera", "bev", "ego", "instruction")
+SUPPORTED_OBS_KEYS = ("camera", "bev", "ego", "instruction", "agents", "map")
 """Observation keys the network can read (``irlvla_gym.obs`` keys); any non-empty subset works."""
+MASK_KEYS = {"agents": "agents_mask", "map": "map_mask"}
+"""Vector-set keys and the env's mask entry (1 = real slot) that comes with each."""
+
+
+def network_input_keys(obs_keys: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The env entries a network reading ``obs_keys`` needs: the keys, each vector set followed by its mask."""
+    out: list[str] = []
+    for key in obs_keys:
+        out += [key, MASK_KEYS[key]] if key in MASK_KEYS else [key]
+    return tuple(out)
 HEADS = ("gaussian", "diffusion")
 VISION_MODELS = ("vit", "siglip")
 CONFIG_NAME = "config.json"
@@ -44,7 +54,8 @@ class VLAConfig:
     Observations:
         obs_keys: which observation keys the network reads, a non-empty subset of :data:`SUPPORTED_OBS_KEYS`
             (``camera``: front image; ``bev``: 8-channel raster; ``ego``: (21,) kinematics + command one-hot +
-            history; ``instruction``: (L,) token ids). The env must provide every one of them.
+            history; ``instruction``: (L,) token ids; ``agents``: (32, 14) nearby agents with velocities and
+            ``map``: (64, 20, 11) map polylines, each with its mask entry). The env must provide every one of them.
 
     Vision encoder (key ``camera``), a transformers model:
         vision_model: ``"vit"`` (``ViTModel``) or ``"siglip"`` (``SiglipVisionModel``) built from a config.
@@ -63,6 +74,10 @@ class VLAConfig:
 
     BEV encoder (key ``bev``): a 3-layer strided CNN (x16 downsampling) pooled to a grid whose cells become tokens.
         bev_channels: input channels (8). bev_width: channels of the first layer. bev_grid: G (G x G tokens).
+
+    Vector encoders (keys ``agents`` / ``map``, ``irlvla_gym.obs.vectors``): an MLP per agent slot; a per-point MLP
+        max-pooled over each polyline's 20 points. Each real slot becomes one token (masked slots are dropped from
+        attention); the agents and the map see positions and velocities directly (the camera shows one frame).
 
     Fusion and heads:
         hidden: width d of the fused tokens. fusion_layers, fusion_heads, fusion_ff_mult (feed-forward width / d):

@@ -7,6 +7,8 @@ Data flow (d = ``config.hidden``; every token also gets a learned type embedding
     ego (B, 21)         --> fixed scaling, MLP ---------------------> ego token (B, 1, d)
                         --> command one-hot argmax, Embedding(4, d) -> command token (B, 1, d)
     bev (B, 8, h, w)    --> strided CNN, G x G cells ---------------> BEV tokens (B, G * G, d)
+    agents (B, 32, 14)  --> fixed scaling, MLP per slot ------------> agent tokens (B, A', d) (masked slots ignored)
+    map (B, 64, 20, 11) --> fixed scaling, point MLP, max over points -> map tokens (B, M', d) (masked slots ignored)
     [plan token] + all tokens --> fusion transformer (pre-norm) --> fused tokens (B, T, d), token 0 = pooled
     fused tokens --> GaussianHead (MLP on token 0) | DiffusionHead (cross-attention) --> mean action (B, 24)
 
@@ -36,7 +38,9 @@ from torch import nn
 
 from huggingface_hub import PyTorchModelHubMixin
 
-from irlvla_gym.policies.config import CONFIG_NAME, WEIGHTS_NAME, VLAConfig, looks_like_hub_id
+from irlvla_gym.policies.config import (
+    CONFIG_NAME, MASK_KEYS, WEIGHTS_NAME, VLAConfig, looks_like_hub_id, network_input_keys,
+)
 from irlvla_gym.policies.heads import DiffusionHead, GaussianHead
 
 EGO_DIM = 21
@@ -45,6 +49,16 @@ EGO_SCALE = np.array([10.0, 10.0, 3.0, 3.0, 1.0, 1.0, 1.0, 1.0] + [10.0, 10.0, 0
 """(21,) fixed divisors of the ego vector (velocity / 10 m/s, acceleration / 3 m/s^2, history xy / 10 m,
 yaw / 0.5 rad, speed / 10 m/s), so every input is O(1)."""
 TOKEN_TYPES = ("plan", "camera", "instruction", "command", "ego", "bev")
+VECTOR_TOKEN_TYPES = ("agents", "map")
+"""Type embeddings of the vector sets live in their own table, so networks without them keep their weights' shapes."""
+AGENT_SCALE = np.array([20.0, 20.0, 1.0, 1.0, 10.0, 10.0, 5.0, 5.0] + [1.0] * 6, np.float32)
+"""(14,) divisors of the ``agents`` features (x, y / 20 m, heading cos / sin, vx, vy / 10 m/s, length, width / 5 m,
+category one-hot), so every input is O(1)."""
+MAP_SCALE = np.array([20.0, 20.0] + [1.0] * 9, np.float32)
+"""(11,) divisors of the ``map`` point features (x, y / 20 m; tangents and flags as they are)."""
+MAP_POINT_STRIDE = 2
+"""The map encoder reads points 0, 2, .., 18 of a polyline's 20 equally spaced ones: ~3x cheaper on one core, and a
+piece of at most 30 m (``ObsConfig.map_segment_length``) keeps its shape at ~3 m spacing."""
 
 
 def _config_dict(hf_config) -> dict[str, Any]:
@@ -137,12 +151,37 @@ class BevEncoder(nn.Module):
         return h.flatten(2).transpose(1, 2) + self.pos
 
 
+class VectorSetEncoder(nn.Module):
+    """A padded set of vectors -> one token per slot: (B, S, F) or (B, S, P, F) points -> (B, S, d).
+
+    Features are divided by a fixed ``scale`` (F,). Single vectors go through a two-layer MLP; polylines of P points
+    (PointNet-style) through one linear layer + GELU per point, a max over the points, then the two-layer MLP: the
+    per-point work stays one small matmul (a map of 64 x 20 points would otherwise dominate the network's cost).
+    """
+
+    def __init__(self, scale: np.ndarray, hidden: int, points: bool):
+        super().__init__()
+        self.register_buffer("scale", torch.from_numpy(np.asarray(scale, np.float32)), persistent=False)
+        self.point = nn.Sequential(nn.Linear(len(scale), hidden), nn.GELU()) if points else None
+        self.mlp = nn.Sequential(nn.Linear(hidden if points else len(scale), hidden), nn.GELU(),
+                                 nn.Linear(hidden, hidden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float() / self.scale
+        if self.point is not None:
+            x = self.point(x).amax(dim=-2)
+        return self.mlp(x)
+
+
 class VLAEncoder(nn.Module):
     """Encoders of every configured observation key and the fusion transformer.
 
     ``forward(inputs)`` returns fused tokens (B, T, d); token 0 is the pooled plan token. T = 1 + (1 + P if camera)
-    + (L' if instruction) + (2 if ego) + (G * G if bev), with P = image patches and L' = the longest instruction
-    of the batch (trailing padding is trimmed: it is masked anyway, and the fusion cost grows with T^2).
+    + (L' if instruction) + (2 if ego) + (G * G if bev) + (A' if agents) + (M' if map), with P = image patches and
+    L' = the longest instruction of the batch (trailing padding is trimmed: it is masked anyway, and the fusion cost
+    grows with T^2). A' / M' = the most real agent / map slots of a row in the batch (the env packs real slots
+    first); with the diffusion head, which cross-attends to every token, all 32 / 64 slots are kept so a row's plan
+    never depends on its batch neighbours.
     """
 
     def __init__(self, cfg: VLAConfig, load_pretrained: bool = True):
@@ -167,6 +206,13 @@ class VLAEncoder(nn.Module):
             self.command_embed = nn.Embedding(4, d)
         if "bev" in self.obs_keys:
             self.bev = BevEncoder(cfg.bev_channels, cfg.bev_width, d, cfg.bev_grid)
+        if "agents" in self.obs_keys:
+            self.agents = VectorSetEncoder(AGENT_SCALE, d, points=False)
+        if "map" in self.obs_keys:
+            self.map = VectorSetEncoder(MAP_SCALE, d, points=True)
+        if any(k in self.obs_keys for k in VECTOR_TOKEN_TYPES):
+            self.vector_type_embed = nn.Embedding(len(VECTOR_TOKEN_TYPES), d)
+        self.trim_vector_sets = cfg.head != "diffusion"
         self.plan_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.type_embed = nn.Embedding(len(TOKEN_TYPES), d)
         layer = nn.TransformerEncoderLayer(d, cfg.fusion_heads, cfg.fusion_ff_mult * d, cfg.dropout, activation="gelu",
@@ -231,6 +277,19 @@ class VLAEncoder(nn.Module):
             bev = self.bev(inputs["bev"].float())
             tokens.append(self._typed(bev, "bev"))
             masks.append(torch.zeros(b, bev.shape[1], dtype=torch.bool, device=first.device))
+        for kind in VECTOR_TOKEN_TYPES:
+            if kind in self.obs_keys:
+                real = inputs[MASK_KEYS[kind]]  # (B, S)
+                real = real if real.dtype == torch.bool else real > 0.5
+                values = inputs[kind]
+                if self.trim_vector_sets:  # real slots come first: keep the batch's longest prefix (>= 1 slot)
+                    keep = max(1, int(real.sum(dim=1).max()))
+                    real, values = real[:, :keep], values[:, :keep]
+                if kind == "map":
+                    values = values[:, :, ::MAP_POINT_STRIDE]
+                encoded = getattr(self, kind)(values) + self.vector_type_embed.weight[VECTOR_TOKEN_TYPES.index(kind)]
+                tokens.append(encoded)
+                masks.append(~real)
         x = torch.cat(tokens, dim=1)
         x = self.fusion(x, src_key_padding_mask=torch.cat(masks, dim=1))
         return self.norm(x)
@@ -263,10 +322,11 @@ def prepare_observations(obs: Mapping[str, Any], keys: tuple[str, ...] | list[st
 
     ``camera`` (B, H, W, 3) or (B, 3, H, W) uint8 -> (B, 3, H, W) float in [0, 1] (``raw_camera``: a uint8 camera
     stays uint8 (B, 3, H, W), which :meth:`VLAEncoder.camera_pixels` resizes in integers, cheaper);
-    ``bev`` uint8 -> float / 255; ``ego`` -> float32; ``instruction`` -> int64.
+    ``bev`` uint8 -> float / 255; ``ego`` -> float32; ``instruction`` -> int64; ``agents`` / ``map`` -> float32,
+    each with its mask entry (``agents_mask`` / ``map_mask``, 1 = real slot) -> bool.
     """
     out: dict[str, torch.Tensor] = {}
-    for key in keys:
+    for key in network_input_keys(keys):
         if key not in obs:
             raise KeyError(f"observation has no {key!r} entry (has {sorted(obs)})")
         x = torch.as_tensor(np.asarray(obs[key]) if not isinstance(obs[key], torch.Tensor) else obs[key],
@@ -280,6 +340,8 @@ def prepare_observations(obs: Mapping[str, Any], keys: tuple[str, ...] | list[st
             x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
         elif key == "instruction":
             x = x.long()
+        elif key in MASK_KEYS.values():
+            x = x > 0.5 if torch.is_floating_point(x) else x != 0
         else:
             x = x.float()
         out[key] = x

@@ -64,7 +64,7 @@ from torch import nn
 
 from irlvla_gym.obs.ego import SPEED as SPEED_INDEX
 from irlvla_gym.plans.codec import ACTION_DIM
-from irlvla_gym.policies.config import SUPPORTED_OBS_KEYS, WEIGHTS_NAME, VLAConfig
+from irlvla_gym.policies.config import SUPPORTED_OBS_KEYS, WEIGHTS_NAME, VLAConfig, network_input_keys
 from irlvla_gym.policies.network import VLAEncoder, VLANetwork, make_head, prepare_observations, resolve_checkpoint
 
 
@@ -85,7 +85,7 @@ def check_obs_keys(config: VLAConfig, observation_space: spaces.Space) -> None:
     env's kind of space: :data:`IMAGE_KEYS` uint8 0..255 image Boxes, :data:`TOKEN_KEYS` integer Boxes."""
     if not isinstance(observation_space, spaces.Dict):
         raise ValueError(f"VLAPolicy needs a Dict observation space, got {type(observation_space).__name__}")
-    missing = [k for k in config.obs_keys if k not in observation_space.spaces]
+    missing = [k for k in network_input_keys(config.obs_keys) if k not in observation_space.spaces]
     if missing:
         raise ValueError(f"the VLA network reads {list(config.obs_keys)} but the env observes "
                          f"{sorted(observation_space.spaces)}: make the env with obs_keys including {missing}")

@@ -31,7 +31,7 @@ def obs_batch(scenes) -> dict[str, np.ndarray]:
     """Env-format observations (B = 4) of every key the network reads, small ObsConfig."""
     from irlvla_gym.obs import ObservationBuilder
 
-    return ObservationBuilder(("camera", "bev", "ego", "instruction"), SMALL_OBS).observe_batch(scenes)
+    return ObservationBuilder(("camera", "bev", "ego", "instruction", "agents", "map"), SMALL_OBS).observe_batch(scenes)
 
 
 def make_env(obs_keys, env_id: str = "IRLVLA-Navsim-v2", scenes=None, **kwargs):

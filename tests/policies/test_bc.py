@@ -119,3 +119,34 @@ def test_shipped_bc_checkpoint_beats_constant_velocity(tmp_path):
     result = evaluate_checkpoint("bc_default", num=24, score=24, cache_dir=str(tmp_path), progress=False)
     assert result["epdms"] > result["cv_epdms"]
     assert result["ade"] < result["cv_ade"]
+
+
+def test_target_plans_replace_the_expert_targets(tmp_path):
+    """``--target-plans``: the trainer fits the file's plans (here: the expert's shifted 1 m left), not the expert's;
+    a training scene without a plan in the file is an error naming the file."""
+    from irlvla_gym.plans.codec import plan_to_action
+    from irlvla_gym.plans.files import save_plans
+
+    cache = build_obs_cache("synthetic-train", None, 48, ("bev", "ego", "instruction"), str(tmp_path.parent / "bc-cache"),
+                            progress=False)
+    shifted = np.array(cache.plans)
+    shifted[:, :, 1] += 1.0
+    plans_file = save_plans(tmp_path / "targets.npz", [str(t) for t in cache.tokens], shifted)
+    train_bc(_cfg(tmp_path, epochs=6, target_plans=str(plans_file)))
+    from irlvla_gym.policies.network import VLANetwork
+
+    net = VLANetwork.from_pretrained(tmp_path / "run").eval()
+    predicted = net.plan({k: np.array(v[:48]) for k, v in cache.obs.items()})
+    to_shifted = np.abs(plan_to_action(predicted) - plan_to_action(shifted)).mean()
+    to_expert = np.abs(plan_to_action(predicted) - np.asarray(cache.actions)).mean()
+    assert to_shifted < to_expert
+
+    save_plans(tmp_path / "partial.npz", [str(t) for t in cache.tokens[:10]], shifted[:10])
+    with pytest.raises(ValueError, match="partial.npz: 38 token"):
+        train_bc(_cfg(tmp_path / "other", epochs=1, target_plans=str(tmp_path / "partial.npz")))
+
+
+def test_obs_cache_keeps_the_masks_of_vector_sets(tmp_path):
+    cache = build_obs_cache("synthetic-val", None, 3, ("agents", "map", "ego"), str(tmp_path), progress=False)
+    assert set(cache.obs) == {"agents", "agents_mask", "map", "map_mask", "ego"}
+    assert cache.obs["agents_mask"].dtype == np.uint8 and cache.obs["map"].shape == (3, 64, 20, 11)

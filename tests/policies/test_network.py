@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from irlvla_gym.policies.config import VLAConfig
+from irlvla_gym.policies.config import VLAConfig, network_input_keys
 from irlvla_gym.policies.network import VLANetwork, prepare_observations
 
 from .conftest import tiny_config
 
 OBS_KEY_SETS = [("camera",), ("bev",), ("camera", "instruction", "ego"), ("camera", "bev", "ego", "instruction"),
-                ("ego",), ("bev", "ego", "instruction")]
+                ("ego",), ("bev", "ego", "instruction"), ("agents", "map", "ego", "instruction"), ("agents",)]
 
 
 @pytest.mark.parametrize("keys", OBS_KEY_SETS, ids=["+".join(k) for k in OBS_KEY_SETS])
@@ -26,7 +26,7 @@ def test_forward_shapes_for_every_obs_key_set(keys, obs_batch):
     assert tokens.shape[0] == 4 and tokens.shape[2] == 32
     mean = net(inputs)
     assert mean.shape == (4, 24) and torch.isfinite(mean).all()
-    plans = net.plan({k: obs_batch[k] for k in keys})
+    plans = net.plan({k: obs_batch[k] for k in network_input_keys(keys)})
     assert plans.shape == (4, 8, 3) and plans.dtype == np.float64
     loss = net.bc_loss(inputs, torch.zeros(4, 24))["loss"]
     loss.backward()
@@ -46,9 +46,32 @@ def test_channels_first_camera_and_trimmed_padding_agree(obs_batch):
     torch.testing.assert_close(a[:1], c, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("head", ["gaussian", "diffusion"])
+def test_vector_sets_ignore_masked_slots_and_batch_neighbours(obs_batch, head):
+    """Agent / map slots whose mask is 0 never change a plan, and a row plans the same alone as in its batch
+    (the Gaussian head trims to the batch's longest real prefix; the diffusion head keeps every slot)."""
+    torch.manual_seed(0)
+    keys = ("agents", "map", "ego")
+    net = VLANetwork(tiny_config(obs_keys=keys, head=head)).eval()
+    obs = {k: obs_batch[k] for k in ("agents", "agents_mask", "map", "map_mask", "ego")}
+    assert obs["agents_mask"].sum() > 0 and obs["map_mask"].sum() > 0
+    noisy = {k: v.copy() for k, v in obs.items()}
+    noisy["agents"][obs["agents_mask"] == 0] = 7.0
+    noisy["map"][obs["map_mask"] == 0] = -3.0
+    with torch.no_grad():
+        a = net(prepare_observations(obs, keys))
+        b = net(prepare_observations(noisy, keys))
+        alone = torch.cat([net(prepare_observations({k: v[i:i + 1] for k, v in obs.items()}, keys))
+                           for i in range(len(a))])
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a, alone, atol=1e-5, rtol=1e-5)
+    with pytest.raises(KeyError, match="agents_mask"):
+        prepare_observations({k: v for k, v in obs.items() if k != "agents_mask"}, keys)
+
+
 def test_config_validation_and_json_round_trip(tmp_path):
     with pytest.raises(ValueError):
-        VLAConfig(obs_keys=("agents",))
+        VLAConfig(obs_keys=("compact",))
     with pytest.raises(ValueError):
         VLAConfig(head="mlp")
     with pytest.raises(TypeError):

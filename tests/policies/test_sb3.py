@@ -62,6 +62,26 @@ def test_ppo_learns_saves_and_loads(tmp_path, scenes, head):
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
+def test_ppo_on_vector_observations(scenes):
+    """Agents and map polylines (with their masks, which SB3 hands over as floats) train under PPO, and the policy's
+    mean is the network's plan."""
+    keys = ("agents", "map", "ego")
+    env = make_env(keys, scenes=scenes)
+    model = _ppo(env, vla_config=tiny_config(obs_keys=keys))
+    before = {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
+    model.learn(64)
+    changed = [k for k, v in model.policy.state_dict().items() if not torch.equal(before[k], v)]
+    assert any(k.startswith("features_extractor.encoder.agents") for k in changed)
+    assert any(k.startswith("features_extractor.encoder.map") for k in changed)
+    obs, _ = env.reset(seed=0)
+    policy = model.policy.eval()
+    action, _ = model.predict(obs, deterministic=True)
+    from irlvla_gym.plans.codec import action_to_plan
+
+    plan = policy.network.plan({k: v[None] for k, v in obs.items()})
+    np.testing.assert_allclose(action_to_plan(action[None]), plan, atol=1e-5)
+
+
 def test_policy_mean_is_the_network_plan(scenes):
     """The Gaussian's mean is the head's output (for the diffusion head: its deterministic sample)."""
     env = make_env(KEYS, scenes=scenes)

@@ -1,0 +1,170 @@
+"""Reward-greedy plans: per scene, the learned reward's pick among a policy's plan and smooth perturbations of it.
+
+One greedy step of policy improvement that asks only the reward world model (no scorer, no simulator): for each
+scene the policy plans once (its deterministic plan), :func:`irlvla_gym.plans.exploration.perturb_actions` draws
+``samples`` smooth perturbations of it (the directions and stds of PPO's smooth exploration), and the RWM scores
+all ``1 + samples`` plans. The pick is the plan with the highest predicted EPDMS among those whose predicted
+safety sub-scores (no collision, drivable area, time to collision) are at most ``safety_margin`` below the policy
+plan's own: the policy's plan always qualifies, so a pick never trades predicted safety for progress. Without the
+margin (None) the pick is the plain argmax.
+
+Distilling the picks into the policy (``irlvla bc --init POLICY --target-plans PLANS``) moves it toward what the
+reward prefers scene by scene, which PPO alone at our budgets does not (it learns global shifts); RL then starts
+from the distilled policy (``distill:`` of a baseline run, :mod:`baselines.distill`). Write a plan file with
+``irlvla rwm greedy-plans`` (the ``irlvla score`` format, so the scorer can check the picks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from irlvla_gym.configs import count_or_all, option
+
+SAFETY_SUB_SCORES = ("nc", "dac", "ttc")
+"""Sub-scores a greedy pick may not predict worse than the policy's plan by more than the margin."""
+
+
+@dataclass
+class GreedyPlans:
+    """The picks of :func:`greedy_plans` for N scenes.
+
+    Attributes:
+        tokens: (N,) scene tokens. plans: (N, 8, 3) picked plans [x, y, yaw] (m, rad, t0 ego frame).
+        picked: (N,) index of the pick among the scene's candidates (0 = the policy's own plan).
+        predicted_gain: (N,) predicted EPDMS of the pick minus that of the policy's plan (>= 0).
+    """
+
+    tokens: list[str]
+    plans: np.ndarray
+    picked: np.ndarray
+    predicted_gain: np.ndarray
+
+    def summary(self) -> str:
+        kept = float(np.mean(self.picked == 0)) if len(self.picked) else float("nan")
+        return (f"{len(self.tokens)} scenes: the policy's own plan kept in {100 * kept:.1f} %, mean predicted EPDMS "
+                f"gain of the picks {float(np.mean(self.predicted_gain)):+.4f}")
+
+
+def candidate_actions(means: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, 1 + samples, 24) candidates: each mean action (B, 24) first, then its smooth perturbations, clipped to
+    the action box [-1, 1]."""
+    from irlvla_gym.plans.exploration import perturb_actions
+
+    means = np.asarray(means, np.float64)
+    return np.clip(np.stack([np.concatenate([m[None], perturb_actions(m, samples, rng)]) for m in means]), -1.0, 1.0)
+
+
+def pick_index(reward: np.ndarray, safety: dict[str, np.ndarray], safety_margin: float | None) -> np.ndarray:
+    """(B,) index of the pick per scene from predicted rewards (B, K) and predicted safety sub-scores (B, K) each;
+    candidate 0 (the policy's plan) always qualifies."""
+    reward = np.asarray(reward, np.float64)
+    if safety_margin is not None:
+        allowed = np.ones(reward.shape, bool)
+        for values in safety.values():
+            values = np.asarray(values, np.float64)
+            allowed &= values >= values[:, :1] - float(safety_margin)
+        reward = np.where(allowed, reward, -np.inf)
+    return reward.argmax(axis=1)
+
+
+def greedy_plans(agent: Any, reward: Any, scenes: Sequence[Any], samples: int = 16,
+                 safety_margin: float | None = 0.02, seed: int = 0, chunk: int = 64,
+                 progress: bool = True) -> GreedyPlans:
+    """The reward's greedy picks around ``agent``'s plans (module docs).
+
+    Args:
+        agent: a leaderboard agent with ``obs_keys`` and ``plan_batch(observations, scenes)`` (a VLA checkpoint:
+            ``irlvla_gym.agents.load_agent('bc_default')``) or ``plan(observation, scene)``.
+        reward: a :class:`reward_models.reward_fn.SceneRewardFn` (its model's expected sub-scores decide safety).
+        scenes: a sequence of scenes (a ``SceneSource`` works: ``len`` and ``[i]`` / ``load``).
+        samples: smooth perturbations per scene. safety_margin: see module docs (None: plain argmax).
+        seed: seed of the perturbations. chunk: scenes per batched policy / reward call.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from irlvla_gym.obs import ObservationBuilder
+    from irlvla_gym.plans.codec import ACTION_DIM, action_to_plan, plan_to_action
+
+    builder = ObservationBuilder(agent.obs_keys, getattr(agent, "obs_config", None)) if agent.obs_keys else None
+    load = scenes.load if hasattr(scenes, "load") else scenes.__getitem__
+    rng = np.random.default_rng(seed)
+    tokens, plans, picked, gains = [], [], [], []
+    with tqdm(total=len(scenes), desc="greedy plans", unit="scene", disable=not progress, mininterval=2) as bar:
+        for start in range(0, len(scenes), chunk):
+            batch = [load(i) for i in range(start, min(len(scenes), start + chunk))]
+            obs = builder.observe_batch(batch) if builder is not None else {}
+            if hasattr(agent, "plan_batch"):
+                own = np.asarray(agent.plan_batch(obs, batch), np.float64)
+            else:
+                own = np.stack([agent.plan({k: v[i] for k, v in obs.items()}, s) for i, s in enumerate(batch)])
+            candidates = candidate_actions(plan_to_action(own), samples, rng)  # (B, K, 24)
+            cand_plans = action_to_plan(candidates.reshape(-1, ACTION_DIM)).reshape(len(batch), -1, 8, 3)
+            cand_plans[:, 0] = own  # the policy's plan as it is (its action is clipped to the box)
+            with torch.no_grad():
+                out = reward.model.score(reward.encode_batch(batch), cand_plans.astype(np.float32))
+            predicted = out.reward.numpy().astype(np.float64)  # (B, K)
+            safety = {name: out.expected[name].numpy() for name in SAFETY_SUB_SCORES if name in out.expected}
+            best = pick_index(predicted, safety, safety_margin)
+            rows = np.arange(len(batch))
+            tokens += [s.token for s in batch]
+            plans.append(cand_plans[rows, best])
+            picked.append(best)
+            gains.append(predicted[rows, best] - predicted[:, 0])
+            bar.update(len(batch))
+    empty = np.zeros(0)
+    return GreedyPlans(tokens, np.concatenate(plans) if plans else np.zeros((0, 8, 3)),
+                       np.concatenate(picked) if picked else empty.astype(int),
+                       np.concatenate(gains) if gains else empty)
+
+
+@dataclass
+class GreedyPlansConfig:
+    """``irlvla rwm greedy-plans``: each field is the CLI flag of the same name (module docs)."""
+
+    out: str = option("runs/greedy_plans.npz", required=True)
+    """plan file to write (.npz: tokens (N,), plans (N, 8, 3); the ``irlvla score`` / ``irlvla bc --target-plans``
+    format)"""
+    policy: str = "bc_default"
+    """the policy whose plans are perturbed: a leaderboard agent spec (shipped VLA name, checkpoint directory, ...)"""
+    reward: str | None = None
+    """reward world model checkpoint (shipped name, e.g. smooth, or a directory; default: the shipped default)"""
+    split: str = "synthetic-train"
+    """synthetic split of the scenes (used when --scenes is not given)"""
+    scenes: str | None = option(None, metavar="STORE")
+    """scene-store directory instead"""
+    num_scenes: int | None = option(4000, type=count_or_all)
+    """the first N scenes (0 on the command line, None in Python: all)"""
+    samples: int = 16
+    """smooth perturbations per scene"""
+    safety_margin: float | None = 0.02
+    """a pick may predict NC, DAC and TTC at most this much below the policy's plan (None: plain argmax)"""
+    seed: int = 0
+    """seed of the perturbations"""
+    trust_pickle: bool = False
+    """allow an SB3 model .zip as the policy (SB3's load unpickles)"""
+    progress: bool = True
+    """progress bar"""
+
+
+def run_greedy_plans(cfg: GreedyPlansConfig) -> GreedyPlans:
+    """Write the plan file of ``cfg`` (atomically) and return the picks."""
+    from irlvla_gym.agents import load_agent
+    from irlvla_gym.plans.files import save_plans
+    from irlvla_gym.scenes.source import SceneSource
+    from irlvla_gym.utils import limit_torch_threads
+    from reward_models.reward_fn import SceneRewardFn
+
+    limit_torch_threads()
+    source = SceneSource(cfg.scenes, split=cfg.split, num_scenes=cfg.num_scenes)
+    picks = greedy_plans(load_agent(cfg.policy, trust_pickle=cfg.trust_pickle), SceneRewardFn(cfg.reward, cache_size=1),
+                         source, cfg.samples, cfg.safety_margin, cfg.seed, progress=cfg.progress)
+    save_plans(Path(cfg.out), picks.tokens, picks.plans)
+    return picks
+
+
+__all__ = ["GreedyPlans", "GreedyPlansConfig", "run_greedy_plans", "SAFETY_SUB_SCORES", "candidate_actions", "greedy_plans", "pick_index"]
