@@ -68,10 +68,22 @@ def _write_greedy_plans(pretrained: str, d: Any, scenes: str | None, split: str,
     save_plans(path, picks.tokens, picks.plans)
 
 
+def distill_seconds(run_dir: Path, this_call_s: float) -> float:
+    """Wall seconds the run's distillation took in all (``R/distill/timing.json`` accumulates across resumes)."""
+    from irlvla_gym.utils import read_json
+
+    path = Path(run_dir) / "distill" / "timing.json"
+    total = float(read_json(path)["seconds"]) if path.is_file() else 0.0
+    if this_call_s > 0:
+        total += this_call_s
+        path.write_text(f'{{"seconds": {total:.3f}}}\n')
+    return total
+
+
 def _epochs_done(policy_dir: Path) -> int:
     from irlvla_gym.utils import read_json
 
     return int(read_json(policy_dir / "bc_metrics.json").get("epochs_done", 0))
 
 
-__all__ = ["distilled_policy"]
+__all__ = ["distill_seconds", "distilled_policy"]

@@ -154,10 +154,13 @@ def train_run(cfg: RunConfig, seed: int, out: str | Path, progress: bool = True,
     check_config(run_dir, values)
 
     prepare_training_scenes(cfg, progress)
+    distill_s = 0.0
     if cfg.distill.epochs > 0:  # RL starts from the reward-greedy distilled policy (baselines.distill)
         from baselines.distill import distilled_policy
 
+        t = time.perf_counter()
         cfg = dataclasses.replace(cfg, pretrained=distilled_policy(cfg, seed, run_dir, progress))
+        distill_s = time.perf_counter() - t  # of this call (a resumed run's earlier part is in distill/timing.json)
     trained_agent = None
     if cfg.algorithm == "dppo":
         from baselines.dppo import train_dppo
@@ -175,6 +178,10 @@ def train_run(cfg: RunConfig, seed: int, out: str | Path, progress: bool = True,
     metrics.update(ms_per_step=1e3 * metrics["wall_s"] / steps, env_ms_per_step=1e3 * metrics["env_s"] / steps,
                    update_ms_per_step=1e3 * (metrics["wall_s"] - metrics["env_s"]) / steps,
                    wall_s_per_100k_steps=1e5 * metrics["wall_s"] / steps)
+    if cfg.distill.epochs > 0:
+        from baselines.distill import distill_seconds
+
+        metrics["distill_s"] = distill_seconds(run_dir, distill_s)
 
     if evaluate:
         from baselines.evaluate import evaluate_agents, load_run_agent

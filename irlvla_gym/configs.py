@@ -69,6 +69,11 @@ def count_or_all(text: str) -> int | None:
     return value or None
 
 
+def float_or_none(text: str) -> float | None:
+    """A float, or ``none`` for None (e.g. ``--safety-margin none``: no margin)."""
+    return None if text.strip().lower() == "none" else float(text)
+
+
 def comma_list(text: str) -> tuple[str, ...]:
     """``"a,b, c"`` -> ``("a", "b", "c")`` (empty items dropped)."""
     return tuple(item.strip() for item in text.split(",") if item.strip())
@@ -405,5 +410,5 @@ class Presets(MutableMapping[str, Mapping[str, Any]]):
         return deep_merge(base, overrides)  # type: ignore[return-value]
 
 
-__all__ = ["Presets", "add_arguments", "comma_list", "count_or_all", "deep_merge", "field_docs", "from_args",
-           "from_mapping", "json_object", "merge_into", "option"]
+__all__ = ["Presets", "add_arguments", "comma_list", "count_or_all", "deep_merge", "field_docs", "float_or_none",
+           "from_args", "from_mapping", "json_object", "merge_into", "option"]

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from irlvla_gym.configs import count_or_all, option
+from irlvla_gym.configs import count_or_all, float_or_none, option
 
 SAFETY_SUB_SCORES = ("nc", "dac", "ttc")
 """Sub-scores a greedy pick may not predict worse than the policy's plan by more than the margin."""
@@ -141,8 +141,8 @@ class GreedyPlansConfig:
     """the first N scenes (0 on the command line, None in Python: all)"""
     samples: int = 16
     """smooth perturbations per scene"""
-    safety_margin: float | None = 0.02
-    """a pick may predict NC, DAC and TTC at most this much below the policy's plan (None: plain argmax)"""
+    safety_margin: float | None = option(0.02, type=float_or_none)
+    """a pick may predict NC, DAC and TTC at most this much below the policy's plan (none: plain argmax)"""
     seed: int = 0
     """seed of the perturbations"""
     trust_pickle: bool = False

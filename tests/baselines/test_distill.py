@@ -30,7 +30,7 @@ def test_distill_then_ppo_starts_from_the_distilled_policy(tmp_path, checkpoints
     done = train_run(cfg, 0, tmp_path, progress=False, evaluate=False)
     run = run_dir_of(tmp_path, variant, 0)
     policy = run / "distill" / "policy"
-    assert done["steps"] == 64 and started_from == [str(policy)]
+    assert done["steps"] == 64 and started_from == [str(policy)] and done["distill_s"] > 0
     assert (policy / "model.safetensors").is_file() and (policy / "bc_metrics.json").is_file()
     with np.load(run / "distill" / "greedy_plans.npz") as f:
         assert f["plans"].shape == (8, 8, 3) and len(f["tokens"]) == 8
