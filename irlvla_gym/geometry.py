@@ -63,3 +63,23 @@ def polyline_length(line: np.ndarray) -> float:
 def arc_length(line: np.ndarray) -> np.ndarray:
     """(n,) cumulative distance (m) along a (n, >=2) polyline, starting at 0."""
     return np.concatenate([[0.0], np.cumsum(segment_lengths(line))]) if len(line) else np.zeros(0)
+
+
+def short_axis_min(x: np.ndarray, axis: int) -> np.ndarray:
+    """``x.min(axis)`` for a short axis (a box's 4 corners, 4 projections) as element-wise minima of its slices,
+    in the reduction's order: the same values ~5x faster (numpy reduces a short strided axis in a slow inner loop,
+    ~10 ms a step of the scorer). ``x``: at least 2 entries along ``axis``."""
+    return _short_axis_reduce(np.minimum, x, axis)
+
+
+def short_axis_max(x: np.ndarray, axis: int) -> np.ndarray:
+    """``x.max(axis)``, as :func:`short_axis_min`."""
+    return _short_axis_reduce(np.maximum, x, axis)
+
+
+def _short_axis_reduce(ufunc: np.ufunc, x: np.ndarray, axis: int) -> np.ndarray:
+    slices = np.moveaxis(np.asarray(x), axis, 0)
+    out = ufunc(slices[0], slices[1])
+    for s in slices[2:]:
+        ufunc(out, s, out=out)
+    return out

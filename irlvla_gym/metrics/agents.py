@@ -14,7 +14,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from irlvla_gym.geometry import box_corners
+from irlvla_gym.geometry import box_corners, short_axis_max
 from irlvla_gym.metrics.config import ScorerConfig
 from irlvla_gym.metrics.context import AgentTracks
 from irlvla_gym.metrics.polyindex import expand_csr
@@ -169,8 +169,8 @@ def _reach_steps(cfg: ScorerConfig, T: int) -> np.ndarray:
 def _reach_rows(cx: np.ndarray, cy: np.ndarray, radius: np.ndarray, later: np.ndarray) -> np.ndarray:
     """(G, Tt) m: :attr:`TrackArrays.reach` of agents with centres cx, cy (G, T) and radii (G, T), row-wise."""
     Tt = len(later)
-    travel = np.max(np.hypot(cx[:, later] - cx[:, :Tt, None], cy[:, later] - cy[:, :Tt, None]), axis=2)
-    return np.max(radius[:, later], axis=2) + travel
+    travel = short_axis_max(np.hypot(cx[:, later] - cx[:, :Tt, None], cy[:, later] - cy[:, :Tt, None]), 2)
+    return short_axis_max(radius[:, later], 2) + travel
 
 
 def _extents(vt: np.ndarray, cx: np.ndarray, cy: np.ndarray, radius: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

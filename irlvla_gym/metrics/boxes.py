@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from irlvla_gym.geometry import box_corners, wrap_angle
+from irlvla_gym.geometry import box_corners, short_axis_max, short_axis_min, wrap_angle
 from irlvla_gym.scenes.scene import EgoVehicle
 
 __all__ = [
@@ -97,7 +97,7 @@ def boxes_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ux, uy = axes[:, :, 0:1], axes[:, :, 1:2]  # (M, 4, 1)
     pa = ux * a[:, None, :, 0] + uy * a[:, None, :, 1]  # (M, 4 axes, 4 corners)
     pb = ux * b[:, None, :, 0] + uy * b[:, None, :, 1]
-    separated = (pa.max(-1) < pb.min(-1)) | (pb.max(-1) < pa.min(-1))
+    separated = (short_axis_max(pa, -1) < short_axis_min(pb, -1)) | (short_axis_max(pb, -1) < short_axis_min(pa, -1))
     return ~separated.any(axis=1)
 
 
@@ -118,5 +118,5 @@ def segment_box_overlap(p: np.ndarray, q: np.ndarray, box: np.ndarray) -> np.nda
     pp = np.einsum("mkd,md->mk", axes, p)
     pq = np.einsum("mkd,md->mk", axes, q)
     smin, smax = np.minimum(pp, pq), np.maximum(pp, pq)
-    separated = (smax < pb.min(-1)) | (pb.max(-1) < smin)
+    separated = (smax < short_axis_min(pb, -1)) | (short_axis_max(pb, -1) < smin)
     return ~separated.any(axis=1)

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from irlvla_gym.geometry import short_axis_max, short_axis_min
 from irlvla_gym.metrics.area import AreaFlags
 from irlvla_gym.metrics.boxes import segment_box_overlap
 from irlvla_gym.metrics.maps import MapPack
@@ -50,7 +51,7 @@ def red_light_steps(pack: MapPack, slot: np.ndarray, corners: np.ndarray, area: 
         if not len(lanes):
             continue
         if bmin is None:
-            bmin, bmax = flat.min(axis=1), flat.max(axis=1)
+            bmin, bmax = short_axis_min(flat, 1), short_axis_max(flat, 1)
         kts = (rows[:, None] * T + np.arange(T)[None, :]).ravel()
         for lane in lanes:
             ea, eb, pmin, pmax = pack.red[s].edges(int(lane))
