@@ -269,3 +269,10 @@ def test_numeric_strings_become_numbers_for_numeric_fields():
         load_config("ppo-vla-rwm", "quick", ["ppo.learning_rate=fast"])
     with pytest.raises(ValueError, match="ppo.n_steps: expected an integer"):
         load_config("ppo-vla-rwm", "quick", ["ppo.n_steps=1.5"])
+
+
+def test_float_or_none_reads_none_as_no_value():
+    from irlvla_gym.configs import float_or_none
+
+    assert float_or_none("none") is None and float_or_none("None") is None
+    assert float_or_none("0.02") == 0.02 and float_or_none("0") == 0.0
