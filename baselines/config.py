@@ -153,7 +153,8 @@ class DistillConfig:
     epochs: int = 0
     """supervised passes over the scenes (0: no distillation)"""
     reward: str = "smooth"
-    """reward world model that picks (shipped name or checkpoint directory)"""
+    """reward world model that picks (shipped name or checkpoint directory), or epdms: the rule-based scorer picks
+    (a comparison recipe, not IRL-VLA)"""
     num_scenes: int = 4000
     """the first N scenes of the run's training split / store"""
     samples: int = 16

@@ -58,11 +58,10 @@ def _write_greedy_plans(pretrained: str, d: Any, scenes: str | None, split: str,
     from irlvla_gym.agents import VLANetworkAgent
     from irlvla_gym.plans.files import save_plans
     from irlvla_gym.scenes.source import SceneSource
-    from reward_models.greedy import greedy_plans
-    from reward_models.reward_fn import SceneRewardFn
+    from reward_models.greedy import candidate_scores_of, greedy_plans
 
     source = SceneSource(scenes, split=split, num_scenes=d.num_scenes)
-    picks = greedy_plans(VLANetworkAgent(pretrained), SceneRewardFn(d.reward, cache_size=1), source, d.samples,
+    picks = greedy_plans(VLANetworkAgent(pretrained), candidate_scores_of(d.reward), source, d.samples,
                          d.safety_margin, seed, progress=progress)
     print(f"[baselines] distill: greedy plans of {d.reward!r}: {picks.summary()}")
     save_plans(path, picks.tokens, picks.plans)

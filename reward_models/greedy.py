@@ -8,6 +8,10 @@ safety sub-scores (no collision, drivable area, time to collision) are at most `
 plan's own: the policy's plan always qualifies, so a pick never trades predicted safety for progress. Without the
 margin (None) the pick is the plain argmax.
 
+The teacher is a reward world model (:class:`~reward_models.reward_fn.SceneRewardFn`: predicted EPDMS and predicted
+sub-scores) or, for like-for-like comparisons only, the rule-based scorer (``reward="epdms"``:
+:func:`rule_candidate_scores`, true EPDMS and true sub-scores, EP normalised by PDM-Closed; IRL-VLA never uses it).
+
 Distilling the picks into the policy (``irlvla bc --init POLICY --target-plans PLANS``) moves it toward what the
 reward prefers scene by scene, which PPO alone at our budgets does not (it learns global shifts); RL then starts
 from the distilled policy (``distill:`` of a baseline run, :mod:`baselines.distill`). Write a plan file with
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -58,6 +62,45 @@ def candidate_actions(means: np.ndarray, samples: int, rng: np.random.Generator)
     return np.clip(np.stack([np.concatenate([m[None], perturb_actions(m, samples, rng)]) for m in means]), -1.0, 1.0)
 
 
+CandidateScores = Callable[[Sequence[Any], np.ndarray], tuple[np.ndarray, dict[str, np.ndarray]]]
+"""``(B scenes, plans (B, K, 8, 3)) -> (EPDMS (B, K), {sub-score: (B, K)} of SAFETY_SUB_SCORES)``."""
+
+
+def rwm_candidate_scores(reward: Any) -> CandidateScores:
+    """Candidate scores of a :class:`~reward_models.reward_fn.SceneRewardFn`: one batched encoding of the scenes, one
+    forward pass for all B x K plans; the model's expected sub-scores decide safety."""
+    import torch
+
+    def score(scenes: Sequence[Any], plans: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        with torch.no_grad():
+            out = reward.model.score(reward.encode_batch(list(scenes)), np.asarray(plans, np.float32))
+        safety = {name: out.expected[name].numpy() for name in SAFETY_SUB_SCORES if name in out.expected}
+        return out.reward.numpy().astype(np.float64), safety
+
+    return score
+
+
+def rule_candidate_scores(scenes: Sequence[Any], plans: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Candidate scores of the rule-based scorer (NAVSIM v2 protocol: human filter, EP relative to PDM-Closed)."""
+    from irlvla_gym.metrics import score_plans
+    from irlvla_gym.planners import pdm_reference_progress
+
+    rows = [score_plans(s, p, reference_progress=pdm_reference_progress(s)) for s, p in zip(scenes, plans)]
+    epdms = np.stack([np.asarray(r.epdms, np.float64) for r in rows])
+    return epdms, {name: np.stack([np.asarray(getattr(r, name), np.float64) for r in rows])
+                   for name in SAFETY_SUB_SCORES}
+
+
+def candidate_scores_of(reward: str | None) -> CandidateScores:
+    """The teacher named by ``reward``: ``"epdms"`` = the rule-based scorer, anything else a reward world model
+    checkpoint (shipped name or directory; None = the shipped default)."""
+    if reward == "epdms":
+        return rule_candidate_scores
+    from reward_models.reward_fn import SceneRewardFn
+
+    return rwm_candidate_scores(SceneRewardFn(reward, cache_size=1))
+
+
 def pick_index(reward: np.ndarray, safety: dict[str, np.ndarray], safety_margin: float | None) -> np.ndarray:
     """(B,) index of the pick per scene from predicted rewards (B, K) and predicted safety sub-scores (B, K) each;
     candidate 0 (the policy's plan) always qualifies."""
@@ -79,17 +122,18 @@ def greedy_plans(agent: Any, reward: Any, scenes: Sequence[Any], samples: int = 
     Args:
         agent: a leaderboard agent with ``obs_keys`` and ``plan_batch(observations, scenes)`` (a VLA checkpoint:
             ``irlvla_gym.agents.load_agent('bc_default')``) or ``plan(observation, scene)``.
-        reward: a :class:`reward_models.reward_fn.SceneRewardFn` (its model's expected sub-scores decide safety).
+        reward: a :class:`reward_models.reward_fn.SceneRewardFn` (its model's expected sub-scores decide safety) or
+            a :data:`CandidateScores` callable (e.g. :func:`rule_candidate_scores`).
         scenes: a sequence of scenes (a ``SceneSource`` works: ``len`` and ``[i]`` / ``load``).
         samples: smooth perturbations per scene. safety_margin: see module docs (None: plain argmax).
         seed: seed of the perturbations. chunk: scenes per batched policy / reward call.
     """
-    import torch
     from tqdm.auto import tqdm
 
     from irlvla_gym.obs import ObservationBuilder
     from irlvla_gym.plans.codec import ACTION_DIM, action_to_plan, plan_to_action
 
+    score = rwm_candidate_scores(reward) if hasattr(reward, "model") else reward
     builder = ObservationBuilder(agent.obs_keys, getattr(agent, "obs_config", None)) if agent.obs_keys else None
     load = scenes.load if hasattr(scenes, "load") else scenes.__getitem__
     rng = np.random.default_rng(seed)
@@ -105,10 +149,7 @@ def greedy_plans(agent: Any, reward: Any, scenes: Sequence[Any], samples: int = 
             candidates = candidate_actions(plan_to_action(own), samples, rng)  # (B, K, 24)
             cand_plans = action_to_plan(candidates.reshape(-1, ACTION_DIM)).reshape(len(batch), -1, 8, 3)
             cand_plans[:, 0] = own  # the policy's plan as it is (its action is clipped to the box)
-            with torch.no_grad():
-                out = reward.model.score(reward.encode_batch(batch), cand_plans.astype(np.float32))
-            predicted = out.reward.numpy().astype(np.float64)  # (B, K)
-            safety = {name: out.expected[name].numpy() for name in SAFETY_SUB_SCORES if name in out.expected}
+            predicted, safety = score(batch, cand_plans)  # (B, K) and {name: (B, K)}
             best = pick_index(predicted, safety, safety_margin)
             rows = np.arange(len(batch))
             tokens += [s.token for s in batch]
@@ -132,7 +173,8 @@ class GreedyPlansConfig:
     policy: str = "bc_default"
     """the policy whose plans are perturbed: a leaderboard agent spec (shipped VLA name, checkpoint directory, ...)"""
     reward: str | None = None
-    """reward world model checkpoint (shipped name, e.g. smooth, or a directory; default: the shipped default)"""
+    """reward world model checkpoint (shipped name, e.g. smooth, or a directory; default: the shipped default), or
+    epdms: the rule-based scorer (for comparisons)"""
     split: str = "synthetic-train"
     """synthetic split of the scenes (used when --scenes is not given)"""
     scenes: str | None = option(None, metavar="STORE")
@@ -157,14 +199,14 @@ def run_greedy_plans(cfg: GreedyPlansConfig) -> GreedyPlans:
     from irlvla_gym.plans.files import save_plans
     from irlvla_gym.scenes.source import SceneSource
     from irlvla_gym.utils import limit_torch_threads
-    from reward_models.reward_fn import SceneRewardFn
 
     limit_torch_threads()
     source = SceneSource(cfg.scenes, split=cfg.split, num_scenes=cfg.num_scenes)
-    picks = greedy_plans(load_agent(cfg.policy, trust_pickle=cfg.trust_pickle), SceneRewardFn(cfg.reward, cache_size=1),
+    picks = greedy_plans(load_agent(cfg.policy, trust_pickle=cfg.trust_pickle), candidate_scores_of(cfg.reward),
                          source, cfg.samples, cfg.safety_margin, cfg.seed, progress=cfg.progress)
     save_plans(Path(cfg.out), picks.tokens, picks.plans)
     return picks
 
 
-__all__ = ["GreedyPlans", "GreedyPlansConfig", "run_greedy_plans", "SAFETY_SUB_SCORES", "candidate_actions", "greedy_plans", "pick_index"]
+__all__ = ["CandidateScores", "GreedyPlans", "GreedyPlansConfig", "candidate_scores_of", "rule_candidate_scores",
+           "rwm_candidate_scores", "run_greedy_plans", "SAFETY_SUB_SCORES", "candidate_actions", "greedy_plans", "pick_index"]

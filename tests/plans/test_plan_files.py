@@ -67,3 +67,24 @@ def test_greedy_plans_of_a_policy_with_the_shipped_reward(tmp_path):
     out = run_greedy_plans(GreedyPlansConfig(out=str(tmp_path / "g.npz"), split="synthetic-val", num_scenes=4,
                                              samples=6, progress=False))
     np.testing.assert_allclose(plans_for_tokens(tmp_path / "g.npz", out.tokens), picks.plans, atol=1e-5)
+
+
+def test_the_rule_based_scorer_as_the_teacher_never_picks_a_worse_plan():
+    """``reward="epdms"`` (comparisons only): the picks' true EPDMS is at least the policy plan's, scene by scene."""
+    from irlvla_gym.agents import load_agent
+    from irlvla_gym.metrics import score_plans
+    from irlvla_gym.planners import pdm_reference_progress
+    from irlvla_gym.scenes.source import SceneSource
+    from reward_models.greedy import candidate_scores_of, greedy_plans
+
+    source = SceneSource(split="synthetic-val", num_scenes=3)
+    agent = load_agent("bc_default")
+    own = greedy_plans(agent, candidate_scores_of("epdms"), source, samples=0, progress=False)
+    picks = greedy_plans(agent, candidate_scores_of("epdms"), source, samples=6, progress=False)
+    for i in range(3):
+        scene = source.load(i)
+        ref = pdm_reference_progress(scene)
+        before, after = (float(score_plans(scene, p[i], reference_progress=ref).epdms[0]) for p in (own.plans,
+                                                                                                 picks.plans))
+        assert after >= before - 1e-9
+        assert abs(picks.predicted_gain[i] - (after - before)) < 1e-6
