@@ -1,4 +1,4 @@
-"""Baselines of IRL-VLA on identical environments: five PPO recipes, one table.
+"""Baselines of IRL-VLA on identical environments: six PPO recipes, one table.
 
 =================  ===============================================================================================
 variant            recipe

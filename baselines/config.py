@@ -35,8 +35,8 @@ from irlvla_gym.configs import Presets, deep_merge, from_mapping, option
 from irlvla_gym.rewards import parse_reward
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-VARIANTS = ("ppo-cnn-epdms", "ppo-vla-epdms", "ppo-vla-rwm", "ppo-vla-rwm-bc", "dppo-vla-rwm")
-"""The five baselines, in table order."""
+VARIANTS = ("ppo-cnn-epdms", "ppo-vla-epdms", "ppo-vla-rwm", "ppo-vla-rwm-greedy", "ppo-vla-rwm-bc", "dppo-vla-rwm")
+"""The six baselines, in table order."""
 PRESETS = ("quick", "full", "paper")
 """The preset names every shipped config file defines (``--preset``)."""
 ENV_ID = "IRLVLA-Navsim-v2"

@@ -56,6 +56,9 @@ def tiny_overrides(variant: str, checkpoints: dict[str, Path], **extra: Any) -> 
         o["bc"] = {"num_scenes": 4, "batch_size": 8}
     if "rwm" in variant:
         o["reward"] = f"rwm:{checkpoints['rwm']}"
+    if variant.endswith("-greedy"):
+        o["distill"] = {"epochs": 1, "num_scenes": 8, "samples": 2, "batch_size": 4, "val_scenes": 4,
+                        "val_score_scenes": 2, "reward": str(checkpoints["rwm"])}
     o.update(extra)
     return [o]
 

@@ -17,7 +17,8 @@ def test_distill_then_ppo_starts_from_the_distilled_policy(tmp_path, checkpoints
     import baselines.sb3_ppo
 
     variant = "ppo-vla-rwm-greedy"
-    overrides = tiny_overrides(variant, checkpoints, distill={**DISTILL, "reward": str(checkpoints["rwm"])})
+    overrides = tiny_overrides(variant, checkpoints)
+    overrides[0]["distill"].update(DISTILL)
     cfg = load_config(variant, "quick", overrides)
     started_from = []
     real_train = baselines.sb3_ppo.train_ppo

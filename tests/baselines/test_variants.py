@@ -14,7 +14,7 @@ from baselines.runner import run_dir_of, train_run
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, checkpoints):
-    """All five variants, seed 0, trained and evaluated once into one output root."""
+    """All six variants, seed 0, trained and evaluated once into one output root."""
     out = tmp_path_factory.mktemp("baselines")
     done = {v: train_run(load_config(v, "quick", tiny_overrides(v, checkpoints)), 0, out, progress=False)
             for v in VARIANTS}
@@ -37,7 +37,7 @@ def test_variant_end_to_end(finished, variant):
         assert (run / "model.zip").is_file() and (run / "model.irlvla.json").is_file()
     else:
         assert (run / "network" / "model.safetensors").is_file()
-    if variant in ("ppo-vla-epdms", "ppo-vla-rwm", "ppo-vla-rwm-bc"):
+    if variant in ("ppo-vla-epdms", "ppo-vla-rwm", "ppo-vla-rwm-greedy", "ppo-vla-rwm-bc"):
         assert metrics["vec_env"] in ("native", "dummy")
 
 
