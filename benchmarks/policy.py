@@ -7,7 +7,7 @@ machine do not distort the figures; default-size env observations of synthetic s
 
 * forward <config>, batch 1 / 64: ``VLANetwork`` in eval mode under ``torch.no_grad`` from network inputs to the
   mean action (ms per call). Configs: the default (camera + ego + instruction, Gaussian head), the diffusion head,
-  and all four keys (camera + bev + ego + instruction).
+  and all four keys (camera + bev + ego + instruction), and the vector sets (agents + map + ego + instruction).
 * SB3 predict, batch 1: ``VLAPolicy.predict`` (numpy observation in, action out, SB3 preprocessing included).
 * BC train, batch 64: one behaviour-cloning update (forward, MSE loss, backward, AdamW step), in samples/s.
 """
@@ -31,6 +31,7 @@ CONFIGS = {
     "default": {},
     "diffusion": {"head": "diffusion"},
     "all keys": {"obs_keys": ("camera", "bev", "ego", "instruction")},
+    "vectors": {"obs_keys": ("agents", "map", "ego", "instruction")},
 }
 
 
@@ -51,7 +52,7 @@ def _observations(batch: int) -> dict[str, np.ndarray]:
     from irlvla_gym.scenes.synthetic import generate_scene
 
     scenes = [generate_scene(seed, split="synthetic-val") for seed in range(1_000_000, 1_000_008)]
-    obs = ObservationBuilder(("camera", "bev", "ego", "instruction")).observe_batch(scenes)
+    obs = ObservationBuilder(("camera", "bev", "ego", "instruction", "agents", "map")).observe_batch(scenes)
     reps = int(np.ceil(batch / len(scenes)))
     return {k: np.concatenate([v] * reps)[:batch] for k, v in obs.items()}
 
@@ -88,20 +89,22 @@ def run(repeats: int = 3) -> list[BenchResult]:
     results.append(at_least("SB3 predict, batch 1", sec * 1e3, "ms", None, note="VLAPolicy.predict, default config"))
 
     # one behaviour-cloning update
-    net = VLANetwork().train()
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    inputs = prepare_observations(obs64, net.obs_keys)
-    target = torch.zeros(64, 24)
+    for name in ("default", "vectors"):
+        net = VLANetwork(CONFIGS[name]).train()
+        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+        inputs = prepare_observations(obs64, net.obs_keys)
+        target = torch.zeros(64, 24)
 
-    def update() -> None:
-        loss = net.bc_loss(inputs, target)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        def update() -> None:
+            loss = net.bc_loss(inputs, target)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
 
-    sec = _best_cpu_time(update, repeats, 3)
-    results.append(at_least("BC train, batch 64", 64 / sec, "samples/s", None,
-                            note="forward + MSE + backward + AdamW, default config"))
+        sec = _best_cpu_time(update, repeats, 3)
+        results.append(at_least(f"BC train {name}, batch 64" if name != "default" else "BC train, batch 64",
+                                64 / sec, "samples/s", None,
+                                note=f"forward + MSE + backward + AdamW, {'+'.join(net.obs_keys)}"))
     return results
 
 
