@@ -88,8 +88,8 @@ class ExpertDataset:
         """
         from irlvla_gym.envs.config import EnvConfig
         from irlvla_gym.plans.codec import ACTION_DIM, action_to_plan
-        from irlvla_gym.plans.exploration import perturb_actions
         from irlvla_gym.scenes.source import SceneSource
+        from reward_models.greedy import candidate_actions
 
         cfg = EnvConfig.from_kwargs({k: v for k, v in env.items() if k != "reward"})
         source = SceneSource(cfg.scenes, cfg.split, len(self))
@@ -99,8 +99,7 @@ class ExpertDataset:
         for start in range(0, len(self), chunk):
             rows = range(start, min(len(self), start + chunk))
             means, _ = reference.predict({k: v[start:rows.stop] for k, v in self.obs.items()}, deterministic=True)
-            candidates = np.clip(np.stack([np.concatenate([mean[None], perturb_actions(mean, samples, rng)])
-                                           for mean in np.asarray(means, np.float64)]), low, high)  # (B, 1 + k, A)
+            candidates = np.clip(candidate_actions(means, samples, rng), low, high)  # (B, 1 + k, A)
             scenes = [scene for scene in map(source.load, rows) for _ in range(samples + 1)]
             values = np.asarray(reward.score_batch(scenes, action_to_plan(candidates.reshape(-1, ACTION_DIM))))
             best = values.reshape(len(rows), samples + 1).argmax(axis=1)  # one batched reward call per chunk

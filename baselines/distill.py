@@ -8,8 +8,8 @@ For run directory ``R`` (all resumable; a finished step is not redone):
 2. ``R/distill/policy/``: the pretrained policy fine-tuned toward those plans by ``irlvla bc``'s trainer
    (``--init <pretrained> --target-plans R/distill/greedy_plans.npz``, MSE of the mean plan, ``distill.epochs``
    passes at peak learning rate ``distill.lr``; validation ADE on ``distill.val_scenes`` synthetic-val scenes
-   against the expert, EPDMS of ``distill.val_score_scenes`` of them after the last epoch); its ``model.safetensors`` + ``config.json`` become the run's
-   pretrained checkpoint.
+   against the expert, EPDMS of ``distill.val_score_scenes`` of them after the last epoch); its
+   ``model.safetensors`` + ``config.json`` become the run's pretrained checkpoint.
 
 Observations are rendered with the default ``ObsConfig`` (as ``irlvla bc`` does), whatever the run's env settings.
 Only the learned reward teaches here (no scorer, no expert plans of the training scenes): the step belongs to
@@ -47,8 +47,7 @@ def distilled_policy(cfg: RunConfig, seed: int, run_dir: Path, progress: bool = 
     bc = BCConfig(out=str(policy_dir), split=split, scenes=scenes, num_scenes=d.num_scenes, epochs=d.epochs,
                   batch_size=d.batch_size, lr=d.lr, init=pretrained, target_plans=str(plans), seed=seed,
                   num_val_scenes=d.val_scenes, val_score_scenes=d.val_score_scenes, score_every=d.epochs,
-                  tensorboard=False,
-                  progress=progress)
+                  tensorboard=False, progress=progress)
     train_bc(bc)
     return str(policy_dir)
 
@@ -69,18 +68,18 @@ def _write_greedy_plans(pretrained: str, d: Any, scenes: str | None, split: str,
 
 def distill_seconds(run_dir: Path, this_call_s: float) -> float:
     """Wall seconds the run's distillation took in all (``R/distill/timing.json`` accumulates across resumes)."""
-    from irlvla_gym.utils import read_json
+    from baselines.common import read_json, write_json
 
     path = Path(run_dir) / "distill" / "timing.json"
     total = float(read_json(path)["seconds"]) if path.is_file() else 0.0
     if this_call_s > 0:
         total += this_call_s
-        path.write_text(f'{{"seconds": {total:.3f}}}\n')
+        write_json(path, {"seconds": round(total, 3)})
     return total
 
 
 def _epochs_done(policy_dir: Path) -> int:
-    from irlvla_gym.utils import read_json
+    from baselines.common import read_json
 
     return int(read_json(policy_dir / "bc_metrics.json").get("epochs_done", 0))
 

@@ -17,7 +17,6 @@ Output layout (``--out``, default ``runs/baselines``)::
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import shutil
 import time

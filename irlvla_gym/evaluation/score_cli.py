@@ -40,7 +40,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from irlvla_gym.metrics.config import SUB_SCORES
-from irlvla_gym.plans.files import MAX_PLAN_SPEED, PLAN_DT, check_plan, load_plans  # noqa: F401  (re-exported)
+from irlvla_gym.plans.files import check_plan, load_plans
 
 SCORE_COLUMNS = ("epdms", "pdms") + SUB_SCORES
 CSV_COLUMNS = ("token", "status", "error") + SCORE_COLUMNS + ("progress_m", "reference_progress_m", "filtered")

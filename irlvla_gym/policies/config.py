@@ -30,6 +30,13 @@ SUPPORTED_OBS_KEYS = ("camera", "bev", "ego", "instruction", "agents", "map")
 """Observation keys the network can read (``irlvla_gym.obs`` keys); any non-empty subset works."""
 MASK_KEYS = {"agents": "agents_mask", "map": "map_mask"}
 """Vector-set keys and the env's mask entry (1 = real slot) that comes with each."""
+HEADS = ("gaussian", "diffusion")
+VISION_MODELS = ("vit", "siglip")
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+MODEL_TYPE = "irlvla_vla"
+"""``model_type`` of a VLA ``config.json`` (the key transformers' ``AutoConfig`` dispatches on)."""
+HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def network_input_keys(obs_keys: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -38,13 +45,6 @@ def network_input_keys(obs_keys: tuple[str, ...] | list[str]) -> tuple[str, ...]
     for key in obs_keys:
         out += [key, MASK_KEYS[key]] if key in MASK_KEYS else [key]
     return tuple(out)
-HEADS = ("gaussian", "diffusion")
-VISION_MODELS = ("vit", "siglip")
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-MODEL_TYPE = "irlvla_vla"
-"""``model_type`` of a VLA ``config.json`` (the key transformers' ``AutoConfig`` dispatches on)."""
-HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass
@@ -75,8 +75,8 @@ class VLAConfig:
     BEV encoder (key ``bev``): a 3-layer strided CNN (x16 downsampling) pooled to a grid whose cells become tokens.
         bev_channels: input channels (8). bev_width: channels of the first layer. bev_grid: G (G x G tokens).
 
-    Vector encoders (keys ``agents`` / ``map``, ``irlvla_gym.obs.vectors``): an MLP per agent slot; a per-point MLP
-        max-pooled over each polyline's 20 points. Each real slot becomes one token (masked slots are dropped from
+    Vector encoders (keys ``agents`` / ``map``, ``irlvla_gym.obs.vectors``): an MLP per agent slot; a per-point
+        layer max-pooled over every 2nd of each polyline's 20 points, then an MLP. Each real slot becomes one token (masked slots are dropped from
         attention); the agents and the map see positions and velocities directly (the camera shows one frame).
 
     Fusion and heads:
