@@ -62,6 +62,16 @@ OBS_KEYS = ("bev", "ego", "instruction", "agents", "map")
 """Observation keys (``irlvla_gym.obs`` registry) the reward model consumes; entries bev, ego, instruction, agents,
 agents_mask, map, map_mask."""
 OBS_ENTRIES = ("bev", "ego", "instruction", "agents", "agents_mask", "map", "map_mask")
+OPTIONAL_ENTRIES = ("agents_future",)
+"""Entries a model's observation settings may add (``ObsConfig.agents_future = "logged"``): carried wherever the
+observations go when present."""
+
+
+def obs_entries(names: Iterable[str]) -> tuple[str, ...]:
+    """The model-input entries of an observation with entry names ``names``: :data:`OBS_ENTRIES` and the
+    :data:`OPTIONAL_ENTRIES` among ``names``."""
+    names = set(names)
+    return OBS_ENTRIES + tuple(k for k in OPTIONAL_ENTRIES if k in names)
 
 
 class DatasetError(ValueError):
@@ -416,7 +426,7 @@ def build_shard(task: ShardTask) -> dict[str, Any]:
         scene_ids.append(index)
     out_rows = {k: (np.concatenate(v) if k != "token" else np.asarray(v, dtype=object)) if v else None
                 for k, v in rows.items()}
-    obs_arrays = {k: np.stack([o[k] for o in obs_list]) for k in OBS_ENTRIES} if obs_list else {}
+    obs_arrays = {k: np.stack([o[k] for o in obs_list]) for k in obs_entries(obs_list[0])} if obs_list else {}
     return {"shard": task.shard, "rows": out_rows, "obs": obs_arrays, "scenes": np.asarray(scene_ids, np.int32),
             "skipped": skipped}
 
@@ -647,6 +657,67 @@ def build_dataset(source: str, out: str | os.PathLike, *, num_scenes: int | None
     return manifest
 
 
+
+def reobserve_dataset(source_dir: str | os.PathLike, out: str | os.PathLike, obs_config: dict | None,
+                      progress: bool = False) -> dict:
+    """A copy of a finished dataset with its observations rebuilt under ``obs_config`` (e.g. 64 agent slots or the
+    agents' logged futures); plans and labels are copied, not recomputed (they do not depend on the observation
+    settings), so this takes seconds per thousand scenes instead of a relabelling. Resumable shard by shard; returns
+    the manifest, which records ``observations_from`` (the source dataset and its obs_config).
+
+    Raises:
+        DatasetError: ``out`` holds another dataset, or a source shard is missing or damaged.
+    """
+    import shutil
+
+    from irlvla_gym.obs.registry import ObservationBuilder
+    from irlvla_gym.utils import atomic_write
+
+    src_dir, out = Path(source_dir), Path(out)
+    src = read_manifest(src_dir)
+    spec = {k: v for k, v in src.items() if k not in ("shards", "observations_from")}
+    spec["obs_config"] = json.loads(json.dumps(obs_config))
+    spec["observations_from"] = {"dataset": str(src_dir.resolve()), "obs_config": src.get("obs_config")}
+    if (out / "manifest.json").exists():
+        manifest = read_manifest(out)
+        if {k: v for k, v in manifest.items() if k != "shards"} != spec:
+            raise DatasetError(f"{out} holds another dataset; use another --out or the same settings to resume")
+    else:
+        manifest = dict(spec, shards=[])
+        out.mkdir(parents=True, exist_ok=True)
+        _write_manifest(out, manifest)
+    (out / "shards").mkdir(exist_ok=True)
+    done = {s["name"] for s in manifest["shards"]}
+    scenes = _scene_source(src["source"])
+    builder = ObservationBuilder(OBS_KEYS, obs_config)
+    todo = [s for s in src["shards"] if s["name"] not in done]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(len(s["scenes"]) for s in src["shards"]), unit="scene", desc=f"rwm reobserve {out.name}",
+                   initial=sum(len(s["scenes"]) for s in src["shards"] if s["name"] in done))
+    for shard in todo:
+        pq_src = src_dir / "shards" / f"{shard['name']}.parquet"
+        if not pq_src.exists():
+            raise DatasetError(f"{pq_src}: missing shard of the source dataset")
+        obs = [builder.observe(scenes.load(i)) for i in shard["scenes"]]
+        result = {"scenes": np.asarray(shard["scenes"], np.int32),
+                  "obs": {k: np.stack([o[k] for o in obs]) for k in obs_entries(obs[0])} if obs else {}}
+        pq_dst = out / "shards" / f"{shard['name']}.parquet"
+        shutil.copyfile(pq_src, pq_dst)  # identical rows: same hash as the source's
+        npz_path = out / "shards" / f"{shard['name']}.obs.npz"
+        with atomic_write(npz_path) as fh:
+            np.savez_compressed(fh, scene=result["scenes"], **result["obs"])
+        manifest["shards"].append(dict(shard, obs_blake2b=_blake2b(npz_path)))
+        _write_manifest(out, manifest)
+        if bar is not None:
+            bar.update(len(shard["scenes"]))
+    if bar is not None:
+        bar.close()
+    return manifest
+
+
 @dataclass
 class DatasetConfig:
     """One ``irlvla rwm dataset`` run (each field is the CLI flag of the same name; :func:`run_dataset`)."""
@@ -679,16 +750,25 @@ class DatasetConfig:
     max_agents: int | None = None
     """agent slots of the model's observation (ObsConfig.max_agents, nearest first; default 32). Real windows have
     35-65 agents within 64 m, so 32 slots can drop the vehicle a plan hits (reward_models/README.md, real data)"""
+    agents_future: Literal["none", "logged"] = "none"
+    """'logged': the observations also carry the agents' logged futures (ObsConfig.agents_future; privileged, for a
+    reward model with agent_forecast 'logged')"""
+    from_dataset: str | None = None
+    """copy the plans and labels of this finished dataset and only rebuild its observations with this run's
+    --max-agents / --agents-future (the source, scenes and candidates are the dataset's; other flags ignored)"""
     progress: bool = True
     """progress bar"""
 
     def obs_config(self) -> dict | None:
-        """The observation settings of ``max_agents`` (None: the ObsConfig defaults)."""
-        if self.max_agents is None:
-            return None
-        if self.max_agents < 1:
-            raise ValueError(f"max_agents must be >= 1, got {self.max_agents}")
-        return {"max_agents": int(self.max_agents)}
+        """The observation settings of ``max_agents`` and ``agents_future`` (None: the ObsConfig defaults)."""
+        out: dict = {}
+        if self.max_agents is not None:
+            if self.max_agents < 1:
+                raise ValueError(f"max_agents must be >= 1, got {self.max_agents}")
+            out["max_agents"] = int(self.max_agents)
+        if self.agents_future != "none":
+            out["agents_future"] = self.agents_future
+        return out or None
 
     def candidate_config(self) -> CandidateConfig:
         """The :class:`CandidateConfig` of ``candidates``: the default source counts, or K / 8 per source when
@@ -709,7 +789,10 @@ class DatasetConfig:
 
 
 def run_dataset(cfg: DatasetConfig) -> dict:
-    """Build (or resume) the dataset of ``cfg``; returns its manifest (:func:`build_dataset`)."""
+    """Build (or resume) the dataset of ``cfg``; returns its manifest (:func:`build_dataset`, or
+    :func:`reobserve_dataset` with ``from_dataset``)."""
+    if cfg.from_dataset:
+        return reobserve_dataset(cfg.from_dataset, cfg.out, cfg.obs_config(), progress=cfg.progress)
     return build_dataset(cfg.split, cfg.out, num_scenes=cfg.num_scenes, start=cfg.start,
                          candidates=cfg.candidate_config(), seed=cfg.seed, policy=cfg.policy, backend=cfg.backend,
                          workers=cfg.workers, shard_size=cfg.shard_size, progress=cfg.progress,
@@ -767,7 +850,11 @@ def concat_data(parts: Sequence[RWMData]) -> RWMData:
         if d.plans.shape[1:] != first.plans.shape[1:]:
             raise DatasetError(f"concat_data: part {i} ({d.manifest.get('source')}) has {d.plans.shape[1]} plans per "
                                f"scene, part 0 ({first.manifest.get('source')}) {first.plans.shape[1]}")
-        bad = [k for k in OBS_ENTRIES if d.obs[k].shape[1:] != first.obs[k].shape[1:]]
+        entries = obs_entries(first.obs)
+        if obs_entries(d.obs) != entries:
+            raise DatasetError(f"concat_data: part {i} ({d.manifest.get('source')}) has observation entries "
+                               f"{list(obs_entries(d.obs))}, part 0 {list(entries)}")
+        bad = [k for k in entries if d.obs[k].shape[1:] != first.obs[k].shape[1:]]
         if bad:
             raise DatasetError(f"concat_data: part {i} ({d.manifest.get('source')}) differs in observation shapes "
                                f"({', '.join(bad)})")
@@ -775,7 +862,7 @@ def concat_data(parts: Sequence[RWMData]) -> RWMData:
     return RWMData(np.concatenate([d.scenes for d in parts]), [t for d in parts for t in d.tokens],
                    np.concatenate([d.plans for d in parts]), np.concatenate([d.sources for d in parts]),
                    {k: np.concatenate([d.labels[k] for d in parts]) for k in first.labels},
-                   {k: np.concatenate([d.obs[k] for d in parts]) for k in OBS_ENTRIES}, manifest)
+                   {k: np.concatenate([d.obs[k] for d in parts]) for k in obs_entries(first.obs)}, manifest)
 
 
 def iter_rows(path: str | os.PathLike) -> Iterable[tuple[str, Any]]:
@@ -806,7 +893,7 @@ def load_dataset(path: str | os.PathLike, max_scenes: int | None = None) -> RWMD
         try:
             t = pq.read_table(d / f"{s['name']}.parquet")
             with np.load(d / f"{s['name']}.obs.npz", allow_pickle=False) as z:
-                obs = {k: z[k] for k in OBS_ENTRIES}
+                obs = {k: z[k] for k in obs_entries(z.files)}
                 obs_scenes = z["scene"]
         except Exception as exc:
             raise DatasetError(f"{d / s['name']}.*: unreadable shard ({type(exc).__name__}: {exc})") from None
@@ -830,14 +917,15 @@ def load_dataset(path: str | os.PathLike, max_scenes: int | None = None) -> RWMD
         order = order[:max_scenes]
     data = RWMData(scenes[order], [tok_l[i] for i in order], np.concatenate(plan_l)[order],
                    np.concatenate(src_l)[order], {k: np.concatenate(v)[order] for k, v in lab_l.items()},
-                   {k: np.concatenate([o[k] for o in obs_l])[order] for k in OBS_ENTRIES}, manifest)
+                   {k: np.concatenate([o[k] for o in obs_l])[order] for k in obs_entries(obs_l[0])}, manifest)
     return data
 
 
 __all__ = [
-    "FORMAT_VERSION", "SOURCES", "LABELS", "CandidateConfig", "PlanSampler", "VocabularySampler",
+    "FORMAT_VERSION", "SOURCES", "LABELS", "OBS_KEYS", "OBS_ENTRIES", "OPTIONAL_ENTRIES", "obs_entries",
+    "CandidateConfig", "PlanSampler", "VocabularySampler",
     "PerturbationSampler", "PolicySampler", "CandidateGenerator", "load_policy_sampler", "perturb_plans",
-    "label_plans", "build_shard", "build_dataset", "concat_data", "load_dataset", "read_manifest", "RWMData",
+    "label_plans", "build_shard", "build_dataset", "reobserve_dataset", "concat_data", "load_dataset", "read_manifest", "RWMData",
     "DatasetError",
     "DatasetConfig", "run_dataset",
 ]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from irlvla_gym.configs import count_or_all, option
-from reward_models.dataset import OBS_ENTRIES, OBS_KEYS, SOURCES, CandidateConfig, build_dataset, load_dataset
+from reward_models.dataset import OBS_ENTRIES, OBS_KEYS, SOURCES, obs_entries, CandidateConfig, build_dataset, load_dataset
 from reward_models.metrics import best_of_k, best_of_k_gaps, bootstrap_mean_ci, pearson, roc_auc, spearman
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def predict_dataset(model: RewardWorldModel, data, batch_scenes: int = 16) -> di
     out: dict[str, list] = {}
     for s in range(0, len(data), batch_scenes):
         idx = np.arange(s, min(s + batch_scenes, len(data)))
-        obs = {k: data.obs[k][idx] for k in OBS_ENTRIES}
+        obs = {k: data.obs[k][idx] for k in obs_entries(data.obs)}
         pred = model(obs, data.plans[idx])
         for k, v in pred.expected.items():
             out.setdefault(k, []).append(v.numpy())

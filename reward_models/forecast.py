@@ -24,6 +24,10 @@ import numpy as np
 import torch
 
 FORECASTS = ("cv", "lane")
+AGENT_FORECASTS = (*FORECASTS, "logged")
+"""Every ``ModelConfig.agent_forecast``: the two forecasts above, or ``"logged"``, the agents' logged futures read
+from the observation's ``agents_future`` entry (``ObsConfig.agents_future = "logged"``: what the rule-based scorer
+sees, so the model needs no forecast; a teacher for training, where logs exist, not a runtime predictor)."""
 # agents entry layout (irlvla_gym.obs.vectors AGENT_FEATURES): x, y, cos, sin, vx, vy, length, width, is_vehicle,
 # is_pedestrian, is_bicycle, is_traffic_cone, is_barrier, is_generic_object
 _AG_X, _AG_Y, _AG_VX, _AG_VY, _IS_VEHICLE, _IS_BICYCLE = 0, 1, 4, 5, 8, 10
@@ -204,4 +208,4 @@ def _np(x, dtype) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=dtype)
 
 
-__all__ = ["FORECASTS", "forecast_agents", "forecast_errors"]
+__all__ = ["FORECASTS", "AGENT_FORECASTS", "forecast_agents", "forecast_errors"]

@@ -46,11 +46,11 @@ from reward_models.checkpoint import (
     save_model,
 )
 from irlvla_gym.metrics.config import SUB_SCORES
-from reward_models.dataset import OBS_ENTRIES, OBS_KEYS
+from reward_models.dataset import OBS_ENTRIES, OBS_KEYS, obs_entries
 from reward_models.features import (
     AGENT_GEOMETRIES, BEV_SCENE_CHANNELS, NUM_POSE_FEATURES, PLAN_DT, POSE_FEATURES, BevGeometry, map_lookup, pose_features,
 )
-from reward_models.forecast import FORECASTS, forecast_agents
+from reward_models.forecast import AGENT_FORECASTS, forecast_agents
 
 THREE_WAY = ("nc", "ddc")
 BINARY = ("dac", "tlc", "ttc", "lk", "hc", "ec")
@@ -104,7 +104,9 @@ class ModelConfig:
         bev_tokens: BEV scene tokens, 64 (8 x 8 grid; the first convolution takes 4 x 4 patches) or 16 (4 x 4 grid
             from the raster averaged over 4 x 4 cells: 10x cheaper convolutions and a shorter attention).
         agent_forecast: how the plan features place the agents at the pose times: ``"cv"`` constant velocity,
-            ``"lane"`` lane following on the map entry (:mod:`reward_models.forecast`, once per scene).
+            ``"lane"`` lane following on the map entry (:mod:`reward_models.forecast`, once per scene), ``"logged"``
+            the observation's ``agents_future`` entry (the log; needs ``obs_config`` with ``agents_future:
+            logged``).
         map_layout: ``"cells"``: the map lookup table of every raster cell lists that cell's nearest segments;
             ``"interleaved"``: the layout the first checkpoints were trained with (a bug: their lane / route /
             red-light features were read from the wrong cells; see :func:`reward_models.features.map_lookup`). A
@@ -148,8 +150,9 @@ class ModelConfig:
         if self.agent_geometry not in AGENT_GEOMETRIES:
             raise ValueError(f"ModelConfig.agent_geometry must be one of {AGENT_GEOMETRIES}, got "
                              f"{self.agent_geometry!r}")
-        if self.agent_forecast not in FORECASTS:
-            raise ValueError(f"ModelConfig.agent_forecast must be one of {FORECASTS}, got {self.agent_forecast!r}")
+        if self.agent_forecast not in AGENT_FORECASTS:
+            raise ValueError(f"ModelConfig.agent_forecast must be one of {AGENT_FORECASTS}, got "
+                             f"{self.agent_forecast!r}")
         if self.bev_tokens not in (16, 64):
             raise ValueError(f"ModelConfig.bev_tokens must be 16 or 64, got {self.bev_tokens!r}")
         if self.d_model % self.heads:
@@ -363,7 +366,7 @@ def prepare_obs(obs: Mapping[str, np.ndarray | torch.Tensor], device: torch.devi
     ego = torch.as_tensor(np.asarray(obs["ego"]) if not isinstance(obs["ego"], torch.Tensor) else obs["ego"])
     single = ego.ndim == 1 if batched is None else not batched
     out = {}
-    for k in OBS_ENTRIES:
+    for k in obs_entries(obs):
         v = obs[k]
         v = v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v))
         if single:
@@ -479,6 +482,12 @@ class RewardWorldModel(nn.Module, PyTorchModelHubMixin, library_name="irlvla-gym
         n_mp = max(int(o["map_mask"].sum(1).max()), 1)
         o = dict(o, agents=o["agents"][:, :n_ag], agents_mask=o["agents_mask"][:, :n_ag], map=o["map"][:, :n_mp],
                  map_mask=o["map_mask"][:, :n_mp])
+        future = o.pop("agents_future", None)  # the plan features read it: only a "logged" model may keep it
+        if self.config.agent_forecast == "logged":
+            if future is None:
+                raise KeyError("this reward model (agent_forecast 'logged') needs the observation entry "
+                               "'agents_future': build observations with its obs_config (agents_future: logged)")
+            o["agents_future"] = future[:, :n_ag]
         te = self.type_emb
         bev = self._bev_tokens(o["bev"]) + self.bev_pos + te[0]  # (B, bev_tokens, d)
         ag = o["agents"]
@@ -503,7 +512,7 @@ class RewardWorldModel(nn.Module, PyTorchModelHubMixin, library_name="irlvla-gym
                 o = dict(o, map_lookup=kernels.map_lookup_fast(o["map"], o["map_mask"], legacy_layout=legacy))
             else:
                 o = dict(o, map_lookup=map_lookup(o["map"], o["map_mask"], legacy_layout=legacy))
-            if self.config.agent_forecast != "cv":
+            if self.config.agent_forecast in ("lane",):
                 times = np.arange(1, 9, dtype=np.float32) * PLAN_DT
                 future = forecast_agents(o["agents"], o["agents_mask"], o["map"], o["map_mask"], times,
                                          self.config.agent_forecast)

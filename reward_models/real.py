@@ -106,7 +106,8 @@ def obs_suffix(obs_config: dict | None) -> str:
     ``{"max_agents": 64}``): datasets of the same scenes and candidates under other observation settings."""
     if not obs_config:
         return ""
-    return "".join(f"-{k.replace('max_', '')}{v}" for k, v in sorted(obs_config.items()))
+    short = {"agents_future": "future"}  # "-futurelogged"
+    return "".join(f"-{short.get(k, k.replace('max_', ''))}{v}" for k, v in sorted(obs_config.items()))
 
 
 def real_datasets(stores: dict[str, Path], work: str | Path, seeds: Sequence[int] = (1,),
@@ -423,6 +424,9 @@ class LosoConfig:
     agent_geometry: Literal["circle", "box"] = "box"
     """distance to the agents in the plan features (ModelConfig.agent_geometry; parameter-free, so a fine-tuned
     model may change it)"""
+    agents_future: Literal["none", "logged"] = "none"
+    """'logged': observations carry the agents' logged futures and the models place the agents there
+    (ModelConfig.agent_forecast 'logged'; a teacher that sees the log, as the scorer does)"""
     extra_repeat: int = 1
     """draws per epoch of every real training scene"""
     workers: int = 1
@@ -445,13 +449,17 @@ def train_loso(cfg: LosoConfig) -> dict[str, str]:
     from reward_models.train import train
 
     init = None if str(cfg.init).lower() in ("", "none") else cfg.init
-    overrides = {"agent_geometry": cfg.agent_geometry} if init else None
-    model_cfg = None if init else ModelConfig(agent_geometry=cfg.agent_geometry)
+    forecast = {"agent_forecast": "logged"} if cfg.agents_future == "logged" else {}
+    overrides = {"agent_geometry": cfg.agent_geometry, **forecast} if init else None
+    model_cfg = None if init else ModelConfig(agent_geometry=cfg.agent_geometry, **forecast)
     sources = _require_sources(cfg.sources, "sources")
     bad = [h for h in cfg.holdouts if h != "all" and h not in sources]
     if bad:
         raise ValueError(f"holdouts: {bad} not among sources {sources} (or 'all')")
-    obs_config = {"max_agents": int(cfg.max_agents)} if cfg.max_agents else None
+    obs_config = {"max_agents": int(cfg.max_agents)} if cfg.max_agents else {}
+    if cfg.agents_future != "none":
+        obs_config["agents_future"] = cfg.agents_future
+    obs_config = obs_config or None
     data_dir = cfg.data_dir or default_data_dir()
     stores = build_real_stores(data_dir, cfg.work, sources, progress=cfg.progress)
     real = real_datasets(stores, cfg.work, seeds=range(1, cfg.seeds + 1), policy=cfg.policy, obs_config=obs_config,

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reward_models.dataset import LABELS, OBS_ENTRIES, OBS_KEYS, RWMData
+from reward_models.dataset import LABELS, OBS_ENTRIES, OBS_KEYS, RWMData, obs_entries
 from reward_models.model import RewardWorldModel, prepare_obs
 from reward_models.train import TrainConfig, batch_tensors, compute_loss, supervised_losses
 
@@ -63,7 +63,7 @@ class RelabelledPlans:
     def _row_of(self, key: int, obs: dict[str, np.ndarray]) -> int:
         if key in self.scene_keys:
             return self.scene_keys.index(key)
-        for k in OBS_ENTRIES:
+        for k in obs_entries(obs):
             v = np.asarray(obs[k])[None]
             self.obs[k] = v if k not in self.obs else np.concatenate([self.obs[k], v])
         self.scene_keys.append(int(key))
@@ -85,7 +85,7 @@ class RelabelledPlans:
         """Model inputs for plans ``idx`` as B = len(idx) one-plan scenes: prepared obs, plans (B, 1, 8, 3),
         labels name -> (B, 1)."""
         rows = self.scene_row[idx]
-        obs = prepare_obs({k: self.obs[k][rows] for k in OBS_ENTRIES}, batched=True)
+        obs = prepare_obs({k: self.obs[k][rows] for k in obs_entries(self.obs)}, batched=True)
         plans = torch.from_numpy(self.plans[idx][:, None])
         labels = {k: torch.from_numpy(v[idx][:, None]) for k, v in self.labels.items()}
         return obs, plans, labels
@@ -265,7 +265,7 @@ class Refitter:
             if len(extra):
                 idx = np.sort(self.rng.choice(len(extra), size=min(cfg.extra_batch, len(extra)), replace=False))
                 scenes, rows = np.unique(extra.scene_row[idx], return_inverse=True)  # encode each scene once
-                obs = prepare_obs({k: extra.obs[k][scenes] for k in OBS_ENTRIES}, batched=True)
+                obs = prepare_obs({k: extra.obs[k][scenes] for k in obs_entries(extra.obs)}, batched=True)
                 labels = {k: torch.from_numpy(v[idx][:, None]) for k, v in extra.labels.items()}
                 e_loss, e_logs = pointwise_loss(model, obs, None, labels, self.train_cfg.reward_weight,
                                                 feats=self.extra_feats[idx], rows=rows)

@@ -34,6 +34,7 @@ import torch
 
 from irlvla_gym.cache import LRU
 from reward_models.checkpoint import SHIPPED_DIR, resolve_checkpoint
+from reward_models.dataset import obs_entries
 from reward_models.model import OBS_ENTRIES, OBS_KEYS, RewardWorldModel
 
 DEFAULT_CHECKPOINT = SHIPPED_DIR / "default"
@@ -325,7 +326,7 @@ class RWMRewardFn:
             raise KeyError(f"RWMRewardFn needs observation entries {list(OBS_ENTRIES)}; missing {missing}. Make the "
                            f"env with obs_keys={list(OBS_KEYS)} (or a superset)")
         plans, valid = self.plans(acts)
-        batch = {k: np.asarray(obs[k]) for k in OBS_ENTRIES}
+        batch = {k: np.asarray(obs[k]) for k in obs_entries(obs)}
         reward = self.model.predict_reward(batch, plans[:, None].astype(np.float32))[:, 0]
         return finite_rewards(np.where(valid, reward, 0.0).astype(np.float32), "RWMRewardFn")
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from reward_models.dataset import OBS_ENTRIES, DatasetError, RWMData, concat_data, load_dataset
+from reward_models.dataset import DatasetError, RWMData, concat_data, load_dataset, obs_entries
 
 if TYPE_CHECKING:
     import torch
@@ -107,8 +107,9 @@ class ModelOverrides:
     """BEV scene tokens"""
     activation: Literal["gelu", "relu"] | None = None
     """hidden-layer activation"""
-    agent_forecast: Literal["cv", "lane"] | None = None
-    """agent forecast of the plan features: constant velocity or lane following"""
+    agent_forecast: Literal["cv", "lane", "logged"] | None = None
+    """agent forecast of the plan features: constant velocity, lane following, or the logged futures (needs data
+    built with --agents-future logged)"""
     agent_geometry: Literal["circle", "box"] | None = None
     """distance to the agents in the plan features: bounding circles or oriented-box separation"""
 
@@ -261,7 +262,7 @@ def batch_tensors(data: RWMData, idx: np.ndarray) -> tuple[dict[str, torch.Tenso
 
     from reward_models.model import prepare_obs
 
-    obs = prepare_obs({k: data.obs[k][idx] for k in OBS_ENTRIES}, batched=True)
+    obs = prepare_obs({k: data.obs[k][idx] for k in obs_entries(data.obs)}, batched=True)
     plans = torch.from_numpy(data.plans[idx])
     labels = {k: torch.from_numpy(v[idx]) for k, v in data.labels.items()}
     return obs, plans, labels
@@ -515,6 +516,8 @@ def dataset_command(manifest: dict[str, Any]) -> str:
         parts.append(f"--seed {manifest['seed']}")
     if (manifest.get("obs_config") or {}).get("max_agents"):
         parts.append(f"--max-agents {manifest['obs_config']['max_agents']}")
+    if (manifest.get("obs_config") or {}).get("agents_future", "none") != "none":
+        parts.append(f"--agents-future {manifest['obs_config']['agents_future']}")
     return " ".join(parts)
 
 
@@ -549,7 +552,7 @@ def _training_data(data_dir: str, cfg: TrainConfig, val_dir: str | None, max_sce
         if d.manifest.get("obs_config") != obs_config:
             raise DatasetError(f"{path}: observations built with obs_config {d.manifest.get('obs_config')}, but "
                                f"--data {data_dir} with {obs_config}; build every dataset of a run alike "
-                               "(irlvla rwm dataset --max-agents)")
+                               "(irlvla rwm dataset --max-agents / --agents-future)")
     meta = {"train": dataclasses.asdict(cfg), "data": dataset_command(data.manifest), "train_scenes": len(train_data),
             "val_scenes": sum(len(v) for v in vals), "dataset": {k: portable(data.manifest[k]) for k in
                                                                  ("source", "num_scenes", "seed", "candidates",
@@ -613,6 +616,9 @@ def train(data_dir: str, out: str, cfg: TrainConfig | None = None, model_cfg: Mo
     total_steps = math.ceil(n_draws / cfg.batch_scenes) * cfg.epochs
     last = out_p / "last"
     model_cfg = dataclasses.replace(model_cfg or ModelConfig(), obs_config=td.obs_config)
+    if model_cfg.agent_forecast == "logged" and (td.obs_config or {}).get("agents_future") != "logged":
+        raise DatasetError(f"{data_dir}: agent_forecast 'logged' reads the agents' logged futures, but the data was "
+                           "built without them (irlvla rwm dataset --agents-future logged)")
     t = _start(last, cfg, model_cfg, init)
     state = t.state
     train_feats, val_feats = precompute_features(t.model, td.train), [precompute_features(t.model, v) for v in td.val]

@@ -8,6 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+AGENTS_FUTURES = ("none", "logged")
+
+
 @dataclass(frozen=True)
 class ObsConfig:
     """Observation settings. All distances in metres, times in seconds, angles in degrees where named ``*_deg``.
@@ -37,6 +40,9 @@ class ObsConfig:
         map_segment_length: centrelines are cut into pieces of at most this length (m) before resampling.
         map_radius: polylines with no point within this distance (m) are dropped.
         vector_coordinate_bound: |x|, |y| bound (m) of the vector spaces; values are clipped into it.
+        agents_future: ``"none"`` (default) or ``"logged"``: the ``agents`` observation also returns
+            ``agents_future``, the logged future of the same agent slots (privileged information: the log's answer,
+            for reward models and other teachers that see what the scorer sees, never for a policy).
 
     Instruction (key ``instruction``):
         instruction_length: token ids per instruction (``[CLS] words [SEP]`` then padding with 0).
@@ -64,6 +70,7 @@ class ObsConfig:
     map_segment_length: float = 30.0
     map_radius: float = 64.0
     vector_coordinate_bound: float = 200.0
+    agents_future: str = "none"
 
     instruction_length: int = 32
 
@@ -74,6 +81,8 @@ class ObsConfig:
             raise ValueError("bev_size and camera_size must be at least 8 x 8 pixels")
         if self.bev_range_ahead + self.bev_range_behind <= 0 or self.bev_range_side <= 0:
             raise ValueError("BEV ranges must span a positive area")
+        if self.agents_future not in AGENTS_FUTURES:
+            raise ValueError(f"agents_future must be one of {AGENTS_FUTURES}, got {self.agents_future!r}")
         if self.instruction_length < 4:
             raise ValueError("instruction_length must be >= 4")
 

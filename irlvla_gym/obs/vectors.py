@@ -8,6 +8,12 @@ zeros where the mask is 0.
     pedestrian, bicycle, traffic_cone, barrier, generic_object). Agents valid at the observed time within
     ``agents_radius`` m, sorted by distance. ``agents_mask``: (32,) uint8, 1 = real agent.
 
+``agents_future`` (only with ``ObsConfig.agents_future = "logged"``; (``max_agents``, 8, 4) float32):
+    the logged future of the same slots at 0.5, 1.0, .. 4.0 s after the observed time (clamped to the log's 4 s):
+    x, y (m), vx, vy (m/s) in the observed ego frame. A slot whose agent is not logged at that time (it left) sits at
+    (+bound, +bound) with zero velocity, far from every plan. Privileged: it is the log's answer, which the rule-based
+    scorer reads too; for reward models and other teachers, never a policy input.
+
 ``map`` (``max_polylines`` = 64 slots x ``points_per_polyline`` = 20 points, :data:`MAP_FEATURES`, 11 values):
     x, y (m), unit tangent dx, dy, then per-polyline flags: lane, connector, crosswalk, on_route, light_red,
     light_yellow, light_green (lights at the observed time). Polylines: lane/connector centrelines cut into pieces of
@@ -40,6 +46,7 @@ MAP_FEATURES = ("x", "y", "dx", "dy", "is_lane", "is_connector", "is_crosswalk",
                 "light_yellow", "light_green")
 _LANE, _CONNECTOR, _CROSSWALK, _ROUTE = 4, 5, 6, 7
 _LIGHT_COLUMN = {LIGHT_RED: 8, LIGHT_YELLOW: 9, LIGHT_GREEN: 10}
+AGENTS_FUTURE_TIMES = np.arange(1, 9) * 0.5  # s after the observed time: the plan's pose times
 
 
 def _resample(line: np.ndarray, num: int) -> np.ndarray:
@@ -106,7 +113,8 @@ class PreparedMapVectors:
 
 
 class AgentsObservation(ObservationType):
-    """Keys ``agents`` (max_agents, 14) float32 and ``agents_mask`` (max_agents,) uint8 (see module docs)."""
+    """Keys ``agents`` (max_agents, 14) float32 and ``agents_mask`` (max_agents,) uint8, and with
+    ``ObsConfig.agents_future == "logged"`` also ``agents_future`` (max_agents, 8, 4) float32 (see module docs)."""
 
     key = "agents"
 
@@ -121,10 +129,16 @@ class AgentsObservation(ObservationType):
         c = self.config
         low, high = self._low, self._high
         shape = (c.max_agents, len(AGENT_FEATURES))
-        return gym.spaces.Dict({
+        spaces = {
             "agents": gym.spaces.Box(np.broadcast_to(low, shape), np.broadcast_to(high, shape), shape, np.float32),
             "agents_mask": gym.spaces.Box(0, 1, (c.max_agents,), np.uint8),
-        })
+        }
+        if c.agents_future == "logged":
+            b = c.vector_coordinate_bound
+            f_shape = (c.max_agents, len(AGENTS_FUTURE_TIMES), 4)
+            f_bound = np.broadcast_to(np.array([b, b, MAX_SPEED, MAX_SPEED], np.float32), f_shape)
+            spaces["agents_future"] = gym.spaces.Box(-f_bound, f_bound, f_shape, np.float32)
+        return gym.spaces.Dict(spaces)
 
     def observe(self, scene: Scene, ego_pose: np.ndarray | None = None, time: float = 0.0,
                 ego_status: EgoStatus | None = None) -> dict[str, np.ndarray]:
@@ -132,6 +146,7 @@ class AgentsObservation(ObservationType):
         pose = as_pose(ego_pose)
         features = np.zeros((c.max_agents, len(AGENT_FEATURES)), np.float32)
         mask = np.zeros(c.max_agents, np.uint8)
+        keep = np.zeros(0, np.int64)
         if len(scene.agents):
             boxes, valid = agents_at_time(scene, time)
             xy = world_to_ego(boxes[:, :2], pose)
@@ -148,7 +163,28 @@ class AgentsObservation(ObservationType):
             rows[np.arange(n), 8 + scene.agents.category[keep].astype(np.int64)] = 1.0
             features[:n] = np.clip(rows, self._low, self._high)
             mask[:n] = 1
-        return {"agents": features, "agents_mask": mask}
+        out = {"agents": features, "agents_mask": mask}
+        if c.agents_future == "logged":
+            out["agents_future"] = self._logged_future(scene, pose, time, keep)
+        return out
+
+    def _logged_future(self, scene: Scene, pose: np.ndarray, time: float, keep: np.ndarray) -> np.ndarray:
+        """(max_agents, 8, 4) logged [x, y, vx, vy] of the agents ``keep`` (scene indices, slot order) at the plan's
+        pose times after ``time``, in the ego frame of ``pose``; unlogged times far away (module docs)."""
+        c = self.config
+        b = c.vector_coordinate_bound
+        future = np.zeros((c.max_agents, len(AGENTS_FUTURE_TIMES), 4), np.float32)
+        future[:, :, :2] = b
+        for k, dt in enumerate(AGENTS_FUTURE_TIMES):
+            if not len(keep):
+                break
+            boxes, valid = agents_at_time(scene, time + float(dt))
+            ok = valid[keep]
+            rows = np.zeros((len(keep), 4))
+            rows[:, :2] = np.clip(world_to_ego(boxes[keep, :2], pose), -b, b)
+            rows[:, 2:] = np.clip(rotate_to_ego(boxes[keep, 6:8], pose[2]), -MAX_SPEED, MAX_SPEED)
+            future[:len(keep), k][ok] = rows[ok]
+        return future
 
 
 class MapObservation(ObservationType):
