@@ -20,7 +20,7 @@ from the distilled policy (``distill:`` of a baseline run, :mod:`baselines.disti
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -40,17 +40,30 @@ class GreedyPlans:
         tokens: (N,) scene tokens. plans: (N, 8, 3) picked plans [x, y, yaw] (m, rad, t0 ego frame).
         picked: (N,) index of the pick among the scene's candidates (0 = the policy's own plan).
         predicted_gain: (N,) predicted EPDMS of the pick minus that of the policy's plan (>= 0).
+        check: with ``greedy_plans(..., check=True)``, the rule-based scorer's view of every scene, name -> (N,):
+            ``epdms_own`` / ``epdms_pick`` / ``epdms_best`` (the policy's plan, the pick, the best candidate) and
+            ``nc_own`` / ``nc_pick``; empty otherwise.
     """
 
     tokens: list[str]
     plans: np.ndarray
     picked: np.ndarray
     predicted_gain: np.ndarray
+    check: dict[str, np.ndarray] = field(default_factory=dict)
 
     def summary(self) -> str:
         kept = float(np.mean(self.picked == 0)) if len(self.picked) else float("nan")
-        return (f"{len(self.tokens)} scenes: the policy's own plan kept in {100 * kept:.1f} %, mean predicted EPDMS "
+        text = (f"{len(self.tokens)} scenes: the policy's own plan kept in {100 * kept:.1f} %, mean predicted EPDMS "
                 f"gain of the picks {float(np.mean(self.predicted_gain)):+.4f}")
+        if self.check:
+            c = self.check
+            worse = float(np.mean(c["epdms_pick"] < c["epdms_own"] - 1e-6))
+            better = float(np.mean(c["epdms_pick"] > c["epdms_own"] + 1e-6))
+            text += (f"; rule-based scorer: EPDMS own {c['epdms_own'].mean():.4f}, pick {c['epdms_pick'].mean():.4f}, "
+                     f"best candidate {c['epdms_best'].mean():.4f}; picks worse than the policy's plan in "
+                     f"{100 * worse:.1f} %, better in {100 * better:.1f} %; NC own {c['nc_own'].mean():.3f}, pick "
+                     f"{c['nc_pick'].mean():.3f}")
+        return text
 
 
 def candidate_actions(means: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
@@ -116,7 +129,7 @@ def pick_index(reward: np.ndarray, safety: dict[str, np.ndarray], safety_margin:
 
 def greedy_plans(agent: Any, reward: Any, scenes: Sequence[Any], samples: int = 16,
                  safety_margin: float | None = 0.02, seed: int = 0, chunk: int = 64,
-                 progress: bool = True) -> GreedyPlans:
+                 progress: bool = True, check: bool = False) -> GreedyPlans:
     """The reward's greedy picks around ``agent``'s plans (module docs).
 
     Args:
@@ -127,6 +140,8 @@ def greedy_plans(agent: Any, reward: Any, scenes: Sequence[Any], samples: int = 
         scenes: a sequence of scenes (a ``SceneSource`` works: ``len`` and ``[i]`` / ``load``).
         samples: smooth perturbations per scene. safety_margin: see module docs (None: plain argmax).
         seed: seed of the perturbations. chunk: scenes per batched policy / reward call.
+        check: also score every candidate with the rule-based scorer (:attr:`GreedyPlans.check`; a diagnosis of
+            the teacher, e.g. on real windows: it costs a scorer call per candidate, and the picks do not change).
     """
     from tqdm.auto import tqdm
 
@@ -138,6 +153,7 @@ def greedy_plans(agent: Any, reward: Any, scenes: Sequence[Any], samples: int = 
     load = scenes.load if hasattr(scenes, "load") else scenes.__getitem__
     rng = np.random.default_rng(seed)
     tokens, plans, picked, gains = [], [], [], []
+    checks: dict[str, list[np.ndarray]] = {}
     with tqdm(total=len(scenes), desc="greedy plans", unit="scene", disable=not progress, mininterval=2) as bar:
         for start in range(0, len(scenes), chunk):
             batch = [load(i) for i in range(start, min(len(scenes), start + chunk))]
@@ -156,11 +172,23 @@ def greedy_plans(agent: Any, reward: Any, scenes: Sequence[Any], samples: int = 
             plans.append(cand_plans[rows, best])
             picked.append(best)
             gains.append(predicted[rows, best] - predicted[:, 0])
+            if check:
+                for name, values in _check_picks(batch, cand_plans, best).items():
+                    checks.setdefault(name, []).append(values)
             bar.update(len(batch))
     empty = np.zeros(0)
     return GreedyPlans(tokens, np.concatenate(plans) if plans else np.zeros((0, 8, 3)),
                        np.concatenate(picked) if picked else empty.astype(int),
-                       np.concatenate(gains) if gains else empty)
+                       np.concatenate(gains) if gains else empty,
+                       {name: np.concatenate(values) for name, values in checks.items()})
+
+
+def _check_picks(scenes: Sequence[Any], plans: np.ndarray, best: np.ndarray) -> dict[str, np.ndarray]:
+    """The rule-based scorer's view of one batch's picks (:attr:`GreedyPlans.check`); plans (B, K, 8, 3)."""
+    epdms, safety = rule_candidate_scores(scenes, plans)
+    rows = np.arange(len(best))
+    return {"epdms_own": epdms[:, 0], "epdms_pick": epdms[rows, best], "epdms_best": epdms.max(axis=1),
+            "nc_own": safety["nc"][:, 0], "nc_pick": safety["nc"][rows, best]}
 
 
 @dataclass
@@ -189,6 +217,9 @@ class GreedyPlansConfig:
     """seed of the perturbations"""
     trust_pickle: bool = False
     """allow an SB3 model .zip as the policy (SB3's load unpickles)"""
+    check: bool = False
+    """also score every candidate with the rule-based scorer and print how the picks compare with the policy's plan
+    and the best candidate (a diagnosis of the teacher; the picks and the file do not change)"""
     progress: bool = True
     """progress bar"""
 
@@ -203,7 +234,7 @@ def run_greedy_plans(cfg: GreedyPlansConfig) -> GreedyPlans:
     limit_torch_threads()
     source = SceneSource(cfg.scenes, split=cfg.split, num_scenes=cfg.num_scenes)
     picks = greedy_plans(load_agent(cfg.policy, trust_pickle=cfg.trust_pickle), candidate_scores_of(cfg.reward),
-                         source, cfg.samples, cfg.safety_margin, cfg.seed, progress=cfg.progress)
+                         source, cfg.samples, cfg.safety_margin, cfg.seed, progress=cfg.progress, check=cfg.check)
     save_plans(Path(cfg.out), picks.tokens, picks.plans)
     return picks
 

@@ -88,3 +88,23 @@ def test_the_rule_based_scorer_as_the_teacher_never_picks_a_worse_plan():
                                                                                                  picks.plans))
         assert after >= before - 1e-9
         assert abs(picks.predicted_gain[i] - (after - before)) < 1e-6
+
+
+def test_checked_picks_report_the_scorers_view_without_changing_the_picks():
+    """``irlvla rwm greedy-plans --check``: the rule-based scorer's EPDMS of the policy's plan, the pick and the best
+    candidate, scene by scene; the picks are those of the unchecked run."""
+    from irlvla_gym.agents import load_agent
+    from irlvla_gym.scenes.source import SceneSource
+    from reward_models.greedy import candidate_scores_of, greedy_plans
+    from reward_models.reward_fn import SceneRewardFn
+
+    source, agent = SceneSource(split="synthetic-val", num_scenes=3), load_agent("bc_default")
+    plain = greedy_plans(agent, SceneRewardFn(), source, samples=4, progress=False)
+    checked = greedy_plans(agent, SceneRewardFn(), source, samples=4, progress=False, check=True)
+    oracle = greedy_plans(agent, candidate_scores_of("epdms"), source, samples=4, progress=False)
+    np.testing.assert_array_equal(plain.picked, checked.picked)
+    c = checked.check
+    assert sorted(c) == ["epdms_best", "epdms_own", "epdms_pick", "nc_own", "nc_pick"] and plain.check == {}
+    assert (c["epdms_best"] >= c["epdms_pick"]).all() and (c["epdms_best"] >= c["epdms_own"]).all()
+    np.testing.assert_allclose(c["epdms_best"] - c["epdms_own"], oracle.predicted_gain, atol=1e-9)
+    assert "rule-based scorer" in checked.summary() and "rule-based scorer" not in plain.summary()
