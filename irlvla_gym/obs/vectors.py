@@ -175,9 +175,9 @@ class AgentsObservation(ObservationType):
         b = c.vector_coordinate_bound
         future = np.zeros((c.max_agents, len(AGENTS_FUTURE_TIMES), 4), np.float32)
         future[:, :, :2] = b
+        if not len(keep):
+            return future
         for k, dt in enumerate(AGENTS_FUTURE_TIMES):
-            if not len(keep):
-                break
             boxes, valid = agents_at_time(scene, time + float(dt))
             ok = valid[keep]
             rows = np.zeros((len(keep), 4))
