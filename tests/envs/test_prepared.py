@@ -271,7 +271,8 @@ def test_ensure_split_store_builds_only_when_the_pool_outgrows_the_cache(tmp_pat
     built, pools = [], []
     monkeypatch.setattr(P, "build_split_store", lambda split, progress=True: built.append(split) or tmp_path / split)
     monkeypatch.setattr(source, "build_pool_store", lambda split, n, progress=True: pools.append((split, n)) or tmp_path)
-    assert P.ensure_split_store("synthetic-train", P.POOL_STORE_MIN - 1, scene_cache_size=1024, progress=False) is None
+    small = P.POOL_STORE_MIN - 1
+    assert P.ensure_split_store("synthetic-train", small, scene_cache_size=1024, progress=False) is None
     assert P.ensure_split_store("synthetic-train", 100, scene_cache_size=1024, progress=False) is not None
     assert pools == [("synthetic-train", 100)]
     (tmp_path / "scenes" / "synthetic-train-first100").mkdir(parents=True)

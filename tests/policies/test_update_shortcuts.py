@@ -1,5 +1,5 @@
-"""The PPO update's shortcuts keep the math: distinct instruction rows encoded once, and the pooled-only last fusion
-layer, equal the plain paths (values and gradients) up to float rounding (tolerance 1e-5)."""
+"""The PPO speed-ups keep the math: distinct instruction rows encoded once, the pooled-only last fusion layer and the
+inference forwards' instruction cache equal the plain paths (values and gradients) up to float rounding (1e-5)."""
 
 from __future__ import annotations
 
@@ -77,3 +77,32 @@ def test_the_sb3_extractor_reads_only_the_pooled_token_with_the_gaussian_head():
                          "instruction": spaces.Box(0, 38, (16,), np.int64)})
     assert VLAFeaturesExtractor(space, tiny_config(obs_keys=KEYS)).pooled_only
     assert not VLAFeaturesExtractor(space, tiny_config(obs_keys=KEYS, head="diffusion")).pooled_only
+
+
+def test_inference_forwards_reuse_instruction_rows_until_a_weight_changes():
+    encoder, inputs = encoder_and_inputs()
+    ids = inputs["instruction"][:, :9]
+    calls: list[int] = []
+    encoder.language.register_forward_pre_hook(lambda m, args, kw: calls.append(kw["input_ids"].shape[0]),
+                                               with_kwargs=True)
+    encoder.eval()
+    with torch.no_grad():
+        first = encoder.encode_instructions(ids)
+        again = encoder.encode_instructions(ids[:5])  # rows 0..4: all cached
+        assert calls == [3]
+        torch.testing.assert_close(first, encoder.project_instructions(ids), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(again, first[:5])
+        encoder.encode_instructions(ids[:, :7])  # another trimmed length: other rows
+        assert calls[-1] == 3 and len(calls) == 3
+        encoder.language_proj.bias.add_(1.0)  # an in-place update (as an optimizer step) drops the cache
+        moved = encoder.encode_instructions(ids)
+        torch.testing.assert_close(moved, first + 1.0, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        encoder.language_proj.bias.data = encoder.language_proj.bias.data - 1.0  # replaced storage: dropped too
+        torch.testing.assert_close(encoder.encode_instructions(ids), first, atol=1e-5, rtol=1e-5)
+    count = len(calls)
+    encoder.encode_instructions(ids)  # grad enabled: never cached
+    encoder.train()
+    with torch.no_grad():
+        encoder.encode_instructions(ids)  # training mode: never cached
+    assert len(calls) == count + 2
