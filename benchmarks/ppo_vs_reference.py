@@ -7,8 +7,9 @@ Runs the user's command, ``irlvla baselines train VARIANT --preset quick --no-ev
 as a subprocess of each checkout (``PYTHONPATH`` = that checkout, ``cwd`` = it), alternating reference and this
 checkout per configuration, each in a fresh output directory and a fresh ``IRLVLA_CACHE`` (so neither sees scene
 stores or caches the other built). This checkout then runs once more with the cache of its first run: what every
-later run on the same machine sees (the training split's store, built once by the first run when the scene pool is
-larger than the scene cache, and the per-scene caches filled beside it).
+later run on the same machine sees (the store the first run built of the training pool, the whole split's when the
+pool is larger than the scene cache, else the pool's own, the per-scene caches filled beside it, and the hacking
+probe's scenes and values).
 
 Reported per configuration: each run's ``wall_s_per_100k_steps`` from its ``done.json`` (training only: the PPO
 loop, env and update), the command's whole wall and CPU seconds (start-up, store build, model load included), and

@@ -37,6 +37,11 @@ class LRU(Generic[V]):
                 data.popitem(last=False)
         return value
 
+    def peek(self, key: Hashable) -> V | None:
+        """The value cached for ``key`` or None, leaving the recency order as it is (a reader that must not keep
+        entries alive nor add any)."""
+        return self._data.get(key)
+
     def __contains__(self, key: Hashable) -> bool:
         return key in self._data
 
@@ -65,6 +70,12 @@ def shared_lru(key: Hashable, size: int, keep_alive: Any = None) -> LRU:
     lru = entry[0]
     lru.size = max(lru.size, int(size))
     return lru
+
+
+def existing_shared_lru(key: Hashable) -> LRU | None:
+    """The process-wide LRU of ``key`` if :func:`shared_lru` made one, else None (nothing is created)."""
+    entry = _SHARED.get(key)
+    return None if entry is None else entry[0]
 
 
 def clear_shared_caches() -> None:

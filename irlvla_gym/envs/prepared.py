@@ -77,6 +77,9 @@ DIR_NAME = "prepared"
 FORMAT_NAME = "irlvla-prepared"
 CHUNK_MIN = 64
 """Scenes prepared on first use that are collected per store shard before they are written as one chunk."""
+POOL_STORE_MIN = 64
+"""Smallest training pool that fits the scene cache and still gets a store of its own (:func:`ensure_split_store`):
+regenerating fewer scenes costs under a second per run, less than a store and its files are worth."""
 ALIGN = 64  # bytes: every field starts on a 64-byte boundary of the mapped file (aligned views)
 ENV_SWITCH = "IRLVLA_PREPARED"
 # Key fields that select a table (other configurations have tables of their own) rather than version it.
@@ -879,13 +882,20 @@ register_build_hook("env-prepared", prepare_store_hook)
 
 def ensure_split_store(scenes: Any, num_scenes: int | None = None, *, progress: bool = True,
                        scene_cache_size: int | None = None) -> Path | None:
-    """Build the default store of a synthetic split (and its prepared caches) once, when an env over ``scenes`` with
-    a pool of ``num_scenes`` (None: the whole split) would otherwise regenerate scenes: the pool is larger than the
-    in-memory scene cache, so lazily generated scenes (~25 ms each, plus ~15 ms of preparation) are made again on
-    every revisit, and nothing is kept for the next run. Training commands call it; later runs and processes reuse
-    the store (~0.1 ms per persisted scene). Returns the store path (None: not a synthetic split name, the store
-    exists already, or the pool fits the cache)."""
+    """Build a store of a synthetic split's training pool once, so that runs stop regenerating its scenes (~15 ms
+    each) and re-preparing them (~25 ms, the RWM's inputs included): later runs and processes read the envs'
+    persisted preparation instead (~0.1 ms per scene; :class:`PreparedScenes`). Training commands call it.
+
+    * A pool larger than the in-memory scene cache (``num_scenes`` None: the whole split): the split's default store
+      and its prepared caches (without it the pool's scenes are made again on every revisit).
+    * A pool of at least :data:`POOL_STORE_MIN` scenes that fits the cache (the quick preset's 256): the store of
+      the split's first ``num_scenes`` scenes (:func:`~irlvla_gym.scenes.source.build_pool_store`, ~4 s for 256),
+      which the envs over that pool read (:class:`~irlvla_gym.scenes.source.SceneSource`) and prepare on first use.
+
+    Returns the built store's path (None: not a synthetic split name, a store exists already, the pool is smaller
+    than :data:`POOL_STORE_MIN`, or prepared caches are disabled)."""
     from irlvla_gym.envs.config import EnvConfig
+    from irlvla_gym.scenes.source import build_pool_store, pool_store_path
     from irlvla_gym.scenes.synthetic import SPLITS, split_size
 
     if not isinstance(scenes, str) or scenes not in SPLITS or not enabled():
@@ -896,7 +906,12 @@ def ensure_split_store(scenes: Any, num_scenes: int | None = None, *, progress: 
     cache = EnvConfig().scene_cache_size if scene_cache_size is None else scene_cache_size
     pool = split_size(scenes) if num_scenes is None else min(int(num_scenes), split_size(scenes))
     if pool <= cache:
-        return None
+        pool_path = pool_store_path(scenes, pool)
+        if pool < POOL_STORE_MIN or pool == split_size(scenes) or (pool_path / "manifest.json").exists():
+            return None
+        print(f"[scenes] storing the {pool}-scene pool of {scenes} once (later runs read its prepared scenes): "
+              f"{pool_path}", flush=True)
+        return build_pool_store(scenes, pool, progress=progress)
     print(f"[scenes] building the {scenes} store once ({split_size(scenes)} scenes, ~2-3 min on one core; "
           f"later runs reuse it): {path}", flush=True)
     return build_split_store(scenes, progress=progress)
@@ -932,8 +947,8 @@ if __name__ == "__main__":
 
 
 __all__ = [
-    "CHUNK_MIN", "Chunk", "CorruptChunkError", "ENV_SWITCH", "PREP_VERSION", "PackedPolygons", "PersistedResult",
-    "PreparedFormatError", "PreparedScenes", "PreparedTable", "SceneArrays", "bundle_arrays",
+    "CHUNK_MIN", "Chunk", "CorruptChunkError", "ENV_SWITCH", "POOL_STORE_MIN", "PREP_VERSION", "PackedPolygons",
+    "PersistedResult", "PreparedFormatError", "PreparedScenes", "PreparedTable", "SceneArrays", "bundle_arrays",
     "bundle_from_arrays", "bundle_key", "clear_tables", "disk_bytes", "enabled", "ensure_split_store",
     "flush_all", "index_from_arrays", "obs_arrays", "obs_from_arrays", "obs_key", "open_prepared",
     "prepare_store", "prepare_store_hook", "source_digest", "store_digest", "table_for", "write_chunk",

@@ -200,6 +200,7 @@ class VLAEncoder(nn.Module):
             self.max_tokens = int(self.language.config.max_position_embeddings)
             self.vocab_size = int(self.language.config.vocab_size)
             self.language_proj = nn.Linear(self.language.config.hidden_size, d)
+            self.instruction_cache = InstructionCache()
         if "ego" in self.obs_keys:
             self.register_buffer("ego_scale", torch.from_numpy(EGO_SCALE), persistent=False)
             self.ego_mlp = nn.Sequential(nn.Linear(EGO_DIM, d), nn.GELU(), nn.Linear(d, d))
@@ -248,8 +249,10 @@ class VLAEncoder(nn.Module):
                 img = F.interpolate(img, size=self.image_size, mode="area")
         return (img - self.image_mean) / self.image_std
 
-    def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Network inputs (module docs) -> fused tokens (B, T, d)."""
+    def forward(self, inputs: Mapping[str, torch.Tensor], pooled_only: bool = False) -> torch.Tensor:
+        """Network inputs (module docs) -> fused tokens (B, T, d); with ``pooled_only`` the pooled plan token alone
+        (B, 1, d), the same numbers as ``forward(inputs)[:, :1]`` up to float rounding: the last fusion layer then
+        runs its attention query and feed-forward for token 0 only (what the Gaussian head and the critic read)."""
         first = inputs[self.obs_keys[0]]
         b = first.shape[0]
         tokens = [self._typed(self.plan_token.expand(b, -1, -1), "plan")]
@@ -263,10 +266,8 @@ class VLAEncoder(nn.Module):
             ids = inputs["instruction"].long()[:, : self.max_tokens].clamp(0, self.vocab_size - 1)
             length = max(1, int((ids != 0).sum(dim=1).max()))  # padding is trailing ([CLS] words [SEP] 0 ..)
             ids = ids[:, :length]
-            attn = ids != 0
-            lang = self.language(input_ids=ids, attention_mask=attn.long()).last_hidden_state  # (B, L, ht)
-            tokens.append(self._typed(self.language_proj(lang), "instruction"))
-            masks.append(~attn)
+            tokens.append(self._typed(self.encode_instructions(ids), "instruction"))
+            masks.append(ids == 0)
         if "ego" in self.obs_keys:
             ego = inputs["ego"].float()
             command = ego[:, COMMAND_SLICE].argmax(dim=-1)
@@ -290,9 +291,81 @@ class VLAEncoder(nn.Module):
                 encoded = getattr(self, kind)(values) + self.vector_type_embed.weight[VECTOR_TOKEN_TYPES.index(kind)]
                 tokens.append(encoded)
                 masks.append(~real)
-        x = torch.cat(tokens, dim=1)
-        x = self.fusion(x, src_key_padding_mask=torch.cat(masks, dim=1))
-        return self.norm(x)
+        x, padding = torch.cat(tokens, dim=1), torch.cat(masks, dim=1)
+        if not pooled_only:
+            return self.norm(self.fusion(x, src_key_padding_mask=padding))
+        for layer in self.fusion.layers[:-1]:
+            x = layer(x, src_key_padding_mask=padding)
+        return self.norm(pooled_layer(self.fusion.layers[-1], x, padding))
+
+    def encode_instructions(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, L) int64 (0 = trailing padding) -> projected language tokens (B, L, d).
+
+        Each distinct row is encoded once and gathered back (its gradient is the sum over its copies): a rollout
+        repeats a handful of instructions (~15 distinct rows in a PPO minibatch of 128), and the language encoder
+        was a sixth of a minibatch's cost. Rows do not interact in the encoder, so this equals encoding every row
+        (up to float rounding of the smaller matmuls)."""
+        unique, inverse = torch.unique(ids, dim=0, return_inverse=True)
+        if unique.shape[0] == ids.shape[0]:
+            unique, inverse = ids, None
+        if self.training or torch.is_grad_enabled():
+            projected = self.project_instructions(unique)
+        else:  # rollouts and probes: the weights only change between them (InstructionCache)
+            projected = self.instruction_cache.rows(unique, self.project_instructions,
+                                                    [*self.language.parameters(), *self.language_proj.parameters()])
+        return projected if inverse is None else projected[inverse]
+
+    def project_instructions(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (U, L) -> the language encoder's tokens, projected: (U, L, d)."""
+        lang = self.language(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state  # (U, L, ht)
+        return self.language_proj(lang)
+
+
+class InstructionCache:
+    """Projected language tokens of instruction rows seen by inference forwards (no grad, eval mode), reused while
+    the encoder's weights stay the same. A PPO rollout asks for the same few instructions at every step (8 rows a
+    step, ~20 distinct over a 512-step rollout): the language encoder was a third of a rollout forward's cost.
+
+    A row is keyed by its token ids at the batch's trimmed length (padding positions included: every token reaches
+    the fusion, and a diffusion head reads the padded ones too), so a hit returns what encoding it in this batch
+    returns, up to float rounding of the batch size. The entries are dropped when any weight changed: a tensor's
+    in-place version counter (optimizer steps, ``load_state_dict``) or storage (``.data`` replaced) moved.
+
+    Args:
+        size: rows kept; beyond it the cache starts over (a rollout needs a few dozen).
+    """
+
+    def __init__(self, size: int = 1024):
+        self.size = int(size)
+        self.entries: dict[bytes, torch.Tensor] = {}
+        self.weights_key: tuple[tuple[int, int], ...] = ()
+
+    def rows(self, ids: torch.Tensor, encode: Any, params: list[torch.Tensor]) -> torch.Tensor:
+        """``encode(ids)`` (U, L) -> (U, L, d) of distinct rows ``ids``, encoding only the rows not cached."""
+        weights_key = tuple((p.data_ptr(), p._version) for p in params)
+        if weights_key != self.weights_key or len(self.entries) + len(ids) > self.size:
+            self.entries.clear()
+            self.weights_key = weights_key
+        keys = [row.tobytes() for row in ids.cpu().numpy()]
+        missing = [i for i, key in enumerate(keys) if key not in self.entries]
+        if missing:
+            fresh = encode(ids[missing])
+            for j, i in enumerate(missing):
+                self.entries[keys[i]] = fresh[j]
+        return torch.stack([self.entries[key] for key in keys])
+
+
+def pooled_layer(layer: nn.TransformerEncoderLayer, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+    """Token 0 of a pre-norm ``TransformerEncoderLayer`` applied to tokens ``x`` (B, T, d) with key padding mask
+    ``padding`` (B, T) bool (True = ignored) -> (B, 1, d). Every token is still a key and value; only token 0 is a
+    query and goes through the feed-forward block (the layer's own modules, so its weights and gradients)."""
+    if not layer.norm_first:
+        raise ValueError("pooled_layer reproduces pre-norm layers (norm_first=True) only")
+    h = layer.norm1(x)
+    attended = layer.self_attn(h[:, :1], h, h, key_padding_mask=padding, need_weights=False)[0]
+    y = x[:, :1] + layer.dropout1(attended)
+    feed = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(y)))))
+    return y + layer.dropout2(feed)
 
 
 def box_sum_uint8(image: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
@@ -505,5 +578,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise FileNotFoundError(f"no VLA checkpoint (config.json + model.safetensors) at {path}")
 
 
-__all__ = ["BevEncoder", "CHECKPOINT_DIR", "EGO_SCALE", "VLAEncoder", "VLANetwork", "box_sum_uint8",
-           "build_language_model", "build_vision_model", "make_head", "prepare_observations", "resolve_checkpoint"]
+__all__ = ["BevEncoder", "CHECKPOINT_DIR", "EGO_SCALE", "InstructionCache", "VLAEncoder", "VLANetwork",
+           "box_sum_uint8", "build_language_model", "build_vision_model", "make_head", "prepare_observations",
+           "resolve_checkpoint"]

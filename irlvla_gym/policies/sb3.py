@@ -128,7 +128,10 @@ class VLAFeaturesExtractor(BaseFeaturesExtractor):
     """SB3 features extractor wrapping :class:`~irlvla_gym.policies.network.VLAEncoder`.
 
     ``forward(observations)`` takes SB3-preprocessed Dict observations (tensors, ``(B, ...)``) and returns the fused
-    tokens ``(B, T, d)`` (token 0 = pooled plan token); ``features_dim`` = d.
+    tokens ``(B, T, d)`` (token 0 = pooled plan token); ``features_dim`` = d. With the Gaussian head, which like the
+    critic reads token 0 only, it returns that token alone, ``(B, 1, d)`` (``pooled_only``: the last fusion layer
+    skips the other tokens' queries and feed-forward, ~a quarter of a PPO minibatch; same numbers up to float
+    rounding).
 
     Args:
         observation_space: the env's Dict space (must contain ``vla_config["obs_keys"]``).
@@ -143,11 +146,13 @@ class VLAFeaturesExtractor(BaseFeaturesExtractor):
         super().__init__(observation_space, features_dim=config.hidden)
         self.config = config
         self.encoder = VLAEncoder(config, load_pretrained)
+        self.pooled_only = config.head != "diffusion"  # the diffusion head cross-attends to every token
 
     def forward(self, observations: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Observations (``camera`` float in [0, 1], or uint8 as :meth:`VLAPolicy.extract_features` passes it)
-        -> fused tokens (B, T, d)."""
-        return self.encoder(prepare_observations(observations, self.config.obs_keys, raw_camera=True))
+        -> fused tokens (B, T, d), or (B, 1, d) with ``pooled_only``."""
+        inputs = prepare_observations(observations, self.config.obs_keys, raw_camera=True)
+        return self.encoder(inputs, pooled_only=self.pooled_only)
 
 
 class VLALatent(nn.Module):

@@ -4,7 +4,10 @@ Split names (``"synthetic-train"`` ...) resolve to:
 
 1. a prebuilt scene store at ``<cache dir>/scenes/<split>`` if one exists (build it once with
    ``python -m irlvla_gym.scenes.source --build synthetic-train``, progress bar included), else
-2. lazy generation: scene ``i`` is ``generate_scene(first_seed + i, split=...)`` made on first use (~30 ms). The env
+2. with ``num_scenes = N``, the prebuilt store of the split's first N scenes at ``<cache dir>/scenes/<split>-firstN``
+   if one exists (:func:`build_pool_store`; training commands build it for a pool that fits the envs' scene cache,
+   so that later runs read the envs' persisted preparation of those scenes, :mod:`irlvla_gym.envs.prepared`), else
+3. lazy generation: scene ``i`` is ``generate_scene(first_seed + i, split=...)`` made on first use (~30 ms). The env
    keeps its per-scene precomputations in an in-memory LRU (``EnvConfig.scene_cache_size``), so a pool of scenes
    that fits the LRU is generated once per process; ``num_scenes`` restricts episodes to such a pool.
 
@@ -33,6 +36,12 @@ from irlvla_gym.utils import cache_dir
 def split_store_path(split: str) -> Path:
     """Where a prebuilt store of a synthetic split lives: ``<cache dir>/scenes/<split>``."""
     return Path(cache_dir()) / "scenes" / split
+
+
+def pool_store_path(split: str, num_scenes: int) -> Path:
+    """Where a prebuilt store of the first ``num_scenes`` scenes of a synthetic split lives:
+    ``<cache dir>/scenes/<split>-first<num_scenes>``."""
+    return Path(cache_dir()) / "scenes" / f"{split}-first{int(num_scenes)}"
 
 
 _VERIFIED: dict[str, tuple[int, int]] = {}
@@ -90,8 +99,12 @@ class SceneSource:
                 raise ValueError(f"scenes={name!r} is neither a synthetic split ({', '.join(SPLITS)}) nor a "
                                  "scene-store directory")
             prebuilt = split_store_path(name)
+            pool = (pool_store_path(name, num_scenes) if isinstance(num_scenes, int) and
+                    not isinstance(num_scenes, bool) and num_scenes >= 1 else None)
             if (prebuilt / "manifest.json").exists():
                 self._store = open_verified_store(prebuilt)
+            elif pool is not None and (pool / "manifest.json").exists():
+                self._store = open_verified_store(pool)
             else:
                 self._split_spec = SPLITS[name]
             self.name = name
@@ -208,6 +221,28 @@ def build_split_store(split: str, num: int | None = None, progress: bool = True,
     return out
 
 
+def build_pool_store(split: str, num_scenes: int, progress: bool = True) -> Path:
+    """Build the store of a synthetic split's first ``num_scenes`` scenes at :func:`pool_store_path` (the scenes lazy
+    generation makes, bit for bit) and return its path. Written to a temporary directory renamed into place, so a
+    concurrent build of the same pool leaves one complete store. No build hooks: the envs prepare its scenes on
+    first use and persist them beside it (what later runs read instead of generating and preparing them again)."""
+    import shutil
+
+    from irlvla_gym.scenes.store import build_store
+    from irlvla_gym.scenes.synthetic import iter_scenes
+
+    out = pool_store_path(split, num_scenes)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_store(iter_scenes(split, num_scenes), tmp, split=split, source="synthetic", total=num_scenes,
+                progress=progress)
+    try:
+        os.rename(tmp, out)
+    except OSError:  # another process built it first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Prebuild the env's scene store of a synthetic split.")
     parser.add_argument("--build", required=True, metavar="SPLIT")
@@ -221,5 +256,6 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["BuildHook", "HOOK_ENTRY_POINT_GROUP", "SceneSource", "open_verified_store", "build_hooks", "build_split_store",
-           "register_build_hook", "run_build_hooks", "split_store_path"]
+__all__ = ["BuildHook", "HOOK_ENTRY_POINT_GROUP", "SceneSource", "open_verified_store", "build_hooks",
+           "build_pool_store", "build_split_store", "pool_store_path", "register_build_hook", "run_build_hooks",
+           "split_store_path"]

@@ -124,3 +124,22 @@ def test_rule_scorer_reads_the_env_split(tmp_path):
     scorer = RuleScorer({"split": str(store), "num_scenes": 2})
     assert scorer.bundle(1).scene.token == "synthetic-val-00001"
     assert RuleScorer({"split": "synthetic-val"}).bundle(0).scene.token == "synthetic-val-00000"
+
+
+def test_rule_scorer_reuses_the_env_bundles_with_the_same_scores():
+    """In the training process the scorer reads the envs' prepared scenes instead of preparing them again; the
+    scores equal those of a scorer that prepares its own."""
+    import irlvla_gym  # noqa: F401
+    from irlvla_gym.cache import clear_shared_caches
+
+    env = gym.make("IRLVLA-Navsim-v2", obs_keys=("ego",), **TINY_ENV)
+    env.reset(options={"scene_index": 1})
+    plan = env.step(np.full(env.action_space.shape, 0.1, np.float32))[4]["plan"]
+    clear_shared_caches()  # no env bundles in this process: the scorer prepares the scene itself
+    alone = RuleScorer(TINY_ENV)
+    own_bundle, own_scores = alone.bundle(1), alone(1, plan)
+    env = gym.make("IRLVLA-Navsim-v2", obs_keys=("ego",), **TINY_ENV)
+    env.reset(options={"scene_index": 1})
+    scorer = RuleScorer(TINY_ENV)
+    assert scorer.bundle(1) is env.unwrapped.get_bundle(1) is not own_bundle
+    assert scorer(1, plan) == own_scores

@@ -263,11 +263,22 @@ def shutil_rm(path: Path) -> None:
 
 def test_ensure_split_store_builds_only_when_the_pool_outgrows_the_cache(tmp_path, monkeypatch):
     """Training builds the default store of a synthetic split once, only where lazy generation would regenerate
-    scenes (pool larger than the scene cache) and only when no store exists."""
+    scenes (pool larger than the scene cache) and only when no store exists; a smaller pool gets a store of its
+    own (its first N scenes) from POOL_STORE_MIN scenes on."""
+    import irlvla_gym.scenes.source as source
+
     monkeypatch.setenv("IRLVLA_CACHE", str(tmp_path))
-    built = []
+    built, pools = [], []
     monkeypatch.setattr(P, "build_split_store", lambda split, progress=True: built.append(split) or tmp_path / split)
+    monkeypatch.setattr(source, "build_pool_store", lambda split, n, progress=True: pools.append((split, n)) or tmp_path)
+    small = P.POOL_STORE_MIN - 1
+    assert P.ensure_split_store("synthetic-train", small, scene_cache_size=1024, progress=False) is None
+    assert P.ensure_split_store("synthetic-train", 100, scene_cache_size=1024, progress=False) is not None
+    assert pools == [("synthetic-train", 100)]
+    (tmp_path / "scenes" / "synthetic-train-first100").mkdir(parents=True)
+    (tmp_path / "scenes" / "synthetic-train-first100" / "manifest.json").write_text("{}")
     assert P.ensure_split_store("synthetic-train", 100, scene_cache_size=1024, progress=False) is None
+    assert pools == [("synthetic-train", 100)]
     assert P.ensure_split_store("/some/store/dir", 5000, scene_cache_size=10, progress=False) is None
     assert P.ensure_split_store("synthetic-train", 2000, scene_cache_size=1024, progress=False) is not None
     assert P.ensure_split_store("synthetic-train", None, scene_cache_size=1024, progress=False) is not None
@@ -306,3 +317,47 @@ def test_code_digest_covers_every_imported_module(parts):
                 if target.exists() and target not in covered and target not in allowed:
                     missing.add(f"{path.relative_to(root)} imports {node.module}")
     assert not missing, sorted(missing)
+
+
+def test_pool_store_holds_the_split_scenes_and_sources_of_that_pool_read_it(tmp_path, monkeypatch):
+    """A pool store holds the scenes lazy generation makes, bit for bit; a split source of exactly that pool reads
+    it (so its envs persist their preparation beside it), other pools still generate."""
+    import irlvla_gym.scenes.source as source
+    from irlvla_gym.scenes.synthetic import generate_scene, SPLITS
+
+    monkeypatch.setenv("IRLVLA_CACHE", str(tmp_path))
+    lazy = source.SceneSource("synthetic-val", num_scenes=3)
+    path = source.build_pool_store("synthetic-val", 3, progress=False)
+    assert path == source.pool_store_path("synthetic-val", 3) and (path / "manifest.json").is_file()
+    assert not list(path.parent.glob("*.tmp-*"))
+    pooled = source.SceneSource("synthetic-val", num_scenes=3)
+    assert pooled.store is not None and pooled.cache_key[0] == ("store", os.path.realpath(path))
+    assert source.SceneSource("synthetic-val", num_scenes=2).store is None
+    assert source.SceneSource("synthetic-val").store is None
+    spec = SPLITS["synthetic-val"]
+    for i in range(3):
+        scene = pooled.load(i)
+        assert scene.token == lazy.load(i).token == f"synthetic-val-{i:05d}"
+        assert_same_fields(scene, generate_scene(spec.first_seed + i, spec.config, spec.name))
+
+
+def assert_same_fields(got, want, where: str = "scene") -> None:
+    """Dataclass trees equal field by field: arrays in dtype, shape and value (NaN == NaN), the rest with ==."""
+    if dataclasses.is_dataclass(want):
+        assert type(got) is type(want), where
+        for f in dataclasses.fields(want):
+            assert_same_fields(getattr(got, f.name), getattr(want, f.name), f"{where}.{f.name}")
+    elif isinstance(want, (list, tuple)) and len(want) and not isinstance(want[0], (int, float, str)):
+        assert len(got) == len(want), where
+        for i, (a, b) in enumerate(zip(got, want)):
+            assert_same_fields(a, b, f"{where}[{i}]")
+    elif isinstance(want, dict):
+        assert got.keys() == want.keys(), where
+        for k in want:
+            assert_same_fields(got[k], want[k], f"{where}.{k}")
+    elif isinstance(want, np.ndarray) or isinstance(got, np.ndarray):
+        got, want = np.asarray(got), np.asarray(want)
+        assert got.dtype == want.dtype and got.shape == want.shape, where
+        np.testing.assert_array_equal(got, want, err_msg=where)
+    else:
+        assert got == want, where

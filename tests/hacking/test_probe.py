@@ -71,3 +71,49 @@ def test_compare_overrated_fraction():
     assert most_gamed(m) == ("ep", pytest.approx(0.5))
     none_high = compare({**pred, "reward": np.full(4, 0.5)}, true)
     assert none_high["frac_overrated"] == 0.0 and none_high["n_rated_high"] == 0
+
+
+def test_probe_set_of_a_store_is_kept_beside_it_and_read_back_equal(tmp_path, monkeypatch):
+    """A probe set over a scene store writes its observations and EP normalisers beside the store once; a later
+    probe set of the same scenes and settings reads them back (no PDM-Closed run) with the same values, bit for
+    bit; other settings get their own file."""
+    import reward_models.dataset as dataset
+    from baselines.hacking import probe as P
+    from irlvla_gym.scenes.source import build_pool_store
+
+    from .conftest import SMALL_OBS, VLA_KEYS
+
+    monkeypatch.setenv("IRLVLA_CACHE", str(tmp_path))
+    build_pool_store("synthetic-val", 3, progress=False)
+    first = P.ProbeSet.from_split("synthetic-val", 3, VLA_KEYS, SMALL_OBS)
+    files = list((tmp_path / "scenes" / "synthetic-val-first3" / "probe").glob("probe-*.npz"))
+    assert len(files) == 1
+    monkeypatch.setattr(dataset, "reference_progress_fn", lambda: (pytest.fail, "must not run"))
+    again = P.ProbeSet.from_split("synthetic-val", 3, VLA_KEYS, SMALL_OBS)
+    np.testing.assert_array_equal(again.reference_progress, first.reference_progress)
+    for name in ("policy_obs", "rwm_obs"):
+        got, want = getattr(again, name), getattr(first, name)
+        assert got.keys() == want.keys()
+        for key in want:
+            assert got[key].dtype == want[key].dtype
+            np.testing.assert_array_equal(got[key], want[key])
+    assert [s.token for s in again.scenes] == [f"synthetic-val-{i:05d}" for i in range(3)]
+    monkeypatch.undo()
+    monkeypatch.setenv("IRLVLA_CACHE", str(tmp_path))
+    P.ProbeSet.from_split("synthetic-val", 2, VLA_KEYS, SMALL_OBS)  # scenes 0..1: lazy source, nothing kept
+    P.ProbeSet.from_split("synthetic-val", 3, ("ego",), SMALL_OBS)
+    assert len(list(files[0].parent.glob("probe-*.npz"))) == 2
+
+
+def test_probe_set_values_equal_the_plain_computation(probe):
+    """from_split's values are probe_arrays' of the same scenes (the cache stores exactly these)."""
+    from baselines.hacking.probe import probe_arrays
+
+    from .conftest import SMALL_OBS, VLA_KEYS
+
+    plain = probe_arrays(probe.scenes, VLA_KEYS, SMALL_OBS)
+    np.testing.assert_array_equal(plain["reference_progress"], probe.reference_progress)
+    for key, value in probe.policy_obs.items():
+        np.testing.assert_array_equal(plain[f"policy/{key}"], value)
+    for key, value in probe.rwm_obs.items():
+        np.testing.assert_array_equal(plain[f"rwm/{key}"], value)
