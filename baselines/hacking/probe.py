@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -56,7 +56,9 @@ class ProbeSet:
 
     Attributes:
         scenes: the N scenes. policy_obs: entry -> (N, ...) the policy's observations at t0 (``obs_keys``).
-        rwm_obs: entry -> (N, ...) the reward model's inputs (``reward_models.model.OBS_ENTRIES``).
+        rwm_obs: entry -> (N, ...) the reward model's inputs (``reward_models.model.OBS_ENTRIES``) under the default
+            observation settings; a model trained with others (``ModelConfig.obs_config``: 64 agent slots, the logged
+            futures) reads :meth:`rwm_obs_for` instead.
         reference_progress: (N,) PDM-Closed EP normalisers (m). contexts: N scorer contexts (map queries).
     """
 
@@ -65,9 +67,24 @@ class ProbeSet:
     rwm_obs: dict[str, np.ndarray]
     reference_progress: np.ndarray
     contexts: list[Any]
+    _rwm_obs_by_settings: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.scenes)
+
+    def rwm_obs_for(self, model: Any) -> dict[str, np.ndarray]:
+        """The reward model inputs of the probe scenes under ``model``'s observation settings (its
+        ``config.obs_config``): :attr:`rwm_obs` for the defaults, else rendered once per settings and kept."""
+        settings = getattr(getattr(model, "config", None), "obs_config", None)
+        if not settings:
+            return self.rwm_obs
+        key = json.dumps(settings, sort_keys=True)
+        if key not in self._rwm_obs_by_settings:
+            from irlvla_gym.obs.registry import ObservationBuilder
+            from reward_models.model import OBS_KEYS
+
+            self._rwm_obs_by_settings[key] = ObservationBuilder(OBS_KEYS, settings).observe_batch(list(self.scenes))
+        return self._rwm_obs_by_settings[key]
 
     @classmethod
     def from_scenes(cls, scenes: Sequence[Any], obs_keys: Sequence[str] = DEFAULT_POLICY_KEYS,
@@ -198,7 +215,7 @@ def predicted_scores(model: Any, probe: ProbeSet, plans: np.ndarray) -> dict[str
     name -> (N,), of one plan per probe scene: one batched call ``model.predict_subscores(obs (N, ...),
     plans (N, 1, 8, 3))``."""
     plans = np.asarray(plans, np.float32).reshape(len(probe), 1, 8, 3)
-    pred = model.predict_subscores(probe.rwm_obs, plans)
+    pred = model.predict_subscores(probe.rwm_obs_for(model), plans)
     return {k: np.asarray(v, np.float64)[:, 0] for k, v in pred.items()}
 
 

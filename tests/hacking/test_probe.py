@@ -117,3 +117,24 @@ def test_probe_set_values_equal_the_plain_computation(probe):
         np.testing.assert_array_equal(plain[f"policy/{key}"], value)
     for key, value in probe.rwm_obs.items():
         np.testing.assert_array_equal(plain[f"rwm/{key}"], value)
+
+
+def test_a_model_with_other_observation_settings_reads_its_own_inputs(probe):
+    """A model trained with 64 agent slots and the agents' logged futures (``ModelConfig.obs_config``) is probed
+    with observations built under those settings, equal to direct calls; default-settings models keep ``rwm_obs``."""
+    import torch
+
+    from irlvla_gym.obs.registry import ObservationBuilder
+    from reward_models.model import OBS_KEYS, ModelConfig, RewardWorldModel
+
+    torch.manual_seed(0)
+    settings = {"max_agents": 64, "agents_future": "logged"}
+    model = RewardWorldModel(ModelConfig(agent_forecast="logged", obs_config=settings)).eval()
+    plans = _plans(probe)
+    got = predicted_scores(model, probe, plans)
+    assert probe.rwm_obs_for(model)["agents"].shape[1] == 64 and "agents_future" not in probe.rwm_obs
+    assert probe.rwm_obs_for(RewardWorldModel(ModelConfig())) is probe.rwm_obs
+    builder = ObservationBuilder(OBS_KEYS, settings)
+    for i, scene in enumerate(probe.scenes):
+        direct = model.predict_subscores(builder.observe(scene), plans[i][None].astype(np.float32))
+        np.testing.assert_allclose(got["reward"][i], direct["reward"][0], rtol=1e-5, atol=1e-6)
