@@ -64,8 +64,9 @@ class Budgets:
     """stage 2: RWM training epochs"""
     rwm_eval_scenes: int = 100
     """stage 2: held-out synthetic-test scenes of the RWM report"""
-    ppo_variants: tuple[str, ...] = ("ppo-vla-rwm", "ppo-vla-epdms")
-    """stage 3: baselines variants trained from the stage-1 policy (a learned-reward variant uses the stage-2 RWM)"""
+    ppo_variants: tuple[str, ...] = ("ppo-vla-rwm-greedy", "ppo-vla-epdms")
+    """stage 3: baselines variants trained from the stage-1 policy; a learned-reward variant uses the stage-2 RWM, as
+    the PPO reward and as the teacher of its reward-greedy distillation (``distill:``, IRL-VLA's recipe)"""
     ppo_preset: str = "quick"
     """stage 3: preset of the variants' yaml configs"""
     ppo_overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -80,7 +81,7 @@ PRESETS = Presets("irlvla pipeline", {
     "quick": {"ppo_overrides": {"total_timesteps": 8192}},  # the Budgets defaults; PPO at twice the yaml quick budget
     "full": {"scenes": {split: None for split in SPLITS}, "bc_scenes": 4000, "bc_epochs": 16, "bc_val_scenes": 200,
              "bc_score_scenes": 64, "rwm_scenes": 2400, "rwm_eval_scenes": 300,
-             "ppo_variants": ("ppo-vla-rwm", "ppo-vla-rwm-bc", "ppo-vla-epdms"), "ppo_preset": "full",
+             "ppo_variants": ("ppo-vla-rwm-greedy", "ppo-vla-rwm", "ppo-vla-epdms"), "ppo_preset": "full",
              "leaderboard_scenes": 500},
 })
 """Named budgets (:class:`irlvla_gym.configs.Presets` over :class:`Budgets`): ``--preset quick`` finishes in about
@@ -225,24 +226,39 @@ def stage_rwm(cfg: PipelineConfig) -> dict:
                        "oracle_pick": rep["best_of_k"]["oracle_pick"], "expert": rep["best_of_k"]["expert"]}}
 
 
+def ppo_run_configs(cfg: PipelineConfig) -> list[Any]:
+    """The run configs of stage 3, one per ``ppo_variants`` entry: the variant's yaml at ``ppo_preset``, started from
+    the stage-1 policy; a learned-reward variant is rewarded by the stage-2 model, which also picks the targets of
+    its reward-greedy distillation (unless the variant names the rule-based scorer as the teacher); then
+    ``ppo_overrides``."""
+    from baselines.config import load_config
+
+    b = cfg.budgets
+    stage2 = RewardSpec("rwm", str(cfg.rwm_dir / "ckpt"))  # the model this run trained, not the shipped one
+    configs = []
+    for variant in b.ppo_variants:
+        overrides: list[Mapping[str, Any]] = [{"pretrained": str(cfg.bc_dir)}]
+        plain = load_config(variant, b.ppo_preset)
+        if plain.learned_reward:
+            overrides.append({"reward": str(stage2)})
+            if plain.distill.epochs and plain.distill.reward != "epdms":
+                overrides.append({"distill": {"reward": stage2.argument}})
+        configs.append(load_config(variant, b.ppo_preset, [*overrides, b.ppo_overrides]))
+    return configs
+
+
 def stage_ppo(cfg: PipelineConfig) -> dict:
     """Stage 3: PPO from the stage-1 policy against the stage-2 reward (and against the rule-based scorer)."""
     from baselines.common import run_dir_of
-    from baselines.config import load_config
     from baselines.report import plot_curves
     from baselines.runner import train_run
 
     b = cfg.budgets
-    stage2 = RewardSpec("rwm", str(cfg.rwm_dir / "ckpt"))  # the model this run trained, not the shipped one
-    runs, configs = {}, []
-    for variant in b.ppo_variants:
-        overrides: list[Mapping[str, Any]] = [{"pretrained": str(cfg.bc_dir)}]
-        if load_config(variant, b.ppo_preset).learned_reward:
-            overrides.append({"reward": str(stage2)})
-        run_cfg = load_config(variant, b.ppo_preset, [*overrides, b.ppo_overrides])
+    configs = ppo_run_configs(cfg)
+    runs = {}
+    for variant, run_cfg in zip(b.ppo_variants, configs):
         print(f"[irlvla pipeline] baselines.runner.train_run({run_cfg!r}, seed={cfg.seed}, out={cfg.ppo_dir})",
               flush=True)
-        configs.append(run_cfg)
         runs[variant] = str(run_dir_of(cfg.ppo_dir, variant, cfg.seed))
     parallel = min(b.workers, len(configs)) if cfg.backend == "local" else 1
     if parallel > 1:
@@ -264,7 +280,8 @@ def stage_ppo(cfg: PipelineConfig) -> dict:
     return {"runs": runs, "learning_curves": str(curves) if curves else None}
 
 
-AGENT_LABELS = {"ppo-vla-rwm": "IRL-VLA (BC + PPO on the RWM)", "ppo-vla-rwm-bc": "IRL-VLA + BC term",
+AGENT_LABELS = {"ppo-vla-rwm-greedy": "IRL-VLA (BC + RWM-greedy distillation + PPO on the RWM)",
+                "ppo-vla-rwm": "BC + PPO on the RWM", "ppo-vla-rwm-bc": "BC + PPO on the RWM + BC term",
                 "ppo-vla-epdms": "BC + PPO on the rule-based scorer"}
 
 

@@ -46,7 +46,7 @@ def test_whole_pipeline_on_a_tiny_preset(tmp_path, tiny_preset):
     for row in summary["leaderboard"]["result"]["rows"]:
         assert 0.0 <= row["epdms"] <= 1.0 and row["scenes"] == 3
     text = (out / "summary.md").read_text()
-    assert "IRL-VLA" in text and "| stage | seconds |" in text
+    assert pipeline.AGENT_LABELS["ppo-vla-rwm"] in text and "| stage | seconds |" in text
     assert json.loads((out / "summary.json").read_text())["scenes"]["result"]["synthetic-test"]["scenes"] == 4
 
     # A rerun finds every stage finished and redoes nothing.
@@ -60,7 +60,8 @@ def test_presets_are_overrides_of_the_budgets():
     quick, full = PipelineConfig(preset="quick").budgets, PipelineConfig(preset="full").budgets
     assert quick == Budgets(ppo_overrides={"total_timesteps": 8192})
     assert set(full.scenes) == set(pipeline.SPLITS) and all(v is None for v in full.scenes.values())
-    assert full.ppo_preset == "full" and "ppo-vla-rwm-bc" in full.ppo_variants and full.rwm_epochs == quick.rwm_epochs
+    assert full.ppo_preset == "full" and full.rwm_epochs == quick.rwm_epochs
+    assert quick.ppo_variants[0] == full.ppo_variants[0] == "ppo-vla-rwm-greedy"  # IRL-VLA's recipe first
     assert PipelineConfig(preset="full").out.as_posix() == "runs/full"
 
 
@@ -119,3 +120,15 @@ def test_ray_backend_runs_the_stages_on_ray(tmp_path, tiny_preset):
     assert (run / "network" / "model.safetensors").is_file()
     assert "backend" not in json.loads((run / "config.json").read_text())
     assert {row["agent"] for row in summary["leaderboard"]["result"]["rows"]} >= {"stand-still", "BC (stage 1)"}
+
+
+def test_stage_three_learned_rewards_are_the_stage_two_model_as_reward_and_teacher(tmp_path):
+    """IRL-VLA's distillation is taught by the model stage 2 trained (never a shipped one), and PPO is rewarded by
+    it; the rule-based-scorer variant keeps its reward and has no distillation; every run starts from stage 1."""
+    cfg = PipelineConfig(out=tmp_path / "run", preset="quick", progress=False)
+    greedy, scorer = pipeline.ppo_run_configs(cfg)
+    ckpt = str(cfg.rwm_dir / "ckpt")
+    assert greedy.reward == f"rwm:{ckpt}" and greedy.distill.reward == ckpt and greedy.distill.epochs > 0
+    assert scorer.reward == "epdms" and scorer.distill.epochs == 0
+    assert greedy.pretrained == scorer.pretrained == str(cfg.bc_dir)
+    assert greedy.total_timesteps == scorer.total_timesteps == 8192
