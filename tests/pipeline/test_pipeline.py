@@ -60,8 +60,7 @@ def test_presets_are_overrides_of_the_budgets():
     quick, full = PipelineConfig(preset="quick").budgets, PipelineConfig(preset="full").budgets
     assert quick == Budgets(ppo_overrides={"total_timesteps": 8192})
     assert set(full.scenes) == set(pipeline.SPLITS) and all(v is None for v in full.scenes.values())
-    assert full.ppo_preset == "full" and full.rwm_epochs == quick.rwm_epochs
-    assert quick.ppo_variants[0] == full.ppo_variants[0] == "ppo-vla-rwm-greedy"  # IRL-VLA's recipe first
+    assert full.ppo_preset == "full" and "ppo-vla-rwm-bc" in full.ppo_variants and full.rwm_epochs == quick.rwm_epochs
     assert PipelineConfig(preset="full").out.as_posix() == "runs/full"
 
 
@@ -122,10 +121,11 @@ def test_ray_backend_runs_the_stages_on_ray(tmp_path, tiny_preset):
     assert {row["agent"] for row in summary["leaderboard"]["result"]["rows"]} >= {"stand-still", "BC (stage 1)"}
 
 
-def test_stage_three_learned_rewards_are_the_stage_two_model_as_reward_and_teacher(tmp_path):
-    """IRL-VLA's distillation is taught by the model stage 2 trained (never a shipped one), and PPO is rewarded by
+def test_stage_three_learned_rewards_are_the_stage_two_model_as_reward_and_teacher(tmp_path, monkeypatch):
+    """A distillation variant is taught by the model stage 2 trained (never a shipped one), and PPO is rewarded by
     it; the rule-based-scorer variant keeps its reward and has no distillation; every run starts from stage 1."""
-    cfg = PipelineConfig(out=tmp_path / "run", preset="quick", progress=False)
+    monkeypatch.setitem(PRESETS, "greedy", {**PRESETS["quick"], "ppo_variants": ("ppo-vla-rwm-greedy", "ppo-vla-epdms")})
+    cfg = PipelineConfig(out=tmp_path / "run", preset="greedy", progress=False)
     greedy, scorer = pipeline.ppo_run_configs(cfg)
     ckpt = str(cfg.rwm_dir / "ckpt")
     assert greedy.reward == f"rwm:{ckpt}" and greedy.distill.reward == ckpt and greedy.distill.epochs > 0
