@@ -69,6 +69,23 @@ class RuleScorer:
         return self.bundles.get(scene_index,
                                 lambda: make_bundle(scene_index, self.source.load(scene_index), self.traffic))
 
+    def score_many(self, scene_indices: Sequence[int], plans: np.ndarray) -> dict[str, np.ndarray]:
+        """Sub-scores and ``epdms``, name -> (R,), of R plans (R, 8, 3), row r in scene ``scene_indices[r]``: one
+        tracker call and one multi-scene scorer call with the prepared scenes' expert scores (the env's own step;
+        row r equals ``self(scene_indices[r], plans[r])``, which simulates and scores the expert again per plan)."""
+        from irlvla_gym.envs.scoring import score_bundle_rows
+        from irlvla_gym.metrics import agent_tracks
+        from irlvla_gym.sim import simulate_plans
+
+        bundles = [self.bundle(int(i)) for i in scene_indices]
+        states = simulate_plans(np.stack([b.start_state for b in bundles]), np.asarray(plans, np.float64))
+        if self.traffic == "log":
+            agents = [b.log_agents for b in bundles]
+        else:
+            agents = [agent_tracks(b.scene, self.traffic, states[r:r + 1]) for r, b in enumerate(bundles)]
+        _, final = score_bundle_rows(bundles, states, agents, human_filter=self.human_filter, pack="none")
+        return {k: np.asarray(final[k], np.float64) for k in (*SCORE_NAMES, "epdms")}
+
     def __call__(self, scene_index: int, plan: np.ndarray) -> dict[str, float]:
         """Sub-scores and ``epdms`` of ``plan`` (8, 3) (m, m, rad in the t0 ego frame) in scene ``scene_index``."""
         from irlvla_gym.metrics import score_plans
@@ -115,8 +132,8 @@ class RolloutScores:
         gap: list[float] = []
         if self.learned and self.rule_scorer is not None:
             pick = np.linspace(0, len(self.learned) - 1, min(len(self.learned), self.max_rule_scored)).astype(int)
-            for reward, scene_index, plan in (self.learned[i] for i in pick):
-                scores = self.rule_scorer(scene_index, plan)
+            picked = [self.learned[i] for i in pick]
+            for (reward, _, _), scores in zip(picked, self._rule_scores(picked)):
                 for name, value in scores.items():
                     values.setdefault(name, []).append(float(value))
                 gap.append(reward - float(scores["epdms"]))
@@ -124,6 +141,14 @@ class RolloutScores:
         if gap:
             out["reward_gap"] = float(np.mean(gap))
         return out
+
+    def _rule_scores(self, picked: Sequence[tuple[float, int, np.ndarray]]) -> list[dict[str, float]]:
+        """The rule scorer's scores of the picked transitions, in one batched call when it has ``score_many``."""
+        many = getattr(self.rule_scorer, "score_many", None)
+        if many is None:
+            return [self.rule_scorer(scene_index, plan) for _, scene_index, plan in picked]
+        columns = many([s for _, s, _ in picked], np.stack([np.asarray(p).reshape(8, 3) for _, _, p in picked]))
+        return [{k: float(v[r]) for k, v in columns.items()} for r in range(len(picked))]
 
 
 class SubscoreCallback(BaseCallback):

@@ -143,3 +143,26 @@ def test_rule_scorer_reuses_the_env_bundles_with_the_same_scores():
     scorer = RuleScorer(TINY_ENV)
     assert scorer.bundle(1) is env.unwrapped.get_bundle(1) is not own_bundle
     assert scorer(1, plan) == own_scores
+
+
+@pytest.mark.parametrize("traffic", ["log", "idm"])
+def test_rule_scorer_scores_many_transitions_at_once_as_one_by_one(traffic):
+    """The rollout gap's batched scoring (one tracker and one multi-scene scorer call) equals scoring each plan alone,
+    and the rollout summary uses it."""
+    from baselines.callbacks import RolloutScores
+
+    kwargs = {**TINY_ENV, "traffic": traffic}
+    scorer = RuleScorer(kwargs)
+    rng = np.random.default_rng(0)
+    t = np.arange(1, 9) * 0.5
+    plans = np.stack([np.stack([t * (4.0 + 2 * k), rng.normal(0, 0.3, 8), np.zeros(8)], 1) for k in range(5)])
+    indices = [0, 1, 0, 1, 1]
+    many = scorer.score_many(indices, plans)
+    for r, (i, plan) in enumerate(zip(indices, plans)):
+        alone = scorer(i, plan)
+        for name, value in alone.items():
+            assert many[name][r] == pytest.approx(value, abs=1e-12), (traffic, r, name)
+    scores = RolloutScores(scorer, max_rule_scored=5)
+    scores.add([{"rewards": {"custom": 0.5}, "plan": p, "scene_index": i} for i, p in zip(indices, plans)],
+               np.full(5, 0.5))
+    assert scores.summary()["epdms"] == pytest.approx(float(np.mean(many["epdms"])), abs=1e-12)
