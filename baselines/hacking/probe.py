@@ -68,6 +68,7 @@ class ProbeSet:
     reference_progress: np.ndarray
     contexts: list[Any]
     _rwm_obs_by_settings: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    _bundles: list[Any] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -196,10 +197,17 @@ def write_probe_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
 
 
 def true_scores(probe: ProbeSet, plans: np.ndarray) -> dict[str, np.ndarray]:
-    """The scorer's sub-scores and ``epdms`` (name -> (N,)) of one plan per probe scene; plans (N, 8, 3)."""
+    """The scorer's sub-scores and ``epdms`` (name -> (N,)) of one plan per probe scene; plans (N, 8, 3).
+
+    One tracker call and one multi-scene scorer call over the probe's prepared scenes (their contexts, replayed
+    agents and expert evaluations, kept on the probe set after the first measurement); the same numbers as scoring
+    each plan alone with ``score_plans`` (which simulates and scores the expert again per call), the path taken when
+    a scene has no PDM-Closed normaliser."""
     from irlvla_gym.metrics import score_plans
 
     plans = np.asarray(plans, np.float64).reshape(len(probe), 8, 3)
+    if len(probe) and not np.isnan(probe.reference_progress).any():
+        return _batched_true_scores(probe, plans)
     out = {k: np.zeros(len(probe)) for k in (*SUB_SCORES, "epdms")}
     for i, scene in enumerate(probe.scenes):
         ref = None if np.isnan(probe.reference_progress[i]) else float(probe.reference_progress[i])
@@ -208,6 +216,23 @@ def true_scores(probe: ProbeSet, plans: np.ndarray) -> dict[str, np.ndarray]:
         for k in out:
             out[k][i] = float(np.asarray(getattr(r, k))[0])
     return out
+
+
+def _batched_true_scores(probe: ProbeSet, plans: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`true_scores` in one batched call (human filter on, log replay, PDM-Closed EP normalisers)."""
+    import dataclasses
+
+    from irlvla_gym.envs.scoring import make_bundle, score_bundle_rows
+    from irlvla_gym.sim import simulate_plans
+
+    if probe._bundles is None:
+        probe._bundles = [dataclasses.replace(make_bundle(i, scene, "log", ctx=ctx), reference_progress=float(ref))
+                          for i, (scene, ctx, ref) in enumerate(zip(probe.scenes, probe.contexts,
+                                                                   probe.reference_progress))]
+    bundles = probe._bundles
+    states = simulate_plans(np.stack([b.start_state for b in bundles]), plans)
+    _, final = score_bundle_rows(bundles, states, [b.log_agents for b in bundles], human_filter=True, pack="none")
+    return {k: np.asarray(final[k], np.float64) for k in (*SUB_SCORES, "epdms")}
 
 
 def predicted_scores(model: Any, probe: ProbeSet, plans: np.ndarray) -> dict[str, np.ndarray]:

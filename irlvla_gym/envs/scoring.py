@@ -135,13 +135,15 @@ def attach_polygon_index(ctx: ScoringContext, index: Any = None,
 
 
 def make_bundle(index: int, scene: Scene, traffic: str = "log",
-                resolution: float = DEFAULT_INDEX_RESOLUTION_M) -> SceneBundle:
+                resolution: float = DEFAULT_INDEX_RESOLUTION_M, ctx: ScoringContext | None = None) -> SceneBundle:
     """Precompute a scene for the envs (scoring context with its map index of ``resolution`` (m) cells, replayed
-    agents, expert rollout and its evaluation). :mod:`irlvla_gym.envs.prepared` persists exactly these values."""
+    agents, expert rollout and its evaluation). :mod:`irlvla_gym.envs.prepared` persists exactly these values.
+    ``ctx``: a prepared scoring context of ``scene`` to use as it is (e.g. one with its own map index)."""
     from irlvla_gym.sim import initial_state, simulate_plans
 
-    ctx = prepare_scene(scene)
-    attach_polygon_index(ctx, resolution=resolution)
+    if ctx is None:
+        ctx = prepare_scene(scene)
+        attach_polygon_index(ctx, resolution=resolution)
     log = agent_tracks(scene, "log")
     human = simulate_plans(scene, scene.ego.future[None])
     human_agents = log if traffic == "log" else agent_tracks(scene, "idm", human)

@@ -22,6 +22,7 @@ def test_true_scores_match_direct_scorer_call(probe):
 
     plans = _plans(probe)
     got = true_scores(probe, plans)
+    assert probe._bundles is not None  # the batched path (one tracker + one multi-scene scorer call) was taken
     for i, scene in enumerate(probe.scenes):
         r = score_plans(scene, plans[i], human_filter=True, traffic="log",
                         reference_progress=pdm_reference_progress(scene))
