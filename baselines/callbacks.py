@@ -88,12 +88,7 @@ class RuleScorer:
 
     def __call__(self, scene_index: int, plan: np.ndarray) -> dict[str, float]:
         """Sub-scores and ``epdms`` of ``plan`` (8, 3) (m, m, rad in the t0 ego frame) in scene ``scene_index``."""
-        from irlvla_gym.metrics import score_plans
-
-        b = self.bundle(int(scene_index))
-        r = score_plans(b.scene, np.asarray(plan, np.float64).reshape(1, 8, 3), human_filter=self.human_filter,
-                        traffic=self.traffic, reference_progress=b.reference_progress, context=b.ctx)
-        return {k: float(np.asarray(getattr(r, k))[0]) for k in (*SCORE_NAMES, "epdms")}
+        return {k: float(v[0]) for k, v in self.score_many([scene_index], np.asarray(plan).reshape(1, 8, 3)).items()}
 
 
 class RolloutScores:

@@ -48,7 +48,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -473,8 +473,7 @@ def write_shard(out: Path, result: dict[str, Any]) -> dict[str, Any]:
     pq_path, npz_path = d / f"{name}.parquet", d / f"{name}.obs.npz"
     with atomic_write(pq_path) as fh:
         pq.write_table(table, fh, compression="zstd")
-    with atomic_write(npz_path) as fh:
-        np.savez_compressed(fh, scene=result["scenes"], **result["obs"])
+    _write_obs(npz_path, result["scenes"], result["obs"])
     return {"name": name, "scenes": [int(s) for s in result["scenes"]], "rows": n, "skipped": result["skipped"],
             "parquet_blake2b": _blake2b(pq_path), "obs_blake2b": _blake2b(npz_path)}
 
@@ -485,6 +484,33 @@ def _write_manifest(out: Path, manifest: dict) -> None:
     manifest["shards"] = sorted(manifest["shards"], key=lambda s: s["name"])
     with atomic_write(out / "manifest.json", "w") as fh:
         json.dump(manifest, fh, indent=1)
+
+
+def _open_manifest(out: Path, spec: dict) -> dict:
+    """The manifest of the dataset being built at ``out`` with settings ``spec`` (every manifest key but
+    ``shards``): the existing one to resume, or a new empty one written there. Raises DatasetError naming the
+    differing settings when ``out`` holds a dataset built otherwise."""
+    spec = json.loads(json.dumps(spec))  # as it reads back from the manifest (tuples -> lists)
+    if (out / "manifest.json").exists():
+        manifest = read_manifest(out)
+        old = {k: v for k, v in manifest.items() if k != "shards"}
+        if old != spec:
+            diff = sorted(k for k in set(old) | set(spec) if old.get(k) != spec.get(k))
+            raise DatasetError(f"{out} holds a dataset built with different settings ({', '.join(diff)}); "
+                               "use another --out or the same settings to resume")
+        return manifest
+    manifest = dict(spec, shards=[])
+    out.mkdir(parents=True, exist_ok=True)
+    _write_manifest(out, manifest)
+    return manifest
+
+
+def _write_obs(path: Path, scenes: np.ndarray, obs: Mapping[str, np.ndarray]) -> None:
+    """A shard's observation file (scene indices + one array per entry, no pickles), written atomically."""
+    from irlvla_gym.utils import atomic_write
+
+    with atomic_write(path) as fh:
+        np.savez_compressed(fh, scene=scenes, **obs)
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
@@ -623,18 +649,7 @@ def build_dataset(source: str, out: str | os.PathLike, *, num_scenes: int | None
             "obs_config": obs_config, "scorer": {"impl": "fast", "traffic": "log", "human_filter": True,
                                                   "previous_plan": None}, "sources": list(SOURCES),
             "labels": list(LABELS)}
-    spec = json.loads(json.dumps(spec))  # as it reads back from the manifest (tuples -> lists)
-    if (out / "manifest.json").exists():
-        manifest = read_manifest(out)
-        old = {k: v for k, v in manifest.items() if k != "shards"}
-        if old != spec:
-            diff = sorted(k for k in set(old) | set(spec) if old.get(k) != spec.get(k))
-            raise DatasetError(f"{out} holds a dataset built with different settings ({', '.join(diff)}); "
-                               "use another --out or the same settings to resume")
-    else:
-        manifest = dict(spec, shards=[])
-        out.mkdir(parents=True, exist_ok=True)
-        _write_manifest(out, manifest)
+    manifest = _open_manifest(out, spec)
     done = {s["name"] for s in manifest["shards"] if (out / "shards" / f"{s['name']}.parquet").exists()
             and (out / "shards" / f"{s['name']}.obs.npz").exists()}
     manifest["shards"] = [s for s in manifest["shards"] if s["name"] in done]
@@ -671,21 +686,13 @@ def reobserve_dataset(source_dir: str | os.PathLike, out: str | os.PathLike, obs
     import shutil
 
     from irlvla_gym.obs.registry import ObservationBuilder
-    from irlvla_gym.utils import atomic_write
 
     src_dir, out = Path(source_dir), Path(out)
     src = read_manifest(src_dir)
     spec = {k: v for k, v in src.items() if k not in ("shards", "observations_from")}
-    spec["obs_config"] = json.loads(json.dumps(obs_config))
+    spec["obs_config"] = obs_config
     spec["observations_from"] = {"dataset": str(src_dir.resolve()), "obs_config": src.get("obs_config")}
-    if (out / "manifest.json").exists():
-        manifest = read_manifest(out)
-        if {k: v for k, v in manifest.items() if k != "shards"} != spec:
-            raise DatasetError(f"{out} holds another dataset; use another --out or the same settings to resume")
-    else:
-        manifest = dict(spec, shards=[])
-        out.mkdir(parents=True, exist_ok=True)
-        _write_manifest(out, manifest)
+    manifest = _open_manifest(out, spec)
     (out / "shards").mkdir(exist_ok=True)
     done = {s["name"] for s in manifest["shards"]}
     scenes = _scene_source(src["source"])
@@ -695,20 +702,18 @@ def reobserve_dataset(source_dir: str | os.PathLike, out: str | os.PathLike, obs
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=sum(len(s["scenes"]) for s in src["shards"]), unit="scene", desc=f"rwm reobserve {out.name}",
-                   initial=sum(len(s["scenes"]) for s in src["shards"] if s["name"] in done))
+        bar = tqdm(total=sum(len(s["scenes"]) for s in src["shards"]), unit="scene",
+                   initial=sum(len(s["scenes"]) for s in src["shards"] if s["name"] in done),
+                   desc=f"rwm reobserve {out.name}")
     for shard in todo:
         pq_src = src_dir / "shards" / f"{shard['name']}.parquet"
         if not pq_src.exists():
             raise DatasetError(f"{pq_src}: missing shard of the source dataset")
         obs = [builder.observe(scenes.load(i)) for i in shard["scenes"]]
-        result = {"scenes": np.asarray(shard["scenes"], np.int32),
-                  "obs": {k: np.stack([o[k] for o in obs]) for k in obs_entries(obs[0])} if obs else {}}
-        pq_dst = out / "shards" / f"{shard['name']}.parquet"
-        shutil.copyfile(pq_src, pq_dst)  # identical rows: same hash as the source's
+        shutil.copyfile(pq_src, out / "shards" / pq_src.name)  # identical rows: same hash as the source's
         npz_path = out / "shards" / f"{shard['name']}.obs.npz"
-        with atomic_write(npz_path) as fh:
-            np.savez_compressed(fh, scene=result["scenes"], **result["obs"])
+        _write_obs(npz_path, np.asarray(shard["scenes"], np.int32),
+                   {k: np.stack([o[k] for o in obs]) for k in obs_entries(obs[0])} if obs else {})
         manifest["shards"].append(dict(shard, obs_blake2b=_blake2b(npz_path)))
         _write_manifest(out, manifest)
         if bar is not None:
@@ -925,7 +930,8 @@ __all__ = [
     "FORMAT_VERSION", "SOURCES", "LABELS", "OBS_KEYS", "OBS_ENTRIES", "OPTIONAL_ENTRIES", "obs_entries",
     "CandidateConfig", "PlanSampler", "VocabularySampler",
     "PerturbationSampler", "PolicySampler", "CandidateGenerator", "load_policy_sampler", "perturb_plans",
-    "label_plans", "build_shard", "build_dataset", "reobserve_dataset", "concat_data", "load_dataset", "read_manifest", "RWMData",
+    "label_plans", "build_shard", "build_dataset", "reobserve_dataset", "concat_data", "load_dataset",
+    "read_manifest", "RWMData",
     "DatasetError",
     "DatasetConfig", "run_dataset",
 ]

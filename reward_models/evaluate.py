@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from irlvla_gym.configs import count_or_all, option
-from reward_models.dataset import OBS_ENTRIES, OBS_KEYS, SOURCES, obs_entries, CandidateConfig, build_dataset, load_dataset
+from reward_models.dataset import OBS_KEYS, SOURCES, CandidateConfig, build_dataset, load_dataset, obs_entries
 from reward_models.metrics import best_of_k, best_of_k_gaps, bootstrap_mean_ci, pearson, roc_auc, spearman
 
 if TYPE_CHECKING:

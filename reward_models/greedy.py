@@ -239,5 +239,6 @@ def run_greedy_plans(cfg: GreedyPlansConfig) -> GreedyPlans:
     return picks
 
 
-__all__ = ["CandidateScores", "GreedyPlans", "GreedyPlansConfig", "candidate_scores_of", "rule_candidate_scores",
-           "rwm_candidate_scores", "run_greedy_plans", "SAFETY_SUB_SCORES", "candidate_actions", "greedy_plans", "pick_index"]
+__all__ = ["CandidateScores", "GreedyPlans", "GreedyPlansConfig", "SAFETY_SUB_SCORES", "candidate_actions",
+           "candidate_scores_of", "greedy_plans", "pick_index", "rule_candidate_scores", "rwm_candidate_scores",
+           "run_greedy_plans"]

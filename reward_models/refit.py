@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reward_models.dataset import LABELS, OBS_ENTRIES, OBS_KEYS, RWMData, obs_entries
+from reward_models.dataset import LABELS, OBS_KEYS, RWMData, obs_entries
 from reward_models.model import RewardWorldModel, prepare_obs
 from reward_models.train import TrainConfig, batch_tensors, compute_loss, supervised_losses
 

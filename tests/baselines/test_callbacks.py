@@ -147,9 +147,10 @@ def test_rule_scorer_reuses_the_env_bundles_with_the_same_scores():
 
 @pytest.mark.parametrize("traffic", ["log", "idm"])
 def test_rule_scorer_scores_many_transitions_at_once_as_one_by_one(traffic):
-    """The rollout gap's batched scoring (one tracker and one multi-scene scorer call) equals scoring each plan alone,
-    and the rollout summary uses it."""
+    """The rollout gap's batched scoring (one tracker and one multi-scene scorer call) equals ``score_plans`` of each
+    plan alone under the env's protocol (EP relative to the logged expert), and the rollout summary uses it."""
     from baselines.callbacks import RolloutScores
+    from irlvla_gym.metrics import score_plans
 
     kwargs = {**TINY_ENV, "traffic": traffic}
     scorer = RuleScorer(kwargs)
@@ -159,9 +160,11 @@ def test_rule_scorer_scores_many_transitions_at_once_as_one_by_one(traffic):
     indices = [0, 1, 0, 1, 1]
     many = scorer.score_many(indices, plans)
     for r, (i, plan) in enumerate(zip(indices, plans)):
-        alone = scorer(i, plan)
-        for name, value in alone.items():
-            assert many[name][r] == pytest.approx(value, abs=1e-12), (traffic, r, name)
+        b = scorer.bundle(i)
+        alone = score_plans(b.scene, plan, human_filter=True, traffic=traffic, reference_progress=b.reference_progress)
+        for name in many:
+            assert many[name][r] == pytest.approx(float(np.asarray(getattr(alone, name))[0]), abs=1e-12), (r, name)
+        assert scorer(i, plan)["epdms"] == many["epdms"][r]
     scores = RolloutScores(scorer, max_rule_scored=5)
     scores.add([{"rewards": {"custom": 0.5}, "plan": p, "scene_index": i} for i, p in zip(indices, plans)],
                np.full(5, 0.5))

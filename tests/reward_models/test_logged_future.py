@@ -102,5 +102,5 @@ def test_reobserved_dataset_equals_a_fresh_build(tiny_data, logged_data, tmp_pat
     for k in fresh.labels:
         np.testing.assert_array_equal(again.labels[k], fresh.labels[k], err_msg=k)
     assert reobserve_dataset(tiny_data, out, {"agents_future": "logged"})["shards"] == manifest["shards"]  # resume
-    with pytest.raises(DatasetError, match="another dataset"):
+    with pytest.raises(DatasetError, match=r"different settings \(obs_config\)"):
         reobserve_dataset(tiny_data, out, {"max_agents": 64})
