@@ -98,6 +98,9 @@ class CompareJob:
     """leaderboard worker processes"""
     recompute: bool = False
     """recompute every result instead of reusing those whose settings match"""
+    figures: int = 0
+    """the N worst scenes of every trained row per set drawn with its and the baseline's plans (PNGs under
+    <out>/figures/<set>/, baselines/figures.py; 0: none)"""
     progress: bool = True
     """progress bars"""
 
@@ -105,6 +108,8 @@ class CompareJob:
         for name in ("test_scenes", "hard_scenes", "val_scenes", "resamples", "workers"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.figures) < 0:
+            raise ValueError(f"figures must be >= 0, got {self.figures}")
         unknown = [s for s in self.sets if s not in EVAL_SETS + TUNING_SETS]
         if unknown:
             raise ValueError(f"sets: unknown evaluation set(s) {unknown}; "
@@ -223,7 +228,8 @@ def entrants(job: CompareJob) -> list[Entrant]:
 @dataclass
 class EvalSet:
     """One evaluation set: the leaderboard's ``split`` (a label when ``scenes`` is given), the first ``num_scenes``
-    (None: all), one- or two-stage; ``note`` says why it was skipped (then nothing is evaluated)."""
+    (None: all), one- or two-stage; ``note`` says why it was skipped (then nothing is evaluated); ``clusters``: the
+    log of each scene where scenes of one log are not independent (real windows), for the clustered bootstrap."""
 
     name: str
     split: str
@@ -233,6 +239,7 @@ class EvalSet:
     description: str = ""
     scenes_digest: str | None = None
     note: str | None = None
+    clusters: list[str] | None = None
 
 
 def real_set(data: str | None, progress: bool = True, sources: Sequence[str] = ("av2", "nuscenes")) -> EvalSet:
@@ -261,10 +268,12 @@ def real_set(data: str | None, progress: bool = True, sources: Sequence[str] = (
         counts[source] = counts.get(source, 0) + 1
     tokens = "\n".join(scene.token for _, scene in pairs)
     text = ", ".join(f"{n} {s}" for s, n in counts.items())
+    # windows cut from one drive, 0.5 s apart, share its traffic and map: the bootstrap draws logs, not windows
+    logs = [f"{scene.metadata.source}:{scene.metadata.log_name or scene.token}" for _, scene in pairs]
     return EvalSet(name, "real", None, scenes=[scene for _, scene in pairs],
-                   description=f"{len(pairs)} real windows ({text}), one-stage"
+                   description=f"{len(pairs)} real windows ({text}) from {len(set(logs))} logs, one-stage"
                                + (f"; {len(skipped)} window(s) skipped by the converters" if skipped else ""),
-                   scenes_digest=hashlib.sha256(tokens.encode()).hexdigest())
+                   scenes_digest=hashlib.sha256(tokens.encode()).hexdigest(), clusters=logs)
 
 
 def eval_sets(job: CompareJob) -> list[EvalSet]:
@@ -402,19 +411,55 @@ def set_table(eval_set: EvalSet, ents: Sequence[Entrant], results: Mapping[str, 
         if results[e.key]["tokens"] != tokens:
             raise RuntimeError(f"{result_path(job.out, eval_set.name, e.key)} was computed on other scenes than "
                                f"{result_path(job.out, eval_set.name, ents[0].key)}; rerun with --recompute")
+    clusters = eval_set.clusters
+    if clusters is not None and len(clusters) != len(tokens):
+        raise RuntimeError(f"{eval_set.name}: {len(clusters)} logs for {len(tokens)} stored scenes; rerun with "
+                           "--recompute")
     rows = list(dict.fromkeys(e.row for e in ents))
     columns = ["epdms"] + (["stage1_epdms"] if eval_set.two_stage else []) + ["pdms", *TABLE_SUB_SCORES]
     stats = {}
     for column in columns:
         scores = {row: {e.seed: np.asarray(results[e.key]["scores"][column], np.float64)
                         for e in ents if e.row == row} for row in rows}
-        stats[column] = paired_comparison(scores, job.baseline, resamples=job.resamples, seed=job.bootstrap_seed)
+        stats[column] = paired_comparison(scores, job.baseline, resamples=job.resamples, seed=job.bootstrap_seed,
+                                          clusters=clusters)
+    epdms = {row: np.nan_to_num(np.mean([results[e.key]["scores"]["epdms"] for e in ents if e.row == row], axis=0))
+             for row in rows}
     return {"name": eval_set.name, "description": eval_set.description, "scenes": len(tokens),
             "epdms": stats["epdms"].to_dict(),
             "columns": {c: {r.agent: r.mean for r in stats[c].rows} for c in columns[1:]},
             "paired": {c: stats[c].to_dict() for c in columns[1:]},
             "errors": {row: sum(results[e.key]["errors"] for e in ents if e.row == row) for row in rows},
+            "per_log": None if clusters is None else per_log_deltas(epdms, job.baseline, clusters),
             "comparison": stats["epdms"]}
+
+
+def per_log_deltas(epdms: Mapping[str, Any], baseline: str, logs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """log -> {"scenes": n, "baseline": the baseline's mean EPDMS x100, "delta": row -> mean paired per-scene
+    difference x100} from each row's seed-mean per-scene EPDMS (``epdms``: row -> (N,), failures as 0)."""
+    import numpy as np
+
+    owner = np.asarray(logs)
+    base = np.asarray(epdms[baseline])
+    out: dict[str, dict[str, Any]] = {}
+    for log in dict.fromkeys(logs):
+        m = owner == log
+        out[log] = {"scenes": int(m.sum()), "baseline": float(100 * base[m].mean()),
+                    "delta": {row: float(100 * (np.asarray(v)[m] - base[m]).mean())
+                              for row, v in epdms.items() if row != baseline}}
+    return out
+
+
+def per_log_markdown(per_log: Mapping[str, Mapping[str, Any]], baseline: str) -> list[str]:
+    """Markdown lines: one row per log (windows, the baseline's EPDMS), one column per row's Δ."""
+    names = list(next(iter(per_log.values()))["delta"])
+    lines = ["Per log (Δ vs " + baseline + ", EPDMS x100; the windows of a log are one cluster of the bootstrap):", "",
+             "| log | windows | " + baseline + " | " + " | ".join(names) + " |",
+             "|---|---:|---:|" + "---:|" * len(names)]
+    for log, entry in per_log.items():
+        cells = [f"{entry['delta'][n]:+.1f}" for n in names]
+        lines.append(f"| {log} | {entry['scenes']} | {entry['baseline']:.1f} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def markdown(tables: Sequence[Mapping[str, Any]], skipped: Sequence[EvalSet], job: CompareJob) -> str:
@@ -425,7 +470,8 @@ def markdown(tables: Sequence[Mapping[str, Any]], skipped: Sequence[EvalSet], jo
              "EPDMS and sub-scores x100 (leaderboard protocol: rule-based scorer, EP relative to PDM-Closed, human "
              "filter on); a failed plan scores 0. `Δ` = mean paired per-scene difference to the baseline; 95% CIs "
              f"by hierarchical bootstrap over seeds and scenes ({job.resamples} resamples, seed "
-             f"{job.bootstrap_seed}); `better / worse` = share of scenes above / below the baseline by more than 0.1 points.", ""]
+             f"{job.bootstrap_seed}; real windows: over seeds and logs, the windows of one log drawn together); "
+             "`better / worse` = share of scenes above / below the baseline by more than 0.1 points.", ""]
     for table in tables:
         extra = {c.upper() if c != "stage1_epdms" else "stage-1 EPDMS": v for c, v in table["columns"].items()}
         lines += [f"## {table['name']} ({table['description']})", "",
@@ -434,6 +480,10 @@ def markdown(tables: Sequence[Mapping[str, Any]], skipped: Sequence[EvalSet], jo
         if multi:
             lines += ["Per-seed EPDMS: " + "; ".join(
                 f"{r.agent} " + " / ".join(f"{v:.1f}" for v in r.seed_means) for r in multi), ""]
+        if table.get("per_log"):
+            lines += per_log_markdown(table["per_log"], job.baseline)
+        if table.get("figures"):
+            lines += ["Worst scenes (figures): " + ", ".join(f"`{path}`" for path in table["figures"]), ""]
     for eval_set in skipped:
         lines += [f"## {eval_set.name}", "", eval_set.note or "skipped", ""]
     return "\n".join(lines)
@@ -456,6 +506,11 @@ def run_compare(job: CompareJob) -> dict[str, Path]:
             continue
         results = evaluate_set(eval_set, ents, job, code)
         tables.append(set_table(eval_set, ents, results, job))
+        if job.figures:
+            from baselines.figures import render_worst
+
+            paths = render_worst(eval_set, ents, results, job.baseline, job.figures, job.out)
+            tables[-1]["figures"] = [str(path.relative_to(job.out)) for path in paths]
     out = Path(job.out)
     paths = {"md": out / "paired.md", "json": out / "paired.json"}
     with atomic_write(paths["md"], "w") as fh:
@@ -471,6 +526,6 @@ def run_compare(job: CompareJob) -> dict[str, Path]:
 
 __all__ = ["ALWAYS_REFERENCES", "CompareJob", "EVAL_SETS", "Entrant", "EvalSet", "PROTOCOL_REFERENCES", "TUNING_SETS",
            "RESULT_VERSION", "SCORING_CODE", "TABLE_SUB_SCORES", "agent_result", "entrants", "eval_sets",
-           "evaluate_set", "find_runs", "markdown", "read_result", "real_set", "reference_identity",
-           "result_path", "result_settings", "run_compare", "run_identity", "safe_name", "scoring_code_digest",
-           "set_table"]
+           "evaluate_set", "find_runs", "markdown", "per_log_deltas", "per_log_markdown", "read_result", "real_set",
+           "reference_identity", "result_path", "result_settings", "run_compare", "run_identity", "safe_name",
+           "scoring_code_digest", "set_table"]

@@ -9,7 +9,10 @@ Run ``python -m benchmarks.plan_shift --runs RUN_DIR [RUN_DIR ...]`` (a table) o
 * ``in span`` / ``outside``: rms of the normalised plan change (24 numbers) inside / outside the span of the smooth
   exploration directions (:func:`irlvla_gym.plans.exploration.smooth_basis`): the part outside is what PPO's ratio
   with ``exploration="smooth"`` never sees;
-* ``worst windows``: the scenes where the run loses most EPDMS against BC (scorer, NAVSIM v2 protocol).
+* ``worst windows``: the scenes where the run loses most EPDMS against BC (scorer, NAVSIM v2 protocol);
+* ``ending behind the start``: scenes whose plan ends more than :data:`REVERSE_M` behind the ego's t0 position
+  (x < -0.3 m at 4 s: the plan reverses), in all scenes and in the slow ones (t0 speed below :data:`SLOW_MPS`),
+  for the run and for BC (no logged human plan here reverses).
 
 and, for the reward model (``--reward``, default the shipped one) around BC's plans, the mean of
 ``reward(plan + d) - reward(plan - d)`` for a lateral shift ``d`` (``lat_acc`` coefficient ``--lateral`` m/s^2, i.e.
@@ -29,6 +32,22 @@ from typing import Any, Sequence  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.common import BenchResult, add_common_args, report  # noqa: E402
+
+
+REVERSE_M = 0.3
+"""A plan whose last pose is more than this far behind the t0 position (m) reverses."""
+SLOW_MPS = 3.0
+"""Scenes slower than this at t0 (m/s) are 'slow' (queues, stops, creeping)."""
+
+
+def reversing(scenes: Sequence[Any], plans: np.ndarray, agent: str, set_name: str) -> BenchResult:
+    """How many of ``plans`` (S, 8, 3) end behind the start, in all and in the slow scenes."""
+    slow = np.array([scene.ego.speed < SLOW_MPS for scene in scenes])
+    behind = plans[:, -1, 0] < -REVERSE_M
+    return BenchResult(f"{set_name}: {agent} plans ending behind the start", float(behind.sum()), "scenes",
+                       note=f"{int(behind[slow].sum())} of the {int(slow.sum())} slow scenes (< {SLOW_MPS:g} m/s); "
+                            f"{len(scenes)} scenes",
+                       extra={"slow": int(slow.sum()), "behind_slow": int(behind[slow].sum())})
 
 
 def scene_sets(split: str, num_scenes: int, real: bool) -> dict[str, list]:
@@ -98,6 +117,7 @@ def measure(runs: Sequence[str], split: str, num_scenes: int, real: bool, reward
     for set_name, scenes in scene_sets(split, num_scenes, real).items():
         plans = plans_of(agents, scenes)
         scores = epdms_of(scenes, plans)
+        results += [reversing(scenes, plans[a], agent.name, set_name) for a, agent in enumerate(agents)]
         for a, agent in enumerate(agents[1:], start=1):
             change = ((plans[a] - plans[0]) / PLAN_SCALE).reshape(len(scenes), -1)
             inside = change @ span

@@ -23,6 +23,12 @@ such entries is reported as ``failed``. Infinite values are refused.
   values. With one seed (a deterministic baseline, ``S_B = 1``) the seed level is a no-op and the baseline is
   broadcast against every seed of A. With few seeds the seed level is under-dispersed (a bootstrap of S values has
   (S - 1) / S of their variance), so intervals of 2-3 seed recipes are on the short side: report the seed count.
+* **Clustered scenes** (``clusters``: a label per scene, e.g. the log a real window was cut from): scenes of one
+  cluster are not independent (windows 0.5 s apart in one drive share the traffic, the map and the policy's
+  mistakes), so the scene level draws *clusters* with replacement (C of them, the same draw for every agent) and
+  takes every scene of a drawn cluster; a resample's statistic is the mean over the scenes so drawn (clusters of
+  different sizes weigh by their scene count, as in the point estimate). With few clusters this interval is wide
+  and itself rough (a percentile bootstrap over C values); with one scene per cluster it is the scene bootstrap.
 * ``improved`` / ``worsened``: fractions of scenes whose paired per-scene difference is > ``tol`` / < ``-tol``.
 
 Scene draws come from ``numpy.random.default_rng([seed, 0])`` and each agent's seed draws from a generator keyed
@@ -76,7 +82,8 @@ class PairedRow:
 @dataclass(frozen=True)
 class PairedComparison:
     """Every agent against ``baseline`` (rows in the order of the input mapping, the baseline's own row included:
-    delta 0, CI [0, 0]) and the bootstrap settings."""
+    delta 0, CI [0, 0]) and the bootstrap settings (``clusters``: the number of scene clusters drawn, None when
+    scenes were drawn independently)."""
 
     baseline: str
     rows: tuple[PairedRow, ...]
@@ -85,6 +92,7 @@ class PairedComparison:
     confidence: float
     seed: int
     scale: float
+    clusters: int | None = None
 
     def row(self, agent: str) -> PairedRow:
         for r in self.rows:
@@ -94,7 +102,7 @@ class PairedComparison:
 
     def to_dict(self) -> dict[str, Any]:
         return {"baseline": self.baseline, "scenes": self.scenes, "resamples": self.resamples,
-                "confidence": self.confidence, "seed": self.seed, "scale": self.scale,
+                "confidence": self.confidence, "seed": self.seed, "scale": self.scale, "clusters": self.clusters,
                 "rows": [r.to_dict() for r in self.rows]}
 
 
@@ -142,25 +150,48 @@ def _seed_counts(name: str, num_seeds: int, resamples: int, seed: int) -> np.nda
         resamples, num_seeds).astype(np.float64)
 
 
-def bootstrap_means(matrices: Mapping[str, np.ndarray], resamples: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
+def _draw_counts(rng: np.random.Generator, b: int, k: int) -> np.ndarray:
+    """(b, k) float64 counts of each of k items in b draws of k items with replacement."""
+    draws = rng.integers(0, k, size=(b, k))
+    return np.bincount((draws + (np.arange(b) * k)[:, None]).ravel(), minlength=b * k).reshape(b, k).astype(
+        np.float64)
+
+
+def cluster_index(clusters: Sequence[Any], n: int) -> np.ndarray:
+    """(N,) int64 cluster number (0 .. C-1, in order of first appearance) of each scene's label; ValueError unless
+    there is one label per scene."""
+    labels = list(clusters)
+    if len(labels) != n:
+        raise ValueError(f"clusters has {len(labels)} labels but the scores have {n} scenes: give one label per scene")
+    first: dict[Any, int] = {}
+    return np.array([first.setdefault(label, len(first)) for label in labels], np.int64)
+
+
+def bootstrap_means(matrices: Mapping[str, np.ndarray], resamples: int = 2000, seed: int = 0,
+                    clusters: Sequence[Any] | None = None) -> dict[str, np.ndarray]:
     """Hierarchical bootstrap means (module docstring) of every agent under shared scene draws.
 
     Args:
         matrices: agent -> (S_a, N) scores with failures already 0; every N equal.
         resamples: R. seed: the bootstrap seed.
+        clusters: None (scenes drawn independently) or one label per scene (clusters drawn, module docstring).
 
     Returns:
         agent -> (R,) resampled means (same units as the input); resample r used the same scenes for every agent.
     """
     n = next(iter(matrices.values())).shape[1]
+    owner = None if clusters is None else cluster_index(clusters, n)
     counts = {name: _seed_counts(name, m.shape[0], resamples, seed) for name, m in matrices.items()}
     out = {name: np.empty(resamples) for name in matrices}
     scene_rng = np.random.default_rng([seed, 0])
     block = max(1, min(resamples, BLOCK_ELEMENTS // n))
     for start in range(0, resamples, block):
         b = min(block, resamples - start)
-        draws = scene_rng.integers(0, n, size=(b, n))
-        weights = np.bincount((draws + (np.arange(b) * n)[:, None]).ravel(), minlength=b * n).reshape(b, n) / n
+        if owner is None:
+            weights = _draw_counts(scene_rng, b, n) / n
+        else:  # every scene of a drawn cluster, as often as its cluster was drawn
+            per_scene = _draw_counts(scene_rng, b, int(owner.max()) + 1)[:, owner]
+            weights = per_scene / per_scene.sum(axis=1, keepdims=True)
         for name, mat in matrices.items():
             per_seed = weights @ mat.T  # (b, S): each seed's mean over the drawn scenes
             c = counts[name][start:start + b]
@@ -180,7 +211,8 @@ def _snap(values: np.ndarray) -> np.ndarray:
 
 
 def paired_comparison(scores: Mapping[str, Any], baseline: str, *, resamples: int = 2000, confidence: float = 0.95,
-                      seed: int = 0, tol: float = BETTER_TOL, scale: float = 100.0) -> PairedComparison:
+                      seed: int = 0, tol: float = BETTER_TOL, scale: float = 100.0,
+                      clusters: Sequence[Any] | None = None) -> PairedComparison:
     """Every agent of ``scores`` against ``baseline`` (module docstring: inputs, NaN = failed = 0, statistics).
 
     Args:
@@ -190,10 +222,13 @@ def paired_comparison(scores: Mapping[str, Any], baseline: str, *, resamples: in
         resamples: bootstrap resamples R (>= 1). confidence: CI level in (0, 1). seed: bootstrap seed.
         tol: a per-scene difference beyond +-tol counts as improved / worsened (score units, before ``scale``).
         scale: factor applied to every reported score (100: percent).
+        clusters: None, or one label per scene (e.g. the log of a real window): the bootstrap then draws clusters,
+            not scenes (module docstring); point estimates and better / worse shares do not change.
 
     Raises:
         ValueError: one message naming the argument: unknown ``baseline``, an agent with no seeds, arrays that are not
-            1-D, seeds or agents with different scene counts, infinite values, bad ``resamples`` / ``confidence``.
+            1-D, seeds or agents with different scene counts, infinite values, bad ``resamples`` / ``confidence``,
+            ``clusters`` without one label per scene.
     """
     if not isinstance(scores, Mapping) or not scores:
         raise ValueError("scores must be a non-empty mapping agent -> seed -> per-scene scores")
@@ -206,7 +241,8 @@ def paired_comparison(scores: Mapping[str, Any], baseline: str, *, resamples: in
     base = score_matrix(scores[baseline], f"scores[{baseline!r}]")
     raw = {name: score_matrix(values, f"scores[{name!r}]", base.shape[1]) for name, values in scores.items()}
     matrices = {name: np.nan_to_num(m, nan=0.0) for name, m in raw.items()}
-    boot = bootstrap_means(matrices, int(resamples), int(seed))
+    clusters = None if clusters is None else list(clusters)
+    boot = bootstrap_means(matrices, int(resamples), int(seed), clusters)
     alpha = (1.0 - float(confidence)) / 2.0
     base_scene = matrices[baseline].mean(axis=0)
     rows = []
@@ -221,8 +257,9 @@ def paired_comparison(scores: Mapping[str, Any], baseline: str, *, resamples: in
             delta=float(diff.mean() * scale), delta_ci=(float(delta_ci[0]), float(delta_ci[1])),
             improved=float(np.mean(diff > tol)), worsened=float(np.mean(diff < -tol)),
             seed_means=tuple(float(v) for v in mat.mean(axis=1) * scale)))
+    num_clusters = None if clusters is None else len(set(clusters))
     return PairedComparison(baseline=baseline, rows=tuple(rows), scenes=int(base.shape[1]), resamples=int(resamples),
-                            confidence=float(confidence), seed=int(seed), scale=float(scale))
+                            confidence=float(confidence), seed=int(seed), scale=float(scale), clusters=num_clusters)
 
 
 def _interval(value: float, ci: Sequence[float], signed: bool, digits: int) -> str:
@@ -256,5 +293,5 @@ def markdown_table(comparison: PairedComparison, *, score: str = "EPDMS",
     return "\n".join(lines)
 
 
-__all__ = ["BETTER_TOL", "BLOCK_ELEMENTS", "ROUNDING", "PairedComparison", "PairedRow", "bootstrap_means", "markdown_table",
-           "paired_comparison", "score_matrix"]
+__all__ = ["BETTER_TOL", "BLOCK_ELEMENTS", "ROUNDING", "PairedComparison", "PairedRow", "bootstrap_means",
+           "cluster_index", "markdown_table", "paired_comparison", "score_matrix"]

@@ -130,7 +130,17 @@ def test_two_stage_and_real_sets_through_the_cli(tmp_path, calls, monkeypatch, c
         assert doc["sets"]["synthetic-hard"]["columns"]["stage1_epdms"][name] == pytest.approx(
             100 * row["stage1_epdms"])
     real = doc["sets"]["real"]
-    assert real["scenes"] == 2 and real["description"].startswith("2 real windows (2 av2)")
+    assert real["scenes"] == 2 and real["description"].startswith("2 real windows (2 av2) from 2 logs")
+    # the bootstrap draws logs (here one window each), and the table breaks the deltas down per log
+    assert real["epdms"]["clusters"] == 2 and doc["sets"]["synthetic-hard"]["per_log"] is None
+    per_log = real["per_log"]
+    assert list(per_log) == [f"synthetic:{s.metadata.log_name}" for _, s in windows]
+    scores = {n: json.loads((tmp_path / "eval" / "real" / f"{n}.json").read_text())["scores"]["epdms"]
+              for n in ("pdm-closed", "stand-still")}
+    for j, entry in enumerate(per_log.values()):
+        assert entry["scenes"] == 1 and entry["baseline"] == pytest.approx(100 * scores["stand-still"][j])
+        assert entry["delta"]["pdm-closed"] == pytest.approx(100 * (scores["pdm-closed"][j] - scores["stand-still"][j]))
+    assert "Per log (Δ vs stand-still" in (tmp_path / "paired.md").read_text()
     stored = json.loads((tmp_path / "eval" / "real" / "pdm-closed.json").read_text())
     assert stored["tokens"] == [s.token for _, s in windows] and stored["settings"]["scenes_digest"]
     assert "## real (2 real windows" in capsys.readouterr().out
@@ -180,6 +190,9 @@ def test_real_set_of_other_sources():
     assert CompareJob(real_sources=("waymo",)).real_sources == ("waymo",)
     default = protocol.real_set(None, progress=False)
     assert default.name == "real" and default.scenes_digest != held_out.scenes_digest
+    # one cluster per drive: the 4 AV2 sensor logs and the nuScenes scene (the windows of a log are not independent)
+    assert len(set(default.clusters)) == 5 and len(default.clusters) == len(default.scenes)
+    assert set(held_out.clusters) == {f"av2-forecasting:{held_out.scenes[0].metadata.log_name}"}
 
 
 def test_synthetic_val_is_a_tuning_set_outside_the_default_sets(tmp_path, calls):
@@ -193,3 +206,21 @@ def test_synthetic_val_is_a_tuning_set_outside_the_default_sets(tmp_path, calls)
     assert doc["sets"]["synthetic-val"]["scenes"] == 2
     with pytest.raises(ValueError, match="val_scenes must be >= 1"):
         _job(tmp_path, val_scenes=0)
+
+
+def test_compare_draws_the_worst_scenes_of_each_trained_row(tmp_path, calls):
+    _fake_runs(tmp_path)
+    run_compare(_job(tmp_path, figures=2))
+    doc = json.loads((tmp_path / "paired.json").read_text())
+    figures = doc["sets"]["synthetic-test"]["figures"]
+    stored = {k: np.array(json.loads((tmp_path / "eval" / "synthetic-test" / f"{k}.json").read_text())["scores"]
+                          ["epdms"]) for k in ("constant-velocity", "fake-seed0", "fake-seed1")}
+    loss = stored["constant-velocity"] - (stored["fake-seed0"] + stored["fake-seed1"]) / 2
+    expected = min(2, int((loss > 1e-3).sum()))
+    assert len(figures) == expected  # only the trained row ("fake"), never the references
+    for name in figures:
+        path = tmp_path / name
+        assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert path.parent.name == "synthetic-test" and path.name.startswith("fake-")
+    if figures:
+        assert "Worst scenes (figures): " in (tmp_path / "paired.md").read_text()

@@ -134,3 +134,33 @@ def test_markdown_table():
     assert lines[0] == "| agent | seeds | scenes | EPDMS [95% CI] | Δ vs bc [95% CI] | better / worse | NC |"
     assert lines[2].startswith("| bc | 1 | 20 |") and "(baseline)" in lines[2] and lines[2].endswith("| 97.0 |")
     assert lines[3].startswith("| a | 2 | 20 |") and "+10.0 [+10.0, +10.0]" in lines[3] and "100% / 0%" in lines[3]
+
+
+def test_one_scene_per_cluster_is_the_scene_bootstrap():
+    base, other = _scores(), _scores(seed=1)
+    plain = paired_comparison({"bc": base, "a": other}, "bc")
+    clustered = paired_comparison({"bc": base, "a": other}, "bc", clusters=[f"log{j}" for j in range(200)])
+    assert clustered.row("a").delta_ci == pytest.approx(plain.row("a").delta_ci)
+    assert clustered.clusters == 200 and plain.clusters is None
+
+
+def test_clusters_widen_the_interval_of_correlated_scenes_and_keep_the_point_estimate():
+    # 8 logs of 25 windows: each log's windows share one offset (what consecutive windows of one drive do)
+    rng = np.random.default_rng(3)
+    logs = np.repeat(np.arange(8), 25)
+    base = _scores()
+    other = np.clip(base + rng.normal(0.0, 0.1, 8)[logs] + rng.normal(0.0, 0.01, 200), 0.0, 1.0)
+    plain = paired_comparison({"bc": base, "a": other}, "bc").row("a")
+    clustered = paired_comparison({"bc": base, "a": other}, "bc", clusters=[f"log{k}" for k in logs]).row("a")
+    assert clustered.delta == plain.delta and clustered.improved == plain.improved
+    width = lambda r: r.delta_ci[1] - r.delta_ci[0]  # noqa: E731
+    assert width(clustered) > 3 * width(plain)
+    # a resample's scenes are whole logs: its mean difference is a mean of per-log means
+    per_log = np.array([(other - base)[logs == k].mean() for k in range(8)]) * 100
+    assert per_log.min() - 1e-9 <= clustered.delta_ci[0] and clustered.delta_ci[1] <= per_log.max() + 1e-9
+
+
+def test_clusters_need_one_label_per_scene():
+    base = _scores()
+    with pytest.raises(ValueError, match="clusters has 3 labels but the scores have 200 scenes"):
+        paired_comparison({"bc": base, "a": base}, "bc", clusters=["a", "b", "c"])

@@ -1,0 +1,21 @@
+"""benchmarks.plan_shift's count of plans that end behind the start (reversing), overall and in slow scenes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.plan_shift import REVERSE_M, SLOW_MPS, reversing
+from irlvla_gym.scenes.synthetic import iter_scenes
+
+
+def test_reversing_counts_plans_ending_behind_the_start_and_the_slow_scenes():
+    scenes = list(iter_scenes("synthetic-val", num=6))
+    speeds = np.array([s.ego.speed for s in scenes])
+    plans = np.zeros((6, 8, 3))
+    plans[:, :, 0] = np.linspace(0.5, 4.0, 8)  # forward
+    plans[0, :, 0] = -np.linspace(0.1, 2.0, 8)  # reverses 2 m
+    plans[1, -1, 0] = -REVERSE_M / 2  # ends behind, but within the tolerance
+    result = reversing(scenes, plans, "agent", "synthetic-val")
+    assert result.value == 1.0 and result.extra["slow"] == int((speeds < SLOW_MPS).sum())
+    assert result.extra["behind_slow"] == int(speeds[0] < SLOW_MPS)
+    assert result.name == "synthetic-val: agent plans ending behind the start"
