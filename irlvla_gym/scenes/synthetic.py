@@ -152,6 +152,8 @@ SPLITS: dict[str, SplitSpec] = {
         SplitSpec("synthetic-test", 2_000_000, 500, DEFAULT_CONFIG, "test scenes, same distribution"),
         SplitSpec("synthetic-hard", 3_000_000, 500, HARD_CONFIG,
                   "dense traffic, tight turns, red lights, blocked lanes"),
+        SplitSpec("synthetic-train-hard", 4_000_000, 5_000, HARD_CONFIG,
+                  "training scenes of the hard distribution (seeds disjoint from synthetic-hard)"),
     )
 }
 """Named splits with fixed, non-overlapping seed ranges."""
