@@ -90,7 +90,7 @@ def render_worst(eval_set: Any, entrants: Sequence[Any], results: Mapping[str, d
             title = (f"{tokens[index]} ({scene.command_name})\n{key}: EPDMS {score:.2f}   "
                      f"{baseline}: {base_score:.2f}")
             figure = render_scene(scene, path, plans=plans, plan_labels=[baseline, key], title=title,
-                                  view_range=VIEW_RANGE, figsize=(8.0, 6.4), dpi=80)
+                                  view_range=VIEW_RANGE, figsize=(9.6, 6.4), dpi=80)
             import matplotlib.pyplot as plt
 
             plt.close(figure)

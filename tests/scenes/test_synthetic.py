@@ -78,13 +78,15 @@ def test_every_layout_appears_early(train_scenes):
 
 def test_splits_sizes_and_disjoint_seeds():
     assert {n: split_size(n) for n in SPLITS} == {
-        "synthetic-train": 5000, "synthetic-val": 500, "synthetic-test": 500, "synthetic-hard": 500}
+        "synthetic-train": 5000, "synthetic-val": 500, "synthetic-test": 500, "synthetic-hard": 500,
+        "synthetic-train-hard": 5000}
     ranges = sorted((s.first_seed, s.first_seed + s.size) for s in SPLITS.values())
     for (a0, a1), (b0, b1) in zip(ranges, ranges[1:]):
         assert a1 <= b0
     tokens = [next(iter_scenes(n, num=1, start=split_size(n) - 1)).token for n in SPLITS]
     assert len(set(tokens)) == len(tokens)
     assert SPLITS["synthetic-hard"].config is HARD_CONFIG
+    assert SPLITS["synthetic-train-hard"].config is HARD_CONFIG  # training scenes of the hard distribution
 
 
 def test_unknown_split_raises():
