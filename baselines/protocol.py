@@ -423,8 +423,8 @@ def set_table(eval_set: EvalSet, ents: Sequence[Entrant], results: Mapping[str, 
                         for e in ents if e.row == row} for row in rows}
         stats[column] = paired_comparison(scores, job.baseline, resamples=job.resamples, seed=job.bootstrap_seed,
                                           clusters=clusters)
-    epdms = {row: np.nan_to_num(np.mean([results[e.key]["scores"]["epdms"] for e in ents if e.row == row], axis=0))
-             for row in rows}
+    epdms = {row: np.mean([np.nan_to_num(np.asarray(results[e.key]["scores"]["epdms"], np.float64))
+                           for e in ents if e.row == row], axis=0) for row in rows}  # a failed plan scores 0
     return {"name": eval_set.name, "description": eval_set.description, "scenes": len(tokens),
             "epdms": stats["epdms"].to_dict(),
             "columns": {c: {r.agent: r.mean for r in stats[c].rows} for c in columns[1:]},
