@@ -219,17 +219,22 @@ def _polygon_arrays(polygons: Sequence[Sequence[np.ndarray]]) -> dict[str, np.nd
 
 
 def _index_arrays(index: Any) -> dict[str, np.ndarray]:
-    if set(vars(index)) != set(INDEX_ATTRS):  # a new attribute would silently not be persisted
-        raise PreparedFormatError(f"PolygonIndex attributes changed: {sorted(set(vars(index)) ^ set(INDEX_ATTRS))}")
+    names = set(vars(index)) - {"narrow"}  # narrow: the not yet widened arrays of an index read back
+    if not names <= set(INDEX_ATTRS) or (names != set(INDEX_ATTRS) and "narrow" not in vars(index)):
+        # a new attribute would silently not be persisted
+        raise PreparedFormatError(f"PolygonIndex attributes changed: {sorted(names ^ set(INDEX_ATTRS))}")
     return {f"pi.{name}": value for name, value in index.to_arrays().items()}
 
 
 def index_from_arrays(a: Mapping[str, np.ndarray]) -> Any:
     """The :class:`~irlvla_gym.metrics.polyindex.PolygonIndex` persisted by :func:`bundle_arrays` (the same
-    attributes, values and dtypes as the one built, without rebuilding it)."""
-    from irlvla_gym.metrics.polyindex import PolygonIndex
+    attributes, values and dtypes as the one built, without rebuilding it). From a chunk's :class:`SceneArrays`
+    its large CSR offsets are handed over as stored (uint16, ...): the index widens them on first access, and a
+    packed index (the vector env's) reads them as they are."""
+    from irlvla_gym.metrics.polyindex import PolygonIndex, WIDE_ARRAYS
 
-    return PolygonIndex.from_arrays({name: a[key] for name, key in INDEX_KEYS})
+    stored = a.stored if isinstance(a, SceneArrays) else a.__getitem__
+    return PolygonIndex.from_arrays({name: stored(key) if name in WIDE_ARRAYS else a[key] for name, key in INDEX_KEYS})
 
 
 def bundle_arrays(bundle: SceneBundle) -> dict[str, np.ndarray]:
@@ -418,6 +423,7 @@ class Chunk:
             self.positions = {name: f for f, (name, _, _) in enumerate(self.fields)}  # in each index row
             # per field: (stored dtype, dtype, stored as it is) - what field_array needs, looked up once
             self.storage = [(stored, dtype, stored == dtype) for _, stored, dtype in self.fields]
+            self.width = 2 + int(meta["max_ndim"])  # index entries per field
             self.meta = meta
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CorruptChunkError(json_path, f"unreadable ({exc})") from None
@@ -467,22 +473,26 @@ class Chunk:
         on first access (:class:`SceneArrays`)."""
         if self._raw is None:
             self._open()
-        return SceneArrays(self, self._index[pos].tolist())
+        # one flat list per scene ([offset, ndim, *shape (padded to max_ndim)] per field), not a list per field:
+        # ~70 fewer tracked objects per first visit (allocations that trigger the garbage collector)
+        return SceneArrays(self, self._index[pos].ravel().tolist())
 
-    def field_array(self, f: int, row: list[list[int]]) -> np.ndarray:
-        """Field ``f`` of a scene whose index row is ``row`` ([offset, ndim, *shape] per field)."""
+    def field_array(self, f: int, row: list[int], restore: bool = True) -> np.ndarray:
+        """Field ``f`` of a scene whose flat index row is ``row``; ``restore=False``: a narrowed integer field as
+        stored (a read-only view, same values), not restored to its dtype."""
         stored, dtype, as_is = self.storage[f]
-        entry = row[f]
+        base = f * self.width
+        offset, ndim = row[base], row[base + 1]
         # frombuffer (+ reshape): the cheapest read-only view of the mapped bytes (~0.5 us, called ~40x per scene);
         # most fields are 1-d and need no shape tuple nor reshape
-        if entry[1] == 1:
-            count = entry[2]
-            a = np.frombuffer(self._raw, stored, count, entry[0]) if count else np.zeros(0, stored)
+        if ndim == 1:
+            count = row[base + 2]
+            a = np.frombuffer(self._raw, stored, count, offset) if count else np.zeros(0, stored)
         else:
-            shape = tuple(entry[2:2 + entry[1]])
+            shape = tuple(row[base + 2:base + 2 + ndim])
             count = math.prod(shape)
-            a = np.frombuffer(self._raw, stored, count, entry[0]).reshape(shape) if count else np.zeros(shape, stored)
-        return a if as_is else a.astype(dtype)
+            a = np.frombuffer(self._raw, stored, count, offset).reshape(shape) if count else np.zeros(shape, stored)
+        return a if as_is or not restore else a.astype(dtype)
 
 
 class SceneArrays(Mapping):
@@ -490,7 +500,7 @@ class SceneArrays(Mapping):
     Why: a bundle has ~70 fields and a plan-once step reads ~30 of them on a first visit (the expert's full
     evaluation and the map polygons are read only on demand); making one costs ~1 us."""
 
-    def __init__(self, chunk: Chunk, row: list[list[int]]):
+    def __init__(self, chunk: Chunk, row: list[int]):
         self.chunk, self.row, self.made = chunk, row, {}
 
     def __getitem__(self, name: str) -> np.ndarray:
@@ -498,6 +508,12 @@ class SceneArrays(Mapping):
         if a is None:
             a = self.made[name] = self.chunk.field_array(self.chunk.positions[name], self.row)
         return a
+
+    def stored(self, name: str) -> np.ndarray:
+        """Field ``name`` as stored: a narrowed integer field not restored (a read-only view, same values; not
+        kept), any other field as :meth:`__getitem__` gives it."""
+        a = self.made.get(name)
+        return a if a is not None else self.chunk.field_array(self.chunk.positions[name], self.row, restore=False)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.chunk.positions)

@@ -19,6 +19,7 @@ from irlvla_gym.envs import prepared as P
 from irlvla_gym.envs.scoring import DEFAULT_INDEX_RESOLUTION_M, POLYGON_INDEX_SLOT, make_bundle
 from irlvla_gym.envs.testing import SMALL_OBS
 from irlvla_gym.metrics.maps import clear_packed_maps, polygon_index
+from irlvla_gym.metrics.polyindex import PackedPolygonIndex
 from irlvla_gym.scenes.store import SceneStore, build_store
 from irlvla_gym.scenes.synthetic import iter_scenes
 
@@ -158,8 +159,13 @@ def test_round_trip_is_exact(store_dir, tmp_path):
         original = make_bundle(i, store[i], "log")
         back = P.bundle_from_arrays(i, str(store.tokens[i]), lambda: store[i], chunk.arrays(pos))
         assert polygon_index(back.ctx) is back.ctx.cache[POLYGON_INDEX_SLOT]  # the scorer reads the slot
-        a, b = vars(original.ctx.cache[POLYGON_INDEX_SLOT]), vars(back.ctx.cache[POLYGON_INDEX_SLOT])
-        _assert_same(a, b)
+        built, read = original.ctx.cache[POLYGON_INDEX_SLOT], back.ctx.cache[POLYGON_INDEX_SLOT]
+        assert read.stored("cell_start").dtype != np.int64  # the offsets are narrowed on disk, read as stored
+        # the packed index (the vector env's) reads them as stored: the same arrays as from the built index
+        _assert_same(vars(PackedPolygonIndex([built, built])), vars(PackedPolygonIndex([read, read])))
+        for name in P.INDEX_ATTRS:  # attributes widened on first access: same values and dtypes
+            _assert_same(getattr(built, name), getattr(read, name), name)
+        assert set(vars(read)) - {"narrow"} == set(vars(built))
         for name in P.CONTEXT_ARRAYS:
             _assert_same(getattr(original.ctx, name), getattr(back.ctx, name), name)
         assert [[r.tolist() for r in p] for p in original.ctx.polygons] == \
