@@ -310,18 +310,15 @@ class PackedPolygonIndex:
         self.num_polygons = int(n_poly.sum())
         # Each index's ids shifted by the sizes of those before it, written in place (:func:`_shifted`), read as
         # stored (a persisted index's narrowed offsets are not widened first).
-        # The offsets and edge ids only index (never returned): int32 where they fit, half the bytes to write
-        # (a vector env packs its step's ~250 scenes, ~2 M offsets, on every step); polygon ids stay int64.
         self.cell_start = _shifted([i.stored("cell_start")[:-1] for i in idx], np.cumsum(n_entries) - n_entries,
-                                   cells, int(n_entries.sum()), _offset_dtype(n_entries.sum()))
+                                   cells, int(n_entries.sum()))
         self.entry_polygon = _shifted([i.stored("entry_polygon") for i in idx], self.poly_base, n_entries)
         self.entry_partial = _cat([i.entry_partial for i in idx], bool)
         self.entry_centre_inside = _cat([i.entry_centre_inside for i in idx], bool)
         self.entry_edge_start = _shifted([i.stored("entry_edge_start")[:-1] for i in idx],
-                                         np.cumsum(n_entry_edges) - n_entry_edges, n_entries, int(n_entry_edges.sum()),
-                                         _offset_dtype(n_entry_edges.sum()))
+                                         np.cumsum(n_entry_edges) - n_entry_edges, n_entries, int(n_entry_edges.sum()))
         self.entry_edges = _shifted([i.stored("entry_edges") for i in idx], np.cumsum(n_edges) - n_edges,
-                                    n_entry_edges, dtype=_offset_dtype(n_edges.sum()))
+                                    n_entry_edges)
         self.edge_a = _cat([i.edge_a for i in idx], np.float64, (0, 2))
         self.edge_b = _cat([i.edge_b for i in idx], np.float64, (0, 2))
 
@@ -341,22 +338,16 @@ def _cat(parts: list, dtype, empty: tuple[int, ...] = (0,)) -> np.ndarray:
     return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(empty, dtype)
 
 
-def _offset_dtype(largest: int) -> np.dtype:
-    """int32 for packed offsets / ids up to ``largest`` that fit it (a pack's ~2 M cells), else int64."""
-    return np.dtype(np.int32) if largest <= np.iinfo(np.int32).max else np.dtype(np.int64)
-
-
-def _shifted(parts: list[np.ndarray], base: np.ndarray, sizes: np.ndarray, end: int | None = None,
-             dtype: np.dtype = np.dtype(np.int64)) -> np.ndarray:
-    """Concatenation (``dtype``, int64 or an int32 that holds every value) of integer arrays ``parts`` with
-    ``base[s]`` added to part s (of length ``sizes[s]``), then ``end`` appended when given (a CSR offset array's
-    last entry). Each part is written into its place and shifted there while in cache (a concatenation, a repeated
-    base and an addition: three passes over ~1.4 M cells a step; a mixed-type add of a narrowed part: buffered)."""
-    out = np.empty(int(np.sum(sizes)) + (end is not None), dtype)
+def _shifted(parts: list[np.ndarray], base: np.ndarray, sizes: np.ndarray, end: int | None = None) -> np.ndarray:
+    """int64 concatenation of integer arrays ``parts`` with ``base[s]`` added to part s (of length ``sizes[s]``),
+    then ``end`` appended when given (a CSR offset array's last entry). Each part is written into its place and
+    shifted there while in cache (a concatenation, a repeated base and an addition: three passes over ~1.4 M cells a
+    step; a mixed-type add of a narrowed part: a buffered loop)."""
+    out = np.empty(int(np.sum(sizes)) + (end is not None), np.int64)
     start = 0
     for part, shift, size in zip(parts, base.tolist(), sizes.tolist()):
         piece = out[start:start + size]
-        piece[...] = part  # a narrowed part (uint8 / uint16) cast exactly, then shifted in ``dtype``
+        piece[...] = part  # a narrowed part (uint8 / uint16) cast exactly, then shifted in int64
         piece += shift
         start += size
     if end is not None:

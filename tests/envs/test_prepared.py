@@ -367,3 +367,34 @@ def assert_same_fields(got, want, where: str = "scene") -> None:
         np.testing.assert_array_equal(got, want, err_msg=where)
     else:
         assert got == want, where
+
+
+def test_corrupt_narrowed_index_field_is_detected_before_use(store_dir):
+    """A flipped byte inside a scene's map-index offsets (stored narrowed, handed to the index as stored and
+    widened only on access) fails the scene's crc32 before any bundle is built from it."""
+    shutil_rm(store_dir / P.DIR_NAME)
+    P.prepare_store(store_dir, progress=False)
+    _fresh_process_state()
+    store = SceneStore(store_dir, verify=False)
+    table = P.table_for(store, P.bundle_key(store, "log", DEFAULT_INDEX_RESOLUTION_M))
+    path = sorted(table.dir.glob("s*.json"))[0]
+    chunk = P.Chunk(path)
+    arrays = chunk.arrays(1)
+    original = np.array(arrays.stored("pi.cell_start"))
+    assert original.dtype != np.int64
+    offset = arrays.row[chunk.positions["pi.cell_start"] * chunk.width]  # the field's first byte in the blob
+    blob = path.with_name(chunk.meta["blob"])
+    data = bytearray(blob.read_bytes())
+    data[len(data) - chunk.meta["blob_bytes"] + offset] ^= 0x01  # the blob's array data ends the .npy file
+    del arrays, chunk
+    blob.write_bytes(bytes(data))
+    unchecked = P.Chunk(path).arrays(1).stored("pi.cell_start")  # read without the scene's crc32: altered
+    assert (unchecked != original).sum() == 1
+    del unchecked
+    _fresh_process_state()
+    table = P.table_for(store, P.bundle_key(store, "log", DEFAULT_INDEX_RESOLUTION_M))
+    scene = json.loads(path.read_text())["scenes"][1]
+    with pytest.warns(UserWarning, match="crc32"):
+        assert table.get(scene) is None
+    assert not path.exists()
+    _fresh_process_state()
