@@ -20,9 +20,11 @@ the old directory, which can be deleted).
 uint8 array (the scenes' field arrays back to back, 64-byte aligned, after an int64 index of offsets and shapes), and
 ``<name>.json`` (written last: field names and dtypes, scene indices and tokens, the file size, a crc32 of the index
 and one crc32 per scene). Readers memory-map the ``.npy`` and build each field as a read-only view when it is first
-read (:class:`SceneArrays`; the expert's evaluation and the map polygons only on demand). int64 fields
+read (:class:`SceneArrays`: a slice of the mapped bytes viewed as the field's dtype; the ~30 fields a bundle is made
+of in one call, :meth:`SceneArrays.many`; the expert's evaluation and the map polygons only on demand). int64 fields
 that are >= 0 are stored in the narrowest unsigned type that holds them (restored exactly; the map index's CSR
-offsets as offsets, 2 bytes each: a cumsum from counts cost ~25 us per scene read).
+offsets as offsets, 2 bytes each: a cumsum from counts cost ~25 us per scene read; they are handed to the index as
+stored, which widens them on first access, and the vector env's packed index reads them as they are).
 
 **Integrity.** The index's crc32 is checked when a chunk is opened, each scene's crc32 and token the first time the
 scene is read in a process (~50 us per 100 kB); a failing chunk is renamed ``*.corrupt``, a warning names the file
