@@ -30,7 +30,8 @@ class TrackArrays:
 
     Attributes:
         num_agents: N.
-        boxes: (G, T, 8) [x, y, yaw, length, width, height, vx, vy]; cx, cy, radius (bounding circle): (G, T) m;
+        boxes: (G, T, 8) [x, y, yaw, length, width, height, vx, vy] (of a batch: a strided view of the track's
+            boxes); cx, cy, radius (bounding circle): (G, T) m;
             valid: (G, T) bool.
         stopped: (G,) bool, "stopped track" as first seen; static: (G,) bool; category: (G,) int64.
         reach: (G, Tt) m, the agent's largest bounding radius plus displacement over the TTC projection steps
@@ -76,14 +77,17 @@ class TrackArrays:
         operation is per agent). Why: a step of a large pool meets ~250 new scenes; per track the ~40 small array
         operations cost ~170 us, batched ~25 us. The extents (:attr:`bbox`) are computed here too, since a call
         with many rows (many new tracks) always reads them; the corners are not (all of them for ~250 tracks cost
-        ~10 ms, the few the circle tests pass ~0.1 ms; a track scored again keeps them, as usual)."""
+        ~10 ms, the few the circle tests pass ~0.1 ms; a track scored again keeps them, as usual). Each track's
+        :attr:`boxes` is its (N, T, 8) transposed view, not a copy: only the six box columns the per-agent arrays
+        read are concatenated (a step's ~2,700 new agents: ~7 MB of (G, T, 8) copies less)."""
         counts = [t.boxes.shape[1] for t in tracks]
         bounds = np.r_[0, np.cumsum(counts)].tolist()
-        bt = np.concatenate([np.asarray(t.boxes, np.float64).transpose(1, 0, 2) for t in tracks])  # (G, T, 8)
+        views = [np.asarray(t.boxes, np.float64).transpose(1, 0, 2) for t in tracks]  # (N, T, 8) each, no copy
         vt = np.concatenate([np.asarray(t.valid, bool).T for t in tracks])  # (G, T)
         category = np.concatenate([np.asarray(t.category, np.int64) for t in tracks])
         static = _static_categories(category)
-        radius, stopped, cx, cy = _per_agent_arrays(bt, vt, static, cfg)
+        x, y, length, width, vx, vy = (np.concatenate([b[..., k] for b in views]) for k in (0, 1, 3, 4, 6, 7))
+        radius, stopped, cx, cy = _per_agent_columns(x, y, length, width, vx, vy, vt, static, cfg)
         later = _reach_steps(cfg, T)
         bbox, radius_max = _extents(vt, cx, cy, radius)
         out = []
@@ -92,7 +96,7 @@ class TrackArrays:
             if "is_static" not in track.cache:  # the same np.isin, over all tracks at once
                 track.cache["is_static"] = static[g]
             arrays = cls.__new__(cls)
-            arrays._set(counts[u], bt[g], vt[g], track.is_static, category[g], radius[g], stopped[g], cx[g], cy[g],
+            arrays._set(counts[u], views[u], vt[g], track.is_static, category[g], radius[g], stopped[g], cx[g], cy[g],
                         later)
             arrays._extent = bbox[g], radius_max[g]
             out.append(arrays)
@@ -149,14 +153,20 @@ def _static_categories(category: np.ndarray) -> np.ndarray:
 def _per_agent_arrays(bt: np.ndarray, vt: np.ndarray, static: np.ndarray, cfg: ScorerConfig) -> tuple[np.ndarray, ...]:
     """radius, stopped, cx, cy of :class:`TrackArrays` from boxes (G, T, 8), valid (G, T) and static (G,)
     (row-wise operations only: rows of several tracks may be stacked)."""
-    G = len(bt)
-    radius = 0.5 * np.hypot(bt[..., 3], bt[..., 4])
+    return _per_agent_columns(bt[..., 0], bt[..., 1], bt[..., 3], bt[..., 4], bt[..., 6], bt[..., 7], vt, static,
+                              cfg)
+
+
+def _per_agent_columns(x: np.ndarray, y: np.ndarray, length: np.ndarray, width: np.ndarray, vx: np.ndarray,
+                       vy: np.ndarray, vt: np.ndarray, static: np.ndarray, cfg: ScorerConfig) -> tuple[np.ndarray, ...]:
+    """:func:`_per_agent_arrays` from the box columns x, y, length, width (m), vx, vy (m/s), each (G, T)."""
+    G = len(vt)
+    radius = 0.5 * np.hypot(length, width)
     # NC's "stopped track": static objects always; others when the speed where the agent is first seen in the
     # T steps is <= collision_stopped_speed (NAVSIM classifies with PDMObservation.unique_objects).
-    v = bt[np.arange(G), np.argmax(vt, axis=1), 6:8]
-    stopped = static | (np.hypot(v[:, 0], v[:, 1]) <= cfg.collision_stopped_speed)
-    cx, cy = np.ascontiguousarray(bt[..., 0]), np.ascontiguousarray(bt[..., 1])
-    return radius, stopped, cx, cy
+    first = (np.arange(G), np.argmax(vt, axis=1))
+    stopped = static | (np.hypot(vx[first], vy[first]) <= cfg.collision_stopped_speed)
+    return radius, stopped, np.ascontiguousarray(x), np.ascontiguousarray(y)
 
 
 def _reach_steps(cfg: ScorerConfig, T: int) -> np.ndarray:

@@ -99,10 +99,11 @@ class MapPack:
         self.index = PackedPolygonIndex(indexes)
         self.num_cells = self.index.num_cells
         self.poly_base = self.index.poly_base
-        n_poly = [ix.num_polygons for ix in indexes]
+        n_poly = np.array([ix.num_polygons for ix in indexes], np.int64)
         self.num_lanes = np.array([c.num_lanes for c in self.contexts], np.int64)
-        self.poly_is_lane = _cat([np.arange(p) < c.num_lanes for p, c in zip(n_poly, self.contexts)], bool)
-        self.poly_local = _cat([np.arange(p) for p in n_poly], np.int64)
+        # each polygon's index in its scene and whether it is a lane, for all scenes at once
+        self.poly_local = np.arange(int(n_poly.sum()), dtype=np.int64) - np.repeat(self.poly_base, n_poly)
+        self.poly_is_lane = self.poly_local < np.repeat(self.num_lanes, n_poly)
         self.poly_on_route = _cat([c.polygon_is_on_route for c in self.contexts], np.float64)
         self.poly_intersection = _cat([c.polygon_is_intersection for c in self.contexts], np.float64)
         self._pack_routes()

@@ -182,6 +182,8 @@ def _polygon_entries(shapes: list[shapely.Polygon], a: np.ndarray, edge_owner: n
 INDEX_ARRAYS = ("origin", "shape", "edge_a", "edge_b", "entry_partial", "entry_centre_inside", "entry_polygon",
                 "cell_start", "entry_edges", "entry_edge_start")
 """The array attributes of a :class:`PolygonIndex` (with the scalars ``num_polygons`` and ``resolution``: all of it)."""
+WIDE_ARRAYS = ("cell_start", "entry_polygon", "entry_edges", "entry_edge_start")
+"""The int64 arrays of :data:`INDEX_ARRAYS` that :meth:`PolygonIndex.from_arrays` accepts narrowed."""
 
 
 class PolygonIndex:
@@ -226,13 +228,39 @@ class PolygonIndex:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "PolygonIndex":
-        """The index :meth:`to_arrays` wrote (same attributes, values and dtypes; nothing recomputed)."""
+        """The index :meth:`to_arrays` wrote (same attributes, values and dtypes; nothing recomputed).
+
+        Integer arrays of :data:`WIDE_ARRAYS` may come narrowed (any integer dtype holding the values, e.g. a
+        cache's uint16 offsets): they are kept as given and widened to int64 on first access of the attribute,
+        and :class:`PackedPolygonIndex` copies them into its int64 arrays without widening them first (one pass,
+        not two, over ~20 kB of narrow offsets per scene a first visit)."""
         index = cls.__new__(cls)
         index.num_polygons = int(arrays["num_polygons"])
         index.resolution = float(arrays["resolution"])
+        narrow = {}
         for name in INDEX_ARRAYS:
-            setattr(index, name, arrays[name])
+            a = arrays[name]
+            if name in WIDE_ARRAYS and a.dtype != np.int64:
+                narrow[name] = a  # widened by __getattr__ when read
+            else:
+                setattr(index, name, a)
+        if narrow:
+            index.narrow = narrow
         return index
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        # Only called for attributes not set: a narrowed array of from_arrays, widened (int64) and kept.
+        narrow = self.__dict__.get("narrow")
+        if narrow is None or name not in narrow:
+            raise AttributeError(name)
+        wide = narrow[name].astype(np.int64)
+        setattr(self, name, wide)
+        return wide
+
+    def stored(self, name: str) -> np.ndarray:
+        """Array attribute ``name`` as held: an int64 array, or a narrowed one not yet widened (same values)."""
+        a = self.__dict__.get(name)
+        return a if a is not None else self.narrow[name]
 
     @property
     def nbytes(self) -> int:
@@ -242,7 +270,7 @@ class PolygonIndex:
 
     @property
     def num_cells(self) -> int:
-        return int(np.prod(self.shape))
+        return int(self.shape[0]) * int(self.shape[1])  # not np.prod: ~4 us, read per scene of a step's pack
 
     def contains(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """All (point, polygon) containment pairs.
@@ -274,21 +302,23 @@ class PackedPolygonIndex:
         cells = self.nx * self.ny
         self.num_cells = int(cells.sum())
         self.cell_base = np.cumsum(cells) - cells
-        n_entries = np.array([len(i.entry_polygon) for i in idx], np.int64)
+        n_entries = np.array([len(i.entry_partial) for i in idx], np.int64)
         n_edges = np.array([len(i.edge_a) for i in idx], np.int64)
-        n_entry_edges = np.array([len(i.entry_edges) for i in idx], np.int64)
+        n_entry_edges = np.array([len(i.stored("entry_edges")) for i in idx], np.int64)
         n_poly = np.array([i.num_polygons for i in idx], np.int64)
         self.poly_base = np.cumsum(n_poly) - n_poly
         self.num_polygons = int(n_poly.sum())
-        # Each index's ids shifted by the sizes of those before it, written in place (:func:`_shifted`).
-        self.cell_start = _shifted([i.cell_start[:-1] for i in idx], np.cumsum(n_entries) - n_entries, cells,
-                                   int(n_entries.sum()))
-        self.entry_polygon = _shifted([i.entry_polygon for i in idx], self.poly_base, n_entries)
+        # Each index's ids shifted by the sizes of those before it, written in place (:func:`_shifted`), read as
+        # stored (a persisted index's narrowed offsets are not widened first).
+        self.cell_start = _shifted([i.stored("cell_start")[:-1] for i in idx], np.cumsum(n_entries) - n_entries,
+                                   cells, int(n_entries.sum()))
+        self.entry_polygon = _shifted([i.stored("entry_polygon") for i in idx], self.poly_base, n_entries)
         self.entry_partial = _cat([i.entry_partial for i in idx], bool)
         self.entry_centre_inside = _cat([i.entry_centre_inside for i in idx], bool)
-        self.entry_edge_start = _shifted([i.entry_edge_start[:-1] for i in idx],
+        self.entry_edge_start = _shifted([i.stored("entry_edge_start")[:-1] for i in idx],
                                          np.cumsum(n_entry_edges) - n_entry_edges, n_entries, int(n_entry_edges.sum()))
-        self.entry_edges = _shifted([i.entry_edges for i in idx], np.cumsum(n_edges) - n_edges, n_entry_edges)
+        self.entry_edges = _shifted([i.stored("entry_edges") for i in idx], np.cumsum(n_edges) - n_edges,
+                                    n_entry_edges)
         self.edge_a = _cat([i.edge_a for i in idx], np.float64, (0, 2))
         self.edge_b = _cat([i.edge_b for i in idx], np.float64, (0, 2))
 
@@ -310,12 +340,15 @@ def _cat(parts: list, dtype, empty: tuple[int, ...] = (0,)) -> np.ndarray:
 
 def _shifted(parts: list[np.ndarray], base: np.ndarray, sizes: np.ndarray, end: int | None = None) -> np.ndarray:
     """int64 concatenation of integer arrays ``parts`` with ``base[s]`` added to part s (of length ``sizes[s]``),
-    then ``end`` appended when given (a CSR offset array's last entry). Each part is added into its place in one
-    pass (a concatenation, a repeated base and an addition: three passes over ~1.4 M cells a step)."""
+    then ``end`` appended when given (a CSR offset array's last entry). Each part is written into its place and
+    shifted there while in cache (a concatenation, a repeated base and an addition: three passes over ~1.4 M cells a
+    step; a mixed-type add of a narrowed part: a buffered loop)."""
     out = np.empty(int(np.sum(sizes)) + (end is not None), np.int64)
     start = 0
     for part, shift, size in zip(parts, base.tolist(), sizes.tolist()):
-        np.add(part, shift, out=out[start:start + size])
+        piece = out[start:start + size]
+        piece[...] = part  # a narrowed part (uint8 / uint16) cast exactly, then shifted in int64
+        piece += shift
         start += size
     if end is not None:
         out[-1] = end

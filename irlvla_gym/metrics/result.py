@@ -97,6 +97,10 @@ class ScoreResult:
         """name -> (K,) for the nine sub-scores."""
         return {name: getattr(self, name) for name in SUB_SCORES}
 
+    def first_values(self, names: tuple[str, ...]) -> list[float]:
+        """Plan 0's value of each field ``names`` (K >= 1), as Python floats (the human filter's read)."""
+        return [float(getattr(self, n)[0]) for n in names]
+
     def take(self, k: int) -> dict[str, float]:
         """Sub-scores and aggregates of plan k as plain floats."""
         out = {name: float(getattr(self, name)[k]) for name in SUB_SCORES}
@@ -203,11 +207,12 @@ def finalize_rows(result: ScoreResult, config: ScorerConfig, reference_progress:
 def human_zero_mask(humans: Sequence[ScoreResult | None], config: ScorerConfig) -> np.ndarray:
     """(R, len(config.human_filtered)) bool: the row's human (expert) evaluation scored exactly 0 on that
     sub-score, so the filter sets it to 1 (all False for rows without a human)."""
-    out = np.zeros((len(humans), len(config.human_filtered)), bool)
-    for r, human in enumerate(humans):
-        if human is not None:
-            out[r] = [float(getattr(human, n)[0]) == 0.0 for n in config.human_filtered]
-    return out
+    names = tuple(config.human_filtered)
+    none = [False] * len(names)
+    # first_values: a persisted evaluation (irlvla_gym.envs.prepared) reads its six fields in one call; one array
+    # from the rows' lists, not one assignment per row (a step of a large pool: ~250 rows of new scenes)
+    rows = [none if h is None else [v == 0.0 for v in h.first_values(names)] for h in humans]
+    return np.array(rows, bool).reshape(len(humans), len(names))
 
 
 def finalize(result: ScoreResult, config: ScorerConfig, *, reference_progress: float | None = None,

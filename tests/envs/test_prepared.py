@@ -19,6 +19,7 @@ from irlvla_gym.envs import prepared as P
 from irlvla_gym.envs.scoring import DEFAULT_INDEX_RESOLUTION_M, POLYGON_INDEX_SLOT, make_bundle
 from irlvla_gym.envs.testing import SMALL_OBS
 from irlvla_gym.metrics.maps import clear_packed_maps, polygon_index
+from irlvla_gym.metrics.polyindex import PackedPolygonIndex
 from irlvla_gym.scenes.store import SceneStore, build_store
 from irlvla_gym.scenes.synthetic import iter_scenes
 
@@ -158,8 +159,13 @@ def test_round_trip_is_exact(store_dir, tmp_path):
         original = make_bundle(i, store[i], "log")
         back = P.bundle_from_arrays(i, str(store.tokens[i]), lambda: store[i], chunk.arrays(pos))
         assert polygon_index(back.ctx) is back.ctx.cache[POLYGON_INDEX_SLOT]  # the scorer reads the slot
-        a, b = vars(original.ctx.cache[POLYGON_INDEX_SLOT]), vars(back.ctx.cache[POLYGON_INDEX_SLOT])
-        _assert_same(a, b)
+        built, read = original.ctx.cache[POLYGON_INDEX_SLOT], back.ctx.cache[POLYGON_INDEX_SLOT]
+        assert read.stored("cell_start").dtype != np.int64  # the offsets are narrowed on disk, read as stored
+        # the packed index (the vector env's) reads them as stored: the same arrays as from the built index
+        _assert_same(vars(PackedPolygonIndex([built, built])), vars(PackedPolygonIndex([read, read])))
+        for name in P.INDEX_ATTRS:  # attributes widened on first access: same values and dtypes
+            _assert_same(getattr(built, name), getattr(read, name), name)
+        assert set(vars(read)) - {"narrow"} == set(vars(built))
         for name in P.CONTEXT_ARRAYS:
             _assert_same(getattr(original.ctx, name), getattr(back.ctx, name), name)
         assert [[r.tolist() for r in p] for p in original.ctx.polygons] == \
@@ -361,3 +367,34 @@ def assert_same_fields(got, want, where: str = "scene") -> None:
         np.testing.assert_array_equal(got, want, err_msg=where)
     else:
         assert got == want, where
+
+
+def test_corrupt_narrowed_index_field_is_detected_before_use(store_dir):
+    """A flipped byte inside a scene's map-index offsets (stored narrowed, handed to the index as stored and
+    widened only on access) fails the scene's crc32 before any bundle is built from it."""
+    shutil_rm(store_dir / P.DIR_NAME)
+    P.prepare_store(store_dir, progress=False)
+    _fresh_process_state()
+    store = SceneStore(store_dir, verify=False)
+    table = P.table_for(store, P.bundle_key(store, "log", DEFAULT_INDEX_RESOLUTION_M))
+    path = sorted(table.dir.glob("s*.json"))[0]
+    chunk = P.Chunk(path)
+    arrays = chunk.arrays(1)
+    original = np.array(arrays.stored("pi.cell_start"))
+    assert original.dtype != np.int64
+    offset = arrays.row[chunk.positions["pi.cell_start"] * chunk.width]  # the field's first byte in the blob
+    blob = path.with_name(chunk.meta["blob"])
+    data = bytearray(blob.read_bytes())
+    data[len(data) - chunk.meta["blob_bytes"] + offset] ^= 0x01  # the blob's array data ends the .npy file
+    del arrays, chunk
+    blob.write_bytes(bytes(data))
+    unchecked = P.Chunk(path).arrays(1).stored("pi.cell_start")  # read without the scene's crc32: altered
+    assert (unchecked != original).sum() == 1
+    del unchecked
+    _fresh_process_state()
+    table = P.table_for(store, P.bundle_key(store, "log", DEFAULT_INDEX_RESOLUTION_M))
+    scene = json.loads(path.read_text())["scenes"][1]
+    with pytest.warns(UserWarning, match="crc32"):
+        assert table.get(scene) is None
+    assert not path.exists()
+    _fresh_process_state()
