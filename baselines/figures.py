@@ -65,6 +65,8 @@ def render_worst(eval_set: Any, entrants: Sequence[Any], results: Mapping[str, d
             (``row``, ``key``, ``run_dir``, ``load()``). results: entrant key -> stored result (per-scene
             ``scores``, ``tokens``). baseline: the baseline row. k: scenes per row. out: the compare directory.
     """
+    import matplotlib.pyplot as plt
+
     from irlvla_gym.scenes.render import render_scene
 
     base_ents = [e for e in entrants if e.row == baseline]
@@ -91,8 +93,6 @@ def render_worst(eval_set: Any, entrants: Sequence[Any], results: Mapping[str, d
                      f"{baseline}: {base_score:.2f}")
             figure = render_scene(scene, path, plans=plans, plan_labels=[baseline, key], title=title,
                                   view_range=VIEW_RANGE, figsize=(9.6, 6.4), dpi=80)
-            import matplotlib.pyplot as plt
-
             plt.close(figure)
             paths.append(path)
     return paths
