@@ -139,22 +139,18 @@ def score_matrix(values: Any, where: str, scenes: int | None = None) -> np.ndarr
     return mat
 
 
-def _seed_counts(name: str, num_seeds: int, resamples: int, seed: int) -> np.ndarray:
-    """(R, S) float64 counts of each seed in each resample's draw of S seeds with replacement."""
-    if num_seeds == 1:
-        return np.ones((resamples, 1))
-    rng = np.random.default_rng([seed, 1, zlib.crc32(name.encode())])
-    draws = rng.integers(0, num_seeds, size=(resamples, num_seeds))
-    offsets = (np.arange(resamples) * num_seeds)[:, None]
-    return np.bincount((draws + offsets).ravel(), minlength=resamples * num_seeds).reshape(
-        resamples, num_seeds).astype(np.float64)
-
-
 def _draw_counts(rng: np.random.Generator, b: int, k: int) -> np.ndarray:
     """(b, k) float64 counts of each of k items in b draws of k items with replacement."""
     draws = rng.integers(0, k, size=(b, k))
     return np.bincount((draws + (np.arange(b) * k)[:, None]).ravel(), minlength=b * k).reshape(b, k).astype(
         np.float64)
+
+
+def _seed_counts(name: str, num_seeds: int, resamples: int, seed: int) -> np.ndarray:
+    """(R, S) float64 counts of each seed in each resample's draw of S seeds with replacement."""
+    if num_seeds == 1:
+        return np.ones((resamples, 1))
+    return _draw_counts(np.random.default_rng([seed, 1, zlib.crc32(name.encode())]), resamples, num_seeds)
 
 
 def cluster_index(clusters: Sequence[Any], n: int) -> np.ndarray:
