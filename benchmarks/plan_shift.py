@@ -12,7 +12,8 @@ Run ``python -m benchmarks.plan_shift --runs RUN_DIR [RUN_DIR ...]`` (a table) o
 * ``worst windows``: the scenes where the run loses most EPDMS against BC (scorer, NAVSIM v2 protocol);
 * ``ending behind the start``: scenes whose plan ends more than :data:`REVERSE_M` behind the ego's t0 position
   (x < -0.3 m at 4 s: the plan reverses), in all scenes and in the slow ones (t0 speed below :data:`SLOW_MPS`),
-  for the run and for BC (no logged human plan here reverses).
+  for the run and for BC (no logged human plan here reverses), with the mean EPDMS the plans would have if they
+  never reversed (x clamped non-negative and non-decreasing, :func:`forward_only`).
 
 and, for the reward model (``--reward``, default the shipped one) around BC's plans, the mean of
 ``reward(plan + d) - reward(plan - d)`` for a lateral shift ``d`` (``lat_acc`` coefficient ``--lateral`` m/s^2, i.e.
@@ -40,14 +41,26 @@ SLOW_MPS = 3.0
 """Scenes slower than this at t0 (m/s) are 'slow' (queues, stops, creeping)."""
 
 
-def reversing(scenes: Sequence[Any], plans: np.ndarray, agent: str, set_name: str) -> BenchResult:
-    """How many of ``plans`` (S, 8, 3) end behind the start, in all and in the slow scenes."""
+def forward_only(plans: np.ndarray) -> np.ndarray:
+    """``plans`` (..., 8, 3) with x made non-negative and non-decreasing along each plan (y and yaw kept): what the
+    plans would be if they never reversed."""
+    out = np.array(plans, np.float64)
+    out[..., 0] = np.maximum.accumulate(np.maximum(out[..., 0], 0.0), axis=-1)
+    return out
+
+
+def reversing(scenes: Sequence[Any], plans: np.ndarray, agent: str, set_name: str,
+              scores: tuple[float, float] | None = None) -> BenchResult:
+    """How many of ``plans`` (S, 8, 3) end behind the start, in all and in the slow scenes; ``scores``: the mean
+    EPDMS of the plans and of their :func:`forward_only` versions, reported with it."""
     slow = np.array([scene.ego.speed < SLOW_MPS for scene in scenes])
     behind = plans[:, -1, 0] < -REVERSE_M
+    cost = "" if scores is None else f"; EPDMS {scores[0]:.4f}, {scores[1]:.4f} if it never reversed"
     return BenchResult(f"{set_name}: {agent} plans ending behind the start", float(behind.sum()), "scenes",
                        note=f"{int(behind[slow].sum())} of the {int(slow.sum())} slow scenes (< {SLOW_MPS:g} m/s); "
-                            f"{len(scenes)} scenes",
-                       extra={"slow": int(slow.sum()), "behind_slow": int(behind[slow].sum())})
+                            f"{len(scenes)} scenes{cost}",
+                       extra={"slow": int(slow.sum()), "behind_slow": int(behind[slow].sum()),
+                              "epdms_forward_only": None if scores is None else scores[1]})
 
 
 def scene_sets(split: str, num_scenes: int, real: bool) -> dict[str, list]:
@@ -117,7 +130,9 @@ def measure(runs: Sequence[str], split: str, num_scenes: int, real: bool, reward
     for set_name, scenes in scene_sets(split, num_scenes, real).items():
         plans = plans_of(agents, scenes)
         scores = epdms_of(scenes, plans)
-        results += [reversing(scenes, plans[a], agent.name, set_name) for a, agent in enumerate(agents)]
+        forward = epdms_of(scenes, forward_only(plans))
+        results += [reversing(scenes, plans[a], agent.name, set_name, (scores[a].mean(), forward[a].mean()))
+                    for a, agent in enumerate(agents)]
         for a, agent in enumerate(agents[1:], start=1):
             change = ((plans[a] - plans[0]) / PLAN_SCALE).reshape(len(scenes), -1)
             inside = change @ span

@@ -19,3 +19,16 @@ def test_reversing_counts_plans_ending_behind_the_start_and_the_slow_scenes():
     assert result.value == 1.0 and result.extra["slow"] == int((speeds < SLOW_MPS).sum())
     assert result.extra["behind_slow"] == int(speeds[0] < SLOW_MPS)
     assert result.name == "synthetic-val: agent plans ending behind the start"
+
+
+def test_forward_only_keeps_forward_plans_and_stops_reversing_ones():
+    from benchmarks.plan_shift import forward_only
+
+    plans = np.zeros((2, 8, 3))
+    plans[0, :, 0] = np.linspace(0.5, 4.0, 8)
+    plans[0, :, 1] = 0.3
+    plans[1, :, 0] = [0.4, 0.6, 0.5, 0.2, -0.3, -1.0, -1.5, -2.0]
+    out = forward_only(plans)
+    np.testing.assert_array_equal(out[0], plans[0])  # a forward plan is unchanged, y and yaw too
+    np.testing.assert_array_equal(out[1, :, 0], [0.4, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6])  # it stops where it was
+    np.testing.assert_array_equal(out[1, :, 1:], plans[1, :, 1:])
