@@ -50,17 +50,16 @@ def forward_only(plans: np.ndarray) -> np.ndarray:
 
 
 def reversing(scenes: Sequence[Any], plans: np.ndarray, agent: str, set_name: str,
-              scores: tuple[float, float] | None = None) -> BenchResult:
+              scores: tuple[float, float]) -> BenchResult:
     """How many of ``plans`` (S, 8, 3) end behind the start, in all and in the slow scenes; ``scores``: the mean
     EPDMS of the plans and of their :func:`forward_only` versions, reported with it."""
     slow = np.array([scene.ego.speed < SLOW_MPS for scene in scenes])
     behind = plans[:, -1, 0] < -REVERSE_M
-    cost = "" if scores is None else f"; EPDMS {scores[0]:.4f}, {scores[1]:.4f} if it never reversed"
     return BenchResult(f"{set_name}: {agent} plans ending behind the start", float(behind.sum()), "scenes",
                        note=f"{int(behind[slow].sum())} of the {int(slow.sum())} slow scenes (< {SLOW_MPS:g} m/s); "
-                            f"{len(scenes)} scenes{cost}",
+                            f"{len(scenes)} scenes; EPDMS {scores[0]:.4f}, {scores[1]:.4f} if it never reversed",
                        extra={"slow": int(slow.sum()), "behind_slow": int(behind[slow].sum()),
-                              "epdms_forward_only": None if scores is None else scores[1]})
+                              "epdms": float(scores[0]), "epdms_forward_only": float(scores[1])})
 
 
 def scene_sets(split: str, num_scenes: int, real: bool) -> dict[str, list]:

@@ -15,8 +15,9 @@ def test_reversing_counts_plans_ending_behind_the_start_and_the_slow_scenes():
     plans[:, :, 0] = np.linspace(0.5, 4.0, 8)  # forward
     plans[0, :, 0] = -np.linspace(0.1, 2.0, 8)  # reverses 2 m
     plans[1, -1, 0] = -REVERSE_M / 2  # ends behind, but within the tolerance
-    result = reversing(scenes, plans, "agent", "synthetic-val")
+    result = reversing(scenes, plans, "agent", "synthetic-val", (0.5, 0.6))
     assert result.value == 1.0 and result.extra["slow"] == int((speeds < SLOW_MPS).sum())
+    assert result.extra["epdms_forward_only"] == 0.6 and "0.6000 if it never reversed" in result.note
     assert result.extra["behind_slow"] == int(speeds[0] < SLOW_MPS)
     assert result.name == "synthetic-val: agent plans ending behind the start"
 
