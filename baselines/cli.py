@@ -7,13 +7,18 @@
     irlvla baselines train ppo-vla-rwm --backend ray --num-workers 8 [--ray-address HOST:PORT]
     irlvla baselines table [--out runs/baselines] [--variants ...] [--seeds 0 1]
     irlvla baselines compare [--out runs/baselines] [--baseline bc_default] [--sets synthetic-test synthetic-hard real]
+    irlvla baselines interpolate ppo-vla-rwm-greedy [--out runs/baselines] [--alphas 0.25 0.5 0.75] [--base bc_default]
+    irlvla baselines lolo [--variants ppo-vla-epdms ppo-vla-rwm] [--preset paper] [--seeds 0] [--out runs/lolo]
 
 ``--set key.sub=value`` overrides any config entry (e.g. ``--set total_timesteps=20000 --set env.num_scenes=512``);
 ``--timesteps``, ``--num-scenes``, ``--eval-scenes`` and ``--n-envs`` are shortcuts. A rerun skips finished runs and
 resumes interrupted ones from their last checkpoint (``--restart`` starts them over). ``compare`` is the evaluation
 protocol for learning claims (baselines/protocol.py): paired per-scene differences to a named baseline with bootstrap
 95% CIs over scenes and seeds, on synthetic-test, synthetic-hard (two-stage) and the real windows; its per-agent
-results are reused on a rerun while their settings match.
+results are reused on a rerun while their settings match. ``interpolate`` mixes finished VLA runs back towards the
+network they started from in weight space (WiSE-FT, baselines/interpolate.py): new runs ``<variant>-wise<100 alpha>``
+that ``compare`` evaluates like any other. ``lolo`` trains on the real windows of all drives but one and scores each
+drive with the runs that never saw it (baselines/lolo.py): RL on real data, evaluated on an unseen drive.
 
 ``train --backend ray --num-workers N`` steps the run's ``n_envs`` envs on N Ray actors (irlvla_gym.envs.ray_vector:
 same numbers as the local native env), on the cluster of ``--ray-address`` / ``$RAY_ADDRESS`` (``ray start``), else on
@@ -32,6 +37,8 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
+from baselines.interpolate import InterpolateJob
+from baselines.lolo import LoloJob
 from baselines.protocol import CompareJob
 from baselines.runner import SweepJob, TableJob, TrainJob
 from irlvla_gym.agents import TrustOptions, apply_trust_options
@@ -96,6 +103,17 @@ def register(subparsers: Any) -> None:
     add_arguments(p, TrustOptions)
     p.set_defaults(func=_compare)
 
+    p = sub.add_parser("interpolate", help="WiSE-FT: finished VLA runs mixed with their starting network in weight "
+                                           "space, written as new runs (<variant>-wise<100 alpha>)")
+    add_arguments(p, InterpolateJob)
+    p.set_defaults(func=_interpolate)
+
+    p = sub.add_parser("lolo", help="leave-one-log-out RL on the real windows: train on the other drives, score "
+                                    "each drive with the runs that never saw it")
+    add_arguments(p, LoloJob)
+    add_arguments(p, TrustOptions)
+    p.set_defaults(func=_lolo)
+
 
 def _run(args: argparse.Namespace) -> int:
     from baselines.runner import run_sweep
@@ -128,6 +146,25 @@ def _compare(args: argparse.Namespace) -> int:
 
     apply_trust_options(from_args(TrustOptions, args))
     paths = run_compare(from_args(CompareJob, args))
+    print(paths["md"].read_text())
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def _interpolate(args: argparse.Namespace) -> int:
+    from baselines.interpolate import run_interpolate
+
+    result = run_interpolate(from_args(InterpolateJob, args))
+    print(f"{len(result['written'])} run(s) written, {len(result['skipped'])} up to date")
+    return 0
+
+
+def _lolo(args: argparse.Namespace) -> int:
+    from baselines.lolo import run_lolo
+
+    apply_trust_options(from_args(TrustOptions, args))
+    paths = run_lolo(from_args(LoloJob, args))
     print(paths["md"].read_text())
     for kind, path in paths.items():
         print(f"{kind}: {path}")
