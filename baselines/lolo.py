@@ -82,6 +82,20 @@ def build_fold_store(scenes: Sequence[Any], out_dir: Path, fold: str, progress: 
     return len(tokens)
 
 
+def fold_overrides(job: LoloJob, variant: str, store: Path, n: int) -> Overrides:
+    """The job's overrides plus the fold's training scenes: ``env.split`` = the fold store, ``env.num_scenes`` = all
+    ``n`` of its windows, and ``distill.num_scenes`` = ``n`` too where the variant distils (a reward-greedy recipe
+    picks its teacher's plans on the training scenes)."""
+    from baselines.config import load_config
+
+    sets = list(job.overrides.sets) + [f"env.split={store.resolve()}", f"env.num_scenes={n}"]
+    base = Overrides(sets=sets, unsets=list(job.overrides.unsets), timesteps=job.overrides.timesteps,
+                     n_envs=job.overrides.n_envs)
+    if load_config(variant, job.preset, base.as_list()).distill.epochs > 0:
+        base.sets.append(f"distill.num_scenes={n}")
+    return base
+
+
 def train_folds(job: LoloJob, scenes: Sequence[Any], logs: Sequence[str]) -> dict[str, str]:
     """Train every variant x seed on every fold (finished runs are skipped, interrupted ones resume); returns
     fold -> the drive label it holds out."""
@@ -96,9 +110,7 @@ def train_folds(job: LoloJob, scenes: Sequence[Any], logs: Sequence[str]) -> dic
         n = build_fold_store(keep, store, fold, job.progress)
         for variant in job.variants:
             name = f"{Path(variant).stem}-no-{fold}"
-            sets = list(job.overrides.sets) + [f"env.split={store.resolve()}", f"env.num_scenes={n}"]
-            overrides = Overrides(sets=sets, unsets=list(job.overrides.unsets), timesteps=job.overrides.timesteps,
-                                  n_envs=job.overrides.n_envs)
+            overrides = fold_overrides(job, variant, store, n)
             for seed in job.seeds:
                 print(f"[lolo] {name} seed {seed}: {n} windows of {len(set(logs)) - 1} drives", file=sys.stderr)
                 run_train_job(TrainJob(variant=name, config=variant, seed=seed, evaluate=False, preset=job.preset,
@@ -185,4 +197,4 @@ def run_lolo(job: LoloJob) -> dict[str, Path]:
     return paths
 
 
-__all__ = ["LoloJob", "build_fold_store", "fold_name", "lolo_markdown", "pooled_scores", "run_lolo", "train_folds"]
+__all__ = ["LoloJob", "build_fold_store", "fold_name", "fold_overrides", "lolo_markdown", "pooled_scores", "run_lolo", "train_folds"]

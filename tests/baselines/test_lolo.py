@@ -17,6 +17,19 @@ def test_fold_names_are_short_and_safe():
     assert fold_name("scenarionet:scene-0103") == "scenarionet-scene-0103"
 
 
+def test_a_distilling_variant_distils_on_all_the_windows_of_its_fold(tmp_path):
+    from baselines.config import load_config
+    from baselines.lolo import fold_overrides
+
+    job = LoloJob(preset="paper", overrides=Overrides(sets=["total_timesteps=64"]))
+    greedy = fold_overrides(job, "ppo-vla-rwm-greedy", tmp_path / "fold", 92)
+    cfg = load_config("ppo-vla-rwm-greedy", "paper", greedy.as_list())
+    assert (cfg.env["num_scenes"], cfg.distill.num_scenes, cfg.total_timesteps) == (92, 92, 64)
+    assert cfg.env["split"] == str((tmp_path / "fold").resolve())
+    plain = fold_overrides(job, "ppo-vla-epdms", tmp_path / "fold", 92).as_list()
+    assert not any(s.startswith("distill.") for s in plain)  # no distillation: the config stays as it was
+
+
 def _tiny_sets(checkpoints) -> list[str]:
     return ["total_timesteps=32", "n_envs=2", "checkpoint_every=32", "ppo.n_steps=16", "ppo.batch_size=16",
             "ppo.n_epochs=1", "hooks=[]", f"pretrained={checkpoints['gaussian']}",
