@@ -101,9 +101,13 @@ def train_folds(job: LoloJob, scenes: Sequence[Any], logs: Sequence[str]) -> dic
     fold -> the drive label it holds out."""
     from baselines.runner import TrainJob, run_train_job
 
+    from baselines.config import load_config
+
     folds = {fold_name(log): log for log in sorted(set(logs))}
     if len(folds) < 2:
         raise ValueError(f"the real set has {len(folds)} drive(s): leave-one-log-out needs at least 2")
+    for variant in job.variants:  # a bad name or override fails here, not after the first folds have trained
+        load_config(variant, job.preset, job.overrides.as_list())
     for fold, held_out in folds.items():
         keep = [s for s, log in zip(scenes, logs) if log != held_out]
         store = Path(job.out) / "folds" / f"no-{fold}"

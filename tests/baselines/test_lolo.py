@@ -83,6 +83,11 @@ def test_bad_jobs_name_the_argument(tmp_path, monkeypatch):
         run_lolo(LoloJob(out=str(tmp_path), baseline="human", references=("bc_default",), progress=False))
     with pytest.raises(ValueError, match="--num-scenes"):
         run_lolo(LoloJob(out=str(tmp_path), overrides=Overrides(num_scenes=10), progress=False))
+    two = [("av2", s) for s in iter_scenes("synthetic-val", num=2)]
+    monkeypatch.setattr(real_data, "iter_real_scenes", lambda data_dir, **kw: iter(two))
+    with pytest.raises(FileNotFoundError, match="no-such-variant"):
+        run_lolo(LoloJob(out=str(tmp_path), variants=("ppo-vla-epdms", "no-such-variant"), progress=False))
+    assert not (tmp_path / "folds").exists()  # nothing trained or built before the check
     one = [("av2", s) for s in iter_scenes("synthetic-val", num=1)]
     monkeypatch.setattr(real_data, "iter_real_scenes", lambda data_dir, **kw: iter(one))
     with pytest.raises(ValueError, match="at least 2"):
