@@ -41,6 +41,9 @@ class LoloJob:
     """run seeds"""
     out: str = "runs/lolo"
     """output root: fold stores, runs, results, lolo.md / lolo.json"""
+    folds: tuple[str, ...] = ()
+    """drives to hold out, by fold name (``av2-3bffdcff``) or drive label (default: every drive); the table then
+    scores the windows of these drives only (e.g. a reward model that saw some drives can be tested on the others)"""
     baseline: str = "bc_default"
     """the agent every pooled row is compared with"""
     references: tuple[str, ...] = ("pdm-closed", "human", "bc_default")
@@ -106,6 +109,11 @@ def train_folds(job: LoloJob, scenes: Sequence[Any], logs: Sequence[str]) -> dic
     folds = {fold_name(log): log for log in sorted(set(logs))}
     if len(folds) < 2:
         raise ValueError(f"the real set has {len(folds)} drive(s): leave-one-log-out needs at least 2")
+    if job.folds:
+        unknown = [f for f in job.folds if f not in folds and f not in folds.values()]
+        if unknown:
+            raise ValueError(f"--folds {unknown}: not a drive of the real set (folds: {list(folds)})")
+        folds = {f: log for f, log in folds.items() if f in job.folds or log in job.folds}
     for variant in job.variants:  # a bad name or override fails here, not after the first folds have trained
         load_config(variant, job.preset, job.overrides.as_list())
     for fold, held_out in folds.items():
@@ -143,14 +151,30 @@ def pooled_scores(results: Mapping[str, dict], ents: Sequence[Any], variants: Se
     return out
 
 
+def lolo_command(job: LoloJob) -> str:
+    """The ``irlvla baselines lolo`` command line of ``job`` (what changes the numbers: variants, preset, seeds,
+    folds, overrides, baseline)."""
+    parts = ["irlvla baselines lolo --variants", *job.variants, "--preset", job.preset, "--seeds",
+             *map(str, job.seeds)]
+    if job.folds:
+        parts += ["--folds", *job.folds]
+    if job.baseline != "bc_default":
+        parts += ["--baseline", job.baseline]
+    parts += [a for key in job.overrides.unsets for a in ("--unset", key)]
+    parts += [a for item in job.overrides.sets for a in ("--set", item)]
+    for flag, value in (("--timesteps", job.overrides.timesteps), ("--n-envs", job.overrides.n_envs)):
+        if value is not None:
+            parts += [flag, str(value)]
+    return " ".join(parts)
+
+
 def lolo_markdown(comparison: Any, per_log: Mapping[str, Any], baseline: str, description: str, job: LoloJob) -> str:
     """``lolo.md``: the pooled table and the per-drive table."""
     from baselines.protocol import per_log_markdown
 
     lines = [f"# Leave-one-log-out RL on the real windows against `{baseline}`", "",
              f"{description}. Each trained row is trained on the windows of the other drives and scores only the "
-             f"windows of the drive it never saw (`irlvla baselines lolo --variants {' '.join(job.variants)} "
-             f"--preset {job.preset} --seeds {' '.join(map(str, job.seeds))}`). EPDMS x100; `Δ` = mean paired "
+             f"windows of the drive it never saw (`{lolo_command(job)}`). EPDMS x100; `Δ` = mean paired "
              f"per-window difference; 95% CIs by bootstrap over seeds and drives ({job.resamples} resamples).", "",
              "| agent | seeds | windows | EPDMS [95% CI] | Δ vs " + baseline + " [95% CI] | better / worse |",
              "|---|---:|---:|---:|---:|---:|"]
@@ -189,16 +213,22 @@ def run_lolo(job: LoloJob) -> dict[str, Path]:
     ents = entrants(compare)
     results = evaluate_set(eval_set, ents, compare, scoring_code_digest())
     scores = pooled_scores(results, ents, job.variants, folds, logs)
+    keep = np.isin(np.asarray(logs), list(folds.values()))  # --folds: only the held-out drives' windows
+    scores = {row: {seed: v[keep] for seed, v in by_seed.items()} for row, by_seed in scores.items()}
+    logs = [log for log, k in zip(logs, keep) if k]
     comparison = paired_comparison(scores, job.baseline, resamples=job.resamples, clusters=logs)
     per_log = per_log_deltas({row: np.mean([np.nan_to_num(v) for v in by_seed.values()], axis=0)
                               for row, by_seed in scores.items()}, job.baseline, logs)
+    description = eval_set.description + (f"; the {int(keep.sum())} windows of the {len(folds)} held-out drive(s) "
+                                          f"{sorted(folds)} scored" if not keep.all() else "")
     out = Path(job.out)
     paths = {"md": out / "lolo.md", "json": out / "lolo.json"}
     with atomic_write(paths["md"], "w") as fh:
-        fh.write(lolo_markdown(comparison, per_log, job.baseline, eval_set.description, job))
-    write_json(paths["json"], {"baseline": job.baseline, "folds": folds, "set": eval_set.description,
+        fh.write(lolo_markdown(comparison, per_log, job.baseline, description, job))
+    write_json(paths["json"], {"baseline": job.baseline, "folds": folds, "set": description,
                                "epdms": comparison.to_dict(), "per_log": per_log})
     return paths
 
 
-__all__ = ["LoloJob", "build_fold_store", "fold_name", "fold_overrides", "lolo_markdown", "pooled_scores", "run_lolo", "train_folds"]
+__all__ = ["LoloJob", "build_fold_store", "fold_name", "fold_overrides", "lolo_command", "lolo_markdown",
+           "pooled_scores", "run_lolo", "train_folds"]

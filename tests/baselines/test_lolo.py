@@ -30,6 +30,29 @@ def test_a_distilling_variant_distils_on_all_the_windows_of_its_fold(tmp_path):
     assert not any(s.startswith("distill.") for s in plain)  # no distillation: the config stays as it was
 
 
+def test_folds_restrict_training_and_the_table_to_the_chosen_drives(tmp_path, checkpoints, monkeypatch):
+    from baselines.lolo import lolo_command
+    from irlvla_gym.evaluation import real_data
+    from irlvla_gym.scenes.synthetic import iter_scenes
+
+    windows = [("av2", s) for s in iter_scenes("synthetic-val", num=3)]
+    monkeypatch.setattr(real_data, "iter_real_scenes", lambda data_dir, **kw: iter(windows))
+    logs = [f"synthetic:{s.metadata.log_name}" for _, s in windows]
+    chosen = fold_name(logs[1])
+    job = LoloJob(variants=("ppo-vla-epdms",), preset="quick", out=str(tmp_path), references=("bc_default",),
+                  folds=(chosen,), overrides=Overrides(sets=_tiny_sets(checkpoints)), resamples=100,
+                  progress=False)
+    doc = json.loads(run_lolo(job)["json"].read_text())
+    assert doc["folds"] == {chosen: logs[1]} and list(doc["per_log"]) == [logs[1]]
+    assert sorted(p.name for p in tmp_path.glob("ppo-vla-epdms-no-*")) == [f"ppo-vla-epdms-no-{chosen}"]
+    assert all(r["scenes"] == 1 for r in doc["epdms"]["rows"]) and "1 held-out drive" in doc["set"]
+    line = lolo_command(job)
+    assert f"--folds {chosen}" in line and "--set total_timesteps=32" in line
+    assert line in (tmp_path / "lolo.md").read_text()
+    with pytest.raises(ValueError, match="not a drive"):
+        run_lolo(LoloJob(out=str(tmp_path), folds=("av2-nothere",), progress=False))
+
+
 def _tiny_sets(checkpoints) -> list[str]:
     return ["total_timesteps=32", "n_envs=2", "checkpoint_every=32", "ppo.n_steps=16", "ppo.batch_size=16",
             "ppo.n_epochs=1", "hooks=[]", f"pretrained={checkpoints['gaussian']}",
