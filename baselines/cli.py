@@ -81,38 +81,24 @@ def register(subparsers: Any) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="baselines_command", metavar="ACTION")
     sub.required = True
-    # The flags of each action are the fields of its job config (baselines.runner), written once there.
-    p = sub.add_parser("run", help="train + evaluate every variant x seed, write the table and learning curves")
-    add_arguments(p, SweepJob)
-    add_arguments(p, TrustOptions)
-    p.set_defaults(func=_run)
-
-    p = sub.add_parser("train", help="train + evaluate one variant x seed")
-    add_arguments(p, TrainJob)
-    add_arguments(p, TrustOptions)
-    add_arguments(p, ScaleOptions)
-    p.set_defaults(func=_train)
-
-    p = sub.add_parser("table", help="(re)write the table and curves from finished runs")
-    add_arguments(p, TableJob)
-    p.set_defaults(func=_table)
-
-    p = sub.add_parser("compare", help="evaluation protocol: paired deltas vs a baseline agent with bootstrap CIs "
-                                       "on synthetic-test, synthetic-hard (two-stage) and the real windows")
-    add_arguments(p, CompareJob)
-    add_arguments(p, TrustOptions)
-    p.set_defaults(func=_compare)
-
-    p = sub.add_parser("interpolate", help="WiSE-FT: finished VLA runs mixed with their starting network in weight "
-                                           "space, written as new runs (<variant>-wise<100 alpha>)")
-    add_arguments(p, InterpolateJob)
-    p.set_defaults(func=_interpolate)
-
-    p = sub.add_parser("lolo", help="leave-one-log-out RL on the real windows: train on the other drives, score "
-                                    "each drive with the runs that never saw it")
-    add_arguments(p, LoloJob)
-    add_arguments(p, TrustOptions)
-    p.set_defaults(func=_lolo)
+    # The flags of each action are the fields of its job config (baselines.runner etc.), written once there.
+    actions = (
+        ("run", "train + evaluate every variant x seed, write the table and learning curves",
+         (SweepJob, TrustOptions), _run),
+        ("train", "train + evaluate one variant x seed", (TrainJob, TrustOptions, ScaleOptions), _train),
+        ("table", "(re)write the table and curves from finished runs", (TableJob,), _table),
+        ("compare", "evaluation protocol: paired deltas vs a baseline agent with bootstrap CIs on synthetic-test, "
+                    "synthetic-hard (two-stage) and the real windows", (CompareJob, TrustOptions), _compare),
+        ("interpolate", "WiSE-FT: finished VLA runs mixed with their starting network in weight space, written as "
+                        "new runs (<variant>-wise<100 alpha>)", (InterpolateJob,), _interpolate),
+        ("lolo", "leave-one-log-out RL on the real windows: train on the other drives, score each drive with the "
+                 "runs that never saw it", (LoloJob, TrustOptions), _lolo),
+    )
+    for name, text, jobs, func in actions:
+        p = sub.add_parser(name, help=text)
+        for job in jobs:
+            add_arguments(p, job)
+        p.set_defaults(func=func)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -145,11 +131,7 @@ def _compare(args: argparse.Namespace) -> int:
     from baselines.protocol import run_compare
 
     apply_trust_options(from_args(TrustOptions, args))
-    paths = run_compare(from_args(CompareJob, args))
-    print(paths["md"].read_text())
-    for kind, path in paths.items():
-        print(f"{kind}: {path}")
-    return 0
+    return _print_tables(run_compare(from_args(CompareJob, args)))
 
 
 def _interpolate(args: argparse.Namespace) -> int:
@@ -164,7 +146,11 @@ def _lolo(args: argparse.Namespace) -> int:
     from baselines.lolo import run_lolo
 
     apply_trust_options(from_args(TrustOptions, args))
-    paths = run_lolo(from_args(LoloJob, args))
+    return _print_tables(run_lolo(from_args(LoloJob, args)))
+
+
+def _print_tables(paths: dict) -> int:
+    """Print a written markdown table, then every written file's path (compare, lolo)."""
     print(paths["md"].read_text())
     for kind, path in paths.items():
         print(f"{kind}: {path}")
