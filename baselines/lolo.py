@@ -68,6 +68,17 @@ def fold_name(log: str) -> str:
     return safe_name(f"{source}-{short}")
 
 
+def fold_names(logs: Sequence[str]) -> dict[str, str]:
+    """fold name -> drive label for every drive of ``logs`` (sorted); two drives whose short names collide keep their
+    full labels (safe-named), so no fold ever holds out two drives."""
+    from baselines.protocol import safe_name
+
+    drives = sorted(set(logs))
+    short = [fold_name(log) for log in drives]
+    names = [n if short.count(n) == 1 else safe_name(log) for n, log in zip(short, drives)]
+    return dict(zip(names, drives))
+
+
 def build_fold_store(scenes: Sequence[Any], out_dir: Path, fold: str, progress: bool) -> int:
     """The store of ``scenes`` at ``out_dir`` (reused when it holds exactly their tokens, rebuilt otherwise);
     returns the scene count."""
@@ -102,11 +113,10 @@ def fold_overrides(job: LoloJob, variant: str, store: Path, n: int) -> Overrides
 def train_folds(job: LoloJob, scenes: Sequence[Any], logs: Sequence[str]) -> dict[str, str]:
     """Train every variant x seed on every fold (finished runs are skipped, interrupted ones resume); returns
     fold -> the drive label it holds out."""
+    from baselines.config import load_config
     from baselines.runner import TrainJob, run_train_job
 
-    from baselines.config import load_config
-
-    folds = {fold_name(log): log for log in sorted(set(logs))}
+    folds = fold_names(logs)
     if len(folds) < 2:
         raise ValueError(f"the real set has {len(folds)} drive(s): leave-one-log-out needs at least 2")
     if job.folds:
@@ -230,5 +240,5 @@ def run_lolo(job: LoloJob) -> dict[str, Path]:
     return paths
 
 
-__all__ = ["LoloJob", "build_fold_store", "fold_name", "fold_overrides", "lolo_command", "lolo_markdown",
-           "pooled_scores", "run_lolo", "train_folds"]
+__all__ = ["LoloJob", "build_fold_store", "fold_name", "fold_names", "fold_overrides", "lolo_command",
+           "lolo_markdown", "pooled_scores", "run_lolo", "train_folds"]

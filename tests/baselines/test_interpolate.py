@@ -1,4 +1,5 @@
-"""``irlvla baselines interpolate``: WiSE-FT runs are new protocol runs beside their source (baselines/interpolate.py)."""
+"""``irlvla baselines interpolate``: WiSE-FT runs are new protocol runs beside their source
+(baselines/interpolate.py)."""
 
 from __future__ import annotations
 

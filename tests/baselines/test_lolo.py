@@ -15,6 +15,12 @@ from baselines.lolo import LoloJob, fold_name, run_lolo
 def test_fold_names_are_short_and_safe():
     assert fold_name("av2:3bffdcff-c3a7-38b6-a0f2-64196d130958") == "av2-3bffdcff"
     assert fold_name("scenarionet:scene-0103") == "scenarionet-scene-0103"
+    from baselines.lolo import fold_names
+
+    twins = ["av2:3bffdcff-c3a7-38b6-a0f2-64196d130958", "av2:3bffdcff-0000-38b6-a0f2-64196d130958", "nus:x"]
+    names = fold_names(twins + twins[:1])  # one entry per drive; colliding prefixes keep their full labels
+    assert sorted(names.values()) == sorted(twins) and "nus-x" in names
+    assert all(len(n) > len("av2-3bffdcff") for n, log in names.items() if log.startswith("av2"))
 
 
 def test_a_distilling_variant_distils_on_all_the_windows_of_its_fold(tmp_path):
