@@ -89,7 +89,12 @@ def interpolate_run(run_dir: Path, dest: Path, alpha: float, base: str, new_vari
             return False
         raise FileExistsError(f"{dest} holds another run (a different alpha, base or source): remove it or pick "
                               f"another --name")
-    if dest.exists():  # an interrupted write: no done.json, nothing to keep
+    if dest.exists():  # an interrupted mix (no done.json) is redone; anything else there is not ours to delete
+        ours = all(p.name in ("network", "config.json") for p in dest.iterdir()) and (
+            not (dest / "config.json").is_file() or "interpolation" in read_json(dest / "config.json"))
+        if not ours:
+            raise FileExistsError(f"{dest} exists and is not an interpolated run (e.g. a training run in progress): "
+                                  f"pick another --name")
         shutil.rmtree(dest)
     save_interpolated(base_dir, tuned, alpha, dest / "network", record={"source_run": record["source_run"]})
     cfg = read_json(run_dir / "config.json")

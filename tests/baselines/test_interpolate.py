@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,16 @@ def test_interpolated_runs_are_found_loaded_and_exact_at_the_ends(tmp_path, chec
     with pytest.raises(FileExistsError, match="another run"):
         run_interpolate(InterpolateJob(variant="tuned", out=str(tmp_path), alphas=(0.25,), name="tuned-wise50"))
     assert "up to date" in capsys.readouterr().out
+    # an unfinished directory of another kind (a training run in progress) is never deleted
+    busy = tmp_path / "tuned-wise25" / "seed0"
+    (busy / "checkpoint").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="not an interpolated run"):
+        run_interpolate(InterpolateJob(variant="tuned", out=str(tmp_path), alphas=(0.25,), seeds=(0,)))
+    assert (busy / "checkpoint").is_dir()
+    # an interrupted mix (network/ written, no done.json) is redone
+    shutil.rmtree(tmp_path / "tuned-wise25")
+    (tmp_path / "tuned-wise25" / "seed0" / "network").mkdir(parents=True)
+    assert run_interpolate(InterpolateJob(variant="tuned", out=str(tmp_path), alphas=(0.25,), seeds=(0,)))["written"]
 
 
 def test_bad_requests_name_the_argument(tmp_path, checkpoints):
