@@ -227,8 +227,7 @@ def run_lolo(job: LoloJob) -> dict[str, Path]:
     scores = {row: {seed: v[keep] for seed, v in by_seed.items()} for row, by_seed in scores.items()}
     logs = [log for log, k in zip(logs, keep) if k]
     comparison = paired_comparison(scores, job.baseline, resamples=job.resamples, clusters=logs)
-    per_log = per_log_deltas({row: np.mean([np.nan_to_num(v) for v in by_seed.values()], axis=0)
-                              for row, by_seed in scores.items()}, job.baseline, logs)
+    per_log = per_log_deltas(scores, job.baseline, logs)
     description = eval_set.description + (f"; the {int(keep.sum())} windows of the {len(folds)} held-out drive(s) "
                                           f"{sorted(folds)} scored" if not keep.all() else "")
     out = Path(job.out)

@@ -417,35 +417,38 @@ def set_table(eval_set: EvalSet, ents: Sequence[Entrant], results: Mapping[str, 
                            "--recompute")
     rows = list(dict.fromkeys(e.row for e in ents))
     columns = ["epdms"] + (["stage1_epdms"] if eval_set.two_stage else []) + ["pdms", *TABLE_SUB_SCORES]
-    stats = {}
-    for column in columns:
-        scores = {row: {e.seed: np.asarray(results[e.key]["scores"][column], np.float64)
-                        for e in ents if e.row == row} for row in rows}
-        stats[column] = paired_comparison(scores, job.baseline, resamples=job.resamples, seed=job.bootstrap_seed,
-                                          clusters=clusters)
-    epdms = {row: np.mean([np.nan_to_num(np.asarray(results[e.key]["scores"]["epdms"], np.float64))
-                           for e in ents if e.row == row], axis=0) for row in rows}  # a failed plan scores 0
+
+    def by_row(column: str) -> dict[str, dict[int, np.ndarray]]:  # row -> seed -> (N,) scores of one column
+        return {row: {e.seed: np.asarray(results[e.key]["scores"][column], np.float64) for e in ents if e.row == row}
+                for row in rows}
+
+    stats = {c: paired_comparison(by_row(c), job.baseline, resamples=job.resamples, seed=job.bootstrap_seed,
+                                  clusters=clusters) for c in columns}
     return {"name": eval_set.name, "description": eval_set.description, "scenes": len(tokens),
             "epdms": stats["epdms"].to_dict(),
             "columns": {c: {r.agent: r.mean for r in stats[c].rows} for c in columns[1:]},
             "paired": {c: stats[c].to_dict() for c in columns[1:]},
             "errors": {row: sum(results[e.key]["errors"] for e in ents if e.row == row) for row in rows},
-            "per_log": None if clusters is None else per_log_deltas(epdms, job.baseline, clusters),
+            "per_log": None if clusters is None else per_log_deltas(by_row("epdms"), job.baseline, clusters),
             "comparison": stats["epdms"]}
 
 
-def per_log_deltas(epdms: Mapping[str, Any], baseline: str, logs: Sequence[str]) -> dict[str, dict[str, Any]]:
+def per_log_deltas(scores: Mapping[str, Mapping[int, Any]], baseline: str,
+                   logs: Sequence[str]) -> dict[str, dict[str, Any]]:
     """log -> {"scenes": n, "baseline": the baseline's mean EPDMS x100, "delta": row -> mean paired per-scene
-    difference x100} from each row's seed-mean per-scene EPDMS (``epdms``: row -> (N,), failures as 0)."""
+    difference x100} from ``scores`` (row -> seed -> (N,) EPDMS; a failed plan, NaN, counts as 0 before each row's
+    seed mean, as in the paired statistics)."""
     import numpy as np
 
+    epdms = {row: np.mean([np.nan_to_num(np.asarray(v, np.float64)) for v in by_seed.values()], axis=0)
+             for row, by_seed in scores.items()}
     owner = np.asarray(logs)
-    base = np.asarray(epdms[baseline])
+    base = epdms[baseline]
     out: dict[str, dict[str, Any]] = {}
     for log in dict.fromkeys(logs):
         m = owner == log
         out[log] = {"scenes": int(m.sum()), "baseline": float(100 * base[m].mean()),
-                    "delta": {row: float(100 * (np.asarray(v)[m] - base[m]).mean())
+                    "delta": {row: float(100 * (v[m] - base[m]).mean())
                               for row, v in epdms.items() if row != baseline}}
     return out
 

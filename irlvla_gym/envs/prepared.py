@@ -238,9 +238,14 @@ def index_from_arrays(a: Mapping[str, np.ndarray]) -> Any:
     attributes, values and dtypes as the one built, without rebuilding it). From a chunk's :class:`SceneArrays`
     its large CSR offsets are handed over as stored (uint16, ...): the index widens them on first access, and a
     packed index (the vector env's) reads them as they are."""
+    return _polygon_index(_read(a, INDEX_FIELDS))
+
+
+def _polygon_index(values: Sequence[np.ndarray]) -> Any:
+    """A :class:`PolygonIndex` from the values of :data:`INDEX_FIELDS`, in that order."""
     from irlvla_gym.metrics.polyindex import PolygonIndex
 
-    return PolygonIndex.from_arrays(dict(zip(INDEX_ATTRS, _read(a, INDEX_FIELDS))))
+    return PolygonIndex.from_arrays(dict(zip(INDEX_ATTRS, values)))
 
 
 def _read(a: Mapping[str, np.ndarray], names: tuple[str, ...]) -> list[np.ndarray]:
@@ -295,13 +300,11 @@ def bundle_from_arrays(index: int, token: str, scene: Scene | Callable[[], Scene
     from irlvla_gym.metrics import AgentTracks, ScoringContext
     from irlvla_gym.metrics.config import DEFAULT_CONFIG
 
-    from irlvla_gym.metrics.polyindex import PolygonIndex
-
     f = _read(a, EAGER_FIELDS)  # the fields every first visit reads, at once
     n_ctx, n_index = 2 + len(CONTEXT_ARRAYS), 2 + len(CONTEXT_ARRAYS) + len(INDEX_ATTRS)
     ctx = ScoringContext(token=token, vehicle=EgoVehicle.from_array(f[0]), config=DEFAULT_CONFIG,
                          polygons=PackedPolygons(a), num_lanes=int(f[1]), **dict(zip(CONTEXT_ARRAYS, f[2:n_ctx])))
-    attach_polygon_index(ctx, PolygonIndex.from_arrays(dict(zip(INDEX_ATTRS, f[n_ctx:n_index]))))
+    attach_polygon_index(ctx, _polygon_index(f[n_ctx:n_index]))
     boxes, valid, category, start_state, human_states, reference_progress = f[n_index:]
     return SceneBundle(index, scene, ctx, start_state, AgentTracks(boxes, valid, category), human_states,
                        PersistedResult(a), float(reference_progress))
